@@ -1,0 +1,107 @@
+"""The ``aisle`` command: export, index, serve, demo.
+
+Subcommands import their toolchain lazily, so the SDK install (no torch) still has a working
+``aisle --help``; a subcommand whose extra is missing says which extra to install.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_REPO = Path("build/model_repository")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from aisle_export.pipeline import export_repository
+
+    export_repository(args.repo, args.query_tower, args.item_tower)
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from aisle_export.catalog import read_catalog
+    from aisle_export.indexing import write_index
+
+    catalog = read_catalog(args.catalog, skip_bad_rows=args.skip_bad_rows)
+    if catalog.skipped:
+        print(f"skipped {catalog.skipped} bad rows, e.g.: {catalog.skip_reasons[:3]}", file=sys.stderr)
+    write_index(catalog, args.repo, version=args.version, batch_size=args.batch_size, source=args.catalog)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aisle_server.tritonserver import TritonServer, serve_forever
+
+    server = TritonServer(
+        args.repo,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+        model_config_name=args.model_config_name,
+        log_verbose=args.log_verbose,
+    )
+    print(f"serving {args.repo} on grpc {server.grpc_url}, http {server.http_url}", flush=True)
+    return serve_forever(server)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from aisle_export.demo import run_demo
+
+    run_demo(args.workdir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aisle", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export the query and item towers to ONNX and assemble the model repository")
+    p.add_argument("--repo", type=Path, default=DEFAULT_REPO)
+    p.add_argument("--query-tower", help="sentence-transformers/HF directory (default: all-MiniLM-L6-v2)")
+    p.add_argument("--item-tower", help="sentence-transformers/HF directory (default: all-MiniLM-L6-v2)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("index", help="embed a catalog (CSV, JSONL, Parquet) into the repository's index")
+    p.add_argument("--catalog", type=Path, required=True)
+    p.add_argument("--repo", type=Path, default=DEFAULT_REPO)
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of failing")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--version", default="1", help="rerank model version directory to write")
+    p.set_defaults(func=_index)
+
+    p = sub.add_parser("serve", help="run tritonserver over the repository until interrupted")
+    p.add_argument("--repo", type=Path, default=DEFAULT_REPO)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--model-config-name", help="use <model>/configs/NAME.pbtxt where present (onnxruntime, tensorrt)")
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("demo", help="export, index MovieLens-100K, serve, print recommendations, stop")
+    p.add_argument("--workdir", type=Path, default=Path("build"))
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ImportError as exc:
+        print(f"aisle {args.command}: missing dependency ({exc}); install with pip install 'aisle[export,server]'",
+              file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"aisle {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

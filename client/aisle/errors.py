@@ -1,0 +1,81 @@
+"""The SDK's exception hierarchy, mapped from gRPC status codes.
+
+Callers catch ``AisleError`` (or one of its kinds); a raw tritonclient or grpc exception never
+reaches them. ``retryable`` says whether trying again later can help.
+"""
+from __future__ import annotations
+
+import grpc
+
+
+class AisleError(Exception):
+    """Base class of every error the SDK raises."""
+
+    retryable = False
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidRequest(AisleError, ValueError):
+    """The request is malformed (checked locally before any network call, or by the server)."""
+
+
+class ModelNotReady(AisleError):
+    """The server is up but the model is not loaded (yet)."""
+
+    retryable = True
+
+
+class ServerUnavailable(AisleError):
+    """The server cannot be reached (down, restarting, network)."""
+
+    retryable = True
+
+
+class DeadlineExceeded(AisleError):
+    """The call's deadline passed before the answer came."""
+
+
+class Overloaded(AisleError):
+    """The server shed the request (queue full or queue timeout)."""
+
+    retryable = True
+
+
+class ServerError(AisleError):
+    """The server failed while handling the request (a bug or a broken model)."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[AisleError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidRequest,
+    grpc.StatusCode.FAILED_PRECONDITION: InvalidRequest,
+    grpc.StatusCode.NOT_FOUND: ModelNotReady,
+    grpc.StatusCode.UNAVAILABLE: ServerUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+}
+
+
+def _status_code(status: object) -> grpc.StatusCode | None:
+    """tritonclient reports the status as a ``grpc.StatusCode`` or as its string form."""
+    if isinstance(status, grpc.StatusCode):
+        return status
+    for code in grpc.StatusCode:
+        if status == str(code) or status == code.name:
+            return code
+    return None
+
+
+def from_triton(exc: Exception) -> AisleError:
+    """Translate a tritonclient ``InferenceServerException`` into the SDK's hierarchy."""
+    status = exc.status() if hasattr(exc, "status") else None
+    message = exc.message() if hasattr(exc, "message") else str(exc)
+    code = _status_code(status)
+    if code is None and "Deadline Exceeded" in str(message):
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
+    if code == grpc.StatusCode.UNAVAILABLE and "exceeds maximum queue size" in str(message):
+        return Overloaded(str(message), code)
+    return _BY_CODE.get(code, ServerError)(str(message), code) if code else ServerError(str(message))

@@ -1,0 +1,24 @@
+"""Plain result types the SDK returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    item_id: str
+    score: float
+
+
+class Recommendations(list):
+    """A list of ``Recommendation``, best first, with what the server reported about the request.
+
+    ``unknown_history`` counts history item ids the catalog does not know (they were ignored).
+    """
+
+    def __init__(self, items: list[Recommendation] = (), unknown_history: int = 0):  # type: ignore[assignment]
+        super().__init__(items)
+        self.unknown_history = unknown_history
+
+    def __repr__(self) -> str:
+        return f"Recommendations({list.__repr__(self)}, unknown_history={self.unknown_history})"

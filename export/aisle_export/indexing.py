@@ -1,0 +1,96 @@
+"""Embed a catalog through the item tower and write the index the ``rerank`` model serves.
+
+The item tower is the exported ``<repo>/item_encoder/1/model.onnx`` run with the server's own
+tokenization code, so offline item vectors and online query vectors come from the same graphs.
+Texts are embedded longest-first in batches: similar lengths share padding, which is most of the
+cost of a batch.
+
+The index is written to a temporary directory beside its destination and renamed into place, so
+a server never sees half an index.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from aisle_server.encoder import OnnxEncoder
+from aisle_server.index import INDEX_DIRNAME, CatalogIndex
+from aisle_server.tokenization import TextTokenizer
+
+from .catalog import Catalog
+from .repository import TEMPLATE_DIR
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embed_texts(
+    texts: list[str], encoder_dir: Path, batch_size: int = 64, progress: bool = True
+) -> np.ndarray:
+    """Item-tower embeddings (float32, L2-normalized) in the order of ``texts``."""
+    tokenizer = TextTokenizer.from_directory(encoder_dir)
+    encoder = OnnxEncoder(Path(encoder_dir) / "model.onnx")
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    with tqdm(total=len(texts), desc="embedding items", unit="item", disable=not progress) as bar:
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = encoder(*tokenizer([texts[r] for r in rows]))
+            bar.update(len(rows))
+    return out
+
+
+def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: int = 64, progress: bool = True,
+                source: Path | None = None) -> CatalogIndex:
+    repo = Path(repo)
+    encoder_dir = repo / "item_encoder" / "1"
+    if not (encoder_dir / "model.onnx").exists():
+        raise FileNotFoundError(f"{encoder_dir / 'model.onnx'} not found: run `aisle export --repo {repo}` first")
+    started = time.time()
+    embeddings = embed_texts(catalog.texts(), encoder_dir, batch_size, progress)
+    manifest = {
+        "catalog": str(source) if source else None,
+        "catalog_sha256": sha256_file(source) if source else None,
+        "item_encoder_sha256": sha256_file(encoder_dir / "model.onnx"),
+        "skipped_rows": catalog.skipped,
+        "built_at": started,
+        "embed_seconds": round(time.time() - started, 2),
+    }
+    index = CatalogIndex(
+        item_ids=catalog.item_ids,
+        embeddings=embeddings,
+        titles=catalog.titles,
+        categories=catalog.categories,
+        created_at=catalog.created_at,
+        popularity=catalog.popularity,
+        in_stock=catalog.in_stock,
+        manifest=manifest,
+    )
+    version_dir = repo / "rerank" / version
+    version_dir.mkdir(parents=True, exist_ok=True)
+    model_py = version_dir / "model.py"
+    if not model_py.exists():
+        shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", model_py)
+    final = version_dir / INDEX_DIRNAME
+    staging = version_dir / f".{INDEX_DIRNAME}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    index.save(staging)
+    old = version_dir / f".{INDEX_DIRNAME}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "path": str(final)}))
+    return index

@@ -1,0 +1,203 @@
+"""Write the Triton model repository: configs from typed protobuf objects, plus the model.py adapters.
+
+Every ``config.pbtxt`` is built from tritonclient's ``model_config_pb2`` and printed with protobuf's
+``text_format`` — never by string concatenation — so a typo is a Python error, not a server that
+refuses to start. The checked-in ``model_repository/`` holds the same files generated for the
+default tower (384-dim); ``python -m aisle_export.repository model_repository`` regenerates them and a
+unit test keeps the two in step.
+
+Config variants (``--model-config-name`` picks ``<model>/configs/<name>.pbtxt`` where present):
+
+- default ``config.pbtxt``: encoders run ONNX Runtime inside the Python backend (any tritonserver,
+  including the one in nvidia-pytriton, which has no ONNX Runtime backend);
+- ``onnxruntime``: the Triton container's native ONNX Runtime backend on the same ``model.onnx``;
+- ``tensorrt``: a TensorRT engine ``model.plan`` on the GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from aisle_server.ranking import RankingConfig
+
+#: The checked-in repository: model.py adapters, generated configs, no artifacts.
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_repository"
+DEFAULT_DIM = 384
+MAX_BATCH_SIZE = 64
+CONFIG_VARIANTS = ("onnxruntime", "tensorrt")
+
+STRING, INT32, INT64, FP32, FP64 = mc.TYPE_STRING, mc.TYPE_INT32, mc.TYPE_INT64, mc.TYPE_FP32, mc.TYPE_FP64
+
+
+def _input(name: str, dtype: int, dims: Iterable[int], optional: bool = False, ragged: bool = False) -> mc.ModelInput:
+    return mc.ModelInput(name=name, data_type=dtype, dims=list(dims), optional=optional, allow_ragged_batch=ragged)
+
+
+def _output(name: str, dtype: int, dims: Iterable[int]) -> mc.ModelOutput:
+    return mc.ModelOutput(name=name, data_type=dtype, dims=list(dims))
+
+
+def _batching(delay_us: int) -> mc.ModelDynamicBatching:
+    return mc.ModelDynamicBatching(max_queue_delay_microseconds=delay_us)
+
+
+def _parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = str(value)
+
+
+def tokenizer_config() -> mc.ModelConfig:
+    return mc.ModelConfig(
+        name="tokenizer",
+        backend="python",
+        max_batch_size=MAX_BATCH_SIZE,
+        input=[_input("TEXT", STRING, [1])],
+        output=[_output("INPUT_IDS", INT64, [-1]), _output("ATTENTION_MASK", INT64, [-1])],
+        dynamic_batching=_batching(200),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+    )
+
+
+def encoder_config(name: str, dim: int, variant: str | None = None) -> mc.ModelConfig:
+    config = mc.ModelConfig(
+        name=name,
+        max_batch_size=MAX_BATCH_SIZE,
+        input=[_input("input_ids", INT64, [-1]), _input("attention_mask", INT64, [-1])],
+        output=[_output("embedding", FP32, [dim])],
+        dynamic_batching=_batching(1000),
+    )
+    if variant is None:
+        config.backend = "python"
+        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1))
+        _parameters(config, {"onnx_file": "model.onnx", "intra_op_threads": 0})
+    elif variant == "onnxruntime":
+        config.platform = "onnxruntime_onnx"
+        config.default_model_filename = "model.onnx"
+    elif variant == "tensorrt":
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = "model.plan"
+        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=1))
+    else:
+        raise ValueError(f"unknown encoder variant {variant!r}; expected one of {CONFIG_VARIANTS}")
+    return config
+
+
+def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
+    config = mc.ModelConfig(
+        name="rerank",
+        backend="python",
+        max_batch_size=MAX_BATCH_SIZE,
+        input=[
+            _input("QUERY", STRING, [1]),
+            _input("QUERY_EMBEDDING", FP32, [dim]),
+            _input("HISTORY_IDS", STRING, [-1], optional=True, ragged=True),
+            _input("HISTORY_TS", FP64, [-1], optional=True, ragged=True),
+            _input("K", INT32, [1], optional=True),
+            _input("NOW", FP64, [1], optional=True),
+        ],
+        output=[_output("ITEM_IDS", STRING, [-1]), _output("SCORES", FP32, [-1]), _output("UNKNOWN_HISTORY", INT32, [1])],
+        dynamic_batching=_batching(200),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+    )
+    _parameters(config, asdict(ranking))
+    return config
+
+
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> mc.ModelEnsembling.Step:
+    return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
+
+
+def _tokenize_and_encode(text: str, encoder: str, embedding: str) -> list[mc.ModelEnsembling.Step]:
+    return [
+        _step("tokenizer", {"TEXT": text}, {"INPUT_IDS": "_input_ids", "ATTENTION_MASK": "_attention_mask"}),
+        _step(encoder, {"input_ids": "_input_ids", "attention_mask": "_attention_mask"}, {"embedding": embedding}),
+    ]
+
+
+def recommend_config(dim: int) -> mc.ModelConfig:
+    rerank = rerank_config(dim, RankingConfig())
+    passthrough = ["HISTORY_IDS", "HISTORY_TS", "K", "NOW"]
+    steps = _tokenize_and_encode("QUERY", "query_encoder", "_query_embedding")
+    steps.append(
+        _step(
+            "rerank",
+            {"QUERY": "QUERY", "QUERY_EMBEDDING": "_query_embedding", **{n: n for n in passthrough}},
+            {o.name: o.name for o in rerank.output},
+        )
+    )
+    return mc.ModelConfig(
+        name="recommend",
+        platform="ensemble",
+        max_batch_size=MAX_BATCH_SIZE,
+        input=[i for i in rerank.input if i.name != "QUERY_EMBEDDING"],
+        output=list(rerank.output),
+        ensemble_scheduling=mc.ModelEnsembling(step=steps),
+    )
+
+
+def embed_config(name: str, encoder: str, dim: int) -> mc.ModelConfig:
+    return mc.ModelConfig(
+        name=name,
+        platform="ensemble",
+        max_batch_size=MAX_BATCH_SIZE,
+        input=[_input("TEXT", STRING, [1])],
+        output=[_output("EMBEDDING", FP32, [dim])],
+        ensemble_scheduling=mc.ModelEnsembling(step=_tokenize_and_encode("TEXT", encoder, "EMBEDDING")),
+    )
+
+
+def all_configs(dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None) -> dict[str, mc.ModelConfig]:
+    """Every config file of the repository, keyed by its path relative to the repository root."""
+    configs = {
+        "tokenizer/config.pbtxt": tokenizer_config(),
+        "rerank/config.pbtxt": rerank_config(dim, ranking or RankingConfig()),
+        "recommend/config.pbtxt": recommend_config(dim),
+        "embed_query/config.pbtxt": embed_config("embed_query", "query_encoder", dim),
+        "embed_item/config.pbtxt": embed_config("embed_item", "item_encoder", dim),
+    }
+    for encoder in ("query_encoder", "item_encoder"):
+        configs[f"{encoder}/config.pbtxt"] = encoder_config(encoder, dim)
+        for variant in CONFIG_VARIANTS:
+            configs[f"{encoder}/configs/{variant}.pbtxt"] = encoder_config(encoder, dim, variant)
+    return configs
+
+
+def render(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def write_configs(repo: Path, dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None) -> list[Path]:
+    written = []
+    for relative, config in all_configs(dim, ranking).items():
+        path = Path(repo) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(config))
+        written.append(path)
+    return written
+
+
+def copy_template(repo: Path) -> Path:
+    """Copy the checked-in repository (model.py adapters, configs) into ``repo``, keeping artifacts."""
+    repo = Path(repo)
+    if repo.resolve() != TEMPLATE_DIR:
+        shutil.copytree(TEMPLATE_DIR, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return repo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="(Re)generate the repository's config.pbtxt files.")
+    parser.add_argument("repo", type=Path, nargs="?", default=TEMPLATE_DIR)
+    parser.add_argument("--dim", type=int, default=DEFAULT_DIM)
+    args = parser.parse_args(argv)
+    for path in write_configs(args.repo, args.dim):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

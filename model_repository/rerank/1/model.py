@@ -1,0 +1,8 @@
+"""Triton entry point of `rerank`; the model is `aisle_server.triton_models.RerankModel`."""
+import os
+import site
+
+if os.environ.get("AISLE_SITE_PACKAGES"):  # set by `aisle serve`: the stub runs isolated, ignoring PYTHONPATH
+    site.addsitedir(os.environ["AISLE_SITE_PACKAGES"])
+
+from aisle_server.triton_models import RerankModel as TritonPythonModel  # noqa: E402,F401

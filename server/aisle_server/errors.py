@@ -1,0 +1,10 @@
+"""Errors the Python-backend models turn into gRPC status codes (see ``triton_adapter``)."""
+from __future__ import annotations
+
+
+class InvalidInput(ValueError):
+    """A request field is malformed; becomes INVALID_ARGUMENT naming ``field``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field

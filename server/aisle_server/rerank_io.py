@@ -1,0 +1,108 @@
+"""Validate ``rerank`` request tensors into ``RankRequest`` rows and pack results into tensors.
+
+Kept apart from ``model.py`` so that every rule about bad input is plain, unit-tested Python:
+each violation raises ``InvalidInput`` naming the tensor, and the server answers INVALID_ARGUMENT.
+
+Tensor contract (batch dimension first; ``recommend`` exposes the same names):
+
+- ``QUERY``            BYTES [B, 1]   UTF-8 text; empty or whitespace = no query.
+- ``QUERY_EMBEDDING``  FP32  [B, d]   from ``query_encoder``.
+- ``HISTORY_IDS``      BYTES [B, H]   optional; most recent last; ``b""`` entries are padding.
+- ``HISTORY_TS``       FP64  [B, H]   optional; unix seconds per history item (finite).
+                                       Without it every history item counts as "now".
+- ``K``                INT32 [B, 1]   optional; default from the model config.
+- ``NOW``              FP64  [B, 1]   optional; the request's clock (reproducible replays); default: server time.
+
+Outputs: ``ITEM_IDS`` BYTES [B, k_max], ``SCORES`` FP32 [B, k_max] (rows with fewer than ``k_max``
+results are padded with ``b""`` and NaN), ``UNKNOWN_HISTORY`` INT32 [B, 1] (ids not in the catalog,
+ignored and counted). History longer than ``max_history`` keeps its most recent items.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InvalidInput
+from .ranking import RankingConfig, RankRequest, RankResult, validate_k
+from .tokenization import TextDecodeError, decode_utf8
+
+OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
+
+
+def _rows(name: str, array: np.ndarray | None, batch: int, ndim: int = 2) -> np.ndarray | None:
+    if array is None:
+        return None
+    if array.ndim != ndim or array.shape[0] != batch:
+        raise InvalidInput(name, f"expected shape [{batch}, ...] with {ndim} dims, got {list(array.shape)}")
+    return array
+
+
+def _decode(name: str, values: Sequence[bytes]) -> list[str]:
+    try:
+        return decode_utf8(values)
+    except TextDecodeError as exc:
+        raise InvalidInput(name, str(exc)) from None
+
+
+def _finite(name: str, array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float64)
+    if not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0].tolist()
+        raise InvalidInput(name, f"value at {bad} is not a finite number")
+    return array
+
+
+def parse_requests(
+    inputs: Mapping[str, np.ndarray | None],
+    config: RankingConfig,
+    catalog_size: int,
+    dim: int,
+    clock: Callable[[], float] = time.time,
+) -> list[RankRequest]:
+    queries = inputs.get("QUERY")
+    if queries is None or queries.ndim != 2 or queries.shape[1] != 1:
+        raise InvalidInput("QUERY", "required, shape [batch, 1]")
+    batch = queries.shape[0]
+    embeddings = _rows("QUERY_EMBEDDING", inputs.get("QUERY_EMBEDDING"), batch)
+    if embeddings is None or embeddings.shape[1] != dim:
+        raise InvalidInput("QUERY_EMBEDDING", f"required, shape [batch, {dim}]")
+    history_ids = _rows("HISTORY_IDS", inputs.get("HISTORY_IDS"), batch)
+    history_ts = _rows("HISTORY_TS", inputs.get("HISTORY_TS"), batch)
+    if history_ts is not None and (history_ids is None or history_ts.shape != history_ids.shape):
+        raise InvalidInput("HISTORY_TS", "needs HISTORY_IDS of the same shape")
+    ks = _rows("K", inputs.get("K"), batch)
+    nows = _rows("NOW", inputs.get("NOW"), batch)
+    now_default = clock()
+
+    requests = []
+    for b in range(batch):
+        text = _decode("QUERY", queries[b])[0]
+        query_embedding = None
+        if text.strip():
+            query_embedding = _finite("QUERY_EMBEDDING", embeddings[b]).astype(np.float32)
+        now = float(_finite("NOW", nows[b])[0]) if nows is not None else now_default
+        ids: list[str] = []
+        ts = np.zeros(0)
+        if history_ids is not None:
+            ids = _decode("HISTORY_IDS", history_ids[b])
+            ts = _finite("HISTORY_TS", history_ts[b]) if history_ts is not None else np.full(len(ids), now)
+            keep = np.array([bool(i) for i in ids], dtype=bool)  # b"" is padding
+            ids = [i for i, k in zip(ids, keep) if k][-config.max_history:]
+            ts = ts[keep][-config.max_history:]
+        k = int(ks[b][0]) if ks is not None else config.default_k
+        requests.append(RankRequest(query_embedding, ids, ts, validate_k(k, config, catalog_size), now))
+    return requests
+
+
+def pack_results(results: Sequence[RankResult]) -> dict[str, np.ndarray]:
+    width = max((len(r.item_ids) for r in results), default=0)
+    ids = np.full((len(results), width), b"", dtype=object)
+    scores = np.full((len(results), width), np.nan, dtype=np.float32)
+    for b, result in enumerate(results):
+        n = len(result.item_ids)
+        ids[b, :n] = [i.encode("utf-8") for i in result.item_ids]
+        scores[b, :n] = result.scores
+    unknown = np.array([[r.unknown_history] for r in results], dtype=np.int32)
+    return dict(zip(OUTPUT_NAMES, (ids, scores, unknown)))

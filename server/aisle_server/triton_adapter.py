@@ -1,0 +1,90 @@
+"""The little glue every Python-backend ``model.py`` shares: tensors in, tensors out, errors mapped.
+
+``pb_utils`` (``triton_python_backend_utils``) exists only inside the Triton stub, so it is passed in
+rather than imported; everything else here is plain Python. Errors stay with their own request:
+``InvalidInput`` → INVALID_ARGUMENT naming the field, any other exception → INTERNAL for that
+request only (logged with its traceback), and the model keeps serving everyone else.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InvalidInput
+
+LOG = logging.getLogger("aisle.triton")
+
+Arrays = Mapping[str, np.ndarray | None]
+Handler = Callable[[Arrays], Mapping[str, np.ndarray]]
+
+
+def model_parameters(args: Mapping[str, str]) -> dict[str, str]:
+    """The ``parameters { key: … value { string_value: … } }`` of the model config, as a dict."""
+    config = json.loads(args["model_config"])
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+
+
+def read_inputs(pb_utils: Any, request: Any, names: Sequence[str]) -> dict[str, np.ndarray | None]:
+    inputs = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        inputs[name] = None if tensor is None else tensor.as_numpy()
+    return inputs
+
+
+def _error_response(pb_utils: Any, exc: BaseException) -> Any:
+    if isinstance(exc, InvalidInput):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+    LOG.exception("request failed")
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
+    )
+
+
+def _response(pb_utils: Any, outputs: Mapping[str, np.ndarray]) -> Any:
+    return pb_utils.InferenceResponse([pb_utils.Tensor(name, array) for name, array in outputs.items()])
+
+
+def handle_each(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], handler: Handler) -> list[Any]:
+    """Run ``handler`` on each request's inputs separately."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(_response(pb_utils, handler(read_inputs(pb_utils, request, names))))
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not fail the batch
+            responses.append(_error_response(pb_utils, exc))
+    return responses
+
+
+def handle_batched(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], handler: Handler) -> list[Any]:
+    """Concatenate requests whose inputs share trailing shapes, run ``handler`` once per group.
+
+    This is what makes dynamic batching pay off for the encoders: one ONNX Runtime call for
+    every request the batcher gathered, split back into one response per request.
+    """
+    responses: list[Any] = [None] * len(requests)
+    groups: dict[tuple, list[tuple[int, dict[str, np.ndarray]]]] = {}
+    for i, request in enumerate(requests):
+        inputs = read_inputs(pb_utils, request, names)
+        missing = [name for name, array in inputs.items() if array is None]
+        if missing:
+            responses[i] = _error_response(pb_utils, InvalidInput(missing[0], "required input is missing"))
+            continue
+        key = tuple(inputs[name].shape[1:] for name in names)
+        groups.setdefault(key, []).append((i, inputs))
+    for members in groups.values():
+        sizes = [inputs[names[0]].shape[0] for _, inputs in members]
+        merged = {name: np.concatenate([inputs[name] for _, inputs in members]) for name in names}
+        try:
+            outputs = handler(merged)
+        except Exception as exc:  # noqa: BLE001
+            for i, _ in members:
+                responses[i] = _error_response(pb_utils, exc)
+            continue
+        offsets = np.cumsum([0] + sizes)
+        for (i, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
+            responses[i] = _response(pb_utils, {name: array[start:stop] for name, array in outputs.items()})
+    return responses

@@ -1,0 +1,83 @@
+"""The ``TritonPythonModel`` classes behind ``model_repository/*/1/model.py``.
+
+Each ``model.py`` only puts the environment on ``sys.path`` and re-exports one class from here, so
+the code Triton runs is ordinary package code. ``triton_python_backend_utils`` exists only inside
+the Triton stub, so it is imported when a model initializes, never at module import.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .encoder import INPUT_NAMES, OUTPUT_NAME, OnnxEncoder
+from .errors import InvalidInput
+from .index import INDEX_DIRNAME, CatalogIndex
+from .ranking import RankingConfig, rank
+from .rerank_io import pack_results, parse_requests
+from .tokenization import TextDecodeError, TextTokenizer, decode_utf8
+from .triton_adapter import Arrays, handle_batched, handle_each, model_parameters
+
+RERANK_INPUTS = ("QUERY", "QUERY_EMBEDDING", "HISTORY_IDS", "HISTORY_TS", "K", "NOW")
+
+
+class _Model:
+    def initialize(self, args: dict[str, str]) -> None:
+        import triton_python_backend_utils  # noqa: PLC0415 - only importable inside the stub
+
+        self.pb_utils = triton_python_backend_utils
+        self.directory = os.path.join(args["model_repository"], args["model_version"])
+        self.parameters = model_parameters(args)
+        self.setup()
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+
+class TokenizerModel(_Model):
+    """TEXT (BYTES [B, 1]) → INPUT_IDS, ATTENTION_MASK (INT64 [B, L], L a multiple of 16)."""
+
+    def setup(self) -> None:
+        self.tokenizer = TextTokenizer.from_directory(self.directory)
+
+    def tokenize(self, inputs: Arrays) -> dict:
+        text = inputs["TEXT"]
+        if text is None or text.ndim != 2 or text.shape[1] != 1:
+            raise InvalidInput("TEXT", "required, shape [batch, 1]")
+        try:
+            texts = decode_utf8(text[:, 0])
+        except TextDecodeError as exc:
+            raise InvalidInput("TEXT", str(exc)) from None
+        ids, mask = self.tokenizer(texts)
+        return {"INPUT_IDS": ids, "ATTENTION_MASK": mask}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return handle_each(self.pb_utils, requests, ["TEXT"], self.tokenize)
+
+
+class EncoderModel(_Model):
+    """input_ids, attention_mask → embedding, one ONNX Runtime call per dynamic batch."""
+
+    def setup(self) -> None:
+        path = os.path.join(self.directory, self.parameters.get("onnx_file", "model.onnx"))
+        self.encoder = OnnxEncoder(path, intra_op_threads=int(self.parameters.get("intra_op_threads", "0")))
+
+    def encode(self, inputs: Arrays) -> dict:
+        return {OUTPUT_NAME: self.encoder(inputs[INPUT_NAMES[0]], inputs[INPUT_NAMES[1]])}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return handle_batched(self.pb_utils, requests, INPUT_NAMES, self.encode)
+
+
+class RerankModel(_Model):
+    """Retrieve + rank over the catalog index in ``<version>/index``."""
+
+    def setup(self) -> None:
+        self.config = RankingConfig.from_parameters(self.parameters)
+        self.index = CatalogIndex.load(os.path.join(self.directory, INDEX_DIRNAME))
+
+    def rank(self, inputs: Arrays) -> dict:
+        requests = parse_requests(inputs, self.config, len(self.index), self.index.dim)
+        return pack_results([rank(self.index, self.config, r) for r in requests])
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)

@@ -1,0 +1,251 @@
+"""Start, watch and stop the ``tritonserver`` that ships inside ``nvidia-pytriton``.
+
+Why not Docker: this is the same Triton (2.51) with the Python backend and the local response
+cache, runnable on any Linux box with ``pip``. In the Triton container the same model repository
+is served by the container's own ``tritonserver``; this module is only the local launcher.
+
+The server binds to 127.0.0.1 unless told otherwise. ``TritonServer`` is a context manager:
+it waits until every model is ready and always stops the process (SIGTERM, then SIGKILL).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+LOG = logging.getLogger(__name__)
+
+#: The Python backend's stub loads model.py in Debian's Python in isolated mode, which ignores
+#: PYTHONPATH; our model.py files read this variable and add the environment's site-packages.
+SITE_PACKAGES_ENV = "AISLE_SITE_PACKAGES"
+
+
+class TritonServerError(RuntimeError):
+    """tritonserver could not be started, or exited while we waited for it."""
+
+
+def _pytriton_root() -> Path:
+    try:
+        import pytriton  # noqa: PLC0415  (optional dependency: aisle[server])
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise TritonServerError("nvidia-pytriton is not installed: pip install 'aisle[server]'") from exc
+    return Path(pytriton.__file__).resolve().parent
+
+
+def _site_packages() -> str:
+    return sysconfig.get_paths()["purelib"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_backend_directory(target: Path) -> Path:
+    """Lay out ``target/python`` the way tritonserver expects: backend library, utils, stub.
+
+    pytriton keeps the stub per Python version under ``python_backend_stubs/``; the stub must
+    match the Python that runs model.py (Debian's system Python 3.11 here).
+    """
+    tritonserver_dir = _pytriton_root() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sources = [
+        tritonserver_dir / "backends" / "python" / "libtriton_python.so",
+        tritonserver_dir / "backends" / "python" / "triton_python_backend_utils.py",
+        tritonserver_dir / "python_backend_stubs" / version / "triton_python_backend_stub",
+    ]
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        if not source.exists():
+            raise TritonServerError(f"missing {source} in nvidia-pytriton")
+        link = python_dir / source.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source)
+    return target
+
+
+@dataclass
+class TritonServer:
+    """A running tritonserver over ``repo``; use as ``with TritonServer(repo) as server: ...``.
+
+    Ports default to free ones so tests can run side by side; ``aisle serve`` passes 8000-8002.
+    ``model_config_name`` selects ``<model>/configs/<name>.pbtxt`` where a model has one.
+    """
+
+    repo: Path
+    grpc_port: int = 0
+    http_port: int = 0
+    metrics_port: int = 0
+    host: str = "127.0.0.1"
+    model_config_name: str | None = None
+    model_control_mode: str = "none"
+    log_verbose: int = 0
+    log_file: Path | None = None
+    extra_args: Sequence[str] = ()
+    startup_timeout_s: float = 180.0
+    stop_timeout_s: float = 30.0
+    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _workdir: Path | None = field(default=None, init=False, repr=False)
+    _log_handle: object | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.repo = Path(self.repo).resolve()
+        self.grpc_port = self.grpc_port or free_port()
+        self.http_port = self.http_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self) -> list[str]:
+        assert self._workdir is not None
+        root = _pytriton_root() / "tritonserver"
+        cmd = [
+            str(root / "bin" / "tritonserver"),
+            f"--model-repository={self.repo}",
+            f"--backend-directory={self._workdir / 'backends'}",
+            f"--cache-directory={root / 'caches'}",
+            f"--grpc-address={self.host}",
+            f"--http-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-port={self.http_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+        ]
+        if self.model_config_name:
+            cmd.append(f"--model-config-name={self.model_config_name}")
+        cmd.extend(self.extra_args)
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libs = str(_pytriton_root().parent / "nvidia_pytriton.libs")
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"), libs) if p)
+        env[SITE_PACKAGES_ENV] = _site_packages()
+        return env
+
+    def start(self) -> "TritonServer":
+        if not self.repo.is_dir():
+            raise TritonServerError(f"model repository {self.repo} does not exist")
+        self._workdir = Path(tempfile.mkdtemp(prefix="aisle-triton-"))
+        prepare_backend_directory(self._workdir / "backends")
+        if self.log_file is not None:
+            self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
+            out = self._log_handle
+        else:
+            out = None
+        LOG.info("starting tritonserver on %s (grpc) over %s", self.grpc_url, self.repo)
+        self._process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built above
+            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+        try:
+            self.wait_ready(self.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll ``/v2/health/ready`` (strict: every model loaded) until it answers 200."""
+        deadline = time.monotonic() + timeout_s
+        url = f"{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                raise TritonServerError(f"tritonserver exited with code {code} before it was ready")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        raise TritonServerError(f"tritonserver was not ready after {timeout_s:.0f}s")
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def send_signal(self, signum: int) -> None:
+        if self.is_running():
+            assert self._process is not None
+            self._process.send_signal(signum)
+
+    def wait(self) -> int:
+        """Block until tritonserver exits; returns its exit code."""
+        assert self._process is not None
+        return self._process.wait()
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to ``stop_timeout_s`` for in-flight requests, then SIGKILL."""
+        code = None
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.send_signal(signal.SIGTERM)
+                try:
+                    self._process.wait(self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    LOG.warning("tritonserver did not stop in %.0fs; killing it", self.stop_timeout_s)
+                    self._process.kill()
+                    self._process.wait()
+            code = self._process.returncode
+            self._process = None
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        return code
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve_forever(server: TritonServer) -> int:
+    """Run until tritonserver exits; forward SIGINT/SIGTERM/SIGHUP to it so it drains and stops."""
+
+    def forward(signum: int, _frame: object) -> None:
+        LOG.info("forwarding signal %d to tritonserver", signum)
+        server.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, forward)
+    server.start()
+    try:
+        return server.wait()
+    finally:
+        server.stop()
