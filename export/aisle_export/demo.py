@@ -53,9 +53,10 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
 
     _section("serve")
     t = time.perf_counter()
-    with TritonServer(repo) as server, RecClient(server.grpc_url, timeout_s=10) as client:
+    server_log = workdir / "tritonserver.log"
+    with TritonServer(repo, log_file=server_log) as server, RecClient(server.grpc_url, timeout_s=10) as client:
         timings["server_start_s"] = time.perf_counter() - t
-        print(f"tritonserver ready on {server.grpc_url} in {timings['server_start_s']:.1f}s")
+        print(f"tritonserver ready on {server.grpc_url} in {timings['server_start_s']:.1f}s (log: {server_log})")
         for query in SEARCHES:
             _section(f"search: {query!r}")
             for rec in client.recommend(query=query, k=5):

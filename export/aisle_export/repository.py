@@ -24,7 +24,8 @@ from typing import Iterable
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from aisle_server.ranking import RankingConfig
+from aisle_server.ranking import OVERRIDABLE, RankingConfig
+from aisle_server.rerank_io import FILTER_NAMES
 
 #: The checked-in repository: model.py adapters, generated configs, no artifacts.
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_repository"
@@ -33,6 +34,7 @@ MAX_BATCH_SIZE = 64
 CONFIG_VARIANTS = ("onnxruntime", "tensorrt")
 
 STRING, INT32, INT64, FP32, FP64 = mc.TYPE_STRING, mc.TYPE_INT32, mc.TYPE_INT64, mc.TYPE_FP32, mc.TYPE_FP64
+_KNOB_TYPES = {"FP32": FP32, "FP64": FP64, "INT32": INT32, "BOOL": mc.TYPE_BOOL, "BYTES": STRING}
 
 
 def _input(name: str, dtype: int, dims: Iterable[int], optional: bool = False, ragged: bool = False) -> mc.ModelInput:
@@ -100,6 +102,8 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             _input("HISTORY_TS", FP64, [-1], optional=True, ragged=True),
             _input("K", INT32, [1], optional=True),
             _input("NOW", FP64, [1], optional=True),
+            *(_input(name, STRING, [-1], optional=True, ragged=True) for name in FILTER_NAMES),
+            *(_input(name.upper(), _KNOB_TYPES[dtype], [1], optional=True) for name, dtype in OVERRIDABLE.items()),
         ],
         output=[_output("ITEM_IDS", STRING, [-1]), _output("SCORES", FP32, [-1]), _output("UNKNOWN_HISTORY", INT32, [1])],
         dynamic_batching=_batching(200),
@@ -122,7 +126,7 @@ def _tokenize_and_encode(text: str, encoder: str, embedding: str) -> list[mc.Mod
 
 def recommend_config(dim: int) -> mc.ModelConfig:
     rerank = rerank_config(dim, RankingConfig())
-    passthrough = ["HISTORY_IDS", "HISTORY_TS", "K", "NOW"]
+    passthrough = [i.name for i in rerank.input if i.name not in ("QUERY", "QUERY_EMBEDDING")]
     steps = _tokenize_and_encode("QUERY", "query_encoder", "_query_embedding")
     steps.append(
         _step(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -37,6 +38,16 @@ class CatalogIndex:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"index field {name} has {len(getattr(self, name))} rows, expected {n}")
         self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids.tolist())}
+        # Derived once at load, not per request: category codes for allow/deny masks, popularity prior.
+        self._category_names, self._category_codes = np.unique(self.categories, return_inverse=True)
+        popularity = np.log1p(np.maximum(np.nan_to_num(np.asarray(self.popularity, dtype=np.float64)), 0.0))
+        top = popularity.max() if n else 0.0
+        self.popularity_prior = popularity / top if top > 0 else popularity
+
+    def category_mask(self, categories: Sequence[str]) -> np.ndarray:
+        """Boolean mask of the items whose category is one of ``categories``."""
+        wanted = np.isin(self._category_names, np.asarray(list(categories), dtype=str))
+        return wanted[self._category_codes]
 
     def __len__(self) -> int:
         return len(self.item_ids)

@@ -1,31 +1,52 @@
 """Retrieve and rank catalog items for one request: plain numpy, no Triton.
 
 The stage turns a request (query embedding and/or a shopper's recent history) into an *interest*
-vector, retrieves the best candidates by inner product over the index, drops what must not be
-shown (history items, out-of-stock items) and returns the top ``k``, best first.
+vector, retrieves the best candidates, adds item-level priors, drops what must not be shown and
+picks the top ``k`` with optional diversification.
 
-- Search (query, no history): interest = query embedding.
-- Feed (history, no query): interest = recency-weighted mean of the history items' embeddings,
-  weight ``exp(-ln2 * age / recency_half_life_s)``, so what the shopper did a minute ago counts
-  more than what they did last week.
-- Both: ``query_weight * query + (1 - query_weight) * session``, renormalized.
-- Neither (or only unknown history ids): a popularity prior plus freshness, so a cold visitor
-  still gets a sensible page instead of an error.
+1. Interest.
+   - Search (query, no history): the query embedding.
+   - Feed (history, no query): recency-weighted mean of the history items' embeddings, weight
+     ``exp(-ln2 · age / recency_half_life_s)``: a minute ago counts more than last week.
+   - Both: ``query_weight · query + (1 − query_weight) · session``, renormalized.
+   - Neither (or only unknown history ids): a popularity prior plus freshness, so a cold visitor
+     still gets a sensible page instead of an error.
+2. Filters: out of stock, the history itself (``exclude_history``), explicit ``exclude_ids``,
+   category allow/deny lists.
+3. Candidates: the ``candidates`` best allowed items by inner product.
+4. Score: relevance + ``freshness_weight`` · freshness(created_at) + ``popularity_weight`` · prior.
+5. Pick ``k``: by score, or MMR/DPP with strength ``diversity`` (``aisle_server.diversity``),
+   with an optional per-category cap.
 
-Ties are broken by catalog row, so the same request always gets the same answer.
+Every knob has a default in the model config (``RankingConfig``) and the overridable ones
+(``OVERRIDABLE``) can be set per request. Ties are broken by catalog row, so the same request
+always gets the same answer.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from .diversity import METHODS, diversify
 from .errors import InvalidInput
 from .index import CatalogIndex
 
 LN2 = math.log(2.0)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+_CASTS = {"int": int, "float": float, "str": str, "bool": _parse_bool}
 
 
 @dataclass(frozen=True)
@@ -38,8 +59,14 @@ class RankingConfig:
     max_history: int = 512
     query_weight: float = 0.5
     recency_half_life_s: float = 7 * 24 * 3600.0
+    exclude_history: bool = True
+    freshness_weight: float = 0.0
     freshness_half_life_s: float = 365 * 24 * 3600.0
+    popularity_weight: float = 0.0
     fallback_freshness_weight: float = 0.2
+    diversity: float = 0.0
+    diversity_method: str = "dpp"
+    category_cap: int = 0
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "RankingConfig":
@@ -48,23 +75,43 @@ class RankingConfig:
         unknown = set(parameters) - set(known)
         if unknown:
             raise ValueError(f"unknown rerank parameters: {sorted(unknown)}")
-        values = {}
-        for name, text in parameters.items():
-            caster = int if known[name] in (int, "int") else float
-            values[name] = caster(text)
-        config = cls(**values)
+        config = cls(**{name: _CASTS[str(known[name])](text) for name, text in parameters.items()})
         config.validate()
         return config
 
     def validate(self) -> None:
-        if not 1 <= self.default_k <= self.max_k:
-            raise ValueError("default_k must be in [1, max_k]")
-        if self.candidates < 1 or self.max_history < 1:
-            raise ValueError("candidates and max_history must be >= 1")
-        if not 0.0 <= self.query_weight <= 1.0:
-            raise ValueError("query_weight must be in [0, 1]")
-        if self.recency_half_life_s <= 0 or self.freshness_half_life_s <= 0:
-            raise ValueError("half-lives must be > 0")
+        """Raise ``ValueError`` naming the first field out of range."""
+        checks = {
+            "default_k": 1 <= self.default_k <= self.max_k,
+            "candidates": self.candidates >= 1,
+            "max_history": self.max_history >= 1,
+            "query_weight": 0.0 <= self.query_weight <= 1.0,
+            "recency_half_life_s": self.recency_half_life_s > 0,
+            "freshness_weight": self.freshness_weight >= 0,
+            "freshness_half_life_s": self.freshness_half_life_s > 0,
+            "popularity_weight": self.popularity_weight >= 0,
+            "fallback_freshness_weight": self.fallback_freshness_weight >= 0,
+            "diversity": 0.0 <= self.diversity <= 1.0,
+            "diversity_method": self.diversity_method in METHODS,
+            "category_cap": self.category_cap >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
+
+
+#: Knobs a request may override, and the Triton data type of their tensors.
+OVERRIDABLE = {
+    "query_weight": "FP32",
+    "recency_half_life_s": "FP64",
+    "exclude_history": "BOOL",
+    "freshness_weight": "FP32",
+    "freshness_half_life_s": "FP64",
+    "popularity_weight": "FP32",
+    "diversity": "FP32",
+    "diversity_method": "BYTES",
+    "category_cap": "INT32",
+}
 
 
 @dataclass(frozen=True)
@@ -76,17 +123,34 @@ class RankRequest:
     history_ts: np.ndarray
     k: int
     now: float
+    config: RankingConfig = field(default_factory=RankingConfig)  # defaults + this request's overrides
+    exclude_ids: Sequence[str] = ()
+    allow_categories: Sequence[str] = ()
+    deny_categories: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
 class RankResult:
     item_ids: list[str]
-    scores: np.ndarray  # float32, best first
+    scores: np.ndarray  # float32, in result order (relevance + priors)
     unknown_history: int
 
 
+def with_overrides(config: RankingConfig, overrides: Mapping[str, object]) -> RankingConfig:
+    """``config`` with a request's overrides applied and validated (``InvalidInput`` names the knob)."""
+    if not overrides:
+        return config
+    updated = replace(config, **overrides)
+    try:
+        updated.validate()
+    except ValueError as exc:
+        name = str(exc).split("=", 1)[0]
+        raise InvalidInput(name.upper(), str(exc)) from None
+    return updated
+
+
 def decay(age_s: np.ndarray, half_life_s: float) -> np.ndarray:
-    """``exp(-ln2 * age / half_life)``; ages in the future count as 0 (weight 1)."""
+    """``exp(-ln2 · age / half_life)``; ages in the future count as 0 (weight 1)."""
     return np.exp(-LN2 * np.maximum(age_s, 0.0) / half_life_s)
 
 
@@ -105,37 +169,50 @@ def session_interest(
     return _normalize((weights[:, None] * embeddings).sum(axis=0) / weights.sum())
 
 
+def freshness(index: CatalogIndex, rows: np.ndarray | slice, now: float, half_life_s: float) -> np.ndarray:
+    """``decay(now − created_at)`` per item; 0 for items without a creation time."""
+    created = index.created_at[rows]
+    return np.where(np.isfinite(created), decay(now - np.nan_to_num(created), half_life_s), 0.0)
+
+
+def popularity_prior(index: CatalogIndex) -> np.ndarray:
+    """log1p(popularity) scaled to [0, 1] over the catalog (computed once per index)."""
+    return index.popularity_prior
+
+
 def fallback_scores(index: CatalogIndex, config: RankingConfig, now: float) -> np.ndarray:
-    """Popularity prior in [0, 1] (log-scaled) plus weighted freshness, for cold requests."""
-    popularity = np.log1p(np.maximum(index.popularity.astype(np.float64), 0.0))
-    top = popularity.max() if len(popularity) else 0.0
-    prior = popularity / top if top > 0 else popularity
-    freshness = np.where(
-        np.isfinite(index.created_at), decay(now - np.nan_to_num(index.created_at), config.freshness_half_life_s), 0.0
-    )
-    return prior + config.fallback_freshness_weight * freshness
+    """Popularity prior in [0, 1] plus weighted freshness, for cold requests."""
+    fresh = freshness(index, slice(None), now, config.freshness_half_life_s)
+    return popularity_prior(index) + config.fallback_freshness_weight * fresh
 
 
-def _top(scores: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
-    """Rows of the ``n`` best allowed scores, best first, ties broken by row (deterministic)."""
-    rows = np.flatnonzero(allowed)
+def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` best of ``rows`` by ``scores[rows]``, best first, ties broken by row (deterministic)."""
     if len(rows) > n:
-        part = np.argpartition(-scores[rows], n - 1)[:n]
-        rows = rows[part]
-    order = np.lexsort((rows, -scores[rows]))
-    return rows[order]
+        rows = rows[np.argpartition(-scores[rows], n - 1)[:n]]
+    return rows[np.lexsort((rows, -scores[rows]))]
 
 
-def rank(index: CatalogIndex, config: RankingConfig, request: RankRequest) -> RankResult:
-    history_rows = [index.row_of.get(item_id) for item_id in request.history_ids]
-    known = np.array([row is not None for row in history_rows], dtype=bool)
-    rows = np.array([row for row in history_rows if row is not None], dtype=np.int64)
-    unknown = int((~known).sum())
+def allowed_rows(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray) -> np.ndarray:
+    allowed = np.asarray(index.in_stock, dtype=bool).copy()
+    if request.config.exclude_history:
+        allowed[history_rows] = False  # don't recommend back what the shopper just interacted with
+    excluded = [index.row_of[i] for i in request.exclude_ids if i in index.row_of]
+    allowed[excluded] = False
+    if request.allow_categories:
+        allowed &= index.category_mask(request.allow_categories)
+    if request.deny_categories:
+        allowed &= ~index.category_mask(request.deny_categories)
+    return np.flatnonzero(allowed)
 
+
+def interest_vector(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
+                    known: np.ndarray) -> np.ndarray | None:
+    config = request.config
     interest = None
-    if len(rows):
+    if len(history_rows):
         interest = session_interest(
-            np.asarray(index.embeddings[rows], dtype=np.float32),
+            np.asarray(index.embeddings[history_rows], dtype=np.float32),
             request.history_ts[known],
             request.now,
             config.recency_half_life_s,
@@ -145,20 +222,48 @@ def rank(index: CatalogIndex, config: RankingConfig, request: RankRequest) -> Ra
         interest = query if interest is None else _normalize(
             config.query_weight * query + (1.0 - config.query_weight) * interest
         )
+    return interest
 
-    allowed = np.asarray(index.in_stock, dtype=bool).copy()
-    allowed[rows] = False  # never recommend what the shopper just interacted with
+
+def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
+    config = request.config
+    history = [index.row_of.get(item_id) for item_id in request.history_ids]
+    known = np.array([row is not None for row in history], dtype=bool)
+    history_rows = np.array([row for row in history if row is not None], dtype=np.int64)
+    rows = allowed_rows(index, request, history_rows)
+    interest = interest_vector(index, request, history_rows, known)
+
     if interest is None:
         scores = fallback_scores(index, config, request.now)
-        top = _top(scores, allowed, request.k)
+        candidates = _top(scores, rows, max(config.candidates, request.k))
+        candidate_scores = scores[candidates]
     else:
-        scores = np.asarray(index.embeddings @ interest, dtype=np.float32)
-        candidates = _top(scores, allowed, max(config.candidates, request.k))
-        top = candidates[: request.k]
+        relevance = np.asarray(index.embeddings @ interest, dtype=np.float32)
+        candidates = _top(relevance, rows, max(config.candidates, request.k))
+        candidate_scores = relevance[candidates].astype(np.float64)
+        if config.freshness_weight:
+            candidate_scores += config.freshness_weight * freshness(
+                index, candidates, request.now, config.freshness_half_life_s
+            )
+        if config.popularity_weight:
+            candidate_scores += config.popularity_weight * popularity_prior(index)[candidates]
+        order = np.lexsort((candidates, -candidate_scores))  # re-sort after priors, ties by row
+        candidates, candidate_scores = candidates[order], candidate_scores[order]
+
+    picked = diversify(
+        config.diversity_method,
+        candidate_scores,
+        np.asarray(index.embeddings[candidates], dtype=np.float32),
+        request.k,
+        config.diversity,
+        index.categories[candidates] if config.category_cap else None,
+        config.category_cap or None,
+    )
+    top = candidates[picked]
     return RankResult(
         item_ids=[str(index.item_ids[r]) for r in top],
-        scores=np.asarray(scores[top], dtype=np.float32),
-        unknown_history=unknown,
+        scores=np.asarray(candidate_scores[picked], dtype=np.float32),
+        unknown_history=int((~known).sum()),
     )
 
 

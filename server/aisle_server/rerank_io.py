@@ -12,6 +12,11 @@ Tensor contract (batch dimension first; ``recommend`` exposes the same names):
                                        Without it every history item counts as "now".
 - ``K``                INT32 [B, 1]   optional; default from the model config.
 - ``NOW``              FP64  [B, 1]   optional; the request's clock (reproducible replays); default: server time.
+- ``EXCLUDE_IDS``, ``ALLOW_CATEGORIES``, ``DENY_CATEGORIES``
+                       BYTES [B, N]   optional filters; ``b""`` entries are padding.
+- one optional [B, 1] tensor per knob of ``ranking.OVERRIDABLE``, named in upper case
+  (``DIVERSITY`` FP32, ``DIVERSITY_METHOD`` BYTES, ``RECENCY_HALF_LIFE_S`` FP64, ...): the
+  request's override of the model-config default, validated like the config itself.
 
 Outputs: ``ITEM_IDS`` BYTES [B, k_max], ``SCORES`` FP32 [B, k_max] (rows with fewer than ``k_max``
 results are padded with ``b""`` and NaN), ``UNKNOWN_HISTORY`` INT32 [B, 1] (ids not in the catalog,
@@ -25,10 +30,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import InvalidInput
-from .ranking import RankingConfig, RankRequest, RankResult, validate_k
+from .ranking import OVERRIDABLE, RankingConfig, RankRequest, RankResult, validate_k, with_overrides
 from .tokenization import TextDecodeError, decode_utf8
 
 OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
+FILTER_NAMES = ("EXCLUDE_IDS", "ALLOW_CATEGORIES", "DENY_CATEGORIES")
+KNOB_NAMES = {name.upper(): name for name in OVERRIDABLE}
 
 
 def _rows(name: str, array: np.ndarray | None, batch: int, ndim: int = 2) -> np.ndarray | None:
@@ -74,6 +81,8 @@ def parse_requests(
         raise InvalidInput("HISTORY_TS", "needs HISTORY_IDS of the same shape")
     ks = _rows("K", inputs.get("K"), batch)
     nows = _rows("NOW", inputs.get("NOW"), batch)
+    filters = {name: _rows(name, inputs.get(name), batch) for name in FILTER_NAMES}
+    knobs = {name: _rows(name, inputs.get(name), batch) for name in KNOB_NAMES}
     now_default = clock()
 
     requests = []
@@ -91,9 +100,33 @@ def parse_requests(
             keep = np.array([bool(i) for i in ids], dtype=bool)  # b"" is padding
             ids = [i for i, k in zip(ids, keep) if k][-config.max_history:]
             ts = ts[keep][-config.max_history:]
+        row_config = with_overrides(config, {
+            KNOB_NAMES[name]: _knob(name, values[b]) for name, values in knobs.items() if values is not None
+        })
         k = int(ks[b][0]) if ks is not None else config.default_k
-        requests.append(RankRequest(query_embedding, ids, ts, validate_k(k, config, catalog_size), now))
+        lists = {name: [v for v in _decode(name, values[b]) if v] if values is not None else []
+                 for name, values in filters.items()}
+        requests.append(RankRequest(
+            query_embedding, ids, ts, validate_k(k, row_config, catalog_size), now, row_config,
+            exclude_ids=lists["EXCLUDE_IDS"],
+            allow_categories=lists["ALLOW_CATEGORIES"],
+            deny_categories=lists["DENY_CATEGORIES"],
+        ))
     return requests
+
+
+def _knob(name: str, values: np.ndarray) -> object:
+    """The single value of a [1] knob tensor row, as the Python type ``RankingConfig`` holds."""
+    if values.shape != (1,):
+        raise InvalidInput(name, f"expected shape [batch, 1], got a row of shape {list(values.shape)}")
+    value = values[0]
+    if isinstance(value, (bytes, np.bytes_)):
+        return _decode(name, [value])[0]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    return float(_finite(name, np.array([value]))[0])
 
 
 def pack_results(results: Sequence[RankResult]) -> dict[str, np.ndarray]:
@@ -104,5 +137,5 @@ def pack_results(results: Sequence[RankResult]) -> dict[str, np.ndarray]:
         n = len(result.item_ids)
         ids[b, :n] = [i.encode("utf-8") for i in result.item_ids]
         scores[b, :n] = result.scores
-    unknown = np.array([[r.unknown_history] for r in results], dtype=np.int32)
+    unknown = np.array([r.unknown_history for r in results], dtype=np.int32).reshape(-1, 1)
     return dict(zip(OUTPUT_NAMES, (ids, scores, unknown)))

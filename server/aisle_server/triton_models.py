@@ -13,11 +13,11 @@ from .encoder import INPUT_NAMES, OUTPUT_NAME, OnnxEncoder
 from .errors import InvalidInput
 from .index import INDEX_DIRNAME, CatalogIndex
 from .ranking import RankingConfig, rank
-from .rerank_io import pack_results, parse_requests
+from .rerank_io import FILTER_NAMES, KNOB_NAMES, pack_results, parse_requests
 from .tokenization import TextDecodeError, TextTokenizer, decode_utf8
 from .triton_adapter import Arrays, handle_batched, handle_each, model_parameters
 
-RERANK_INPUTS = ("QUERY", "QUERY_EMBEDDING", "HISTORY_IDS", "HISTORY_TS", "K", "NOW")
+RERANK_INPUTS = ("QUERY", "QUERY_EMBEDDING", "HISTORY_IDS", "HISTORY_TS", "K", "NOW", *FILTER_NAMES, *KNOB_NAMES)
 
 
 class _Model:
@@ -77,7 +77,7 @@ class RerankModel(_Model):
 
     def rank(self, inputs: Arrays) -> dict:
         requests = parse_requests(inputs, self.config, len(self.index), self.index.dim)
-        return pack_results([rank(self.index, self.config, r) for r in requests])
+        return pack_results([rank(self.index, r) for r in requests])
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)

@@ -6,7 +6,16 @@ import pytest
 
 from aisle_server.errors import InvalidInput
 from aisle_server.index import CatalogIndex
-from aisle_server.ranking import RankingConfig, RankRequest, decay, fallback_scores, rank, session_interest, validate_k
+from aisle_server.ranking import (
+    RankingConfig,
+    RankRequest,
+    decay,
+    fallback_scores,
+    rank,
+    session_interest,
+    validate_k,
+    with_overrides,
+)
 
 
 def unit(v):
@@ -27,10 +36,10 @@ def make_index(vectors, popularity=None, in_stock=None, created_at=None):
     )
 
 
-def request(query=None, history=(), k=3, now=1000.0):
+def request(query=None, history=(), k=3, now=1000.0, config=None, **filters):
     ids = [h[0] for h in history]
     ts = np.array([h[1] for h in history], dtype=np.float64)
-    return RankRequest(None if query is None else unit(query), ids, ts, k, now)
+    return RankRequest(None if query is None else unit(query), ids, ts, k, now, config or RankingConfig(), **filters)
 
 
 def test_decay_halves_every_half_life_and_ignores_future():
@@ -48,15 +57,15 @@ def test_session_interest_weights_recent_items_more():
 
 def test_search_ranks_by_inner_product_best_first():
     index = make_index([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0, 1]])
-    result = rank(index, RankingConfig(), request(query=[1, 0, 0], k=3))
-    assert result.item_ids == ["i0", "i1", "i2"] or result.item_ids[:2] == ["i0", "i1"]
+    result = rank(index, request(query=[1, 0, 0], k=3))
+    assert result.item_ids[:2] == ["i0", "i1"]
     assert list(result.scores) == sorted(result.scores, reverse=True)
     np.testing.assert_allclose(result.scores[0], 1.0, rtol=1e-6)
 
 
 def test_history_items_are_excluded_and_unknown_ids_counted():
     index = make_index([[1, 0], [0.95, 0.05], [0, 1], [0.5, 0.5]])
-    result = rank(index, RankingConfig(), request(history=[("i0", 999.0), ("nope", 999.0)], k=3))
+    result = rank(index, request(history=[("i0", 999.0), ("nope", 999.0)], k=3))
     assert "i0" not in result.item_ids
     assert result.item_ids[0] == "i1"
     assert result.unknown_history == 1
@@ -64,16 +73,15 @@ def test_history_items_are_excluded_and_unknown_ids_counted():
 
 def test_out_of_stock_items_are_never_returned():
     index = make_index([[1, 0], [0.9, 0.1], [0, 1]], in_stock=[False, True, True])
-    result = rank(index, RankingConfig(), request(query=[1, 0], k=2))
+    result = rank(index, request(query=[1, 0], k=2))
     assert result.item_ids == ["i1", "i2"]
 
 
 def test_query_and_history_blend_by_query_weight():
     index = make_index([[1, 0], [0, 1], [1, 1], [1, -1]])
     history = [("i1", 1000.0)]
-    only_query = rank(index, RankingConfig(query_weight=1.0), request(query=[1, 0], history=history, k=1))
-    blended = rank(index, RankingConfig(query_weight=0.5), request(query=[1, 0], history=history, k=1))
-    assert only_query.item_ids == ["i3"] or only_query.item_ids == ["i0"]
+    only_query = rank(index, request(query=[1, 0], history=history, k=1, config=RankingConfig(query_weight=1.0)))
+    blended = rank(index, request(query=[1, 0], history=history, k=1, config=RankingConfig(query_weight=0.5)))
     assert only_query.item_ids == ["i0"]
     assert blended.item_ids == ["i2"]  # halfway between the query and the session
 
@@ -81,7 +89,7 @@ def test_query_and_history_blend_by_query_weight():
 def test_fallback_orders_by_popularity_then_freshness():
     index = make_index([[1, 0]] * 3, popularity=[5, 50, 5], created_at=[0.0, 0.0, 990.0])
     config = RankingConfig(freshness_half_life_s=10.0, fallback_freshness_weight=0.2)
-    result = rank(index, config, request(k=3, now=1000.0))
+    result = rank(index, request(k=3, now=1000.0, config=config))
     assert result.item_ids == ["i1", "i2", "i0"]
     scores = fallback_scores(index, config, 1000.0)
     assert scores[1] == pytest.approx(1.0, abs=1e-6)  # most popular = prior 1, stale
@@ -90,13 +98,13 @@ def test_fallback_orders_by_popularity_then_freshness():
 
 def test_ties_break_by_catalog_row_so_answers_are_deterministic():
     index = make_index([[1, 0]] * 6)
-    results = {tuple(rank(index, RankingConfig(), request(query=[1, 0], k=4)).item_ids) for _ in range(5)}
+    results = {tuple(rank(index, request(query=[1, 0], k=4)).item_ids) for _ in range(5)}
     assert results == {("i0", "i1", "i2", "i3")}
 
 
 def test_k_larger_than_candidates_still_returns_k():
     index = make_index([[1, r / 10] for r in range(30)])
-    result = rank(index, RankingConfig(candidates=5), request(query=[1, 0], k=12))
+    result = rank(index, request(query=[1, 0], k=12, config=RankingConfig(candidates=5)))
     assert len(result.item_ids) == 12
 
 
@@ -113,3 +121,60 @@ def test_config_from_parameters_casts_and_rejects_unknown_keys():
         RankingConfig.from_parameters({"qurey_weight": "0.2"})
     with pytest.raises(ValueError, match="query_weight"):
         RankingConfig.from_parameters({"query_weight": "1.5"})
+
+
+def test_filters_exclude_ids_and_categories():
+    index = make_index([[1, 0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    index = CatalogIndex(**{**{f: getattr(index, f) for f in ("item_ids", "embeddings", "titles", "created_at",
+                                                            "popularity", "in_stock")},
+                            "categories": np.array(["shoes", "shoes", "bags", "hats"])})
+    assert rank(index, request(query=[1, 0], k=2, exclude_ids=["i0", "zz"])).item_ids == ["i1", "i2"]
+    assert rank(index, request(query=[1, 0], k=2, allow_categories=["bags", "hats"])).item_ids == ["i2", "i3"]
+    assert rank(index, request(query=[1, 0], k=2, deny_categories=["shoes"])).item_ids == ["i2", "i3"]
+
+
+def test_history_can_be_included_on_request():
+    index = make_index([[1, 0], [0.9, 0.1], [0, 1]])
+    config = RankingConfig(exclude_history=False)
+    assert rank(index, request(history=[("i0", 1000.0)], k=1, config=config)).item_ids == ["i0"]
+
+
+def test_freshness_and_popularity_weights_reorder_close_candidates():
+    index = make_index([[1, 0.00], [1, 0.01], [1, 0.02]], popularity=[0, 0, 100], created_at=[0.0, 1000.0, 0.0])
+    plain = rank(index, request(query=[1, 0], k=3))
+    fresh = rank(index, request(query=[1, 0], k=3, config=RankingConfig(freshness_weight=0.1, freshness_half_life_s=10)))
+    popular = rank(index, request(query=[1, 0], k=3, config=RankingConfig(popularity_weight=0.1)))
+    assert plain.item_ids[0] == "i0"
+    assert fresh.item_ids[0] == "i1"  # created "now"
+    assert popular.item_ids[0] == "i2"
+    assert fresh.scores[0] == pytest.approx(float(unit([1, 0.01]) @ unit([1, 0])) + 0.1, abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mmr", "dpp"])
+def test_diversity_spreads_results_and_category_cap_holds(method):
+    # two tight clusters: three near-duplicates of [1, 0] and three of [0.6, 0.8]
+    vectors = [[1, 0.00], [1, 0.01], [1, 0.02], [0.6, 0.8], [0.6, 0.81], [0.6, 0.82]]
+    index = make_index(vectors)
+    plain = rank(index, request(query=[1, 0], k=2))
+    assert plain.item_ids == ["i0", "i1"]
+    diverse = rank(index, request(query=[1, 0], k=2, config=RankingConfig(diversity=0.8, diversity_method=method)))
+    assert diverse.item_ids[0] == "i0" and diverse.item_ids[1] in {"i3", "i4", "i5"}
+    index.categories[:] = ["a", "a", "a", "b", "b", "b"]
+    capped = rank(index, request(query=[1, 0], k=4, config=RankingConfig(category_cap=2, diversity_method=method)))
+    assert sorted(index.categories[[int(i[1:]) for i in capped.item_ids]].tolist()) == ["a", "a", "b", "b"]
+
+
+def test_overrides_are_validated_and_name_the_knob():
+    config = with_overrides(RankingConfig(), {"diversity": 0.3, "diversity_method": "mmr"})
+    assert config.diversity == 0.3 and config.diversity_method == "mmr"
+    with pytest.raises(InvalidInput, match="DIVERSITY"):
+        with_overrides(RankingConfig(), {"diversity": 1.5})
+    with pytest.raises(InvalidInput, match="DIVERSITY_METHOD"):
+        with_overrides(RankingConfig(), {"diversity_method": "random"})
+    with pytest.raises(InvalidInput, match="RECENCY_HALF_LIFE_S"):
+        with_overrides(RankingConfig(), {"recency_half_life_s": 0.0})
+
+
+def test_config_parameters_parse_bools_and_strings():
+    config = RankingConfig.from_parameters({"exclude_history": "false", "diversity_method": "mmr", "category_cap": "3"})
+    assert config.exclude_history is False and config.diversity_method == "mmr" and config.category_cap == 3
