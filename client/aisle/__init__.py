@@ -3,7 +3,11 @@
     from aisle import RecClient
     with RecClient("127.0.0.1:8001") as client:
         recs = client.recommend(query="red running shoes", k=10)
+
+``AsyncRecClient`` is the asyncio twin with the same methods.
 """
+from .aio import AsyncRecClient
+from .cache import CacheStats
 from .client import RecClient
 from .errors import (
     AisleError,
@@ -11,20 +15,30 @@ from .errors import (
     InvalidRequest,
     ModelNotReady,
     Overloaded,
+    PermissionDenied,
     ServerError,
     ServerUnavailable,
 )
+from .policy import CallInfo, RetryPolicy
+from .requests import RankingKnobs, RecommendRequest
 from .types import Recommendation, Recommendations
 
 __all__ = [
     "AisleError",
+    "AsyncRecClient",
+    "CacheStats",
+    "CallInfo",
     "DeadlineExceeded",
     "InvalidRequest",
     "ModelNotReady",
     "Overloaded",
+    "PermissionDenied",
+    "RankingKnobs",
     "RecClient",
+    "RecommendRequest",
     "Recommendation",
     "Recommendations",
+    "RetryPolicy",
     "ServerError",
     "ServerUnavailable",
 ]

@@ -44,6 +44,10 @@ class Overloaded(AisleError):
     retryable = True
 
 
+class PermissionDenied(AisleError):
+    """The server refused the call: a restricted protocol's header is missing or wrong, or TLS auth failed."""
+
+
 class ServerError(AisleError):
     """The server failed while handling the request (a bug or a broken model)."""
 
@@ -56,6 +60,8 @@ _BY_CODE: dict[grpc.StatusCode, type[AisleError]] = {
     grpc.StatusCode.UNAVAILABLE: ServerUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
 }
 
 
@@ -76,6 +82,8 @@ def from_triton(exc: Exception) -> AisleError:
     code = _status_code(status)
     if code is None and "Deadline Exceeded" in str(message):
         code = grpc.StatusCode.DEADLINE_EXCEEDED
-    if code == grpc.StatusCode.UNAVAILABLE and "exceeds maximum queue size" in str(message):
+    if code == grpc.StatusCode.UNAVAILABLE and "exceeds maximum queue size" in str(message).lower():
         return Overloaded(str(message), code)
+    if "protocol is restricted" in str(message):  # Triton's --grpc-restricted-protocol: a missing/wrong header
+        return PermissionDenied(str(message), code)
     return _BY_CODE.get(code, ServerError)(str(message), code) if code else ServerError(str(message))

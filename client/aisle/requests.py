@@ -1,20 +1,28 @@
 """Validate SDK arguments and turn them into Triton tensors — before any network call.
 
-Shared by the sync and asyncio clients. A bad argument raises ``InvalidRequest`` naming it.
+The one place that knows the ``recommend``/``embed`` tensor contract on the client side; the sync
+and asyncio clients, the micro-batcher and the caches all go through it, so a rule about bad input
+is written once. A bad argument raises ``InvalidRequest`` naming it.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Iterable, Literal, Mapping, Sequence, TypedDict
 
 import numpy as np
+
+from aisle_server.ranking import OVERRIDABLE, RankingConfig
+from aisle_server.rerank_io import FILTER_NAMES
 
 from .errors import InvalidRequest
 
 MAX_K = 1000
+#: The ensembles' ``max_batch_size``: the most rows one Triton request may carry.
+MAX_BATCH = 64
 HistoryItem = tuple[str, float]
+TOWERS = ("query", "item")
 
 
 @dataclass(frozen=True)
@@ -45,36 +53,197 @@ def validate_timeout(timeout_s: float | None) -> float | None:
     return timeout_s
 
 
+def validate_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
+        raise InvalidRequest(f"k must be an int in [1, {MAX_K}], got {k!r}")
+    return int(k)
+
+
+def validate_tower(tower: object) -> str:
+    if tower not in TOWERS:
+        raise InvalidRequest(f"tower must be one of {sorted(TOWERS)}, got {tower!r}")
+    return str(tower)
+
+
+def validate_texts(texts: object) -> list[str]:
+    """A non-empty sequence of UTF-8-encodable str (checked now, so the server never sees bad text)."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+        raise InvalidRequest("texts must be a non-empty sequence of str")
+    for i, text in enumerate(texts):
+        _utf8(f"texts[{i}]", text)
+    return list(texts)
+
+
+def _history(history: Iterable[HistoryItem] | None) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for i, item in enumerate(history or ()):
+        if not isinstance(item, Sequence) or isinstance(item, (str, bytes)) or len(item) != 2:
+            raise InvalidRequest(f"history[{i}] must be an (item_id, unix_ts) pair, got {item!r}")
+        if not _utf8(f"history[{i}] item_id", item[0]):
+            raise InvalidRequest(f"history[{i}] item_id is empty")
+        pairs.append((item[0], _number(f"history[{i}] timestamp", item[1])))
+    return tuple(pairs)
+
+
+class RankingKnobs(TypedDict, total=False):
+    """Per-request overrides of the server's ranking defaults (``rerank/config.pbtxt`` parameters)."""
+
+    diversity: float  # [0, 1]: 0 = pure relevance
+    diversity_method: Literal["mmr", "dpp"]
+    category_cap: int  # at most this many results per category; 0 = no cap
+    query_weight: float  # [0, 1]: query vs session interest when both are given
+    recency_half_life_s: float  # > 0: how fast history items lose weight
+    exclude_history: bool  # leave history items out of the results
+    freshness_weight: float  # >= 0
+    freshness_half_life_s: float  # > 0
+    popularity_weight: float  # >= 0
+    search_mode: Literal["hybrid", "dense", "lexical"]
+    lexical_weight: float  # >= 0: BM25's weight in hybrid search
+
+
+_KNOB_TYPES = {"FP32": float, "FP64": float, "INT32": int, "BOOL": bool, "BYTES": str}
+_NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "BOOL": np.bool_}
+FILTERS = {name.lower(): name for name in FILTER_NAMES}  # exclude_ids, allow_categories, deny_categories
+
+
+def validate_ranking(knobs: Mapping[str, object]) -> tuple[tuple[str, object], ...]:
+    """Check knob names, types and ranges — the server's own rules (``RankingConfig.validate``)."""
+    unknown = set(knobs) - set(OVERRIDABLE)
+    if unknown:
+        raise InvalidRequest(f"unknown ranking option(s) {sorted(unknown)}; known: {sorted(OVERRIDABLE)}")
+    for name, value in knobs.items():
+        expected = _KNOB_TYPES[OVERRIDABLE[name]]
+        if expected is float:
+            _number(name, value)
+        elif isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+            raise InvalidRequest(f"{name} must be a {expected.__name__}, got {value!r}")
+    try:
+        replace(RankingConfig(), **knobs).validate()
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return tuple(sorted(knobs.items()))
+
+
+def _names(name: str, values: object) -> tuple[str, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise InvalidRequest(f"{name} must be a sequence of str, got {values!r}")
+    values = tuple(values)
+    for i, value in enumerate(values):
+        if not _utf8(f"{name}[{i}]", value):
+            raise InvalidRequest(f"{name}[{i}] is empty")
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendRequest:
+    """One validated ``recommend`` row; constructing it checks every argument.
+
+    ``history`` is normalized to a tuple of ``(item_id, float_ts)`` pairs, ``query`` ``None`` to
+    ``""``, so a request is hashable and can key a cache or join a micro-batch.
+    """
+
+    query: str | None = ""
+    history: Iterable[HistoryItem] | None = ()
+    k: int = 10
+    now: float | None = None
+    exclude_ids: Sequence[str] = ()
+    allow_categories: Sequence[str] = ()
+    deny_categories: Sequence[str] = ()
+    ranking: Mapping[str, object] | tuple = ()  # RankingKnobs; normalized to sorted (name, value) pairs
+
+    def __post_init__(self) -> None:
+        query = "" if self.query is None else self.query
+        _utf8("query", query)
+        object.__setattr__(self, "query", query)
+        object.__setattr__(self, "k", validate_k(self.k))
+        object.__setattr__(self, "history", _history(self.history))
+        if self.now is not None:
+            object.__setattr__(self, "now", _number("now", self.now))
+        for name in FILTERS:
+            object.__setattr__(self, name, _names(name, getattr(self, name)))
+        object.__setattr__(self, "ranking", validate_ranking(dict(self.ranking)))
+
+    @property
+    def batch_signature(self) -> tuple:
+        """Rows of one Triton request must carry the same optional tensors: NOW and the knobs."""
+        return (self.now is not None, tuple(name for name, _ in self.ranking))  # type: ignore[union-attr]
+
+    @classmethod
+    def coerce(cls, value: "RecommendRequest | Mapping[str, object]", index: int | None = None) -> "RecommendRequest":
+        """A ``RecommendRequest`` from itself or a mapping of ``recommend``'s keyword arguments."""
+        if isinstance(value, RecommendRequest):
+            return value
+        where = "" if index is None else f"requests[{index}]: "
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(f"{where}expected a RecommendRequest or a mapping, got {type(value).__name__}")
+        unknown = set(value) - {"query", "history", "k", "now", *FILTERS, *OVERRIDABLE}
+        if unknown:
+            raise InvalidRequest(f"{where}unknown argument(s) {sorted(unknown)}")
+        fields = {key: v for key, v in value.items() if key not in OVERRIDABLE}
+        knobs = {key: v for key, v in value.items() if key in OVERRIDABLE}
+        try:
+            return cls(**fields, ranking=knobs)  # type: ignore[arg-type]
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{where}{exc}") from None
+
+
+def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor]:
+    """Tensors of one ``recommend`` request with one row per element of ``requests``.
+
+    Histories are padded to the longest with ``b""`` ids (the server's padding) and 0.0 stamps.
+    ``NOW`` is a per-request optional tensor, so rows must all have it or all lack it.
+    """
+    if not requests or len(requests) > MAX_BATCH:
+        raise InvalidRequest(f"a batch needs 1..{MAX_BATCH} rows, got {len(requests)}")
+    signatures = {r.batch_signature for r in requests}
+    if len(signatures) != 1:
+        raise InvalidRequest("now and ranking options must be given for every row of a batch or for none")
+    has_now = {r.now is not None for r in requests}
+    rows = len(requests)
+    queries = np.array([[r.query.encode("utf-8")] for r in requests], dtype=object)  # type: ignore[union-attr]
+    tensors = [
+        Tensor("QUERY", queries, "BYTES"),
+        Tensor("K", np.array([[r.k] for r in requests], dtype=np.int32), "INT32"),
+    ]
+    width = max(len(r.history) for r in requests)  # type: ignore[arg-type]
+    if width:
+        ids = np.full((rows, width), b"", dtype=object)
+        stamps = np.zeros((rows, width), dtype=np.float64)
+        for b, request in enumerate(requests):
+            history = request.history
+            for j, (item_id, ts) in enumerate(history):  # type: ignore[union-attr]
+                ids[b, j] = item_id.encode("utf-8")
+                stamps[b, j] = ts
+        tensors.append(Tensor("HISTORY_IDS", ids, "BYTES"))
+        tensors.append(Tensor("HISTORY_TS", stamps, "FP64"))
+    if has_now == {True}:
+        tensors.append(Tensor("NOW", np.array([[r.now] for r in requests], dtype=np.float64), "FP64"))
+    for name, tensor_name in FILTERS.items():
+        lists = [getattr(r, name) for r in requests]
+        width = max(len(values) for values in lists)
+        if width:
+            array = np.full((rows, width), b"", dtype=object)  # b"" is padding to the server
+            for b, values in enumerate(lists):
+                array[b, : len(values)] = [v.encode("utf-8") for v in values]
+            tensors.append(Tensor(tensor_name, array, "BYTES"))
+    for knob, _ in requests[0].ranking:  # type: ignore[union-attr]
+        datatype = OVERRIDABLE[knob]
+        values = [dict(r.ranking)[knob] for r in requests]  # type: ignore[arg-type]
+        if datatype == "BYTES":
+            array = np.array([[str(v).encode("utf-8")] for v in values], dtype=object)
+        else:
+            array = np.array([[v] for v in values], dtype=_NUMPY_TYPES[datatype])
+        tensors.append(Tensor(knob.upper(), array, datatype))
+    return tensors
+
+
 def recommend_tensors(
     query: str | None, history: Iterable[HistoryItem] | None, k: int, now: float | None = None
 ) -> list[Tensor]:
     """Tensors of one ``recommend`` request (batch of one row)."""
-    query_bytes = _utf8("query", "" if query is None else query)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
-        raise InvalidRequest(f"k must be an int in [1, {MAX_K}], got {k!r}")
-    ids, stamps = [], []
-    for i, item in enumerate(history or ()):
-        if not isinstance(item, Sequence) or isinstance(item, (str, bytes)) or len(item) != 2:
-            raise InvalidRequest(f"history[{i}] must be an (item_id, unix_ts) pair, got {item!r}")
-        item_id = _utf8(f"history[{i}] item_id", item[0])
-        if not item_id:
-            raise InvalidRequest(f"history[{i}] item_id is empty")
-        ids.append(item_id)
-        stamps.append(_number(f"history[{i}] timestamp", item[1]))
-    tensors = [
-        Tensor("QUERY", np.array([[query_bytes]], dtype=object), "BYTES"),
-        Tensor("K", np.array([[int(k)]], dtype=np.int32), "INT32"),
-    ]
-    if ids:
-        tensors.append(Tensor("HISTORY_IDS", np.array([ids], dtype=object), "BYTES"))
-        tensors.append(Tensor("HISTORY_TS", np.array([stamps], dtype=np.float64), "FP64"))
-    if now is not None:
-        tensors.append(Tensor("NOW", np.array([[_number("now", now)]], dtype=np.float64), "FP64"))
-    return tensors
+    return batch_recommend_tensors([RecommendRequest(query, history, k, now)])
 
 
 def embed_tensors(texts: Sequence[str]) -> list[Tensor]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
-        raise InvalidRequest("texts must be a non-empty sequence of str")
-    encoded = [_utf8(f"texts[{i}]", t) for i, t in enumerate(texts)]
+    encoded = [t.encode("utf-8") for t in validate_texts(texts)]
     return [Tensor("TEXT", np.array(encoded, dtype=object).reshape(-1, 1), "BYTES")]

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex
+from aisle_server.lexical import LexicalIndex
 from aisle_server.tokenization import TextTokenizer
 
 from .catalog import Catalog
@@ -52,13 +54,19 @@ def embed_texts(
 
 
 def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: int = 64, progress: bool = True,
-                source: Path | None = None) -> CatalogIndex:
+                source: Path | None = None, ann: str = "auto") -> CatalogIndex:
+    """Embed ``catalog``, build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF."""
     repo = Path(repo)
     encoder_dir = repo / "item_encoder" / "1"
     if not (encoder_dir / "model.onnx").exists():
         raise FileNotFoundError(f"{encoder_dir / 'model.onnx'} not found: run `aisle export --repo {repo}` first")
     started = time.time()
-    embeddings = embed_texts(catalog.texts(), encoder_dir, batch_size, progress)
+    texts = catalog.texts()
+    embeddings = embed_texts(texts, encoder_dir, batch_size, progress)
+    lexical = LexicalIndex.build(texts)
+    use_ann = ann == "on" or (ann == "auto" and len(catalog) > EXACT_MAX_ITEMS)
+    if use_ann and progress:
+        print(f"building faiss IVF index over {len(catalog)} items", flush=True)
     manifest = {
         "catalog": str(source) if source else None,
         "catalog_sha256": sha256_file(source) if source else None,
@@ -76,6 +84,8 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
         popularity=catalog.popularity,
         in_stock=catalog.in_stock,
         manifest=manifest,
+        lexical=lexical,
+        ann=AnnIndex.build(embeddings) if use_ann else None,
     )
     version_dir = repo / "rerank" / version
     version_dir.mkdir(parents=True, exist_ok=True)

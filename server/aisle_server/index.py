@@ -4,7 +4,9 @@ Layout of ``<repo>/rerank/<version>/index/``:
 
 - ``embeddings.npy``  float32 (N, d), L2-normalized item-tower embeddings (memory-mappable);
 - ``items.npz``       item ids, titles, categories, created_at, popularity, in_stock (no pickles);
-- ``manifest.json``   counts, dimension, checksums of the catalog and of the item tower.
+- ``manifest.json``   counts, dimension, checksums of the catalog and of the item tower;
+- ``lexical/``        BM25 over the item texts (``aisle_server.lexical``), for hybrid search;
+- ``ann.faiss``       an IVF index (``aisle_server.ann``), only for catalogs above the exact-search size.
 
 Nothing here is loaded with pickle, and no request field ever names a path.
 """
@@ -17,7 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
+from .ann import AnnIndex
+from .lexical import LexicalIndex
+
 INDEX_DIRNAME = "index"
+LEXICAL_DIRNAME = "lexical"
 _ITEM_FIELDS = ("item_ids", "titles", "categories", "created_at", "popularity", "in_stock")
 
 
@@ -31,6 +37,8 @@ class CatalogIndex:
     popularity: np.ndarray
     in_stock: np.ndarray
     manifest: dict = field(default_factory=dict)
+    lexical: LexicalIndex | None = None
+    ann: AnnIndex | None = None
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -61,7 +69,12 @@ class CatalogIndex:
         directory.mkdir(parents=True, exist_ok=True)
         np.save(directory / "embeddings.npy", np.ascontiguousarray(self.embeddings, dtype=np.float32))
         np.savez(directory / "items.npz", **{name: getattr(self, name) for name in _ITEM_FIELDS})
-        manifest = {**self.manifest, "count": len(self), "dim": self.dim}
+        if self.lexical is not None:
+            self.lexical.save(directory / LEXICAL_DIRNAME)
+        if self.ann is not None:
+            self.ann.save(directory)
+        manifest = {**self.manifest, "count": len(self), "dim": self.dim,
+                    "lexical": self.lexical is not None, "ann": self.ann is not None}
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return directory
 
@@ -72,4 +85,5 @@ class CatalogIndex:
         with np.load(directory / "items.npz", allow_pickle=False) as items:
             fields = {name: items[name] for name in _ITEM_FIELDS}
         manifest = json.loads((directory / "manifest.json").read_text())
-        return cls(embeddings=embeddings, manifest=manifest, **fields)
+        lexical = LexicalIndex.load(directory / LEXICAL_DIRNAME) if (directory / LEXICAL_DIRNAME).is_dir() else None
+        return cls(embeddings=embeddings, manifest=manifest, lexical=lexical, ann=AnnIndex.load(directory), **fields)

@@ -13,8 +13,11 @@ picks the top ``k`` with optional diversification.
      still gets a sensible page instead of an error.
 2. Filters: out of stock, the history itself (``exclude_history``), explicit ``exclude_ids``,
    category allow/deny lists.
-3. Candidates: the ``candidates`` best allowed items by inner product.
-4. Score: relevance + ``freshness_weight`` · freshness(created_at) + ``popularity_weight`` · prior.
+3. Candidates: the ``candidates`` best allowed items by inner product (exact, or faiss IVF for
+   large catalogs), plus — for a text query — the ``candidates`` best by BM25.
+4. Score: relevance + ``freshness_weight`` · freshness(created_at) + ``popularity_weight`` · prior,
+   where relevance is the dense cosine plus ``lexical_weight`` × BM25 scaled to [0, 1] per query
+   (``search_mode`` hybrid, the default), the cosine alone (dense) or BM25 alone (lexical).
 5. Pick ``k``: by score, or MMR/DPP with strength ``diversity`` (``aisle_server.diversity``),
    with an optional per-category cap.
 
@@ -35,6 +38,7 @@ from .errors import InvalidInput
 from .index import CatalogIndex
 
 LN2 = math.log(2.0)
+SEARCH_MODES = ("hybrid", "dense", "lexical")
 
 
 def _parse_bool(text: str) -> bool:
@@ -67,6 +71,8 @@ class RankingConfig:
     diversity: float = 0.0
     diversity_method: str = "dpp"
     category_cap: int = 0
+    search_mode: str = "hybrid"
+    lexical_weight: float = 0.5
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "RankingConfig":
@@ -94,6 +100,8 @@ class RankingConfig:
             "diversity": 0.0 <= self.diversity <= 1.0,
             "diversity_method": self.diversity_method in METHODS,
             "category_cap": self.category_cap >= 0,
+            "search_mode": self.search_mode in SEARCH_MODES,
+            "lexical_weight": self.lexical_weight >= 0,
         }
         for name, ok in checks.items():
             if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
@@ -111,6 +119,8 @@ OVERRIDABLE = {
     "diversity": "FP32",
     "diversity_method": "BYTES",
     "category_cap": "INT32",
+    "search_mode": "BYTES",
+    "lexical_weight": "FP32",
 }
 
 
@@ -124,6 +134,7 @@ class RankRequest:
     k: int
     now: float
     config: RankingConfig = field(default_factory=RankingConfig)  # defaults + this request's overrides
+    query_text: str = ""  # for the lexical half of hybrid search
     exclude_ids: Sequence[str] = ()
     allow_categories: Sequence[str] = ()
     deny_categories: Sequence[str] = ()
@@ -193,7 +204,7 @@ def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     return rows[np.lexsort((rows, -scores[rows]))]
 
 
-def allowed_rows(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray) -> np.ndarray:
+def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray) -> np.ndarray:
     allowed = np.asarray(index.in_stock, dtype=bool).copy()
     if request.config.exclude_history:
         allowed[history_rows] = False  # don't recommend back what the shopper just interacted with
@@ -203,7 +214,43 @@ def allowed_rows(index: CatalogIndex, request: RankRequest, history_rows: np.nda
         allowed &= index.category_mask(request.allow_categories)
     if request.deny_categories:
         allowed &= ~index.category_mask(request.deny_categories)
-    return np.flatnonzero(allowed)
+    return allowed
+
+
+def dense_candidates(index: CatalogIndex, interest: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` best allowed rows by inner product: faiss IVF when the index has one, else exact.
+
+    ANN results that filters remove are replaced by asking for more; if even that leaves fewer
+    than ``n`` (heavy filters), the exact scan answers — correctness over speed.
+    """
+    if index.ann is not None:
+        rows = index.ann.search(interest, 2 * n)
+        rows = rows[allowed[rows]]
+        if len(rows) >= n:
+            return rows[:n]
+    return _top(np.asarray(index.embeddings @ interest, dtype=np.float32), np.flatnonzero(allowed), n)
+
+
+def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.ndarray | None,
+                     allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate rows and their relevance (dense, lexical or hybrid), best first."""
+    config = request.config
+    n = max(config.candidates, request.k)
+    lexical = None
+    if request.query_text.strip() and index.lexical is not None and config.search_mode != "dense":
+        lexical = index.lexical.scores(request.query_text)
+    if config.search_mode == "lexical" and lexical is not None:
+        rows = _top(lexical, np.flatnonzero(allowed), n)
+        relevance = lexical[rows].astype(np.float64)
+    else:
+        rows = dense_candidates(index, interest, allowed, n)
+        if lexical is not None:
+            rows = np.union1d(rows, _top(lexical, np.flatnonzero(allowed & (lexical > 0)), n))
+        relevance = np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
+        if lexical is not None:
+            relevance += config.lexical_weight * lexical[rows]
+    order = np.lexsort((rows, -relevance))
+    return rows[order], relevance[order]
 
 
 def interest_vector(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
@@ -230,17 +277,15 @@ def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
     history = [index.row_of.get(item_id) for item_id in request.history_ids]
     known = np.array([row is not None for row in history], dtype=bool)
     history_rows = np.array([row for row in history if row is not None], dtype=np.int64)
-    rows = allowed_rows(index, request, history_rows)
+    allowed = allowed_mask(index, request, history_rows)
     interest = interest_vector(index, request, history_rows, known)
 
     if interest is None:
         scores = fallback_scores(index, config, request.now)
-        candidates = _top(scores, rows, max(config.candidates, request.k))
+        candidates = _top(scores, np.flatnonzero(allowed), max(config.candidates, request.k))
         candidate_scores = scores[candidates]
     else:
-        relevance = np.asarray(index.embeddings @ interest, dtype=np.float32)
-        candidates = _top(relevance, rows, max(config.candidates, request.k))
-        candidate_scores = relevance[candidates].astype(np.float64)
+        candidates, candidate_scores = search_relevance(index, request, interest, allowed)
         if config.freshness_weight:
             candidate_scores += config.freshness_weight * freshness(
                 index, candidates, request.now, config.freshness_half_life_s

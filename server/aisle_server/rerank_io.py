@@ -107,7 +107,7 @@ def parse_requests(
         lists = {name: [v for v in _decode(name, values[b]) if v] if values is not None else []
                  for name, values in filters.items()}
         requests.append(RankRequest(
-            query_embedding, ids, ts, validate_k(k, row_config, catalog_size), now, row_config,
+            query_embedding, ids, ts, validate_k(k, row_config, catalog_size), now, row_config, text,
             exclude_ids=lists["EXCLUDE_IDS"],
             allow_categories=lists["ALLOW_CATEGORIES"],
             deny_categories=lists["DENY_CATEGORIES"],

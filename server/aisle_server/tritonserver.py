@@ -99,6 +99,10 @@ class TritonServer:
     log_verbose: int = 0
     log_file: Path | None = None
     extra_args: Sequence[str] = ()
+    #: Bytes for Triton's local response cache (``--cache-config local,size=N``); 0 = no cache.
+    #: Only models whose config has ``response_cache { enable: true }`` use it (see
+    #: ``aisle_export.repository``: off by default).
+    response_cache_bytes: int = 0
     startup_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
@@ -144,6 +148,8 @@ class TritonServer:
         ]
         if self.model_config_name:
             cmd.append(f"--model-config-name={self.model_config_name}")
+        if self.response_cache_bytes:
+            cmd.append(f"--cache-config=local,size={int(self.response_cache_bytes)}")
         cmd.extend(self.extra_args)
         return cmd
 

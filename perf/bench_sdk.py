@@ -1,0 +1,201 @@
+"""SDK benchmark (not a test): micro-batching throughput and cache-hit cost, side by side in one run.
+
+    .venv/bin/python perf/bench_sdk.py [--repo build/model_repository] [--seconds 6] [--rounds 2]
+
+Starts its own tritonserver over ``--repo`` (built like ``make demo`` if it does not exist), then
+alternates unbatched and micro-batched rounds (32 threads, distinct queries, caches off) so both
+modes see the same noise on a shared machine, and times cache hits. Writes
+``perf/results/bench_sdk.json`` and ``perf/results/bench_sdk.md``. Per-model compute time from
+Triton's statistics is recorded for each mode, to show where the time goes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from aisle import RecClient  # noqa: E402
+from aisle_server.tritonserver import TritonServer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("tokenizer", "query_encoder", "rerank", "recommend")
+
+
+def build_repo(repo: Path) -> None:
+    """Export the towers and index MovieLens-100K into ``repo`` (what ``make demo`` does)."""
+    from aisle_export.catalog import read_catalog
+    from aisle_export.indexing import write_index
+    from aisle_export.movielens import fetch_movielens, write_catalog_csv
+    from aisle_export.pipeline import export_repository
+
+    export_repository(repo)
+    data = fetch_movielens(repo.parent / "data")
+    csv = write_catalog_csv(data, data.parent / "movielens_catalog.csv")
+    write_index(read_catalog(csv), repo, source=csv, progress=False)
+
+
+def model_stats(client: RecClient) -> dict[str, dict[str, int]]:
+    out = {}
+    for model in MODELS:
+        stats = client.inference_statistics(model)["model_stats"][0]
+        infer = stats["inference_stats"]
+        out[model] = {
+            "inferences": int(stats.get("inference_count", 0)),
+            "executions": int(stats.get("execution_count", 0)),
+            "requests": int(infer["success"].get("count", 0)),
+            "compute_infer_ns": int(infer["compute_infer"].get("ns", 0)),
+        }
+    return out
+
+
+def diff(after: dict, before: dict) -> dict:
+    return {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in after}
+
+
+def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: str) -> dict:
+    """Calls/s of ``concurrency`` threads calling ``recommend`` in a loop for ``seconds``."""
+    kwargs = {"max_delay_ms": 2.0, "max_batch": 64} if batched else {}
+    with RecClient(url, timeout_s=30, embed_cache_size=0, **kwargs) as client:
+        client.recommend("warm up", k=10)
+        rows: list[int] = []
+        counts = [0] * concurrency
+        stop = threading.Event()
+        start_line = threading.Barrier(concurrency + 1)
+
+        def worker(n: int) -> None:
+            start_line.wait()
+            i = 0
+            while not stop.is_set():
+                client.recommend(f"{tag} shopper {n} looks for movie {i}", k=10, cache=False)
+                rows.append(client.last_call.batch_rows)
+                i += 1
+            counts[n] = i
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
+        for t in threads:
+            t.start()
+        before = model_stats(client)
+        start_line.wait()
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        per_model = diff(model_stats(client), before)
+    calls = sum(counts)
+    enc = per_model["query_encoder"]
+    return {
+        "calls": calls,
+        "seconds": round(elapsed, 3),
+        "calls_per_s": round(calls / elapsed, 1),
+        "mean_rows_per_triton_request": round(statistics.fmean(rows), 1) if rows else 0,
+        "encoder_executions": enc["executions"],
+        "encoder_mean_batch": round(enc["inferences"] / enc["executions"], 1) if enc["executions"] else 0,
+        "encoder_busy_share": round(
+            _exec_busy_s(per_model["query_encoder"]) / elapsed, 2
+        ),
+        "per_model": per_model,
+    }
+
+
+def _exec_busy_s(stats: dict) -> float:
+    """Triton's compute_infer counts each request's share of its batch; requests × share = busy time."""
+    if not stats["requests"] or not stats["executions"]:
+        return 0.0
+    per_request = stats["compute_infer_ns"] / stats["requests"]
+    return per_request * stats["executions"] / 1e9
+
+
+def cache_hit_cost(url: str, n: int = 20000) -> dict:
+    with RecClient(url, timeout_s=30, recommend_cache_size=1000) as client:
+        history = [("50", 1.7e9 - 600), ("181", 1.7e9 - 60)]
+        client.recommend("a popular query", history, k=10)
+        client.embed(["a popular query"])
+        out = {}
+        for name, call in (
+            ("recommend_hit", lambda: client.recommend("a popular query", history, k=10)),
+            ("embed_hit", lambda: client.embed(["a popular query"])),
+        ):
+            samples = []
+            for _ in range(n):
+                t0 = time.perf_counter_ns()
+                call()
+                samples.append(time.perf_counter_ns() - t0)
+            samples.sort()
+            out[name] = {"p50_us": round(samples[n // 2] / 1e3, 1), "p99_us": round(samples[int(n * 0.99)] / 1e3, 1)}
+        out["stats"] = {k: v.__dict__ if v else None for k, v in client.cache_stats().items()}
+        client.recommend("a popular query", history, k=10, cache=False)
+        out["miss_ms"] = round(client.last_call.elapsed_s * 1e3, 2)
+        return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=ROOT / "build" / "model_repository")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
+    args = parser.parse_args(argv)
+    if not (args.repo / "rerank" / "1" / "index").exists():
+        print(f"building {args.repo} (export + MovieLens index)", flush=True)
+        build_repo(args.repo)
+    rounds = []
+    with TritonServer(args.repo, log_file=args.out / "bench_sdk_tritonserver.log") as server:
+        for r in range(args.rounds):
+            for batched in (False, True):
+                result = throughput(server.grpc_url, batched, args.concurrency, args.seconds, f"r{r}{batched}")
+                result["mode"] = "micro-batched" if batched else "unbatched"
+                print(json.dumps({k: v for k, v in result.items() if k != "per_model"}), flush=True)
+                rounds.append(result)
+        cache = cache_hit_cost(server.grpc_url)
+    unbatched = round(statistics.median(r["calls_per_s"] for r in rounds if r["mode"] == "unbatched"), 1)
+    batched = round(statistics.median(r["calls_per_s"] for r in rounds if r["mode"] == "micro-batched"), 1)
+    summary = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "concurrency": args.concurrency,
+        "unbatched_calls_per_s": unbatched,
+        "micro_batched_calls_per_s": batched,
+        "speedup": round(batched / unbatched, 2),
+        "speedup_target": 3.0,
+        "recommend_cache_hit_p50_us": cache["recommend_hit"]["p50_us"],
+        "embed_cache_hit_p50_us": cache["embed_hit"]["p50_us"],
+        "cache_hit_target_us": 50,
+        "cache": cache,
+        "rounds": rounds,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_sdk.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [
+        "| what | figure |",
+        "| --- | --- |",
+        f"| unbatched single `recommend` calls, {args.concurrency} threads | {unbatched} calls/s |",
+        f"| micro-batched (max_delay_ms=2), {args.concurrency} threads | {batched} calls/s |",
+        f"| speedup (target ≥ 3×) | {summary['speedup']}× |",
+        f"| `recommend` cache hit p50 / p99 (target ≤ 50 µs p50) | {cache['recommend_hit']['p50_us']} / {cache['recommend_hit']['p99_us']} µs |",
+        f"| `embed` cache hit p50 / p99 | {cache['embed_hit']['p50_us']} / {cache['embed_hit']['p99_us']} µs |",
+        f"| `recommend` miss, one call | {cache['miss_ms']} ms |",
+        "",
+        "| round | mode | calls/s | rows per Triton request | encoder executions | encoder mean batch | encoder busy share |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for i, r in enumerate(rounds):
+        lines.append(
+            f"| {i // 2} | {r['mode']} | {r['calls_per_s']} | {r['mean_rows_per_triton_request']} | "
+            f"{r['encoder_executions']} | {r['encoder_mean_batch']} | {r['encoder_busy_share']} |"
+        )
+    (args.out / "bench_sdk.md").write_text(f"# SDK benchmark ({summary['machine']})\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
