@@ -136,7 +136,7 @@ def dpp(relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float,
 
 def diversify(method: str, relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float,
               categories: np.ndarray | None = None, category_cap: int | None = None) -> list[int]:
-    if diversity <= 0.0:
+    if diversity <= 0.0 or len(relevance) == 0:
         return by_relevance(np.asarray(relevance), k, categories, category_cap)
     if method == "mmr":
         return mmr(relevance, embeddings, k, diversity, categories, category_cap)

@@ -186,15 +186,10 @@ def freshness(index: CatalogIndex, rows: np.ndarray | slice, now: float, half_li
     return np.where(np.isfinite(created), decay(now - np.nan_to_num(created), half_life_s), 0.0)
 
 
-def popularity_prior(index: CatalogIndex) -> np.ndarray:
-    """log1p(popularity) scaled to [0, 1] over the catalog (computed once per index)."""
-    return index.popularity_prior
-
-
 def fallback_scores(index: CatalogIndex, config: RankingConfig, now: float) -> np.ndarray:
     """Popularity prior in [0, 1] plus weighted freshness, for cold requests."""
     fresh = freshness(index, slice(None), now, config.freshness_half_life_s)
-    return popularity_prior(index) + config.fallback_freshness_weight * fresh
+    return index.popularity_prior + config.fallback_freshness_weight * fresh
 
 
 def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
@@ -233,7 +228,7 @@ def dense_candidates(index: CatalogIndex, interest: np.ndarray, allowed: np.ndar
 
 def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.ndarray | None,
                      allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate rows and their relevance (dense, lexical or hybrid), best first."""
+    """Candidate rows and their relevance (dense, lexical or hybrid), in no particular order."""
     config = request.config
     n = max(config.candidates, request.k)
     lexical = None
@@ -249,8 +244,7 @@ def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.nda
         relevance = np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
         if lexical is not None:
             relevance += config.lexical_weight * lexical[rows]
-    order = np.lexsort((rows, -relevance))
-    return rows[order], relevance[order]
+    return rows, relevance
 
 
 def interest_vector(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
@@ -291,8 +285,8 @@ def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
                 index, candidates, request.now, config.freshness_half_life_s
             )
         if config.popularity_weight:
-            candidate_scores += config.popularity_weight * popularity_prior(index)[candidates]
-        order = np.lexsort((candidates, -candidate_scores))  # re-sort after priors, ties by row
+            candidate_scores += config.popularity_weight * index.popularity_prior[candidates]
+        order = np.lexsort((candidates, -candidate_scores))  # best first, ties by row
         candidates, candidate_scores = candidates[order], candidate_scores[order]
 
     picked = diversify(

@@ -178,3 +178,12 @@ def test_overrides_are_validated_and_name_the_knob():
 def test_config_parameters_parse_bools_and_strings():
     config = RankingConfig.from_parameters({"exclude_history": "false", "diversity_method": "mmr", "category_cap": "3"})
     assert config.exclude_history is False and config.diversity_method == "mmr" and config.category_cap == 3
+
+
+@pytest.mark.parametrize("method", ["mmr", "dpp"])
+def test_everything_filtered_out_gives_an_empty_answer_not_an_error(method):
+    index = make_index([[1, 0], [0, 1]], in_stock=[False, False])
+    config = RankingConfig(diversity=0.5, diversity_method=method)
+    for query in ([1, 0], None):
+        result = rank(index, request(query=query, k=2, config=config))
+        assert result.item_ids == [] and len(result.scores) == 0
