@@ -16,7 +16,20 @@ DEFAULT_REPO = Path("build/model_repository")
 def _export(args: argparse.Namespace) -> int:
     from aisle_export.pipeline import export_repository
 
-    export_repository(args.repo, args.query_tower, args.item_tower)
+    precisions = list(dict.fromkeys(args.precision or []))
+    if args.engine == "tensorrt":
+        # with an engine, --precision names the engine's precision: int8 → the Q/DQ ONNX, fp16 → the FP16 ONNX
+        engine_precisions = [p for p in precisions if p in ("fp16", "int8")]
+        if len(engine_precisions) != 1 or len(precisions) != 1:
+            raise ValueError("--engine tensorrt needs exactly one --precision: fp16 or int8")
+        precisions = ["int8-qdq" if engine_precisions[0] == "int8" else "fp16"]
+    report = export_repository(args.repo, args.query_tower, args.item_tower, precisions=precisions,
+                               gate_catalog=args.gate_catalog)
+    if args.engine == "tensorrt":
+        from aisle_export.tensorrt_engine import build_repository_engines
+
+        dim = report["query_encoder"]["dim"]
+        build_repository_engines(args.repo, engine_precisions[0], dim)
     return 0
 
 
@@ -27,7 +40,7 @@ def _index(args: argparse.Namespace) -> int:
     catalog = read_catalog(args.catalog, skip_bad_rows=args.skip_bad_rows)
     if catalog.skipped:
         print(f"skipped {catalog.skipped} bad rows, e.g.: {catalog.skip_reasons[:3]}", file=sys.stderr)
-    write_index(catalog, args.repo, version=args.version, batch_size=args.batch_size, source=args.catalog)
+    write_index(catalog, args.repo, version=args.version, batch_size=args.batch_size, source=args.catalog, ann=args.ann)
     return 0
 
 
@@ -54,6 +67,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from aisle_export.finetune import FinetuneConfig, finetune_movielens
+
+    given = {name: getattr(args, name) for name in ("steps", "batch_size", "freeze_layers", "lr")}
+    config = FinetuneConfig(**{name: value for name, value in given.items() if value is not None})
+    report = finetune_movielens(args.workdir, args.out, config, base=args.base)
+    print(f"saved {args.out}/query_tower and {args.out}/item_tower; loss {report['loss_first_20']:.3f} → "
+          f"{report['loss_last_20']:.3f} in {report['total_seconds']:.0f}s")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from aisle_export.evaluate import run_movielens_eval
+
+    run_movielens_eval(args.workdir, args.out, towers=args.towers)
+    print(f"wrote {args.out}/eval_movielens.md, eval_movielens.json, diversity_tradeoff.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aisle", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -63,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=DEFAULT_REPO)
     p.add_argument("--query-tower", help="sentence-transformers/HF directory (default: all-MiniLM-L6-v2)")
     p.add_argument("--item-tower", help="sentence-transformers/HF directory (default: all-MiniLM-L6-v2)")
+    p.add_argument("--precision", action="append", choices=("int8", "fp16", "int8-qdq"),
+                   help="also write and gate a reduced-precision ONNX (repeatable): int8 = CPU dynamic INT8 "
+                        "(serve with --model-config-name int8), fp16 / int8-qdq = inputs for TensorRT; "
+                        "with --engine tensorrt: the engine precision, fp16 or int8")
+    p.add_argument("--gate-catalog", type=Path,
+                   help="catalog for the top-10 retrieval gate (default: MovieLens-100K, cached beside --repo)")
+    p.add_argument("--engine", choices=("tensorrt",),
+                   help="build model.plan engines from the --precision ONNX (needs the tensorrt package)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("index", help="embed a catalog (CSV, JSONL, Parquet) into the repository's index")
@@ -71,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of failing")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--version", default="1", help="rerank model version directory to write")
+    p.add_argument("--ann", choices=("auto", "on", "off"), default="auto",
+                   help="faiss IVF retrieval: auto = only above 100,000 items (exact search below)")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("serve", help="run tritonserver over the repository until interrupted")
@@ -86,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="export, index MovieLens-100K, serve, print recommendations, stop")
     p.add_argument("--workdir", type=Path, default=Path("build"))
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("finetune", help="fine-tune the towers on MovieLens-100K's training period (history → next item)")
+    p.add_argument("--out", type=Path, default=Path("build/finetuned"), help="writes <out>/query_tower, <out>/item_tower")
+    p.add_argument("--workdir", type=Path, default=Path("build"), help="MovieLens cache under <workdir>/data")
+    p.add_argument("--base", help="starting tower directory (default: all-MiniLM-L6-v2)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 150)")
+    p.add_argument("--batch-size", type=int, help="examples per step, in-batch negatives (default 128)")
+    p.add_argument("--freeze-layers", type=int, help="lower transformer layers kept fixed, of 6 (default 5)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 2e-4)")
+    p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("evaluate", help="offline evaluation on a temporal split of MovieLens-100K: table + trade-off plot")
+    p.add_argument("--towers", type=Path, help="fine-tuned towers directory (from `aisle finetune`); pretrained always")
+    p.add_argument("--out", type=Path, default=Path("perf/results"))
+    p.add_argument("--workdir", type=Path, default=Path("build"))
+    p.set_defaults(func=_evaluate)
     return parser
 
 
@@ -97,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"aisle {args.command}: missing dependency ({exc}); install with pip install 'aisle[export,server]'",
               file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if type(exc).__name__ != "TensorRTUnavailable":
+            raise
+        print(f"aisle {args.command}: {exc}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as exc:
         print(f"aisle {args.command}: error: {exc}", file=sys.stderr)

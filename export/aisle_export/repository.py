@@ -12,6 +12,8 @@ Config variants (``--model-config-name`` picks ``<model>/configs/<name>.pbtxt`` 
   including the one in nvidia-pytriton, which has no ONNX Runtime backend);
 - ``onnxruntime``: the Triton container's native ONNX Runtime backend on the same ``model.onnx``;
 - ``tensorrt``: a TensorRT engine ``model.plan`` on the GPU.
+- ``int8``: the default Python-backend encoder on ``model.int8.onnx`` (CPU INT8, written by
+  ``aisle export --precision int8``).
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from aisle_server.rerank_io import FILTER_NAMES
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_repository"
 DEFAULT_DIM = 384
 MAX_BATCH_SIZE = 64
-CONFIG_VARIANTS = ("onnxruntime", "tensorrt")
+CONFIG_VARIANTS = ("onnxruntime", "tensorrt", "int8")
+#: ``aisle export --precision int8`` writes this beside model.onnx (see aisle_export.quantize)
+INT8_ONNX_FILE = "model.int8.onnx"
 
 STRING, INT32, INT64, FP32, FP64 = mc.TYPE_STRING, mc.TYPE_INT32, mc.TYPE_INT64, mc.TYPE_FP32, mc.TYPE_FP64
 _KNOB_TYPES = {"FP32": FP32, "FP64": FP64, "INT32": INT32, "BOOL": mc.TYPE_BOOL, "BYTES": STRING}
@@ -66,10 +70,11 @@ def tokenizer_config() -> mc.ModelConfig:
     )
 
 
-def encoder_config(name: str, dim: int, variant: str | None = None) -> mc.ModelConfig:
+def encoder_config(name: str, dim: int, variant: str | None = None, max_batch_size: int = MAX_BATCH_SIZE) -> mc.ModelConfig:
+    """One encoder config; ``max_batch_size`` is lowered by the TensorRT builder to its profile's max batch."""
     config = mc.ModelConfig(
         name=name,
-        max_batch_size=MAX_BATCH_SIZE,
+        max_batch_size=max_batch_size,
         input=[_input("input_ids", INT64, [-1]), _input("attention_mask", INT64, [-1])],
         output=[_output("embedding", FP32, [dim])],
         dynamic_batching=_batching(1000),
@@ -78,6 +83,11 @@ def encoder_config(name: str, dim: int, variant: str | None = None) -> mc.ModelC
         config.backend = "python"
         config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1))
         _parameters(config, {"onnx_file": "model.onnx", "intra_op_threads": 0})
+    elif variant == "int8":
+        # CPU INT8: the same Python-backend ONNX Runtime model, pointed at the quantized graph
+        config.backend = "python"
+        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1))
+        _parameters(config, {"onnx_file": INT8_ONNX_FILE, "intra_op_threads": 0})
     elif variant == "onnxruntime":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"
@@ -124,7 +134,7 @@ def _tokenize_and_encode(text: str, encoder: str, embedding: str) -> list[mc.Mod
     ]
 
 
-def recommend_config(dim: int) -> mc.ModelConfig:
+def recommend_config(dim: int, response_cache: bool = False) -> mc.ModelConfig:
     rerank = rerank_config(dim, RankingConfig())
     passthrough = [i.name for i in rerank.input if i.name not in ("QUERY", "QUERY_EMBEDDING")]
     steps = _tokenize_and_encode("QUERY", "query_encoder", "_query_embedding")
@@ -142,10 +152,11 @@ def recommend_config(dim: int) -> mc.ModelConfig:
         input=[i for i in rerank.input if i.name != "QUERY_EMBEDDING"],
         output=list(rerank.output),
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
+        response_cache=mc.ModelResponseCache(enable=True) if response_cache else None,
     )
 
 
-def embed_config(name: str, encoder: str, dim: int) -> mc.ModelConfig:
+def embed_config(name: str, encoder: str, dim: int, response_cache: bool = False) -> mc.ModelConfig:
     return mc.ModelConfig(
         name=name,
         platform="ensemble",
@@ -153,17 +164,26 @@ def embed_config(name: str, encoder: str, dim: int) -> mc.ModelConfig:
         input=[_input("TEXT", STRING, [1])],
         output=[_output("EMBEDDING", FP32, [dim])],
         ensemble_scheduling=mc.ModelEnsembling(step=_tokenize_and_encode("TEXT", encoder, "EMBEDDING")),
+        response_cache=mc.ModelResponseCache(enable=True) if response_cache else None,
     )
 
 
-def all_configs(dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None) -> dict[str, mc.ModelConfig]:
-    """Every config file of the repository, keyed by its path relative to the repository root."""
+def all_configs(
+    dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None, response_cache: bool = False
+) -> dict[str, mc.ModelConfig]:
+    """Every config file of the repository, keyed by its path relative to the repository root.
+
+    ``response_cache`` turns on Triton's response cache for the ensembles (``recommend``,
+    ``embed_*``); it takes effect only on a server started with ``--cache-config local,size=N``
+    (``TritonServer(response_cache_bytes=N)``). Off by default: without ``NOW`` a cached
+    ``recommend`` answer keeps the recency/freshness of the moment it was computed.
+    """
     configs = {
         "tokenizer/config.pbtxt": tokenizer_config(),
         "rerank/config.pbtxt": rerank_config(dim, ranking or RankingConfig()),
-        "recommend/config.pbtxt": recommend_config(dim),
-        "embed_query/config.pbtxt": embed_config("embed_query", "query_encoder", dim),
-        "embed_item/config.pbtxt": embed_config("embed_item", "item_encoder", dim),
+        "recommend/config.pbtxt": recommend_config(dim, response_cache),
+        "embed_query/config.pbtxt": embed_config("embed_query", "query_encoder", dim, response_cache),
+        "embed_item/config.pbtxt": embed_config("embed_item", "item_encoder", dim, response_cache),
     }
     for encoder in ("query_encoder", "item_encoder"):
         configs[f"{encoder}/config.pbtxt"] = encoder_config(encoder, dim)
@@ -176,9 +196,11 @@ def render(config: mc.ModelConfig) -> str:
     return text_format.MessageToString(config)
 
 
-def write_configs(repo: Path, dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None) -> list[Path]:
+def write_configs(
+    repo: Path, dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None, response_cache: bool = False
+) -> list[Path]:
     written = []
-    for relative, config in all_configs(dim, ranking).items():
+    for relative, config in all_configs(dim, ranking, response_cache).items():
         path = Path(repo) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(config))
@@ -198,8 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="(Re)generate the repository's config.pbtxt files.")
     parser.add_argument("repo", type=Path, nargs="?", default=TEMPLATE_DIR)
     parser.add_argument("--dim", type=int, default=DEFAULT_DIM)
+    parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensembles")
     args = parser.parse_args(argv)
-    for path in write_configs(args.repo, args.dim):
+    for path in write_configs(args.repo, args.dim, response_cache=args.response_cache):
         print(path)
 
 

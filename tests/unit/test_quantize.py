@@ -1,0 +1,142 @@
+"""Precision variants of the exported encoder: each graph's form, and each against its gate on CPU.
+
+One FP32 export and one set of variants per module (the expensive part); the gates score
+held-out text and top-10 retrieval over the real MovieLens-100K catalog, as the export does.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from aisle_export.catalog import read_catalog  # noqa: E402
+from aisle_export.movielens import fetch_movielens, write_catalog_csv  # noqa: E402
+from aisle_export.onnx_export import export_tower  # noqa: E402
+from aisle_export.precision_gate import (  # noqa: E402
+    MEAN_COSINE, MIN_COSINE, MIN_TOP10_AGREEMENT, Fp32Cache, GateReport, PrecisionGateError, TowerPair,
+    check, evaluate, top_k_agreement,
+)
+from aisle_export.precision_texts import CALIBRATION_PRODUCTS, gate_texts  # noqa: E402
+from aisle_export.quantize import (  # noqa: E402
+    FP16_KEEP_FP32, VARIANTS, attention_projection_matmuls, ffn_down_matmuls, write_variant,
+)
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("encoder")
+    export_tower(None, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    data = fetch_movielens(tmp_path_factory.mktemp("data"))
+    return gate_texts(read_catalog(write_catalog_csv(data, data.parent / "movies.csv")).texts())
+
+
+@pytest.fixture(scope="module")
+def variants(encoder_dir, texts) -> dict[str, Path]:
+    return {name: write_variant(name, encoder_dir, texts.calibration) for name in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def cache() -> Fp32Cache:
+    return Fp32Cache()
+
+
+def test_calibration_and_evaluation_text_do_not_overlap(texts):
+    assert not set(texts.calibration) & set(texts.evaluation)
+    assert not set(texts.calibration) & set(texts.queries)
+    assert set(CALIBRATION_PRODUCTS) <= set(texts.calibration)
+    assert len(texts.evaluation) >= 200 and len(texts.queries) >= 80 and len(texts.catalog) == 1682
+
+
+def test_top_k_agreement():
+    reference = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+    assert top_k_agreement(reference, reference) == 1.0
+    assert top_k_agreement(reference, np.array([[3, 2, 1, 0], [4, 5, 8, 9]])) == 0.75
+
+
+def test_failed_gate_raises_after_writing_its_figures(tmp_path):
+    report = GateReport("int8", 3, 0.9, 0.95, "worst", 2, 5, 0.5, MIN_COSINE, MEAN_COSINE, MIN_TOP10_AGREEMENT,
+                        False, 0.0)
+    with pytest.raises(PrecisionGateError, match="min cosine 0.9000.*top-10 agreement 0.500.*'worst'"):
+        check(report, save_to=tmp_path / "gate.json")
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
+
+
+def _interface(path: Path) -> tuple:
+    model = onnx.load(str(path))
+    inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
+    [output] = model.graph.output
+    dims = [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim]
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return inputs, (output.name, output.type.tensor_type.elem_type, dims), opset
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_keeps_the_fp32_interface(encoder_dir, variants, name):
+    fp32_inputs, fp32_output, _ = _interface(encoder_dir / "model.onnx")
+    inputs, output, opset = _interface(variants[name])
+    assert inputs == fp32_inputs == [("input_ids", onnx.TensorProto.INT64), ("attention_mask", onnx.TensorProto.INT64)]
+    assert output == fp32_output == ("embedding", onnx.TensorProto.FLOAT, ["batch", 384])
+    assert opset >= 17
+
+
+def test_fp16_graph_keeps_overflow_prone_ops_in_fp32(variants):
+    model = onnx.load(str(variants["fp16"]))
+    fp16_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(fp16_weights) > 30
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*model.graph.value_info, *model.graph.output]}
+    kept = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert kept, "the tower has LayerNormalization and Softmax nodes"
+    for node in kept:
+        assert types.get(node.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT, node.name
+    assert "LayerNormalization" in FP16_KEEP_FP32
+
+
+def test_qdq_graph_is_symmetric_per_channel(encoder_dir, variants):
+    model = onnx.load(str(variants["int8-qdq"]))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert quantize and dequantize
+    for node in dequantize:
+        zero_point = inits.get(node.input[2]) if len(node.input) > 2 else None
+        assert zero_point is None or (zero_point.dtype == np.int8 and not zero_point.any()), node.name
+    per_channel = [n for n in dequantize if n.input[0] in inits and inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1]
+    fp32 = onnx.load(str(encoder_dir / "model.onnx"))
+    assert len(per_channel) == len(attention_projection_matmuls(fp32)) == 24  # Q, K, V, out × 6 layers
+
+
+def test_dynamic_int8_graph_leaves_ffn_down_in_fp32(encoder_dir, variants):
+    model = onnx.load(str(variants["int8"]))
+    ops = [n.op_type for n in model.graph.node]
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
+    fp32_down = set(ffn_down_matmuls(onnx.load(str(encoder_dir / "model.onnx"))))
+    assert len(fp32_down) == 6 and fp32_down <= {n.name for n in model.graph.node if n.op_type == "MatMul"}
+
+
+@pytest.mark.parametrize("name", ["fp32", *sorted(VARIANTS)])
+def test_variant_passes_its_gate_on_cpu(encoder_dir, variants, texts, cache, name, tmp_path):
+    path = encoder_dir / "model.onnx" if name == "fp32" else variants[name]
+    pair = TowerPair(fp32=encoder_dir / "model.onnx", variant=path, tokenizer_dir=encoder_dir)
+    report = check(evaluate(name, pair, pair, texts, cache), save_to=tmp_path / "gate.json")
+    assert report.passed and report.min_cosine >= MIN_COSINE and report.mean_cosine >= MEAN_COSINE
+    assert report.top10_agreement >= MIN_TOP10_AGREEMENT
+    if name == "fp32":
+        assert report.min_cosine > 0.999999 and report.top10_agreement == 1.0
+
+
+def test_unknown_variant_and_missing_source(tmp_path):
+    with pytest.raises(ValueError, match="unknown precision variant"):
+        write_variant("int4", tmp_path)
+    with pytest.raises(FileNotFoundError, match="export the FP32 graph first"):
+        write_variant("int8", tmp_path)
