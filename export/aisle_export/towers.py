@@ -82,8 +82,11 @@ def _check_st_pipeline(directory: Path) -> None:
             )
         if kind == "Pooling":
             pooling = _read_json(directory / module["path"] / "config.json") or {}
-            modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode") and v)
-            if modes != ["pooling_mode_mean_tokens"]:
+            if isinstance(pooling.get("pooling_mode"), str):  # sentence-transformers >= 6 writes one string
+                modes = [f"pooling_mode_{pooling['pooling_mode']}"]
+            else:
+                modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode") and v is True)
+            if modes not in (["pooling_mode_mean_tokens"], ["pooling_mode_mean"]):
                 raise TowerError(f"tower {str(directory)!r}: only mean pooling is supported, found {modes}")
 
 
