@@ -1,0 +1,1 @@
+"""Non-Triton baselines serving the same tower and catalog: in-process and FastAPI."""

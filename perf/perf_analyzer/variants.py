@@ -1,0 +1,163 @@
+"""Config variants of an exported repository for the benchmark sweep, under ``build/bench/``.
+
+Each variant is a copy of ``build/model_repository`` (files hard-linked, so a copy costs no disk)
+whose ``config.pbtxt`` files are regenerated from the typed configs of
+:func:`aisle_export.repository.all_configs` — copies of the ``model_config_pb2`` objects, modified
+field by field (no dynamic batching: ``ClearField("dynamic_batching")``; N instances:
+``instance_group[0].count = N``), then printed with :func:`aisle_export.repository.render`.
+
+INT8 variants select ``<encoder>/configs/int8.pbtxt`` at start (``TritonServer(model_config_name=
+"int8")``); the INT8 graph ``model.int8.onnx`` is taken from the source repository when
+``aisle export --precision int8`` wrote it there, and otherwise quantized once (ONNX Runtime dynamic
+INT8, :func:`aisle_export.quantize.quantize_int8_dynamic`) into ``build/bench/int8-cache/``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+ENCODERS = ("query_encoder", "item_encoder")
+#: models whose scheduling the sweep changes (the ensembles have no scheduler of their own)
+SCHEDULED = ("tokenizer", "query_encoder", "item_encoder", "rerank")
+INT8_FILE = "model.int8.onnx"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One Aisle configuration of the sweep."""
+
+    precision: str  # "fp32" | "int8"
+    dynamic_batching: bool
+    instances: int
+    #: ONNX Runtime intra-op threads per encoder instance; 0 = ORT's default (one per core)
+    threads: int = 0
+
+    @property
+    def name(self) -> str:
+        threads = f"-t{self.threads}" if self.threads else ""
+        return f"aisle-{self.precision}-{'db' if self.dynamic_batching else 'nodb'}-{self.instances}i{threads}"
+
+    @property
+    def label(self) -> str:
+        batching = "dyn. batching" if self.dynamic_batching else "no batching"
+        threads = f", {self.threads} ORT thread" if self.threads else ""
+        return f"Aisle ORT {self.precision.upper()}, {batching}, {self.instances} inst.{threads}"
+
+    @property
+    def model_config_name(self) -> str | None:
+        return "int8" if self.precision == "int8" else None
+
+
+def sweep(int8: bool = True) -> list[Variant]:
+    """FP32 (and INT8) × with/without dynamic batching × 1/2 instances per model."""
+    precisions = ("fp32", "int8") if int8 else ("fp32",)
+    return [Variant(p, db, n) for p in precisions for db in (True, False) for n in (1, 2)]
+
+
+def modified(config: mc.ModelConfig, variant: Variant) -> mc.ModelConfig:
+    """A copy of ``config`` with ``variant``'s scheduling; ensembles come back unchanged."""
+    out = mc.ModelConfig()
+    out.CopyFrom(config)
+    if out.platform == "ensemble":
+        return out
+    if not variant.dynamic_batching:
+        out.ClearField("dynamic_batching")
+    for group in out.instance_group:
+        group.count = variant.instances
+    if variant.threads and "intra_op_threads" in out.parameters:
+        out.parameters["intra_op_threads"].string_value = str(variant.threads)
+    if not out.instance_group and out.platform != "ensemble":
+        # native backends (onnxruntime/tensorrt variants) without a group get Triton's default;
+        # give them an explicit one so the count applies
+        out.instance_group.append(mc.ModelInstanceGroup(count=variant.instances))
+    return out
+
+
+def variant_configs(variant: Variant, dim: int) -> dict[str, mc.ModelConfig]:
+    from aisle_export.repository import all_configs  # noqa: PLC0415 - heavy import chain
+
+    return {path: modified(config, variant) for path, config in all_configs(dim).items()}
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` with hard links (falls back to copies across filesystems)."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def _write_fresh(path: Path, text: str) -> None:
+    """Replace ``path`` without writing through a hard link into the source repository."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.write_text(text)
+
+
+def int8_graph(source_repo: Path, encoder: str, cache_dir: Path) -> Path:
+    """``model.int8.onnx`` for ``encoder``: the exported one if present, else a cached quantization."""
+    exported = source_repo / encoder / "1" / INT8_FILE
+    if exported.is_file():
+        return exported
+    cached = cache_dir / encoder / INT8_FILE
+    fp32 = source_repo / encoder / "1" / "model.onnx"
+    stamp = cached.with_suffix(".source")
+    key = f"{fp32.stat().st_size}:{fp32.stat().st_mtime_ns}"
+    if cached.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return cached
+    from aisle_export.quantize import quantize_int8_dynamic  # noqa: PLC0415
+
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(cached.name + ".partial")
+    quantize_int8_dynamic(fp32, partial)
+    os.replace(partial, cached)
+    stamp.write_text(key)
+    return cached
+
+
+def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 384) -> Path:
+    """Write ``root/<variant.name>/`` — a hard-linked copy of ``source_repo`` with the variant's configs."""
+    from aisle_export.repository import render  # noqa: PLC0415
+
+    source_repo, target = Path(source_repo), Path(root) / variant.name
+    if target.exists():
+        shutil.rmtree(target)
+    _link_tree(source_repo, target)
+    for relative, config in variant_configs(variant, dim).items():
+        _write_fresh(target / relative, render(config))
+    if variant.precision == "int8":
+        for encoder in ENCODERS:
+            graph = int8_graph(source_repo, encoder, Path(root) / "int8-cache")
+            destination = target / encoder / "1" / INT8_FILE
+            if not destination.exists():
+                os.link(graph, destination)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write variant repositories (used by ``gpu_suite.sh``; ``perf/bench.py`` calls build_variant itself)."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description="Write benchmark config variants of a model repository.")
+    parser.add_argument("--repo", type=Path, default=Path("build/model_repository"))
+    parser.add_argument("--out", type=Path, default=Path("build/bench/repos"))
+    parser.add_argument("--only", nargs="*", help="variant names, e.g. aisle-fp32-db-1i aisle-fp32-nodb-1i")
+    parser.add_argument("--no-int8", action="store_true")
+    args = parser.parse_args(argv)
+    chosen = sweep(int8=not args.no_int8) + [Variant("fp32", True, 2, threads=1)]
+    for variant in chosen:
+        if not args.only or variant.name in args.only:
+            print(build_variant(args.repo, variant, args.out))
+
+
+if __name__ == "__main__":
+    main()

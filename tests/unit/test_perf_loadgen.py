@@ -1,0 +1,82 @@
+"""Load generator math and bookkeeping (perf/loadgen.py); no assertion on wall-clock time."""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from perf import loadgen  # noqa: E402
+
+
+@pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 95, 99, 100])
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1001])
+def test_percentile_matches_numpy_linear(q, n):
+    values = np.random.default_rng(n).exponential(10.0, n).tolist()
+    assert loadgen.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_edges():
+    assert math.isnan(loadgen.percentile([], 50))
+    assert loadgen.percentile([3.0], 99) == 3.0
+    assert loadgen.percentile([1, 2, 3, 4], 50) == 2.5
+    with pytest.raises(ValueError):
+        loadgen.percentile([1.0], 101)
+
+
+def test_summarize_converts_to_ms_and_rates():
+    result = loadgen.summarize(4, [0.010, 0.020, 0.030, 0.040], errors=1, window_s=2.0)
+    assert result.completed == 4 and result.errors == 1
+    assert result.throughput == 2.0
+    assert result.p50_ms == pytest.approx(25.0)
+    assert result.mean_ms == pytest.approx(25.0)
+    assert result.p99_ms == pytest.approx(39.7)
+
+
+def test_summarize_empty_window():
+    result = loadgen.summarize(1, [], errors=0, window_s=0.0)
+    assert result.completed == 0 and math.isnan(result.throughput) and math.isnan(result.p50_ms)
+
+
+def test_run_uses_every_worker_and_counts_errors_apart():
+    seen, lock = [], threading.Lock()
+    made = []
+
+    def make_call():
+        made.append(1)
+
+        def call(request):
+            with lock:
+                seen.append(request["i"])
+            if request["i"] % 5 == 0:
+                raise RuntimeError("rejected")
+
+        return call
+
+    requests = [{"i": i} for i in range(20)]
+    result = loadgen.run(make_call, requests, concurrency=3, duration_s=30.0, warmup_s=0.0, max_requests=60)
+    assert len(made) == 3
+    assert len(seen) == 60
+    assert set(seen) == set(range(20))  # the mix is walked round-robin by all workers
+    assert result.completed + result.errors <= 60
+    assert result.errors > 0 and result.completed > 0
+    assert result.completed / (result.completed + result.errors) == pytest.approx(0.8, abs=0.1)
+
+
+def test_run_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        loadgen.run(lambda: (lambda r: None), [{"q": 1}], concurrency=0)
+    with pytest.raises(ValueError):
+        loadgen.run(lambda: (lambda r: None), [], concurrency=1)
+
+
+def test_inprocess_target_passes_query_and_k():
+    calls = []
+    call = loadgen.make_inprocess(lambda q, k: calls.append((q, k)))()
+    call({"query": "toy story", "k": 10})
+    assert calls == [("toy story", 10)]
