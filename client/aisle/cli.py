@@ -40,7 +40,9 @@ def _index(args: argparse.Namespace) -> int:
     catalog = read_catalog(args.catalog, skip_bad_rows=args.skip_bad_rows)
     if catalog.skipped:
         print(f"skipped {catalog.skipped} bad rows, e.g.: {catalog.skip_reasons[:3]}", file=sys.stderr)
-    write_index(catalog, args.repo, version=args.version, batch_size=args.batch_size, source=args.catalog, ann=args.ann)
+    write_index(catalog, args.repo, version=args.version, batch_size=args.batch_size, source=args.catalog, ann=args.ann,
+                server=args.server, checkpoint=args.checkpoint, concurrency=args.concurrency,
+                chunk_size=args.chunk_size, ann_kind=args.ann_kind)
     return 0
 
 
@@ -55,9 +57,52 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         model_config_name=args.model_config_name,
         log_verbose=args.log_verbose,
+        model_control_mode=args.model_control,
+        extra_args=(["--load-model=*"] if args.model_control == "explicit" else []) + list(args.triton_arg or []),
     )
     print(f"serving {args.repo} on grpc {server.grpc_url}, http {server.http_url}", flush=True)
     return serve_forever(server)
+
+
+def _headers(pairs: list[str] | None) -> dict[str, str]:
+    headers = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--header wants KEY=VALUE, got {pair!r}")
+        headers[key] = value
+    return headers
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    import json
+
+    from tritonclient.utils import InferenceServerException
+
+    from aisle import swap
+
+    headers = _headers(args.header)
+    try:
+        out = _catalog_action(args, headers, swap)
+    except InferenceServerException as exc:
+        print(f"aisle catalog {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+def _catalog_action(args: argparse.Namespace, headers: dict[str, str], swap) -> dict:
+    if args.action == "status":
+        out = {"on_disk": swap.version_dirs(args.repo) if args.repo else None,
+               "served": swap.served_versions(args.url, headers)}
+    elif args.action == "load":
+        out = {"ready": swap.load(args.url, headers, args.timeout_s)}
+    else:
+        if args.repo is None:
+            raise ValueError("rollback needs --repo (the served repository's path)")
+        retired, ready = swap.rollback(args.repo, args.url, headers, args.to, args.timeout_s)
+        out = {"retired": retired, "ready": ready}
+    return out
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -110,9 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=DEFAULT_REPO)
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of failing")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--version", default="1", help="rerank model version directory to write")
+    p.add_argument("--version", default="1",
+                   help="rerank model version directory to write; next = a new one above the newest (hot swap)")
     p.add_argument("--ann", choices=("auto", "on", "off"), default="auto",
                    help="faiss IVF retrieval: auto = only above 100,000 items (exact search below)")
+    p.add_argument("--ann-kind", choices=("ivf_flat", "ivf_pq"), default="ivf_flat",
+                   help="ivf_pq: product-quantized lists for 10M+ items (about 56 bytes per item in RAM)")
+    p.add_argument("--server", metavar="URL",
+                   help="embed through a running deployment's embed_item (gRPC host:port), resumably")
+    p.add_argument("--concurrency", type=int, default=8, help="with --server: requests in flight")
+    p.add_argument("--chunk-size", type=int, default=4096, help="with --server: items per checkpointed chunk")
+    p.add_argument("--checkpoint", type=Path,
+                   help="with --server: checkpoint directory (default rerank/<version>/.index.embed-checkpoint)")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("serve", help="run tritonserver over the repository until interrupted")
@@ -123,7 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--model-config-name", help="use <model>/configs/NAME.pbtxt where present (onnxruntime, tensorrt)")
     p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--model-control", choices=("none", "explicit"), default="none",
+                   help="explicit: load everything at start and allow `aisle catalog load/rollback` (hot swap)")
+    p.add_argument("--triton-arg", action="append", metavar="ARG",
+                   help="extra tritonserver flag, repeatable (TLS, --grpc-restricted-protocol=...)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("catalog", help="hot swap or roll back the served catalog (server in explicit model control)")
+    p.add_argument("action", choices=("status", "load", "rollback"),
+                   help="status: versions on disk and served; load: serve the newest rerank/<v>/; "
+                        "rollback: retire the newest version directory and reload")
+    p.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port")
+    p.add_argument("--repo", type=Path, help="the served repository (rollback renames its newest rerank/<v>/)")
+    p.add_argument("--to", type=int, help="rollback: the version to serve (retires every version above it)")
+    p.add_argument("--header", action="append", metavar="KEY=VALUE", help="gRPC header (restricted model control)")
+    p.add_argument("--timeout-s", type=float, default=120.0)
+    p.set_defaults(func=_catalog)
 
     p = sub.add_parser("demo", help="export, index MovieLens-100K, serve, print recommendations, stop")
     p.add_argument("--workdir", type=Path, default=Path("build"))

@@ -65,6 +65,11 @@ _BY_CODE: dict[grpc.StatusCode, type[AisleError]] = {
 }
 
 
+#: How Triton 2.51 words load shedding by a model's queue policy (both with status UNAVAILABLE):
+#: ``max_queue_size`` reached, and ``default_timeout_microseconds`` spent waiting (timeout_action REJECT).
+_SHED = ("exceeds maximum queue size", "request timeout expired")
+
+
 def _status_code(status: object) -> grpc.StatusCode | None:
     """tritonclient reports the status as a ``grpc.StatusCode`` or as its string form."""
     if isinstance(status, grpc.StatusCode):
@@ -82,7 +87,7 @@ def from_triton(exc: Exception) -> AisleError:
     code = _status_code(status)
     if code is None and "Deadline Exceeded" in str(message):
         code = grpc.StatusCode.DEADLINE_EXCEEDED
-    if code == grpc.StatusCode.UNAVAILABLE and "exceeds maximum queue size" in str(message).lower():
+    if code == grpc.StatusCode.UNAVAILABLE and any(shed in str(message).lower() for shed in _SHED):
         return Overloaded(str(message), code)
     if "protocol is restricted" in str(message):  # Triton's --grpc-restricted-protocol: a missing/wrong header
         return PermissionDenied(str(message), code)

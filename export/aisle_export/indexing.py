@@ -53,16 +53,50 @@ def embed_texts(
     return out
 
 
+def rerank_versions(repo: Path) -> list[int]:
+    """The numbered version directories of ``<repo>/rerank``, ascending (what Triton can load)."""
+    root = Path(repo) / "rerank"
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+
+def resolve_version(repo: Path, version: str) -> str:
+    """``"next"`` → one above the newest version directory (``"1"`` if none); a number → itself."""
+    version = str(version)
+    if version == "next":
+        return str(max(rerank_versions(repo), default=0) + 1)
+    if not version.isdigit() or int(version) < 1:
+        raise ValueError(f"--version must be a positive integer or 'next', got {version!r}")
+    return str(int(version))
+
+
 def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: int = 64, progress: bool = True,
-                source: Path | None = None, ann: str = "auto") -> CatalogIndex:
-    """Embed ``catalog``, build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF."""
+                source: Path | None = None, ann: str = "auto", server: str | None = None,
+                checkpoint: Path | None = None, concurrency: int = 8, chunk_size: int = 4096,
+                ann_kind: str = "ivf_flat") -> CatalogIndex:
+    """Embed ``catalog``, build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF.
+
+    With ``server`` (gRPC ``host:port`` of a running deployment) the item tower runs there, through
+    ``embed_item``, resumably (:mod:`.remote_index`; ``checkpoint`` defaults to
+    ``rerank/<version>/.index.embed-checkpoint``, removed once the index is written).
+    ``ann_kind``: ``ivf_flat`` or ``ivf_pq`` (10M+ items; see ``aisle_server.ann``).
+    """
     repo = Path(repo)
+    version = resolve_version(repo, version)  # "next": a new version directory, for a hot swap
     encoder_dir = repo / "item_encoder" / "1"
-    if not (encoder_dir / "model.onnx").exists():
+    if server is None and not (encoder_dir / "model.onnx").exists():
         raise FileNotFoundError(f"{encoder_dir / 'model.onnx'} not found: run `aisle export --repo {repo}` first")
     started = time.time()
     texts = catalog.texts()
-    embeddings = embed_texts(texts, encoder_dir, batch_size, progress)
+    if server is not None:
+        from .remote_index import embed_remote
+
+        checkpoint = Path(checkpoint) if checkpoint else repo / "rerank" / version / f".{INDEX_DIRNAME}.embed-checkpoint"
+        embeddings = embed_remote(texts, server, checkpoint, chunk_size=chunk_size, concurrency=concurrency,
+                                  progress=progress)
+    else:
+        embeddings = embed_texts(texts, encoder_dir, batch_size, progress)
     lexical = LexicalIndex.build(texts)
     use_ann = ann == "on" or (ann == "auto" and len(catalog) > EXACT_MAX_ITEMS)
     if use_ann and progress:
@@ -70,7 +104,8 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
     manifest = {
         "catalog": str(source) if source else None,
         "catalog_sha256": sha256_file(source) if source else None,
-        "item_encoder_sha256": sha256_file(encoder_dir / "model.onnx"),
+        "item_encoder_sha256": sha256_file(encoder_dir / "model.onnx") if (encoder_dir / "model.onnx").exists() else None,
+        "embedded_by": server or "local item_encoder",
         "skipped_rows": catalog.skipped,
         "built_at": started,
         "embed_seconds": round(time.time() - started, 2),
@@ -85,10 +120,23 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
         in_stock=catalog.in_stock,
         manifest=manifest,
         lexical=lexical,
-        ann=AnnIndex.build(embeddings) if use_ann else None,
+        ann=AnnIndex.build(embeddings, kind=ann_kind) if use_ann else None,
     )
     version_dir = repo / "rerank" / version
-    version_dir.mkdir(parents=True, exist_ok=True)
+    if not version_dir.exists():
+        # A new version appears complete (model.py + index/) or not at all: built under a hidden name
+        # and renamed into place, so a server polling the repository never loads a half-written one.
+        building = repo / "rerank" / f".{version}.building"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", building / "model.py")
+        index.save(building / INDEX_DIRNAME)
+        building.rename(version_dir)
+        if server is not None:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]
+        print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version),
+                          "path": str(version_dir / INDEX_DIRNAME)}))
+        return index
     model_py = version_dir / "model.py"
     if not model_py.exists():
         shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", model_py)
@@ -102,5 +150,8 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
         final.rename(old)
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-    print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "path": str(final)}))
+    if server is not None:
+        shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]
+    print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version),
+                      "path": str(final)}))
     return index

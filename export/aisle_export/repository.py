@@ -79,15 +79,14 @@ def encoder_config(name: str, dim: int, variant: str | None = None, max_batch_si
         output=[_output("embedding", FP32, [dim])],
         dynamic_batching=_batching(1000),
     )
-    if variant is None:
+    if variant in (None, "int8"):
+        # ONNX Runtime inside the Python backend (int8: pointed at the quantized graph). Two
+        # single-threaded instances beat one instance with a thread pool over all cores by 2.2x
+        # (FP32) to 2.3x (INT8) in throughput on the 2-core bench machine (perf/results/bench_report.md):
+        # the pool's threads contend with the tokenizer and rerank. Scale `count` with the cores.
         config.backend = "python"
-        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1))
-        _parameters(config, {"onnx_file": "model.onnx", "intra_op_threads": 0})
-    elif variant == "int8":
-        # CPU INT8: the same Python-backend ONNX Runtime model, pointed at the quantized graph
-        config.backend = "python"
-        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1))
-        _parameters(config, {"onnx_file": INT8_ONNX_FILE, "intra_op_threads": 0})
+        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=2))
+        _parameters(config, {"onnx_file": INT8_ONNX_FILE if variant else "model.onnx", "intra_op_threads": 1})
     elif variant == "onnxruntime":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"
@@ -196,11 +195,35 @@ def render(config: mc.ModelConfig) -> str:
     return text_format.MessageToString(config)
 
 
+def queue_policy(max_queue_size: int = 0, timeout_ms: float = 0) -> mc.ModelQueuePolicy:
+    """Load shedding for a dynamically batched model: at most ``max_queue_size`` requests wait (0 =
+    unbounded), and a request that waited ``timeout_ms`` is rejected (0 = no timeout). Both answer
+    UNAVAILABLE, which the SDK raises as ``aisle.Overloaded``."""
+    return mc.ModelQueuePolicy(
+        max_queue_size=int(max_queue_size),
+        default_timeout_microseconds=int(timeout_ms * 1000),
+        timeout_action=mc.ModelQueuePolicy.REJECT,
+    )
+
+
+def with_queue_policy(configs: dict[str, mc.ModelConfig], policy: mc.ModelQueuePolicy) -> dict[str, mc.ModelConfig]:
+    """``configs`` with ``policy`` as the default queue policy of every dynamically batched model."""
+    for config in configs.values():
+        if config.HasField("dynamic_batching"):
+            config.dynamic_batching.default_queue_policy.CopyFrom(policy)
+    return configs
+
+
 def write_configs(
-    repo: Path, dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None, response_cache: bool = False
+    repo: Path, dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None, response_cache: bool = False,
+    queue: mc.ModelQueuePolicy | None = None,
 ) -> list[Path]:
+    """Write every config; ``queue`` (see ``queue_policy``) bounds the queues of the batched models."""
     written = []
-    for relative, config in all_configs(dim, ranking, response_cache).items():
+    configs = all_configs(dim, ranking, response_cache)
+    if queue is not None:
+        with_queue_policy(configs, queue)
+    for relative, config in configs.items():
         path = Path(repo) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(config))
@@ -221,8 +244,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("repo", type=Path, nargs="?", default=TEMPLATE_DIR)
     parser.add_argument("--dim", type=int, default=DEFAULT_DIM)
     parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensembles")
+    parser.add_argument("--max-queue-size", type=int, default=0,
+                        help="shed load: at most N requests wait per model, the rest get Overloaded (0 = unbounded)")
+    parser.add_argument("--queue-timeout-ms", type=float, default=0,
+                        help="shed load: reject a request that waited this long in a model's queue (0 = never)")
     args = parser.parse_args(argv)
-    for path in write_configs(args.repo, args.dim, response_cache=args.response_cache):
+    queue = queue_policy(args.max_queue_size, args.queue_timeout_ms) if args.max_queue_size or args.queue_timeout_ms else None
+    for path in write_configs(args.repo, args.dim, response_cache=args.response_cache, queue=queue):
         print(path)
 
 

@@ -3,10 +3,24 @@
 Exact search is one matrix-vector product: below ``EXACT_MAX_ITEMS`` it is both faster and exact,
 so ``aisle index`` only builds an ANN index above that size. Above it, an inverted-file index
 (IVF, inner product) scans ``nprobe`` of ``nlist`` clusters: the recall/latency dial is
-``nprobe``. Saved with ``faiss.write_index`` (faiss's own binary format, no pickle).
+``nprobe``. Saved with ``faiss.write_index`` (faiss's own binary format, no pickle) plus
+``ann.json`` (kind, nprobe, refine).
+
+Two kinds:
+
+- ``ivf_flat`` (default): full float32 vectors in the lists, exact scores within the probed lists.
+  RAM ≈ N·d·4 bytes (1.5 GiB per million 384-d items) — fine up to a few million items.
+- ``ivf_pq``: product-quantized lists (``pq_m`` bytes per item, 48 for 384-d), for catalogs of
+  10M+ items: RAM ≈ N·(pq_m + 8) bytes (≈ 0.56 GiB for 10M). PQ scores are approximate, so the
+  search asks faiss for ``refine``·n candidates and re-scores them exactly against the
+  memory-mapped ``embeddings.npy`` beside the index (only the touched rows are read).
+
+Both kinds build from an in-memory array or a memory-mapped ``.npy`` alike: training uses a
+sample, and vectors are added in chunks, so building never holds more than one chunk in float32.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,52 +28,113 @@ import numpy as np
 
 EXACT_MAX_ITEMS = 100_000
 ANN_FILE = "ann.faiss"
+ANN_META = "ann.json"
+EMBEDDINGS_FILE = "embeddings.npy"  # written by aisle_server.index beside the ANN index
+KINDS = ("ivf_flat", "ivf_pq")
+#: IVF-PQ: cap on the number of lists. Assigning N vectors costs N·nlist·d; past a few thousand
+#: lists the build time grows faster than the probe savings on a CPU build host.
+PQ_MAX_NLIST = 4096
+DEFAULT_REFINE = 4
+ADD_CHUNK = 262_144
+
+
+def default_nlist(n: int, kind: str = "ivf_flat") -> int:
+    nlist = max(1, int(4 * math.sqrt(n)))
+    return min(nlist, PQ_MAX_NLIST) if kind == "ivf_pq" else nlist
+
+
+def default_pq_m(dim: int) -> int:
+    """Sub-quantizers for IVF-PQ: one per 8 dimensions (48 for 384-d), a divisor of ``dim``."""
+    m = max(1, dim // 8)
+    while dim % m:
+        m -= 1
+    return m
 
 
 class AnnIndex:
-    def __init__(self, index: object, nprobe: int):
+    def __init__(self, index: object, nprobe: int, kind: str = "ivf_flat", refine: int = 0,
+                 vectors: np.ndarray | None = None):
         import faiss  # noqa: PLC0415
 
+        if kind not in KINDS:
+            raise ValueError(f"unknown ANN kind {kind!r}; expected one of {KINDS}")
         self.index = index
         self.nprobe = nprobe
+        self.kind = kind
+        self.refine = int(refine)
+        #: float32 (N, d) rows for exact re-scoring of PQ candidates (memory-mapped when loaded)
+        self.vectors = vectors
         faiss.extract_index_ivf(index).nprobe = nprobe
 
     @classmethod
     def build(cls, embeddings: np.ndarray, nlist: int | None = None, nprobe: int | None = None,
-              train_size: int = 100_000, seed: int = 0) -> "AnnIndex":
-        """IVF-Flat over inner product; ``nlist`` ≈ 4·√N clusters trained on a sample."""
+              train_size: int | None = None, seed: int = 0, kind: str = "ivf_flat", pq_m: int | None = None,
+              refine: int | None = None, progress: bool = False) -> "AnnIndex":
+        """IVF over inner product; ``nlist`` ≈ 4·√N clusters (IVF-PQ: at most ``PQ_MAX_NLIST``)
+        trained on a sample (IVF-Flat: 100,000 rows; IVF-PQ: at least 40 per list, as faiss asks).
+        ``embeddings`` may be a memory-mapped array: it is read in chunks."""
         import faiss  # noqa: PLC0415
 
-        vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
-        n, dim = vectors.shape
-        nlist = nlist or max(1, int(4 * math.sqrt(n)))
+        if kind not in KINDS:
+            raise ValueError(f"unknown ANN kind {kind!r}; expected one of {KINDS}")
+        n, dim = embeddings.shape
+        nlist = nlist or default_nlist(n, kind)
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = vectors[np.random.default_rng(seed).choice(n, size=min(n, train_size), replace=False)]
-        index.train(sample)
-        index.add(vectors)
-        return cls(index, nprobe or max(1, nlist // 32))
+        if kind == "ivf_flat":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m or default_pq_m(dim), 8, faiss.METRIC_INNER_PRODUCT)
+        train_size = train_size or (100_000 if kind == "ivf_flat" else max(100_000, 40 * nlist))
+        picks = np.sort(np.random.default_rng(seed).choice(n, size=min(n, train_size), replace=False))
+        index.train(np.ascontiguousarray(embeddings[picks], dtype=np.float32))
+        for start in range(0, n, ADD_CHUNK):
+            index.add(np.ascontiguousarray(embeddings[start : start + ADD_CHUNK], dtype=np.float32))
+            if progress:
+                print(f"  ann: added {min(n, start + ADD_CHUNK):,}/{n:,}", flush=True)
+        if refine is None:
+            refine = DEFAULT_REFINE if kind == "ivf_pq" else 0
+        return cls(index, nprobe or max(1, nlist // 32), kind, refine, embeddings if refine else None)
 
     def save(self, directory: Path) -> None:
         import faiss  # noqa: PLC0415
 
         faiss.write_index(self.index, str(Path(directory) / ANN_FILE))
-        (Path(directory) / "ann.json").write_text(f'{{"nprobe": {self.nprobe}}}\n')
+        meta = {"nprobe": self.nprobe, "kind": self.kind, "refine": self.refine}
+        (Path(directory) / ANN_META).write_text(json.dumps(meta, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, directory: Path) -> "AnnIndex | None":
-        import json  # noqa: PLC0415
-
         import faiss  # noqa: PLC0415
 
-        path = Path(directory) / ANN_FILE
+        directory = Path(directory)
+        path = directory / ANN_FILE
         if not path.exists():
             return None
-        nprobe = json.loads((Path(directory) / "ann.json").read_text())["nprobe"]
-        return cls(faiss.read_index(str(path)), nprobe)
+        meta = json.loads((directory / ANN_META).read_text())
+        kind, refine = meta.get("kind", "ivf_flat"), int(meta.get("refine", 0))
+        vectors = None
+        if refine and (directory / EMBEDDINGS_FILE).exists():
+            vectors = np.load(directory / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
+        return cls(faiss.read_index(str(path)), meta["nprobe"], kind, refine if vectors is not None else 0, vectors)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the faiss index in memory (codes, ids, centroids; not the mapped vectors)."""
+        import faiss  # noqa: PLC0415
+
+        return int(faiss.serialize_index(self.index).size)
 
     def search(self, vector: np.ndarray, n: int) -> np.ndarray:
         """Rows of (about) the ``n`` best items by inner product, best first; fewer if clusters are small."""
-        _, rows = self.index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), n)
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        wanted = n * self.refine if self.refine and self.vectors is not None else n
+        _, rows = self.index.search(query, wanted)
         rows = rows[0]
-        return rows[rows >= 0]
+        rows = rows[rows >= 0]
+        if wanted == n or len(rows) == 0:
+            return rows
+        rows = np.sort(rows)  # ascending rows: sequential-ish reads from the mapped file
+        scores = np.asarray(self.vectors[rows], dtype=np.float32) @ query[0]
+        keep = min(n, len(rows))
+        best = np.argpartition(-scores, keep - 1)[:keep]
+        return rows[best[np.argsort(-scores[best], kind="stable")]]

@@ -15,6 +15,41 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "embedding"
 
 
+def token_limits(directory: Path) -> tuple[int, int | None]:
+    """(longest sequence, vocabulary size) the tower accepts, from the tokenizer files beside it.
+
+    The sequence bound is the tokenizer's ``max_length`` rounded up to its padding multiple (what our
+    own tokenizer never exceeds);
+    without it a raw request of 100,000 tokens would ask the attention layers for O(n²) memory.
+    """
+    from .tokenization import TOKENIZER_FILE, TokenizerSettings  # noqa: PLC0415
+
+    settings = TokenizerSettings.load(Path(directory))
+    pad = settings.pad_to_multiple_of
+    longest = -(-settings.max_length // pad) * pad  # our tokenizer pads a max_length sequence up to this
+    vocab = None
+    if (Path(directory) / TOKENIZER_FILE).exists():
+        from tokenizers import Tokenizer  # noqa: PLC0415
+
+        vocab = Tokenizer.from_file(str(Path(directory) / TOKENIZER_FILE)).get_vocab_size()
+    return longest, vocab
+
+
+def check_token_inputs(input_ids: np.ndarray, attention_mask: np.ndarray, max_length: int,
+                       vocab_size: int | None) -> None:
+    """Refuse (``InvalidInput``) token tensors the graph would fail on or could not afford."""
+    from .errors import InvalidInput  # noqa: PLC0415
+
+    if input_ids.ndim != 2 or not 1 <= input_ids.shape[1] <= max_length:
+        raise InvalidInput(INPUT_NAMES[0], f"expected shape [batch, 1..{max_length}], got {list(input_ids.shape)}")
+    if attention_mask.shape != input_ids.shape:
+        raise InvalidInput(INPUT_NAMES[1], f"shape {list(attention_mask.shape)} differs from input_ids {list(input_ids.shape)}")
+    if input_ids.size and (input_ids.min() < 0 or (vocab_size is not None and input_ids.max() >= vocab_size)):
+        raise InvalidInput(INPUT_NAMES[0], f"token ids must be in [0, {vocab_size})")
+    if attention_mask.size and not np.isin(attention_mask, (0, 1)).all():
+        raise InvalidInput(INPUT_NAMES[1], "values must be 0 or 1")
+
+
 class OnnxEncoder:
     def __init__(self, model_path: Path, intra_op_threads: int = 0):
         import onnxruntime as ort  # noqa: PLC0415 - heavy import kept out of module import

@@ -59,11 +59,14 @@ def handle_each(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], ha
     return responses
 
 
-def handle_batched(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], handler: Handler) -> list[Any]:
+def handle_batched(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], handler: Handler,
+                   validate: Callable[[Arrays], None] | None = None) -> list[Any]:
     """Concatenate requests whose inputs share trailing shapes, run ``handler`` once per group.
 
     This is what makes dynamic batching pay off for the encoders: one ONNX Runtime call for
-    every request the batcher gathered, split back into one response per request.
+    every request the batcher gathered, split back into one response per request. ``validate``
+    checks each request alone before it joins a group (raising ``InvalidInput``), so that one
+    malformed request is refused by itself instead of failing the whole merged call.
     """
     responses: list[Any] = [None] * len(requests)
     groups: dict[tuple, list[tuple[int, dict[str, np.ndarray]]]] = {}
@@ -73,6 +76,12 @@ def handle_batched(pb_utils: Any, requests: Sequence[Any], names: Sequence[str],
         if missing:
             responses[i] = _error_response(pb_utils, InvalidInput(missing[0], "required input is missing"))
             continue
+        if validate is not None:
+            try:
+                validate(inputs)
+            except Exception as exc:  # noqa: BLE001 - this request only
+                responses[i] = _error_response(pb_utils, exc)
+                continue
         key = tuple(inputs[name].shape[1:] for name in names)
         groups.setdefault(key, []).append((i, inputs))
     for members in groups.values():

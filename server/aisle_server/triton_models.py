@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .encoder import INPUT_NAMES, OUTPUT_NAME, OnnxEncoder
+from .encoder import INPUT_NAMES, OUTPUT_NAME, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput
 from .index import INDEX_DIRNAME, CatalogIndex
 from .ranking import RankingConfig, rank
@@ -60,12 +60,16 @@ class EncoderModel(_Model):
     def setup(self) -> None:
         path = os.path.join(self.directory, self.parameters.get("onnx_file", "model.onnx"))
         self.encoder = OnnxEncoder(path, intra_op_threads=int(self.parameters.get("intra_op_threads", "0")))
+        self.limits = token_limits(self.directory)
+
+    def validate(self, inputs: Arrays) -> None:
+        check_token_inputs(inputs[INPUT_NAMES[0]], inputs[INPUT_NAMES[1]], *self.limits)
 
     def encode(self, inputs: Arrays) -> dict:
         return {OUTPUT_NAME: self.encoder(inputs[INPUT_NAMES[0]], inputs[INPUT_NAMES[1]])}
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return handle_batched(self.pb_utils, requests, INPUT_NAMES, self.encode)
+        return handle_batched(self.pb_utils, requests, INPUT_NAMES, self.encode, self.validate)
 
 
 class RerankModel(_Model):

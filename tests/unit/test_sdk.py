@@ -319,3 +319,10 @@ def test_client_validates_arguments_before_any_network_call():
             client.embed(["x"], tower="bogus")
         with pytest.raises(InvalidRequest, match="texts"):
             client.embed("x")
+
+
+def test_from_triton_queue_timeout_is_overloaded():
+    # Triton 2.51's wording when a request waited longer than default_timeout_microseconds
+    exc = InferenceServerException(msg="Request timeout expired", status="StatusCode.UNAVAILABLE")
+    error = from_triton(exc)
+    assert isinstance(error, Overloaded) and error.retryable

