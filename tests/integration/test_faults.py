@@ -163,7 +163,9 @@ def test_a_raising_python_model_fails_only_that_request(tmp_path):
 
                 before = triton.get_inference_statistics("faulty", as_json=True)["model_stats"][0]
                 for i, text in enumerate(texts):
-                    triton.async_infer("faulty", [_text(text)], callback=lambda r, e, i=i: callback(i, r, e))
+                    triton.async_infer(  # tritonclient calls back with keywords result= and error=
+                        "faulty", [_text(text)], callback=lambda result, error, i=i: callback(i, result, error)
+                    )
                 assert finished.wait(60), f"round {round_}: {len(done)} of {len(texts)} answered"
                 after = triton.get_inference_statistics("faulty", as_json=True)["model_stats"][0]
                 executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
