@@ -59,9 +59,9 @@ def diff(after: dict, before: dict) -> dict:
     return {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in after}
 
 
-def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: str) -> dict:
+def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: str, max_batch: int = 64) -> dict:
     """Calls/s of ``concurrency`` threads calling ``recommend`` in a loop for ``seconds``."""
-    kwargs = {"max_delay_ms": 2.0, "max_batch": 64} if batched else {}
+    kwargs = {"max_delay_ms": 2.0, "max_batch": max_batch} if batched else {}
     with RecClient(url, timeout_s=30, embed_cache_size=0, **kwargs) as client:
         client.recommend("warm up", k=10)
         rows: list[int] = []
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=64, help="the micro-batcher's rows per Triton request")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args(argv)
     if not (args.repo / "rerank" / "1" / "index").exists():
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     with TritonServer(args.repo, log_file=args.out / "bench_sdk_tritonserver.log") as server:
         for r in range(args.rounds):
             for batched in (False, True):
-                result = throughput(server.grpc_url, batched, args.concurrency, args.seconds, f"r{r}{batched}")
+                result = throughput(server.grpc_url, batched, args.concurrency, args.seconds, f"r{r}{batched}", args.max_batch)
                 result["mode"] = "micro-batched" if batched else "unbatched"
                 print(json.dumps({k: v for k, v in result.items() if k != "per_model"}), flush=True)
                 rounds.append(result)
