@@ -3,10 +3,11 @@ cache lookups, batch outcomes, timing hooks. The two clients differ only where o
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
@@ -122,6 +123,17 @@ class ClientCore:
     def last_call(self) -> CallInfo | None:
         """Timing of the latest call made from this thread (or asyncio task) on this client."""
         return self._last_call.get()
+
+    @contextlib.contextmanager
+    def _recorded(self, method: str) -> Iterator[CallInfo]:
+        """Time a public call and record its ``CallInfo`` (``last_call``, ``on_call``), error or not."""
+        info = CallInfo(method)
+        try:
+            yield info
+        except AisleError as error:
+            self._record(info, error)
+            raise
+        self._record(info)
 
     def _record(self, info: CallInfo, error: BaseException | None = None) -> None:
         info.finish(error)

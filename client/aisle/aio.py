@@ -239,15 +239,10 @@ class AsyncRecClient(ClientCore):
         **ranking: Unpack[RankingKnobs],
     ) -> Recommendations:
         """See ``RecClient.recommend``."""
-        info = CallInfo("recommend")
-        try:
+        with self._recorded("recommend") as info:
             deadline = self._deadline(timeout_s)
             request = RecommendRequest(query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking)
             result = await self._recommend_one(request, deadline, cache, info)
-        except AisleError as error:
-            self._record(info, error)
-            raise
-        self._record(info)
         return result
 
     async def _recommend_one(
@@ -299,8 +294,7 @@ class AsyncRecClient(ClientCore):
         return_exceptions: bool = False,
     ) -> list[Recommendations | AisleError]:
         """See ``RecClient.recommend_many``; the Triton requests of a large call go out concurrently."""
-        info = CallInfo("recommend_many")
-        try:
+        with self._recorded("recommend_many") as info:
             deadline = self._deadline(timeout_s)
             if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
                 raise InvalidRequest("requests must be a sequence of RecommendRequest or mappings")
@@ -314,7 +308,7 @@ class AsyncRecClient(ClientCore):
                     todo.append(i)
                 else:
                     results[i] = value
-            groups = plan_batches([(i, rows[i]) for i in todo], self.max_batch, lambda pair: pair[1].now is not None)
+            groups = plan_batches([(i, rows[i]) for i in todo], self.max_batch, lambda pair: pair[1].batch_signature)
             outcomes = await asyncio.gather(
                 *(self._recommend_rows([row for _, row in group], deadline, info) for group in groups)
             )
@@ -327,10 +321,6 @@ class AsyncRecClient(ClientCore):
                 for result in results:
                     if isinstance(result, AisleError):
                         raise result
-        except AisleError as error:
-            self._record(info, error)
-            raise
-        self._record(info)
         return results
 
     # -- embed -----------------------------------------------------------------------------------
@@ -338,8 +328,7 @@ class AsyncRecClient(ClientCore):
         self, texts: Sequence[str], *, tower: str = "query", timeout_s: float | None = None, cache: bool = True
     ) -> np.ndarray:
         """See ``RecClient.embed``."""
-        info = CallInfo("embed")
-        try:
+        with self._recorded("embed") as info:
             deadline = self._deadline(timeout_s)
             texts = validate_texts(texts)
             tower = validate_tower(tower)
@@ -347,10 +336,6 @@ class AsyncRecClient(ClientCore):
             if missing:
                 found.update(await self._embed_fetch(tower, missing, deadline, cache, info))
             result = self._embed_result(texts, found)
-        except AisleError as error:
-            self._record(info, error)
-            raise
-        self._record(info)
         return result
 
     async def _embed_fetch(

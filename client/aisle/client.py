@@ -249,15 +249,10 @@ class RecClient(ClientCore):
         ``recency_half_life_s``, ``search_mode``, ...) override the server's defaults for this call.
         ``cache=False`` bypasses the (opt-in) recommend cache for this call.
         """
-        info = CallInfo("recommend")
-        try:
+        with self._recorded("recommend") as info:
             deadline = self._deadline(timeout_s)
             request = RecommendRequest(query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking)
             result = self._recommend_one(request, deadline, cache, info)
-        except AisleError as error:
-            self._record(info, error)
-            raise
-        self._record(info)
         return result
 
     def _recommend_one(self, request: RecommendRequest, deadline: Deadline, use_cache: bool, info: CallInfo) -> Recommendations:
@@ -311,8 +306,7 @@ class RecClient(ClientCore):
         come back in order. A row the server rejects fails alone: with ``return_exceptions=True``
         its ``AisleError`` takes its place in the list, otherwise the first error is raised.
         """
-        info = CallInfo("recommend_many")
-        try:
+        with self._recorded("recommend_many") as info:
             deadline = self._deadline(timeout_s)
             if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
                 raise InvalidRequest("requests must be a sequence of RecommendRequest or mappings")
@@ -336,10 +330,6 @@ class RecClient(ClientCore):
                 for result in results:
                     if isinstance(result, AisleError):
                         raise result
-        except AisleError as error:
-            self._record(info, error)
-            raise
-        self._record(info)
         return results
 
     # -- embed -----------------------------------------------------------------------------------
@@ -351,8 +341,7 @@ class RecClient(ClientCore):
         Cached by exact text (``cache=False`` bypasses); identical texts in flight from other
         threads are fetched once.
         """
-        info = CallInfo("embed")
-        try:
+        with self._recorded("embed") as info:
             deadline = self._deadline(timeout_s)
             texts = validate_texts(texts)
             tower = validate_tower(tower)
@@ -360,10 +349,6 @@ class RecClient(ClientCore):
             if missing:
                 found.update(self._embed_fetch(tower, missing, deadline, cache, info))
             result = self._embed_result(texts, found)
-        except AisleError as error:
-            self._record(info, error)
-            raise
-        self._record(info)
         return result
 
     def _embed_fetch(
@@ -405,4 +390,4 @@ class RecClient(ClientCore):
 
 def _plan(indexed: list[tuple[int, RecommendRequest]], max_batch: int) -> list[list[tuple[int, RecommendRequest]]]:
     """``recommend_many``'s rows split into requests (same NOW-presence, ≤ max_batch rows)."""
-    return plan_batches(indexed, max_batch, lambda pair: pair[1].now is not None)
+    return plan_batches(indexed, max_batch, lambda pair: pair[1].batch_signature)

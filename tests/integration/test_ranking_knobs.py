@@ -98,3 +98,16 @@ def test_sdk_passes_ranking_options_and_filters(client, catalog, raw):
     with pytest.raises(Exception) as caught:
         client.recommend(query="x", diversity=2.0)
     assert type(caught.value).__name__ == "InvalidRequest" and "diversity" in str(caught.value)
+
+
+def test_recommend_many_with_different_ranking_options_per_row(client):
+    rows = [
+        {"query": "star wars", "k": 5, "diversity": 0.8, "diversity_method": "mmr"},
+        {"query": "star wars", "k": 5},
+        {"query": "star wars", "k": 5, "allow_categories": ["Comedy"]},
+    ]
+    diverse, plain, comedies = client.recommend_many(rows)
+    assert [r.item_id for r in diverse] == [r.item_id for r in client.recommend(**rows[0])]
+    assert [r.item_id for r in plain] == [r.item_id for r in client.recommend(**rows[1])]
+    assert [r.item_id for r in comedies] == [r.item_id for r in client.recommend(**rows[2])]
+    assert [r.item_id for r in diverse] != [r.item_id for r in plain]
