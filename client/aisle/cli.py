@@ -1,4 +1,4 @@
-"""The ``aisle`` command: export, index, serve, demo.
+"""The ``aisle`` command: export, index, serve, catalog, finetune, evaluate, demo.
 
 Subcommands import their toolchain lazily, so the SDK install (no torch) still has a working
 ``aisle --help``; a subcommand whose extra is missing says which extra to install.
