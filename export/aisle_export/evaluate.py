@@ -42,6 +42,7 @@ from aisle_server.ranking import RankingConfig, RankRequest, rank
 
 from . import metrics
 from .catalog import Catalog, read_catalog
+from .indexing import catalog_index, encode_in_batches
 from .movielens import fetch_movielens, load_interactions, write_catalog_csv
 from .splits import TemporalSplit, temporal_split, validation_split
 
@@ -72,20 +73,15 @@ def embed_catalog(texts: Sequence[str], tower: str | Path | None, progress: bool
     from .towers import load_tower
 
     model = SentenceTransformer(str(load_tower(tower).path), device="cpu")
-    out = np.zeros((len(texts), (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()), dtype=np.float32)
-    order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share padding
-    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-        for start in range(0, len(texts), 128):
-            rows = order[start:start + 128]
-            out[rows] = model.encode([texts[r] for r in rows], normalize_embeddings=True, convert_to_numpy=True)
-            bar.update(len(rows))
-    return out
+    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    return encode_in_batches(
+        lambda batch: model.encode(batch, normalize_embeddings=True, convert_to_numpy=True),
+        texts, dim, 128, progress, desc,
+    )
 
 
 def build_index(catalog: Catalog, embeddings: np.ndarray) -> CatalogIndex:
-    return CatalogIndex(item_ids=catalog.item_ids, embeddings=embeddings, titles=catalog.titles,
-                        categories=catalog.categories, created_at=catalog.created_at,
-                        popularity=catalog.popularity, in_stock=catalog.in_stock)
+    return catalog_index(catalog, embeddings)
 
 
 @dataclass

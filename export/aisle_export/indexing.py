@@ -15,6 +15,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -37,20 +38,44 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def catalog_index(catalog: Catalog, embeddings: np.ndarray, **extra: object) -> CatalogIndex:
+    """The served index of ``catalog`` with its item embeddings (``extra``: manifest, lexical, ann)."""
+    return CatalogIndex(
+        item_ids=catalog.item_ids, embeddings=embeddings, titles=catalog.titles, categories=catalog.categories,
+        created_at=catalog.created_at, popularity=catalog.popularity, in_stock=catalog.in_stock, **extra,
+    )
+
+
+def encode_in_batches(
+    encode: Callable[[list[str]], np.ndarray], texts: Sequence[str], dim: int, batch_size: int = 64,
+    progress: bool = False, desc: str = "embedding",
+) -> np.ndarray:
+    """``encode`` over ``texts`` in batches, longest first (similar lengths share padding); rows in input order."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = encode([texts[r] for r in rows])
+            bar.update(len(rows))
+    return out
+
+
+def encode_texts(
+    encoder: OnnxEncoder, tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int = 64,
+    progress: bool = False, desc: str = "embedding",
+) -> np.ndarray:
+    """ONNX-tower embeddings (float32, L2-normalized) of ``texts``, in their order."""
+    return encode_in_batches(lambda batch: encoder(*tokenizer(batch)), texts, encoder.dim, batch_size, progress, desc)
+
+
 def embed_texts(
     texts: list[str], encoder_dir: Path, batch_size: int = 64, progress: bool = True
 ) -> np.ndarray:
-    """Item-tower embeddings (float32, L2-normalized) in the order of ``texts``."""
-    tokenizer = TextTokenizer.from_directory(encoder_dir)
+    """Item-tower embeddings of ``texts`` from the exported ``<encoder_dir>/model.onnx``."""
     encoder = OnnxEncoder(Path(encoder_dir) / "model.onnx")
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    with tqdm(total=len(texts), desc="embedding items", unit="item", disable=not progress) as bar:
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            out[rows] = encoder(*tokenizer([texts[r] for r in rows]))
-            bar.update(len(rows))
-    return out
+    return encode_texts(encoder, TextTokenizer.from_directory(encoder_dir), texts, batch_size, progress,
+                        "embedding items")
 
 
 def rerank_versions(repo: Path) -> list[int]:
@@ -110,16 +135,8 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
         "built_at": started,
         "embed_seconds": round(time.time() - started, 2),
     }
-    index = CatalogIndex(
-        item_ids=catalog.item_ids,
-        embeddings=embeddings,
-        titles=catalog.titles,
-        categories=catalog.categories,
-        created_at=catalog.created_at,
-        popularity=catalog.popularity,
-        in_stock=catalog.in_stock,
-        manifest=manifest,
-        lexical=lexical,
+    index = catalog_index(
+        catalog, embeddings, manifest=manifest, lexical=lexical,
         ann=AnnIndex.build(embeddings, kind=ann_kind) if use_ann else None,
     )
     version_dir = repo / "rerank" / version

@@ -23,6 +23,7 @@ import numpy as np
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import TextTokenizer
 
+from .indexing import encode_texts
 from .precision_texts import GateTexts
 
 MIN_COSINE = 0.98
@@ -56,17 +57,6 @@ class GateReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def embed(encoder: OnnxEncoder, tokenizer: TextTokenizer, texts: Sequence[str],
-          batch_size: int = EMBED_BATCH) -> np.ndarray:
-    """Embeddings in input order; texts are batched longest-first so batches share padding."""
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
-        rows = order[start : start + batch_size]
-        out[rows] = encoder(*tokenizer([texts[r] for r in rows]))
-    return out
 
 
 def cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -105,7 +95,7 @@ class Fp32Cache:
     def get(self, model: Path, tokenizer: TextTokenizer, texts: Sequence[str], what: str) -> np.ndarray:
         key = (str(model), what)
         if key not in self._cache:
-            self._cache[key] = embed(OnnxEncoder(model), tokenizer, texts)
+            self._cache[key] = encode_texts(OnnxEncoder(model), tokenizer, texts, EMBED_BATCH)
         return self._cache[key]
 
 
@@ -122,7 +112,7 @@ def evaluate(variant: str, query: TowerPair, item: TowerPair, texts: GateTexts,
     for name, pair in towers:
         tokenizer = TextTokenizer.from_directory(pair.tokenizer_dir)
         reference = cache.get(pair.fp32, tokenizer, texts.evaluation, "evaluation")
-        candidate = embed(OnnxEncoder(pair.variant), tokenizer, texts.evaluation)
+        candidate = encode_texts(OnnxEncoder(pair.variant), tokenizer, texts.evaluation, EMBED_BATCH)
         all_cos.append(cosines(reference, candidate))
         say(f"{name} tower: min cosine {all_cos[-1].min():.4f} over {len(texts.evaluation)} held-out texts")
     both = np.concatenate(all_cos)
@@ -132,9 +122,9 @@ def evaluate(variant: str, query: TowerPair, item: TowerPair, texts: GateTexts,
     i_tok = TextTokenizer.from_directory(item.tokenizer_dir)
     ref_items = cache.get(item.fp32, i_tok, texts.catalog, "catalog")
     say(f"embedding {len(texts.catalog)} catalog items with the variant")
-    var_items = embed(OnnxEncoder(item.variant), i_tok, texts.catalog)
+    var_items = encode_texts(OnnxEncoder(item.variant), i_tok, texts.catalog, EMBED_BATCH)
     ref_queries = cache.get(query.fp32, q_tok, texts.queries, "queries")
-    var_queries = embed(OnnxEncoder(query.variant), q_tok, texts.queries)
+    var_queries = encode_texts(OnnxEncoder(query.variant), q_tok, texts.queries, EMBED_BATCH)
     k = min(TOP_K, len(texts.catalog))
     agreement = top_k_agreement(top_k(ref_queries, ref_items, k), top_k(var_queries, var_items, k))
     min_cos, mean_cos = float(both.min()), float(both.mean())

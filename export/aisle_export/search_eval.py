@@ -31,7 +31,7 @@ from aisle_server.ranking import RankingConfig, RankRequest, rank
 from aisle_server.tokenization import TextTokenizer
 
 from .catalog import Catalog, read_catalog
-from .indexing import embed_texts
+from .indexing import catalog_index, embed_texts, encode_texts
 from .metrics import ndcg_at_k, recall_at_k
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bigbasket" / "products.csv"
@@ -69,17 +69,13 @@ def build_index(catalog: Catalog, encoder_dir: Path, cache: Path) -> CatalogInde
     else:
         embeddings = embed_texts(texts, encoder_dir)
         np.save(cache, embeddings)
-    return CatalogIndex(
-        item_ids=catalog.item_ids, embeddings=embeddings, titles=catalog.titles, categories=catalog.categories,
-        created_at=catalog.created_at, popularity=catalog.popularity, in_stock=catalog.in_stock,
-        lexical=LexicalIndex.build(texts),
-    )
+    return catalog_index(catalog, embeddings, lexical=LexicalIndex.build(texts))
 
 
 def evaluate(index: CatalogIndex, queries: dict[str, list[str]], query_dir: Path, k: int = 10) -> dict:
     tokenizer, encoder = TextTokenizer.from_directory(query_dir), OnnxEncoder(query_dir / "model.onnx")
     texts = list(queries)
-    vectors = np.concatenate([encoder(*tokenizer(texts[i : i + 64])) for i in range(0, len(texts), 64)])
+    vectors = encode_texts(encoder, tokenizer, texts)
     systems = {"BM25 alone": RankingConfig(search_mode="lexical"), "dense alone": RankingConfig(search_mode="dense")}
     systems.update({f"hybrid (lexical_weight={w})": RankingConfig(search_mode="hybrid", lexical_weight=w) for w in WEIGHTS})
     kinds = {"brand + type": [q for q in texts if q not in _types(queries)], "type": _types(queries)}
