@@ -1,11 +1,12 @@
 """SDK benchmark (not a test): micro-batching throughput and cache-hit cost, side by side in one run.
 
-    .venv/bin/python perf/bench_sdk.py [--repo build/model_repository] [--seconds 6] [--rounds 2]
+    .venv/bin/python perf/bench_sdk.py [--workload search|feed] [--max-batch 64] [--seconds 6] [--rounds 2]
 
 Starts its own tritonserver over ``--repo`` (built like ``make demo`` if it does not exist), then
-alternates unbatched and micro-batched rounds (32 threads, distinct queries, caches off) so both
-modes see the same noise on a shared machine, and times cache hits. Writes
-``perf/results/bench_sdk.json`` and ``perf/results/bench_sdk.md``. Per-model compute time from
+alternates unbatched and micro-batched rounds (32 threads, distinct calls, caches off) so both
+modes see the same noise on a shared machine, and times cache hits. ``search`` calls carry a text
+query (the query tower runs for each); ``feed`` calls carry only a shopper's history (the home
+feed). Writes ``perf/results/bench_sdk.{json,md}`` (search) or ``bench_sdk_feed.{json,md}``. Per-model compute time from
 Triton's statistics is recorded for each mode, to show where the time goes.
 """
 from __future__ import annotations
@@ -59,7 +60,20 @@ def diff(after: dict, before: dict) -> dict:
     return {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in after}
 
 
-def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: str, max_batch: int = 64) -> dict:
+def make_call(workload: str, n: int, i: int, tag: str) -> tuple[str, list[tuple[str, float]]]:
+    """(query, history) of call ``i`` of thread ``n``: distinct per call, so no cache can help.
+
+    ``search``: a distinct text query, no history (the query tower runs per call).
+    ``feed``: no query, a distinct 5-item MovieLens history (the home feed: no text to encode).
+    """
+    if workload == "search":
+        return f"{tag} shopper {n} looks for movie {i}", []
+    now = 1.7e9
+    return "", [(str(1 + (n * 131 + i * 7 + j * 17) % 1682), now - 3600.0 * (5 - j)) for j in range(5)]
+
+
+def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: str, max_batch: int = 64,
+               workload: str = "search") -> dict:
     """Calls/s of ``concurrency`` threads calling ``recommend`` in a loop for ``seconds``."""
     kwargs = {"max_delay_ms": 2.0, "max_batch": max_batch} if batched else {}
     with RecClient(url, timeout_s=30, embed_cache_size=0, **kwargs) as client:
@@ -73,7 +87,8 @@ def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: s
             start_line.wait()
             i = 0
             while not stop.is_set():
-                client.recommend(f"{tag} shopper {n} looks for movie {i}", k=10, cache=False)
+                query, history = make_call(workload, n, i, tag)
+                client.recommend(query, history, k=10, cache=False)
                 rows.append(client.last_call.batch_rows)
                 i += 1
             counts[n] = i
@@ -144,16 +159,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=64, help="the micro-batcher's rows per Triton request")
+    parser.add_argument("--workload", choices=("search", "feed"), default="search",
+                        help="search: distinct text queries; feed: distinct histories, no query")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args(argv)
     if not (args.repo / "rerank" / "1" / "index").exists():
         print(f"building {args.repo} (export + MovieLens index)", flush=True)
         build_repo(args.repo)
+    args.out.mkdir(parents=True, exist_ok=True)
     rounds = []
     with TritonServer(args.repo, log_file=args.out / "bench_sdk_tritonserver.log") as server:
         for r in range(args.rounds):
             for batched in (False, True):
-                result = throughput(server.grpc_url, batched, args.concurrency, args.seconds, f"r{r}{batched}", args.max_batch)
+                result = throughput(server.grpc_url, batched, args.concurrency, args.seconds, f"r{r}{batched}",
+                                    args.max_batch, args.workload)
                 result["mode"] = "micro-batched" if batched else "unbatched"
                 print(json.dumps({k: v for k, v in result.items() if k != "per_model"}), flush=True)
                 rounds.append(result)
@@ -162,7 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
     batched = round(statistics.median(r["calls_per_s"] for r in rounds if r["mode"] == "micro-batched"), 1)
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "workload": args.workload,
         "concurrency": args.concurrency,
+        "max_batch": args.max_batch,
         "unbatched_calls_per_s": unbatched,
         "micro_batched_calls_per_s": batched,
         "speedup": round(batched / unbatched, 2),
@@ -173,13 +194,13 @@ def main(argv: list[str] | None = None) -> dict:
         "cache": cache,
         "rounds": rounds,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_sdk.json").write_text(json.dumps(summary, indent=2) + "\n")
+    stem = "bench_sdk" if args.workload == "search" else f"bench_sdk_{args.workload}"
+    (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "| what | figure |",
         "| --- | --- |",
-        f"| unbatched single `recommend` calls, {args.concurrency} threads | {unbatched} calls/s |",
-        f"| micro-batched (max_delay_ms=2), {args.concurrency} threads | {batched} calls/s |",
+        f"| unbatched single `recommend` {args.workload} calls, {args.concurrency} threads | {unbatched} calls/s |",
+        f"| micro-batched (max_delay_ms=2, max_batch={args.max_batch}), {args.concurrency} threads | {batched} calls/s |",
         f"| speedup (target ≥ 3×) | {summary['speedup']}× |",
         f"| `recommend` cache hit p50 / p99 (target ≤ 50 µs p50) | {cache['recommend_hit']['p50_us']} / {cache['recommend_hit']['p99_us']} µs |",
         f"| `embed` cache hit p50 / p99 | {cache['embed_hit']['p50_us']} / {cache['embed_hit']['p99_us']} µs |",
@@ -193,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {i // 2} | {r['mode']} | {r['calls_per_s']} | {r['mean_rows_per_triton_request']} | "
             f"{r['encoder_executions']} | {r['encoder_mean_batch']} | {r['encoder_busy_share']} |"
         )
-    (args.out / "bench_sdk.md").write_text(f"# SDK benchmark ({summary['machine']})\n\n" + "\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text(f"# SDK benchmark, {args.workload} calls ({summary['machine']})\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
 

@@ -115,7 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from aisle_export.finetune import FinetuneConfig, finetune_movielens
 
-    given = {name: getattr(args, name) for name in ("steps", "batch_size", "freeze_layers", "lr")}
+    given = {name: getattr(args, name) for name in ("steps", "batch_size", "freeze_layers", "lr", "seed")}
     config = FinetuneConfig(**{name: value for name, value in given.items() if value is not None})
     report = finetune_movielens(args.workdir, args.out, config, base=args.base)
     print(f"saved {args.out}/query_tower and {args.out}/item_tower; loss {report['loss_first_20']:.3f} → "
@@ -202,10 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("build/finetuned"), help="writes <out>/query_tower, <out>/item_tower")
     p.add_argument("--workdir", type=Path, default=Path("build"), help="MovieLens cache under <workdir>/data")
     p.add_argument("--base", help="starting tower directory (default: all-MiniLM-L6-v2)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 150)")
-    p.add_argument("--batch-size", type=int, help="examples per step, in-batch negatives (default 128)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 60)")
+    p.add_argument("--batch-size", type=int, help="examples per step, each scored against the whole catalog (default 1024)")
     p.add_argument("--freeze-layers", type=int, help="lower transformer layers kept fixed, of 6 (default 5)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default 2e-4)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 5e-4)")
+    p.add_argument("--seed", type=int, help="shuffling and sampling seed (default 0)")
     p.set_defaults(func=_finetune)
 
     p = sub.add_parser("evaluate", help="offline evaluation on a temporal split of MovieLens-100K: table + trade-off plot")

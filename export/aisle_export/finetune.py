@@ -1,16 +1,24 @@
-"""``aisle finetune``: train the item tower on "recent history → next item", in-batch negatives.
+"""``aisle finetune``: train the item tower on "recent history → next item" over the whole catalog.
 
 What is trained is exactly what the feed serves (``aisle_server.ranking``): the interest is the
 recency-weighted mean of the item-tower embeddings of a user's recent items, and candidates are
 scored by their dot product with it. So each example is (the ``window`` items a user interacted
-with before an interaction, their times) → that interaction's item, and the loss is InfoNCE over
-the batch: the other examples' next items are the negatives (temperature ``temperature``). A
-negative that is the same item as the positive, or one of the user's window items (the feed
-never recommends those back), is masked out.
+with before an interaction, their times) → that interaction's item, and the loss is the softmax
+cross-entropy of that item among *every catalog item* (temperature ``temperature``), the user's
+window items masked out (the feed never recommends history back).
+
+Why the full catalog and not in-batch negatives: the evaluation (and the feed) ranks the full
+catalog, and in-batch negatives are drawn in proportion to popularity, which teaches the towers
+to push popular items *down* — on MovieLens-100K that left the fine-tuned towers no better than
+the pretrained ones (nDCG@10 0.0095 vs 0.0104 on the held-out split). Encoding the whole catalog
+every step is affordable because the cost is per distinct item, not per example: one step encodes
+the 1,682 MovieLens items once and scores a batch of 1,024 examples against them. Catalogs above
+``max_candidates`` items are sampled uniformly per step instead (plus the batch's own items).
 
 Cost on a 2-core CPU is kept down by freezing the embeddings and the lower ``freeze_layers``
 transformer layers: their output for every catalog text is computed once and cached, so a step
-only runs the top layers, on the distinct items of the batch, at the catalog's real token length.
+only runs the top layers, at the catalog's real token length. On the validation split, training
+three layers instead of one cost 3× per step and gained nothing.
 
 Only interactions before the split's cutoff are used (``aisle_export.splits``), so a model trained
 with the defaults can be evaluated on the held-out period.
@@ -43,11 +51,12 @@ REPORT_FILE = "finetune_report.json"
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    steps: int = 150
-    batch_size: int = 128
-    window: int = 10                 # history items per example (the most recent before the target)
+    steps: int = 60                  # ≈ 1 epoch of MovieLens-100K's training period; validation plateaus by then
+    batch_size: int = 1024           # examples per step (cheap: the catalog is encoded once per step)
+    window: int = 50                 # history items per example (the most recent before the target)
     freeze_layers: int = 5           # embeddings + this many lower transformer layers stay fixed (cached)
-    lr: float = 2e-4
+    max_candidates: int = 4096       # whole catalog up to this size, else a uniform sample per step
+    lr: float = 5e-4
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     temperature: float = 0.05
@@ -136,31 +145,50 @@ class CachedTower(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
 
-def batch_loss(tower: CachedTower, batch: Sequence[Example], temperature: float, half_life_s: float) -> torch.Tensor:
-    """InfoNCE of the batch: interest (weighted mean of window embeddings) vs every target in the batch."""
-    rows = sorted({r for ex in batch for r in ex.window} | {ex.target for ex in batch})
-    position = {r: i for i, r in enumerate(rows)}
-    embeddings = tower(torch.tensor(rows, dtype=torch.long))
+def step_rows(batch: Sequence[Example], n_items: int, max_candidates: int,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """The catalog rows one step encodes: its candidates, plus every window and target item.
+
+    A catalog of at most ``max_candidates`` items is encoded whole, so the softmax runs over the
+    full catalog exactly as the feed ranks it. A larger one is sampled uniformly (``max_candidates``
+    rows) and joined with the batch's own items, which keeps a step's cost bounded.
+    """
+    if n_items <= max_candidates:
+        return torch.arange(n_items)
+    own = {r for ex in batch for r in ex.window} | {ex.target for ex in batch}
+    sample = torch.randperm(n_items, generator=generator)[:max_candidates].tolist()
+    return torch.tensor(sorted(own | set(sample)), dtype=torch.long)
+
+
+def batch_loss(tower: CachedTower, batch: Sequence[Example], rows: torch.Tensor, temperature: float,
+               half_life_s: float) -> torch.Tensor:
+    """Softmax cross-entropy of each example's next item among ``rows`` (see :func:`step_rows`).
+
+    The interest is the recency-weighted mean of the window's embeddings, normalized, as
+    ``aisle_server.ranking`` computes it; the example's own window items are masked out of its
+    softmax (the feed never recommends history back) unless one of them is the target itself.
+    """
+    embeddings = tower(rows)
+    position = {int(r): i for i, r in enumerate(rows.tolist())}
     width = max(len(ex.window) for ex in batch)
     index = torch.zeros((len(batch), width), dtype=torch.long)
     weights = torch.zeros((len(batch), width), dtype=embeddings.dtype)
+    masked = torch.zeros((len(batch), len(rows)), dtype=torch.bool)
     for b, ex in enumerate(batch):
-        index[b, :len(ex.window)] = torch.tensor([position[r] for r in ex.window])
+        columns = torch.tensor([position[r] for r in ex.window])
+        index[b, :len(ex.window)] = columns
         ages = torch.tensor(ex.window_age_s, dtype=torch.float64).clamp(min=0.0)
         w = torch.exp(-LN2 * ages / half_life_s)
         if float(w.sum()) <= 0.0:
             w = torch.ones_like(w)
         weights[b, :len(ex.window)] = (w / w.sum()).to(embeddings.dtype)
+        masked[b, columns] = True
+    targets = torch.tensor([position[ex.target] for ex in batch])
+    masked[torch.arange(len(batch)), targets] = False
     interest = (weights.unsqueeze(-1) * embeddings[index]).sum(dim=1)
     interest = torch.nn.functional.normalize(interest, p=2.0, dim=1)
-    targets = torch.tensor([position[ex.target] for ex in batch])
-    logits = interest @ embeddings[targets].T / temperature
-    target_rows = torch.tensor([ex.target for ex in batch])
-    same_item = target_rows[None, :] == target_rows[:, None]
-    in_window = torch.tensor([[t in set(ex.window) for t in target_rows.tolist()] for ex in batch])
-    masked = (same_item | in_window) & ~torch.eye(len(batch), dtype=torch.bool)
-    logits = logits.masked_fill(masked, float("-inf"))
-    return torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
+    logits = (interest @ embeddings.T / temperature).masked_fill(masked, float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, targets)
 
 
 def _legacy_pooling_config(saved: Path, base_path: Path) -> None:
@@ -208,6 +236,7 @@ def finetune(
         torch.set_num_threads(config.threads)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     base_path = load_tower(base).path if base is not None else default_tower_path()
     st = SentenceTransformer(str(base_path), device="cpu")
     modules = list(st)
@@ -238,7 +267,8 @@ def finetune(
             order += fresh
         batch = [examples[i] for i in order[:config.batch_size]]
         del order[:config.batch_size]
-        loss = batch_loss(tower, batch, config.temperature, config.recency_half_life_s)
+        rows = step_rows(batch, len(texts), config.max_candidates, generator)
+        loss = batch_loss(tower, batch, rows, config.temperature, config.recency_half_life_s)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .encoder import INPUT_NAMES, OUTPUT_NAME, OnnxEncoder, check_token_inputs, token_limits
+from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput
 from .index import INDEX_DIRNAME, CatalogIndex
 from .ranking import RankingConfig, rank
 from .rerank_io import FILTER_NAMES, KNOB_NAMES, pack_results, parse_requests
-from .tokenization import TextDecodeError, TextTokenizer, decode_utf8
+from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_utf8
 from .triton_adapter import Arrays, handle_batched, handle_each, model_parameters
 
 RERANK_INPUTS = ("QUERY", "QUERY_EMBEDDING", "HISTORY_IDS", "HISTORY_TS", "K", "NOW", *FILTER_NAMES, *KNOB_NAMES)
@@ -55,11 +55,18 @@ class TokenizerModel(_Model):
 
 
 class EncoderModel(_Model):
-    """input_ids, attention_mask → embedding, one ONNX Runtime call per dynamic batch."""
+    """input_ids, attention_mask → embedding, one ONNX Runtime call per dynamic batch.
+
+    The empty text (a feed call's missing query) is answered from memory (``EmptyTextMemo``).
+    """
 
     def setup(self) -> None:
         path = os.path.join(self.directory, self.parameters.get("onnx_file", "model.onnx"))
-        self.encoder = OnnxEncoder(path, intra_op_threads=int(self.parameters.get("intra_op_threads", "0")))
+        encoder = OnnxEncoder(path, intra_op_threads=int(self.parameters.get("intra_op_threads", "0")))
+        self.encoder = encoder
+        if os.path.exists(os.path.join(self.directory, TOKENIZER_FILE)):
+            empty_ids, empty_mask = TextTokenizer.from_directory(self.directory)([""])
+            self.encoder = EmptyTextMemo(encoder, empty_ids[0], empty_mask[0])
         self.limits = token_limits(self.directory)
 
     def validate(self, inputs: Arrays) -> None:

@@ -35,6 +35,22 @@ def test_embed_matches_the_onnx_model_run_directly(client, repo):
     assert cosines.min() >= 0.9999
 
 
+def test_query_encoder_answers_the_empty_text_as_onnx_does(raw, repo):
+    """A feed call's empty query is answered from memory (``EmptyTextMemo``): same embedding as ONNX."""
+    import tritonclient.grpc as grpcclient
+
+    encoder_dir = repo / "query_encoder" / "1"
+    ids, mask = TextTokenizer.from_directory(encoder_dir)(["", "red running shoes", ""])
+    ids, mask = np.pad(ids, ((0, 0), (0, 16))), np.pad(mask, ((0, 0), (0, 16)))  # wider padding still matches
+    inputs = []
+    for name, array in (("input_ids", ids), ("attention_mask", mask)):
+        inputs.append(grpcclient.InferInput(name, list(array.shape), "INT64"))
+        inputs[-1].set_data_from_numpy(array)
+    served = raw.infer("query_encoder", inputs, client_timeout=20).as_numpy("embedding")
+    direct = OnnxEncoder(encoder_dir / "model.onnx")(ids, mask)
+    np.testing.assert_allclose(served, direct, atol=1e-5)
+
+
 def test_embed_item_tower_and_more_than_one_batch(client):
     texts = [f"product number {i}" for i in range(150)]
     vectors = client.embed(texts, tower="item")

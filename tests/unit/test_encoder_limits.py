@@ -35,3 +35,34 @@ def test_bad_tokens_name_their_tensor(ids, mask, field):
 def test_limit_rounds_max_length_up_to_the_padding_multiple(tmp_path):
     TokenizerSettings(max_length=100, pad_to_multiple_of=16).save(tmp_path)
     assert token_limits(tmp_path) == (112, None)  # 100 tokens pad to 112: our own tokenizer's widest
+
+
+class CountingEncoder:
+    """A stand-in tower: the embedding is a fixed function of the unpadded tokens; counts rows run."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def __call__(self, ids, mask):
+        self.rows += len(ids)
+        return np.stack([np.bincount((ids[i] * mask[i])[mask[i] == 1] % 8, minlength=8) for i in range(len(ids))]
+                        ).astype(np.float32)
+
+
+def test_empty_text_memo_answers_empty_rows_without_the_tower():
+    from aisle_server.encoder import EmptyTextMemo
+
+    inner = CountingEncoder()
+    empty_ids, empty_mask = np.array([101, 102, 0, 0]), np.array([1, 1, 0, 0])
+    memo = EmptyTextMemo(inner, empty_ids, empty_mask)
+    assert inner.rows == 1                                  # computed once, at load
+    ids = np.array([[101, 102] + [0] * 14,                  # empty text, wider padding
+                    [101, 2023, 102] + [0] * 13,            # a real query
+                    [101, 102] + [0] * 14,
+                    [101, 102, 102] + [0] * 13])            # same prefix, one more token: not empty
+    mask = (ids != 0).astype(np.int64)
+    out = memo(ids, mask)
+    np.testing.assert_array_equal(out, CountingEncoder()(ids, mask))  # what the tower alone returns
+    assert inner.rows == 1 + 2                              # only the two non-empty rows ran
+    memo(ids[[0, 2]], mask[[0, 2]])
+    assert inner.rows == 3                                  # an all-feed batch never reaches the tower

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aisle_export import finetune
-from aisle_export.finetune import CachedTower, Example, FinetuneConfig, batch_loss, make_examples
+from aisle_export.finetune import CachedTower, Example, FinetuneConfig, batch_loss, make_examples, step_rows
 from aisle_export.towers import default_tower_path, load_tower
 
 TEXTS = ["Toy Story (1995). Animation, Children's, Comedy", "GoldenEye (1995). Action, Adventure, Thriller",
@@ -44,13 +44,34 @@ def test_cached_tower_matches_sentence_transformers(st_model, freeze: int) -> No
     assert not any(n.startswith("embeddings.") for n in trainable)
 
 
-def test_in_batch_loss_masks_duplicate_positives(st_model) -> None:
+def test_step_rows_whole_catalog_or_a_sample_joined_with_the_batch() -> None:
+    batch = [Example((6, 2), (5.0, 1.0), 7), Example((1,), (3.0,), 4)]
+    assert step_rows(batch, 8, max_candidates=8).tolist() == list(range(8))
+    generator = torch.Generator().manual_seed(0)
+    rows = step_rows(batch, 1000, max_candidates=10, generator=generator).tolist()
+    assert rows == sorted(set(rows))                      # distinct and ordered
+    assert {1, 2, 4, 6, 7} <= set(rows)                   # every window and target item is encoded
+    assert 10 <= len(rows) <= 15                          # plus the uniform sample
+
+
+def test_loss_is_the_softmax_over_rows_without_the_window(st_model) -> None:
     tower = CachedTower(st_model[0].auto_model, st_model[0].tokenizer, TEXTS, 5, max_length=64).eval()
-    duplicate = [Example((0,), (0.0,), 1), Example((2,), (0.0,), 1)]  # same positive: no negative at all
+    day = 86400.0
+    batch = [Example((0, 6), (2 * day, 1 * day), 3), Example((4,), (0.0,), 5)]
+    rows = torch.arange(len(TEXTS))
     with torch.no_grad():
-        assert float(batch_loss(tower, duplicate, 0.05, 3600.0)) == pytest.approx(0.0, abs=1e-6)
-        distinct = [Example((0,), (0.0,), 1), Example((2,), (0.0,), 3)]
-        assert float(batch_loss(tower, distinct, 0.05, 3600.0)) > 0.0
+        loss = float(batch_loss(tower, batch, rows, temperature=0.05, half_life_s=day))
+        e = tower(rows).numpy().astype(np.float64)
+    expected = []
+    for ex in batch:
+        w = np.exp(-np.log(2.0) * np.array(ex.window_age_s) / day)
+        interest = (w[:, None] * e[list(ex.window)]).sum(0) / w.sum()
+        logits = e @ (interest / np.linalg.norm(interest)) / 0.05
+        logits[list(ex.window)] = -np.inf                 # history is never recommended back
+        expected.append(-(logits[ex.target] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()))
+    assert loss == pytest.approx(float(np.mean(expected)), rel=1e-4)
+    with torch.no_grad():                                  # a target inside its own window stays scorable
+        assert np.isfinite(float(batch_loss(tower, [Example((2, 3), (1.0, 0.0), 3)], rows, 0.05, day)))
 
 
 def test_finetune_smoke_loss_decreases_and_towers_reload(tmp_path) -> None:
