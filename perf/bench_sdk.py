@@ -1,6 +1,6 @@
 """SDK benchmark (not a test): micro-batching throughput and cache-hit cost, side by side in one run.
 
-    .venv/bin/python perf/bench_sdk.py [--workload search|feed] [--max-batch 64] [--seconds 6] [--rounds 2]
+    .venv/bin/python perf/bench_sdk.py [--workload search|feed] [--max-batch 16] [--seconds 6] [--rounds 2]
 
 Starts its own tritonserver over ``--repo`` (built like ``make demo`` if it does not exist), then
 alternates unbatched and micro-batched rounds (32 threads, distinct calls, caches off) so both
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--max-batch", type=int, default=64, help="the micro-batcher's rows per Triton request")
+    parser.add_argument("--max-batch", type=int, default=16,
+                        help="the micro-batcher's rows per Triton request (16: two batches in flight from 32 callers)")
     parser.add_argument("--workload", choices=("search", "feed"), default="search",
                         help="search: distinct text queries; feed: distinct histories, no query")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")

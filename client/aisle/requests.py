@@ -77,7 +77,9 @@ def validate_texts(texts: object) -> list[str]:
 def _history(history: Iterable[HistoryItem] | None) -> tuple[tuple[str, float], ...]:
     pairs = []
     for i, item in enumerate(history or ()):
-        if not isinstance(item, Sequence) or isinstance(item, (str, bytes)) or len(item) != 2:
+        # tuple/list first: the Sequence ABC check costs microseconds per item on every call
+        if not (type(item) in (tuple, list) or isinstance(item, Sequence) and not isinstance(item, (str, bytes))) \
+                or len(item) != 2:
             raise InvalidRequest(f"history[{i}] must be an (item_id, unix_ts) pair, got {item!r}")
         if not _utf8(f"history[{i}] item_id", item[0]):
             raise InvalidRequest(f"history[{i}] item_id is empty")
@@ -108,6 +110,8 @@ FILTERS = {name.lower(): name for name in FILTER_NAMES}  # exclude_ids, allow_ca
 
 def validate_ranking(knobs: Mapping[str, object]) -> tuple[tuple[str, object], ...]:
     """Check knob names, types and ranges — the server's own rules (``RankingConfig.validate``)."""
+    if not knobs:
+        return ()
     unknown = set(knobs) - set(OVERRIDABLE)
     if unknown:
         raise InvalidRequest(f"unknown ranking option(s) {sorted(unknown)}; known: {sorted(OVERRIDABLE)}")

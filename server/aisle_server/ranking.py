@@ -212,22 +212,26 @@ def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.nda
     return allowed
 
 
-def dense_candidates(index: CatalogIndex, interest: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
+def dense_candidates(index: CatalogIndex, interest: np.ndarray, allowed: np.ndarray, n: int,
+                     exact_scores: np.ndarray | None = None) -> np.ndarray:
     """The ``n`` best allowed rows by inner product: faiss IVF when the index has one, else exact.
 
     ANN results that filters remove are replaced by asking for more; if even that leaves fewer
-    than ``n`` (heavy filters), the exact scan answers — correctness over speed.
+    than ``n`` (heavy filters), the exact scan answers — correctness over speed. ``exact_scores``
+    is that scan (``embeddings @ interest``) when :func:`rank_many` already ran it for a batch.
     """
     if index.ann is not None:
         rows = index.ann.search(interest, 2 * n)
         rows = rows[allowed[rows]]
         if len(rows) >= n:
             return rows[:n]
-    return _top(np.asarray(index.embeddings @ interest, dtype=np.float32), np.flatnonzero(allowed), n)
+    if exact_scores is None:
+        exact_scores = np.asarray(index.embeddings @ interest, dtype=np.float32)
+    return _top(exact_scores, np.flatnonzero(allowed), n)
 
 
 def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.ndarray | None,
-                     allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                     allowed: np.ndarray, exact_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Candidate rows and their relevance (dense, lexical or hybrid), in no particular order."""
     config = request.config
     n = max(config.candidates, request.k)
@@ -238,10 +242,13 @@ def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.nda
         rows = _top(lexical, np.flatnonzero(allowed), n)
         relevance = lexical[rows].astype(np.float64)
     else:
-        rows = dense_candidates(index, interest, allowed, n)
+        rows = dense_candidates(index, interest, allowed, n, exact_scores)
         if lexical is not None:
             rows = np.union1d(rows, _top(lexical, np.flatnonzero(allowed & (lexical > 0)), n))
-        relevance = np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
+        if exact_scores is not None and lexical is None:
+            relevance = exact_scores[rows].astype(np.float64)  # the batch's scan already scored them
+        else:
+            relevance = np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
         if lexical is not None:
             relevance += config.lexical_weight * lexical[rows]
     return rows, relevance
@@ -266,20 +273,69 @@ def interest_vector(index: CatalogIndex, request: RankRequest, history_rows: np.
     return interest
 
 
-def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
-    config = request.config
+#: Scores held at once by :func:`rank_many`'s batched scan (8M float32 = 32 MiB), so a large
+#: catalog served without an ANN index does not allocate batch × N floats.
+SCAN_BLOCK_SCORES = 8_000_000
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    known: np.ndarray               # per history id: found in the catalog
+    allowed: np.ndarray
+    interest: np.ndarray | None     # None: no query and no known history (the fallback)
+
+
+def _prepare(index: CatalogIndex, request: RankRequest) -> _Prepared:
     history = [index.row_of.get(item_id) for item_id in request.history_ids]
     known = np.array([row is not None for row in history], dtype=bool)
     history_rows = np.array([row for row in history if row is not None], dtype=np.int64)
     allowed = allowed_mask(index, request, history_rows)
-    interest = interest_vector(index, request, history_rows, known)
+    return _Prepared(known, allowed, interest_vector(index, request, history_rows, known))
+
+
+def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
+    """The ``request.k`` best items for one request."""
+    return _finish(index, request, _prepare(index, request))
+
+
+def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[RankResult]:
+    """:func:`rank` for each request, with one matrix product for every exact catalog scan.
+
+    Without an ANN index each request scores the whole catalog; that scan reads every embedding
+    once per request (memory-bound), so a batch of B requests does it as one (B, d) × (d, N)
+    product instead — what makes a micro-batched request cheaper per row than single calls.
+    """
+    prepared = [_prepare(index, request) for request in requests]
+    scans = [i for i, (request, p) in enumerate(zip(requests, prepared)) if _scans_catalog(index, request, p)]
+    exact: dict[int, np.ndarray] = {}
+    if len(scans) > 1:
+        block = max(1, SCAN_BLOCK_SCORES // max(1, len(index)))  # bounds the (rows, N) score matrix
+        for start in range(0, len(scans), block):
+            rows = scans[start:start + block]
+            interests = np.stack([prepared[i].interest for i in rows]).astype(np.float32, copy=False)
+            scores = np.asarray(interests @ np.asarray(index.embeddings).T, dtype=np.float32)
+            exact.update({i: scores[j] for j, i in enumerate(rows)})
+    return [_finish(index, request, p, exact.get(i)) for i, (request, p) in enumerate(zip(requests, prepared))]
+
+
+def _scans_catalog(index: CatalogIndex, request: RankRequest, prepared: _Prepared) -> bool:
+    """Whether :func:`dense_candidates` will run the exact scan for this request."""
+    lexical_only = (request.config.search_mode == "lexical" and index.lexical is not None
+                    and bool(request.query_text.strip()))
+    return prepared.interest is not None and index.ann is None and not lexical_only
+
+
+def _finish(index: CatalogIndex, request: RankRequest, prepared: _Prepared,
+            exact_scores: np.ndarray | None = None) -> RankResult:
+    config = request.config
+    known, allowed, interest = prepared.known, prepared.allowed, prepared.interest
 
     if interest is None:
         scores = fallback_scores(index, config, request.now)
         candidates = _top(scores, np.flatnonzero(allowed), max(config.candidates, request.k))
         candidate_scores = scores[candidates]
     else:
-        candidates, candidate_scores = search_relevance(index, request, interest, allowed)
+        candidates, candidate_scores = search_relevance(index, request, interest, allowed, exact_scores)
         if config.freshness_weight:
             candidate_scores += config.freshness_weight * freshness(
                 index, candidates, request.now, config.freshness_half_life_s
@@ -292,7 +348,8 @@ def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
     picked = diversify(
         config.diversity_method,
         candidate_scores,
-        np.asarray(index.embeddings[candidates], dtype=np.float32),
+        # the candidates' vectors only matter to MMR/DPP: no gather at diversity 0
+        np.asarray(index.embeddings[candidates], dtype=np.float32) if config.diversity > 0 else np.empty((0, 0)),
         request.k,
         config.diversity,
         index.categories[candidates] if config.category_cap else None,

@@ -12,7 +12,7 @@ from typing import Any
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput
 from .index import INDEX_DIRNAME, CatalogIndex
-from .ranking import RankingConfig, rank
+from .ranking import RankingConfig, rank_many
 from .rerank_io import FILTER_NAMES, KNOB_NAMES, pack_results, parse_requests
 from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_utf8
 from .triton_adapter import Arrays, handle_batched, handle_each, model_parameters
@@ -88,7 +88,7 @@ class RerankModel(_Model):
 
     def rank(self, inputs: Arrays) -> dict:
         requests = parse_requests(inputs, self.config, len(self.index), self.index.dim)
-        return pack_results([rank(self.index, r) for r in requests])
+        return pack_results(rank_many(self.index, requests))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)

@@ -12,6 +12,7 @@ from aisle_server.ranking import (
     decay,
     fallback_scores,
     rank,
+    rank_many,
     session_interest,
     validate_k,
     with_overrides,
@@ -187,3 +188,40 @@ def test_everything_filtered_out_gives_an_empty_answer_not_an_error(method):
     for query in ([1, 0], None):
         result = rank(index, request(query=query, k=2, config=config))
         assert result.item_ids == [] and len(result.scores) == 0
+
+
+def test_rank_many_answers_each_request_as_rank_does(monkeypatch):
+    """One matrix product for the batch's catalog scans; every other rule runs per request."""
+    from dataclasses import replace
+
+    from aisle_server import ranking
+    from aisle_server.lexical import LexicalIndex
+
+    rng = np.random.default_rng(0)
+    base = make_index(rng.standard_normal((60, 8)), popularity=rng.random(60), created_at=rng.random(60) * 1000)
+    base.categories[:] = [f"c{r % 3}" for r in range(60)]
+    index = replace(base, lexical=LexicalIndex.build([f"red shoe {r}" if r % 4 == 0 else f"blue hat {r}"
+                                                      for r in range(60)]))
+    diverse = RankingConfig(diversity=0.5, diversity_method="dpp", freshness_weight=0.3)
+    requests = [
+        request(query=rng.standard_normal(8), k=5),                                   # search
+        request(history=[("i3", 900.0), ("i7", 990.0), ("nope", 950.0)], k=4),       # feed
+        request(k=3),                                                                 # fallback
+        request(query=rng.standard_normal(8), history=[("i1", 500.0)], k=6, config=diverse,
+                exclude_ids=["i2"], deny_categories=["c1"]),
+        replace(request(query=rng.standard_normal(8), k=5), query_text="red shoe"),  # hybrid
+        replace(request(query=rng.standard_normal(8), k=5, config=RankingConfig(search_mode="lexical")),
+                query_text="blue hat"),
+        request(history=[("i9", 999.0)], k=7, config=RankingConfig(popularity_weight=0.2)),
+    ]
+    batched = rank_many(index, requests)
+    assert len(batched) == len(requests)
+    monkeypatch.setattr(ranking, "SCAN_BLOCK_SCORES", 2 * len(index))  # scans in blocks of 2 rows
+    blocked = rank_many(index, requests)
+    assert [r.item_ids for r in blocked] == [r.item_ids for r in batched]
+    for got, one in zip(batched, requests):
+        want = rank(index, one)
+        assert got.item_ids == want.item_ids and got.unknown_history == want.unknown_history
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-6)
+    assert batched[1].unknown_history == 1 and "i3" not in batched[1].item_ids
+    assert rank_many(index, []) == []
