@@ -63,7 +63,7 @@ class RecClient(ClientCore):
     micro-batching of concurrent ``recommend`` calls (window length; ``None`` = off), up to
     ``max_batch`` rows per Triton request (also ``recommend_many``'s group size). For
     micro-batching pick about half the concurrent callers (16 for 32): two batches in flight let
-    the server's stages overlap — 3.1x single calls' throughput vs 2.1x at 64
+    the server's stages overlap — 3.1x single calls' throughput vs 2.6x at 64
     (``perf/bench_sdk.py --workload feed``). ``ssl``/``root_certificates``/``private_key``/``certificate_chain``: TLS
     (file paths). ``headers``: sent with every call (e.g. Triton's restricted-protocol key).
     ``on_call``: called with a ``CallInfo`` after every call.
