@@ -31,7 +31,6 @@ normalize, ``tokenizer.json`` included) that ``aisle export --query-tower/--item
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -42,9 +41,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from aisle_server.ranking import recency_weights
+
 from .towers import default_tower_path, load_tower
 
-LN2 = math.log(2.0)
 QUERY_TOWER, ITEM_TOWER = "query_tower", "item_tower"
 REPORT_FILE = "finetune_report.json"
 
@@ -177,11 +177,7 @@ def batch_loss(tower: CachedTower, batch: Sequence[Example], rows: torch.Tensor,
     for b, ex in enumerate(batch):
         columns = torch.tensor([position[r] for r in ex.window])
         index[b, :len(ex.window)] = columns
-        ages = torch.tensor(ex.window_age_s, dtype=torch.float64).clamp(min=0.0)
-        w = torch.exp(-LN2 * ages / half_life_s)
-        if float(w.sum()) <= 0.0:
-            w = torch.ones_like(w)
-        weights[b, :len(ex.window)] = (w / w.sum()).to(embeddings.dtype)
+        weights[b, :len(ex.window)] = torch.from_numpy(recency_weights(ex.window_age_s, half_life_s))
         masked[b, columns] = True
     targets = torch.tensor([position[ex.target] for ex in batch])
     masked[torch.arange(len(batch)), targets] = False

@@ -170,14 +170,20 @@ def _normalize(vector: np.ndarray) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
+def recency_weights(age_s: np.ndarray, half_life_s: float) -> np.ndarray:
+    """``decay`` weights summing to 1 (also what ``aisle finetune`` trains the towers with)."""
+    weights = decay(np.asarray(age_s, dtype=np.float64), half_life_s)
+    if float(weights.sum()) <= 0.0:  # every item infinitely old: fall back to a plain mean
+        weights = np.ones_like(weights)
+    return weights / weights.sum()
+
+
 def session_interest(
     embeddings: np.ndarray, history_ts: np.ndarray, now: float, half_life_s: float
 ) -> np.ndarray:
     """Recency-weighted mean of history embeddings, L2-normalized."""
-    weights = decay(now - history_ts, half_life_s)
-    if float(weights.sum()) <= 0.0:  # every item infinitely old: fall back to a plain mean
-        weights = np.ones_like(weights)
-    return _normalize((weights[:, None] * embeddings).sum(axis=0) / weights.sum())
+    weights = recency_weights(now - history_ts, half_life_s)
+    return _normalize((weights[:, None] * embeddings).sum(axis=0))
 
 
 def freshness(index: CatalogIndex, rows: np.ndarray | slice, now: float, half_life_s: float) -> np.ndarray:
