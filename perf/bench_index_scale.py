@@ -4,15 +4,23 @@ For each catalog size, three fresh processes (so each peak is its own):
 
 1. **build** — writes synthetic clustered, L2-normalized 384-d vectors to ``embeddings.npy`` in
    chunks (never the whole matrix in RAM), builds ``AnnIndex(kind="ivf_pq")`` from the
-   memory-mapped file and saves it beside them, exactly the layout of ``<repo>/rerank/1/index``;
+   memory-mapped file and saves it beside them with synthetic item fields (ids, ~60-character
+   titles, categories, times, popularity, stock): a complete ``<repo>/rerank/1/index``;
 2. **truth** — exact top-``candidates`` by inner product for every query, by a chunked scan;
-3. **serve** — ``AnnIndex.load`` as a replica does (faiss index in RAM, vectors memory-mapped),
-   then retrieves ``candidates`` rows per query at each ``nprobe`` (PQ candidates re-scored
-   exactly on the mapped vectors, ``refine``×), reporting p50/p95 latency and recall@candidates.
+3. **serve** — ``CatalogIndex.load`` exactly as the ``rerank`` model loads it (faiss index in
+   RAM; vectors, item fields and lookups memory-mapped), then
+   - retrieves ``candidates`` rows per query at each ``nprobe`` × ``serve_refine`` (PQ
+     candidates re-scored exactly on the mapped vectors), reporting p50/p95 latency and
+     recall@candidates;
+   - runs whole ``ranking.rank`` calls at the index's own ``nprobe`` and ``refine`` (what
+     ``aisle index --ann-kind ivf_pq`` writes): search (a query embedding) and feed (20 history
+     ids with times) — what one ``rerank`` row costs.
 
 Memory is read from ``/proc/self/status``: ``VmHWM`` (peak resident), ``RssAnon`` (heap: the faiss
-codes) and ``RssFile`` (pages of the mapped ``embeddings.npy`` touched by re-scoring; page cache
-the kernel may drop, not heap). Vectors and queries follow ``perf/bench_retrieval.py``: clusters
+codes, the popularity prior) and ``RssFile`` (pages of the mapped files that requests touched —
+mostly ``embeddings.npy`` for re-scoring; page cache the kernel may drop, not heap, but a dropped
+page is a disk read on the next request that needs it). The truth phase reads the whole
+``embeddings.npy`` just before, so the serve phase runs on a warm page cache where it fits. Vectors and queries follow ``perf/bench_retrieval.py``: clusters
 overlap and each query mixes three catalog items, so queries fall between clusters.
 
     .venv/bin/python perf/bench_index_scale.py --sizes 1000000 3000000 10000000 --workdir /tmp/aisle-scale
@@ -34,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 from aisle_server.ann import AnnIndex
+from aisle_server.index import CatalogIndex, save_item_fields
+from aisle_server.ranking import RankRequest, rank
 
 CHUNK = 250_000
 
@@ -60,6 +70,26 @@ def write_vectors(path: Path, items: int, dim: int, clusters: int, seed: int = 0
     del out
 
 
+def item_fields(items: int, seed: int = 2) -> dict[str, np.ndarray]:
+    """Synthetic item fields shaped like a store's: ``sku-`` ids, 6–10-word titles, 500 categories."""
+    rng = np.random.default_rng(seed)
+    vocabulary = [f"word{i}" for i in range(5000)]
+    titles = np.empty(items, dtype=f"U{10 * 9}")
+    for start in range(0, items, CHUNK):  # chunked: 10M titles' words at once would be ~10 GB of str objects
+        stop = min(items, start + CHUNK)
+        words = rng.integers(0, len(vocabulary), (stop - start, 10)).tolist()
+        lengths = rng.integers(6, 11, stop - start).tolist()
+        titles[start:stop] = [" ".join(vocabulary[w] for w in row[:n]) for row, n in zip(words, lengths)]
+    return {
+        "item_ids": np.array([f"sku-{i}" for i in range(items)]),  # as wide as the longest, like a real catalog
+        "titles": titles,
+        "categories": np.array([f"category-{c}" for c in rng.integers(0, 500, items).tolist()]),
+        "created_at": rng.uniform(1.6e9, 1.7e9, items),
+        "popularity": rng.pareto(1.5, items),
+        "in_stock": rng.random(items) > 0.05,
+    }
+
+
 def queries_for(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.integers(0, len(vectors), count * 3))
@@ -77,10 +107,13 @@ def phase_build(args: argparse.Namespace) -> dict:
     generate_s = time.perf_counter() - started
     vectors = np.load(directory / "embeddings.npy", mmap_mode="r")
     started = time.perf_counter()
-    ann = AnnIndex.build(vectors, kind="ivf_pq", refine=args.refine, progress=True)
+    ann = AnnIndex.build(vectors, kind="ivf_pq", progress=True)  # the defaults `aisle index --ann-kind ivf_pq` uses
     build_s = time.perf_counter() - started
     ann.save(directory)
-    return {"generate_s": round(generate_s, 1), "build_s": round(build_s, 1), "nlist": int(ann.index.nlist),
+    started = time.perf_counter()
+    save_item_fields(directory, item_fields(args.items), {"dim": args.dim, "lexical": False, "ann": True})
+    fields_s = time.perf_counter() - started
+    return {"item_fields_s": round(fields_s, 1), "generate_s": round(generate_s, 1), "build_s": round(build_s, 1), "nlist": int(ann.index.nlist),
             "pq_m": int(ann.index.pq.M), "ann_file_mib": round((directory / "ann.faiss").stat().st_size / 2**20, 1),
             "embeddings_file_mib": round((directory / "embeddings.npy").stat().st_size / 2**20, 1),
             "build_memory_mib": proc_status()}
@@ -111,33 +144,64 @@ def phase_serve(args: argparse.Namespace) -> dict:
     directory = Path(args.dir)
     before = proc_status()
     started = time.perf_counter()
-    ann = AnnIndex.load(directory)
+    index = CatalogIndex.load(directory)
     load_s = time.perf_counter() - started
     after_load = proc_status()
+    default = index.ann
     queries = np.load(directory / "queries.npy")
     truth = np.load(directory / "truth.npy")
     rows = []
-    for nprobe in args.nprobe:
-        ann = AnnIndex(ann.index, nprobe, ann.kind, ann.refine, ann.vectors)
-        ann.search(queries[0], args.candidates)  # warm-up
-        times, recalls = [], []
-        for query, exact in zip(queries, truth):
+    for refine in args.serve_refine:
+        for nprobe in args.nprobe:
+            ann = AnnIndex(default.index, nprobe, default.kind, refine, default.vectors)
+            ann.search(queries[0], args.candidates)  # warm-up
+            times, recalls = [], []
+            for query, exact in zip(queries, truth):
+                t = time.perf_counter()
+                found = ann.search(query, args.candidates)
+                times.append(time.perf_counter() - t)
+                recalls.append(len(set(found.tolist()) & set(exact.tolist())) / args.candidates)
+            ms = np.array(times) * 1000
+            rows.append({"nprobe": nprobe, "refine": refine, "p50_ms": round(float(np.median(ms)), 2),
+                         "p95_ms": round(float(np.percentile(ms, 95)), 2), "recall": round(float(np.mean(recalls)), 3)})
+            print(rows[-1], flush=True)
+    # the sweep left its last nprobe on the shared faiss index: back to the index's own settings
+    index.ann = AnnIndex(default.index, default.nprobe, default.kind, default.refine, default.vectors)
+    rank_rows = rank_latency(index, queries)
+    return {"rank": rank_rows, "nprobe": default.nprobe, "refine": default.refine, "load_s": round(load_s, 2),
+            "memory_before_load_mib": before, "memory_after_load_mib": after_load,
+            "memory_after_queries_mib": proc_status(), "queries": rows}
+
+
+def rank_latency(index: CatalogIndex, queries: np.ndarray, k: int = 10) -> dict:
+    """p50/p95 ms of whole ``ranking.rank`` calls: search (query embedding) and feed (20 history ids)."""
+    rng = np.random.default_rng(3)
+    now = 1.7e9
+    requests = {
+        "search": [RankRequest(query, [], np.zeros(0), k, now) for query in queries],
+        "feed": [RankRequest(None, [str(index.item_ids[r]) for r in rng.integers(0, len(index), 20)],
+                             now - np.sort(rng.uniform(0, 7 * 86400, 20))[::-1], k, now) for _ in queries],
+    }
+    out = {}
+    for name, batch in requests.items():
+        rank(index, batch[0])  # warm-up
+        times = []
+        for request in batch:
             t = time.perf_counter()
-            found = ann.search(query, args.candidates)
+            result = rank(index, request)
             times.append(time.perf_counter() - t)
-            recalls.append(len(set(found.tolist()) & set(exact.tolist())) / args.candidates)
+            assert len(result.item_ids) == k, (name, len(result.item_ids))
         ms = np.array(times) * 1000
-        rows.append({"nprobe": nprobe, "p50_ms": round(float(np.median(ms)), 2),
-                     "p95_ms": round(float(np.percentile(ms, 95)), 2), "recall": round(float(np.mean(recalls)), 3)})
-        print(rows[-1], flush=True)
-    return {"load_s": round(load_s, 2), "memory_before_load_mib": before, "memory_after_load_mib": after_load,
-            "memory_after_queries_mib": proc_status(), "refine": ann.refine, "queries": rows}
+        out[name] = {"p50_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+        print(name, out[name], flush=True)
+    return out
 
 
 def run_phase(phase: str, args: argparse.Namespace, items: int, directory: Path) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--items", str(items), "--dir", str(directory),
            "--dim", str(args.dim), "--clusters", str(args.clusters), "--queries", str(args.queries),
-           "--candidates", str(args.candidates), "--refine", str(args.refine), "--nprobe", *map(str, args.nprobe)]
+           "--candidates", str(args.candidates), "--nprobe", *map(str, args.nprobe),
+           "--serve-refine", *map(str, args.serve_refine)]
     started = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)  # noqa: S603
     sys.stderr.write(out.stderr[-2000:])
@@ -153,8 +217,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clusters", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--candidates", type=int, default=200)
-    parser.add_argument("--refine", type=int, default=4)
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 128])
+    parser.add_argument("--serve-refine", type=int, nargs="+", default=[4, 16],
+                        help="re-scoring factors to sweep (the index itself keeps ann.DEFAULT_REFINE)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/aisle-index-scale"))
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the generated indexes")
@@ -191,23 +256,32 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
     (args.out / "index_scale.json").write_text(json.dumps(meta, indent=2) + "\n")
     lines = [
         f"IVF-PQ (faiss, inner product) over synthetic {args.dim}-d catalogs, {args.candidates} candidates per "
-        f"query, PQ candidates re-scored exactly on the memory-mapped vectors (refine {args.refine}×); "
+        f"query, PQ candidates re-scored exactly on the memory-mapped vectors (refine ×, swept below); "
         f"{args.queries} queries; recall@{args.candidates} against an exact scan. Machine: 2 shared CPU cores.",
         "",
         "| items | nlist × pq_m | build s | build peak RSS MiB | ann.faiss MiB | embeddings.npy MiB | "
-        "serving heap (RssAnon) MiB | serving peak RSS MiB | load s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "replica heap after load (RssAnon) MiB | replica heap after queries MiB | replica peak RSS MiB | load s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         b, s = r["build"], r["serve"]
         lines.append(
             f"| {r['items']:,} | {b['nlist']} × {b['pq_m']} | {b['build_s']} | {b['build_memory_mib']['VmHWM']:,} | "
-            f"{b['ann_file_mib']:,} | {b['embeddings_file_mib']:,} | {s['memory_after_queries_mib']['RssAnon']:,} | "
+            f"{b['ann_file_mib']:,} | {b['embeddings_file_mib']:,} | {s['memory_after_load_mib']['RssAnon']:,} | "
+            f"{s['memory_after_queries_mib']['RssAnon']:,} | "
             f"{s['memory_after_queries_mib']['VmHWM']:,} | {s['load_s']} |")
-    lines += ["", "| items | nprobe | p50 ms | p95 ms | recall |", "|---|---|---|---|---|"]
+    lines += ["", "| items | nprobe | refine | p50 ms | p95 ms | recall |", "|---|---|---|---|---|---|"]
     for r in results:
         for q in r["serve"]["queries"]:
-            lines.append(f"| {r['items']:,} | {q['nprobe']} | {q['p50_ms']} | {q['p95_ms']} | {q['recall']} |")
+            lines.append(f"| {r['items']:,} | {q['nprobe']} | {q['refine']} | {q['p50_ms']} | {q['p95_ms']} | {q['recall']} |")
+    lines += ["", "Whole `ranking.rank` calls on the loaded replica index (k=10, 200 candidates, the index's own "
+              "nprobe and refine):", "",
+              "| items | nprobe | refine | search p50 / p95 ms | feed (20 history ids) p50 / p95 ms |", "|---|---|---|---|---|"]
+    for r in results:
+        rk = r["serve"]["rank"]
+        lines.append(f"| {r['items']:,} | {r['serve']['nprobe']} | {r['serve']['refine']} | "
+                     f"{rk['search']['p50_ms']} / {rk['search']['p95_ms']} | "
+                     f"{rk['feed']['p50_ms']} / {rk['feed']['p95_ms']} |")
     (args.out / "index_scale.md").write_text("\n".join(lines) + "\n")
 
 

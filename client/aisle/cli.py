@@ -13,6 +13,17 @@ from pathlib import Path
 DEFAULT_REPO = Path("build/model_repository")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not ≥ 1")
+    return value
+
+
 def _export(args: argparse.Namespace) -> int:
     from aisle_export.pipeline import export_repository
 
@@ -42,7 +53,8 @@ def _index(args: argparse.Namespace) -> int:
         print(f"skipped {catalog.skipped} bad rows, e.g.: {catalog.skip_reasons[:3]}", file=sys.stderr)
     write_index(catalog, args.repo, version=args.version, batch_size=args.batch_size, source=args.catalog, ann=args.ann,
                 server=args.server, checkpoint=args.checkpoint, concurrency=args.concurrency,
-                chunk_size=args.chunk_size, ann_kind=args.ann_kind)
+                chunk_size=args.chunk_size, ann_kind=args.ann_kind, ann_nprobe=args.ann_nprobe,
+                ann_refine=args.ann_refine)
     return 0
 
 
@@ -161,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="faiss IVF retrieval: auto = only above 100,000 items (exact search below)")
     p.add_argument("--ann-kind", choices=("ivf_flat", "ivf_pq"), default="ivf_flat",
                    help="ivf_pq: product-quantized lists for 10M+ items (about 56 bytes per item in RAM)")
+    p.add_argument("--ann-nprobe", type=_positive_int, metavar="N",
+                   help="IVF lists scanned per query (default: lists / 32); more = higher recall, slower")
+    p.add_argument("--ann-refine", type=_positive_int, metavar="R",
+                   help="ivf_pq: re-score R x candidates exactly (default 16; see docs/deploy.md)")
     p.add_argument("--server", metavar="URL",
                    help="embed through a running deployment's embed_item (gRPC host:port), resumably")
     p.add_argument("--concurrency", type=int, default=8, help="with --server: requests in flight")

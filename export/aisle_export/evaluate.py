@@ -301,7 +301,7 @@ def search_sanity(catalog: Catalog, item_embeddings: np.ndarray, title_embedding
     hits1 = hits10 = 0
     for query, title in zip(title_embeddings, titles):
         result = rank(index, RankRequest(query, (), np.zeros(0), 10, 0.0))
-        found = [titles[index.row_of[i]] == title for i in result.item_ids]
+        found = [titles[row] == title for row in index.rows_of(result.item_ids)]
         hits1 += found[0]
         hits10 += any(found)
     return {"title_recall@1": hits1 / len(titles), "title_recall@10": hits10 / len(titles), "queries": len(titles)}

@@ -99,13 +99,14 @@ def resolve_version(repo: Path, version: str) -> str:
 def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: int = 64, progress: bool = True,
                 source: Path | None = None, ann: str = "auto", server: str | None = None,
                 checkpoint: Path | None = None, concurrency: int = 8, chunk_size: int = 4096,
-                ann_kind: str = "ivf_flat") -> CatalogIndex:
+                ann_kind: str = "ivf_flat", ann_nprobe: int | None = None, ann_refine: int | None = None) -> CatalogIndex:
     """Embed ``catalog``, build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF.
 
     With ``server`` (gRPC ``host:port`` of a running deployment) the item tower runs there, through
     ``embed_item``, resumably (:mod:`.remote_index`; ``checkpoint`` defaults to
     ``rerank/<version>/.index.embed-checkpoint``, removed once the index is written).
-    ``ann_kind``: ``ivf_flat`` or ``ivf_pq`` (10M+ items; see ``aisle_server.ann``).
+    ``ann_kind``: ``ivf_flat`` or ``ivf_pq`` (10M+ items; see ``aisle_server.ann``); ``ann_nprobe``
+    and ``ann_refine``, the recall/latency dials saved with it (``None``: ``AnnIndex.build``'s defaults).
     """
     repo = Path(repo)
     version = resolve_version(repo, version)  # "next": a new version directory, for a hot swap
@@ -137,7 +138,7 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
     }
     index = catalog_index(
         catalog, embeddings, manifest=manifest, lexical=lexical,
-        ann=AnnIndex.build(embeddings, kind=ann_kind) if use_ann else None,
+        ann=AnnIndex.build(embeddings, kind=ann_kind, nprobe=ann_nprobe, refine=ann_refine) if use_ann else None,
     )
     version_dir = repo / "rerank" / version
     if not version_dir.exists():

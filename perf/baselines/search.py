@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aisle_server.index import ITEMS_DIRNAME
+
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest ``scores``, best first (ties: lower index first)."""
@@ -34,8 +36,7 @@ class SearchModel:
 
         index_dir = Path(repo) / "rerank" / "1" / "index"
         self.embeddings = np.load(index_dir / "embeddings.npy")
-        with np.load(index_dir / "items.npz", allow_pickle=False) as items:
-            self.item_ids = items["item_ids"].astype(str)
+        self.item_ids = np.load(index_dir / ITEMS_DIRNAME / "item_ids.npy", allow_pickle=False).astype(str)
         self.model = SentenceTransformer(str(tower or default_tower_path()), device=device)
 
     def encode(self, query: str) -> np.ndarray:

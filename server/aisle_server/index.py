@@ -2,20 +2,25 @@
 
 Layout of ``<repo>/rerank/<version>/index/``:
 
-- ``embeddings.npy``  float32 (N, d), L2-normalized item-tower embeddings (memory-mappable);
-- ``items.npz``       item ids, titles, categories, created_at, popularity, in_stock (no pickles);
+- ``embeddings.npy``  float32 (N, d), L2-normalized item-tower embeddings (memory-mapped);
+- ``items/``          one ``.npy`` per item field — ids, titles, categories, created_at,
+  popularity, in_stock — plus the lookups derived from them at build time (ids in sorted order
+  with their rows, category codes): all memory-mapped, so a replica's heap does not grow with
+  the width of a title (numpy strings are fixed-width UTF-32) and holds no per-item Python object;
 - ``manifest.json``   counts, dimension, checksums of the catalog and of the item tower;
 - ``lexical/``        BM25 over the item texts (``aisle_server.lexical``), for hybrid search;
 - ``ann.faiss``       an IVF index (``aisle_server.ann``), only for catalogs above the exact-search size.
+
+Indexes written before ``items/`` keep their fields in ``items.npz``: they still load, into RAM.
 
 Nothing here is loaded with pickle, and no request field ever names a path.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +29,46 @@ from .lexical import LexicalIndex
 
 INDEX_DIRNAME = "index"
 LEXICAL_DIRNAME = "lexical"
+ITEMS_DIRNAME = "items"
+LEGACY_ITEMS_FILE = "items.npz"  # the item fields of indexes written before ``items/``
 _ITEM_FIELDS = ("item_ids", "titles", "categories", "created_at", "popularity", "in_stock")
+
+
+@dataclass(frozen=True)
+class ItemLookups:
+    """What a request needs to find items by id or category, derived once from the item fields.
+
+    Rows by id come from a binary search over the ids in sorted order instead of a ``dict``:
+    10M ids in a dict are 10M Python strings and ints (≈ 125 bytes per item of heap), the sorted
+    arrays are memory-mapped from the index like the fields themselves.
+    """
+
+    sorted_ids: np.ndarray       # item ids in sorted order
+    sorted_rows: np.ndarray      # int64: the catalog row of each of ``sorted_ids``
+    category_names: np.ndarray   # distinct categories, sorted
+    category_codes: np.ndarray   # int32 per item: its category's position in ``category_names``
+
+    @classmethod
+    def of(cls, item_ids: np.ndarray, categories: np.ndarray) -> "ItemLookups":
+        order = np.argsort(item_ids, kind="stable")
+        names, codes = np.unique(categories, return_inverse=True)
+        return cls(np.asarray(item_ids)[order], order.astype(np.int64), names, codes.astype(np.int32))
+
+    def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The catalog row of each id, ``-1`` where the catalog has no such item."""
+        if len(item_ids) == 0 or len(self.sorted_ids) == 0:
+            return np.full(len(item_ids), -1, dtype=np.int64)
+        wanted = np.asarray(item_ids, dtype=str)
+        at = np.minimum(np.searchsorted(self.sorted_ids, wanted), len(self.sorted_ids) - 1)
+        return np.where(self.sorted_ids[at] == wanted, self.sorted_rows[at], -1)
+
+    def category_mask(self, categories: Sequence[str]) -> np.ndarray:
+        """Boolean mask of the items whose category is one of ``categories``."""
+        wanted = np.isin(self.category_names, np.asarray(list(categories), dtype=str))
+        return wanted[self.category_codes]
+
+
+_LOOKUP_FIELDS = tuple(f.name for f in fields(ItemLookups))
 
 
 @dataclass
@@ -39,23 +83,27 @@ class CatalogIndex:
     manifest: dict = field(default_factory=dict)
     lexical: LexicalIndex | None = None
     ann: AnnIndex | None = None
+    lookups: ItemLookups | None = None  # derived from the fields when not given (loaded: mapped)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
         for name in _ITEM_FIELDS + ("embeddings",):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"index field {name} has {len(getattr(self, name))} rows, expected {n}")
-        self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids.tolist())}
-        # Derived once at load, not per request: category codes for allow/deny masks, popularity prior.
-        self._category_names, self._category_codes = np.unique(self.categories, return_inverse=True)
+        if self.lookups is None:
+            self.lookups = ItemLookups.of(self.item_ids, self.categories)
+        # Derived once at load, not per request: the popularity prior.
         popularity = np.log1p(np.maximum(np.nan_to_num(np.asarray(self.popularity, dtype=np.float64)), 0.0))
         top = popularity.max() if n else 0.0
         self.popularity_prior = popularity / top if top > 0 else popularity
 
+    def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The catalog row of each id, ``-1`` where the catalog has no such item."""
+        return self.lookups.rows_of(item_ids)
+
     def category_mask(self, categories: Sequence[str]) -> np.ndarray:
         """Boolean mask of the items whose category is one of ``categories``."""
-        wanted = np.isin(self._category_names, np.asarray(list(categories), dtype=str))
-        return wanted[self._category_codes]
+        return self.lookups.category_mask(categories)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -68,22 +116,56 @@ class CatalogIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         np.save(directory / "embeddings.npy", np.ascontiguousarray(self.embeddings, dtype=np.float32))
-        np.savez(directory / "items.npz", **{name: getattr(self, name) for name in _ITEM_FIELDS})
         if self.lexical is not None:
             self.lexical.save(directory / LEXICAL_DIRNAME)
         if self.ann is not None:
             self.ann.save(directory)
-        manifest = {**self.manifest, "count": len(self), "dim": self.dim,
-                    "lexical": self.lexical is not None, "ann": self.ann is not None}
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        save_item_fields(directory, {name: getattr(self, name) for name in _ITEM_FIELDS},
+                         {**self.manifest, "dim": self.dim, "lexical": self.lexical is not None, "ann": self.ann is not None},
+                         self.lookups)
         return directory
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = True) -> "CatalogIndex":
         directory = Path(directory)
-        embeddings = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-        with np.load(directory / "items.npz", allow_pickle=False) as items:
-            fields = {name: items[name] for name in _ITEM_FIELDS}
+        mode = "r" if mmap else None
+        embeddings = np.load(directory / "embeddings.npy", mmap_mode=mode, allow_pickle=False)
+        items = directory / ITEMS_DIRNAME
+        lookups = None
+        if items.is_dir():
+            arrays = {name: np.load(items / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+                      for name in _ITEM_FIELDS + _LOOKUP_FIELDS}
+            lookups = ItemLookups(**{name: arrays.pop(name) for name in _LOOKUP_FIELDS})
+        elif (directory / LEGACY_ITEMS_FILE).exists():
+            # written before the mapped layout: still served (an upgraded image must not refuse the
+            # shared repository), from RAM as it was then; `aisle index` rewrites it mapped
+            with np.load(directory / LEGACY_ITEMS_FILE, allow_pickle=False) as legacy:
+                arrays = {name: legacy[name] for name in _ITEM_FIELDS}
+        else:
+            raise FileNotFoundError(f"{items} is missing: not an index written by `aisle index`")
         manifest = json.loads((directory / "manifest.json").read_text())
         lexical = LexicalIndex.load(directory / LEXICAL_DIRNAME) if (directory / LEXICAL_DIRNAME).is_dir() else None
-        return cls(embeddings=embeddings, manifest=manifest, lexical=lexical, ann=AnnIndex.load(directory), **fields)
+        return cls(embeddings=embeddings, manifest=manifest, lexical=lexical, ann=AnnIndex.load(directory, embeddings),
+                   lookups=lookups, **arrays)
+
+
+def save_item_fields(directory: Path, item_fields: Mapping[str, np.ndarray], manifest: Mapping[str, object],
+                     lookups: ItemLookups | None = None) -> None:
+    """Write ``items/`` (the fields and their lookups) and ``manifest.json`` (``count`` from the
+    fields) into ``directory``.
+
+    :meth:`CatalogIndex.save` calls it after the vectors; an index whose ``embeddings.npy`` and
+    ``ann.faiss`` were written separately (streamed to disk, too large for RAM) calls it alone.
+    """
+    missing = set(_ITEM_FIELDS) - set(item_fields)
+    if missing:
+        raise ValueError(f"item fields missing: {sorted(missing)}")
+    items = Path(directory) / ITEMS_DIRNAME
+    items.mkdir(parents=True, exist_ok=True)
+    lookups = lookups or ItemLookups.of(item_fields["item_ids"], item_fields["categories"])
+    arrays = {**{name: item_fields[name] for name in _ITEM_FIELDS},
+              **{name: getattr(lookups, name) for name in _LOOKUP_FIELDS}}
+    for name, array in arrays.items():
+        np.save(items / f"{name}.npy", np.asarray(array), allow_pickle=False)
+    count = len(item_fields["item_ids"])
+    (Path(directory) / "manifest.json").write_text(json.dumps({**manifest, "count": count}, indent=2, sort_keys=True) + "\n")

@@ -209,8 +209,8 @@ def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.nda
     allowed = np.asarray(index.in_stock, dtype=bool).copy()
     if request.config.exclude_history:
         allowed[history_rows] = False  # don't recommend back what the shopper just interacted with
-    excluded = [index.row_of[i] for i in request.exclude_ids if i in index.row_of]
-    allowed[excluded] = False
+    excluded = index.rows_of(request.exclude_ids)
+    allowed[excluded[excluded >= 0]] = False
     if request.allow_categories:
         allowed &= index.category_mask(request.allow_categories)
     if request.deny_categories:
@@ -222,15 +222,14 @@ def dense_candidates(index: CatalogIndex, interest: np.ndarray, allowed: np.ndar
                      exact_scores: np.ndarray | None = None) -> np.ndarray:
     """The ``n`` best allowed rows by inner product: faiss IVF when the index has one, else exact.
 
-    ANN results that filters remove are replaced by asking for more; if even that leaves fewer
-    than ``n`` (heavy filters), the exact scan answers — correctness over speed. ``exact_scores``
+    The ANN index over-fetches and drops what filters remove; if that leaves fewer than ``n``
+    (heavy filters), the exact scan answers — correctness over speed. ``exact_scores``
     is that scan (``embeddings @ interest``) when :func:`rank_many` already ran it for a batch.
     """
     if index.ann is not None:
-        rows = index.ann.search(interest, 2 * n)
-        rows = rows[allowed[rows]]
+        rows = index.ann.search(interest, n, allowed)
         if len(rows) >= n:
-            return rows[:n]
+            return rows
     if exact_scores is None:
         exact_scores = np.asarray(index.embeddings @ interest, dtype=np.float32)
     return _top(exact_scores, np.flatnonzero(allowed), n)
@@ -292,9 +291,9 @@ class _Prepared:
 
 
 def _prepare(index: CatalogIndex, request: RankRequest) -> _Prepared:
-    history = [index.row_of.get(item_id) for item_id in request.history_ids]
-    known = np.array([row is not None for row in history], dtype=bool)
-    history_rows = np.array([row for row in history if row is not None], dtype=np.int64)
+    history = index.rows_of(request.history_ids)
+    known = history >= 0
+    history_rows = history[known]
     allowed = allowed_mask(index, request, history_rows)
     return _Prepared(known, allowed, interest_vector(index, request, history_rows, known))
 
@@ -363,7 +362,7 @@ def _finish(index: CatalogIndex, request: RankRequest, prepared: _Prepared,
     )
     top = candidates[picked]
     return RankResult(
-        item_ids=[str(index.item_ids[r]) for r in top],
+        item_ids=[str(item_id) for item_id in index.item_ids[top].tolist()],  # one gather from the mapped ids
         scores=np.asarray(candidate_scores[picked], dtype=np.float32),
         unknown_history=int((~known).sum()),
     )

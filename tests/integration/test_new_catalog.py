@@ -59,10 +59,19 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
     assert strict.returncode == 1
     assert "line 13" in strict.stderr and "item_id" in strict.stderr
 
-    lenient = _run("index", "--catalog", str(own_catalog), "--repo", str(repo), "--skip-bad-rows")
+    too_small = _run("index", "--catalog", str(own_catalog), "--repo", str(repo), "--skip-bad-rows",
+                     "--ann", "on", "--ann-kind", "ivf_pq")
+    assert too_small.returncode == 1 and "ivf_pq needs at least 256 items" in too_small.stderr, too_small.stderr
+
+    # served below through a (forced) IVF index that probes 3 of its 12 lists: what the lists
+    # miss, the exact scan behind it answers, so search results stay exact
+    lenient = _run("index", "--catalog", str(own_catalog), "--repo", str(repo), "--skip-bad-rows",
+                   "--ann", "on", "--ann-nprobe", "3")
     assert lenient.returncode == 0, lenient.stderr
     assert "skipped 1 bad rows" in lenient.stderr
     assert json.loads(lenient.stdout.strip().splitlines()[-1])["indexed"] == len(PRODUCTS)
+    assert json.loads((repo / "rerank" / "1" / "index" / "ann.json").read_text()) == {
+        "kind": "ivf_flat", "nprobe": 3, "refine": 0}
 
     grpc_port = free_port()
     serve = subprocess.Popen(

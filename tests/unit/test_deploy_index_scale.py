@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from aisle_server.ann import ANN_META, AnnIndex, default_nlist, default_pq_m
+from aisle_server.ann import ANN_META, DEFAULT_REFINE, AnnIndex, default_nlist, default_pq_m
 
 
 
@@ -33,9 +33,9 @@ def test_ivf_pq_round_trip_rescoring_from_mapped_vectors(vectors, tmp_path):
     mapped = np.load(tmp_path / "embeddings.npy", mmap_mode="r")
     built = AnnIndex.build(mapped, kind="ivf_pq", nprobe=16, nlist=64)
     built.save(tmp_path)
-    assert json.loads((tmp_path / ANN_META).read_text()) == {"kind": "ivf_pq", "nprobe": 16, "refine": 4}
+    assert json.loads((tmp_path / ANN_META).read_text()) == {"kind": "ivf_pq", "nprobe": 16, "refine": DEFAULT_REFINE}
     loaded = AnnIndex.load(tmp_path)
-    assert loaded.kind == "ivf_pq" and loaded.refine == 4 and isinstance(loaded.vectors, np.memmap)
+    assert loaded.kind == "ivf_pq" and loaded.refine == DEFAULT_REFINE and isinstance(loaded.vectors, np.memmap)
     queries = vectors[:20]
     def recall(index: AnnIndex) -> float:
         return float(np.mean([len(set(index.search(q, 50).tolist()) & exact(vectors, q, 50)) / 50 for q in queries]))
@@ -62,3 +62,32 @@ def test_ivf_flat_unchanged_and_old_metadata_loads(vectors, tmp_path):
 def test_unknown_kind_is_refused(vectors):
     with pytest.raises(ValueError, match="unknown ANN kind"):
         AnnIndex.build(vectors[:1000], kind="hnsw")
+
+
+def test_small_catalogs_get_a_clear_error_or_a_fitting_index(vectors):
+    small = vectors[:12]
+    flat = AnnIndex.build(small, nprobe=50)  # nlist and nprobe fit the 12 items
+    assert flat.index.nlist == 12 and flat.nprobe == 12
+    assert set(flat.search(small[3], 12).tolist()) == set(range(12))
+    with pytest.raises(ValueError, match="ivf_pq needs at least 256 items"):
+        AnnIndex.build(small, kind="ivf_pq")
+    with pytest.raises(ValueError, match="20 lists needs at least as many items; the catalog has 12"):
+        AnnIndex.build(small, nlist=20)
+
+
+def test_filtered_search_returns_only_allowed_rows_best_first(vectors):
+    pq = AnnIndex.build(vectors, kind="ivf_pq", nprobe=16, nlist=64)
+    flat = AnnIndex.build(vectors, nprobe=16, nlist=64)
+    allowed = np.random.default_rng(1).random(len(vectors)) < 0.8
+    query = vectors[7]
+    exact_allowed = [r for r in np.argsort(-(vectors @ query)).tolist() if allowed[r]][:50]
+    for ann in (pq, flat):
+        rows = ann.search(query, 50, allowed)
+        assert allowed[rows].all() and len(rows) == 50, ann.kind
+        assert len(set(rows.tolist()) & set(exact_allowed)) >= 40, ann.kind
+        scores = vectors[rows] @ query
+        if ann.kind == "ivf_pq":
+            assert np.all(np.diff(scores) <= 1e-6), "re-scored exactly, best first"
+    only_three = np.zeros(len(vectors), dtype=bool)
+    only_three[[7, 8, 9]] = True
+    assert set(pq.search(query, 50, only_three).tolist()) <= {7, 8, 9}  # fewer than n: the caller falls back
