@@ -4,7 +4,7 @@ For each catalog size, three fresh processes (so each peak is its own):
 
 1. **build** — writes synthetic clustered, L2-normalized 384-d vectors to ``embeddings.npy`` in
    chunks (never the whole matrix in RAM), builds ``AnnIndex(kind="ivf_pq")`` from the
-   memory-mapped file and saves it beside them with synthetic item fields (ids, ~60-character
+   memory-mapped file and saves it beside them with synthetic item fields (ids, 6–10-word
    titles, categories, times, popularity, stock): a complete ``<repo>/rerank/1/index``;
 2. **truth** — exact top-``candidates`` by inner product for every query, by a chunked scan;
 3. **serve** — ``CatalogIndex.load`` exactly as the ``rerank`` model loads it (faiss index in
@@ -20,8 +20,9 @@ Memory is read from ``/proc/self/status``: ``VmHWM`` (peak resident), ``RssAnon`
 codes, the popularity prior) and ``RssFile`` (pages of the mapped files that requests touched —
 mostly ``embeddings.npy`` for re-scoring; page cache the kernel may drop, not heap, but a dropped
 page is a disk read on the next request that needs it). The truth phase reads the whole
-``embeddings.npy`` just before, so the serve phase runs on a warm page cache where it fits. Vectors and queries follow ``perf/bench_retrieval.py``: clusters
-overlap and each query mixes three catalog items, so queries fall between clusters.
+``embeddings.npy`` just before, so the serve phase runs on a warm page cache where it fits.
+Vectors and queries follow ``perf/bench_retrieval.py``: clusters overlap and each query mixes
+three catalog items, so queries fall between clusters.
 
     .venv/bin/python perf/bench_index_scale.py --sizes 1000000 3000000 10000000 --workdir /tmp/aisle-scale
 """
