@@ -34,7 +34,7 @@ LEGACY_ITEMS_FILE = "items.npz"  # the item fields of indexes written before ``i
 _ITEM_FIELDS = ("item_ids", "titles", "categories", "created_at", "popularity", "in_stock")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: no element-wise array comparison hiding in ==
 class ItemLookups:
     """What a request needs to find items by id or category, derived once from the item fields.
 
