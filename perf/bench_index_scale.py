@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from aisle_server.ann import AnnIndex
 from aisle_server.index import CatalogIndex, save_item_fields
 from aisle_server.ranking import RankRequest, rank
+from bench_retrieval import timed  # its sibling in perf/ (this script's directory): one timing loop
 
 CHUNK = 250_000
 
@@ -156,15 +157,9 @@ def phase_serve(args: argparse.Namespace) -> dict:
         for nprobe in args.nprobe:
             ann = AnnIndex(default.index, nprobe, default.kind, refine, default.vectors)
             ann.search(queries[0], args.candidates)  # warm-up
-            times, recalls = [], []
-            for query, exact in zip(queries, truth):
-                t = time.perf_counter()
-                found = ann.search(query, args.candidates)
-                times.append(time.perf_counter() - t)
-                recalls.append(len(set(found.tolist()) & set(exact.tolist())) / args.candidates)
-            ms = np.array(times) * 1000
-            rows.append({"nprobe": nprobe, "refine": refine, "p50_ms": round(float(np.median(ms)), 2),
-                         "p95_ms": round(float(np.percentile(ms, 95)), 2), "recall": round(float(np.mean(recalls)), 3)})
+            found, ms = timed(lambda q: ann.search(q, args.candidates), queries)
+            recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / args.candidates for f, e in zip(found, truth)])
+            rows.append({"nprobe": nprobe, "refine": refine, **percentiles(ms), "recall": round(float(recall), 3)})
             print(rows[-1], flush=True)
     # the sweep left its last nprobe on the shared faiss index: back to the index's own settings
     index.ann = AnnIndex(default.index, default.nprobe, default.kind, default.refine, default.vectors)
@@ -172,6 +167,10 @@ def phase_serve(args: argparse.Namespace) -> dict:
     return {"rank": rank_rows, "nprobe": default.nprobe, "refine": default.refine, "load_s": round(load_s, 2),
             "memory_before_load_mib": before, "memory_after_load_mib": after_load,
             "memory_after_queries_mib": proc_status(), "queries": rows}
+
+
+def percentiles(ms: np.ndarray) -> dict[str, float]:
+    return {"p50_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
 
 
 def rank_latency(index: CatalogIndex, queries: np.ndarray, k: int = 10) -> dict:
@@ -186,14 +185,9 @@ def rank_latency(index: CatalogIndex, queries: np.ndarray, k: int = 10) -> dict:
     out = {}
     for name, batch in requests.items():
         rank(index, batch[0])  # warm-up
-        times = []
-        for request in batch:
-            t = time.perf_counter()
-            result = rank(index, request)
-            times.append(time.perf_counter() - t)
-            assert len(result.item_ids) == k, (name, len(result.item_ids))
-        ms = np.array(times) * 1000
-        out[name] = {"p50_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+        results, ms = timed(lambda request: rank(index, request), batch)
+        assert all(len(result.item_ids) == k for result in results), name
+        out[name] = percentiles(ms)
         print(name, out[name], flush=True)
     return out
 
