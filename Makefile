@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test unit integration setup system-deps clean eval bench
+.PHONY: demo test unit integration setup system-deps clean eval eval-retail bench
 
 demo: $(STAMP)
 	$(VENV)/bin/aisle demo --workdir build
@@ -23,12 +23,24 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
-# Offline evaluation (README "Ranking quality"): fine-tune (build/finetuned, ~2 min on 2 cores),
-# then the table, the JSON and the trade-off plot under perf/results/, and the MMR/DPP latency benchmark.
+# Offline evaluation (docs/evaluation.md) on MovieLens-100K as a store's log: learn from the training
+# period (build/finetuned), then baselines vs Aisle on the held-out period (perf/results/eval_movielens_log.*),
+# the content-ranking study (recency, freshness, MMR/DPP: eval_movielens.*) and the MMR/DPP latency benchmark.
 eval: $(STAMP)
 	$(VENV)/bin/aisle finetune --out build/finetuned
-	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --towers build/finetuned --out perf/results
+	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --finetuned build/finetuned --out perf/results
+	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --legacy --towers build/finetuned --out perf/results
 	OPENBLAS_NUM_THREADS=1 $(PY) perf/bench_diversity.py
+
+# The same on a real store's raw log kept outside the project (../shared/data/online_retail):
+# convert it (cancellations, anonymous and non-product rows: see aisle_export.online_retail), learn, judge.
+RETAIL_RAW ?= ../shared/data/online_retail/transactions.csv
+eval-retail: $(STAMP)
+	$(PY) -m aisle_export.online_retail $(RETAIL_RAW) build/online_retail
+	$(VENV)/bin/aisle finetune --interactions build/online_retail/interactions.csv \
+	  --catalog build/online_retail/catalog.csv --out build/finetuned_retail
+	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --interactions build/online_retail/interactions.csv \
+	  --catalog build/online_retail/catalog.csv --finetuned build/finetuned_retail --out perf/results --name eval_online_retail
 
 # Side-by-side benchmarks (README "Benchmarks", ~15 min on 2 cores): perf_analyzer scenarios, the
 # in-process and FastAPI baselines, the report and plots in perf/results/bench_*. Reuses

@@ -103,7 +103,8 @@ def recommend_key(request: RecommendRequest, bucket_s: float) -> tuple:
       bucket boundary can miss — a miss, never a wrong answer beyond that tolerance.
     """
     query = " ".join(request.query.split())  # type: ignore[union-attr]
-    history = tuple((item_id, _bucket(ts, bucket_s)) for item_id, ts in request.history)  # type: ignore[union-attr]
+    history = tuple((item[0], _bucket(item[1], bucket_s), *item[2:])  # the event type, when given, stays
+                    for item in request.history)  # type: ignore[union-attr]
     now = None if request.now is None else _bucket(request.now, bucket_s)
     filters = (request.exclude_ids, request.allow_categories, request.deny_categories)
     return ("recommend", query, history, request.k, now, filters, request.ranking)

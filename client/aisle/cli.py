@@ -34,8 +34,10 @@ def _export(args: argparse.Namespace) -> int:
         if len(engine_precisions) != 1 or len(precisions) != 1:
             raise ValueError("--engine tensorrt needs exactly one --precision: fp16 or int8")
         precisions = ["int8-qdq" if engine_precisions[0] == "int8" else "fp16"]
+    if args.finetuned is not None and (args.query_tower or args.item_tower):
+        raise ValueError("--finetuned brings its own towers: leave out --query-tower and --item-tower")
     report = export_repository(args.repo, args.query_tower, args.item_tower, precisions=precisions,
-                               gate_catalog=args.gate_catalog)
+                               gate_catalog=args.gate_catalog, finetuned=args.finetuned)
     if args.engine == "tensorrt":
         from aisle_export.tensorrt_engine import build_repository_engines
 
@@ -55,7 +57,51 @@ def _index(args: argparse.Namespace) -> int:
                 server=args.server, checkpoint=args.checkpoint, concurrency=args.concurrency,
                 chunk_size=args.chunk_size, ann_kind=args.ann_kind, ann_nprobe=args.ann_nprobe,
                 ann_refine=args.ann_refine)
+    if args.interactions is not None:
+        from aisle_export.log_signals import write_log_signals
+
+        write_log_signals(args.interactions, catalog, args.repo, skip_bad_rows=args.skip_bad_rows,
+                          event_weights=_event_weights(args))
     return 0
+
+
+def _event_weights(args: argparse.Namespace) -> dict[str, float]:
+    from aisle_export.interactions import parse_event_weights
+
+    return parse_event_weights(args.event_weights)
+
+
+def _cutoff(text: str | None) -> float | None:
+    """``--cutoff``: unix seconds or ISO-8601 (naive = UTC)."""
+    if text is None:
+        return None
+    import datetime as dt
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--cutoff {text!r} is neither unix seconds nor ISO-8601") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _log_data(args: argparse.Namespace):
+    """The interaction log and catalog of ``--interactions/--catalog`` (or MovieLens-100K), cut in time."""
+    from aisle_export.log_eval import load_log, movielens_files
+
+    if (args.interactions is None) != (args.catalog is None):
+        raise ValueError("--interactions and --catalog go together")
+    interactions, catalog = (args.interactions, args.catalog) if args.interactions else movielens_files(args.workdir)
+    data = load_log(interactions, catalog, cutoff=_cutoff(args.cutoff), cutoff_quantile=args.cutoff_quantile,
+                    skip_bad_rows=args.skip_bad_rows, event_weights=_event_weights(args))
+    report = data.report
+    print(f"log {report.path}: {report.kept} interactions kept of {report.rows} rows; skipped {report.skipped}, "
+          f"items not in the catalog {report.unknown_items}; test shoppers {len(data.split.users)}, "
+          f"validation shoppers {len(data.valid.users)}", file=sys.stderr)
+    return data
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -125,22 +171,55 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from aisle_export.finetune import FinetuneConfig, finetune_movielens
+    from aisle_export.finetune import FinetuneConfig
+    from aisle_export.log_training import finetune_log
+    from aisle_export.user_encoder import UserEncoderConfig
 
     given = {name: getattr(args, name) for name in ("steps", "batch_size", "freeze_layers", "lr", "seed")}
     config = FinetuneConfig(**{name: value for name, value in given.items() if value is not None})
-    report = finetune_movielens(args.workdir, args.out, config, base=args.base)
-    print(f"saved {args.out}/query_tower and {args.out}/item_tower; loss {report['loss_first_20']:.3f} → "
-          f"{report['loss_last_20']:.3f} in {report['total_seconds']:.0f}s")
+    encoder = UserEncoderConfig(**({"epochs": args.encoder_epochs} if args.encoder_epochs else {}),
+                                **({"seed": args.seed} if args.seed is not None else {}))
+    report = finetune_log(_log_data(args), args.out, config, encoder, base=args.base)
+    towers, users = report["towers"], report["user_encoder"]
+    print(f"saved {args.out}: towers (loss {towers['loss_first_20']:.3f} → {towers['loss_last_20']:.3f}), "
+          f"user encoder (loss {users['loss_first_epoch']:.3f} → {users['loss_last_epoch']:.3f}, parity "
+          f"{users['parity']['min_cosine']:.6f}), log signals, ranking.json; {report['total_seconds']:.0f}s")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from aisle_export.evaluate import run_movielens_eval
+    if args.legacy:
+        from aisle_export.evaluate import run_movielens_eval
 
-    run_movielens_eval(args.workdir, args.out, towers=args.towers)
-    print(f"wrote {args.out}/eval_movielens.md, eval_movielens.json, diversity_tradeoff.png")
+        run_movielens_eval(args.workdir, args.out, towers=args.towers)
+        print(f"wrote {args.out}/eval_movielens.md, eval_movielens.json, diversity_tradeoff.png")
+        return 0
+    from aisle_export.log_eval import evaluate_log
+
+    name = args.name or ("eval_log" if args.interactions else "eval_movielens_log")
+    title = f"Feed on {args.interactions.name if args.interactions else 'MovieLens-100K'}"
+    ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--k {args.k!r}: comma-separated cut-offs ≥ 1, e.g. 10,20")
+    evaluate_log(_log_data(args), args.out, finetuned=args.finetuned, ks=ks, name=name, title=title)
+    print(f"wrote {args.out}/{name}.md, {name}.json, {name}.png")
     return 0
+
+
+def _log_arguments(p: argparse.ArgumentParser) -> None:
+    """The interaction-log options ``finetune`` and ``evaluate`` share."""
+    p.add_argument("--interactions", type=Path,
+                   help="the store's log: CSV, JSONL or Parquet with user_id, item_id, timestamp "
+                        "[, event_type, weight] (default: MovieLens-100K's ratings)")
+    p.add_argument("--catalog", type=Path, help="the catalog the log's item ids refer to (with --interactions)")
+    cut = p.add_mutually_exclusive_group()
+    cut.add_argument("--cutoff", help="temporal cut, unix seconds or ISO-8601: nothing at or after it is trained on")
+    cut.add_argument("--cutoff-quantile", type=float, default=0.8,
+                     help="temporal cut at this quantile of the log's timestamps (default 0.8)")
+    p.add_argument("--event-weights", metavar="TYPE=W,...",
+                   help="weights of event types (default purchase=1,add_to_cart=0.5,click=0.25,view=0.1; others 1)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of failing")
+    p.add_argument("--workdir", type=Path, default=Path("build"), help="MovieLens cache under <workdir>/data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalog for the top-10 retrieval gate (default: MovieLens-100K, cached beside --repo)")
     p.add_argument("--engine", choices=("tensorrt",),
                    help="build model.plan engines from the --precision ONNX (needs the tensorrt package)")
+    p.add_argument("--finetuned", type=Path, metavar="DIR",
+                   help="serve what `aisle finetune --out DIR` trained: its towers, user encoder, log signals and knobs")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("index", help="embed a catalog (CSV, JSONL, Parquet) into the repository's index")
@@ -183,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=4096, help="with --server: items per checkpointed chunk")
     p.add_argument("--checkpoint", type=Path,
                    help="with --server: checkpoint directory (default rerank/<version>/.index.embed-checkpoint)")
+    p.add_argument("--interactions", type=Path,
+                   help="the store's interaction log: popularity and co-occurrence for feeds (rerank/learned/log_signals)")
+    p.add_argument("--event-weights", metavar="TYPE=W,...", help="weights of event types in --interactions")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("serve", help="run tritonserver over the repository until interrupted")
@@ -214,21 +298,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("build"))
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("finetune", help="fine-tune the towers on MovieLens-100K's training period (history → next item)")
-    p.add_argument("--out", type=Path, default=Path("build/finetuned"), help="writes <out>/query_tower, <out>/item_tower")
-    p.add_argument("--workdir", type=Path, default=Path("build"), help="MovieLens cache under <workdir>/data")
+    p = sub.add_parser("finetune", help="learn from an interaction log: towers, user encoder, log signals, knobs")
+    p.add_argument("--out", type=Path, default=Path("build/finetuned"),
+                   help="writes <out>/query_tower, item_tower, user_encoder, log_signals, ranking.json")
+    _log_arguments(p)
     p.add_argument("--base", help="starting tower directory (default: all-MiniLM-L6-v2)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 60)")
+    p.add_argument("--steps", type=int, help="tower optimizer steps (default 60)")
     p.add_argument("--batch-size", type=int, help="examples per step, each scored against the whole catalog (default 1024)")
     p.add_argument("--freeze-layers", type=int, help="lower transformer layers kept fixed, of 6 (default 5)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default 5e-4)")
+    p.add_argument("--lr", type=float, help="tower AdamW learning rate (default 5e-4)")
+    p.add_argument("--encoder-epochs", type=_positive_int, help="user encoder epochs")
     p.add_argument("--seed", type=int, help="shuffling and sampling seed (default 0)")
     p.set_defaults(func=_finetune)
 
-    p = sub.add_parser("evaluate", help="offline evaluation on a temporal split of MovieLens-100K: table + trade-off plot")
-    p.add_argument("--towers", type=Path, help="fine-tuned towers directory (from `aisle finetune`); pretrained always")
+    p = sub.add_parser("evaluate", help="offline evaluation on a temporal cut of an interaction log: table, JSON, PNG")
+    _log_arguments(p)
+    p.add_argument("--finetuned", type=Path, metavar="DIR", help="also judge what `aisle finetune --out DIR` trained")
+    p.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default 10,20)")
     p.add_argument("--out", type=Path, default=Path("perf/results"))
-    p.add_argument("--workdir", type=Path, default=Path("build"))
+    p.add_argument("--name", help="report file name (default eval_log, or eval_movielens_log)")
+    p.add_argument("--legacy", action="store_true",
+                   help="the MovieLens content-ranking study instead (recency, freshness, MMR/DPP; --towers)")
+    p.add_argument("--towers", type=Path, help="--legacy: fine-tuned towers directory")
     p.set_defaults(func=_evaluate)
     return parser
 

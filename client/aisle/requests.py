@@ -21,7 +21,7 @@ from .errors import InvalidRequest
 MAX_K = 1000
 #: The ensembles' ``max_batch_size``: the most rows one Triton request may carry.
 MAX_BATCH = 64
-HistoryItem = tuple[str, float]
+HistoryItem = tuple[str, float] | tuple[str, float, str]  # (item_id, unix_ts[, event_type])
 TOWERS = ("query", "item")
 
 
@@ -74,17 +74,25 @@ def validate_texts(texts: object) -> list[str]:
     return list(texts)
 
 
-def _history(history: Iterable[HistoryItem] | None) -> tuple[tuple[str, float], ...]:
-    pairs = []
+def _history(history: Iterable[HistoryItem] | None) -> tuple[tuple, ...]:
+    """``(item_id, ts)`` or ``(item_id, ts, event_type)`` items, checked; event types kept only when given."""
+    items = []
     for i, item in enumerate(history or ()):
         # tuple/list first: the Sequence ABC check costs microseconds per item on every call
         if not (type(item) in (tuple, list) or isinstance(item, Sequence) and not isinstance(item, (str, bytes))) \
-                or len(item) != 2:
-            raise InvalidRequest(f"history[{i}] must be an (item_id, unix_ts) pair, got {item!r}")
+                or len(item) not in (2, 3):
+            raise InvalidRequest(f"history[{i}] must be an (item_id, unix_ts) pair or (item_id, unix_ts, event_type), "
+                                 f"got {item!r}")
         if not _utf8(f"history[{i}] item_id", item[0]):
             raise InvalidRequest(f"history[{i}] item_id is empty")
-        pairs.append((item[0], _number(f"history[{i}] timestamp", item[1])))
-    return tuple(pairs)
+        ts = _number(f"history[{i}] timestamp", item[1])
+        if len(item) == 3:
+            if not _utf8(f"history[{i}] event_type", item[2]):
+                raise InvalidRequest(f"history[{i}] event_type is empty")
+            items.append((item[0], ts, item[2]))
+        else:
+            items.append((item[0], ts))
+    return tuple(items)
 
 
 class RankingKnobs(TypedDict, total=False):
@@ -142,7 +150,7 @@ def _names(name: str, values: object) -> tuple[str, ...]:
 class RecommendRequest:
     """One validated ``recommend`` row; constructing it checks every argument.
 
-    ``history`` is normalized to a tuple of ``(item_id, float_ts)`` pairs, ``query`` ``None`` to
+    ``history`` is normalized to a tuple of ``(item_id, float_ts[, event_type])`` items, ``query`` ``None`` to
     ``""``, so a request is hashable and can key a cache or join a micro-batch.
     """
 
@@ -194,7 +202,8 @@ class RecommendRequest:
 def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor]:
     """Tensors of one ``recommend`` request with one row per element of ``requests``.
 
-    Histories are padded to the longest with ``b""`` ids (the server's padding) and 0.0 stamps.
+    Histories are padded to the longest with ``b""`` ids (the server's padding) and 0.0 stamps;
+    ``HISTORY_EVENTS`` goes along when any row names an event type (``b""``: none given).
     ``NOW`` is a per-request optional tensor, so rows must all have it or all lack it.
     """
     if not requests or len(requests) > MAX_BATCH:
@@ -213,13 +222,19 @@ def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor
     if width:
         ids = np.full((rows, width), b"", dtype=object)
         stamps = np.zeros((rows, width), dtype=np.float64)
+        events = np.full((rows, width), b"", dtype=object)
+        has_events = False
         for b, request in enumerate(requests):
-            history = request.history
-            for j, (item_id, ts) in enumerate(history):  # type: ignore[union-attr]
-                ids[b, j] = item_id.encode("utf-8")
-                stamps[b, j] = ts
+            for j, item in enumerate(request.history):  # type: ignore[union-attr]
+                ids[b, j] = item[0].encode("utf-8")
+                stamps[b, j] = item[1]
+                if len(item) == 3:
+                    events[b, j] = item[2].encode("utf-8")
+                    has_events = True
         tensors.append(Tensor("HISTORY_IDS", ids, "BYTES"))
         tensors.append(Tensor("HISTORY_TS", stamps, "FP64"))
+        if has_events:
+            tensors.append(Tensor("HISTORY_EVENTS", events, "BYTES"))
     if has_now == {True}:
         tensors.append(Tensor("NOW", np.array([[r.now] for r in requests], dtype=np.float64), "FP64"))
     for name, tensor_name in FILTERS.items():

@@ -170,7 +170,13 @@ def read_catalog(path: Path | str, skip_bad_rows: bool = False) -> Catalog:
 # --------------------------------------------------------------------------- readers
 
 
-def _read_csv(path: Path) -> Iterator[RawRecord]:
+def _read_csv(
+    path: Path,
+    required: tuple[str, ...] = REQUIRED_COLUMNS,
+    known: tuple[str, ...] = KNOWN_COLUMNS,
+) -> Iterator[RawRecord]:
+    """``known`` is unused here (CSV rows are split in full) but kept so all readers share the
+    signature :mod:`aisle_export.interactions` calls them with."""
     # utf-8-sig: spreadsheet exports often start with a BOM that would otherwise glue itself
     # onto the first column name.
     with path.open(newline="", encoding="utf-8-sig") as f:
@@ -179,7 +185,7 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
         if header is None:
             raise CatalogError(f"{path.name}: file is empty (expected a header row)")
         columns = [name.strip() for name in header]
-        _check_columns(path, columns)
+        _check_columns(path, columns, required)
         while True:
             start = reader.line_num + 1  # the row may span lines; report where it starts
             values = _next_csv_row(reader, path)
@@ -207,7 +213,12 @@ def _next_csv_row(reader: Any, path: Path) -> list[str] | None:
         raise CatalogError(f"{path.name} {location}: unreadable CSV ({exc})", location) from None
 
 
-def _read_jsonl(path: Path) -> Iterator[RawRecord]:
+def _read_jsonl(
+    path: Path,
+    required: tuple[str, ...] = REQUIRED_COLUMNS,
+    known: tuple[str, ...] = KNOWN_COLUMNS,
+) -> Iterator[RawRecord]:
+    """JSON Lines has no header: a missing required field is reported per row by the parser."""
     with path.open(encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -226,13 +237,17 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
             yield location, record
 
 
-def _read_parquet(path: Path) -> Iterator[RawRecord]:
+def _read_parquet(
+    path: Path,
+    required: tuple[str, ...] = REQUIRED_COLUMNS,
+    known: tuple[str, ...] = KNOWN_COLUMNS,
+) -> Iterator[RawRecord]:
     import pyarrow.parquet as pq  # optional dependency: only Parquet catalogs need it
 
     parquet = pq.ParquetFile(path)
     columns = parquet.schema_arrow.names
-    _check_columns(path, columns)
-    wanted = [name for name in KNOWN_COLUMNS if name in columns]
+    _check_columns(path, columns, required)
+    wanted = [name for name in known if name in columns]
     number = 0
     for batch in parquet.iter_batches(columns=wanted):
         for record in batch.to_pylist():
@@ -240,7 +255,9 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
             yield f"row {number}", record
 
 
-_READERS: dict[str, Callable[[Path], Iterator[RawRecord]]] = {
+#: Raw readers by extension, shared with :mod:`aisle_export.interactions`: called as
+#: ``reader(path, required_columns, known_columns)`` (both default to the catalog's).
+_READERS: dict[str, Callable[..., Iterator[RawRecord]]] = {
     ".csv": _read_csv,
     ".jsonl": _read_jsonl,
     ".ndjson": _read_jsonl,
@@ -248,12 +265,14 @@ _READERS: dict[str, Callable[[Path], Iterator[RawRecord]]] = {
 }
 
 
-def _check_columns(path: Path, columns: list[str]) -> None:
+def _check_columns(
+    path: Path, columns: list[str], required: tuple[str, ...] = REQUIRED_COLUMNS
+) -> None:
     duplicated = sorted({name for name in columns if columns.count(name) > 1 and name})
     if duplicated:
         raise CatalogError(f"{path.name}: duplicate column {duplicated[0]!r} in the header",
                            field=duplicated[0])
-    for name in REQUIRED_COLUMNS:
+    for name in required:
         if name not in columns:
             raise CatalogError(
                 f"{path.name}: missing required column {name!r} (columns: {', '.join(columns)})",
@@ -279,14 +298,15 @@ def _parse_record(record: Mapping[str, Any] | _RowError) -> _Row:
     )
 
 
-def _parse_item_id(value: Any) -> str:
+def _parse_item_id(value: Any, name: str = "item_id") -> str:
+    """An id column (``name``: also ``user_id`` in interaction logs)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if value is not None and not isinstance(value, str):
-        raise _RowError("item_id", f"item_id {value!r} is not a string or an integer")
-    return _parse_text(value, "item_id", required=True)
+        raise _RowError(name, f"{name} {value!r} is not a string or an integer")
+    return _parse_text(value, name, required=True)
 
 
 def _parse_text(value: Any, name: str, required: bool) -> str:
@@ -311,14 +331,18 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _parse_created_at(value: Any) -> float:
+def _parse_created_at(value: Any, name: str = "created_at") -> float:
+    """Unix seconds from a number, numeric string, ISO-8601 string or datetime; NaN if missing.
+
+    ``name`` is the field named in errors (interaction logs parse ``timestamp`` with it).
+    """
     if _is_missing(value):
         return math.nan
     if isinstance(value, dt.datetime):  # Parquet timestamp columns
         return _datetime_seconds(value)
     if isinstance(value, dt.date):      # Parquet date columns
         return _datetime_seconds(dt.datetime(value.year, value.month, value.day))
-    bad = _RowError("created_at", f"created_at {value!r} is not unix seconds or ISO-8601")
+    bad = _RowError(name, f"{name} {value!r} is not unix seconds or ISO-8601")
     if isinstance(value, bool):
         raise bad
     if isinstance(value, (int, float)):
@@ -330,10 +354,7 @@ def _parse_created_at(value: Any) -> float:
     if not math.isfinite(seconds):
         raise bad
     if abs(seconds) > _MAX_UNIX_SECONDS:
-        raise _RowError(
-            "created_at",
-            f"created_at {value!r} is past year 9999 as unix seconds (milliseconds?)",
-        )
+        raise _RowError(name, f"{name} {value!r} is past year 9999 as unix seconds (milliseconds?)")
     return seconds
 
 

@@ -1,8 +1,12 @@
-"""``aisle demo``: export → index MovieLens-100K → serve → search and personalized feeds → stop.
+"""``aisle demo``: learn from MovieLens-100K → export → index → serve → search and learned feeds → stop.
 
-Everything runs on real data: the MovieLens items (titles, genres, release years, rating counts)
-and real users' most recent ratings as their session history. The printed latency is the p50 of
-single ``recommend`` calls at k=10 over the whole catalog, through the SDK and gRPC.
+Everything runs on real data, the way a store would run it on its own log: MovieLens' ratings are
+written as an interaction log (ratings as event types) and its movies as a catalog, ``aisle
+finetune`` learns from the period before a temporal cut (towers, the transformer user encoder,
+popularity and co-occurrence, knobs picked on a validation cut), ``aisle export --finetuned``
+serves all of it. Each feed is for a real shopper at the cut, from their last ratings before it,
+and marks (✓) the films that shopper went on to rate after the cut — what the learned feed is for.
+The printed latency is the p50 of single ``recommend`` calls at k=10 through the SDK and gRPC.
 """
 from __future__ import annotations
 
@@ -17,11 +21,12 @@ from aisle_server.tritonserver import TritonServer
 
 from .catalog import read_catalog
 from .indexing import write_index
-from .movielens import fetch_movielens, load_interactions, user_histories, write_catalog_csv
+from .log_eval import load_log, movielens_files
+from .log_training import finetune_log
 from .pipeline import REPORT_FILE, export_repository
 
 SEARCHES = ("toy story", "space adventure with aliens", "romantic comedy in new york", "scary haunted house horror")
-DEMO_USERS = ("1", "100", "405")
+DEMO_SHOPPERS = 3
 HISTORY_LEN = 5
 
 
@@ -34,22 +39,29 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
     started = time.perf_counter()
     repo = workdir / "model_repository"
 
-    _section("export towers to ONNX")
+    _section("learn from MovieLens-100K's training period (towers, user encoder, log signals, knobs)")
     t = time.perf_counter()
-    report = export_repository(repo)
+    interactions, catalog_file = movielens_files(workdir)
+    data = load_log(interactions, catalog_file)
+    finetuned = workdir / "finetuned"
+    learned = finetune_log(data, finetuned)
+    timings["finetune_s"] = time.perf_counter() - t
+
+    _section("export the learned towers to ONNX, with the user encoder and the log signals")
+    t = time.perf_counter()
+    report = export_repository(repo, finetuned=finetuned)
     timings["export_s"] = time.perf_counter() - t
-    parity = {m: r["parity"]["min_cosine"] for m, r in report.items()}
+    parity = {m: r["parity"]["min_cosine"] for m, r in report.items() if m in ("query_encoder", "item_encoder")}
+    parity["user_encoder"] = learned["user_encoder"]["parity"]["min_cosine"]
     print(f"parity (min cosine vs PyTorch): {parity}; report: {repo / REPORT_FILE}")
 
     _section("index MovieLens-100K")
     t = time.perf_counter()
-    data_dir = fetch_movielens(workdir / "data")
-    catalog_csv = write_catalog_csv(data_dir, workdir / "data" / "movielens_catalog.csv")
-    write_index(read_catalog(catalog_csv), repo, source=catalog_csv)
+    write_index(read_catalog(catalog_file), repo, source=catalog_file)
     timings["index_s"] = time.perf_counter() - t
 
     titles = dict(zip(*(a.tolist() for a in _titles(repo))))
-    histories = user_histories(load_interactions(data_dir))
+    split = data.split
 
     _section("serve")
     t = time.perf_counter()
@@ -61,14 +73,19 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
             _section(f"search: {query!r}")
             for rec in client.recommend(query=query, k=5):
                 print(f"  {rec.score:6.3f}  {titles[rec.item_id]}")
-        for user in DEMO_USERS:
-            history = histories[user][-HISTORY_LEN:]
-            now = history[-1][1] + 60.0
-            _section(f"feed for user {user}; recently rated: " + "; ".join(titles[i] for i, _ in history))
-            for rec in client.recommend(history=history, k=5, now=now):
-                print(f"  {rec.score:6.3f}  {titles[rec.item_id]}")
-        _section("cold start (no query, no history): popular and fresh")
-        for rec in client.recommend(k=5):
+        hits = 0
+        for user in split.users[:DEMO_SHOPPERS]:
+            history = [(item, ts, event) for (item, ts), event
+                       in zip(split.histories[user][-HISTORY_LEN:], split.history_events[user][-HISTORY_LEN:])]
+            upcoming = set(split.targets[user])
+            _section(f"feed for shopper {user} at the cut; recently rated: " + "; ".join(titles[i] for i, _, _ in history))
+            for rec in client.recommend(history=history, k=5, now=split.cutoff):
+                hit = rec.item_id in upcoming
+                hits += hit
+                print(f"  {rec.score:6.3f}  {'✓' if hit else ' '} {titles[rec.item_id]}")
+        print(f"\n✓ = rated by that shopper after the cut: {hits} of {5 * DEMO_SHOPPERS}")
+        _section("cold start (no query, no history): popular in the training period")
+        for rec in client.recommend(k=5, now=split.cutoff):
             print(f"  {rec.score:6.3f}  {titles[rec.item_id]}")
 
         latencies = []

@@ -53,6 +53,10 @@ FRESHNESS_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 FRESHNESS_HALF_LIFE_S = 365 * DAY
 DIVERSITY_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
 KEEP_NDCG = 0.95
+#: The content-based feed this study measures (and the feed before multi-source candidates): no
+#: popularity or co-occurrence candidates or scores, no user encoder.
+CONTENT_ONLY = RankingConfig(feed_popularity_weight=0.0, cooccurrence_weight=0.0, popular_candidates=0,
+                             cooccurrence_candidates=0, user_encoder=False)
 K_EVAL, K_SERVE = 50, 10
 N_BOOTSTRAP = 2000
 
@@ -331,7 +335,7 @@ def run_movielens_eval(workdir: Path = Path("build"), out_dir: Path = Path("perf
     reference = Reference.build(catalog, embeddings["pretrained"], split)
 
     # Knobs: chosen on validation with the pretrained towers (no test data, no fine-tuning leakage).
-    no_recency = RankingConfig(recency_half_life_s=NO_RECENCY)
+    no_recency = replace(CONTENT_ONLY, recency_half_life_s=NO_RECENCY)
     chosen = tune(build_index(valid_catalog, embeddings["pretrained"]), valid, Reference.build(
         valid_catalog, embeddings["pretrained"], valid), no_recency, progress)
 

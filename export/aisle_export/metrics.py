@@ -31,6 +31,21 @@ def ndcg_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     return dcg / ideal
 
 
+def hit_rate_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """1 when any of the top ``k`` is relevant, else 0 (averaged over users: the share of users hit)."""
+    relevant = set(relevant)
+    return float(any(item in relevant for item in list(ranked)[:k]))
+
+
+def reciprocal_rank(ranked: Sequence[str], relevant: Iterable[str], k: int | None = None) -> float:
+    """1 / rank of the first relevant item within the top ``k`` (all of ``ranked`` when None), else 0."""
+    relevant = set(relevant)
+    for rank, item in enumerate(list(ranked)[:k]):
+        if item in relevant:
+            return 1.0 / (rank + 1)
+    return 0.0
+
+
 def intra_list_diversity(embeddings: np.ndarray) -> float:
     """1 − mean pairwise cosine similarity of the list's items (rows need not be normalized).
 

@@ -17,6 +17,10 @@ Oddities of the item file that this module smooths over:
 * 22 titles occur under two item ids (17 of them with the same year too, e.g. "Chasing Amy
   (1997)" as items 246 and 268) — duplicate entries in the original data. Ids stay distinct,
   as the ratings refer to both.
+
+Ratings are an instance of the generic interaction log (:mod:`aisle_export.interactions`): each
+rating is one interaction of weight 1 whose event type keeps the rating (``"rated_4"``), and
+:func:`write_interactions_file` writes ML-100K in that log format.
 """
 from __future__ import annotations
 
@@ -33,6 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .interactions import Interactions, user_sequences, write_interactions
+
+__all__ = [  # Interactions is re-exported: callers import it from here since before the move
+    "Interactions", "Movie", "fetch_movielens", "load_movies", "load_interactions",
+    "write_catalog_csv", "write_interactions_file", "user_histories",
+]
+
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 DATASET = "ml-100k"
 ITEM_FILE = f"{DATASET}.item"
@@ -47,19 +58,6 @@ _YEAR = re.compile(r"\d{4}")
 _TITLE_YEAR = re.compile(r"\s*\((\d{4})\)$")
 _UNKNOWN_TITLES = frozenset({"unknown", "unkonwn"})
 _UNKNOWN_GENRE = "unknown"
-
-
-@dataclass
-class Interactions:
-    """Ratings as parallel arrays, sorted by timestamp (ties keep file order)."""
-
-    user_id: np.ndarray    # '<U…'
-    item_id: np.ndarray    # '<U…'
-    rating: np.ndarray     # float32, 1..5
-    timestamp: np.ndarray  # float64 unix seconds
-
-    def __len__(self) -> int:
-        return len(self.user_id)
 
 
 @dataclass(frozen=True)
@@ -173,19 +171,23 @@ def _split_title_year(raw_title: str, raw_year: str) -> tuple[str, int | None]:
 def load_interactions(directory: Path) -> Interactions:
     """All ratings of ``ml-100k.inter``, sorted by timestamp.
 
-    The sort is stable: many users rated several movies within the same second, and file order
-    is the only order the data gives for those.
+    Each rating is an interaction of weight 1 with event type ``"rated_<stars>"``: that a user
+    rated a movie at all is the signal (a 2-star rating still says what they chose to watch),
+    and the stars stay available in the event type. The sort is stable: many users rated
+    several movies within the same second, and file order is the only order the data gives.
     """
     columns, rows = _read_atomic_file(Path(directory) / INTER_FILE)
     index = {name: i for i, name in enumerate(columns)}
     table = list(zip(*rows))
     timestamp = np.array(table[index["timestamp"]], dtype=np.float64)
     order = np.argsort(timestamp, kind="stable")
+    events = np.array([f"rated_{int(float(r))}" for r in table[index["rating"]]], dtype=str)
     return Interactions(
         user_id=np.array(table[index["user_id"]], dtype=str)[order],
         item_id=np.array(table[index["item_id"]], dtype=str)[order],
-        rating=np.array(table[index["rating"]], dtype=np.float32)[order],
+        weight=np.ones(len(timestamp), dtype=np.float32),
         timestamp=timestamp[order],
+        event_type=events[order],
     )
 
 
@@ -231,6 +233,16 @@ def _catalog_row(movie: Movie, rating_count: int) -> list[str]:
     ]
 
 
+def write_interactions_file(data_dir: Path, out_path: Path) -> Path:
+    """ML-100K as a generic interaction log (``user_id,item_id,timestamp,event_type``).
+
+    The format follows ``out_path``'s suffix (see :func:`aisle_export.interactions.
+    write_interactions`); :func:`aisle_export.interactions.read_interactions` reads it back into
+    exactly what :func:`load_interactions` returns.
+    """
+    return write_interactions(load_interactions(data_dir), out_path)
+
+
 def user_histories(
     interactions: Interactions, min_len: int = 1
 ) -> dict[str, list[tuple[str, float]]]:
@@ -239,11 +251,7 @@ def user_histories(
     Users appear in order of their first interaction. Does not assume ``interactions`` is sorted
     (a filtered or split copy may not be); ties in time keep their given order.
     """
-    histories: dict[str, list[tuple[str, float]]] = {}
-    order = np.argsort(interactions.timestamp, kind="stable")
-    users = interactions.user_id[order].tolist()
-    items = interactions.item_id[order].tolist()
-    times = interactions.timestamp[order].tolist()
-    for user, item, ts in zip(users, items, times):
-        histories.setdefault(user, []).append((item, ts))
-    return {user: history for user, history in histories.items() if len(history) >= min_len}
+    return {
+        user: list(zip(items, times.tolist()))
+        for user, (items, times, _) in user_sequences(interactions, min_len).items()
+    }

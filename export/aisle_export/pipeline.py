@@ -17,8 +17,11 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
+from aisle_server.ranking import RankingConfig
 from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE
 
+from .indexing import sha256_file
 from .repository import copy_template, write_configs
 
 TOWERS = {"query_encoder": "query", "item_encoder": "item"}
@@ -63,11 +66,49 @@ def export_precisions(repo: Path, precisions: Sequence[str], gate_catalog: Path 
     return figures
 
 
+def install_learned(repo: Path, finetuned: Path | None) -> dict:
+    """Put what ``aisle finetune --interactions`` learned (user encoder, log signals) under ``rerank/learned/``.
+
+    The user encoder is stamped with the checksum of the item encoder just exported, which the
+    ``rerank`` model compares with the index's at load. Without ``finetuned``, a user encoder left
+    from an earlier export belongs to other towers and is removed; log signals do not depend on
+    the towers and stay.
+    """
+    learned = Path(repo) / "rerank" / LEARNED_DIRNAME
+    target = learned / USER_ENCODER_DIRNAME
+    if finetuned is None:
+        if target.exists():
+            print(f"[export] removing {target}: it was trained for other towers", flush=True)
+            shutil.rmtree(target)
+        return {}
+    source = Path(finetuned) / USER_ENCODER_DIRNAME
+    if not (source / "config.json").exists():
+        raise FileNotFoundError(f"{source}/config.json is missing: not a directory written by `aisle finetune`")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    config["item_tower_sha256"] = sha256_file(Path(repo) / "item_encoder" / "1" / "model.onnx")
+    (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if (Path(finetuned) / LOG_SIGNALS_DIRNAME).is_dir():
+        shutil.rmtree(learned / LOG_SIGNALS_DIRNAME, ignore_errors=True)
+        shutil.copytree(Path(finetuned) / LOG_SIGNALS_DIRNAME, learned / LOG_SIGNALS_DIRNAME)
+    return {"user_encoder": str(target), "parity": config.get("parity"), "log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
+
+
 def export_repository(repo: Path, query_tower: str | None = None, item_tower: str | None = None,
-                      precisions: Sequence[str] = (), gate_catalog: Path | None = None) -> dict:
+                      precisions: Sequence[str] = (), gate_catalog: Path | None = None,
+                      finetuned: Path | None = None) -> dict:
+    """Export both towers; with ``finetuned`` (``aisle finetune --out``), its towers, learned models and knobs."""
     from .onnx_export import export_tower  # torch: imported only when a tower is actually exported
 
     repo = copy_template(Path(repo))
+    ranking = None
+    if finetuned is not None:
+        from .finetune import ITEM_TOWER, QUERY_TOWER
+        from .log_training import load_knobs
+
+        query_tower, item_tower = str(Path(finetuned) / QUERY_TOWER), str(Path(finetuned) / ITEM_TOWER)
+        ranking = load_knobs(finetuned)
     sources = {"query_encoder": query_tower, "item_encoder": item_tower}
     report: dict = {}
     dims = set()
@@ -85,7 +126,8 @@ def export_repository(repo: Path, query_tower: str | None = None, item_tower: st
             raise ValueError(f"the towers' {name} differ; the served tokenizer must fit both towers")
         (repo / "tokenizer" / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(query_dir / name, repo / "tokenizer" / "1" / name)
-    write_configs(repo, dims.pop())
+    write_configs(repo, dims.pop(), ranking)
+    report["learned"] = install_learned(repo, finetuned)
     (repo / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     if precisions:
         report["precision"] = export_precisions(repo, precisions, gate_catalog)

@@ -27,7 +27,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aisle_server.ranking import OVERRIDABLE, RankingConfig
-from aisle_server.rerank_io import FILTER_NAMES
+from aisle_server.rerank_io import FILTER_NAMES, INTEREST_OUTPUT, OUTPUT_NAMES
 
 #: The checked-in repository: model.py adapters, generated configs, no artifacts.
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_repository"
@@ -117,12 +117,14 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             _input("QUERY_EMBEDDING", FP32, [dim]),
             _input("HISTORY_IDS", STRING, [-1], optional=True, ragged=True),
             _input("HISTORY_TS", FP64, [-1], optional=True, ragged=True),
+            _input("HISTORY_EVENTS", STRING, [-1], optional=True, ragged=True),
             _input("K", INT32, [1], optional=True),
             _input("NOW", FP64, [1], optional=True),
             *(_input(name, STRING, [-1], optional=True, ragged=True) for name in FILTER_NAMES),
             *(_input(name.upper(), _KNOB_TYPES[dtype], [1], optional=True) for name, dtype in OVERRIDABLE.items()),
         ],
-        output=[_output("ITEM_IDS", STRING, [-1]), _output("SCORES", FP32, [-1]), _output("UNKNOWN_HISTORY", INT32, [1])],
+        output=[_output("ITEM_IDS", STRING, [-1]), _output("SCORES", FP32, [-1]), _output("UNKNOWN_HISTORY", INT32, [1]),
+                _output(INTEREST_OUTPUT, FP32, [dim])],  # rerank only: the ensemble leaves it out
         dynamic_batching=_batching(200),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
     )
@@ -144,12 +146,13 @@ def _tokenize_and_encode(text: str, encoder: str, embedding: str) -> list[mc.Mod
 def recommend_config(dim: int, response_cache: bool = False) -> mc.ModelConfig:
     rerank = rerank_config(dim, RankingConfig())
     passthrough = [i.name for i in rerank.input if i.name not in ("QUERY", "QUERY_EMBEDDING")]
+    outputs = [o for o in rerank.output if o.name in OUTPUT_NAMES]
     steps = _tokenize_and_encode("QUERY", "query_encoder", "_query_embedding")
     steps.append(
         _step(
             "rerank",
             {"QUERY": "QUERY", "QUERY_EMBEDDING": "_query_embedding", **{n: n for n in passthrough}},
-            {o.name: o.name for o in rerank.output},
+            {o.name: o.name for o in outputs},
         )
     )
     return mc.ModelConfig(
@@ -157,7 +160,7 @@ def recommend_config(dim: int, response_cache: bool = False) -> mc.ModelConfig:
         platform="ensemble",
         max_batch_size=MAX_BATCH_SIZE,
         input=[i for i in rerank.input if i.name != "QUERY_EMBEDDING"],
-        output=list(rerank.output),
+        output=outputs,
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
         response_cache=mc.ModelResponseCache(enable=True) if response_cache else None,
     )

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from .ann import AnnIndex
 from .lexical import LexicalIndex
+
+if TYPE_CHECKING:
+    from .cooccurrence import Cooccurrence
 
 INDEX_DIRNAME = "index"
 LEXICAL_DIRNAME = "lexical"
@@ -71,6 +75,13 @@ class ItemLookups:
 _LOOKUP_FIELDS = tuple(f.name for f in fields(ItemLookups))
 
 
+def popularity_prior(popularity: np.ndarray) -> np.ndarray:
+    """``log1p(popularity)`` scaled to [0, 1] by the most popular item (all zeros when nothing is popular)."""
+    logs = np.log1p(np.maximum(np.nan_to_num(np.asarray(popularity, dtype=np.float64)), 0.0))
+    top = logs.max() if len(logs) else 0.0
+    return logs / top if top > 0 else logs
+
+
 @dataclass
 class CatalogIndex:
     item_ids: np.ndarray
@@ -84,6 +95,10 @@ class CatalogIndex:
     lexical: LexicalIndex | None = None
     ann: AnnIndex | None = None
     lookups: ItemLookups | None = None  # derived from the fields when not given (loaded: mapped)
+    # learned from the store's log (aisle_server.learned); None: not given
+    log_popularity: np.ndarray | None = None  # per row; replaces the catalog's popularity column
+    cooccurrence: "Cooccurrence | None" = None
+    user_encoder: Any = None  # aisle_server.user_encoder.UserEncoder (imported only when present)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -92,10 +107,13 @@ class CatalogIndex:
                 raise ValueError(f"index field {name} has {len(getattr(self, name))} rows, expected {n}")
         if self.lookups is None:
             self.lookups = ItemLookups.of(self.item_ids, self.categories)
-        # Derived once at load, not per request: the popularity prior.
-        popularity = np.log1p(np.maximum(np.nan_to_num(np.asarray(self.popularity, dtype=np.float64)), 0.0))
-        top = popularity.max() if n else 0.0
-        self.popularity_prior = popularity / top if top > 0 else popularity
+        # Derived once at load, not per request: the popularity prior (the log's counts when given).
+        self.popularity_prior = popularity_prior(self.popularity if self.log_popularity is None else self.log_popularity)
+
+    @cached_property
+    def popular_rows(self) -> np.ndarray:
+        """Rows by popularity prior, most popular first (ties by row): the feed's popular candidates."""
+        return np.lexsort((np.arange(len(self)), -self.popularity_prior))
 
     def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
         """The catalog row of each id, ``-1`` where the catalog has no such item."""

@@ -6,7 +6,9 @@ picks the top ``k`` with optional diversification.
 
 1. Interest.
    - Search (query, no history): the query embedding.
-   - Feed (history, no query): recency-weighted mean of the history items' embeddings, weight
+   - Feed (history, no query): the learned user encoder's vector (``aisle_server.user_encoder``,
+     a causal transformer over the recent items, their event types and time gaps) when the
+     repository has one, else the recency-weighted mean of the history items' embeddings, weight
      ``exp(-ln2 · age / recency_half_life_s)``: a minute ago counts more than last week.
    - Both: ``query_weight · query + (1 − query_weight) · session``, renormalized.
    - Neither (or only unknown history ids): a popularity prior plus freshness, so a cold visitor
@@ -14,10 +16,15 @@ picks the top ``k`` with optional diversification.
 2. Filters: out of stock, the history itself (``exclude_history``), explicit ``exclude_ids``,
    category allow/deny lists.
 3. Candidates: the ``candidates`` best allowed items by inner product (exact, or faiss IVF for
-   large catalogs), plus — for a text query — the ``candidates`` best by BM25.
-4. Score: relevance + ``freshness_weight`` · freshness(created_at) + ``popularity_weight`` · prior,
-   where relevance is the dense cosine plus ``lexical_weight`` × BM25 scaled to [0, 1] per query
-   (``search_mode`` hybrid, the default), the cosine alone (dense) or BM25 alone (lexical).
+   large catalogs), plus — for a text query — the ``candidates`` best by BM25, plus — for a feed —
+   the ``popular_candidates`` most popular items and the ``cooccurrence_candidates`` best
+   co-occurrence neighbours of the history (multi-source recall: embedding neighbours alone never
+   surface the popular items that most shoppers buy next).
+4. Score: relevance + ``freshness_weight`` · freshness(created_at) + popularity weight · prior
+   (``popularity_weight`` with a text query, ``feed_popularity_weight`` without) + for feeds
+   ``cooccurrence_weight`` · co-occurrence score scaled to [0, 1] per request, where relevance is
+   the dense cosine plus ``lexical_weight`` × BM25 scaled to [0, 1] per query (``search_mode``
+   hybrid, the default), the cosine alone (dense) or BM25 alone (lexical).
 5. Pick ``k``: by score, or MMR/DPP with strength ``diversity`` (``aisle_server.diversity``),
    with an optional per-category cap.
 
@@ -73,6 +80,11 @@ class RankingConfig:
     category_cap: int = 0
     search_mode: str = "hybrid"
     lexical_weight: float = 0.5
+    feed_popularity_weight: float = 1.0
+    cooccurrence_weight: float = 0.0
+    popular_candidates: int = 100
+    cooccurrence_candidates: int = 200
+    user_encoder: bool = True
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "RankingConfig":
@@ -102,6 +114,10 @@ class RankingConfig:
             "category_cap": self.category_cap >= 0,
             "search_mode": self.search_mode in SEARCH_MODES,
             "lexical_weight": self.lexical_weight >= 0,
+            "feed_popularity_weight": self.feed_popularity_weight >= 0,
+            "cooccurrence_weight": self.cooccurrence_weight >= 0,
+            "popular_candidates": self.popular_candidates >= 0,
+            "cooccurrence_candidates": self.cooccurrence_candidates >= 0,
         }
         for name, ok in checks.items():
             if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
@@ -121,6 +137,9 @@ OVERRIDABLE = {
     "category_cap": "INT32",
     "search_mode": "BYTES",
     "lexical_weight": "FP32",
+    "feed_popularity_weight": "FP32",
+    "cooccurrence_weight": "FP32",
+    "user_encoder": "BOOL",
 }
 
 
@@ -138,6 +157,7 @@ class RankRequest:
     exclude_ids: Sequence[str] = ()
     allow_categories: Sequence[str] = ()
     deny_categories: Sequence[str] = ()
+    history_events: Sequence[str] = ()  # event type per history item ("" = unknown), or none at all
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,7 @@ class RankResult:
     item_ids: list[str]
     scores: np.ndarray  # float32, in result order (relevance + priors)
     unknown_history: int
+    interest: np.ndarray | None = None  # the vector the request was ranked with; None: the cold fallback
 
 
 def with_overrides(config: RankingConfig, overrides: Mapping[str, object]) -> RankingConfig:
@@ -260,11 +281,12 @@ def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.nda
 
 
 def interest_vector(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
-                    known: np.ndarray) -> np.ndarray | None:
+                    known: np.ndarray, session: np.ndarray | None = None) -> np.ndarray | None:
+    """The request's interest; ``session`` is the history's vector when the user encoder made it."""
     config = request.config
     interest = None
     if len(history_rows):
-        interest = session_interest(
+        interest = session if session is not None else session_interest(
             np.asarray(index.embeddings[history_rows], dtype=np.float32),
             request.history_ts[known],
             request.now,
@@ -278,6 +300,38 @@ def interest_vector(index: CatalogIndex, request: RankRequest, history_rows: np.
     return interest
 
 
+def encode_users(index: CatalogIndex, requests: Sequence[RankRequest], history_rows: Sequence[np.ndarray],
+                 known: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
+    """User-encoder vectors of the requests that have known history and allow it, in one batched call."""
+    encoder = index.user_encoder
+    if encoder is None:
+        return {}
+    batch = [i for i, (request, rows) in enumerate(zip(requests, history_rows))
+             if len(rows) and request.config.user_encoder]
+    if not batch:
+        return {}
+    keep = encoder.max_len
+    vectors = encoder.encode(
+        [np.asarray(index.embeddings[history_rows[i][-keep:]], dtype=np.float32) for i in batch],
+        [np.asarray(requests[i].history_ts, dtype=np.float64)[known[i]][-keep:] for i in batch],
+        [encoder.event_ids([e for e, k in zip(requests[i].history_events, known[i]) if k][-keep:])
+         if len(requests[i].history_events) else None for i in batch],
+        [requests[i].now for i in batch],
+    )
+    return dict(zip(batch, vectors))
+
+
+def cooccurrence_scores(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
+                        known: np.ndarray) -> np.ndarray | None:
+    """A feed's co-occurrence score per catalog row in [0, 1] (recency-weighted over its history)."""
+    if index.cooccurrence is None or not len(history_rows) or request.query_embedding is not None:
+        return None
+    weights = recency_weights(request.now - request.history_ts[known], request.config.recency_half_life_s)
+    scores = index.cooccurrence.scores(history_rows, weights)
+    top = float(scores.max()) if len(scores) else 0.0
+    return scores / top if top > 0 else None
+
+
 #: Scores held at once by :func:`rank_many`'s batched scan (8M float32 = 32 MiB), so a large
 #: catalog served without an ANN index does not allocate batch × N floats.
 SCAN_BLOCK_SCORES = 8_000_000
@@ -288,19 +342,22 @@ class _Prepared:
     known: np.ndarray               # per history id: found in the catalog
     allowed: np.ndarray
     interest: np.ndarray | None     # None: no query and no known history (the fallback)
+    cooccurrence: np.ndarray | None = None  # feeds with learned log signals: score per row in [0, 1]
 
 
-def _prepare(index: CatalogIndex, request: RankRequest) -> _Prepared:
-    history = index.rows_of(request.history_ids)
-    known = history >= 0
-    history_rows = history[known]
-    allowed = allowed_mask(index, request, history_rows)
-    return _Prepared(known, allowed, interest_vector(index, request, history_rows, known))
+def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[_Prepared]:
+    found = [index.rows_of(request.history_ids) for request in requests]
+    known = [history >= 0 for history in found]
+    rows = [history[k] for history, k in zip(found, known)]
+    sessions = encode_users(index, requests, rows, known)
+    return [_Prepared(k, allowed_mask(index, request, r), interest_vector(index, request, r, k, sessions.get(i)),
+                      cooccurrence_scores(index, request, r, k))
+            for i, (request, r, k) in enumerate(zip(requests, rows, known))]
 
 
 def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
     """The ``request.k`` best items for one request."""
-    return _finish(index, request, _prepare(index, request))
+    return _finish(index, request, _prepare_many(index, [request])[0])
 
 
 def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[RankResult]:
@@ -310,7 +367,7 @@ def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[Rank
     once per request (memory-bound), so a batch of B requests does it as one (B, d) × (d, N)
     product instead — what makes a micro-batched request cheaper per row than single calls.
     """
-    prepared = [_prepare(index, request) for request in requests]
+    prepared = _prepare_many(index, requests)
     scans = [i for i, (request, p) in enumerate(zip(requests, prepared)) if _scans_catalog(index, request, p)]
     exact: dict[int, np.ndarray] = {}
     if len(scans) > 1:
@@ -341,12 +398,16 @@ def _finish(index: CatalogIndex, request: RankRequest, prepared: _Prepared,
         candidate_scores = scores[candidates]
     else:
         candidates, candidate_scores = search_relevance(index, request, interest, allowed, exact_scores)
+        feed = request.query_embedding is None
+        if feed:
+            candidates, candidate_scores = _feed_sources(index, request, prepared, candidates, candidate_scores)
         if config.freshness_weight:
             candidate_scores += config.freshness_weight * freshness(
                 index, candidates, request.now, config.freshness_half_life_s
             )
-        if config.popularity_weight:
-            candidate_scores += config.popularity_weight * index.popularity_prior[candidates]
+        popularity_weight = config.feed_popularity_weight if feed else config.popularity_weight
+        if popularity_weight:
+            candidate_scores += popularity_weight * index.popularity_prior[candidates]
         order = np.lexsort((candidates, -candidate_scores))  # best first, ties by row
         candidates, candidate_scores = candidates[order], candidate_scores[order]
 
@@ -365,7 +426,39 @@ def _finish(index: CatalogIndex, request: RankRequest, prepared: _Prepared,
         item_ids=[str(item_id) for item_id in index.item_ids[top].tolist()],  # one gather from the mapped ids
         scores=np.asarray(candidate_scores[picked], dtype=np.float32),
         unknown_history=int((~known).sum()),
+        interest=interest,
     )
+
+
+def popular_candidates(index: CatalogIndex, allowed: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` most popular allowed rows with any popularity at all."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    order = index.popular_rows
+    head = order[:4 * n]
+    head = head[allowed[head]]
+    if len(head) < n:  # heavy filters: walk the whole order
+        head = order[allowed[order]]
+    head = head[:n]
+    return head[index.popularity_prior[head] > 0]
+
+
+def _feed_sources(index: CatalogIndex, request: RankRequest, prepared: _Prepared, candidates: np.ndarray,
+                  relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A feed's embedding candidates joined with popular and co-occurring items, all scored alike."""
+    config = request.config
+    extra = [popular_candidates(index, prepared.allowed, config.popular_candidates)]
+    cooccurrence = prepared.cooccurrence
+    if cooccurrence is not None and config.cooccurrence_candidates:
+        extra.append(_top(cooccurrence, np.flatnonzero(prepared.allowed & (cooccurrence > 0)),
+                          config.cooccurrence_candidates))
+    new = np.setdiff1d(np.concatenate(extra), candidates)
+    if len(new):
+        candidates = np.concatenate([candidates, new])
+        relevance = np.concatenate([relevance, np.asarray(index.embeddings[new] @ prepared.interest, dtype=np.float64)])
+    if cooccurrence is not None and config.cooccurrence_weight:
+        relevance = relevance + config.cooccurrence_weight * cooccurrence[candidates]
+    return candidates, relevance
 
 
 def validate_k(k: int, config: RankingConfig, catalog_size: int) -> int:

@@ -10,6 +10,8 @@ Tensor contract (batch dimension first; ``recommend`` exposes the same names):
 - ``HISTORY_IDS``      BYTES [B, H]   optional; most recent last; ``b""`` entries are padding.
 - ``HISTORY_TS``       FP64  [B, H]   optional; unix seconds per history item (finite).
                                        Without it every history item counts as "now".
+- ``HISTORY_EVENTS``   BYTES [B, H]   optional; event type per history item (``view``, ``purchase``, …,
+                                       ``b""`` = unknown), read by the learned user encoder.
 - ``K``                INT32 [B, 1]   optional; default from the model config.
 - ``NOW``              FP64  [B, 1]   optional; the request's clock (reproducible replays); default: server time.
 - ``EXCLUDE_IDS``, ``ALLOW_CATEGORIES``, ``DENY_CATEGORIES``
@@ -20,7 +22,10 @@ Tensor contract (batch dimension first; ``recommend`` exposes the same names):
 
 Outputs: ``ITEM_IDS`` BYTES [B, k_max], ``SCORES`` FP32 [B, k_max] (rows with fewer than ``k_max``
 results are padded with ``b""`` and NaN), ``UNKNOWN_HISTORY`` INT32 [B, 1] (ids not in the catalog,
-ignored and counted). History longer than ``max_history`` keeps its most recent items.
+ignored and counted), and — ``rerank`` only, not the ensemble — ``INTEREST`` FP32 [B, d], the
+vector each row was ranked with (query, user encoder, recency mean or their mix; zeros for the cold
+fallback), to check the served user encoder against the offline one. History longer than
+``max_history`` keeps its most recent items.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from .ranking import OVERRIDABLE, RankingConfig, RankRequest, RankResult, valida
 from .tokenization import TextDecodeError, decode_utf8
 
 OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
+INTEREST_OUTPUT = "INTEREST"
 FILTER_NAMES = ("EXCLUDE_IDS", "ALLOW_CATEGORIES", "DENY_CATEGORIES")
 KNOB_NAMES = {name.upper(): name for name in OVERRIDABLE}
 
@@ -79,6 +85,9 @@ def parse_requests(
     history_ts = _rows("HISTORY_TS", inputs.get("HISTORY_TS"), batch)
     if history_ts is not None and (history_ids is None or history_ts.shape != history_ids.shape):
         raise InvalidInput("HISTORY_TS", "needs HISTORY_IDS of the same shape")
+    history_events = _rows("HISTORY_EVENTS", inputs.get("HISTORY_EVENTS"), batch)
+    if history_events is not None and (history_ids is None or history_events.shape != history_ids.shape):
+        raise InvalidInput("HISTORY_EVENTS", "needs HISTORY_IDS of the same shape")
     ks = _rows("K", inputs.get("K"), batch)
     nows = _rows("NOW", inputs.get("NOW"), batch)
     filters = {name: _rows(name, inputs.get(name), batch) for name in FILTER_NAMES}
@@ -93,6 +102,7 @@ def parse_requests(
             query_embedding = _finite("QUERY_EMBEDDING", embeddings[b]).astype(np.float32)
         now = float(_finite("NOW", nows[b])[0]) if nows is not None else now_default
         ids: list[str] = []
+        events: list[str] = []
         ts = np.zeros(0)
         if history_ids is not None:
             ids = _decode("HISTORY_IDS", history_ids[b])
@@ -100,6 +110,8 @@ def parse_requests(
             keep = np.array([bool(i) for i in ids], dtype=bool)  # b"" is padding
             ids = [i for i, k in zip(ids, keep) if k][-config.max_history:]
             ts = ts[keep][-config.max_history:]
+            if history_events is not None:
+                events = [e for e, k in zip(_decode("HISTORY_EVENTS", history_events[b]), keep) if k][-config.max_history:]
         row_config = with_overrides(config, {
             KNOB_NAMES[name]: _knob(name, values[b]) for name, values in knobs.items() if values is not None
         })
@@ -111,6 +123,7 @@ def parse_requests(
             exclude_ids=lists["EXCLUDE_IDS"],
             allow_categories=lists["ALLOW_CATEGORIES"],
             deny_categories=lists["DENY_CATEGORIES"],
+            history_events=events,
         ))
     return requests
 
@@ -129,7 +142,8 @@ def _knob(name: str, values: np.ndarray) -> object:
     return float(_finite(name, np.array([value]))[0])
 
 
-def pack_results(results: Sequence[RankResult]) -> dict[str, np.ndarray]:
+def pack_results(results: Sequence[RankResult], dim: int | None = None) -> dict[str, np.ndarray]:
+    """The output tensors; with ``dim``, also ``INTEREST`` (zeros for rows ranked without one)."""
     width = max((len(r.item_ids) for r in results), default=0)
     ids = np.full((len(results), width), b"", dtype=object)
     scores = np.full((len(results), width), np.nan, dtype=np.float32)
@@ -138,4 +152,11 @@ def pack_results(results: Sequence[RankResult]) -> dict[str, np.ndarray]:
         ids[b, :n] = [i.encode("utf-8") for i in result.item_ids]
         scores[b, :n] = result.scores
     unknown = np.array([r.unknown_history for r in results], dtype=np.int32).reshape(-1, 1)
-    return dict(zip(OUTPUT_NAMES, (ids, scores, unknown)))
+    outputs = dict(zip(OUTPUT_NAMES, (ids, scores, unknown)))
+    if dim is not None:
+        interest = np.zeros((len(results), dim), dtype=np.float32)
+        for b, result in enumerate(results):
+            if result.interest is not None:
+                interest[b] = result.interest
+        outputs[INTEREST_OUTPUT] = interest
+    return outputs

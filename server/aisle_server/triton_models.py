@@ -12,12 +12,14 @@ from typing import Any
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput
 from .index import INDEX_DIRNAME, CatalogIndex
+from .learned import LEARNED_DIRNAME, attach_learned
 from .ranking import RankingConfig, rank_many
 from .rerank_io import FILTER_NAMES, KNOB_NAMES, pack_results, parse_requests
 from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_utf8
 from .triton_adapter import Arrays, handle_batched, handle_each, model_parameters
 
-RERANK_INPUTS = ("QUERY", "QUERY_EMBEDDING", "HISTORY_IDS", "HISTORY_TS", "K", "NOW", *FILTER_NAMES, *KNOB_NAMES)
+RERANK_INPUTS = ("QUERY", "QUERY_EMBEDDING", "HISTORY_IDS", "HISTORY_TS", "HISTORY_EVENTS", "K", "NOW",
+                 *FILTER_NAMES, *KNOB_NAMES)
 
 
 class _Model:
@@ -80,15 +82,23 @@ class EncoderModel(_Model):
 
 
 class RerankModel(_Model):
-    """Retrieve + rank over the catalog index in ``<version>/index``."""
+    """Retrieve + rank over the catalog index in ``<version>/index``, with what ``rerank/learned/``
+    holds (log popularity, co-occurrence, the user encoder: ``aisle_server.learned``).
+
+    The user encoder runs here rather than as a Triton model of its own: it needs the history's
+    rows of this very index (a separate model would receive ids and look them up again, or ship
+    (B, H, d) embeddings over shared memory), and one batched ONNX Runtime call per ``execute``
+    saves the extra ensemble hop.
+    """
 
     def setup(self) -> None:
         self.config = RankingConfig.from_parameters(self.parameters)
-        self.index = CatalogIndex.load(os.path.join(self.directory, INDEX_DIRNAME))
+        index = CatalogIndex.load(os.path.join(self.directory, INDEX_DIRNAME))
+        self.index = attach_learned(index, os.path.join(os.path.dirname(self.directory), LEARNED_DIRNAME))
 
     def rank(self, inputs: Arrays) -> dict:
         requests = parse_requests(inputs, self.config, len(self.index), self.index.dim)
-        return pack_results(rank_many(self.index, requests))
+        return pack_results(rank_many(self.index, requests), self.index.dim)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)

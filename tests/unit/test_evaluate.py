@@ -1,6 +1,8 @@
 """The evaluation loop: rank() is scored against held-out targets as intended (synthetic data)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ def test_oracle_embeddings_find_the_targets(world) -> None:
     oracle[[5, 6]] = oracle[0] + oracle[1]
     oracle[38] = oracle[39]
     oracle /= np.linalg.norm(oracle, axis=1, keepdims=True)
-    setting = evaluate.Setting("oracle", "pretrained", RankingConfig(recency_half_life_s=evaluate.NO_RECENCY))
+    setting = evaluate.Setting("oracle", "pretrained", replace(evaluate.CONTENT_ONLY, recency_half_life_s=evaluate.NO_RECENCY))
     result = evaluate.evaluate_setting(evaluate.build_index(catalog, oracle), split, setting, reference)
     assert result["recall@10"] == pytest.approx(1.0)
     assert result["ndcg@10"] == pytest.approx(1.0)

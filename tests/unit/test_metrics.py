@@ -28,7 +28,7 @@ def test_recall_and_ndcg_match_ranx() -> None:
     import ranx  # noqa: PLC0415 - the dev extra installs it
     rng = np.random.default_rng(7)
     catalog = [f"i{j}" for j in range(60)]
-    qrels, run, ours = {}, {}, {"recall@10": [], "recall@50": [], "ndcg@10": []}
+    qrels, run, ours = {}, {}, {"recall@10": [], "recall@50": [], "ndcg@10": [], "hit_rate@20": [], "mrr@50": []}
     for q in range(40):
         relevant = set(rng.choice(catalog, size=int(rng.integers(1, 12)), replace=False).tolist())
         ranked = rng.permutation(catalog).tolist()[:50]
@@ -37,9 +37,18 @@ def test_recall_and_ndcg_match_ranx() -> None:
         ours["recall@10"].append(metrics.recall_at_k(ranked, relevant, 10))
         ours["recall@50"].append(metrics.recall_at_k(ranked, relevant, 50))
         ours["ndcg@10"].append(metrics.ndcg_at_k(ranked, relevant, 10))
-    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), ["recall@10", "recall@50", "ndcg@10"])
+        ours["hit_rate@20"].append(metrics.hit_rate_at_k(ranked, relevant, 20))
+        ours["mrr@50"].append(metrics.reciprocal_rank(ranked, relevant, 50))
+    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), ["recall@10", "recall@50", "ndcg@10", "hit_rate@20", "mrr@50"])
     for name, values in ours.items():
         assert np.mean(values) == pytest.approx(theirs[name], abs=1e-9), name
+
+
+def test_hit_rate_and_reciprocal_rank_hand_computed() -> None:
+    ranked = ["a", "b", "c", "d"]
+    assert metrics.hit_rate_at_k(ranked, {"c"}, 2) == 0.0 and metrics.hit_rate_at_k(ranked, {"c"}, 3) == 1.0
+    assert metrics.reciprocal_rank(ranked, {"c", "d"}) == pytest.approx(1 / 3)
+    assert metrics.reciprocal_rank(ranked, {"d"}, 3) == 0.0 and metrics.reciprocal_rank(ranked, set()) == 0.0
 
 
 def test_intra_list_diversity() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from aisle_export import movielens
 from aisle_export.catalog import read_catalog
+from aisle_export.interactions import read_interactions
 from aisle_export.movielens import (
     Interactions,
     Movie,
@@ -21,6 +22,7 @@ from aisle_export.movielens import (
     load_movies,
     user_histories,
     write_catalog_csv,
+    write_interactions_file,
 )
 
 JAN_1_1995 = 788918400.0
@@ -79,11 +81,12 @@ def test_fetch_failure_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_interactions(interactions: Interactions) -> None:
     assert len(interactions) == 100_000
     assert interactions.user_id.dtype.kind == "U" and interactions.item_id.dtype.kind == "U"
-    assert interactions.rating.dtype == np.float32
+    assert interactions.weight.dtype == np.float32 and (interactions.weight == 1.0).all()
     assert interactions.timestamp.dtype == np.float64
     assert np.all(np.diff(interactions.timestamp) >= 0)
     assert (interactions.timestamp[0], interactions.timestamp[-1]) == (874724710.0, 893286638.0)
-    assert sorted(np.unique(interactions.rating).tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert sorted(np.unique(interactions.event_type).tolist()) == [
+        "rated_1", "rated_2", "rated_3", "rated_4", "rated_5"]
     assert len(np.unique(interactions.user_id)) == 943
     assert len(np.unique(interactions.item_id)) == 1682
 
@@ -105,9 +108,20 @@ def test_user_histories(interactions: Interactions) -> None:
 def test_user_histories_sorts_unsorted_input() -> None:
     shuffled = Interactions(
         user_id=np.array(["u", "v", "u", "u"]), item_id=np.array(["c", "x", "a", "b"]),
-        rating=np.ones(4, np.float32), timestamp=np.array([30.0, 5.0, 10.0, 20.0]),
+        weight=np.ones(4, np.float32), timestamp=np.array([30.0, 5.0, 10.0, 20.0]),
     )
     assert user_histories(shuffled, min_len=2) == {"u": [("a", 10.0), ("b", 20.0), ("c", 30.0)]}
+
+
+def test_interactions_file_is_the_generic_log(ml_dir: Path, interactions: Interactions,
+                                              tmp_path: Path) -> None:
+    path = write_interactions_file(ml_dir, tmp_path / "ml.csv")
+    with path.open(encoding="utf-8") as f:
+        assert f.readline().strip() == "user_id,item_id,timestamp,event_type"
+    back, report = read_interactions(path)
+    assert report.kept == report.rows == 100_000 and report.skipped == 0
+    for name in ("user_id", "item_id", "weight", "timestamp", "event_type"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(interactions, name))
 
 
 # --------------------------------------------------------------------------- movies
@@ -171,8 +185,7 @@ def test_catalog_csv_round_trips(catalog_csv: Path, interactions: Interactions) 
 def test_catalog_popularity_counts_the_given_interactions(
     ml_dir: Path, interactions: Interactions, tmp_path: Path
 ) -> None:
-    train = Interactions(*(a[:1000] for a in (interactions.user_id, interactions.item_id,
-                                               interactions.rating, interactions.timestamp)))
+    train = interactions.subset(np.arange(1000))
     catalog = read_catalog(write_catalog_csv(ml_dir, tmp_path / "c.csv", interactions=train))
     assert len(catalog) == 1682  # items without ratings stay, with popularity 0
     assert catalog.popularity.sum() == 1000

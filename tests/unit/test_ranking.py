@@ -1,5 +1,6 @@
 """The ranking stage's math and rules, checked on small hand-made indexes."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -225,3 +226,90 @@ def test_rank_many_answers_each_request_as_rank_does(monkeypatch):
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-6)
     assert batched[1].unknown_history == 1 and "i3" not in batched[1].item_ids
     assert rank_many(index, []) == []
+
+
+# --------------------------------------------------------------------------- multi-source feeds
+
+
+def learned_index():
+    """Items 0–1 near the history's direction, 2 far but popular, 3 far but bought with the history."""
+    from aisle_server.cooccurrence import Cooccurrence
+
+    index = make_index([[1, 0.1, 0], [1, 0.2, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]], popularity=[1, 1, 50, 1, 1])
+    neighbors = np.full((5, 2), -1, dtype=np.int32)
+    weights = np.zeros((5, 2), dtype=np.float32)
+    neighbors[4, 0], weights[4, 0] = 3, 1.0  # whoever had i4 also had i3
+    return replace(index, cooccurrence=Cooccurrence(neighbors, weights))
+
+
+def test_feed_candidates_come_from_popularity_and_cooccurrence_too():
+    index = learned_index()
+    history = [("i4", 999.0)]
+    narrow = dict(candidates=1, exclude_history=True)
+    content = RankingConfig(**narrow, feed_popularity_weight=0.0, popular_candidates=0, cooccurrence_candidates=0)
+    assert rank(index, request(history=history, k=2, config=content)).item_ids == ["i0", "i1"]  # embeddings only
+    multi = RankingConfig(**narrow, feed_popularity_weight=1.0, popular_candidates=1, cooccurrence_candidates=1,
+                          cooccurrence_weight=2.0)
+    result = rank(index, request(history=history, k=4, config=multi))
+    assert set(result.item_ids) == {"i0", "i1", "i2", "i3"}  # embedding, popular and co-occurrence neighbours
+    assert rank(index, request(history=history, k=2, config=multi)).item_ids == ["i3", "i0"]  # 0 cosine + 2 × co-occurrence
+    popular = rank(index, request(history=history, k=2, config=replace(multi, cooccurrence_weight=0.0,
+                                                                        feed_popularity_weight=5.0)))
+    assert popular.item_ids == ["i2", "i0"]  # 0 cosine + 5 × the top popularity prior
+
+
+def test_feed_popularity_weight_is_for_feeds_and_popularity_weight_for_search():
+    index = learned_index()
+    feed_only = RankingConfig(feed_popularity_weight=10.0, popularity_weight=0.0)
+    assert rank(index, request(query=[1, 0.1, 0], k=1, config=feed_only)).item_ids == ["i0"]
+    assert rank(index, request(history=[("i4", 999.0)], k=1, config=feed_only)).item_ids == ["i2"]
+    search_only = RankingConfig(feed_popularity_weight=0.0, popularity_weight=10.0)
+    assert rank(index, request(query=[1, 0.1, 0], k=1, config=search_only)).item_ids == ["i2"]
+
+
+class FixedEncoder:
+    """Stands in for the ONNX user encoder: answers one fixed vector and records what it was given."""
+
+    max_len, dim = 2, 3
+
+    def __init__(self, vector):
+        self.vector = unit(vector)
+        self.calls = []
+
+    def event_ids(self, events):
+        return np.array([{"view": 1, "purchase": 2}.get(e, 0) for e in events], dtype=np.int64)
+
+    def encode(self, histories, timestamps, events, now):
+        self.calls.append((histories, timestamps, events, now))
+        return np.stack([self.vector] * len(histories))
+
+
+def test_user_encoder_replaces_the_recency_mean_when_attached():
+    encoder = FixedEncoder([0, 1, 0])
+    index = replace(learned_index(), user_encoder=encoder)
+    history = [("i0", 10.0), ("nope", 20.0), ("i1", 30.0), ("i2", 40.0)]
+    events = ["view", "view", "purchase", "click"]
+    config = RankingConfig(feed_popularity_weight=0.0)
+    encoded = rank(index, replace(request(history=history, k=1, config=config), history_events=events))
+    assert encoded.item_ids == ["i3"] and encoded.interest.tolist() == pytest.approx(encoder.vector.tolist())
+    (histories, timestamps, event_ids, now), = encoder.calls
+    np.testing.assert_allclose(histories[0], index.embeddings[[1, 2]])  # the newest max_len known items
+    assert timestamps[0].tolist() == [30.0, 40.0] and event_ids[0].tolist() == [2, 0] and now == [1000.0]
+    plain = rank(index, request(history=history, k=1, config=replace(config, user_encoder=False)))
+    assert plain.item_ids != ["i3"] and len(encoder.calls) == 1  # switched off per request: the mean, no call
+    searched = rank(index, request(query=[1, 0, 0], k=1, config=replace(config, query_weight=1.0)))
+    assert searched.item_ids == ["i4"] and len(encoder.calls) == 1  # no history: the encoder is not asked
+
+
+def test_rank_many_batches_the_user_encoder_and_matches_rank():
+    encoder = FixedEncoder([0, 1, 0])
+    index = replace(learned_index(), user_encoder=encoder)
+    requests = [request(history=[("i0", 1.0)], k=2), request(k=2), request(history=[("i4", 5.0)], k=3),
+                request(query=[1, 0, 0], history=[("i1", 9.0)], k=2)]
+    batched = rank_many(index, requests)
+    assert len(encoder.calls) == 1 and len(encoder.calls[0][0]) == 3  # one call for the three histories
+    for got, one in zip(batched, requests):
+        want = rank(index, one)
+        assert got.item_ids == want.item_ids
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+    assert batched[1].interest is None  # the cold fallback has no interest vector

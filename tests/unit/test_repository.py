@@ -131,9 +131,11 @@ def test_ensemble_steps_wire_real_models_and_tensors(name):
 def test_recommend_exposes_rerank_contract_without_query_embedding():
     recommend, rerank = MODELS["recommend"], MODELS["rerank"]
     knobs = [name.upper() for name in OVERRIDABLE]
-    assert [i.name for i in recommend.input] == ["QUERY", "HISTORY_IDS", "HISTORY_TS", "K", "NOW", *FILTER_NAMES, *knobs]
+    assert [i.name for i in recommend.input] == ["QUERY", "HISTORY_IDS", "HISTORY_TS", "HISTORY_EVENTS", "K", "NOW",
+                                                 *FILTER_NAMES, *knobs]
     assert [o.name for o in recommend.output] == ["ITEM_IDS", "SCORES", "UNKNOWN_HISTORY"]
-    assert recommend.output == rerank.output
+    assert list(recommend.output) == list(rerank.output)[:3]
+    assert [o.name for o in rerank.output][3:] == ["INTEREST"]  # rerank only: the served user vector
     for i in recommend.input:
         assert i.optional == (i.name != "QUERY")
 

@@ -299,3 +299,39 @@ def test_pack_results_full_rows_have_no_padding():
     assert packed["ITEM_IDS"].tolist() == [[b"x", b"y"]]
     assert not np.isnan(packed["SCORES"]).any()
     assert packed["UNKNOWN_HISTORY"].tolist() == [[0]]
+
+
+# -- event types and the interest output -----------------------------------------------------------
+
+
+def test_history_events_follow_their_ids_through_padding_and_truncation():
+    inputs = base_inputs(queries=(b"",),
+                         HISTORY_IDS=strings([[b"a", b"", b"b", b"c", b"d"]]),
+                         HISTORY_TS=np.array([[1.0, 0.0, 2.0, 3.0, 4.0]]),
+                         HISTORY_EVENTS=strings([[b"view", b"", b"purchase", b"", b"click"]]))
+    (row,) = parse(inputs)
+    assert list(row.history_ids) == ["b", "c", "d"]  # max_history=3 keeps the newest
+    assert list(row.history_events) == ["purchase", "", "click"]
+    (plain,) = parse(base_inputs(queries=(b"",), HISTORY_IDS=strings([[b"a"]])))
+    assert list(plain.history_events) == []
+
+
+@pytest.mark.parametrize("events", [strings([[b"view"]]), strings([[b"view", b"view", b"view"]])])
+def test_history_events_need_ids_of_the_same_shape(events):
+    inputs = base_inputs(queries=(b"",), HISTORY_EVENTS=events)
+    assert invalid_field(inputs) == "HISTORY_EVENTS"
+    inputs["HISTORY_IDS"] = strings([[b"a", b"b"]])
+    assert invalid_field(inputs) == "HISTORY_EVENTS"
+
+
+def test_history_events_must_be_utf8():
+    inputs = base_inputs(queries=(b"",), HISTORY_IDS=strings([[b"a"]]), HISTORY_EVENTS=strings([[b"\xff"]]))
+    assert invalid_field(inputs) == "HISTORY_EVENTS"
+
+
+def test_interest_output_only_with_dim_and_zeros_for_the_fallback():
+    results = [RankResult(["a"], np.array([0.5], dtype=np.float32), 0, interest=np.array([1, 0, 0, 0], np.float32)),
+               RankResult(["b"], np.array([0.1], dtype=np.float32), 0)]
+    assert set(pack_results(results)) == set(OUTPUT_NAMES)
+    packed = pack_results(results, dim=DIM)
+    assert packed["INTEREST"].dtype == np.float32 and packed["INTEREST"].tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]

@@ -21,7 +21,14 @@ from aisle.errors import (
     ServerUnavailable,
     from_triton,
 )
-from aisle.requests import MAX_K, embed_tensors, recommend_tensors, validate_timeout
+from aisle.requests import (
+    MAX_K,
+    RecommendRequest,
+    batch_recommend_tensors,
+    embed_tensors,
+    recommend_tensors,
+    validate_timeout,
+)
 from aisle.types import Recommendation, Recommendations
 
 
@@ -75,6 +82,16 @@ def test_recommend_tensors_accepts_lists_generators_and_numpy_numbers():
     assert tensors["HISTORY_IDS"].array.tolist() == [[b"a", b"b"]]
     assert tensors["HISTORY_TS"].array.tolist() == [[1.5, 2.0]]
     assert tensors["K"].array.tolist() == [[3]]
+
+
+def test_history_event_types_travel_as_history_events_only_when_given():
+    tensors = by_name(batch_recommend_tensors([RecommendRequest("", [("a", 1.0, "view"), ("b", 2.0)]),
+                                              RecommendRequest("", [("c", 3.0)])]))
+    assert tensors["HISTORY_EVENTS"].datatype == "BYTES"
+    assert tensors["HISTORY_EVENTS"].array.tolist() == [[b"view", b""], [b"", b""]]
+    assert "HISTORY_EVENTS" not in by_name(recommend_tensors("", [("a", 1.0)], 3))
+    assert_invalid(lambda: recommend_tensors("", [("a", 1.0, "")], 3), "history[0] event_type")
+    assert_invalid(lambda: recommend_tensors("", [("a", 1.0, b"view")], 3), "history[0] event_type")
 
 
 def assert_invalid(call, *names):
