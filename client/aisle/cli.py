@@ -179,9 +179,12 @@ def _finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(**{name: value for name, value in given.items() if value is not None})
     encoder = UserEncoderConfig(**({"epochs": args.encoder_epochs} if args.encoder_epochs else {}),
                                 **({"seed": args.seed} if args.seed is not None else {}))
-    report = finetune_log(_log_data(args), args.out, config, encoder, base=args.base)
+    report = finetune_log(_log_data(args), args.out, config, encoder, base=args.base, keep_towers=args.keep_towers,
+                          tune_towers=not args.pretrained_towers)
     towers, users = report["towers"], report["user_encoder"]
-    print(f"saved {args.out}: towers (loss {towers['loss_first_20']:.3f} → {towers['loss_last_20']:.3f}), "
+    tower_note = (f"loss {towers['loss_first_20']:.3f} → {towers['loss_last_20']:.3f}" if "loss_first_20" in towers
+                  else "pretrained, as they were")
+    print(f"saved {args.out}: towers ({tower_note}), "
           f"user encoder (loss {users['loss_first_epoch']:.3f} → {users['loss_last_epoch']:.3f}, parity "
           f"{users['parity']['min_cosine']:.6f}), log signals, ranking.json; {report['total_seconds']:.0f}s")
     return 0
@@ -308,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-layers", type=int, help="lower transformer layers kept fixed, of 6 (default 5)")
     p.add_argument("--lr", type=float, help="tower AdamW learning rate (default 5e-4)")
     p.add_argument("--encoder-epochs", type=_positive_int, help="user encoder epochs")
+    p.add_argument("--pretrained-towers", action="store_true",
+                   help="keep the towers as they are (pretrained, or --base); learn the user encoder, signals and knobs")
+    p.add_argument("--keep-towers", action="store_true",
+                   help="reuse the towers an earlier run left in --out; learn the user encoder, signals and knobs again")
     p.add_argument("--seed", type=int, help="shuffling and sampling seed (default 0)")
     p.set_defaults(func=_finetune)
 

@@ -280,7 +280,7 @@ def plot(report: dict, path: Path) -> None:
         ax.barh(range(len(rows)), means, xerr=np.abs(errors - means), color="#4c72b0", capsize=3)
         ax.set_yticks(range(len(rows)), [row["name"] for row in rows], fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel(f"{key} (95% bootstrap interval)")
+        ax.set_xlabel(f"{key}, 95% interval")
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(report["title"], fontsize=10)
     fig.tight_layout()
@@ -345,31 +345,48 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
     ]
     chosen: dict = {"pretrained": {"feed_popularity_weight": tuned.feed_popularity_weight,
                                    "cooccurrence_weight": tuned.cooccurrence_weight, "validation": tuning}}
+    served = (index, RankingConfig(), "Aisle default")
+    baselines = [rows_spec[0][0], rows_spec[1][0]]
     if finetuned is not None:
         rows_spec += finetuned_rows(data, Path(finetuned), signals, progress)
         chosen["finetuned"] = json.loads((Path(finetuned) / "ranking.json").read_text())
+        served = (rows_spec[-1][2], rows_spec[-1][3], rows_spec[-1][0].removesuffix(" + log signals"))
+        baselines.append(rows_spec[-2][0])
+        rows_spec = [spec[:2] for spec in rows_spec]
+    rows_spec += source_ablations(data.split, *served)
     rows = []
     for label, ranker in tqdm(rows_spec, desc="scoring rows on test", unit="row", disable=not progress):
         rows.append({"name": label, **score(ranker, data.split, reference, ks)})
-    baselines = [rows_spec[0][0], rows_spec[1][0]] + ([rows[-2]["name"]] if finetuned is not None else [])
     return write_report(rows, data, chosen, ks, title, out_dir, name, baselines,
                         {"seconds": round(time.perf_counter() - started, 1)})
 
 
-def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals, progress: bool) -> list[tuple[str, Ranker]]:
-    """fine-tuned + mean and fine-tuned + user encoder, each with the knobs ``aisle finetune`` picked."""
+def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals, progress: bool) -> list[tuple]:
+    """fine-tuned + mean and fine-tuned + user encoder (with its index and knobs), each with the
+    knobs ``aisle finetune`` picked."""
     from aisle_server.learned import USER_ENCODER_DIRNAME
     from aisle_server.user_encoder import UserEncoder
 
     from .evaluate import embed_catalog
     from .log_training import load_knobs
 
-    embeddings = embed_catalog(data.catalog.texts(), finetuned / "item_tower", progress, "embedding items (fine-tuned)")
+    report = json.loads((finetuned / "finetune_report.json").read_text())
+    towers = "pretrained towers" if "pretrained" in report.get("towers", {}) else "fine-tuned"
+    embeddings = embed_catalog(data.catalog.texts(), finetuned / "item_tower", progress, f"embedding items ({towers})")
     encoder = UserEncoder.load(finetuned / USER_ENCODER_DIRNAME)
     plain = served_index(data.catalog, embeddings, signals)
     learned = served_index(data.catalog, embeddings, signals, encoder)
-    return [("fine-tuned + mean + log signals", aisle_ranker(plain, data.split, load_knobs(finetuned, "mean"))),
-            ("fine-tuned + user encoder + log signals", aisle_ranker(learned, data.split, load_knobs(finetuned)))]
+    return [(f"{towers} + mean + log signals", aisle_ranker(plain, data.split, load_knobs(finetuned, "mean"))),
+            (f"{towers} + user encoder + log signals", aisle_ranker(learned, data.split, load_knobs(finetuned)),
+             learned, load_knobs(finetuned))]
+
+
+def source_ablations(split: TemporalSplit, index: CatalogIndex, config: RankingConfig,
+                     label: str) -> list[tuple[str, Ranker]]:
+    """The served feed with one candidate source off at a time: what each source adds."""
+    return [(f"{label}, without popular candidates", aisle_ranker(index, split, replace(config, popular_candidates=0))),
+            (f"{label}, without co-occurrence candidates",
+             aisle_ranker(index, split, replace(config, cooccurrence_candidates=0)))]
 
 
 def movielens_files(workdir: Path) -> tuple[Path, Path]:

@@ -32,11 +32,12 @@ from aisle_server.index import popularity_prior
 from aisle_server.learned import LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
 from aisle_server.ranking import RankingConfig
 
-from .finetune import ITEM_TOWER, REPORT_FILE, FinetuneConfig, finetune
+from .finetune import ITEM_TOWER, QUERY_TOWER, REPORT_FILE, FinetuneConfig, finetune
 from .interactions import user_sequences
 from .log_eval import LogData, served_index, split_signals, tune_feed
 from .movielens import user_histories
 from .splits import TemporalSplit
+from .towers import default_tower_path, load_tower
 from .user_encoder import UserEncoderConfig, train_user_encoder
 
 RANKING_FILE = "ranking.json"
@@ -73,15 +74,33 @@ def pick_knobs(data: LogData, embeddings, validation_encoder: Path, progress: bo
 
 def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = FinetuneConfig(),
                  encoder: UserEncoderConfig = UserEncoderConfig(), base: str | Path | None = None,
-                 progress: bool = True, extra_report: Mapping[str, object] | None = None) -> dict:
-    """Towers, user encoder, log signals and knobs from ``data``'s training period, into ``out_dir``."""
+                 progress: bool = True, extra_report: Mapping[str, object] | None = None,
+                 keep_towers: bool = False, tune_towers: bool = True) -> dict:
+    """Towers, user encoder, log signals and knobs from ``data``'s training period, into ``out_dir``.
+
+    ``keep_towers``: reuse the towers an earlier run left in ``out_dir`` (the slow part) and learn
+    the rest again, e.g. a new user encoder on a longer log. ``tune_towers=False``: the towers stay
+    the pretrained ones (``base``), copied as they are, and only the rest is learned — for a log too
+    small to move a transformer without losing its sense of text.
+    """
     from .evaluate import embed_catalog
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     texts, ids = data.catalog.texts(), data.catalog.item_ids.tolist()
-    tower_report = finetune(texts, ids, user_histories(data.split.train), out_dir, towers, base, progress)
+    if keep_towers:
+        if not (out_dir / ITEM_TOWER / "modules.json").exists():
+            raise FileNotFoundError(f"{out_dir / ITEM_TOWER} is missing: nothing to keep, run without --keep-towers")
+        tower_report = json.loads((out_dir / REPORT_FILE).read_text()).get("towers", {"kept": str(out_dir)})
+    elif not tune_towers:
+        source = load_tower(base).path if base is not None else default_tower_path()
+        for name in (QUERY_TOWER, ITEM_TOWER):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+            shutil.copytree(source, out_dir / name)
+        tower_report = {"pretrained": str(source)}
+    else:
+        tower_report = finetune(texts, ids, user_histories(data.split.train), out_dir, towers, base, progress)
     embeddings = embed_catalog(texts, out_dir / ITEM_TOWER, progress, "embedding items (fine-tuned)")
     for name in (VALIDATION_ENCODER, USER_ENCODER_DIRNAME):
         shutil.rmtree(out_dir / name, ignore_errors=True)

@@ -57,11 +57,6 @@ FIRST_BUCKET = N_BUCKETS         # the oldest item has no previous one: a bucket
 BUCKET_FORMULA = "clamp(floor(log2(1 + gap_seconds / 60)), 0, 31); negative or NaN gaps -> 0"
 UNKNOWN_EVENT = "<unknown>"      # event id 0: padding and any type not seen in training
 OPSET = 17
-#: β's learning rate relative to the rest. Adam moves a parameter by about ``lr`` per step whatever
-#: its gradient, and β is a logit-scale weight (useful values ~1–5 at temperature 0.05) starting at 0:
-#: at the shared rate it could not get there in a few hundred steps and the network had to spend
-#: capacity imitating popularity instead.
-BETA_LR_SCALE = 20.0
 PARITY_THRESHOLD = 0.9999
 PARITY_SEQUENCES = 96
 PARITY_BATCH = 16
@@ -82,7 +77,7 @@ class UserEncoderConfig:
     dropout: float = 0.2
     epochs: int = 20
     batch_size: int = 128        # windows per step
-    lr: float = 1e-3
+    lr: float = 1e-2              # chosen on the ML-100K validation cut: 1e-3 → nDCG@10 0.044, 1e-2 → 0.101
     weight_decay: float = 0.01
     temperature: float = 0.05
     seed: int = 0
@@ -328,10 +323,7 @@ def _fit(model: UserEncoderModel, catalog: torch.Tensor, prior: torch.Tensor, wi
     scored = np.flatnonzero(windows.weights[:, 1:].sum(axis=1) > 0)  # windows with ≥ 1 scored target
     steps_per_epoch = -(-len(scored) // config.batch_size)
     total = steps_per_epoch * config.epochs
-    others = [p for name, p in model.named_parameters() if name != "beta"]
-    optimizer = torch.optim.AdamW([{"params": others},
-                                   {"params": [model.beta], "lr": config.lr * BETA_LR_SCALE, "weight_decay": 0.0}],
-                                  lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, total, max(1, total // 20)))
     rng = np.random.default_rng(config.seed)
     epoch_losses: list[float] = []

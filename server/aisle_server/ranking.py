@@ -324,9 +324,11 @@ def encode_users(index: CatalogIndex, requests: Sequence[RankRequest], history_r
 def cooccurrence_scores(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
                         known: np.ndarray) -> np.ndarray | None:
     """A feed's co-occurrence score per catalog row in [0, 1] (recency-weighted over its history)."""
-    if index.cooccurrence is None or not len(history_rows) or request.query_embedding is not None:
+    config = request.config
+    if (index.cooccurrence is None or not len(history_rows) or request.query_embedding is not None
+            or not (config.cooccurrence_weight or config.cooccurrence_candidates)):
         return None
-    weights = recency_weights(request.now - request.history_ts[known], request.config.recency_half_life_s)
+    weights = recency_weights(request.now - request.history_ts[known], config.recency_half_life_s)
     scores = index.cooccurrence.scores(history_rows, weights)
     top = float(scores.max()) if len(scores) else 0.0
     return scores / top if top > 0 else None
