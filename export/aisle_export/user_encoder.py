@@ -68,7 +68,11 @@ class ParityError(ValueError):
 
 @dataclass(frozen=True)
 class UserEncoderConfig:
-    """Model size and training knobs. The defaults train on ML-100K's ~80k interactions in ~2 min on 2 cores."""
+    """Model size and training knobs; the defaults were picked on ML-100K's validation cut.
+
+    On a machine shared with other jobs set ``threads=1``: one torch thread per core oversubscribes
+    the cores and every step slows down several times.
+    """
 
     max_len: int = 50            # history items the model reads (the most recent)
     hidden: int = 64
@@ -77,7 +81,7 @@ class UserEncoderConfig:
     dropout: float = 0.2
     epochs: int = 20
     batch_size: int = 128        # windows per step
-    lr: float = 1e-2              # chosen on the ML-100K validation cut: 1e-3 → nDCG@10 0.044, 1e-2 → 0.101
+    lr: float = 1e-2             # the lever that mattered on validation: 1e-3 underfits (docs/learning.md)
     weight_decay: float = 0.01
     temperature: float = 0.05
     seed: int = 0
@@ -146,7 +150,11 @@ class UserEncoderModel(nn.Module):
         self.blocks = nn.ModuleList(CausalBlock(config.hidden, config.heads, config.dropout)
                                     for _ in range(config.layers))
         self.out = nn.Linear(config.hidden, dim)
-        self.beta = nn.Parameter(torch.zeros(()))  # popularity prior weight in logit units
+        # Popularity prior weight in logit units. Adam moves it about lr per step, so it ends near its
+        # full travel and the network carries the rest of popularity in u itself: u ranks well with
+        # little popularity weight at serving. A faster β scored the same with its weight applied
+        # and much worse without it, so β shares the learning rate.
+        self.beta = nn.Parameter(torch.zeros(()))
         thresholds = 60.0 * (2.0 ** torch.arange(1, N_BUCKETS, dtype=torch.float64) - 1.0)
         self.register_buffer("thresholds", thresholds, persistent=False)
 
