@@ -72,20 +72,15 @@ def _event_weights(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _cutoff(text: str | None) -> float | None:
-    """``--cutoff``: unix seconds or ISO-8601 (naive = UTC)."""
+    """``--cutoff``: unix seconds or ISO-8601 (naive = UTC), read as the catalog reads times."""
     if text is None:
         return None
-    import datetime as dt
+    from aisle_export.catalog import _parse_created_at, _RowError
 
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"--cutoff {text!r} is neither unix seconds nor ISO-8601") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+        return _parse_created_at(text, "--cutoff")
+    except _RowError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _log_data(args: argparse.Namespace):

@@ -378,9 +378,12 @@ def _datetime_seconds(value: dt.datetime) -> float:
 
 
 def _parse_popularity(value: Any) -> float:
-    if _is_missing(value):
-        return 0.0
-    bad = _RowError("popularity", f"popularity {value!r} is not a finite number >= 0")
+    return 0.0 if _is_missing(value) else _parse_non_negative(value, "popularity")
+
+
+def _parse_non_negative(value: Any, name: str) -> float:
+    """A finite float >= 0 from a number or numeric string (``name`` is the field in errors)."""
+    bad = _RowError(name, f"{name} {value!r} is not a finite number >= 0")
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise bad
     try:

@@ -51,6 +51,7 @@ from .catalog import (
     _is_missing,
     _parse_created_at,
     _parse_item_id,
+    _parse_non_negative,
     _RowError,
 )
 
@@ -389,16 +390,7 @@ def _parse_event_type(value: Any, allowed: frozenset[str] | None) -> str:
 def _parse_weight(value: Any) -> float:
     if _is_missing(value) and not isinstance(value, float):  # a float NaN is a bad weight
         return 1.0
-    bad = _RowError("weight", f"weight {value!r} is not a finite number >= 0")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise bad
-    try:
-        weight = float(value)
-    except ValueError:
-        raise bad from None
-    if not math.isfinite(weight) or weight < 0:
-        raise bad
-    return weight
+    return _parse_non_negative(value, "weight")
 
 
 def _to_interactions(events: list[_Event]) -> Interactions:

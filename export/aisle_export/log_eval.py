@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from aisle_server.index import CatalogIndex
 from aisle_server.learned import LogSignals
-from aisle_server.ranking import RankingConfig, RankRequest, rank
+from aisle_server.ranking import RankingConfig, RankRequest, cooccurrence_scores, rank
 
 from . import metrics
 from .catalog import Catalog, read_catalog
@@ -122,21 +122,20 @@ def popularity_ranker(index: CatalogIndex, split: TemporalSplit) -> Ranker:
     return ranked
 
 
-def cooccurrence_ranker(index: CatalogIndex, split: TemporalSplit, half_life_s: float = 7 * 24 * 3600.0) -> Ranker:
-    """Item-to-item co-occurrence of the shopper's recent items (recency-weighted), then popularity."""
-    from aisle_server.ranking import recency_weights
-
+def cooccurrence_ranker(index: CatalogIndex, split: TemporalSplit) -> Ranker:
+    """Item-to-item co-occurrence of the shopper's recent items (as the feed scores it), then popularity."""
     popular = popularity_ranker(index, split)
 
     def ranked(user: str, k: int) -> list[str]:
-        history = split.histories[user]
-        rows = index.rows_of([item for item, _ in history])
+        request = feed_request(split, user, RankingConfig(), k)
+        rows = index.rows_of(request.history_ids)
         known = rows >= 0
-        ages = split.cutoff - np.array([t for _, t in history])[known]
-        scores = index.cooccurrence.scores(rows[known], recency_weights(ages, half_life_s))
-        scores[rows[known]] = 0.0
-        top = np.flatnonzero(scores > 0)
-        top = top[np.lexsort((top, -scores[top]))][:k]
+        scores = cooccurrence_scores(index, request, rows[known], known)
+        top = np.zeros(0, dtype=np.int64)
+        if scores is not None:
+            scores[rows[known]] = 0.0
+            top = np.flatnonzero(scores > 0)
+            top = top[np.lexsort((top, -scores[top]))][:k]
         out = index.item_ids[top].tolist()
         return out + [item for item in popular(user, k + len(out)) if item not in set(out)][:k - len(out)]
     return ranked
@@ -288,11 +287,9 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def mean_interval(values: Sequence[float], n: int = 2000, seed: int = 0) -> list[float]:
-    rng = np.random.default_rng(seed)
-    values = np.asarray(values, dtype=np.float64)
-    means = values[rng.integers(0, len(values), size=(n, len(values)))].mean(axis=1)
-    return [float(x) for x in np.percentile(means, [2.5, 97.5])]
+def mean_interval(values: Sequence[float]) -> list[float]:
+    """95% bootstrap interval of the mean (``bootstrap_delta`` against zero)."""
+    return bootstrap_delta(np.zeros(len(values)), values)["ci95"]
 
 
 def write_report(rows: list[dict], data: LogData, chosen: dict, ks: Sequence[int], title: str, out_dir: Path,
