@@ -78,6 +78,22 @@ def embed_texts(
                         "embedding items")
 
 
+def replace_directory(final: Path, write: Callable[[Path], object]) -> Path:
+    """Let ``write`` fill a hidden sibling of ``final``, then swap it into place by renames.
+
+    A model (re)loading meanwhile reads the old directory or the new one, never half of either.
+    """
+    staging, old = final.with_name(f".{final.name}.tmp"), final.with_name(f".{final.name}.old")
+    for path in (staging, old):
+        shutil.rmtree(path, ignore_errors=True)
+    write(staging)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def rerank_versions(repo: Path) -> list[int]:
     """The numbered version directories of ``<repo>/rerank``, ascending (what Triton can load)."""
     root = Path(repo) / "rerank"
@@ -158,16 +174,7 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
     model_py = version_dir / "model.py"
     if not model_py.exists():
         shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", model_py)
-    final = version_dir / INDEX_DIRNAME
-    staging = version_dir / f".{INDEX_DIRNAME}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    index.save(staging)
-    old = version_dir / f".{INDEX_DIRNAME}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    final = replace_directory(version_dir / INDEX_DIRNAME, index.save)
     if server is not None:
         shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]
     print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,20 +102,15 @@ def write_log_signals(interactions_path: Path, catalog: "Catalog", repo: Path, s
     Written beside and renamed into place, so a model (re)loading meanwhile sees the old signals or
     the new ones, never half of them.
     """
+    from .indexing import replace_directory
     from .interactions import read_interactions
 
     interactions, report = read_interactions(interactions_path, skip_bad_rows=skip_bad_rows, event_weights=event_weights,
                                              catalog_ids=set(catalog.item_ids.tolist()))
     signals = build_log_signals(interactions, source=str(interactions_path))
     learned = Path(repo) / "rerank" / LEARNED_DIRNAME
-    final, staging, old = learned / LOG_SIGNALS_DIRNAME, learned / f".{LOG_SIGNALS_DIRNAME}.tmp", learned / f".{LOG_SIGNALS_DIRNAME}.old"
-    for path in (staging, old):
-        shutil.rmtree(path, ignore_errors=True)
-    signals.save(staging)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    learned.mkdir(parents=True, exist_ok=True)
+    final = replace_directory(learned / LOG_SIGNALS_DIRNAME, signals.save)
     print(json.dumps({"log_signals": str(final), "interactions": report.kept, "skipped": report.skipped,
                       "unknown_items": report.unknown_items, "items": len(signals.item_ids)}))
     return final

@@ -28,7 +28,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Mapping
 
-from aisle_server.index import popularity_prior
+import numpy as np
+
+from aisle_server.index import CatalogIndex
 from aisle_server.learned import LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
 from aisle_server.ranking import RankingConfig
 
@@ -44,28 +46,23 @@ RANKING_FILE = "ranking.json"
 VALIDATION_ENCODER = "validation_user_encoder"
 
 
-def train_encoder(data: LogData, split: TemporalSplit, embeddings, out_dir: Path, config: UserEncoderConfig,
-                  progress: bool = True) -> dict:
-    """A user encoder on ``split``'s training rows, with that period's popularity as its prior."""
-    signals = split_signals(split)
-    prior = popularity_prior(signals.aligned(served_index(data.catalog, embeddings))[0])
-    return train_user_encoder(data.catalog.item_ids.tolist(), embeddings, user_sequences(split.train), out_dir,
-                              config, popularity_prior=prior, progress=progress)
+def train_encoder(data: LogData, split: TemporalSplit, index: CatalogIndex, out_dir: Path,
+                  config: UserEncoderConfig, progress: bool = True) -> dict:
+    """A user encoder on ``split``'s training rows over ``index`` (that period's popularity is its prior)."""
+    return train_user_encoder(data.catalog.item_ids.tolist(), np.asarray(index.embeddings), user_sequences(split.train),
+                              out_dir, config, popularity_prior=index.popularity_prior, progress=progress)
 
 
-def pick_knobs(data: LogData, embeddings, validation_encoder: Path, progress: bool = True) -> dict:
+def pick_knobs(data: LogData, index: CatalogIndex, validation_encoder: Path, progress: bool = True) -> dict:
     """Feed knobs with and without the user encoder (trained on the validation cut's own training
-    rows, in ``validation_encoder``), chosen on the validation cut."""
+    rows, in ``validation_encoder``), chosen on the validation cut; ``index`` holds its signals."""
     from aisle_server.user_encoder import UserEncoder
 
-    signals = split_signals(data.valid)
     encoder = UserEncoder.load(validation_encoder)
-    index = served_index(data.catalog, embeddings, signals, encoder)
     # The encoder's own default: the popularity weight its training learned (score = cos + w · prior).
     learned = RankingConfig(feed_popularity_weight=round(max(0.0, float(encoder.config["popularity_weight_equivalent"])), 4))
-    with_encoder, log_encoder = tune_feed(index, data.valid, learned, progress=progress,
+    with_encoder, log_encoder = tune_feed(replace(index, user_encoder=encoder), data.valid, learned, progress=progress,
                                           desc="knobs with the user encoder (validation)")
-    index = served_index(data.catalog, embeddings, signals)
     with_mean, log_mean = tune_feed(index, data.valid, RankingConfig(user_encoder=False), progress=progress,
                                     desc="knobs with the recency mean (validation)")
     return {"user_encoder": asdict(with_encoder), "mean": asdict(with_mean),
@@ -104,10 +101,13 @@ def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = Finetune
     embeddings = embed_catalog(texts, out_dir / ITEM_TOWER, progress, "embedding items (fine-tuned)")
     for name in (VALIDATION_ENCODER, USER_ENCODER_DIRNAME):
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    validation_report = train_encoder(data, data.valid, embeddings, out_dir / VALIDATION_ENCODER, encoder, progress)
-    knobs = pick_knobs(data, embeddings, out_dir / VALIDATION_ENCODER, progress)
-    encoder_report = train_encoder(data, data.split, embeddings, out_dir / USER_ENCODER_DIRNAME, encoder, progress)
-    split_signals(data.split, source="training period").save(out_dir / LOG_SIGNALS_DIRNAME)
+    valid_index = served_index(data.catalog, embeddings, split_signals(data.valid))
+    validation_report = train_encoder(data, data.valid, valid_index, out_dir / VALIDATION_ENCODER, encoder, progress)
+    knobs = pick_knobs(data, valid_index, out_dir / VALIDATION_ENCODER, progress)
+    signals = split_signals(data.split, source="training period")
+    encoder_report = train_encoder(data, data.split, served_index(data.catalog, embeddings, signals),
+                                   out_dir / USER_ENCODER_DIRNAME, encoder, progress)
+    signals.save(out_dir / LOG_SIGNALS_DIRNAME)
     (out_dir / RANKING_FILE).write_text(json.dumps(knobs, indent=2) + "\n")
     report = {"data": data.summary(), "towers": tower_report, "user_encoder": encoder_report,
               "validation_user_encoder": validation_report,

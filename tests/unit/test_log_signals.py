@@ -126,3 +126,20 @@ def test_user_encoder_attaches_only_to_the_item_tower_it_was_trained_on(tiny_enc
 def replace_manifest(index: CatalogIndex, item_encoder_sha256: str) -> CatalogIndex:
     index.manifest["item_encoder_sha256"] = item_encoder_sha256
     return index
+
+
+def test_replace_directory_swaps_whole_directories(tmp_path: Path) -> None:
+    from aisle_export.indexing import replace_directory
+
+    def write(files: dict[str, str]):
+        def into(directory: Path) -> None:
+            directory.mkdir(parents=True)
+            for name, text in files.items():
+                (directory / name).write_text(text)
+        return into
+
+    final = replace_directory(tmp_path / "signals", write({"a": "1", "b": "1"}))
+    assert sorted(p.name for p in final.iterdir()) == ["a", "b"]
+    replace_directory(final, write({"a": "2"}))
+    assert [(p.name, p.read_text()) for p in final.iterdir()] == [("a", "2")]  # nothing of the old one left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["signals"]  # no staging or old directory left
