@@ -345,11 +345,10 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
     served = (index, RankingConfig(), "Aisle default")
     baselines = [rows_spec[0][0], rows_spec[1][0]]
     if finetuned is not None:
-        rows_spec += finetuned_rows(data, Path(finetuned), signals, progress)
+        trained, served = finetuned_rows(data, Path(finetuned), signals, progress)
+        rows_spec += trained
         chosen["finetuned"] = json.loads((Path(finetuned) / "ranking.json").read_text())
-        served = (rows_spec[-1][2], rows_spec[-1][3], rows_spec[-1][0].removesuffix(" + log signals"))
-        baselines.append(rows_spec[-2][0])
-        rows_spec = [spec[:2] for spec in rows_spec]
+        baselines.append(trained[0][0])  # the trained towers with the recency mean
     rows_spec += source_ablations(data.split, *served)
     rows = []
     for label, ranker in tqdm(rows_spec, desc="scoring rows on test", unit="row", disable=not progress):
@@ -358,9 +357,10 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
                         {"seconds": round(time.perf_counter() - started, 1)})
 
 
-def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals, progress: bool) -> list[tuple]:
-    """fine-tuned + mean and fine-tuned + user encoder (with its index and knobs), each with the
-    knobs ``aisle finetune`` picked."""
+def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals,
+                   progress: bool) -> tuple[list[tuple[str, Ranker]], tuple[CatalogIndex, RankingConfig, str]]:
+    """The trained towers with the recency mean and with the user encoder, each with the knobs
+    ``aisle finetune`` picked; and what the encoder row serves (index, knobs, label)."""
     from aisle_server.learned import USER_ENCODER_DIRNAME
     from aisle_server.user_encoder import UserEncoder
 
@@ -370,12 +370,12 @@ def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals, progress
     report = json.loads((finetuned / "finetune_report.json").read_text())
     towers = "pretrained towers" if "pretrained" in report.get("towers", {}) else "fine-tuned"
     embeddings = embed_catalog(data.catalog.texts(), finetuned / "item_tower", progress, f"embedding items ({towers})")
-    encoder = UserEncoder.load(finetuned / USER_ENCODER_DIRNAME)
     plain = served_index(data.catalog, embeddings, signals)
-    learned = served_index(data.catalog, embeddings, signals, encoder)
-    return [(f"{towers} + mean + log signals", aisle_ranker(plain, data.split, load_knobs(finetuned, "mean"))),
-            (f"{towers} + user encoder + log signals", aisle_ranker(learned, data.split, load_knobs(finetuned)),
-             learned, load_knobs(finetuned))]
+    learned = replace(plain, user_encoder=UserEncoder.load(finetuned / USER_ENCODER_DIRNAME))
+    knobs = load_knobs(finetuned)
+    rows = [(f"{towers} + mean + log signals", aisle_ranker(plain, data.split, load_knobs(finetuned, "mean"))),
+            (f"{towers} + user encoder + log signals", aisle_ranker(learned, data.split, knobs))]
+    return rows, (learned, knobs, f"{towers} + user encoder")
 
 
 def source_ablations(split: TemporalSplit, index: CatalogIndex, config: RankingConfig,
