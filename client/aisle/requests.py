@@ -13,14 +13,10 @@ from typing import Iterable, Literal, Mapping, Sequence, TypedDict
 
 import numpy as np
 
-from aisle_server.ranking import OVERRIDABLE, RankingConfig
-from aisle_server.rerank_io import FILTER_NAMES
+from aisle_contract import FILTER_NAMES, MAX_BATCH, MAX_K, MAX_QUERY_CHARS, OVERRIDABLE, RankingConfig
 
 from .errors import InvalidRequest
 
-MAX_K = 1000
-#: The ensembles' ``max_batch_size``: the most rows one Triton request may carry.
-MAX_BATCH = 64
 HistoryItem = tuple[str, float] | tuple[str, float, str]  # (item_id, unix_ts[, event_type])
 TOWERS = ("query", "item")
 
@@ -71,7 +67,7 @@ def validate_texts(texts: object) -> list[str]:
         raise InvalidRequest("texts must be a non-empty sequence of str")
     for i, text in enumerate(texts):
         _utf8(f"texts[{i}]", text)
-    return list(texts)
+    return [text[:MAX_QUERY_CHARS] for text in texts]  # no tower reads more of a text than this
 
 
 def _history(history: Iterable[HistoryItem] | None) -> tuple[tuple, ...]:
@@ -166,7 +162,7 @@ class RecommendRequest:
     def __post_init__(self) -> None:
         query = "" if self.query is None else self.query
         _utf8("query", query)
-        object.__setattr__(self, "query", query)
+        object.__setattr__(self, "query", query[:MAX_QUERY_CHARS])  # the server reads no more than this
         object.__setattr__(self, "k", validate_k(self.k))
         object.__setattr__(self, "history", _history(self.history))
         if self.now is not None:

@@ -47,7 +47,9 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
     learned = finetune_log(data, finetuned)
     timings["finetune_s"] = time.perf_counter() - t
 
-    _section("export the learned towers to ONNX, with the user encoder and the log signals")
+    print(f"validation nDCG@10 per stack: {learned['choice']['means']}; served: {learned['served']}")
+
+    _section(f"export the stack chosen on validation ({learned['served']}) to ONNX, with the log signals")
     t = time.perf_counter()
     report = export_repository(repo, finetuned=finetuned)
     timings["export_s"] = time.perf_counter() - t
@@ -96,7 +98,7 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
         timings["recommend_p50_ms"] = statistics.median(latencies)
     timings["total_s"] = time.perf_counter() - started
     _section("summary")
-    summary = {**{k: round(v, 2) for k, v in timings.items()}, "parity_min_cosine": parity}
+    summary = {**{k: round(v, 2) for k, v in timings.items()}, "parity_min_cosine": parity, "served": learned["served"]}
     print(json.dumps(summary, indent=2))
     (workdir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -27,7 +27,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -191,8 +191,17 @@ def score(ranker: Ranker, split: TemporalSplit, reference: Reference, ks: Sequen
 # --------------------------------------------------------------------------- tuning
 
 
+class Tuning(NamedTuple):
+    """What :func:`tune_feed` chose: the knobs, a JSON log of the grid, and the chosen knobs'
+    per-shopper values on the cut (for comparing whole stacks on the same shoppers)."""
+
+    config: RankingConfig
+    log: dict
+    per_user: list[float]
+
+
 def tune_feed(index: CatalogIndex, split: TemporalSplit, base: RankingConfig, metric: str = "ndcg@10",
-              progress: bool = True, desc: str = "tuning on validation") -> tuple[RankingConfig, dict]:
+              progress: bool = True, desc: str = "tuning on validation") -> Tuning:
     """The (feed popularity weight, co-occurrence weight) for ``base``, judged on ``split``.
 
     ``split`` is a validation cut: the caller never passes the test period. The best pair on
@@ -214,10 +223,10 @@ def tune_feed(index: CatalogIndex, split: TemporalSplit, base: RankingConfig, me
     best = max(pairs, key=lambda pair: (round(means[pair], 12), -pairs.index(pair)))
     gain = bootstrap_delta(per_user[own], per_user[best])
     chosen = best if gain["ci95"][0] > 0 else own
-    return replace(base, feed_popularity_weight=chosen[0], cooccurrence_weight=chosen[1]), {
+    return Tuning(replace(base, feed_popularity_weight=chosen[0], cooccurrence_weight=chosen[1]), {
         "metric": metric, "grid": {f"{p:g},{c:g}": value for (p, c), value in means.items()},
         "default": list(own), "best": list(best), "best_vs_default": gain, "kept_default": chosen == own,
-        "feed_popularity_weight": chosen[0], "cooccurrence_weight": chosen[1]}
+        "feed_popularity_weight": chosen[0], "cooccurrence_weight": chosen[1]}, per_user[chosen])
 
 
 # --------------------------------------------------------------------------- report
@@ -331,8 +340,8 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
     index = served_index(data.catalog, pretrained, signals)
     reference = Reference.of(index, data.split)
     default_no_encoder = RankingConfig(user_encoder=False)
-    tuned, tuning = tune_feed(served_index(data.catalog, pretrained, split_signals(data.valid)), data.valid,
-                              default_no_encoder, progress=progress, desc="knobs, pretrained (validation)")
+    tuned, tuning, _ = tune_feed(served_index(data.catalog, pretrained, split_signals(data.valid)), data.valid,
+                                 default_no_encoder, progress=progress, desc="knobs, pretrained (validation)")
     rows_spec: list[tuple[str, Ranker]] = [
         ("popularity (training period)", popularity_ranker(index, data.split)),
         ("co-occurrence (item-item cosine, then popularity)", cooccurrence_ranker(index, data.split)),
@@ -345,7 +354,7 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
     served = (index, RankingConfig(), "Aisle default")
     baselines = [rows_spec[0][0], rows_spec[1][0]]
     if finetuned is not None:
-        trained, served = finetuned_rows(data, Path(finetuned), signals, progress)
+        trained, served = finetuned_rows(data, Path(finetuned), signals, index, progress)
         rows_spec += trained
         chosen["finetuned"] = json.loads((Path(finetuned) / "ranking.json").read_text())
         baselines.append(trained[0][0])  # the trained towers with the recency mean
@@ -357,25 +366,31 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
                         {"seconds": round(time.perf_counter() - started, 1)})
 
 
-def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals,
+def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals, pretrained: CatalogIndex,
                    progress: bool) -> tuple[list[tuple[str, Ranker]], tuple[CatalogIndex, RankingConfig, str]]:
     """The trained towers with the recency mean and with the user encoder, each with the knobs
-    ``aisle finetune`` picked; and what the encoder row serves (index, knobs, label)."""
+    ``aisle finetune`` picked; the stack it chose to serve; and that stack (index, knobs, label)."""
     from aisle_server.learned import USER_ENCODER_DIRNAME
     from aisle_server.user_encoder import UserEncoder
 
     from .evaluate import embed_catalog
-    from .log_training import load_knobs
+    from .log_training import load_knobs, served_stack
 
     report = json.loads((finetuned / "finetune_report.json").read_text())
     towers = "pretrained towers" if "pretrained" in report.get("towers", {}) else "fine-tuned"
     embeddings = embed_catalog(data.catalog.texts(), finetuned / "item_tower", progress, f"embedding items ({towers})")
     plain = served_index(data.catalog, embeddings, signals)
-    learned = replace(plain, user_encoder=UserEncoder.load(finetuned / USER_ENCODER_DIRNAME))
-    knobs = load_knobs(finetuned)
-    rows = [(f"{towers} + mean + log signals", aisle_ranker(plain, data.split, load_knobs(finetuned, "mean"))),
-            (f"{towers} + user encoder + log signals", aisle_ranker(learned, data.split, knobs))]
-    return rows, (learned, knobs, f"{towers} + user encoder")
+    stacks = {"pretrained": (pretrained, "pretrained + mean + log signals"),
+              "mean": (plain, f"{towers} + mean + log signals"),
+              "user_encoder": (replace(plain, user_encoder=UserEncoder.load(finetuned / USER_ENCODER_DIRNAME)),
+                               f"{towers} + user encoder + log signals")}
+    served = served_stack(finetuned)
+    rows = [(label, aisle_ranker(index, data.split, load_knobs(finetuned, name)))
+            for name, (index, label) in stacks.items() if name != "pretrained"]
+    index, label = stacks[served]
+    knobs = load_knobs(finetuned, served)
+    rows.append((f"served after aisle finetune (validation chose {label})", aisle_ranker(index, data.split, knobs)))
+    return rows, (index, knobs, rows[-1][0].split(" (")[0])
 
 
 def source_ablations(split: TemporalSplit, index: CatalogIndex, config: RankingConfig,

@@ -3,21 +3,31 @@
 One run writes one hand-off directory that ``aisle export --finetuned DIR`` serves:
 
 - ``query_tower/``, ``item_tower/`` — the towers fine-tuned on "recent items → next item"
-  (:mod:`aisle_export.finetune`), on the training period only;
+  (:mod:`aisle_export.finetune`) on the *validation cut's* training rows (see below);
 - ``user_encoder/`` — the transformer user encoder (:mod:`aisle_export.user_encoder`) over the
-  fine-tuned item embeddings, on the training period;
+  fine-tuned item embeddings, on the whole training period;
 - ``log_signals/`` — popularity and co-occurrence of the training period (``aisle index
   --interactions`` rebuilds them from the whole log for serving);
-- ``ranking.json`` — the feed's knobs (popularity and co-occurrence weights), picked on a
-  validation cut inside the training period: with the user encoder (what export serves) and with
-  the recency mean (what ``aisle evaluate`` compares against);
-- ``validation_user_encoder/`` — the encoder the knobs were picked with (see below);
+- ``ranking.json`` — which stack to serve (``served``) and each stack's feed knobs (popularity and
+  co-occurrence weights), all chosen on a validation cut inside the training period;
+- ``validation_user_encoder/`` — the encoder the choice was made with (see below);
 - ``finetune_report.json`` — what was trained on, for how long, with which figures.
 
-Why the knobs need a second, smaller encoder: the final encoder has trained on the validation
-period's next items, so judging knobs with it on that period would flatter the model. The knobs
-are picked with an encoder trained on the validation cut's own training rows, then the final
-encoder is trained on the whole training period.
+**Training must earn its place.** Three stacks are judged on the validation cut, each with its own
+knobs: the pretrained towers with the recency mean (what ``aisle index --interactions`` serves
+with no training), the trained towers with the recency mean, and the trained towers with the user
+encoder. A trained stack is served only when its gain over the untrained one has a paired bootstrap
+95% interval above zero; otherwise export serves the untrained stack with its knobs. On a small or
+unusual log the transformer models may not beat what the log's counts already give, and a store
+should not get a worse feed for having run ``aisle finetune``.
+
+Why nothing judged on validation has seen the validation period: a model trained on the period's
+next items would be flattered on it (measured: fine-tuned towers trained on the whole training
+period led on the validation cut and lost on the test cut). So the towers are trained once, on the
+validation cut's training rows, and served as they are (the content towers gain little from the
+last few weeks; the log signals and the user encoder carry the recent period); the user encoder is
+trained twice: on the validation cut's training rows for the choice, then on the whole training
+period for serving.
 """
 from __future__ import annotations
 
@@ -26,16 +36,17 @@ import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from aisle_server.index import CatalogIndex
 from aisle_server.learned import LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
-from aisle_server.ranking import RankingConfig
+from aisle_contract import RankingConfig
 
 from .finetune import ITEM_TOWER, QUERY_TOWER, REPORT_FILE, FinetuneConfig, finetune
 from .interactions import user_sequences
+from .evaluate import bootstrap_delta
 from .log_eval import LogData, served_index, split_signals, tune_feed
 from .movielens import user_histories
 from .splits import TemporalSplit
@@ -44,6 +55,9 @@ from .user_encoder import UserEncoderConfig, train_user_encoder
 
 RANKING_FILE = "ranking.json"
 VALIDATION_ENCODER = "validation_user_encoder"
+# What `aisle export --finetuned` can serve; the first is what serving is without any training.
+STACKS = ("pretrained", "mean", "user_encoder")
+METRIC = "ndcg@10"
 
 
 def train_encoder(data: LogData, split: TemporalSplit, index: CatalogIndex, out_dir: Path,
@@ -53,20 +67,40 @@ def train_encoder(data: LogData, split: TemporalSplit, index: CatalogIndex, out_
                               out_dir, config, popularity_prior=index.popularity_prior, progress=progress)
 
 
-def pick_knobs(data: LogData, index: CatalogIndex, validation_encoder: Path, progress: bool = True) -> dict:
-    """Feed knobs with and without the user encoder (trained on the validation cut's own training
-    rows, in ``validation_encoder``), chosen on the validation cut; ``index`` holds its signals."""
+def choose_stack(per_user: Mapping[str, Sequence[float]], default: str = STACKS[0]) -> tuple[str, dict]:
+    """The stack to serve: the best-scoring one whose gain over ``default`` (paired over the same
+    shoppers) has a 95% interval above zero, else ``default``; and each stack's gain."""
+    gains = {name: bootstrap_delta(per_user[default], values) for name, values in per_user.items() if name != default}
+    winners = [name for name, gain in gains.items() if gain["ci95"][0] > 0]
+    served = max(winners, key=lambda name: float(np.mean(per_user[name]))) if winners else default
+    return served, {"metric": METRIC, "default": default, "served": served,
+                    "means": {name: float(np.mean(values)) for name, values in per_user.items()},
+                    "vs_default": gains}
+
+
+def pick_stack(data: LogData, index: CatalogIndex, pretrained: CatalogIndex | None, validation_encoder: Path,
+               progress: bool = True) -> dict:
+    """Every stack's knobs and the stack to serve, all judged on the validation cut.
+
+    ``index`` holds the trained towers' embeddings and the validation cut's signals; ``pretrained``
+    the pretrained towers' (``None`` when the towers were not trained: the mean stack is then the
+    pretrained one); ``validation_encoder`` was trained on the validation cut's own training rows.
+    """
     from aisle_server.user_encoder import UserEncoder
 
     encoder = UserEncoder.load(validation_encoder)
     # The encoder's own default: the popularity weight its training learned (score = cos + w · prior).
     learned = RankingConfig(feed_popularity_weight=round(max(0.0, float(encoder.config["popularity_weight_equivalent"])), 4))
-    with_encoder, log_encoder = tune_feed(replace(index, user_encoder=encoder), data.valid, learned, progress=progress,
-                                          desc="knobs with the user encoder (validation)")
-    with_mean, log_mean = tune_feed(index, data.valid, RankingConfig(user_encoder=False), progress=progress,
-                                    desc="knobs with the recency mean (validation)")
-    return {"user_encoder": asdict(with_encoder), "mean": asdict(with_mean),
-            "validation": {"user_encoder": log_encoder, "mean": log_mean}}
+    mean = RankingConfig(user_encoder=False)
+    plans = {"pretrained": (pretrained if pretrained is not None else index, mean, "pretrained towers + mean"),
+             "mean": (index, mean, "trained towers + mean") if pretrained is not None else None,
+             "user_encoder": (replace(index, user_encoder=encoder), learned, "trained towers + user encoder")}
+    tuned = {name: tune_feed(stack, data.valid, base, METRIC, progress, f"knobs, {label} (validation)")
+             for name, (stack, base, label) in ((n, plan) for n, plan in plans.items() if plan is not None)}
+    served, choice = choose_stack({name: t.per_user for name, t in tuned.items()})
+    knobs = {name: asdict(t.config) for name, t in tuned.items()}
+    knobs.setdefault("mean", knobs["pretrained"])  # towers not trained: the mean stack is the pretrained one
+    return {"served": served, **knobs, "validation": {"choice": choice, **{name: t.log for name, t in tuned.items()}}}
 
 
 def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = FinetuneConfig(),
@@ -96,14 +130,21 @@ def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = Finetune
             shutil.rmtree(out_dir / name, ignore_errors=True)
             shutil.copytree(source, out_dir / name)
         tower_report = {"pretrained": str(source)}
-    else:
-        tower_report = finetune(texts, ids, user_histories(data.split.train), out_dir, towers, base, progress)
-    embeddings = embed_catalog(texts, out_dir / ITEM_TOWER, progress, "embedding items (fine-tuned)")
+    else:  # on the validation cut's training rows: the validation cut can then judge them
+        tower_report = finetune(texts, ids, user_histories(data.valid.train), out_dir, towers, base, progress,
+                                extra_report={"trained_until": data.valid.cutoff})
+    embeddings = embed_catalog(texts, out_dir / ITEM_TOWER, progress, "embedding items (trained towers)")
     for name in (VALIDATION_ENCODER, USER_ENCODER_DIRNAME):
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    valid_index = served_index(data.catalog, embeddings, split_signals(data.valid))
+    valid_signals = split_signals(data.valid)
+    valid_index = served_index(data.catalog, embeddings, valid_signals)
+    pretrained = None
+    if tune_towers:
+        pretrained = served_index(data.catalog, embed_catalog(texts, base, progress, "embedding items (pretrained)"),
+                                  valid_signals)
     validation_report = train_encoder(data, data.valid, valid_index, out_dir / VALIDATION_ENCODER, encoder, progress)
-    knobs = pick_knobs(data, valid_index, out_dir / VALIDATION_ENCODER, progress)
+    knobs = pick_stack(data, valid_index, pretrained, out_dir / VALIDATION_ENCODER, progress)
+    knobs["base"] = str(base) if base is not None else None
     signals = split_signals(data.split, source="training period")
     encoder_report = train_encoder(data, data.split, served_index(data.catalog, embeddings, signals),
                                    out_dir / USER_ENCODER_DIRNAME, encoder, progress)
@@ -111,15 +152,29 @@ def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = Finetune
     (out_dir / RANKING_FILE).write_text(json.dumps(knobs, indent=2) + "\n")
     report = {"data": data.summary(), "towers": tower_report, "user_encoder": encoder_report,
               "validation_user_encoder": validation_report,
-              "knobs": {name: knobs[name] for name in ("user_encoder", "mean")},
+              "served": knobs["served"], "choice": knobs["validation"]["choice"],
+              "knobs": {name: knobs[name] for name in STACKS},
               "total_seconds": round(time.perf_counter() - started, 1), **(extra_report or {})}
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 
 
-def load_knobs(finetuned: Path, name: str = "user_encoder") -> RankingConfig:
-    """The feed knobs ``finetune_log`` chose on validation (``name``: user_encoder or mean)."""
+def load_choice(finetuned: Path) -> dict:
+    """``ranking.json`` of an ``aisle finetune --interactions`` directory."""
     path = Path(finetuned) / RANKING_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: not a directory written by `aisle finetune --interactions`")
-    return replace(RankingConfig(), **json.loads(path.read_text())[name])
+    return json.loads(path.read_text())
+
+
+def served_stack(finetuned: Path, stack: str | None = None) -> str:
+    """``stack``, checked, or the one ``finetune_log`` chose on validation."""
+    stack = stack or load_choice(finetuned).get("served", "user_encoder")  # before the choice, the encoder was served
+    if stack not in STACKS:
+        raise ValueError(f"stack {stack!r}: choose one of {', '.join(STACKS)}")
+    return stack
+
+
+def load_knobs(finetuned: Path, stack: str | None = None) -> RankingConfig:
+    """The feed knobs ``finetune_log`` chose on validation for ``stack`` (default: the served one)."""
+    return replace(RankingConfig(), **load_choice(finetuned)[served_stack(finetuned, stack)])

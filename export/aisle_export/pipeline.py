@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
-from aisle_server.ranking import RankingConfig
+from aisle_contract import RankingConfig
 from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE
 
 from .indexing import sha256_file
@@ -66,49 +66,60 @@ def export_precisions(repo: Path, precisions: Sequence[str], gate_catalog: Path 
     return figures
 
 
-def install_learned(repo: Path, finetuned: Path | None) -> dict:
+def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = True) -> dict:
     """Put what ``aisle finetune --interactions`` learned (user encoder, log signals) under ``rerank/learned/``.
 
     The user encoder is stamped with the checksum of the item encoder just exported, which the
-    ``rerank`` model compares with the index's at load. Without ``finetuned``, a user encoder left
-    from an earlier export belongs to other towers and is removed; log signals do not depend on
+    ``rerank`` model compares with the index's at load. Without ``finetuned``, or when the served
+    stack has no user encoder (``user_encoder=False``), a user encoder left from an earlier export
+    would serve in place of the chosen recency mean and is removed; log signals do not depend on
     the towers and stay.
     """
     learned = Path(repo) / "rerank" / LEARNED_DIRNAME
     target = learned / USER_ENCODER_DIRNAME
-    if finetuned is None:
+    report: dict = {}
+    if finetuned is None or not user_encoder:
         if target.exists():
-            print(f"[export] removing {target}: it was trained for other towers", flush=True)
+            print(f"[export] removing {target}: the served stack has no user encoder", flush=True)
             shutil.rmtree(target)
-        return {}
-    source = Path(finetuned) / USER_ENCODER_DIRNAME
-    if not (source / "config.json").exists():
-        raise FileNotFoundError(f"{source}/config.json is missing: not a directory written by `aisle finetune`")
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target)
-    config = json.loads((target / "config.json").read_text())
-    config["item_tower_sha256"] = sha256_file(Path(repo) / "item_encoder" / "1" / "model.onnx")
-    (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    else:
+        source = Path(finetuned) / USER_ENCODER_DIRNAME
+        if not (source / "config.json").exists():
+            raise FileNotFoundError(f"{source}/config.json is missing: not a directory written by `aisle finetune`")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+        config = json.loads((target / "config.json").read_text())
+        config["item_tower_sha256"] = sha256_file(Path(repo) / "item_encoder" / "1" / "model.onnx")
+        (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        report |= {"user_encoder": str(target), "parity": config.get("parity")}
+    if finetuned is None:
+        return report
     if (Path(finetuned) / LOG_SIGNALS_DIRNAME).is_dir():
         shutil.rmtree(learned / LOG_SIGNALS_DIRNAME, ignore_errors=True)
         shutil.copytree(Path(finetuned) / LOG_SIGNALS_DIRNAME, learned / LOG_SIGNALS_DIRNAME)
-    return {"user_encoder": str(target), "parity": config.get("parity"), "log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
+    return report | {"log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
 
 
 def export_repository(repo: Path, query_tower: str | None = None, item_tower: str | None = None,
                       precisions: Sequence[str] = (), gate_catalog: Path | None = None,
-                      finetuned: Path | None = None) -> dict:
-    """Export both towers; with ``finetuned`` (``aisle finetune --out``), its towers, learned models and knobs."""
+                      finetuned: Path | None = None, stack: str | None = None) -> dict:
+    """Export both towers; with ``finetuned`` (``aisle finetune --out``), the stack it chose on
+    validation (or ``stack``: pretrained, mean, user_encoder): its towers, learned models and knobs."""
     from .onnx_export import export_tower  # torch: imported only when a tower is actually exported
 
     repo = copy_template(Path(repo))
     ranking = None
     if finetuned is not None:
         from .finetune import ITEM_TOWER, QUERY_TOWER
-        from .log_training import load_knobs
+        from .log_training import load_choice, load_knobs, served_stack
 
-        query_tower, item_tower = str(Path(finetuned) / QUERY_TOWER), str(Path(finetuned) / ITEM_TOWER)
-        ranking = load_knobs(finetuned)
+        stack = served_stack(finetuned, stack)
+        ranking = load_knobs(finetuned, stack)
+        if stack == "pretrained":  # training did not beat the pretrained towers on validation
+            query_tower = item_tower = load_choice(finetuned).get("base")
+        else:
+            query_tower, item_tower = str(Path(finetuned) / QUERY_TOWER), str(Path(finetuned) / ITEM_TOWER)
+        print(f"[export] serving {finetuned}'s {stack} stack", flush=True)
     sources = {"query_encoder": query_tower, "item_encoder": item_tower}
     report: dict = {}
     dims = set()
@@ -127,7 +138,9 @@ def export_repository(repo: Path, query_tower: str | None = None, item_tower: st
         (repo / "tokenizer" / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(query_dir / name, repo / "tokenizer" / "1" / name)
     write_configs(repo, dims.pop(), ranking)
-    report["learned"] = install_learned(repo, finetuned)
+    report["learned"] = install_learned(repo, finetuned, user_encoder=stack == "user_encoder")
+    if stack is not None:
+        report["stack"] = stack
     (repo / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     if precisions:
         report["precision"] = export_precisions(repo, precisions, gate_catalog)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from importlib import resources
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
@@ -26,13 +27,14 @@ from typing import Iterable
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from aisle_server.ranking import OVERRIDABLE, RankingConfig
-from aisle_server.rerank_io import FILTER_NAMES, INTEREST_OUTPUT, OUTPUT_NAMES
+from aisle_contract import FILTER_NAMES, INTEREST_OUTPUT, MAX_BATCH, OUTPUT_NAMES, OVERRIDABLE, RankingConfig
 
 #: The checked-in repository: model.py adapters, generated configs, no artifacts.
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_repository"
+#: The checked-in repository (package data; ``model_repository/`` at the top of the source tree links
+#: here), so that ``aisle export`` works from an installed wheel in any directory.
+TEMPLATE_DIR = Path(str(resources.files("aisle_export.model_repository"))).resolve()
 DEFAULT_DIM = 384
-MAX_BATCH_SIZE = 64
+MAX_BATCH_SIZE = MAX_BATCH
 CONFIG_VARIANTS = ("onnxruntime", "tensorrt", "int8")
 #: ``aisle export --precision int8`` writes this beside model.onnx (see aisle_export.quantize)
 INT8_ONNX_FILE = "model.int8.onnx"
@@ -246,7 +248,7 @@ def copy_template(repo: Path) -> Path:
     """Copy the checked-in repository (model.py adapters, configs) into ``repo``, keeping artifacts."""
     repo = Path(repo)
     if repo.resolve() != TEMPLATE_DIR:
-        shutil.copytree(TEMPLATE_DIR, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(TEMPLATE_DIR, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     return repo
 
 

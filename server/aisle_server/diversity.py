@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("mmr", "dpp")
+from aisle_contract import DIVERSITY_METHODS as METHODS
+
 _EPS = 1e-10
 
 

@@ -35,112 +35,18 @@ always gets the same answer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from .diversity import METHODS, diversify
+from aisle_contract import OVERRIDABLE, SEARCH_MODES, RankingConfig  # noqa: F401 - re-exported: the server's names for them
+
+from .diversity import diversify
 from .errors import InvalidInput
 from .index import CatalogIndex
 
 LN2 = math.log(2.0)
-SEARCH_MODES = ("hybrid", "dense", "lexical")
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes"):
-        return True
-    if lowered in ("0", "false", "no"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean")
-
-
-_CASTS = {"int": int, "float": float, "str": str, "bool": _parse_bool}
-
-
-@dataclass(frozen=True)
-class RankingConfig:
-    """Defaults of the ranking stage; set in the ``rerank`` model config's ``parameters``."""
-
-    default_k: int = 10
-    max_k: int = 1000
-    candidates: int = 200
-    max_history: int = 512
-    query_weight: float = 0.5
-    recency_half_life_s: float = 7 * 24 * 3600.0
-    exclude_history: bool = True
-    freshness_weight: float = 0.0
-    freshness_half_life_s: float = 365 * 24 * 3600.0
-    popularity_weight: float = 0.0
-    fallback_freshness_weight: float = 0.2
-    diversity: float = 0.0
-    diversity_method: str = "dpp"
-    category_cap: int = 0
-    search_mode: str = "hybrid"
-    lexical_weight: float = 0.5
-    feed_popularity_weight: float = 1.0
-    cooccurrence_weight: float = 0.0
-    popular_candidates: int = 100
-    cooccurrence_candidates: int = 200
-    user_encoder: bool = True
-
-    @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]) -> "RankingConfig":
-        """Build from Triton model-config parameters (all strings); unknown keys are errors."""
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = set(parameters) - set(known)
-        if unknown:
-            raise ValueError(f"unknown rerank parameters: {sorted(unknown)}")
-        config = cls(**{name: _CASTS[str(known[name])](text) for name, text in parameters.items()})
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field out of range."""
-        checks = {
-            "default_k": 1 <= self.default_k <= self.max_k,
-            "candidates": self.candidates >= 1,
-            "max_history": self.max_history >= 1,
-            "query_weight": 0.0 <= self.query_weight <= 1.0,
-            "recency_half_life_s": self.recency_half_life_s > 0,
-            "freshness_weight": self.freshness_weight >= 0,
-            "freshness_half_life_s": self.freshness_half_life_s > 0,
-            "popularity_weight": self.popularity_weight >= 0,
-            "fallback_freshness_weight": self.fallback_freshness_weight >= 0,
-            "diversity": 0.0 <= self.diversity <= 1.0,
-            "diversity_method": self.diversity_method in METHODS,
-            "category_cap": self.category_cap >= 0,
-            "search_mode": self.search_mode in SEARCH_MODES,
-            "lexical_weight": self.lexical_weight >= 0,
-            "feed_popularity_weight": self.feed_popularity_weight >= 0,
-            "cooccurrence_weight": self.cooccurrence_weight >= 0,
-            "popular_candidates": self.popular_candidates >= 0,
-            "cooccurrence_candidates": self.cooccurrence_candidates >= 0,
-        }
-        for name, ok in checks.items():
-            if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
-
-
-#: Knobs a request may override, and the Triton data type of their tensors.
-OVERRIDABLE = {
-    "query_weight": "FP32",
-    "recency_half_life_s": "FP64",
-    "exclude_history": "BOOL",
-    "freshness_weight": "FP32",
-    "freshness_half_life_s": "FP64",
-    "popularity_weight": "FP32",
-    "diversity": "FP32",
-    "diversity_method": "BYTES",
-    "category_cap": "INT32",
-    "search_mode": "BYTES",
-    "lexical_weight": "FP32",
-    "feed_popularity_weight": "FP32",
-    "cooccurrence_weight": "FP32",
-    "user_encoder": "BOOL",
-}
 
 
 @dataclass(frozen=True)

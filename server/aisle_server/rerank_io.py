@@ -34,13 +34,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from aisle_contract import FILTER_NAMES, INTEREST_OUTPUT, MAX_QUERY_CHARS, OUTPUT_NAMES, OVERRIDABLE, RankingConfig
+
 from .errors import InvalidInput
-from .ranking import OVERRIDABLE, RankingConfig, RankRequest, RankResult, validate_k, with_overrides
+from .ranking import RankRequest, RankResult, validate_k, with_overrides
 from .tokenization import TextDecodeError, decode_utf8
 
-OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
-INTEREST_OUTPUT = "INTEREST"
-FILTER_NAMES = ("EXCLUDE_IDS", "ALLOW_CATEGORIES", "DENY_CATEGORIES")
 KNOB_NAMES = {name.upper(): name for name in OVERRIDABLE}
 
 
@@ -96,7 +95,7 @@ def parse_requests(
 
     requests = []
     for b in range(batch):
-        text = _decode("QUERY", queries[b])[0]
+        text = _decode("QUERY", queries[b])[0][:MAX_QUERY_CHARS]  # bounded lexical work, like the tokenizer's
         query_embedding = None
         if text.strip():
             query_embedding = _finite("QUERY_EMBEDDING", embeddings[b]).astype(np.float32)

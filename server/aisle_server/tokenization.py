@@ -6,7 +6,10 @@ the query embeddings computed by the server see byte-for-byte the same token ids
 Sequences are padded to a multiple of ``pad_to_multiple_of`` (not to the batch maximum alone):
 Triton's dynamic batcher only merges requests whose tensors have the same shape, so bucketing the
 sequence length lets short queries from different callers share one encoder batch.
-Over-long text is truncated to the tower's ``max_length`` — never an error.
+Over-long text is truncated to the tower's ``max_length`` — never an error. Before tokenizing, a
+text is cut to ``max_length × CHARS_PER_TOKEN`` characters: the tokenizer's work (and memory)
+grows with the whole text even though only its first ``max_length`` tokens are kept, so one
+caller's multi-megabyte query would otherwise cost the server seconds.
 """
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
+from aisle_contract import CHARS_PER_TOKEN, MAX_QUERY_CHARS  # noqa: F401 - MAX_QUERY_CHARS re-exported
+
 SETTINGS_FILE = "tokenizer_settings.json"
+
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -82,7 +88,8 @@ class TextTokenizer:
         if not texts:
             empty = np.zeros((0, self.settings.pad_to_multiple_of), dtype=np.int64)
             return empty, empty.copy()
-        encodings = self._tok.encode_batch(list(texts))
+        limit = self.settings.max_length * CHARS_PER_TOKEN
+        encodings = self._tok.encode_batch([text[:limit] for text in texts])
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from aisle_contract import FILTER_NAMES, RankingConfig
+
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput
 from .index import INDEX_DIRNAME, CatalogIndex
 from .learned import LEARNED_DIRNAME, attach_learned
-from .ranking import RankingConfig, rank_many
-from .rerank_io import FILTER_NAMES, KNOB_NAMES, pack_results, parse_requests
+from .ranking import rank_many
+from .rerank_io import KNOB_NAMES, pack_results, parse_requests
 from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_utf8
 from .triton_adapter import Arrays, handle_batched, handle_each, model_parameters
 

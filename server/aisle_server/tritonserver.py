@@ -6,6 +6,12 @@ is served by the container's own ``tritonserver``; this module is only the local
 
 The server binds to 127.0.0.1 unless told otherwise. ``TritonServer`` is a context manager:
 it waits until every model is ready and always stops the process (SIGTERM, then SIGKILL).
+
+Why a process group: each Python-backend model runs in a ``triton_python_backend_stub`` process
+that tritonserver forks. When tritonserver dies without draining (SIGKILL, a crash), its stubs
+are orphaned, ignore SIGTERM and hold about 200 MB each. tritonserver is therefore started as the
+leader of a new process group, which its stubs inherit, and stopping always ends with SIGKILL to
+the whole group, so nothing it started outlives it.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from .processes import kill_process_group
 
 LOG = logging.getLogger(__name__)
 
@@ -176,7 +184,8 @@ class TritonServer:
             out = None
         LOG.info("starting tritonserver on %s (grpc) over %s", self.grpc_url, self.repo)
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built above
-            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT if out else None
+            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,  # its own process group: see the module docstring
         )
         try:
             self.wait_ready(self.startup_timeout_s)
@@ -228,6 +237,7 @@ class TritonServer:
                     self._process.kill()
                     self._process.wait()
             code = self._process.returncode
+            kill_process_group(self._process.pid)
             self._process = None
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]

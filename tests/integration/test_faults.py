@@ -24,7 +24,7 @@ from google.protobuf import text_format
 
 from aisle import AisleError, DeadlineExceeded, RecClient, RetryPolicy, ServerError, ServerUnavailable
 from aisle.errors import from_triton
-from aisle_server.tritonserver import TritonServer, free_port
+from aisle_server.tritonserver import TritonServer, free_port, process_group_members
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +61,13 @@ def test_kill_mid_load_raises_within_deadline_and_recovers(repo, tmp_path):
             for t in threads:
                 t.start()
             time.sleep(2.0)
+            stubs = set(process_group_members(server.pid)) - {server.pid}
             killed_at = time.monotonic()
             server._process.kill()  # SIGKILL mid-load: no drain
             server._process.wait()
             server.stop()
+            assert stubs, "the Python-backend models' stubs run in tritonserver's process group"
+            assert not stubs & set(process_group_members(server.pid)), "stop() must end the orphaned stubs"
             time.sleep(4.0)  # down for a while: calls must fail fast, within their deadline
             restarting_at = time.monotonic()
             server = TritonServer(repo, log_file=log, **ports).start()

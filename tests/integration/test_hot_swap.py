@@ -26,7 +26,7 @@ from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle.cli"]
+AISLE = [sys.executable, "-m", "aisle_export.cli"]
 TARGET_RPS = 25.0
 THREADS = 6
 NEW_ITEM = ("v2-new-espresso", "Quantum espresso machine with milk frother", "A brand new kitchen gadget", "Kitchen")

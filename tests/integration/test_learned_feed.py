@@ -28,7 +28,7 @@ from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle.cli"]
+AISLE = [sys.executable, "-m", "aisle_export.cli"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -48,7 +48,8 @@ def store(tmp_path_factory) -> dict:
                    "--steps", "2", "--batch-size", "64", "--encoder-epochs", "1")
     _run("evaluate", "--interactions", str(interactions), "--catalog", str(catalog), "--finetuned", str(finetuned),
          "--out", str(root / "results"), "--name", "eval")
-    _run("export", "--finetuned", str(finetuned), "--repo", str(repo))
+    # Two steps of training rarely beat the pretrained stack on validation: serve the encoder regardless.
+    _run("export", "--finetuned", str(finetuned), "--repo", str(repo), "--stack", "user_encoder")
     _run("index", "--catalog", str(catalog), "--repo", str(repo), "--interactions", str(interactions))
     return {"root": root, "repo": repo, "finetuned": finetuned, "interactions": interactions, "catalog": catalog,
             "finetune_stdout": trained.stdout}
@@ -84,6 +85,11 @@ def test_the_hand_off_holds_every_learned_part(store):
     names = [row["name"] for row in report["rows"]]
     assert names[0].startswith("popularity") and names[1].startswith("co-occurrence")
     assert "fine-tuned + user encoder + log signals" in names and "fine-tuned + mean + log signals" in names
+    choice = json.loads((store["finetuned"] / "ranking.json").read_text())
+    assert choice["served"] in ("pretrained", "mean", "user_encoder")
+    assert set(choice["validation"]["choice"]["means"]) == {"pretrained", "mean", "user_encoder"}
+    assert f"serves: {choice['served']}" in store["finetune_stdout"]
+    assert sum(name.startswith("served after aisle finetune") for name in names) == 1
     assert (store["root"] / "results" / "eval.png").stat().st_size > 0
 
 

@@ -16,7 +16,7 @@ from aisle_server.tritonserver import free_port
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle.cli"]
+AISLE = [sys.executable, "-m", "aisle_export.cli"]
 
 PRODUCTS = [
     ("sku-001", "Trail Running Shoes - Men's, Red", "Lightweight trail runner with grippy outsole", "Footwear"),

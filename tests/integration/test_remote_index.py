@@ -66,7 +66,7 @@ def test_cli_index_server_resumes_after_sigkill(server, exported_repo, small_cat
     repo = tmp_path / "model_repository"
     shutil.copytree(exported_repo, repo)
     checkpoint = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "aisle.cli", "index", "--catalog", str(small_catalog), "--repo", str(repo),
+    cmd = [sys.executable, "-m", "aisle_export.cli", "index", "--catalog", str(small_catalog), "--repo", str(repo),
            "--server", server.grpc_url, "--chunk-size", str(CHUNK), "--concurrency", "1",
            "--checkpoint", str(checkpoint)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

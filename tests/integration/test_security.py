@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from aisle import AisleError, PermissionDenied, RecClient, RetryPolicy
-from aisle.cli import build_parser
+from aisle_export.cli import build_parser
 from aisle.errors import from_triton
 from aisle_server.tritonserver import TritonServer
 

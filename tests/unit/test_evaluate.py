@@ -6,11 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from aisle_contract import RankingConfig
 from aisle_export import evaluate
 from aisle_export.catalog import Catalog
 from aisle_export.movielens import Interactions
 from aisle_export.splits import TemporalSplit
-from aisle_server.ranking import RankingConfig
 
 N_ITEMS, DIM = 40, 8
 

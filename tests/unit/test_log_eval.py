@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aisle_contract import RankingConfig
 from aisle_export import log_eval
 from aisle_export.catalog import Catalog
 from aisle_export.interactions import Interactions, LogReport
 from aisle_export.splits import temporal_split, validation_split
-from aisle_server.ranking import RankingConfig
 
 N_ITEMS, DIM, DAY = 30, 8, 86400.0
 
@@ -92,11 +92,13 @@ def test_score_counts_hits_and_coverage(data, embeddings) -> None:
 def test_knobs_leave_their_defaults_only_for_a_real_gain(data, embeddings) -> None:
     index = log_eval.served_index(data.catalog, embeddings, log_eval.split_signals(data.valid))
     cold = RankingConfig(feed_popularity_weight=0.0, user_encoder=False)  # content only on random vectors: poor
-    chosen, log = log_eval.tune_feed(index, data.valid, cold, progress=False)
+    chosen, log, per_user = log_eval.tune_feed(index, data.valid, cold, progress=False)
     assert not log["kept_default"] and log["best_vs_default"]["ci95"][0] > 0
+    assert len(per_user) == len(data.valid.users)
+    assert np.mean(per_user) == pytest.approx(log["grid"][f"{log['best'][0]:g},{log['best'][1]:g}"])
     assert (chosen.feed_popularity_weight, chosen.cooccurrence_weight) == tuple(log["best"])
     best = RankingConfig(feed_popularity_weight=log["best"][0], cooccurrence_weight=log["best"][1], user_encoder=False)
-    kept, again = log_eval.tune_feed(index, data.valid, best, progress=False)
+    kept, again, _ = log_eval.tune_feed(index, data.valid, best, progress=False)
     assert again["kept_default"] and kept == best
 
 

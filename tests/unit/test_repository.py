@@ -5,12 +5,10 @@ import ast
 from pathlib import Path
 
 import pytest
-
-from aisle_server.ranking import OVERRIDABLE
-from aisle_server.rerank_io import FILTER_NAMES
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from aisle_contract import FILTER_NAMES, OVERRIDABLE
 from aisle_export.repository import (
     CONFIG_VARIANTS,
     DEFAULT_DIM,
@@ -46,7 +44,21 @@ def parse(text: str) -> mc.ModelConfig:
 
 
 def test_template_dir_is_the_checked_in_repository():
-    assert TEMPLATE_DIR == REPO
+    assert TEMPLATE_DIR == REPO.resolve()  # model_repository/ links to the package data
+
+
+def test_the_template_ships_every_checked_in_file_as_package_data():
+    """pyproject's package-data patterns cover every file of the template (a wheel carries them all)."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((REPO.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "aisle_export.model_repository"]
+    files = [p.relative_to(TEMPLATE_DIR).as_posix() for p in TEMPLATE_DIR.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts]
+    uncovered = [f for f in files if f != "__init__.py" and not any(
+        fnmatch.fnmatch(f, pattern) or fnmatch.fnmatch(f, pattern.removeprefix("**/")) for pattern in patterns)]
+    assert files and not uncovered
 
 
 # -- checked-in files ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from aisle_server.errors import InvalidInput
 from aisle_server.ranking import RankingConfig, RankResult
 from aisle_server.rerank_io import OUTPUT_NAMES, pack_results, parse_requests
+from aisle_server.tokenization import MAX_QUERY_CHARS
 
 DIM = 4
 CATALOG = 50
@@ -109,6 +110,12 @@ def test_empty_or_whitespace_query_means_no_query_embedding(text):
     blank, real = parse(inputs)
     assert blank.query_embedding is None
     assert real.query_embedding is not None
+
+
+def test_a_multi_megabyte_query_is_cut_before_lexical_search():
+    huge = ("fresh basil " * 500_000).encode()
+    cut, short = parse(base_inputs(queries=(huge, b"shoes")))
+    assert cut.query_text == huge.decode()[:MAX_QUERY_CHARS] and short.query_text == "shoes"
 
 
 def test_history_ids_without_ts_count_as_now():

@@ -30,6 +30,7 @@ from aisle.requests import (
     validate_timeout,
 )
 from aisle.types import Recommendation, Recommendations
+from aisle_contract import MAX_QUERY_CHARS
 
 
 def by_name(tensors):
@@ -136,6 +137,14 @@ def test_bad_history_is_rejected_naming_the_item(history, named):
 @pytest.mark.parametrize("query", [123, b"bytes", ["q"]])
 def test_non_str_query_is_rejected(query):
     assert_invalid(lambda: recommend_tensors(query, (), 5), "query")
+
+
+def test_an_over_long_query_or_text_is_sent_cut_to_what_the_server_reads():
+    huge = "espresso beans " * 100_000
+    query = next(t for t in recommend_tensors(huge, (), 5) if t.name == "QUERY")
+    assert query.array[0, 0] == huge[:MAX_QUERY_CHARS].encode()
+    (text,) = embed_tensors([huge])
+    assert text.array[0, 0] == huge[:MAX_QUERY_CHARS].encode()
 
 
 def test_query_with_lone_surrogate_is_rejected():

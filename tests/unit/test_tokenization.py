@@ -10,6 +10,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from aisle_server.tokenization import (
+    CHARS_PER_TOKEN,
+    MAX_QUERY_CHARS,
     SETTINGS_FILE,
     TOKENIZER_FILE,
     TextDecodeError,
@@ -92,6 +94,27 @@ def test_over_long_text_is_truncated_to_max_length(tokenizer, raw):
     assert ids.shape == (2, 256)
     assert int(mask[0].sum()) == 256
     assert ids[0, 0] == CLS and ids[0, -1] == SEP  # special tokens survive truncation
+
+
+def test_a_multi_megabyte_text_is_cut_before_tokenizing_to_the_same_tokens(tokenizer, raw):
+    """The cut keeps every token the tower can read: the ids equal the uncut text's, truncated."""
+    words = ("organic whole milk 2 litre, semi-skimmed; free-range eggs (12) " * 100_000)[:5_000_000]
+    limit = tokenizer.settings.max_length * CHARS_PER_TOKEN
+    ids, _ = tokenizer([words])
+    full = raw.encode(words[:limit * 4]).ids  # far past the cut, still cheap enough to compare with
+    assert ids[0, :-1].tolist() == full[:tokenizer.settings.max_length - 1]
+    assert len(words) > 1000 * limit and MAX_QUERY_CHARS >= limit
+
+
+def test_the_cut_bounds_what_the_tokenizer_sees(raw, monkeypatch):
+    """A pathological text (one giant word) is cut: the tokenizer never receives more than the limit."""
+    tok = TextTokenizer(TOKENIZER_JSON, TokenizerSettings(max_length=32))
+    seen: list[int] = []
+    original = tok._tok.encode_batch
+    monkeypatch.setattr(tok, "_tok", type("Spy", (), {"encode_batch": lambda _, texts: (
+        seen.extend(len(t) for t in texts), original(texts))[1]})())
+    tok(["x" * 3_000_000, "short"])
+    assert seen == [32 * CHARS_PER_TOKEN, len("short")]
 
 
 def test_truncation_follows_the_settings(raw):

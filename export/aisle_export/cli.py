@@ -36,8 +36,10 @@ def _export(args: argparse.Namespace) -> int:
         precisions = ["int8-qdq" if engine_precisions[0] == "int8" else "fp16"]
     if args.finetuned is not None and (args.query_tower or args.item_tower):
         raise ValueError("--finetuned brings its own towers: leave out --query-tower and --item-tower")
+    if args.stack is not None and args.finetuned is None:
+        raise ValueError("--stack picks from what --finetuned DIR trained: give --finetuned")
     report = export_repository(args.repo, args.query_tower, args.item_tower, precisions=precisions,
-                               gate_catalog=args.gate_catalog, finetuned=args.finetuned)
+                               gate_catalog=args.gate_catalog, finetuned=args.finetuned, stack=args.stack)
     if args.engine == "tensorrt":
         from aisle_export.tensorrt_engine import build_repository_engines
 
@@ -132,7 +134,7 @@ def _catalog(args: argparse.Namespace) -> int:
 
     from tritonclient.utils import InferenceServerException
 
-    from aisle import swap
+    from . import swap
 
     headers = _headers(args.header)
     try:
@@ -179,9 +181,12 @@ def _finetune(args: argparse.Namespace) -> int:
     towers, users = report["towers"], report["user_encoder"]
     tower_note = (f"loss {towers['loss_first_20']:.3f} → {towers['loss_last_20']:.3f}" if "loss_first_20" in towers
                   else "pretrained, as they were")
+    choice = report["choice"]
+    means = ", ".join(f"{name} {value:.4f}" for name, value in choice["means"].items())
     print(f"saved {args.out}: towers ({tower_note}), "
           f"user encoder (loss {users['loss_first_epoch']:.3f} → {users['loss_last_epoch']:.3f}, parity "
-          f"{users['parity']['min_cosine']:.6f}), log signals, ranking.json; {report['total_seconds']:.0f}s")
+          f"{users['parity']['min_cosine']:.6f}), log signals, ranking.json; {report['total_seconds']:.0f}s\n"
+          f"validation {choice['metric']}: {means}; `aisle export --finetuned` serves: {report['served']}")
     return 0
 
 
@@ -238,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("tensorrt",),
                    help="build model.plan engines from the --precision ONNX (needs the tensorrt package)")
     p.add_argument("--finetuned", type=Path, metavar="DIR",
-                   help="serve what `aisle finetune --out DIR` trained: its towers, user encoder, log signals and knobs")
+                   help="serve what `aisle finetune --out DIR` trained: the stack it chose on validation, "
+                        "with its towers, user encoder, log signals and knobs")
+    p.add_argument("--stack", choices=("pretrained", "mean", "user_encoder"),
+                   help="with --finetuned: serve this stack instead of the one chosen on validation")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("index", help="embed a catalog (CSV, JSONL, Parquet) into the repository's index")

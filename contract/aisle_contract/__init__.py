@@ -1,0 +1,144 @@
+"""What the SDK, the server models and the toolchain must agree on — and nothing else.
+
+Model and tensor names, the ranking knobs with their defaults and validation, and the limits of
+one request. Plain Python, no dependencies: the SDK (on any numpy), the Python-backend models
+inside tritonserver and the offline toolchain all import it, so a rule is written once and a
+client can check a request exactly as the server will.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+# --------------------------------------------------------------------------- models
+
+RECOMMEND_MODEL = "recommend"
+EMBED_MODELS = {"query": "embed_query", "item": "embed_item"}
+
+# --------------------------------------------------------------------------- tensors (batch first)
+
+QUERY, QUERY_EMBEDDING = "QUERY", "QUERY_EMBEDDING"
+HISTORY_IDS, HISTORY_TS, HISTORY_EVENTS = "HISTORY_IDS", "HISTORY_TS", "HISTORY_EVENTS"
+K, NOW = "K", "NOW"
+FILTER_NAMES = ("EXCLUDE_IDS", "ALLOW_CATEGORIES", "DENY_CATEGORIES")
+OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
+INTEREST_OUTPUT = "INTEREST"  # rerank only: the vector each row was ranked with
+EMBED_INPUT, EMBED_OUTPUT = "TEXT", "EMBEDDING"
+
+# --------------------------------------------------------------------------- limits of one request
+
+#: Results per row.
+MAX_K = 1000
+#: Rows per Triton request: every model's ``max_batch_size``.
+MAX_BATCH = 64
+#: Characters kept per token of a tower's ``max_length`` before tokenizing. Tokens of real text
+#: are a few characters long, so only a text whose first ``max_length`` tokens span more than this
+#: many characters per token on average (long runs of spaces, one giant "word") tokenizes
+#: differently after the cut; the tokenizer's work, though, grows with the whole text.
+CHARS_PER_TOKEN = 16
+#: The most characters of a query or text any serving stage reads (rerank's lexical search
+#: included) and the SDK sends: what a 512-token tower could use.
+MAX_QUERY_CHARS = 512 * CHARS_PER_TOKEN
+
+# --------------------------------------------------------------------------- ranking knobs
+
+DIVERSITY_METHODS = ("mmr", "dpp")
+SEARCH_MODES = ("hybrid", "dense", "lexical")
+
+
+def parse_bool(text: str) -> bool:
+    """A model-config boolean: 1/true/yes or 0/false/no, any case."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+_CASTS = {"int": int, "float": float, "str": str, "bool": parse_bool}
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """Defaults of the ranking stage; set in the ``rerank`` model config's ``parameters``."""
+
+    default_k: int = 10
+    max_k: int = MAX_K
+    candidates: int = 200
+    max_history: int = 512
+    query_weight: float = 0.5
+    recency_half_life_s: float = 7 * 24 * 3600.0
+    exclude_history: bool = True
+    freshness_weight: float = 0.0
+    freshness_half_life_s: float = 365 * 24 * 3600.0
+    popularity_weight: float = 0.0
+    fallback_freshness_weight: float = 0.2
+    diversity: float = 0.0
+    diversity_method: str = "dpp"
+    category_cap: int = 0
+    search_mode: str = "hybrid"
+    lexical_weight: float = 0.5
+    feed_popularity_weight: float = 1.0
+    cooccurrence_weight: float = 0.0
+    popular_candidates: int = 100
+    cooccurrence_candidates: int = 200
+    user_encoder: bool = True
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> "RankingConfig":
+        """Build from Triton model-config parameters (all strings); unknown keys are errors."""
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = set(parameters) - set(known)
+        if unknown:
+            raise ValueError(f"unknown rerank parameters: {sorted(unknown)}")
+        config = cls(**{name: _CASTS[str(known[name])](text) for name, text in parameters.items()})  # type: ignore[operator]
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field out of range."""
+        checks = {
+            "default_k": 1 <= self.default_k <= self.max_k,
+            "candidates": self.candidates >= 1,
+            "max_history": self.max_history >= 1,
+            "query_weight": 0.0 <= self.query_weight <= 1.0,
+            "recency_half_life_s": self.recency_half_life_s > 0,
+            "freshness_weight": self.freshness_weight >= 0,
+            "freshness_half_life_s": self.freshness_half_life_s > 0,
+            "popularity_weight": self.popularity_weight >= 0,
+            "fallback_freshness_weight": self.fallback_freshness_weight >= 0,
+            "diversity": 0.0 <= self.diversity <= 1.0,
+            "diversity_method": self.diversity_method in DIVERSITY_METHODS,
+            "category_cap": self.category_cap >= 0,
+            "search_mode": self.search_mode in SEARCH_MODES,
+            "lexical_weight": self.lexical_weight >= 0,
+            "feed_popularity_weight": self.feed_popularity_weight >= 0,
+            "cooccurrence_weight": self.cooccurrence_weight >= 0,
+            "popular_candidates": self.popular_candidates >= 0,
+            "cooccurrence_candidates": self.cooccurrence_candidates >= 0,
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ValueError(f"{name}={value!r} is out of range")
+
+
+#: Knobs a request may override, and the Triton data type of their tensors (named in upper case).
+OVERRIDABLE = {
+    "query_weight": "FP32",
+    "recency_half_life_s": "FP64",
+    "exclude_history": "BOOL",
+    "freshness_weight": "FP32",
+    "freshness_half_life_s": "FP64",
+    "popularity_weight": "FP32",
+    "diversity": "FP32",
+    "diversity_method": "BYTES",
+    "category_cap": "INT32",
+    "search_mode": "BYTES",
+    "lexical_weight": "FP32",
+    "feed_popularity_weight": "FP32",
+    "cooccurrence_weight": "FP32",
+    "user_encoder": "BOOL",
+}

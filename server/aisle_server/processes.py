@@ -1,0 +1,67 @@
+"""Find and end the processes a server started, from ``/proc`` (Linux, like tritonserver itself).
+
+``TritonServer`` uses the process-group helpers to end the Python-backend stubs a killed
+tritonserver leaves behind; the test session uses :func:`processes_with_env` to fail when anything
+it started is still alive at its end.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+
+def _state_and_pgrp(pid_dir: Path) -> tuple[str, int] | None:
+    try:
+        fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp
+    except (OSError, IndexError):
+        return None  # exited while we looked
+    return fields[0], int(fields[2])
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``, from ``/proc``."""
+    members = []
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        found = _state_and_pgrp(pid_dir)
+        if found is not None and found[0] != "Z" and found[1] == pgid:
+            members.append(int(pid_dir.name))
+    return members
+
+
+def kill_process_group(pgid: int, timeout_s: float = 10.0) -> None:
+    """SIGKILL every process left in ``pgid`` (tritonserver's orphaned stubs) and wait until none
+    is alive (an orphan is reaped by init: this waits for it to die, it does not reap it)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while process_group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process_group_members(pgid):
+        LOG.warning("processes %s of group %d survived SIGKILL", process_group_members(pgid), pgid)
+
+
+def processes_with_env(name: str, value: str) -> dict[int, str]:
+    """Live processes (not zombies) other than this one whose environment has ``name=value``,
+    with their command lines; processes of other users, unreadable here, are not listed."""
+    needle = f"{name}={value}".encode()
+    found = {}
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        if int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            if needle not in (pid_dir / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (pid_dir / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state = _state_and_pgrp(pid_dir)
+        if state is not None and state[0] != "Z":
+            found[int(pid_dir.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    return found
