@@ -4,7 +4,8 @@
 
 Writes perf/results/bench_diversity.json. A benchmark, not a test: the machine is shared. Run it
 with one BLAS thread as well as without: on a busy 2-core machine multithreaded BLAS makes DPP's
-per-pick float64 matrix-vector products wait for a second core (p50 8.9 ms vs 1.2 ms measured).
+per-pick float64 matrix-vector products wait for a second core (figures: docs/results.md, "MMR /
+DPP cost" under "Content ranking study").
 """
 from __future__ import annotations
 

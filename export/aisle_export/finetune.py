@@ -10,15 +10,17 @@ window items masked out (the feed never recommends history back).
 Why the full catalog and not in-batch negatives: the evaluation (and the feed) ranks the full
 catalog, and in-batch negatives are drawn in proportion to popularity, which teaches the towers
 to push popular items *down* — on MovieLens-100K that left the fine-tuned towers no better than
-the pretrained ones (nDCG@10 0.0095 vs 0.0104 on the held-out split). Encoding the whole catalog
-every step is affordable because the cost is per distinct item, not per example: one step encodes
-the 1,682 MovieLens items once and scores a batch of 1,024 examples against them. Catalogs above
-``max_candidates`` items are sampled uniformly per step instead (plus the batch's own items).
+the pretrained ones on the held-out split (figures: docs/results.md, "Content ranking study").
+Encoding the whole catalog every step is affordable because the cost is per distinct item, not per
+example: one step encodes the 1,682 MovieLens items once and scores a batch of 1,024 examples
+against them. Catalogs above ``max_candidates`` items are sampled uniformly per step instead (plus
+the batch's own items).
 
 Cost on a 2-core CPU is kept down by freezing the embeddings and the lower ``freeze_layers``
 transformer layers: their output for every catalog text is computed once and cached, so a step
-only runs the top layers, at the catalog's real token length. On the validation split, training
-three layers instead of one cost 3× per step and gained nothing.
+only runs the top layers, at the catalog's real token length. Each further trained layer adds its
+forward and backward pass to every step, and on the validation split training more than the top
+one did not pay for itself (figures: docs/results.md, "Content ranking study").
 
 Only interactions before the split's cutoff are used (``aisle_export.splits``), so a model trained
 with the defaults can be evaluated on the held-out period.
@@ -51,7 +53,7 @@ REPORT_FILE = "finetune_report.json"
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    steps: int = 60                  # ≈ 1 epoch of MovieLens-100K's training period; validation plateaus by then
+    steps: int = 60                  # ≈ 0.8 epoch of ML-100K's training pairs; more did not help (docs/results.md)
     batch_size: int = 1024           # examples per step (cheap: the catalog is encoded once per step)
     window: int = 50                 # history items per example (the most recent before the target)
     freeze_layers: int = 5           # embeddings + this many lower transformer layers stay fixed (cached)

@@ -22,12 +22,13 @@ unusual log the transformer models may not beat what the log's counts already gi
 should not get a worse feed for having run ``aisle finetune``.
 
 Why nothing judged on validation has seen the validation period: a model trained on the period's
-next items would be flattered on it (measured: fine-tuned towers trained on the whole training
-period led on the validation cut and lost on the test cut). So the towers are trained once, on the
-validation cut's training rows, and served as they are (the content towers gain little from the
-last few weeks; the log signals and the user encoder carry the recent period); the user encoder is
-trained twice: on the validation cut's training rows for the choice, then on the whole training
-period for serving.
+next items would be flattered on it — towers fine-tuned on the whole training period led on the
+validation cut and lost on the test cut (how the cuts are built: docs/learning.md, "How it is
+judged"; the observation: docs/results.md, "Design measurements behind code decisions"). So the
+towers are trained once, on the validation cut's training rows, and served as they are (the content
+towers gain little from the last few weeks; the log signals and the user encoder carry the recent
+period); the user encoder is trained twice: on the validation cut's training rows for the choice,
+then on the whole training period for serving.
 """
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ ONNX Runtime backend, the TensorRT builder — takes any of them unchanged:
 
 ``int8`` → ``model.int8.onnx``
     ONNX Runtime *dynamic* INT8 for CPU serving: weights quantized once per output channel,
-    activations per batch at run time. Per-channel matters: per-tensor weight scales give cosine
-    ≈ 0.94 on this tower, per-channel ≈ 0.99. Only ``MatMul`` is quantized, and not the
+    activations per batch at run time. Per-channel matters: one scale per weight matrix is set by
+    its widest output channel and leaves the narrow channels few of the INT8 levels; on this tower
+    per-tensor scales moved the embeddings well below the precision gate's minimum cosine
+    (:mod:`.precision_gate`), per-channel scales pass it. Only ``MatMul`` is quantized, and not the
     feed-forward down-projections (see :func:`quantize_int8_dynamic`); the embedding ``Gather``
     stays FP32 (quantizing it made the graph slower on CPU and no more accurate).
 ``fp16`` → ``model.fp16.onnx``
@@ -19,10 +21,13 @@ ONNX Runtime backend, the TensorRT builder — takes any of them unchanged:
     (it dropped implicit calibration): symmetric activations and per-channel symmetric weights,
     activation ranges calibrated on real text. Only the attention projections (Q, K, V and the
     attention output — the square ``hidden × hidden`` weights) are quantized: quantizing the
-    feed-forward pair too drove min cosine to 0.73 (the GELU output that feeds the second FFN
-    matrix has outliers a per-tensor symmetric scale cannot hold; percentile calibration did not
-    fix it), while the attention projections alone keep min cosine ≈ 0.99. Q/DQ runs *slower* than
-    FP32 on ONNX Runtime's CPU provider; it pays off only inside TensorRT.
+    feed-forward pair too drove the min cosine far below the precision gate's (the GELU output that
+    feeds the second FFN matrix has outliers a per-tensor symmetric scale cannot hold; percentile
+    calibration did not fix it), while the attention projections alone pass it. Q/DQ runs *slower*
+    than FP32 on ONNX Runtime's CPU provider; it pays off only inside TensorRT.
+
+The figures behind these choices are on docs/results.md: the shipped variants' gate results under
+"Encoders", the rejected variants under "Design measurements behind code decisions".
 
 Everything uses ``onnxruntime.quantization`` and ``onnxruntime.transformers.float16``, not
 hand-written graph surgery.
@@ -76,9 +81,11 @@ def quantize_int8_dynamic(source: Path, target: Path) -> Path:
     """ONNX Runtime dynamic INT8 of the MatMuls, per-channel symmetric weights (CPU serving).
 
     The feed-forward down-projections (:func:`ffn_down_matmuls`) stay FP32: with them quantized
-    the vectors barely move (min cosine 0.988) but top-10 retrieval over MovieLens agrees only
-    0.86 with FP32 — the GELU output they read has outliers that one per-batch activation scale
-    cannot hold. Keeping them FP32 costs part of the speed-up and brings agreement to ≈ 0.9.
+    the vectors barely move (min cosine within the gate) but top-10 retrieval over MovieLens falls
+    below the gate's agreement with FP32 — the GELU output they read has outliers that one
+    per-batch activation scale cannot hold. Keeping them FP32 costs part of the speed-up and brings
+    the agreement back over the gate (figures: docs/results.md, "Encoders" and "Design measurements
+    behind code decisions").
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

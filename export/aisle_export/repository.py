@@ -52,9 +52,10 @@ def _output(name: str, dtype: int, dims: Iterable[int]) -> mc.ModelOutput:
 
 
 #: A queued batch of one of these sizes runs at once instead of waiting out the queue delay: a
-#: client micro-batch of 16 rows gains nothing by waiting for more. On the 2-core machine this
-#: took micro-batched feed calls from 2.4x to 3.1x the throughput of single calls (the 1 ms
-#: encoder delay was paid by every 16-row request); single calls still gather for the delay.
+#: client micro-batch of 16 rows gains nothing by waiting for more, and without them every 16-row
+#: request paid the encoder's full 1 ms queue delay; single calls still gather for the delay.
+#: What this did to micro-batched feed throughput: docs/results.md ("Design measurements behind
+#: code decisions"; the current SDK figures under "SDK: micro-batching and caches").
 PREFERRED_BATCH_SIZES = (16, 32, 64)
 
 
@@ -91,9 +92,10 @@ def encoder_config(name: str, dim: int, variant: str | None = None, max_batch_si
     )
     if variant in (None, "int8"):
         # ONNX Runtime inside the Python backend (int8: pointed at the quantized graph). Two
-        # single-threaded instances beat one instance with a thread pool over all cores by 2.2x
-        # (FP32) to 2.3x (INT8) in throughput on the 2-core bench machine (perf/results/bench_report.md):
-        # the pool's threads contend with the tokenizer and rerank. Scale `count` with the cores.
+        # single-threaded instances rather than one instance with a thread pool over all cores:
+        # the pool's threads contend with the tokenizer and rerank for the same cores, and the two
+        # instances won on throughput for FP32 and INT8 alike (figures: docs/results.md,
+        # "Benchmarks"; perf/results/bench_report.md). Scale `count` with the cores.
         config.backend = "python"
         config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=2))
         _parameters(config, {"onnx_file": INT8_ONNX_FILE if variant else "model.onnx", "intra_op_threads": 1})

@@ -152,8 +152,9 @@ class UserEncoderModel(nn.Module):
         self.out = nn.Linear(config.hidden, dim)
         # Popularity prior weight in logit units. Adam moves it about lr per step, so it ends near its
         # full travel and the network carries the rest of popularity in u itself: u ranks well with
-        # little popularity weight at serving. A faster β scored the same with its weight applied
-        # and much worse without it, so β shares the learning rate.
+        # little popularity weight at serving. So β shares the learning rate: a faster β would carry
+        # popularity in the prior instead of in u, and the feed would rank well only with the prior's
+        # weight applied (docs/results.md, "Design measurements behind code decisions").
         self.beta = nn.Parameter(torch.zeros(()))
         thresholds = 60.0 * (2.0 ** torch.arange(1, N_BUCKETS, dtype=torch.float64) - 1.0)
         self.register_buffer("thresholds", thresholds, persistent=False)
@@ -197,7 +198,7 @@ class UserEncoderModel(nn.Module):
         ``u·e = (pre·(Wᵀe) + b·e) / ‖W pre + b‖``, so with ``s = 1 / (‖W pre + b‖ · temperature)``
         the logits are ``[pre·s, s, β] · [E W, E b, prior]ᵀ``: the catalog is projected to h once per
         step instead of every position to d (d/h = 6× fewer FLOPs) and no (P, N)-sized scaling or
-        prior pass is needed — on a 2-core CPU those full-catalog passes dominate a step.
+        prior pass is needed — on a CPU those full-catalog passes dominate a step.
         Equal to ``head(...) @ catalog.T / temperature + β·prior`` up to rounding.
         """
         scale = 1.0 / (self.out(pre).norm(dim=-1, keepdim=True).clamp(min=1e-12) * temperature)  # F.normalize's eps

@@ -9,9 +9,9 @@ so ``aisle index`` only builds an ANN index above that size. Above it, an invert
 Two kinds:
 
 - ``ivf_flat`` (default): full float32 vectors in the lists, exact scores within the probed lists.
-  RAM ≈ N·d·4 bytes (1.5 GiB per million 384-d items) — fine up to a few million items.
+  RAM ≈ N·d·4 bytes (1.5 GB per million 384-d items) — fine up to a few million items.
 - ``ivf_pq``: product-quantized lists (``pq_m`` bytes per item, 48 for 384-d), for catalogs of
-  10M+ items: RAM ≈ N·(pq_m + 8) bytes (≈ 0.56 GiB for 10M). PQ scores are approximate, so the
+  10M+ items: RAM ≈ N·(pq_m + 8) bytes (≈ 0.56 GB for 10M). PQ scores are approximate, so the
   search asks faiss for ``refine``·n candidates and re-scores them exactly against the
   memory-mapped ``embeddings.npy`` beside the index (only the touched rows are read).
 
@@ -34,9 +34,11 @@ KINDS = ("ivf_flat", "ivf_pq")
 #: IVF-PQ: cap on the number of lists. Assigning N vectors costs N·nlist·d; past a few thousand
 #: lists the build time grows faster than the probe savings on a CPU build host.
 PQ_MAX_NLIST = 4096
-#: IVF-PQ: exact re-scoring of ``refine``·n PQ candidates. At 10M synthetic items recall@200 was
-#: 0.79 with 4, 0.92 with 8, 0.986 with 16 and 0.999 with 32, flat in nprobe (32–128): PQ's
-#: ranking, not the probing, is what loses neighbours (``perf/bench_index_scale.py``).
+#: IVF-PQ: exact re-scoring of ``refine``·n PQ candidates. PQ's approximate ranking, not the
+#: probing, is what loses neighbours: in the sweep recall rises with ``refine`` and stays flat in
+#: ``nprobe``. 16 wins back nearly all of what PQ loses at 10M synthetic items, and each doubling
+#: doubles the rows re-scored from the memory-mapped vectors. Figures: perf/results/index_scale.md
+#: (``perf/bench_index_scale.py``) and docs/results.md ("Design measurements behind code decisions").
 DEFAULT_REFINE = 16
 ADD_CHUNK = 262_144
 

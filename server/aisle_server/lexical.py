@@ -1,8 +1,9 @@
 """BM25 over the catalog texts (``bm25s``): the lexical half of hybrid search.
 
 Dense towers miss what shoppers type literally — part numbers, brands, sizes — and BM25 misses
-paraphrases; fusing the two beats either alone (``ranking`` adds ``lexical_weight`` × the BM25
-score, scaled to [0, 1] per query, to the dense cosine). ``bm25s`` keeps the index as sparse
+paraphrases; fusing the two beats either alone on the BigBasket search proxy (figures:
+docs/results.md, "Hybrid search"): ``ranking`` adds ``lexical_weight`` × the BM25 score, scaled to
+[0, 1] per query, to the dense cosine. ``bm25s`` keeps the index as sparse
 matrices saved as ``.npy``/JSON, so loading it involves no pickle.
 """
 from __future__ import annotations

@@ -51,9 +51,9 @@ def _rows(name: str, array: np.ndarray | None, batch: int, ndim: int = 2) -> np.
     return array
 
 
-def _decode(name: str, values: Sequence[bytes]) -> list[str]:
+def _decode(name: str, values: Sequence[bytes], max_chars: int | None = None) -> list[str]:
     try:
-        return decode_utf8(values)
+        return decode_utf8(values, max_chars)
     except TextDecodeError as exc:
         raise InvalidInput(name, str(exc)) from None
 
@@ -95,7 +95,7 @@ def parse_requests(
 
     requests = []
     for b in range(batch):
-        text = _decode("QUERY", queries[b])[0][:MAX_QUERY_CHARS]  # bounded lexical work, like the tokenizer's
+        text = _decode("QUERY", queries[b], MAX_QUERY_CHARS)[0]  # bounded work, like the tokenizer's
         query_embedding = None
         if text.strip():
             query_embedding = _finite("QUERY_EMBEDDING", embeddings[b]).astype(np.float32)

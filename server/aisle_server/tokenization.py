@@ -13,6 +13,7 @@ caller's multi-megabyte query would otherwise cost the server seconds.
 """
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,15 +51,25 @@ class TokenizerSettings:
         return cls(**json.loads(path.read_text())) if path.exists() else cls()
 
 
-def decode_utf8(values: Sequence[bytes | str]) -> list[str]:
-    """Decode raw BYTES tensor elements, naming the first element that is not UTF-8."""
+def decode_utf8(values: Sequence[bytes | str], max_chars: int | None = None) -> list[str]:
+    """Decode raw BYTES tensor elements, naming the first element that is not UTF-8.
+
+    With ``max_chars``, only the bytes that can hold that many characters are decoded (UTF-8 has at
+    most 4 bytes a character) and the text is cut there: a multi-megabyte element costs what its
+    prefix costs. A character split by the byte cut is dropped, not an error; bytes past the cut
+    are not read, so they are not checked either.
+    """
     texts = []
     for i, value in enumerate(values):
         if isinstance(value, str):
-            texts.append(value)
+            texts.append(value if max_chars is None else value[:max_chars])
             continue
         try:
-            texts.append(bytes(value).decode("utf-8"))
+            if max_chars is None:
+                texts.append(bytes(value).decode("utf-8"))
+            else:
+                head = memoryview(value)[:4 * max_chars]
+                texts.append(codecs.getincrementaldecoder("utf-8")().decode(head, final=False)[:max_chars])
         except UnicodeDecodeError as exc:
             raise TextDecodeError(i, str(exc)) from None
     return texts
@@ -78,6 +89,11 @@ class TextTokenizer:
             pad_to_multiple_of=self.settings.pad_to_multiple_of,
         )
 
+    @property
+    def max_chars(self) -> int:
+        """Characters of a text kept before tokenizing (see the module docstring)."""
+        return self.settings.max_length * CHARS_PER_TOKEN
+
     @classmethod
     def from_directory(cls, directory: Path) -> "TextTokenizer":
         directory = Path(directory)
@@ -88,8 +104,7 @@ class TextTokenizer:
         if not texts:
             empty = np.zeros((0, self.settings.pad_to_multiple_of), dtype=np.int64)
             return empty, empty.copy()
-        limit = self.settings.max_length * CHARS_PER_TOKEN
-        encodings = self._tok.encode_batch([text[:limit] for text in texts])
+        encodings = self._tok.encode_batch([text[:self.max_chars] for text in texts])
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask

@@ -48,7 +48,7 @@ class TokenizerModel(_Model):
         if text is None or text.ndim != 2 or text.shape[1] != 1:
             raise InvalidInput("TEXT", "required, shape [batch, 1]")
         try:
-            texts = decode_utf8(text[:, 0])
+            texts = decode_utf8(text[:, 0], self.tokenizer.max_chars)
         except TextDecodeError as exc:
             raise InvalidInput("TEXT", str(exc)) from None
         ids, mask = self.tokenizer(texts)

@@ -9,9 +9,9 @@ it waits until every model is ready and always stops the process (SIGTERM, then 
 
 Why a process group: each Python-backend model runs in a ``triton_python_backend_stub`` process
 that tritonserver forks. When tritonserver dies without draining (SIGKILL, a crash), its stubs
-are orphaned, ignore SIGTERM and hold about 200 MB each. tritonserver is therefore started as the
-leader of a new process group, which its stubs inherit, and stopping always ends with SIGKILL to
-the whole group, so nothing it started outlives it.
+are orphaned, ignore SIGTERM and keep their memory (each is a Python process holding its model).
+tritonserver is therefore started as the leader of a new process group, which its stubs inherit,
+and stopping always ends with SIGKILL to the whole group, so nothing it started outlives it.
 """
 from __future__ import annotations
 
@@ -167,8 +167,10 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"), libs) if p)
         env[SITE_PACKAGES_ENV] = _site_packages()
         # The Python-backend stubs inherit this: rerank's per-request numpy work (MMR/DPP rows,
-        # candidate scoring) is small, and a multi-threaded OpenBLAS made DPP 7-9x slower (p50 8.9 ms
-        # vs 1.2 ms for 1000 -> 10) while fighting ONNX Runtime for the cores. Set it to override.
+        # candidate scoring) is too small to split across threads, and a multi-threaded OpenBLAS
+        # makes each of DPP's per-pick matrix-vector products wait for a core that ONNX Runtime is
+        # using: DPP ran several times slower with it (figures: docs/results.md, "MMR / DPP cost"
+        # under "Content ranking study"). Set it to override.
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         return env
 

@@ -352,3 +352,10 @@ def test_from_triton_queue_timeout_is_overloaded():
     exc = InferenceServerException(msg="Request timeout expired", status="StatusCode.UNAVAILABLE")
     error = from_triton(exc)
     assert isinstance(error, Overloaded) and error.retryable
+
+
+def test_the_typed_knobs_are_exactly_the_overridable_ones():
+    from aisle import RankingKnobs
+    from aisle_contract import OVERRIDABLE
+
+    assert set(RankingKnobs.__annotations__) == set(OVERRIDABLE)

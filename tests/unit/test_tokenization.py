@@ -174,3 +174,15 @@ def test_empty_batch_has_zero_rows(tokenizer):
     ids, mask = tokenizer([])
     assert ids.shape == (0, 16) and mask.shape == (0, 16)
     assert ids.dtype == np.int64 and mask.dtype == np.int64
+
+
+def test_decode_utf8_reads_only_the_bytes_a_cut_text_needs():
+    text = "crème brûlée ☕ " * 1000
+    (cut,) = decode_utf8([text.encode()], max_chars=50)
+    assert cut == text[:50]
+    (split,) = decode_utf8(["é☕".encode()], max_chars=1)  # 4 bytes: "é" and the first 2 of "☕"
+    assert split == "é"
+    assert decode_utf8([b"okay" + b"\xff" * 100], max_chars=1) == ["o"]  # past the 4 bytes read: not read
+    with pytest.raises(TextDecodeError, match="#0"):
+        decode_utf8([b"a\xffb"], max_chars=10)  # inside them: still an error
+    assert decode_utf8(["a str" * 10], max_chars=3) == ["a s"]
