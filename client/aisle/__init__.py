@@ -11,6 +11,7 @@ from .cache import CacheStats
 from .client import RecClient
 from .errors import (
     AisleError,
+    ClientClosed,
     DeadlineExceeded,
     InvalidRequest,
     ModelNotReady,
@@ -28,6 +29,7 @@ __all__ = [
     "AsyncRecClient",
     "CacheStats",
     "CallInfo",
+    "ClientClosed",
     "DeadlineExceeded",
     "InvalidRequest",
     "ModelNotReady",

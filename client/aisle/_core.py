@@ -1,5 +1,13 @@
-"""What ``RecClient`` and ``AsyncRecClient`` share beyond the transport: configuration, caches,
-cache lookups, batch outcomes, timing hooks. The two clients differ only where one awaits.
+"""Everything ``RecClient`` and ``AsyncRecClient`` do, written once and without I/O.
+
+Each public operation is a *plan*: a generator that validates the arguments, consults the caches
+and the single-flight table, builds the request, and then ``yield``s a ``Step`` — a tritonclient
+``Call``, a ``Sleep`` before a retry, a ``Wait`` on another caller's future, a ``Gather`` of
+sub-plans — and receives the reply (or has the error thrown in) to decide what comes next: retry,
+fall back row by row, cache, map the error. The clients are drivers that only perform steps: on the
+calling thread (``client.py``) or on the event loop (``aio.py``). Why: the two clients had drifted
+apart while repeating ~270 lines; now a rule lives in one place, and the unit tests of the plans
+cover both clients (the same design as sans-I/O protocol libraries such as h11).
 """
 from __future__ import annotations
 
@@ -7,24 +15,42 @@ import contextlib
 import contextvars
 import logging
 import math
-from typing import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, Unpack
 
 import numpy as np
-from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+import numpy.typing as npt
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, InferInput, KeepAliveOptions
 
-from .cache import MISSING, Flights, ResultCache, embed_key, recommend_key
-from .errors import AisleError, InvalidRequest
+from aisle_contract import EMBED_MODELS, MAX_BATCH, RECOMMEND_MODEL
+
+from .batching import Pending, plan_batches, settle
+from .cache import MISSING, Flights, ResultCache, embed_key, fail_waiters, recommend_key
+from .errors import AisleError, ClientClosed, DeadlineExceeded, InvalidRequest, ServerUnavailable, from_triton
+from .plans import Call, Gather, Plan, Sleep, Wait
 from .policy import CallInfo, Deadline, RetryPolicy
-from .requests import MAX_BATCH, RecommendRequest, Tensor, validate_timeout
-from .responses import copy_recommendations
+from .requests import (
+    HistoryItem,
+    RankingKnobs,
+    RecommendRequest,
+    Tensor,
+    batch_recommend_tensors,
+    embed_tensors,
+    validate_texts,
+    validate_timeout,
+    validate_tower,
+)
+from .responses import InferResult, Vector, copy_recommendations, embeddings_from, recommendations_from
 from .types import Recommendations
 
 LOG = logging.getLogger("aisle")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_RETRY = RetryPolicy()
+EMBED_BATCH = MAX_BATCH  # the embed ensembles' max_batch_size
 
-RECOMMEND_MODEL = "recommend"
-EMBED_MODELS = {"query": "embed_query", "item": "embed_item"}
 
-
+# -- transport helpers ---------------------------------------------------------------------------------
 def channel_args(reconnect_backoff_ms: tuple[int, int] = (100, 1000)) -> list[tuple[str, object]]:
     """tritonclient's default channel options plus a short reconnect backoff.
 
@@ -54,46 +80,75 @@ def clone_error(error: AisleError) -> AisleError:
     return clone
 
 
-def _batch_signature(item: object) -> tuple:
-    return getattr(item, "request").batch_signature
+def as_inputs(tensors: Sequence[Tensor], infer_input: type[InferInput] = InferInput) -> list[InferInput]:
+    """tritonclient ``InferInput``s (sync and aio share the class) from our tensors."""
+    inputs = []
+    for tensor in tensors:
+        item = infer_input(tensor.name, list(tensor.array.shape), tensor.datatype)
+        item.set_data_from_numpy(tensor.array)
+        inputs.append(item)
+    return inputs
+
+
+def _batch_signature(item: Pending) -> tuple[Any, ...]:
+    signature: tuple[Any, ...] = item.request.batch_signature
+    return signature
+
+
+def _many_signature(pair: tuple[int, RecommendRequest]) -> tuple[Any, ...]:
+    return pair[1].batch_signature
+
+
+class Batcher(Protocol):
+    """What the core needs of a micro-batcher (``ThreadBatcher``, ``AsyncBatcher``)."""
+
+    def submit(self, item: Pending) -> None: ...
 
 
 class ClientCore:
-    """Configuration and the await-free parts of a client."""
+    """Configuration, caches, timing and every operation's plan; a subclass drives the plans.
+
+    A driver sets ``_new_future`` (a future another thread or task can wait on), ``_new_batcher``
+    (its micro-batcher class) and implements ``_open_channel`` and ``_drive``.
+    """
+
+    _new_future: Callable[[], Any]
+    _new_batcher: Callable[..., Batcher]
 
     def __init__(
         self,
-        url: str,
+        url: str = "127.0.0.1:8001",
         *,
-        timeout_s: float,
-        retry: RetryPolicy | None,
-        wait_ready_s: float | None,
-        embed_cache_size: int,
-        embed_cache_ttl_s: float,
-        recommend_cache_size: int,
-        recommend_cache_ttl_s: float,
-        history_bucket_s: float,
-        max_delay_ms: float | None,
-        max_batch: int,
-        ssl: bool,
-        root_certificates: str | None,
-        private_key: str | None,
-        certificate_chain: str | None,
-        headers: Mapping[str, str] | None,
-        on_call: Callable[[CallInfo], None] | None,
+        timeout_s: float = 2.0,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        wait_ready_s: float | None = None,
+        embed_cache_size: int = 10_000,
+        embed_cache_ttl_s: float = 3600.0,
+        recommend_cache_size: int = 0,
+        recommend_cache_ttl_s: float = 30.0,
+        history_bucket_s: float = 60.0,
+        max_delay_ms: float | None = None,
+        max_batch: int = MAX_BATCH,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_call: Callable[[CallInfo], None] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise InvalidRequest(f"url must be a non-empty 'host:port' str, got {url!r}")
         self.url = url
-        self.timeout_s = validate_timeout(timeout_s)
+        self.timeout_s: float = validate_timeout(timeout_s)  # type: ignore[assignment]
         if self.timeout_s is None:
             raise InvalidRequest("timeout_s must be > 0, got None")
         self.retry = retry or RetryPolicy(max_attempts=1)
         self.wait_ready_s = validate_timeout(wait_ready_s)
-        if not (isinstance(history_bucket_s, (int, float)) and math.isfinite(history_bucket_s) and history_bucket_s > 0):
+        bucket_ok = isinstance(history_bucket_s, (int, float)) and math.isfinite(history_bucket_s)
+        if not (bucket_ok and history_bucket_s > 0):
             raise InvalidRequest(f"history_bucket_s must be > 0, got {history_bucket_s!r}")
         self.history_bucket_s = float(history_bucket_s)
-        self._embed_cache: ResultCache[np.ndarray] | None = (
+        self._embed_cache: ResultCache[Vector] | None = (
             ResultCache(embed_cache_size, embed_cache_ttl_s) if embed_cache_size else None
         )
         self._recommend_cache: ResultCache[Recommendations] | None = (
@@ -107,16 +162,61 @@ class ClientCore:
             raise InvalidRequest(f"max_batch must be an int in [1, {MAX_BATCH}], got {max_batch!r}")
         self.max_delay_ms = max_delay_ms
         self.max_batch = max_batch
-        if (root_certificates or private_key or certificate_chain) and not ssl:
-            ssl = True  # certificates only make sense over TLS
-        self._tls = dict(
-            ssl=ssl, root_certificates=root_certificates, private_key=private_key, certificate_chain=certificate_chain
-        )
+        ssl = ssl or bool(root_certificates or private_key or certificate_chain)  # certificates mean TLS
+        self._tls = {"ssl": ssl, "root_certificates": root_certificates, "private_key": private_key,
+                     "certificate_chain": certificate_chain}
         self.headers = {str(k): str(v) for k, v in (headers or {}).items()}
         self._on_call = on_call
         self._last_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
             f"aisle_last_call_{id(self)}", default=None
         )
+        self._start()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Open the transport, then the single-flight table and the micro-batcher."""
+        self._closed = False
+        self._triton: Any = self._open_channel()
+        self._flights: Flights[Any] = Flights(self._new_future)
+        self._batcher: Batcher | None = None
+        if self.max_delay_ms is not None:
+            window_s = self.max_delay_ms / 1e3
+            self._batcher = self._new_batcher(self._run_batch, self.max_batch, window_s, _batch_signature)
+
+    def _open_channel(self) -> Any:
+        """The tritonclient of this client (or ``None`` until first use)."""
+        raise NotImplementedError
+
+    def _drive(self, plan: Plan[T]) -> Any:
+        """Run ``plan`` to its end: its result (sync), or an awaitable of it (asyncio)."""
+        raise NotImplementedError
+
+    def _new_channel(self, client_class: Callable[..., T]) -> T:
+        """A tritonclient of ``client_class`` on one channel to ``url``; unreadable TLS files are the caller's error."""
+        try:
+            return client_class(self.url, channel_args=channel_args(), **self._tls)
+        except OSError as exc:
+            raise InvalidRequest(f"TLS files: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a bad url or certificate: no tritonclient error leaks
+            raise from_triton(exc) from None
+
+    def _begin_close(self) -> bool:
+        """Refuse new calls from now on; False when the client was closed already."""
+        if self._closed:
+            return False
+        self._closed = True
+        return True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._closed_error()
+
+    def _closed_error(self) -> ClientClosed:
+        return ClientClosed(f"the client of {self.url} is closed; calling it after close() is a bug")
+
+    def _run_batch(self, items: list[Pending]) -> Any:
+        """The micro-batcher's callback: drive one batch's plan (a coroutine on the asyncio client)."""
+        return self._drive(self._batch_plan(items))
 
     # -- timing ----------------------------------------------------------------------------------
     @property
@@ -129,6 +229,7 @@ class ClientCore:
         """Time a public call and record its ``CallInfo`` (``last_call``, ``on_call``), error or not."""
         info = CallInfo(method)
         try:
+            self._check_open()
             yield info
         except AisleError as error:
             self._record(info, error)
@@ -145,8 +246,8 @@ class ClientCore:
         if self._on_call is not None:
             try:
                 self._on_call(info)
-            except Exception:  # noqa: BLE001 - a metrics hook must never break a call
-                LOG.exception("on_call hook failed")
+            except Exception:
+                LOG.exception("on_call hook failed")  # a metrics hook must never break a call
 
     def _deadline(self, timeout_s: float | None) -> Deadline:
         return Deadline(validate_timeout(timeout_s) or self.timeout_s)
@@ -164,7 +265,9 @@ class ClientCore:
             if cache is not None:
                 cache.clear()
 
-    def _recommend_lookup(self, request: RecommendRequest, use_cache: bool, info: CallInfo) -> tuple[tuple | None, object]:
+    def _recommend_lookup(
+        self, request: RecommendRequest, use_cache: bool, info: CallInfo
+    ) -> tuple[tuple[Any, ...] | None, Any]:
         """``(key, value)``: the key is None when no cache applies; value is MISSING on a miss."""
         if self._recommend_cache is None:
             return None, MISSING
@@ -176,11 +279,15 @@ class ClientCore:
         info.cache = "miss" if value is MISSING else "hit"
         return key, (MISSING if value is MISSING else copy_recommendations(value))  # type: ignore[arg-type]
 
+    def _recommend_store(self, key: tuple[Any, ...] | None, recs: Recommendations | AisleError) -> None:
+        if key is not None and self._recommend_cache is not None and not isinstance(recs, AisleError):
+            self._recommend_cache.put(key, copy_recommendations(recs))
+
     def _embed_lookup(
         self, tower: str, texts: Sequence[str], use_cache: bool, info: CallInfo
-    ) -> tuple[dict[str, np.ndarray], list[str]]:
+    ) -> tuple[dict[str, Vector], list[str]]:
         """Vectors already cached (by text) and the distinct texts still to fetch, in first-seen order."""
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, Vector] = {}
         missing: list[str] = []
         cache = self._embed_cache if use_cache else None
         info.cache = None if self._embed_cache is None else ("bypass" if not use_cache else "hit")
@@ -194,24 +301,303 @@ class ClientCore:
             info.cache = "miss"
         return found, missing
 
-    def _embed_store(self, tower: str, text: str, vector: np.ndarray, use_cache: bool) -> None:
+    def _embed_store(self, tower: str, text: str, vector: Vector, use_cache: bool) -> None:
         if self._embed_cache is not None and use_cache:
             vector.flags.writeable = False  # shared by every later hit
             self._embed_cache.put(embed_key(tower, text), vector)
 
-    @staticmethod
-    def _embed_result(texts: Sequence[str], vectors: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.stack([vectors[t] for t in texts]).astype(np.float32, copy=False)
+    # -- transport: one call, and inference with retries -----------------------------------------
+    def _call(self, method: str, *args: object, deadline: Deadline, **kwargs: object) -> Plan[Any]:
+        """One tritonclient call with what is left of ``deadline``; every error comes back an ``AisleError``."""
+        timeout = deadline.check(method)
+        try:
+            return (yield Call(method, args, {**kwargs, "headers": self.headers or None, "client_timeout": timeout}))
+        except AisleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tritonclient, grpc and closed-channel errors all map
+            if self._closed:  # close() cut the channel under this call
+                raise self._closed_error() from None
+            raise from_triton(exc) from None
 
-    def _group_key(self) -> Callable[[object], tuple]:
-        return _batch_signature
+    def _infer(self, model: str, tensors: Sequence[Tensor], deadline: Deadline, info: CallInfo) -> Plan[InferResult]:
+        """``model`` on ``tensors``, retried by ``self.retry`` with backoff, never past ``deadline``."""
+        inputs = as_inputs(tensors)
+        attempt = 0
+        while True:
+            attempt += 1
+            info.attempts = attempt
+            try:
+                result: InferResult = yield from self._call("infer", model, inputs, deadline=deadline)
+                return result
+            except AisleError as error:
+                delay = self.retry.next_delay(error, attempt, deadline.remaining())
+                if delay is None:
+                    raise
+                LOG.info("%s attempt %d failed (%s: %s); retrying in %.0f ms",
+                         model, attempt, type(error).__name__, error, delay * 1e3)
+            yield Sleep(delay)
 
+    # -- health and metadata ---------------------------------------------------------------------
+    def _admin(self, method: str, *args: object, timeout_s: float | None = None, **kwargs: object) -> Plan[Any]:
+        """A health or metadata call (not retried: these answer how the server is right now)."""
+        self._check_open()
+        return (yield from self._call(method, *args, deadline=self._deadline(timeout_s), **kwargs))
 
-def as_inputs(tensors: Sequence[Tensor], infer_input: type) -> list:
-    """tritonclient ``InferInput``s (sync and aio share the class) from our tensors."""
-    inputs = []
-    for tensor in tensors:
-        item = infer_input(tensor.name, list(tensor.array.shape), tensor.datatype)
-        item.set_data_from_numpy(tensor.array)
-        inputs.append(item)
-    return inputs
+    def _answers(self, method: str, *args: object, timeout_s: float | None) -> Plan[bool]:
+        """Whether ``method`` answers true; False instead of a server error (a closed client still raises)."""
+        try:
+            return bool((yield from self._admin(method, *args, timeout_s=timeout_s)))
+        except ClientClosed:
+            raise
+        except AisleError:
+            return False
+
+    def _plan_is_live(self, *, timeout_s: float | None = None) -> Plan[bool]:
+        """Whether the server process answers (False instead of raising when it does not)."""
+        return (yield from self._answers("is_server_live", timeout_s=timeout_s))
+
+    def _plan_is_ready(self, model: str = RECOMMEND_MODEL, *, timeout_s: float | None = None) -> Plan[bool]:
+        """Whether the server and ``model`` are ready to serve (False instead of raising)."""
+        return (yield from self._answers("is_server_ready", timeout_s=timeout_s)) and (
+            yield from self._answers("is_model_ready", model, timeout_s=timeout_s)
+        )
+
+    def _plan_wait_ready(self, timeout_s: float = 60.0, model: str = RECOMMEND_MODEL) -> Plan[None]:
+        """Wait until the server and ``model`` are ready, or raise ``ServerUnavailable``."""
+        deadline = Deadline(timeout_s)
+        while not (yield from self._plan_is_ready(model, timeout_s=max(min(deadline.remaining(), 1.0), 0.01))):
+            if deadline.remaining() <= 0:
+                raise ServerUnavailable(f"{self.url}: model {model!r} not ready after {timeout_s}s")
+            yield Sleep(min(0.1, max(deadline.remaining(), 0.0)))
+
+    def _plan_inference_statistics(
+        self, model: str = RECOMMEND_MODEL, *, timeout_s: float | None = None
+    ) -> Plan[dict[str, Any]]:
+        """Triton's per-model statistics (success count, cache hits, queue/compute time)."""
+        return (yield from self._json("get_inference_statistics", model, timeout_s))
+
+    def _json(self, method: str, model: str, timeout_s: float | None) -> Plan[dict[str, Any]]:
+        """A metadata call's answer in Triton's JSON form."""
+        answer: dict[str, Any] = yield from self._admin(method, model, as_json=True, timeout_s=timeout_s)
+        return answer
+
+    def _plan_model_metadata(
+        self, model: str = RECOMMEND_MODEL, *, timeout_s: float | None = None
+    ) -> Plan[dict[str, Any]]:
+        """Inputs, outputs and versions of ``model`` as a dict (Triton's JSON form)."""
+        return (yield from self._json("get_model_metadata", model, timeout_s))
+
+    def _plan_model_config(
+        self, model: str = RECOMMEND_MODEL, *, timeout_s: float | None = None
+    ) -> Plan[dict[str, Any]]:
+        """``model``'s configuration as Triton's JSON form (``max_batch_size``, ``input``, ...)."""
+        config: dict[str, Any] = (yield from self._json("get_model_config", model, timeout_s))["config"]
+        return config
+
+    # -- recommend -------------------------------------------------------------------------------
+    def _plan_recommend(
+        self,
+        query: str | None = "",
+        history: Iterable[HistoryItem] | None = (),
+        k: int = 10,
+        *,
+        now: float | None = None,
+        exclude_ids: Sequence[str] = (),
+        allow_categories: Sequence[str] = (),
+        deny_categories: Sequence[str] = (),
+        timeout_s: float | None = None,
+        cache: bool = True,
+        **ranking: Unpack[RankingKnobs],
+    ) -> Plan[Recommendations]:
+        """The ``k`` best items for a search ``query`` and/or a shopper's recent ``history``.
+
+        ``history`` is a sequence of ``(item_id, unix_ts)`` pairs (or ``(item_id, unix_ts,
+        event_type)`` triples), most recent last. With neither a query nor history, the answer is
+        the popularity/freshness fallback. ``now`` pins the request's clock (reproducible replays);
+        by default the server's time is used. ``exclude_ids``/``allow_categories``/``deny_categories``
+        filter the results; keyword ``ranking`` options (``RankingKnobs``: ``diversity``,
+        ``diversity_method``, ``recency_half_life_s``, ``search_mode``, ...) override the server's
+        defaults for this call. ``cache=False`` bypasses the (opt-in) recommend cache for this call.
+        """
+        with self._recorded("recommend") as info:
+            deadline = self._deadline(timeout_s)
+            request = RecommendRequest(query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking)
+            result = yield from self._recommend_one(request, deadline, cache, info)
+        return result
+
+    def _recommend_one(
+        self, request: RecommendRequest, deadline: Deadline, use_cache: bool, info: CallInfo
+    ) -> Plan[Recommendations]:
+        """Cache, then single flight: the first of identical concurrent misses asks, the others wait for it."""
+        key, value = self._recommend_lookup(request, use_cache, info)
+        if value is not MISSING:
+            hit: Recommendations = value
+            return hit
+        if key is None:
+            return (yield from self._recommend_uncached(request, deadline, info))
+        future, leader = self._flights.claim(key)
+        if not leader:
+            info.cache = "shared"
+            try:
+                return copy_recommendations((yield Wait(future, deadline, "recommend")))
+            except DeadlineExceeded:
+                if deadline.expired():
+                    raise
+                return (yield from self._recommend_uncached(request, deadline, info))  # the leader had less time
+        try:
+            recs = yield from self._recommend_uncached(request, deadline, info)
+            self._recommend_store(key, recs)
+            future.set_result(recs)
+            return copy_recommendations(recs)
+        except BaseException as error:
+            fail_waiters(future, error)
+            raise
+        finally:
+            self._flights.release(key)
+
+    def _recommend_uncached(
+        self, request: RecommendRequest, deadline: Deadline, info: CallInfo
+    ) -> Plan[Recommendations]:
+        """One row from the server: through the micro-batcher when it is on, else a request of its own."""
+        if self._batcher is not None:
+            item = Pending(request, deadline, self._new_future(), info)
+            self._batcher.submit(item)
+            row: Recommendations = yield Wait(item.future, deadline, "recommend")
+            return row
+        (result,) = yield from self._recommend_rows([request], deadline, info)
+        if isinstance(result, AisleError):
+            raise result
+        return result
+
+    def _recommend_rows(
+        self, requests: Sequence[RecommendRequest], deadline: Deadline, info: CallInfo
+    ) -> Plan[list[Recommendations | AisleError]]:
+        """One Triton request for ``requests``; on INVALID_ARGUMENT, row by row so only its owner fails."""
+        info.batch_rows = len(requests)
+        try:
+            result = yield from self._infer(RECOMMEND_MODEL, batch_recommend_tensors(requests), deadline, info)
+        except InvalidRequest as error:
+            if len(requests) == 1:
+                return [error]
+            LOG.info("batch of %d rejected (%s); resending row by row", len(requests), error)
+            rows = yield Gather([self._recommend_rows([r], deadline, CallInfo("recommend")) for r in requests])
+            info.batch_rows = 1
+            return [row[0] for row in rows]
+        except AisleError as error:
+            return [clone_error(error) for _ in requests]
+        return recommendations_from(result)  # type: ignore[return-value]
+
+    def _batch_plan(self, items: list[Pending]) -> Plan[None]:
+        """A micro-batch: one request for the group, and each caller's future gets its own row or error."""
+        batch_info = CallInfo("recommend")
+        deadline = Deadline.latest([item.deadline for item in items])
+        try:
+            results = yield from self._recommend_rows([item.request for item in items], deadline, batch_info)
+        except BaseException as error:
+            for item in items:
+                fail_waiters(item.future, error)
+            raise
+        for item, result in zip(items, results, strict=False):  # the server answers every row
+            item.info.attempts, item.info.batch_rows = batch_info.attempts, batch_info.batch_rows
+            settle(item.future, result)
+
+    def _plan_recommend_many(
+        self,
+        requests: Sequence[RecommendRequest | Mapping[str, object]],
+        *,
+        timeout_s: float | None = None,
+        cache: bool = True,
+        return_exceptions: bool = False,
+    ) -> Plan[list[Recommendations | AisleError]]:
+        """Many ``recommend`` requests in as few Triton requests as possible (≤ 64 rows each).
+
+        Each element is a ``RecommendRequest`` or a mapping of ``recommend``'s arguments
+        (``query``, ``history``, ``k``, ``now``, filters, ranking options); all are validated before
+        anything is sent. Results come back in order. A row the server rejects fails alone: with
+        ``return_exceptions=True`` its ``AisleError`` takes its place in the list, otherwise the
+        first error is raised. The asyncio client sends the Triton requests of a large call concurrently.
+        """
+        with self._recorded("recommend_many") as info:
+            deadline = self._deadline(timeout_s)
+            if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
+                raise InvalidRequest("requests must be a sequence of RecommendRequest or mappings")
+            rows = [RecommendRequest.coerce(r, i) for i, r in enumerate(requests)]
+            looked_up = [self._recommend_lookup(row, cache, CallInfo("recommend")) for row in rows]
+            results: list[Any] = [value for _, value in looked_up]
+            todo = [(i, rows[i]) for i, value in enumerate(results) if value is MISSING]
+            groups = plan_batches(todo, self.max_batch, _many_signature)
+            sends = [self._recommend_rows([row for _, row in group], deadline, info) for group in groups]
+            outcomes = (yield Gather(sends)) if sends else []
+            for group, outcome in zip(groups, outcomes, strict=True):
+                for (i, _), result in zip(group, outcome, strict=False):
+                    results[i] = result
+                    self._recommend_store(looked_up[i][0], result)
+            if not return_exceptions:
+                for result in results:
+                    if isinstance(result, AisleError):
+                        raise result
+        return results
+
+    # -- embed -----------------------------------------------------------------------------------
+    def _plan_embed(
+        self, texts: Sequence[str], *, tower: str = "query", timeout_s: float | None = None, cache: bool = True
+    ) -> Plan[npt.NDArray[np.float32]]:
+        """L2-normalized embeddings, float32 of shape (len(texts), d), from the query or item tower.
+
+        Cached by exact text (``cache=False`` bypasses); identical texts in flight from other
+        threads or tasks are fetched once.
+        """
+        with self._recorded("embed") as info:
+            deadline = self._deadline(timeout_s)
+            texts = validate_texts(texts)
+            tower = validate_tower(tower)
+            found, missing = self._embed_lookup(tower, texts, cache, info)
+            if missing:
+                found.update((yield from self._embed_fetch(tower, missing, deadline, cache, info)))
+            result: npt.NDArray[np.float32] = np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+        return result
+
+    def _embed_claim(
+        self, tower: str, texts: list[str], use_cache: bool
+    ) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        """``(lead, follow)``: texts this call fetches (with their flight's future, if any) and texts
+        another call is fetching already (with the future to wait on)."""
+        lead: list[tuple[str, Any]] = []
+        follow: list[tuple[str, Any]] = []
+        for text in texts:
+            if use_cache and self._embed_cache is not None:
+                future, leader = self._flights.claim(("embed", tower, text))
+                (lead if leader else follow).append((text, future))
+            else:
+                lead.append((text, None))
+        return lead, follow
+
+    def _embed_fetch(
+        self, tower: str, texts: list[str], deadline: Deadline, use_cache: bool, info: CallInfo
+    ) -> Plan[dict[str, Vector]]:
+        """Vectors of ``texts`` from the server (≤ 64 per request), sharing flights with other callers."""
+        lead, follow = self._embed_claim(tower, texts, use_cache)
+        out: dict[str, Vector] = {}
+        try:
+            for start in range(0, len(lead), EMBED_BATCH):
+                chunk = lead[start : start + EMBED_BATCH]
+                tensors = embed_tensors([text for text, _ in chunk])
+                result = yield from self._infer(EMBED_MODELS[tower], tensors, deadline, info)
+                for (text, future), vector in zip(chunk, embeddings_from(result), strict=False):
+                    self._embed_store(tower, text, vector, use_cache)
+                    out[text] = vector
+                    if future is not None:
+                        future.set_result(vector)
+        except BaseException as error:
+            for _, future in lead:
+                if future is not None:
+                    fail_waiters(future, error)
+            raise
+        finally:
+            for text, future in lead:
+                if future is not None:
+                    self._flights.release(("embed", tower, text))
+        for text, future in follow:
+            info.cache = "shared"
+            out[text] = yield Wait(future, deadline, "embed")
+        return out

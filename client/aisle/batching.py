@@ -5,8 +5,10 @@ trip, an ensemble schedule and a Python-backend hand-off per composing model; B 
 request pay that once. The window is short (``max_delay_ms``) and opens with the first waiting
 call, so a lone caller waits at most that long.
 
-The collection shells (a thread for ``RecClient``, an event-loop timer for ``AsyncRecClient``) are
-the only parts that differ; which calls may share a request is ``plan_batches``, pure and tested.
+The bookkeeping — which rows wait, when the window is full, which rows may share a request — is
+``Window`` and ``plan_batches``, pure and tested. What a batch does once it is sent is the core's
+plan (``ClientCore._batch_plan``). Only the collection shells differ: a thread for ``RecClient``,
+an event-loop timer for ``AsyncRecClient``.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Hashable, Sequence, TypeVar
+from typing import Any, TypeVar
 
+from .errors import ClientClosed
 from .policy import CallInfo, Deadline
 
 LOG = logging.getLogger("aisle")
@@ -56,6 +60,38 @@ def settle(future: Any, result: Any) -> None:
         future.set_result(result)
 
 
+class Window:
+    """The rows collected for the next send: whether it is full, and the requests it splits into.
+
+    Not thread-safe and clock-free: the shells own the timing (a queue timeout, a loop timer).
+    """
+
+    def __init__(self, max_batch: int, group_key: Callable[[Pending], Hashable]) -> None:
+        self.max_batch = max_batch
+        self._group_key = group_key
+        self._items: list[Pending] = []
+
+    def add(self, item: Pending) -> bool:
+        """Collect ``item``; True when the window is full and must be sent now."""
+        self._items.append(item)
+        return len(self._items) >= self.max_batch
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self) -> list[list[Pending]]:
+        """Empty the window into Triton requests (rows that may share one, ``max_batch`` at most)."""
+        items, self._items = self._items, []
+        return plan_batches(items, self.max_batch, self._group_key)
+
+
+def _fail_group(group: list[Pending], error: BaseException) -> None:
+    """A batch that broke outside its plan (a bug) still answers each of its callers."""
+    LOG.error("micro-batch failed", exc_info=error)
+    for item in group:
+        settle(item.future, error)
+
+
 class ThreadBatcher:
     """Collects ``Pending`` rows from many threads and hands each batch to ``run`` on a worker pool.
 
@@ -64,16 +100,15 @@ class ThreadBatcher:
 
     def __init__(
         self,
-        run: Callable[[list[Pending]], None],
+        run: Callable[[list[Pending]], object],
         max_batch: int,
         max_delay_s: float,
         group_key: Callable[[Pending], Hashable],
         workers: int = 4,
     ) -> None:
         self._run = run
-        self._max_batch = max_batch
+        self._window = Window(max_batch, group_key)
         self._max_delay_s = max_delay_s
-        self._group_key = group_key
         self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="aisle-batch")
         self._closed = False
@@ -82,39 +117,38 @@ class ThreadBatcher:
 
     def submit(self, item: Pending) -> None:
         if self._closed:
-            from .errors import ServerUnavailable
-
-            raise ServerUnavailable("client is closed")
+            raise ClientClosed("the micro-batcher is closed")
         self._queue.put(item)
 
     def _collect(self) -> None:
-        stop = False
-        while not stop:
+        open_ = True
+        while open_:
             first = self._queue.get()
             if first is None:
                 break
-            items = [first]
-            window_ends = time.monotonic() + self._max_delay_s
-            while len(items) < self._max_batch:
-                left = window_ends - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                items.append(item)
-            for group in plan_batches(items, self._max_batch, self._group_key):
+            self._window.add(first)
+            open_ = self._fill(time.monotonic() + self._max_delay_s)
+            for group in self._window.take():
                 self._pool.submit(self._run_safely, group)
+
+    def _fill(self, window_ends: float) -> bool:
+        """Add rows until the window is full or its time is up; False once ``close`` was asked for."""
+        while True:
+            left = window_ends - time.monotonic()
+            try:
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            if self._window.add(item):
+                return True
 
     def _run_safely(self, group: list[Pending]) -> None:
         try:
             self._run(group)
         except BaseException as exc:  # noqa: BLE001 - a bug must reach the callers, not kill the pool
-            LOG.exception("micro-batch failed")
-            for item in group:
-                settle(item.future, exc)
+            _fail_group(group, exc)
 
     def close(self) -> None:
         if not self._closed:
@@ -129,22 +163,22 @@ class AsyncBatcher:
 
     def __init__(
         self,
-        run: Callable[[list[Pending]], Awaitable[None]],
+        run: Callable[[list[Pending]], Awaitable[object]],
         max_batch: int,
         max_delay_s: float,
         group_key: Callable[[Pending], Hashable],
     ) -> None:
         self._run = run
-        self._max_batch = max_batch
+        self._window = Window(max_batch, group_key)
         self._max_delay_s = max_delay_s
-        self._group_key = group_key
-        self._pending: list[Pending] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def submit(self, item: Pending) -> None:
-        self._pending.append(item)
-        if len(self._pending) >= self._max_batch:
+        if self._closed:
+            raise ClientClosed("the micro-batcher is closed")
+        if self._window.add(item):
             self._flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._max_delay_s, self._flush)
@@ -153,8 +187,7 @@ class AsyncBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        items, self._pending = self._pending, []
-        for group in plan_batches(items, self._max_batch, self._group_key):
+        for group in self._window.take():
             task = asyncio.get_running_loop().create_task(self._run_safely(group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -162,13 +195,13 @@ class AsyncBatcher:
     async def _run_safely(self, group: list[Pending]) -> None:
         try:
             await self._run(group)
-        except BaseException as exc:  # noqa: BLE001
-            LOG.exception("micro-batch failed")
-            for item in group:
-                settle(item.future, exc)
+        except BaseException as exc:  # noqa: BLE001 - a bug must reach the callers, not vanish with the task
+            _fail_group(group, exc)
 
     async def close(self) -> None:
-        if self._pending:
+        """Send what is waiting and let the batches in flight finish."""
+        self._closed = True
+        if len(self._window):
             self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, ServerUnavailable
 from .requests import RecommendRequest
 
 V = TypeVar("V")
@@ -52,7 +53,7 @@ class ResultCache(Generic[V]):
             raise InvalidRequest(f"cache ttl_s must be a finite number > 0, got {ttl_s!r}")
         self.maxsize = maxsize
         self.ttl_s = float(ttl_s)
-        self._data: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl_s, timer=timer)
+        self._data: TTLCache[Hashable, V] = TTLCache(maxsize=maxsize, ttl=ttl_s, timer=timer)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -60,7 +61,7 @@ class ResultCache(Generic[V]):
     def get(self, key: Hashable) -> V | object:
         """The cached value, or ``MISSING``; counts a hit or a miss."""
         with self._lock:
-            value = self._data.get(key, _MISSING)
+            value: V | object = self._data.get(key, _MISSING)
             if value is _MISSING:
                 self.misses += 1
             else:
@@ -93,7 +94,7 @@ def _bucket(value: float, bucket_s: float) -> int:
     return math.floor(value / bucket_s)
 
 
-def recommend_key(request: RecommendRequest, bucket_s: float) -> tuple:
+def recommend_key(request: RecommendRequest, bucket_s: float) -> tuple[Any, ...]:
     """The cache key of a ``recommend`` request: equal for requests that must get the same answer.
 
     - the query with whitespace runs collapsed and ends stripped (the tokenizer splits on
@@ -110,7 +111,7 @@ def recommend_key(request: RecommendRequest, bucket_s: float) -> tuple:
     return ("recommend", query, history, request.k, now, filters, request.ranking)
 
 
-def embed_key(tower: str, text: str) -> tuple:
+def embed_key(tower: str, text: str) -> tuple[str, str]:
     """Embeddings are deterministic per (tower, exact text): no normalization, nothing to go stale."""
     return (tower, text)
 
@@ -143,3 +144,16 @@ class Flights(Generic[F]):
 
     def __len__(self) -> int:
         return len(self._flights)
+
+
+def fail_waiters(future: Any, error: BaseException) -> None:
+    """Hand a failed leader's error to whoever waits on its flight's ``future``.
+
+    A leader stopped by cancellation or an interrupt hands them ``ServerUnavailable`` instead
+    (asyncio futures refuse ``BaseException``s, and the call itself did not fail). The exception is
+    marked retrieved, since every follower may have gone already.
+    """
+    if future.done():
+        return
+    future.set_exception(error if isinstance(error, Exception) else ServerUnavailable("call cancelled"))
+    future.exception()

@@ -13,7 +13,7 @@ class AisleError(Exception):
 
     retryable = False
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None):
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.code = code
 
@@ -50,6 +50,15 @@ class PermissionDenied(AisleError):
 
 class ServerError(AisleError):
     """The server failed while handling the request (a bug or a broken model)."""
+
+
+class ClientClosed(AisleError, RuntimeError):
+    """The client was closed (``close()``, or the end of its ``with``/``async with`` block).
+
+    Calling a closed client is a programming error, not a server state, so it is never retryable;
+    like httpx's and aiohttp's closed clients it is also a ``RuntimeError``. ``RecClient`` and
+    ``AsyncRecClient`` raise it with the same message.
+    """
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AisleError]] = {

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import AisleError, DeadlineExceeded, InvalidRequest
 
@@ -33,11 +33,15 @@ class Deadline:
         """Seconds left, or ``DeadlineExceeded`` if none are."""
         left = self.remaining()
         if left <= 0:
-            raise DeadlineExceeded(f"{what}: deadline of {self.timeout_s:.3f}s exceeded")
+            raise self.exceeded(what)
         return left
 
+    def exceeded(self, what: str) -> DeadlineExceeded:
+        """The error of a call (or a wait inside it) that ran out of this deadline."""
+        return DeadlineExceeded(f"{what}: deadline of {self.timeout_s:.3f}s exceeded")
+
     @staticmethod
-    def latest(deadlines: "list[Deadline]") -> "Deadline":
+    def latest(deadlines: list[Deadline]) -> Deadline:
         """The deadline of a request that serves several callers: the last of theirs."""
         return max(deadlines, key=lambda d: d.at)
 
@@ -106,7 +110,7 @@ class CallInfo:
     batch_rows: int = 0
     error: str | None = None
 
-    def finish(self, error: BaseException | None = None) -> "CallInfo":
+    def finish(self, error: BaseException | None = None) -> CallInfo:
         self.elapsed_s = time.perf_counter() - self.started
         if error is not None:
             self.error = type(error).__name__

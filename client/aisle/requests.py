@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Literal, Mapping, Sequence, TypedDict
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def _history(history: Iterable[HistoryItem] | None) -> tuple[tuple, ...]:
     items = []
     for i, item in enumerate(history or ()):
         # tuple/list first: the Sequence ABC check costs microseconds per item on every call
-        if not (type(item) in (tuple, list) or isinstance(item, Sequence) and not isinstance(item, (str, bytes))) \
+        if not (type(item) in (tuple, list) or (isinstance(item, Sequence) and not isinstance(item, (str, bytes)))) \
                 or len(item) not in (2, 3):
             raise InvalidRequest(f"history[{i}] must be an (item_id, unix_ts) pair or (item_id, unix_ts, event_type), "
                                  f"got {item!r}")
@@ -180,7 +181,7 @@ class RecommendRequest:
         return (self.now is not None, tuple(name for name, _ in self.ranking))  # type: ignore[union-attr]
 
     @classmethod
-    def coerce(cls, value: "RecommendRequest | Mapping[str, object]", index: int | None = None) -> "RecommendRequest":
+    def coerce(cls, value: RecommendRequest | Mapping[str, object], index: int | None = None) -> RecommendRequest:
         """A ``RecommendRequest`` from itself or a mapping of ``recommend``'s keyword arguments."""
         if isinstance(value, RecommendRequest):
             return value

@@ -1,13 +1,29 @@
-"""Turn Triton answers into SDK results — shared by the sync and asyncio clients."""
+"""Turn Triton answers into SDK results — shared by the sync and asyncio clients.
+
+Everything here reads arrays the transport already received; nothing sends or waits, so the plans
+in ``_core`` use it the same way whichever client drives them.
+"""
 from __future__ import annotations
 
+from typing import Any, Protocol, TypeAlias
+
 import numpy as np
+import numpy.typing as npt
 
 from .types import Recommendation, Recommendations
 
+Vector: TypeAlias = npt.NDArray[np.float32]
+Array: TypeAlias = npt.NDArray[Any]
+
+
+class InferResult(Protocol):
+    """What the SDK reads of a tritonclient ``InferResult`` (sync and aio return the same class)."""
+
+    def as_numpy(self, name: str) -> Array | None: ...
+
 
 def parse_recommendations(
-    ids: np.ndarray, scores: np.ndarray, unknown: np.ndarray | None, row: int = 0
+    ids: Array, scores: Array, unknown: Array | None, row: int = 0
 ) -> Recommendations:
     """Row ``row`` of a ``recommend`` answer; empty ids (and their NaN scores) are padding and dropped.
 
@@ -15,15 +31,27 @@ def parse_recommendations(
     """
     items = [
         Recommendation(item_id=raw.decode("utf-8"), score=float(score))
-        for raw, score in zip(ids[row], scores[row])
+        for raw, score in zip(ids[row], scores[row], strict=False)
         if raw
     ]
     return Recommendations(items, unknown_history=int(unknown[row][0]) if unknown is not None else 0)
 
 
-def split_recommendations(ids: np.ndarray, scores: np.ndarray, unknown: np.ndarray | None) -> list[Recommendations]:
+def split_recommendations(ids: Array, scores: Array, unknown: Array | None) -> list[Recommendations]:
     """Every row of a batched ``recommend`` answer, in request order."""
     return [parse_recommendations(ids, scores, unknown, row) for row in range(ids.shape[0])]
+
+
+def recommendations_from(result: InferResult) -> list[Recommendations]:
+    """Every row of a ``recommend`` answer as the transport returned it."""
+    return split_recommendations(
+        result.as_numpy("ITEM_IDS"), result.as_numpy("SCORES"), result.as_numpy("UNKNOWN_HISTORY")  # type: ignore[arg-type]
+    )
+
+
+def embeddings_from(result: InferResult) -> list[Vector]:
+    """One float32 vector per text of an ``embed_*`` answer, each its own array (safe to cache)."""
+    return [np.array(vector, dtype=np.float32) for vector in result.as_numpy("EMBEDDING")]  # type: ignore[union-attr]
 
 
 def copy_recommendations(recs: Recommendations) -> Recommendations:

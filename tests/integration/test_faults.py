@@ -24,7 +24,8 @@ from google.protobuf import text_format
 
 from aisle import AisleError, DeadlineExceeded, RecClient, RetryPolicy, ServerError, ServerUnavailable
 from aisle.errors import from_triton
-from aisle_server.tritonserver import TritonServer, free_port, process_group_members
+from aisle_server.processes import process_group_members
+from aisle_server.tritonserver import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 
