@@ -9,13 +9,19 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test unit integration setup system-deps clean eval eval-retail bench
+.PHONY: demo test lint unit integration setup system-deps clean eval eval-retail bench
 
 demo: $(STAMP)
 	$(VENV)/bin/aisle demo --workdir build
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
+
+# Style gates (pyproject.toml: [tool.ruff], [tool.mypy]); part of `make test`.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

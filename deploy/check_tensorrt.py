@@ -5,6 +5,7 @@ major·10000 + minor·100 + patch since TensorRT 10), the library Triton's Tenso
 ``--python`` also checks the ``tensorrt`` Python bindings that ``aisle export --engine tensorrt``
 builds with. Standard library only: it runs before anything is installed.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
     expected = argv[0]
     found = {"libnvinfer": library_version()}
     if "--python" in argv:
-        import tensorrt  # noqa: PLC0415
+        import tensorrt
 
         found["tensorrt (Python)"] = ".".join(tensorrt.__version__.split(".")[:3])
     wrong = {k: v for k, v in found.items() if v != expected}

@@ -25,6 +25,7 @@ External server (the GPU suite, ``perf/perf_analyzer/gpu_suite.sh``): ``--url HO
 Aisle scenarios against a server started elsewhere (e.g. the Triton container with
 ``--model-config-name tensorrt``), labelled ``--label``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,6 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from perf import loadgen  # noqa: E402
-from perf.perf_analyzer import inputs, runner, stats, variants  # noqa: E402
+from perf import loadgen  # noqa: E402 - after the sys.path insert above
+from perf.perf_analyzer import inputs, runner, stats, variants  # noqa: E402 - after the sys.path insert above
 
 HEADLINE_CONCURRENCY = 16
 COMPONENTS = ("tokenizer", "query_encoder", "rerank")
@@ -64,18 +64,24 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.release()}", "gpu": "none"}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "gpu": "none",
+    }
 
 
 def ensure_repo(repo: Path) -> None:
     """Build ``repo`` like ``make demo`` does (export + MovieLens index) when it is missing."""
     if (repo / "rerank" / "1" / "index" / "embeddings.npy").is_file():
         return
-    from aisle_export.catalog import read_catalog  # noqa: PLC0415
-    from aisle_export.indexing import write_index  # noqa: PLC0415
-    from aisle_export.movielens import fetch_movielens, write_catalog_csv  # noqa: PLC0415
-    from aisle_export.pipeline import export_repository  # noqa: PLC0415
+    from aisle_export.catalog import read_catalog
+    from aisle_export.indexing import write_index
+    from aisle_export.movielens import fetch_movielens, write_catalog_csv
+    from aisle_export.pipeline import export_repository
 
     say(f"{repo} has no index: exporting and indexing MovieLens-100K (what make demo does)")
     export_repository(repo)
@@ -94,11 +100,22 @@ class Bench:
         self.started = time.monotonic()
         self.results: dict = {
             "machine": machine(),
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "settings": {"concurrency": args.concurrency, "measurement_ms": args.measurement_ms,
-                         "loadgen_s": args.duration, "rounds": args.rounds, "requests": "MovieLens title searches, K=10"},
-            "load": [], "systems": {}, "components": {}, "feed": {}, "request_rate": [], "breakdowns": {},
-            "paired": {"rounds": []}, "notes": [],
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "settings": {
+                "concurrency": args.concurrency,
+                "measurement_ms": args.measurement_ms,
+                "loadgen_s": args.duration,
+                "rounds": args.rounds,
+                "requests": "MovieLens title searches, K=10",
+            },
+            "load": [],
+            "systems": {},
+            "components": {},
+            "feed": {},
+            "request_rate": [],
+            "breakdowns": {},
+            "paired": {"rounds": []},
+            "notes": [],
         }
 
     # ------------------------------------------------------------------ helpers
@@ -116,12 +133,19 @@ class Bench:
     def system(self, name: str, label: str, kind: str) -> dict:
         return self.results["systems"].setdefault(name, {"label": label, "kind": kind, "points": []})
 
-    def pa(self, model: str, data: str, url: str, tag: str, concurrency: int | None = None,
-           rate: float | None = None) -> dict:
+    def pa(
+        self, model: str, data: str, url: str, tag: str, concurrency: int | None = None, rate: float | None = None
+    ) -> dict:
         point = f"c{concurrency}" if concurrency is not None else f"r{rate:g}"
-        scenario = runner.Scenario(model, self.paths[data], url, self.csv_dir / f"{tag}_{point}.csv",
-                                   concurrency=concurrency, request_rate=rate,
-                                   measurement_ms=self.args.measurement_ms)
+        scenario = runner.Scenario(
+            model,
+            self.paths[data],
+            url,
+            self.csv_dir / f"{tag}_{point}.csv",
+            concurrency=concurrency,
+            request_rate=rate,
+            measurement_ms=self.args.measurement_ms,
+        )
         result = runner.run(scenario, log_path=self.log)
         result["load1"] = self.load(f"{tag} {point}")
         return result
@@ -142,26 +166,36 @@ class Bench:
 
     def variants(self) -> list[variants.Variant]:
         """The sweep, most informative first (what a tight time budget cuts is the tail)."""
-        from aisle_export import repository  # noqa: PLC0415
+        from aisle_export import repository
 
         int8 = "int8" in getattr(repository, "CONFIG_VARIANTS", ()) and not self.args.no_int8
         if not int8:
             self.results["notes"].append("INT8 rows skipped: this checkout has no int8 encoder config variant.")
         V = variants.Variant
-        order = [V("fp32", True, 1), V("fp32", False, 1), V("int8", True, 1), V("int8", True, 2, threads=1),
-                 V("fp32", True, 2, threads=1), V("fp32", True, 2), V("int8", False, 1), V("int8", True, 2),
-                 V("fp32", False, 2), V("int8", False, 2)]
+        order = [
+            V("fp32", True, 1),
+            V("fp32", False, 1),
+            V("int8", True, 1),
+            V("int8", True, 2, threads=1),
+            V("fp32", True, 2, threads=1),
+            V("fp32", True, 2),
+            V("int8", False, 1),
+            V("int8", True, 2),
+            V("fp32", False, 2),
+            V("int8", False, 2),
+        ]
         chosen = [v for v in order if int8 or v.precision == "fp32"]
         if self.args.variants:
             chosen = [v for v in chosen if v.name in self.args.variants]
         return chosen
 
     def serve(self, variant: variants.Variant):
-        from aisle_server.tritonserver import TritonServer  # noqa: PLC0415
+        from aisle_server.tritonserver import TritonServer
 
         repo = self.repos[variant.name]
-        return TritonServer(repo, model_config_name=variant.model_config_name,
-                            log_file=self.work / f"{variant.name}.tritonserver.log")
+        return TritonServer(
+            repo, model_config_name=variant.model_config_name, log_file=self.work / f"{variant.name}.tritonserver.log"
+        )
 
     def sweep_aisle(self, variant: variants.Variant, default: bool) -> None:
         system = self.system(variant.name, variant.label, "triton")
@@ -187,12 +221,16 @@ class Bench:
         levels = (1, HEADLINE_CONCURRENCY)
         for model in COMPONENTS:
             self.results["components"][model] = [
-                {**self.pa(model, model, url, f"component_{model}", concurrency=c), "concurrency": c} for c in levels]
-            say(f"component {model}: " + ", ".join(f"c={p['concurrency']} {p['throughput']:.0f}/s"
-                                                  for p in self.results["components"][model]))
+                {**self.pa(model, model, url, f"component_{model}", concurrency=c), "concurrency": c} for c in levels
+            ]
+            say(
+                f"component {model}: "
+                + ", ".join(f"c={p['concurrency']} {p['throughput']:.0f}/s" for p in self.results["components"][model])
+            )
         self.results["feed"] = [
             {**self.pa("recommend", "recommend_feed", url, "recommend_feed", concurrency=c), "concurrency": c}
-            for c in levels]
+            for c in levels
+        ]
         capacity = max(p["throughput"] for p in self.results["systems"][system]["points"])
         for fraction in RATE_FRACTIONS:
             rate = max(1.0, round(capacity * fraction, 1))
@@ -204,20 +242,23 @@ class Bench:
         system = self.system(name, label, "loadgen")
         loadgen.run(make_call, self.requests, 1, duration_s=1.0, warmup_s=0.5)
         for c in self.args.concurrency:
-            point = loadgen.run(make_call, self.requests, c, duration_s=self.args.duration,
-                                warmup_s=self.args.warmup).to_dict()
+            point = loadgen.run(
+                make_call, self.requests, c, duration_s=self.args.duration, warmup_s=self.args.warmup
+            ).to_dict()
             point["load1"] = self.load(f"{name} c{c}")
             system["points"].append(point)
             say(f"{name} c={c}: {point['throughput']:.1f}/s p99 {point['p99_ms']:.0f} ms")
 
     def baselines(self) -> None:
-        from perf.baselines.search import SearchModel  # noqa: PLC0415
-        from perf.baselines.server import FastApiServer  # noqa: PLC0415
+        from perf.baselines.search import SearchModel
+        from perf.baselines.server import FastApiServer
 
         say("in-process baseline: sentence-transformers + numpy top-k")
         model = SearchModel(self.args.repo)
         loadgen.run(loadgen.make_inprocess(model.search), self.requests, 2, duration_s=2.0, warmup_s=1.0)
-        self.sweep_loadgen("inprocess", "in-process sentence-transformers + numpy", loadgen.make_inprocess(model.search))
+        self.sweep_loadgen(
+            "inprocess", "in-process sentence-transformers + numpy", loadgen.make_inprocess(model.search)
+        )
         del model
         say("FastAPI baseline")
         with FastApiServer(self.args.repo, log_file=self.work / "fastapi.log") as api:
@@ -225,6 +266,7 @@ class Bench:
 
     def ranked_variants(self, chosen: list[variants.Variant]) -> list[variants.Variant]:
         """Variants by their sweep throughput at concurrency 16, best first."""
+
         def at16(v: variants.Variant) -> float:
             points = self.results["systems"].get(v.name, {}).get("points", [])
             return max((p["throughput"] for p in points if p["concurrency"] == HEADLINE_CONCURRENCY), default=0.0)
@@ -238,16 +280,20 @@ class Bench:
         batching (1 instance). The report's "best" is the one with the highest median here; the
         Python load generator drives the sweep's best.
         """
-        from contextlib import ExitStack  # noqa: PLC0415
+        from contextlib import ExitStack
 
-        from perf.baselines.server import FastApiServer  # noqa: PLC0415
+        from perf.baselines.server import FastApiServer
 
         c = HEADLINE_CONCURRENCY
         pair = [variants.Variant("fp32", True, 1), variants.Variant("fp32", False, 1)]
         best = ranked[0]
         aisle = {v.name: v for v in [*ranked[:2], *pair] if v.name in self.repos}
-        self.results["paired"].update(python_loadgen_target=best.name, python_loadgen_label=best.label,
-                                      concurrency=c, labels={n: v.label for n, v in aisle.items()})
+        self.results["paired"].update(
+            python_loadgen_target=best.name,
+            python_loadgen_label=best.label,
+            concurrency=c,
+            labels={n: v.label for n, v in aisle.items()},
+        )
         with ExitStack() as stack:
             api = stack.enter_context(FastApiServer(self.args.repo, log_file=self.work / "fastapi.log"))
             urls = {name: stack.enter_context(self.serve(v)).grpc_url for name, v in aisle.items()}
@@ -263,15 +309,23 @@ class Bench:
                     before = stats.snapshot(url)
                     t0 = time.monotonic()
                     row[name] = self.pa("recommend", "recommend_search", url, f"paired_r{r + 1}_{name}", concurrency=c)
-                    row[name]["breakdown"] = stats.breakdown(stats.diff(stats.snapshot(url), before),
-                                                             time.monotonic() - t0)
-                py = loadgen.run(loadgen.make_triton(urls[best.name]), self.requests, c,
-                                 duration_s=self.args.duration, warmup_s=self.args.warmup)
+                    row[name]["breakdown"] = stats.breakdown(
+                        stats.diff(stats.snapshot(url), before), time.monotonic() - t0
+                    )
+                py = loadgen.run(
+                    loadgen.make_triton(urls[best.name]),
+                    self.requests,
+                    c,
+                    duration_s=self.args.duration,
+                    warmup_s=self.args.warmup,
+                )
                 row["best_python_loadgen"] = {**py.to_dict(), "load1": self.load(f"paired r{r + 1} best via loadgen")}
                 self.results["paired"]["rounds"].append(row)
-                say(f"paired round {r + 1}: FastAPI {fast.throughput:.1f}/s p99 {fast.p99_ms:.0f} ms; "
+                say(
+                    f"paired round {r + 1}: FastAPI {fast.throughput:.1f}/s p99 {fast.p99_ms:.0f} ms; "
                     + "; ".join(f"{n} {row[n]['throughput']:.1f}/s p99 {row[n]['p99_ms']:.0f} ms" for n in urls)
-                    + f"; best via Python loadgen {py.throughput:.1f}/s p99 {py.p99_ms:.0f} ms")
+                    + f"; best via Python loadgen {py.throughput:.1f}/s p99 {py.p99_ms:.0f} ms"
+                )
 
     def external(self) -> None:
         """The Aisle scenarios against a server someone else started (the GPU suite)."""
@@ -282,8 +336,9 @@ class Bench:
             before = stats.snapshot(url)
             t0 = time.monotonic()
             point = self.pa("recommend", "recommend_search", url, name, concurrency=c)
-            point.update(concurrency=c, breakdown=stats.breakdown(stats.diff(stats.snapshot(url), before),
-                                                                  time.monotonic() - t0))
+            point.update(
+                concurrency=c, breakdown=stats.breakdown(stats.diff(stats.snapshot(url), before), time.monotonic() - t0)
+            )
             system["points"].append(point)
             say(f"{name} c={c}: {point['throughput']:.1f}/s p99 {point['p99_ms']:.0f} ms")
         self.default_extras(url, name)
@@ -344,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = "bench" if not args.url else f"bench_{args.label}"
     (args.out / f"{stem}_results.json").write_text(json.dumps(results, indent=1) + "\n")
     if not args.no_report:
-        from perf import report  # noqa: PLC0415
+        from perf import report
 
         for path in report.write(results, args.out, stem):
             say(f"wrote {path}")

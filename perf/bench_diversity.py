@@ -7,6 +7,7 @@ with one BLAS thread as well as without: on a busy 2-core machine multithreaded 
 per-pick float64 matrix-vector products wait for a second core (figures: docs/results.md, "MMR /
 DPP cost" under "Content ranking study").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for r in results:
-        print(f"diversity {r['diversity']}: MMR p50 {r['mmr']['p50_ms']:.3f} ms (p95 {r['mmr']['p95_ms']:.3f}), "
-              f"DPP p50 {r['dpp']['p50_ms']:.3f} ms (p95 {r['dpp']['p95_ms']:.3f})")
+        print(
+            f"diversity {r['diversity']}: MMR p50 {r['mmr']['p50_ms']:.3f} ms (p95 {r['mmr']['p95_ms']:.3f}), "
+            f"DPP p50 {r['dpp']['p50_ms']:.3f} ms (p95 {r['dpp']['p95_ms']:.3f})"
+        )
 
 
 if __name__ == "__main__":

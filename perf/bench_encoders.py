@@ -9,6 +9,7 @@ Needs an exported, indexed repository with ``model.int8.onnx`` (``aisle export -
 then ``aisle index``). Writes ``perf/results/encoders.json``. Both servers use the same index, so
 only the query encoder differs between the two ``recommend`` runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,21 @@ def encoder_throughput(directory: Path, filename: str, seconds: float) -> dict:
         encoder(ids, mask)
         timings.append(time.perf_counter() - t)
     median = statistics.median(timings)
-    return {"batch": BATCH, "seq_len": int(ids.shape[1]), "runs": len(timings), "median_batch_ms": round(median * 1e3, 2),
-            "texts_per_s": round(BATCH / median, 1)}
+    return {
+        "batch": BATCH,
+        "seq_len": int(ids.shape[1]),
+        "runs": len(timings),
+        "median_batch_ms": round(median * 1e3, 2),
+        "texts_per_s": round(BATCH / median, 1),
+    }
 
 
 def recommend_latency(repo: Path, config_name: str | None, calls: int) -> dict:
     """Sequential single ``recommend`` calls (k=10) over the SDK: p50/p90 ms and calls per second."""
-    with TritonServer(repo, model_config_name=config_name) as server, RecClient(server.grpc_url, timeout_s=10) as client:
+    with (
+        TritonServer(repo, model_config_name=config_name) as server,
+        RecClient(server.grpc_url, timeout_s=10) as client,
+    ):
         for query in RETRIEVAL_QUERIES[:10]:
             client.recommend(query=query, k=10)
         latencies = []
@@ -61,8 +70,12 @@ def recommend_latency(repo: Path, config_name: str | None, calls: int) -> dict:
             client.recommend(query=RETRIEVAL_QUERIES[i % len(RETRIEVAL_QUERIES)], k=10)
             latencies.append((time.perf_counter() - t) * 1e3)
         elapsed = time.perf_counter() - started
-    return {"calls": calls, "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-            "p90_ms": round(float(np.percentile(latencies, 90)), 2), "calls_per_s": round(calls / elapsed, 1)}
+    return {
+        "calls": calls,
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p90_ms": round(float(np.percentile(latencies, 90)), 2),
+        "calls_per_s": round(calls / elapsed, 1),
+    }
 
 
 def main() -> None:
@@ -85,13 +98,16 @@ def main() -> None:
     for name, runs in rounds.items():
         result[f"encoder_{name}"] = max(runs, key=lambda r: r["texts_per_s"])
     result["encoder_int8_to_fp32_throughput"] = round(
-        result["encoder_int8"]["texts_per_s"] / result["encoder_fp32"]["texts_per_s"], 2)
+        result["encoder_int8"]["texts_per_s"] / result["encoder_fp32"]["texts_per_s"], 2
+    )
 
     result["recommend_fp32"] = recommend_latency(args.repo, None, args.calls)
     print("recommend fp32", result["recommend_fp32"], flush=True)
     result["recommend_int8"] = recommend_latency(args.repo, "int8", args.calls)
     print("recommend int8", result["recommend_int8"], flush=True)
-    result["recommend_p50_int8_to_fp32"] = round(result["recommend_int8"]["p50_ms"] / result["recommend_fp32"]["p50_ms"], 2)
+    result["recommend_p50_int8_to_fp32"] = round(
+        result["recommend_int8"]["p50_ms"] / result["recommend_fp32"]["p50_ms"], 2
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -26,6 +26,7 @@ three catalog items, so queries fall between clusters.
 
     .venv/bin/python perf/bench_index_scale.py --sizes 1000000 3000000 10000000 --workdir /tmp/aisle-scale
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 from aisle_server.ann import AnnIndex
 from aisle_server.index import CatalogIndex, save_item_fields
 from aisle_server.ranking import RankRequest, rank
 from bench_retrieval import timed  # its sibling in perf/ (this script's directory): one timing loop
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHUNK = 250_000
 
@@ -66,7 +66,9 @@ def write_vectors(path: Path, items: int, dim: int, clusters: int, seed: int = 0
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(items, dim))
     for start in range(0, items, CHUNK):
         stop = min(items, start + CHUNK)
-        block = centers[rng.integers(0, clusters, stop - start)] + rng.standard_normal((stop - start, dim), dtype=np.float32)
+        block = centers[rng.integers(0, clusters, stop - start)] + rng.standard_normal(
+            (stop - start, dim), dtype=np.float32
+        )
         out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     out.flush()
     del out
@@ -115,10 +117,16 @@ def phase_build(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     save_item_fields(directory, item_fields(args.items), {"dim": args.dim, "lexical": False, "ann": True})
     fields_s = time.perf_counter() - started
-    return {"item_fields_s": round(fields_s, 1), "generate_s": round(generate_s, 1), "build_s": round(build_s, 1), "nlist": int(ann.index.nlist),
-            "pq_m": int(ann.index.pq.M), "ann_file_mib": round((directory / "ann.faiss").stat().st_size / 2**20, 1),
-            "embeddings_file_mib": round((directory / "embeddings.npy").stat().st_size / 2**20, 1),
-            "build_memory_mib": proc_status()}
+    return {
+        "item_fields_s": round(fields_s, 1),
+        "generate_s": round(generate_s, 1),
+        "build_s": round(build_s, 1),
+        "nlist": int(ann.index.nlist),
+        "pq_m": int(ann.index.pq.M),
+        "ann_file_mib": round((directory / "ann.faiss").stat().st_size / 2**20, 1),
+        "embeddings_file_mib": round((directory / "embeddings.npy").stat().st_size / 2**20, 1),
+        "build_memory_mib": proc_status(),
+    }
 
 
 def phase_truth(args: argparse.Namespace) -> dict:
@@ -157,16 +165,23 @@ def phase_serve(args: argparse.Namespace) -> dict:
         for nprobe in args.nprobe:
             ann = AnnIndex(default.index, nprobe, default.kind, refine, default.vectors)
             ann.search(queries[0], args.candidates)  # warm-up
-            found, ms = timed(lambda q: ann.search(q, args.candidates), queries)
+            found, ms = timed(lambda q: ann.search(q, args.candidates), queries)  # noqa: B023 - timed() calls it now
             recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / args.candidates for f, e in zip(found, truth)])
             rows.append({"nprobe": nprobe, "refine": refine, **percentiles(ms), "recall": round(float(recall), 3)})
             print(rows[-1], flush=True)
     # the sweep left its last nprobe on the shared faiss index: back to the index's own settings
     index.ann = AnnIndex(default.index, default.nprobe, default.kind, default.refine, default.vectors)
     rank_rows = rank_latency(index, queries)
-    return {"rank": rank_rows, "nprobe": default.nprobe, "refine": default.refine, "load_s": round(load_s, 2),
-            "memory_before_load_mib": before, "memory_after_load_mib": after_load,
-            "memory_after_queries_mib": proc_status(), "queries": rows}
+    return {
+        "rank": rank_rows,
+        "nprobe": default.nprobe,
+        "refine": default.refine,
+        "load_s": round(load_s, 2),
+        "memory_before_load_mib": before,
+        "memory_after_load_mib": after_load,
+        "memory_after_queries_mib": proc_status(),
+        "queries": rows,
+    }
 
 
 def percentiles(ms: np.ndarray) -> dict[str, float]:
@@ -179,8 +194,16 @@ def rank_latency(index: CatalogIndex, queries: np.ndarray, k: int = 10) -> dict:
     now = 1.7e9
     requests = {
         "search": [RankRequest(query, [], np.zeros(0), k, now) for query in queries],
-        "feed": [RankRequest(None, [str(index.item_ids[r]) for r in rng.integers(0, len(index), 20)],
-                             now - np.sort(rng.uniform(0, 7 * 86400, 20))[::-1], k, now) for _ in queries],
+        "feed": [
+            RankRequest(
+                None,
+                [str(index.item_ids[r]) for r in rng.integers(0, len(index), 20)],
+                now - np.sort(rng.uniform(0, 7 * 86400, 20))[::-1],
+                k,
+                now,
+            )
+            for _ in queries
+        ],
     }
     out = {}
     for name, batch in requests.items():
@@ -193,12 +216,30 @@ def rank_latency(index: CatalogIndex, queries: np.ndarray, k: int = 10) -> dict:
 
 
 def run_phase(phase: str, args: argparse.Namespace, items: int, directory: Path) -> dict:
-    cmd = [sys.executable, __file__, "--phase", phase, "--items", str(items), "--dir", str(directory),
-           "--dim", str(args.dim), "--clusters", str(args.clusters), "--queries", str(args.queries),
-           "--candidates", str(args.candidates), "--nprobe", *map(str, args.nprobe),
-           "--serve-refine", *map(str, args.serve_refine)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--items",
+        str(items),
+        "--dir",
+        str(directory),
+        "--dim",
+        str(args.dim),
+        "--clusters",
+        str(args.clusters),
+        "--queries",
+        str(args.queries),
+        "--candidates",
+        str(args.candidates),
+        "--nprobe",
+        *map(str, args.nprobe),
+        "--serve-refine",
+        *map(str, args.serve_refine),
+    ]
     started = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)  # noqa: S603
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     sys.stderr.write(out.stderr[-2000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(time.perf_counter() - started, 1)
@@ -213,8 +254,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 128])
-    parser.add_argument("--serve-refine", type=int, nargs="+", default=[4, 16],
-                        help="re-scoring factors to sweep (the index itself keeps ann.DEFAULT_REFINE)")
+    parser.add_argument(
+        "--serve-refine",
+        type=int,
+        nargs="+",
+        default=[4, 16],
+        help="re-scoring factors to sweep (the index itself keeps ann.DEFAULT_REFINE)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/aisle-index-scale"))
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the generated indexes")
@@ -264,19 +310,29 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
             f"| {r['items']:,} | {b['nlist']} × {b['pq_m']} | {b['build_s']} | {b['build_memory_mib']['VmHWM']:,} | "
             f"{b['ann_file_mib']:,} | {b['embeddings_file_mib']:,} | {s['memory_after_load_mib']['RssAnon']:,} | "
             f"{s['memory_after_queries_mib']['RssAnon']:,} | "
-            f"{s['memory_after_queries_mib']['VmHWM']:,} | {s['load_s']} |")
+            f"{s['memory_after_queries_mib']['VmHWM']:,} | {s['load_s']} |"
+        )
     lines += ["", "| items | nprobe | refine | p50 ms | p95 ms | recall |", "|---|---|---|---|---|---|"]
     for r in results:
         for q in r["serve"]["queries"]:
-            lines.append(f"| {r['items']:,} | {q['nprobe']} | {q['refine']} | {q['p50_ms']} | {q['p95_ms']} | {q['recall']} |")
-    lines += ["", "Whole `ranking.rank` calls on the loaded replica index (k=10, 200 candidates, the index's own "
-              "nprobe and refine):", "",
-              "| items | nprobe | refine | search p50 / p95 ms | feed (20 history ids) p50 / p95 ms |", "|---|---|---|---|---|"]
+            lines.append(
+                f"| {r['items']:,} | {q['nprobe']} | {q['refine']} | {q['p50_ms']} | {q['p95_ms']} | {q['recall']} |"
+            )
+    lines += [
+        "",
+        "Whole `ranking.rank` calls on the loaded replica index (k=10, 200 candidates, the index's own "
+        "nprobe and refine):",
+        "",
+        "| items | nprobe | refine | search p50 / p95 ms | feed (20 history ids) p50 / p95 ms |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         rk = r["serve"]["rank"]
-        lines.append(f"| {r['items']:,} | {r['serve']['nprobe']} | {r['serve']['refine']} | "
-                     f"{rk['search']['p50_ms']} / {rk['search']['p95_ms']} | "
-                     f"{rk['feed']['p50_ms']} / {rk['feed']['p95_ms']} |")
+        lines.append(
+            f"| {r['items']:,} | {r['serve']['nprobe']} | {r['serve']['refine']} | "
+            f"{rk['search']['p50_ms']} / {rk['search']['p95_ms']} | "
+            f"{rk['feed']['p50_ms']} / {rk['feed']['p95_ms']} |"
+        )
     (args.out / "index_scale.md").write_text("\n".join(lines) + "\n")
 
 

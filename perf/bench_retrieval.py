@@ -11,6 +11,7 @@ recall@200 against exact search, plus the exact scan's own latency — side by s
 
     .venv/bin/python perf/bench_retrieval.py --items 1000000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,23 +74,39 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for nprobe in args.nprobe:
         ann = AnnIndex(ann.index, nprobe)
-        found, ms = timed(lambda q: ann.search(q, n), queries)
+        found, ms = timed(lambda q: ann.search(q, n), queries)  # noqa: B023 - timed() calls it now
         recall = float(np.mean([len(set(f.tolist()) & set(e.tolist())) / n for f, e in zip(found, exact)]))
-        rows.append({"nprobe": nprobe, "p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
-                     "recall@200": recall})
+        rows.append(
+            {
+                "nprobe": nprobe,
+                "p50_ms": float(np.median(ms)),
+                "p95_ms": float(np.percentile(ms, 95)),
+                "recall@200": recall,
+            }
+        )
         print(rows[-1], flush=True)
     result = {
-        "items": args.items, "dim": args.dim, "nlist": nlist, "build_s": round(build_s, 1),
-        "exact_p50_ms": float(np.median(exact_ms)), "ivf": rows,
+        "items": args.items,
+        "dim": args.dim,
+        "nlist": nlist,
+        "build_s": round(build_s, 1),
+        "exact_p50_ms": float(np.median(exact_ms)),
+        "ivf": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "retrieval_1m.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"IVF-Flat over {args.items:,} × {args.dim} vectors (nlist {nlist}, built in {build_s:.0f} s); "
-             f"exact scan p50 {result['exact_p50_ms']:.1f} ms.", "",
-             "| nprobe | p50 ms | p95 ms | recall@200 vs exact | speed-up vs exact (p50) |", "|---|---|---|---|---|"]
+    lines = [
+        f"IVF-Flat over {args.items:,} × {args.dim} vectors (nlist {nlist}, built in {build_s:.0f} s); "
+        f"exact scan p50 {result['exact_p50_ms']:.1f} ms.",
+        "",
+        "| nprobe | p50 ms | p95 ms | recall@200 vs exact | speed-up vs exact (p50) |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['nprobe']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['recall@200']:.3f} | "
-                     f"{result['exact_p50_ms'] / r['p50_ms']:.1f}× |")
+        lines.append(
+            f"| {r['nprobe']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['recall@200']:.3f} | "
+            f"{result['exact_p50_ms'] / r['p50_ms']:.1f}× |"
+        )
     (args.out / "retrieval_1m.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result

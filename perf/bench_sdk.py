@@ -9,6 +9,7 @@ query (the query tower runs for each); ``feed`` calls carry only a shopper's his
 feed). Writes ``perf/results/bench_sdk.{json,md}`` (search) or ``bench_sdk_feed.{json,md}``. Per-model compute time from
 Triton's statistics is recorded for each mode, to show where the time goes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from aisle import RecClient  # noqa: E402
-from aisle_server.tritonserver import TritonServer  # noqa: E402
+from aisle import RecClient
+from aisle_server.tritonserver import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tokenizer", "query_encoder", "rerank", "recommend")
@@ -72,8 +73,9 @@ def make_call(workload: str, n: int, i: int, tag: str) -> tuple[str, list[tuple[
     return "", [(str(1 + (n * 131 + i * 7 + j * 17) % 1682), now - 3600.0 * (5 - j)) for j in range(5)]
 
 
-def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: str, max_batch: int = 64,
-               workload: str = "search") -> dict:
+def throughput(
+    url: str, batched: bool, concurrency: int, seconds: float, tag: str, max_batch: int = 64, workload: str = "search"
+) -> dict:
     """Calls/s of ``concurrency`` threads calling ``recommend`` in a loop for ``seconds``."""
     kwargs = {"max_delay_ms": 2.0, "max_batch": max_batch} if batched else {}
     with RecClient(url, timeout_s=30, embed_cache_size=0, **kwargs) as client:
@@ -114,9 +116,7 @@ def throughput(url: str, batched: bool, concurrency: int, seconds: float, tag: s
         "mean_rows_per_triton_request": round(statistics.fmean(rows), 1) if rows else 0,
         "encoder_executions": enc["executions"],
         "encoder_mean_batch": round(enc["inferences"] / enc["executions"], 1) if enc["executions"] else 0,
-        "encoder_busy_share": round(
-            _exec_busy_s(per_model["query_encoder"]) / elapsed, 2
-        ),
+        "encoder_busy_share": round(_exec_busy_s(per_model["query_encoder"]) / elapsed, 2),
         "per_model": per_model,
     }
 
@@ -158,10 +158,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--max-batch", type=int, default=16,
-                        help="the micro-batcher's rows per Triton request (16: two batches in flight from 32 callers)")
-    parser.add_argument("--workload", choices=("search", "feed"), default="search",
-                        help="search: distinct text queries; feed: distinct histories, no query")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="the micro-batcher's rows per Triton request (16: two batches in flight from 32 callers)",
+    )
+    parser.add_argument(
+        "--workload",
+        choices=("search", "feed"),
+        default="search",
+        help="search: distinct text queries; feed: distinct histories, no query",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args(argv)
     if not (args.repo / "rerank" / "1" / "index").exists():
@@ -172,8 +180,15 @@ def main(argv: list[str] | None = None) -> dict:
     with TritonServer(args.repo, log_file=args.out / "bench_sdk_tritonserver.log") as server:
         for r in range(args.rounds):
             for batched in (False, True):
-                result = throughput(server.grpc_url, batched, args.concurrency, args.seconds, f"r{r}{batched}",
-                                    args.max_batch, args.workload)
+                result = throughput(
+                    server.grpc_url,
+                    batched,
+                    args.concurrency,
+                    args.seconds,
+                    f"r{r}{batched}",
+                    args.max_batch,
+                    args.workload,
+                )
                 result["mode"] = "micro-batched" if batched else "unbatched"
                 print(json.dumps({k: v for k, v in result.items() if k != "per_model"}), flush=True)
                 rounds.append(result)
@@ -215,7 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {i // 2} | {r['mode']} | {r['calls_per_s']} | {r['mean_rows_per_triton_request']} | "
             f"{r['encoder_executions']} | {r['encoder_mean_batch']} | {r['encoder_busy_share']} |"
         )
-    (args.out / f"{stem}.md").write_text(f"# SDK benchmark, {args.workload} calls ({summary['machine']})\n\n" + "\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text(
+        f"# SDK benchmark, {args.workload} calls ({summary['machine']})\n\n" + "\n".join(lines) + "\n"
+    )
     print("\n".join(lines))
     return summary
 

@@ -11,6 +11,7 @@ medians of rounds and every with/without ratio is taken inside one round. Phases
 concurrency 1, 16 threads unbatched, 16 threads micro-batched (``max_delay_ms=2, max_batch=16``);
 caches off throughout. Writes ``<out>/bench_user_encoder.{md,json,png}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,15 +23,15 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loadgen  # noqa: E402
+import loadgen
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("with", "without")  # with the user encoder / without it (recency-weighted mean)
@@ -50,8 +51,11 @@ class Phase:
 
     @property
     def label(self) -> str:
-        batching = f"micro-batched (max_delay_ms={self.max_delay_ms:g}, max_batch={self.max_batch})" \
-            if self.max_delay_ms is not None else "unbatched"
+        batching = (
+            f"micro-batched (max_delay_ms={self.max_delay_ms:g}, max_batch={self.max_batch})"
+            if self.max_delay_ms is not None
+            else "unbatched"
+        )
         return f"c={self.concurrency}, {batching}"
 
 
@@ -70,8 +74,13 @@ class Slot:
 # --------------------------------------------------------------------------- requests
 
 
-def feed_requests(histories: Mapping[str, Sequence[tuple[str, float]]], events: Mapping[str, Sequence[str]],
-                  now: float, min_len: int = MIN_HISTORY, max_len: int = MAX_HISTORY) -> list[dict]:
+def feed_requests(
+    histories: Mapping[str, Sequence[tuple[str, float]]],
+    events: Mapping[str, Sequence[str]],
+    now: float,
+    min_len: int = MIN_HISTORY,
+    max_len: int = MAX_HISTORY,
+) -> list[dict]:
     """One feed request per shopper with ≥ ``min_len`` history items: its ``max_len`` most recent.
 
     Real histories rather than synthetic ones, because the encoder's cost grows with the history's
@@ -149,10 +158,14 @@ def summarize_phase(runs: Sequence[dict]) -> dict:
     if not paired:
         raise ValueError("no round has both sides")
     pairs = [{side: pair[side]["result"] for side in SIDES} for pair in paired]
-    busy = {side: statistics.median(pair[side].get("rerank_busy_ms_per_feed", math.nan) for pair in paired)
-            for side in SIDES}
-    sides = {side: {key: statistics.median(p[side][key] for p in pairs)
-                    for key in ("p50_ms", "p95_ms", "throughput")} for side in SIDES}
+    busy = {
+        side: statistics.median(pair[side].get("rerank_busy_ms_per_feed", math.nan) for pair in paired)
+        for side in SIDES
+    }
+    sides = {
+        side: {key: statistics.median(p[side][key] for p in pairs) for key in ("p50_ms", "p95_ms", "throughput")}
+        for side in SIDES
+    }
     ratios = {
         "p50": [_ratio(p["with"]["p50_ms"], p["without"]["p50_ms"]) for p in pairs],
         "p95": [_ratio(p["with"]["p95_ms"], p["without"]["p95_ms"]) for p in pairs],
@@ -173,8 +186,11 @@ def summarize_phase(runs: Sequence[dict]) -> dict:
 
 def summarize(runs: Sequence[dict], phases: Sequence[Phase] = PHASES) -> dict[str, dict]:
     """``summarize_phase`` for each phase that has runs, keyed by phase name."""
-    return {phase.name: summarize_phase([r for r in runs if r["phase"] == phase.name])
-            for phase in phases if any(r["phase"] == phase.name for r in runs)}
+    return {
+        phase.name: summarize_phase([r for r in runs if r["phase"] == phase.name])
+        for phase in phases
+        if any(r["phase"] == phase.name for r in runs)
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -195,32 +211,47 @@ def _phase_rows(phase: Phase, s: dict) -> list[str]:
         f"{ratio['p95']:.2f}× ({_range(spread['p95'], '.2f')}) |",
     ]
     busy = s["rerank_busy_ms_per_feed"]
-    rows.append(f"| {phase.label}: `rerank` busy per feed with / without (Triton statistics) | "
-                f"{busy['with']:.2f} / {busy['without']:.2f} ms |")
+    rows.append(
+        f"| {phase.label}: `rerank` busy per feed with / without (Triton statistics) | "
+        f"{busy['with']:.2f} / {busy['without']:.2f} ms |"
+    )
     if phase.concurrency == 1:
         verdict = "met" if s["added_p50_ms"] <= ADDED_P50_TARGET_MS else "**not met**"
-        rows.insert(1, f"| {phase.label}: added p50 (target ≤ {ADDED_P50_TARGET_MS:g} ms) | "
-                       f"{s['added_p50_ms']:+.2f} ms ({_range(s['added_p50_ms_range'], '+.2f')}): {verdict} |")
+        rows.insert(
+            1,
+            f"| {phase.label}: added p50 (target ≤ {ADDED_P50_TARGET_MS:g} ms) | "
+            f"{s['added_p50_ms']:+.2f} ms ({_range(s['added_p50_ms_range'], '+.2f')}): {verdict} |",
+        )
     else:
-        rows.insert(0, f"| {phase.label}: throughput with / without | "
-                       f"{w['throughput']:.1f} / {wo['throughput']:.1f} calls/s |")
-        rows.insert(1, f"| {phase.label}: throughput ratio with/without (rounds) | "
-                       f"{ratio['throughput']:.2f}× ({_range(spread['throughput'], '.2f')}) |")
+        rows.insert(
+            0, f"| {phase.label}: throughput with / without | {w['throughput']:.1f} / {wo['throughput']:.1f} calls/s |"
+        )
+        rows.insert(
+            1,
+            f"| {phase.label}: throughput ratio with/without (rounds) | "
+            f"{ratio['throughput']:.2f}× ({_range(spread['throughput'], '.2f')}) |",
+        )
     return rows
 
 
 def render_markdown(report: dict) -> str:
     """The report: headline figures per phase, how and where they were measured, every run."""
     machine, feeds, phases = report["machine"], report["feeds"], {p.name: p for p in PHASES}
-    lines = [f"# User encoder cost on the feed ({machine['cpus']} cores, {machine['platform']})", "",
-             "Ratios are with/without the learned user encoder, taken inside each round (sides run back to back); "
-             "figures are medians of rounds, the range in brackets is over rounds.", "",
-             "| what | figure |", "| --- | --- |"]
+    lines = [
+        f"# User encoder cost on the feed ({machine['cpus']} cores, {machine['platform']})",
+        "",
+        "Ratios are with/without the learned user encoder, taken inside each round (sides run back to back); "
+        "figures are medians of rounds, the range in brackets is over rounds.",
+        "",
+        "| what | figure |",
+        "| --- | --- |",
+    ]
     for name, s in report["phases"].items():
         lines += _phase_rows(phases[name], s)
-    load = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    load = lambda xs: " / ".join(f"{x:.2f}" for x in xs)
     lines += [
-        "", f"- command: `{report['command']}`",
+        "",
+        f"- command: `{report['command']}`",
         f"- machine: {machine['cpus']} cores, {machine['platform']}, Python {machine['python']}; load average "
         f"(1/5/15 min) before {load(machine['load_before'])}, after {load(machine['load_after'])}",
         f"- repository: `{report['repo']}`; user encoder max_len {report['encoder'].get('max_len')}, "
@@ -233,22 +264,25 @@ def render_markdown(report: dict) -> str:
         f"{sum(s['errors']['without'] for s in report['phases'].values())}",
         f"- check: the encoder changed the top {K} of {report['check']['differ']} of {report['check']['sampled']} "
         "sampled feeds (it is loaded and used)",
-        "", "| round | load | side | calls/s | p50 ms | p95 ms | errors | rerank busy ms per feed |",
+        "",
+        "| round | load | side | calls/s | p50 ms | p95 ms | errors | rerank busy ms per feed |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in report["runs"]:
         r = run["result"]
-        lines.append(f"| {run['round']} | {phases[run['phase']].label} | {run['side']} | {r['throughput']:.1f} | "
-                     f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['errors']} | {run['rerank_busy_ms_per_feed']:.2f} |")
+        lines.append(
+            f"| {run['round']} | {phases[run['phase']].label} | {run['side']} | {r['throughput']:.1f} | "
+            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['errors']} | {run['rerank_busy_ms_per_feed']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> Path:
     """Bars with vs without: p50 at c=1 and throughput at c=16 (and micro-batched), round ranges as whiskers."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     panels = [(name, "p50_ms", "p50 latency (ms)") for name in ("c1",) if name in report["phases"]]
     panels += [(name, "throughput", "calls/s") for name in ("c16", "c16_batched") if name in report["phases"]]
@@ -259,10 +293,12 @@ def plot(report: dict, path: Path) -> Path:
         for i, side in enumerate(SIDES):
             values = [r["result"][key] for r in runs if r["side"] == side]
             mid = report["phases"][name]["sides"][side][key]
-            ax.bar(i, mid, color=("tab:orange", "tab:blue")[i], yerr=[[mid - min(values)], [max(values) - mid]],
-                   capsize=6)
-            ax.annotate(f"{mid:.1f}", (i, mid), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
-                        textcoords="offset points")
+            ax.bar(
+                i, mid, color=("tab:orange", "tab:blue")[i], yerr=[[mid - min(values)], [max(values) - mid]], capsize=6
+            )
+            ax.annotate(
+                f"{mid:.1f}", (i, mid), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points"
+            )
         ax.set_xticks(range(len(SIDES)), ["with encoder", "without (mean)"])
         ax.set_ylabel(unit)
         ratio = report["phases"][name]["ratio"]["p50" if key == "p50_ms" else "throughput"]
@@ -283,8 +319,8 @@ def check_repo(repo: Path) -> dict:
 
     Without an encoder both sides would run the mean and the ratios would say nothing.
     """
-    from aisle_server.learned import LEARNED_DIRNAME, USER_ENCODER_DIRNAME  # noqa: PLC0415
-    from aisle_server.user_encoder import CONFIG_FILE, MODEL_FILE  # noqa: PLC0415
+    from aisle_server.learned import LEARNED_DIRNAME, USER_ENCODER_DIRNAME
+    from aisle_server.user_encoder import CONFIG_FILE, MODEL_FILE
 
     encoder = Path(repo) / "rerank" / LEARNED_DIRNAME / USER_ENCODER_DIRNAME
     missing = [name for name in (MODEL_FILE, CONFIG_FILE) if not (encoder / name).is_file()]
@@ -292,18 +328,25 @@ def check_repo(repo: Path) -> dict:
         raise SystemExit(
             f"error: {encoder}: no user encoder here (missing {', '.join(missing)}). Build a repository with one: "
             "`make demo` (writes build/model_repository), or `aisle finetune --interactions LOG --catalog CATALOG "
-            "--out DIR`, then `aisle export --finetuned DIR --repo REPO` and `aisle index --catalog CATALOG --repo REPO`")
+            "--out DIR`, then `aisle export --finetuned DIR --repo REPO` and `aisle index --catalog CATALOG --repo REPO`"
+        )
     if not (Path(repo) / "rerank" / "1" / "index").exists():
-        raise SystemExit(f"error: {Path(repo) / 'rerank' / '1' / 'index'}: no catalog index; "
-                         "run `aisle index --catalog CATALOG --repo REPO`")
+        raise SystemExit(
+            f"error: {Path(repo) / 'rerank' / '1' / 'index'}: no catalog index; "
+            "run `aisle index --catalog CATALOG --repo REPO`"
+        )
     config = json.loads((encoder / CONFIG_FILE).read_text())
-    return {"path": str(encoder), "max_len": config.get("max_len"), "dim": config.get("dim"),
-            "model_bytes": (encoder / MODEL_FILE).stat().st_size}
+    return {
+        "path": str(encoder),
+        "max_len": config.get("max_len"),
+        "dim": config.get("dim"),
+        "model_bytes": (encoder / MODEL_FILE).stat().st_size,
+    }
 
 
 def load_feeds(workdir: Path) -> list[dict]:
     """MovieLens-100K's test shoppers at the evaluation's temporal cut (``aisle evaluate``'s data)."""
-    from aisle_export.log_eval import load_log, movielens_files  # noqa: PLC0415
+    from aisle_export.log_eval import load_log, movielens_files
 
     split = load_log(*movielens_files(workdir)).split
     return feed_requests(split.histories, split.history_events, split.cutoff)
@@ -314,8 +357,13 @@ def encoder_used(client: object, requests: Sequence[dict], n: int = 20) -> dict:
     differ = 0
     sample = list(requests[:n])
     for request in sample:
-        tops = [[r.item_id for r in client.recommend(None, request["history"], k=K, now=request["now"],
-                                                     cache=False, **knobs(side))] for side in SIDES]
+        tops = [
+            [
+                r.item_id
+                for r in client.recommend(None, request["history"], k=K, now=request["now"], cache=False, **knobs(side))
+            ]
+            for side in SIDES
+        ]
         differ += tops[0] != tops[1]
     return {"sampled": len(sample), "differ": differ}
 
@@ -326,8 +374,8 @@ def measure(url: str, slot: Slot, requests: Sequence[dict], seconds: float) -> d
     Busy time follows ``bench_sdk``'s rule (compute per request × executions = busy), divided by the
     rows it served: the server-side cost of one feed, batched or not.
     """
-    from aisle import RecClient  # noqa: PLC0415
-    from bench_sdk import diff, model_stats  # noqa: PLC0415
+    from aisle import RecClient
+    from bench_sdk import diff, model_stats
 
     phase = slot.phase
     batching = {"max_delay_ms": phase.max_delay_ms, "max_batch": phase.max_batch} if phase.max_delay_ms else {}
@@ -336,8 +384,13 @@ def measure(url: str, slot: Slot, requests: Sequence[dict], seconds: float) -> d
         result = loadgen.run(lambda: feed_call(client, slot.side), requests, phase.concurrency, duration_s=seconds)
         rerank = diff(model_stats(client), before)["rerank"]
     busy_ns = rerank["compute_infer_ns"] / rerank["requests"] * rerank["executions"] if rerank["requests"] else 0.0
-    return {"round": slot.round, "phase": phase.name, "side": slot.side, "result": result.to_dict(),
-            "rerank_busy_ms_per_feed": busy_ns / rerank["inferences"] / 1e6 if rerank["inferences"] else 0.0}
+    return {
+        "round": slot.round,
+        "phase": phase.name,
+        "side": slot.side,
+        "result": result.to_dict(),
+        "rerank_busy_ms_per_feed": busy_ns / rerank["inferences"] / 1e6 if rerank["inferences"] else 0.0,
+    }
 
 
 def run_schedule(url: str, slots: Iterable[Slot], requests: Sequence[dict], seconds: float) -> list[dict]:
@@ -346,9 +399,12 @@ def run_schedule(url: str, slots: Iterable[Slot], requests: Sequence[dict], seco
     for slot in slots:
         run = measure(url, slot, requests, seconds)
         r = run["result"]
-        print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] round {slot.round} {slot.phase.name} "
-              f"{slot.side:7s} {r['throughput']:7.1f} calls/s p50 {r['p50_ms']:.2f} ms p95 {r['p95_ms']:.2f} ms "
-              f"errors {r['errors']}", flush=True)
+        print(
+            f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] round {slot.round} {slot.phase.name} "
+            f"{slot.side:7s} {r['throughput']:7.1f} calls/s p50 {r['p50_ms']:.2f} ms p95 {r['p95_ms']:.2f} ms "
+            f"errors {r['errors']}",
+            flush=True,
+        )
         runs.append(run)
     return runs
 
@@ -366,20 +422,28 @@ def main(argv: list[str] | None = None) -> dict:
     The server is a context manager so it stops on any error too; returns the report (for tests).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, default=ROOT / "build" / "model_repository",
-                        help="a model repository with rerank/learned/user_encoder/ (`make demo` builds one)")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=ROOT / "build" / "model_repository",
+        help="a model repository with rerank/learned/user_encoder/ (`make demo` builds one)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per round, phase and side")
     parser.add_argument("--no-batched", action="store_true", help="skip the micro-batched phase")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where MovieLens-100K's files are (<workdir>/data; fetched if missing); "
-                             "default: the repository's parent, where `make demo` put them")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where MovieLens-100K's files are (<workdir>/data; fetched if missing); "
+        "default: the repository's parent, where `make demo` put them",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     encoder = check_repo(args.repo)
-    from aisle import RecClient  # noqa: PLC0415 - after the repo check, which should fail fast
-    from aisle_server.tritonserver import TritonServer  # noqa: PLC0415
+    from aisle import RecClient  # after the repo check, which should fail fast
+    from aisle_server.tritonserver import TritonServer
 
     requests = load_feeds(args.workdir or args.repo.resolve().parent)
     phases = PHASES[:2] if args.no_batched else PHASES
@@ -389,18 +453,33 @@ def main(argv: list[str] | None = None) -> dict:
         with RecClient(server.grpc_url, timeout_s=30, embed_cache_size=0) as client:
             check = encoder_used(client, requests)
         if not check["differ"]:
-            raise SystemExit(f"error: user_encoder=True and False gave the same top {K} for all {check['sampled']} "
-                             f"sampled feeds: is {encoder['path']} loaded? See {server.log_file}")
+            raise SystemExit(
+                f"error: user_encoder=True and False gave the same top {K} for all {check['sampled']} "
+                f"sampled feeds: is {encoder['path']} loaded? See {server.log_file}"
+            )
         runs = run_schedule(server.grpc_url, schedule(args.rounds, phases), requests, args.seconds)
     report = {
         "command": command_line(argv),
-        "machine": {"cpus": os.cpu_count(), "platform": f"{platform.machine()} {platform.system()}",
-                    "python": platform.python_version(), "load_before": list(load_before),
-                    "load_after": list(os.getloadavg())},
-        "repo": str(args.repo), "encoder": encoder, "rounds": args.rounds, "seconds": args.seconds,
-        "feeds": {"shoppers": len(requests), "events": all(len(i) == 3 for r in requests for i in r["history"]),
-                  "mean_history": statistics.fmean(len(r["history"]) for r in requests), "now": requests[0]["now"]},
-        "check": check, "phases": summarize(runs, phases), "runs": runs,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": f"{platform.machine()} {platform.system()}",
+            "python": platform.python_version(),
+            "load_before": list(load_before),
+            "load_after": list(os.getloadavg()),
+        },
+        "repo": str(args.repo),
+        "encoder": encoder,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "feeds": {
+            "shoppers": len(requests),
+            "events": all(len(i) == 3 for r in requests for i in r["history"]),
+            "mean_history": statistics.fmean(len(r["history"]) for r in requests),
+            "now": requests[0]["now"],
+        },
+        "check": check,
+        "phases": summarize(runs, phases),
+        "runs": runs,
     }
     (args.out / "bench_user_encoder.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = render_markdown(report)

@@ -8,6 +8,7 @@ and its stubs before and after, checks liveness every 250 cases, and writes a su
 results by kind, failures with examples, server alive, RSS before/after) to
 ``perf/results/fuzz.json``. Exits 1 on any failure or if the server died.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,26 +21,42 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import tritonclient.grpc as grpcclient  # noqa: E402
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+import tritonclient.grpc as grpcclient
+from hypothesis import HealthCheck, Phase, given, seed, settings
 
-from aisle import RecClient  # noqa: E402
-from aisle_server.tritonserver import TritonServer  # noqa: E402
+from aisle import RecClient
+from aisle_server.tritonserver import TritonServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fuzzing  # noqa: E402
-from procstats import tree_rss  # noqa: E402
-from soak import build_repo  # noqa: E402
+import fuzzing
+from procstats import tree_rss
+from soak import build_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fuzz(target: str, cases: int, run_one, strategy, outcomes: collections.Counter, failures: list,
-         check_alive, seed_value: int, pid: int, rss_trace: list) -> None:
+def fuzz(
+    target: str,
+    cases: int,
+    run_one,
+    strategy,
+    outcomes: collections.Counter,
+    failures: list,
+    check_alive,
+    seed_value: int,
+    pid: int,
+    rss_trace: list,
+) -> None:
     count = [0]
 
-    @settings(max_examples=cases, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @settings(
+        max_examples=cases,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
     @seed(seed_value)
     @given(strategy)
     def one(case) -> None:
@@ -78,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     rss_trace: list[float] = []
     started = time.monotonic()
-    with TritonServer(args.repo, log_file=log) as server, \
-            RecClient(server.grpc_url, timeout_s=60, retry=None, embed_cache_size=0) as client:
+    with (
+        TritonServer(args.repo, log_file=log) as server,
+        RecClient(server.grpc_url, timeout_s=60, retry=None, embed_cache_size=0) as client,
+    ):
         triton = grpcclient.InferenceServerClient(server.grpc_url)
         client.recommend("warm up", k=5)
         rss_before = tree_rss(server.pid)
@@ -90,11 +109,30 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("tritonserver died")
 
         sdk_cases = args.cases * 4 // 10
-        fuzz("sdk", sdk_cases, lambda c: fuzzing.run_sdk_case(client, c), fuzzing.sdk_cases, outcomes, failures,
-             check_alive, args.seed, server.pid, rss_trace)
-        fuzz("raw", args.cases - sdk_cases, lambda c: fuzzing.run_raw_case(triton, c),
-             fuzzing.raw_requests(models), outcomes, failures, check_alive, args.seed + 1, server.pid,
-             rss_trace)
+        fuzz(
+            "sdk",
+            sdk_cases,
+            lambda c: fuzzing.run_sdk_case(client, c),
+            fuzzing.sdk_cases,
+            outcomes,
+            failures,
+            check_alive,
+            args.seed,
+            server.pid,
+            rss_trace,
+        )
+        fuzz(
+            "raw",
+            args.cases - sdk_cases,
+            lambda c: fuzzing.run_raw_case(triton, c),
+            fuzzing.raw_requests(models),
+            outcomes,
+            failures,
+            check_alive,
+            args.seed + 1,
+            server.pid,
+            rss_trace,
+        )
         alive = server.is_running() and triton.is_server_live() and triton.is_server_ready()
         assert len(client.recommend("still serving", k=5)) == 5
         rss_after = tree_rss(server.pid)

@@ -12,6 +12,7 @@ Targets (``make_*`` return a ``call(request) -> None`` per worker, each with its
 - ``triton``: the ``recommend`` ensemble over gRPC with tritonclient — the same Python client cost
   as ``http``, to check that perf_analyzer's C++ client does not flatter Triton.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -19,8 +20,8 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 Call = Callable[[dict], None]
@@ -73,8 +74,14 @@ def summarize(concurrency: int, latencies_s: Sequence[float], errors: int, windo
     )
 
 
-def run(make_call: Callable[[], Call], requests: Sequence[dict], concurrency: int, duration_s: float = 5.0,
-        warmup_s: float = 1.0, max_requests: int | None = None) -> LoadResult:
+def run(
+    make_call: Callable[[], Call],
+    requests: Sequence[dict],
+    concurrency: int,
+    duration_s: float = 5.0,
+    warmup_s: float = 1.0,
+    max_requests: int | None = None,
+) -> LoadResult:
     """Drive ``concurrency`` closed-loop workers for ``warmup_s + duration_s`` (bounded by ``max_requests``)."""
     if concurrency < 1 or not requests:
         raise ValueError("need concurrency >= 1 and at least one request")
@@ -153,8 +160,8 @@ class TritonCall:
     """``recommend`` with QUERY and K over gRPC, one client per worker."""
 
     def __init__(self, url: str, model: str = "recommend", timeout_s: float = 60.0):
-        import numpy as np  # noqa: PLC0415
-        import tritonclient.grpc as grpcclient  # noqa: PLC0415
+        import numpy as np
+        import tritonclient.grpc as grpcclient
 
         self.np, self.grpc = np, grpcclient
         self.client = grpcclient.InferenceServerClient(url)
@@ -178,4 +185,4 @@ def make_triton(url: str, model: str = "recommend") -> Callable[[], Call]:
 
 
 def make_inprocess(fn: Callable[[str, int], object]) -> Callable[[], Call]:
-    return lambda: (lambda request: fn(request["query"], request["k"]))
+    return lambda: lambda request: fn(request["query"], request["k"])

@@ -5,6 +5,7 @@ on the same machine, so shared-memory regions are attributed to *our* server by 
 map them (tritonserver and its ``triton_python_backend_stub`` children), never by counting
 ``/dev/shm`` as a whole.
 """
+
 from __future__ import annotations
 
 import os

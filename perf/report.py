@@ -5,6 +5,7 @@
 Pure functions of the results dict (``perf/bench.py`` writes it), so the report can be redrawn
 without re-running anything and the arithmetic is unit-tested (``tests/unit/test_perf_report.py``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -62,17 +63,22 @@ def paired_summary(results: dict) -> dict:
         out["speedup"] = median(speedups)
         out["speedup_range"] = (min(speedups), max(speedups))
         out["speedup_python_loadgen"] = median(
-            ratio(r["best_python_loadgen"]["throughput"], r["fastapi"]["throughput"]) for r in rounds
-            if "best_python_loadgen" in r)
+            ratio(r["best_python_loadgen"]["throughput"], r["fastapi"]["throughput"])
+            for r in rounds
+            if "best_python_loadgen" in r
+        )
         out["p99_ratio"] = median(ratio(r[best]["p99_ms"], r["fastapi"]["p99_ms"]) for r in rounds)
     if "aisle-fp32-db-1i" in names and "aisle-fp32-nodb-1i" in names:
         gains = [ratio(r["aisle-fp32-db-1i"]["throughput"], r["aisle-fp32-nodb-1i"]["throughput"]) for r in rounds]
         out["batching_gain"] = median(gains)
         out["batching_gain_range"] = (min(gains), max(gains))
         out["batching_p99_ratio"] = median(
-            ratio(r["aisle-fp32-db-1i"]["p99_ms"], r["aisle-fp32-nodb-1i"]["p99_ms"]) for r in rounds)
+            ratio(r["aisle-fp32-db-1i"]["p99_ms"], r["aisle-fp32-nodb-1i"]["p99_ms"]) for r in rounds
+        )
     if best and best in names:
-        out["breakdown"] = merge_breakdowns([r[best].get("breakdown") for r in rounds if r.get(best, {}).get("breakdown")])
+        out["breakdown"] = merge_breakdowns(
+            [r[best].get("breakdown") for r in rounds if r.get(best, {}).get("breakdown")]
+        )
     return out
 
 
@@ -102,10 +108,19 @@ def summary_rows(results: dict) -> list[dict]:
     rows = []
     for name, system in results.get("systems", {}).items():
         for p in system.get("points", []):
-            rows.append({"system": name, "label": system["label"], "driver": "perf_analyzer" if system["kind"] == "triton" else "loadgen",
-                         "concurrency": p["concurrency"], "throughput_per_s": round(p["throughput"], 2),
-                         "p50_ms": round(p["p50_ms"], 2), "p95_ms": round(p["p95_ms"], 2), "p99_ms": round(p["p99_ms"], 2),
-                         "load1": round(p.get("load1", math.nan), 2)})
+            rows.append(
+                {
+                    "system": name,
+                    "label": system["label"],
+                    "driver": "perf_analyzer" if system["kind"] == "triton" else "loadgen",
+                    "concurrency": p["concurrency"],
+                    "throughput_per_s": round(p["throughput"], 2),
+                    "p50_ms": round(p["p50_ms"], 2),
+                    "p95_ms": round(p["p95_ms"], 2),
+                    "p99_ms": round(p["p99_ms"], 2),
+                    "load1": round(p.get("load1", math.nan), 2),
+                }
+            )
     return rows
 
 
@@ -118,12 +133,16 @@ def _pct(value: float) -> str:
 
 
 def breakdown_table(b: dict) -> list[str]:
-    lines = ["| stage | compute ms / request | share of compute | time in stage ms / request (queue) | busy (cores) | avg batch |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | compute ms / request | share of compute | time in stage ms / request (queue) | busy (cores) | avg batch |",
+        "|---|---|---|---|---|---|",
+    ]
     for stage in STAGES:
         s = b["stages"][stage]
-        lines.append(f"| {stage} | {_f(s['compute_ms'], 2)} | {_pct(s['share'])} | {_f(s['latency_ms'], 1)} ({_f(s['queue_ms'], 1)}) "
-                     f"| {_f(s['busy'], 2)} | {_f(s['avg_batch'], 1)} |")
+        lines.append(
+            f"| {stage} | {_f(s['compute_ms'], 2)} | {_pct(s['share'])} | {_f(s['latency_ms'], 1)} ({_f(s['queue_ms'], 1)}) "
+            f"| {_f(s['busy'], 2)} | {_f(s['avg_batch'], 1)} |"
+        )
     lines.append(f"| ensemble overhead | – | – | {_f(b['overhead_ms'], 1)} | – | – |")
     lines.append(f"| **recommend (end to end, server side)** | | | **{_f(b['ensemble_latency_ms'], 1)}** | | |")
     return lines
@@ -138,11 +157,13 @@ def targets(results: dict, headline: dict) -> list[str]:
     fast = headline.get("systems", {}).get("fastapi", {})
     inproc = point_at(results.get("systems", {}).get("inprocess", {}), HEADLINE)
     met = speedup >= THROUGHPUT_TARGET and p99r <= 1.0
-    lines.append(f"- **Throughput ≥ {THROUGHPUT_TARGET:g}× FastAPI with equal or lower p99 at concurrency {HEADLINE}: "
-                 f"{'met' if met else 'missed'}** — {_f(speedup, 2)}× (median of {headline.get('rounds', 0)} paired rounds, range "
-                 f"{_f(headline.get('speedup_range', (math.nan,))[0], 2)}–{_f(headline.get('speedup_range', (0, math.nan))[1], 2)}×; "
-                 f"{_f(headline.get('speedup_python_loadgen', math.nan), 2)}× with the same Python load generator on both), "
-                 f"p99 {_f(p99r, 2)}× FastAPI's.")
+    lines.append(
+        f"- **Throughput ≥ {THROUGHPUT_TARGET:g}× FastAPI with equal or lower p99 at concurrency {HEADLINE}: "
+        f"{'met' if met else 'missed'}** — {_f(speedup, 2)}× (median of {headline.get('rounds', 0)} paired rounds, range "
+        f"{_f(headline.get('speedup_range', (math.nan,))[0], 2)}–{_f(headline.get('speedup_range', (0, math.nan))[1], 2)}×; "
+        f"{_f(headline.get('speedup_python_loadgen', math.nan), 2)}× with the same Python load generator on both), "
+        f"p99 {_f(p99r, 2)}× FastAPI's."
+    )
     if not met and enc:
         lines.append(
             f"  - *What limits it:* the query encoder. It takes {_pct(enc.get('share', math.nan))} of the ensemble's compute "
@@ -152,25 +173,31 @@ def targets(results: dict, headline: dict) -> list[str]:
             f"{_f(inproc['throughput'] if inproc else math.nan)}/s vs FastAPI's {_f(fast.get('throughput', math.nan))}/s, so HTTP "
             "is not its bottleneck either. On 2 shared cores both systems are bound by the same matrix multiplies: "
             "Aisle's edge is ONNX Runtime's faster kernels, INT8, and batching (which amortizes per-call overhead but "
-            "not FLOPs), not a different amount of work.")
+            "not FLOPs), not a different amount of work."
+        )
         lines.append(
             "  - *What would remove it:* more encoder FLOP/s — the GPU suite (TensorRT, `perf/perf_analyzer/gpu_suite.sh`), "
             "or more CPU cores with one encoder instance per core; on this box, the quieter machine (load average "
             f"{_f(fast.get('load1', math.nan))} during the paired rounds on 2 cores: Aisle's 4+ processes and ORT's "
-            "spinning thread pool lose more to oversubscription than one PyTorch process).")
+            "spinning thread pool lose more to oversubscription than one PyTorch process)."
+        )
     share = tok.get("share", math.nan)
-    lines.append(f"- **Tokenizer ≤ {_pct(TOKENIZER_TARGET)} of ensemble compute: {'met' if share <= TOKENIZER_TARGET else 'missed'}** — "
-                 f"{_pct(share)} ({_f(tok.get('compute_ms', math.nan), 2)} ms per request, best configuration, paired rounds).")
+    lines.append(
+        f"- **Tokenizer ≤ {_pct(TOKENIZER_TARGET)} of ensemble compute: {'met' if share <= TOKENIZER_TARGET else 'missed'}** — "
+        f"{_pct(share)} ({_f(tok.get('compute_ms', math.nan), 2)} ms per request, best configuration, paired rounds)."
+    )
     gain = headline.get("batching_gain", math.nan)
     int8_gain = sweep_ratio(results, "aisle-int8-db-1i", "aisle-int8-nodb-1i")
-    lines.append(f"- **Gain from dynamic batching** (FP32, 1 instance, concurrency {HEADLINE}): **{_f(gain, 2)}×** throughput "
-                 f"(median of paired rounds, range {_f(headline.get('batching_gain_range', (math.nan,))[0], 2)}–"
-                 f"{_f(headline.get('batching_gain_range', (0, math.nan))[1], 2)}×), p99 {_f(headline.get('batching_p99_ratio', math.nan), 2)}×; "
-                 f"INT8, 1 instance: {_f(int8_gain, 2)}×; INT8, 2 instances × 1 ORT thread: "
-                 f"{_f(sweep_ratio(results, 'aisle-int8-db-2i-t1', 'aisle-int8-nodb-2i'), 2)}× over no batching with 2 default-thread instances "
-                 "(sweep, not paired). With one ORT instance using every core, batching changes little on 2 loaded cores: "
-                 "the encoder's time is matrix multiplies that grow with the batch, and the per-call overhead it "
-                 "amortizes is small next to them.")
+    lines.append(
+        f"- **Gain from dynamic batching** (FP32, 1 instance, concurrency {HEADLINE}): **{_f(gain, 2)}×** throughput "
+        f"(median of paired rounds, range {_f(headline.get('batching_gain_range', (math.nan,))[0], 2)}–"
+        f"{_f(headline.get('batching_gain_range', (0, math.nan))[1], 2)}×), p99 {_f(headline.get('batching_p99_ratio', math.nan), 2)}×; "
+        f"INT8, 1 instance: {_f(int8_gain, 2)}×; INT8, 2 instances × 1 ORT thread: "
+        f"{_f(sweep_ratio(results, 'aisle-int8-db-2i-t1', 'aisle-int8-nodb-2i'), 2)}× over no batching with 2 default-thread instances "
+        "(sweep, not paired). With one ORT instance using every core, batching changes little on 2 loaded cores: "
+        "the encoder's time is matrix multiplies that grow with the batch, and the per-call overhead it "
+        "amortizes is small next to them."
+    )
     return lines
 
 
@@ -195,81 +222,140 @@ def markdown(results: dict) -> str:
         "",
     ]
     if headline:
-        out += [f"## Paired rounds at concurrency {HEADLINE} (interleaved, medians of {headline['rounds']} rounds)", "",
-                "| system | throughput /s | p50 ms | p99 ms | load1 |", "|---|---|---|---|---|"]
+        out += [
+            f"## Paired rounds at concurrency {HEADLINE} (interleaved, medians of {headline['rounds']} rounds)",
+            "",
+            "| system | throughput /s | p50 ms | p99 ms | load1 |",
+            "|---|---|---|---|---|",
+        ]
         labels = {n: s["label"] for n, s in results.get("systems", {}).items()}
-        labels.update(fastapi="FastAPI + sentence-transformers",
-                      best_python_loadgen=f"{headline.get('python_loadgen_label')} — via the Python load generator")
+        labels.update(
+            fastapi="FastAPI + sentence-transformers",
+            best_python_loadgen=f"{headline.get('python_loadgen_label')} — via the Python load generator",
+        )
         for name, s in headline["systems"].items():
             star = " (best)" if name == headline.get("best") else ""
-            out.append(f"| {labels.get(name, name)}{star} | {_f(s['throughput'])} | {_f(s['p50_ms'])} | {_f(s['p99_ms'])} | {_f(s['load1'])} |")
+            out.append(
+                f"| {labels.get(name, name)}{star} | {_f(s['throughput'])} | {_f(s['p50_ms'])} | {_f(s['p99_ms'])} | {_f(s['load1'])} |"
+            )
         out.append("")
         if headline.get("breakdown"):
-            out += [f"## Where the time goes: {headline.get('best_label')}, concurrency {HEADLINE} (Triton statistics)", "",
-                    *breakdown_table(headline["breakdown"]), "",
-                    "compute = batch compute time (input + infer + output) per ensemble request; busy = compute seconds per "
-                    "wall second; time in stage = queue + compute as a request saw it; ensemble overhead = ensemble "
-                    "request time minus the stages' request times.", ""]
-    out += ["## Concurrency sweeps", "", "| system | concurrency | throughput /s | p50 ms | p95 ms | p99 ms | load1 |",
-            "|---|---|---|---|---|---|---|"]
+            out += [
+                f"## Where the time goes: {headline.get('best_label')}, concurrency {HEADLINE} (Triton statistics)",
+                "",
+                *breakdown_table(headline["breakdown"]),
+                "",
+                "compute = batch compute time (input + infer + output) per ensemble request; busy = compute seconds per "
+                "wall second; time in stage = queue + compute as a request saw it; ensemble overhead = ensemble "
+                "request time minus the stages' request times.",
+                "",
+            ]
+    out += [
+        "## Concurrency sweeps",
+        "",
+        "| system | concurrency | throughput /s | p50 ms | p95 ms | p99 ms | load1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in summary_rows(results):
-        out.append(f"| {row['label']} | {row['concurrency']} | {_f(row['throughput_per_s'])} | {_f(row['p50_ms'])} "
-                   f"| {_f(row['p95_ms'])} | {_f(row['p99_ms'])} | {_f(row['load1'])} |")
+        out.append(
+            f"| {row['label']} | {row['concurrency']} | {_f(row['throughput_per_s'])} | {_f(row['p50_ms'])} "
+            f"| {_f(row['p95_ms'])} | {_f(row['p99_ms'])} | {_f(row['load1'])} |"
+        )
     out.append("")
-    breakdowns = [(s["label"], p["breakdown"]) for s in results.get("systems", {}).values() for p in s.get("points", [])
-                  if p.get("concurrency") == HEADLINE and p.get("breakdown")]
+    breakdowns = [
+        (s["label"], p["breakdown"])
+        for s in results.get("systems", {}).values()
+        for p in s.get("points", [])
+        if p.get("concurrency") == HEADLINE and p.get("breakdown")
+    ]
     if breakdowns:
-        out += [f"## Component compute per configuration, concurrency {HEADLINE} (sweep)", "",
-                "| configuration | tokenizer ms (share) | query_encoder ms (share, avg batch) | rerank ms (share) | overhead ms | recommend ms |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            f"## Component compute per configuration, concurrency {HEADLINE} (sweep)",
+            "",
+            "| configuration | tokenizer ms (share) | query_encoder ms (share, avg batch) | rerank ms (share) | overhead ms | recommend ms |",
+            "|---|---|---|---|---|---|",
+        ]
         for label, b in breakdowns:
             st = b["stages"]
-            out.append(f"| {label} | {_f(st['tokenizer']['compute_ms'], 2)} ({_pct(st['tokenizer']['share'])}) "
-                       f"| {_f(st['query_encoder']['compute_ms'], 2)} ({_pct(st['query_encoder']['share'])}, {_f(st['query_encoder']['avg_batch'], 1)}) "
-                       f"| {_f(st['rerank']['compute_ms'], 2)} ({_pct(st['rerank']['share'])}) | {_f(b['overhead_ms'])} | {_f(b['ensemble_latency_ms'])} |")
+            out.append(
+                f"| {label} | {_f(st['tokenizer']['compute_ms'], 2)} ({_pct(st['tokenizer']['share'])}) "
+                f"| {_f(st['query_encoder']['compute_ms'], 2)} ({_pct(st['query_encoder']['share'])}, {_f(st['query_encoder']['avg_batch'], 1)}) "
+                f"| {_f(st['rerank']['compute_ms'], 2)} ({_pct(st['rerank']['share'])}) | {_f(b['overhead_ms'])} | {_f(b['ensemble_latency_ms'])} |"
+            )
         out.append("")
     if results.get("components"):
-        out += ["## Component models alone (default configuration)", "",
-                "| model | concurrency | throughput /s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+        out += [
+            "## Component models alone (default configuration)",
+            "",
+            "| model | concurrency | throughput /s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|",
+        ]
         for model, points in results["components"].items():
             for p in points:
-                out.append(f"| {model} | {p['concurrency']} | {_f(p['throughput'])} | {_f(p['p50_ms'], 2)} | {_f(p['p99_ms'], 2)} |")
+                out.append(
+                    f"| {model} | {p['concurrency']} | {_f(p['throughput'])} | {_f(p['p50_ms'], 2)} | {_f(p['p99_ms'], 2)} |"
+                )
         out.append("")
     if results.get("feed"):
-        out += ["## Feed mix (real users' 5–20 latest ratings, half with a query), default configuration", "",
-                "| concurrency | throughput /s | p50 ms | p99 ms |", "|---|---|---|---|"]
-        out += [f"| {p['concurrency']} | {_f(p['throughput'])} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} |" for p in results["feed"]]
+        out += [
+            "## Feed mix (real users' 5–20 latest ratings, half with a query), default configuration",
+            "",
+            "| concurrency | throughput /s | p50 ms | p99 ms |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {p['concurrency']} | {_f(p['throughput'])} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} |"
+            for p in results["feed"]
+        ]
         out.append("")
     if results.get("request_rate"):
-        out += ["## Latency under offered load (Poisson arrivals, default configuration)", "",
-                "| offered /s (of peak) | achieved /s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
-        out += [f"| {p['offered_rate']:g} ({p['fraction_of_peak']:.0%}) | {_f(p['throughput'])} | {_f(p['p50_ms'])} "
-                f"| {_f(p['p95_ms'])} | {_f(p['p99_ms'])} |" for p in results["request_rate"]]
+        out += [
+            "## Latency under offered load (Poisson arrivals, default configuration)",
+            "",
+            "| offered /s (of peak) | achieved /s | p50 ms | p95 ms | p99 ms |",
+            "|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {p['offered_rate']:g} ({p['fraction_of_peak']:.0%}) | {_f(p['throughput'])} | {_f(p['p50_ms'])} "
+            f"| {_f(p['p95_ms'])} | {_f(p['p99_ms'])} |"
+            for p in results["request_rate"]
+        ]
         out.append("")
     if results.get("notes"):
         out += ["## Notes", "", *[f"- {n}" for n in results["notes"]], ""]
-    out += ["Plots: `bench_throughput_p99.png` (throughput against p99, one line per system), "
-            "`bench_components.png` (component compute per configuration). Raw: `bench_results.json`, "
-            "`bench_summary.csv`, perf_analyzer CSVs in `bench_csv/`.", ""]
+    out += [
+        "Plots: `bench_throughput_p99.png` (throughput against p99, one line per system), "
+        "`bench_components.png` (component compute per configuration). Raw: `bench_results.json`, "
+        "`bench_summary.csv`, perf_analyzer CSVs in `bench_csv/`.",
+        "",
+    ]
     return "\n".join(out)
 
 
 def plot(results: dict, out_dir: Path, stem: str) -> list[Path]:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     written = []
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for name, system in results.get("systems", {}).items():
+    for system in results.get("systems", {}).values():
         points = sorted(system.get("points", []), key=lambda p: p["concurrency"])
         if not points:
             continue
         style = "--" if system["kind"] == "loadgen" else "-"
-        ax.plot([p["throughput"] for p in points], [p["p99_ms"] for p in points], style, marker="o", label=system["label"])
+        ax.plot(
+            [p["throughput"] for p in points], [p["p99_ms"] for p in points], style, marker="o", label=system["label"]
+        )
         for p in points:
-            ax.annotate(str(p["concurrency"]), (p["throughput"], p["p99_ms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                str(p["concurrency"]),
+                (p["throughput"], p["p99_ms"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xlabel("throughput (requests/s)")
     ax.set_ylabel("p99 latency (ms, log)")
     ax.set_yscale("log")
@@ -282,8 +368,12 @@ def plot(results: dict, out_dir: Path, stem: str) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
-    bars = [(s["label"], p["breakdown"]) for s in results.get("systems", {}).values() for p in s.get("points", [])
-            if p.get("concurrency") == HEADLINE and p.get("breakdown")]
+    bars = [
+        (s["label"], p["breakdown"])
+        for s in results.get("systems", {}).values()
+        for p in s.get("points", [])
+        if p.get("concurrency") == HEADLINE and p.get("breakdown")
+    ]
     if bars:
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.8))
         left = [0.0] * len(bars)

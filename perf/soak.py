@@ -11,6 +11,7 @@ least-squares slope (MB/min, ms/min) over the samples after the warm-up, stops t
 checks that every region it mapped is gone from /dev/shm. Writes ``perf/results/soak.json`` and
 ``perf/results/soak.md``; exits 1 on any failed call or leaked region.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,17 +26,28 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from aisle import RecClient  # noqa: E402
-from aisle_server.tritonserver import TritonServer  # noqa: E402
+from aisle import RecClient
+from aisle_server.tritonserver import TritonServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstats import mapped_shm_regions, shm_regions, slope_per_minute, tree_rss  # noqa: E402
+from procstats import mapped_shm_regions, shm_regions, slope_per_minute, tree_rss
 
 ROOT = Path(__file__).resolve().parents[1]
-QUERIES = ["star wars", "romantic comedy in paris", "space adventure", "animated movie for kids", "film noir",
-           "horror in a cabin", "courtroom drama", "heist", "musical", "war documentary", ""]
+QUERIES = [
+    "star wars",
+    "romantic comedy in paris",
+    "space adventure",
+    "animated movie for kids",
+    "film noir",
+    "horror in a cabin",
+    "courtroom drama",
+    "heist",
+    "musical",
+    "war documentary",
+    "",
+]
 
 
 def build_repo(repo: Path) -> None:
@@ -53,8 +65,13 @@ def build_repo(repo: Path) -> None:
 def request_for(i: int) -> dict:
     """A varied but deterministic request: search, feed, both, knobs."""
     history = [(str(1 + (i * 7 + j * 13) % 1682), 1.7e9 - 3600.0 * j) for j in range(i % 12)]
-    kwargs: dict = {"query": f"{QUERIES[i % len(QUERIES)]} {i % 97}" if i % 5 else QUERIES[i % len(QUERIES)],
-                    "history": history, "k": 1 + i % 20, "now": 1.7e9, "cache": False}
+    kwargs: dict = {
+        "query": f"{QUERIES[i % len(QUERIES)]} {i % 97}" if i % 5 else QUERIES[i % len(QUERIES)],
+        "history": history,
+        "k": 1 + i % 20,
+        "now": 1.7e9,
+        "cache": False,
+    }
     if not kwargs["query"].strip() and not history:
         kwargs["query"] = "anything"
     if i % 4 == 1:
@@ -115,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=60.0, help="samples before this are not fitted")
-    parser.add_argument("--repo", type=Path, default=ROOT / "build" / "reliability" / "model_repository",
-                        help="built like make demo if it has no index (default: build/reliability/model_repository)")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=ROOT / "build" / "reliability" / "model_repository",
+        help="built like make demo if it has no index (default: build/reliability/model_repository)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "soak")
     args = parser.parse_args(argv)
     if not (args.repo / "rerank" / "1" / "index").exists():
@@ -189,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "p50_ms_median_of_windows": float(np.median([s["p50_ms"] for s in fitted])) if fitted else None,
         "p99_ms_median_of_windows": float(np.median([s["p99_ms"] for s in fitted])) if fitted else None,
         "shm_regions_mapped_first_last": [samples[0]["shm_regions_mapped"], samples[-1]["shm_regions_mapped"]]
-        if samples else None,
+        if samples
+        else None,
         "shm_regions_ours_total": len(ours),
         "shm_regions_leaked_after_stop": leaked,
         "shm_regions_in_dev_shm_before_after": [len(shm_before), len(shm_regions())],
@@ -219,8 +241,10 @@ def _markdown(r: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in r["samples"]:
-        lines.append(f"| {s['t_s']} | {s['rss_total_mb']} | {s['rss_server_mb']} | {s['rss_stubs_mb']} | "
-                     f"{s['calls']} | {s['p50_ms']} | {s['p99_ms']} | {s['shm_regions_mapped']} |")
+        lines.append(
+            f"| {s['t_s']} | {s['rss_total_mb']} | {s['rss_server_mb']} | {s['rss_stubs_mb']} | "
+            f"{s['calls']} | {s['p50_ms']} | {s['p99_ms']} | {s['shm_regions_mapped']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -4,8 +4,10 @@ Every process the session starts (tritonservers, their Python-backend stubs, red
 subprocesses) inherits ``AISLE_TEST_SESSION``. At the end, any of them still alive is listed, killed
 so the machine stays clean, and fails the session.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -26,10 +28,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not leftovers:
         return
     for pid in leftovers:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     lines = [f"{len(leftovers)} process(es) started by the tests outlived them (now killed):"]
     lines += [f"  pid {pid}: {cmd}" for pid, cmd in sorted(leftovers.items())]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

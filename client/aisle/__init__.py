@@ -6,6 +6,7 @@
 
 ``AsyncRecClient`` is the asyncio twin with the same methods.
 """
+
 from .aio import AsyncRecClient
 from .cache import CacheStats
 from .client import RecClient

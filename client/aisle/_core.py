@@ -9,6 +9,7 @@ calling thread (``client.py``) or on the event loop (``aio.py``). Why: the two c
 apart while repeating ~270 lines; now a rule lives in one place, and the unit tests of the plans
 cover both clients (the same design as sans-I/O protocol libraries such as h11).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -139,7 +140,7 @@ class ClientCore:
         if not isinstance(url, str) or not url:
             raise InvalidRequest(f"url must be a non-empty 'host:port' str, got {url!r}")
         self.url = url
-        self.timeout_s: float = validate_timeout(timeout_s)  # type: ignore[assignment]
+        self.timeout_s: float = validate_timeout(timeout_s)  # type: ignore[assignment]  # a float in, the same float out
         if self.timeout_s is None:
             raise InvalidRequest("timeout_s must be > 0, got None")
         self.retry = retry or RetryPolicy(max_attempts=1)
@@ -163,8 +164,12 @@ class ClientCore:
         self.max_delay_ms = max_delay_ms
         self.max_batch = max_batch
         ssl = ssl or bool(root_certificates or private_key or certificate_chain)  # certificates mean TLS
-        self._tls = {"ssl": ssl, "root_certificates": root_certificates, "private_key": private_key,
-                     "certificate_chain": certificate_chain}
+        self._tls = {
+            "ssl": ssl,
+            "root_certificates": root_certificates,
+            "private_key": private_key,
+            "certificate_chain": certificate_chain,
+        }
         self.headers = {str(k): str(v) for k, v in (headers or {}).items()}
         self._on_call = on_call
         self._last_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
@@ -241,7 +246,12 @@ class ClientCore:
         self._last_call.set(info)
         LOG.debug(
             "%s %.2f ms attempts=%d cache=%s rows=%d error=%s",
-            info.method, info.elapsed_s * 1e3, info.attempts, info.cache, info.batch_rows, info.error,
+            info.method,
+            info.elapsed_s * 1e3,
+            info.attempts,
+            info.cache,
+            info.batch_rows,
+            info.error,
         )
         if self._on_call is not None:
             try:
@@ -277,7 +287,7 @@ class ClientCore:
         key = recommend_key(request, self.history_bucket_s)
         value = self._recommend_cache.get(key)
         info.cache = "miss" if value is MISSING else "hit"
-        return key, (MISSING if value is MISSING else copy_recommendations(value))  # type: ignore[arg-type]
+        return key, (MISSING if value is MISSING else copy_recommendations(value))  # type: ignore[arg-type]  # not MISSING: a cached Recommendations
 
     def _recommend_store(self, key: tuple[Any, ...] | None, recs: Recommendations | AisleError) -> None:
         if key is not None and self._recommend_cache is not None and not isinstance(recs, AisleError):
@@ -296,7 +306,7 @@ class ClientCore:
             if value is MISSING:
                 missing.append(text)
             else:
-                found[text] = value  # type: ignore[assignment]
+                found[text] = value  # type: ignore[assignment]  # not MISSING: a cached vector
         if cache is not None and missing:
             info.cache = "miss"
         return found, missing
@@ -333,8 +343,14 @@ class ClientCore:
                 delay = self.retry.next_delay(error, attempt, deadline.remaining())
                 if delay is None:
                     raise
-                LOG.info("%s attempt %d failed (%s: %s); retrying in %.0f ms",
-                         model, attempt, type(error).__name__, error, delay * 1e3)
+                LOG.info(
+                    "%s attempt %d failed (%s: %s); retrying in %.0f ms",
+                    model,
+                    attempt,
+                    type(error).__name__,
+                    error,
+                    delay * 1e3,
+                )
             yield Sleep(delay)
 
     # -- health and metadata ---------------------------------------------------------------------
@@ -485,7 +501,7 @@ class ClientCore:
             return [row[0] for row in rows]
         except AisleError as error:
             return [clone_error(error) for _ in requests]
-        return recommendations_from(result)  # type: ignore[return-value]
+        return recommendations_from(result)  # type: ignore[return-value]  # the plan's InferResult protocol vs tritonclient's class
 
     def _batch_plan(self, items: list[Pending]) -> Plan[None]:
         """A micro-batch: one request for the group, and each caller's future gets its own row or error."""

@@ -5,6 +5,7 @@ both run the same plans (``_core``); this module only performs their steps on th
 runs the micro-batcher on a loop timer. One client belongs to one event loop; the gRPC channel is
 opened on first use inside that loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -77,7 +78,7 @@ class AsyncRecClient(ClientCore):
         if not self._begin_close():
             return
         if self._batcher is not None:
-            await self._batcher.close()  # type: ignore[attr-defined]
+            await self._batcher.close()  # type: ignore[attr-defined]  # the core holds it as the Batcher protocol; this driver made an AsyncBatcher
         if self._triton is not None:
             await self._triton.close()
 
@@ -102,7 +103,7 @@ class AsyncRecClient(ClientCore):
         run = Run(plan)
         while not run.done:
             try:
-                reply = await self._perform(run.step)  # type: ignore[arg-type]
+                reply = await self._perform(run.step)  # type: ignore[arg-type]  # a run that is not done has a step
             except BaseException as error:  # noqa: BLE001 - cancellation too: the plan releases what it holds
                 run.fail(error)
             else:

@@ -10,6 +10,7 @@ The bookkeeping — which rows wait, when the window is full, which rows may sha
 plan (``ClientCore._batch_plan``). Only the collection shells differ: a thread for ``RecClient``,
 an event-loop timer for ``AsyncRecClient``.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -8,6 +8,7 @@ clients; this one removes the round trip.
 ``ResultCache`` is thread-safe (one lock around cachetools' ``TTLCache``, which is not); the
 asyncio client uses it from one thread, where the uncontended lock costs well under a microsecond.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,9 +104,11 @@ def recommend_key(request: RecommendRequest, bucket_s: float) -> tuple[Any, ...]
       second later (recency weights move by a negligible amount) still hits. A stamp right at a
       bucket boundary can miss — a miss, never a wrong answer beyond that tolerance.
     """
-    query = " ".join(request.query.split())  # type: ignore[union-attr]
-    history = tuple((item[0], _bucket(item[1], bucket_s), *item[2:])  # the event type, when given, stays
-                    for item in request.history)  # type: ignore[union-attr]
+    query = " ".join(request.text.split())
+    history = tuple(
+        (item[0], _bucket(item[1], bucket_s), *item[2:])  # the event type, when given, stays
+        for item in request.items
+    )
     now = None if request.now is None else _bucket(request.now, bucket_s)
     filters = (request.exclude_ids, request.allow_categories, request.deny_categories)
     return ("recommend", query, history, request.k, now, filters, request.ranking)

@@ -6,6 +6,7 @@ future) and runs the micro-batcher on threads. One gRPC channel per client, reus
 and safe to share between threads (gRPC channels and stubs are thread-safe; everything else the
 client mutates is behind a lock).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -89,7 +90,7 @@ class RecClient(ClientCore):
         if not self._begin_close():
             return
         if self._batcher is not None:
-            self._batcher.close()  # type: ignore[attr-defined]
+            self._batcher.close()  # type: ignore[attr-defined]  # the core holds it as the Batcher protocol; this driver made a ThreadBatcher
         self._triton.close()
 
     def __enter__(self) -> Self:

@@ -3,6 +3,7 @@
 Callers catch ``AisleError`` (or one of its kinds); a raw tritonclient or grpc exception never
 reaches them. ``retryable`` says whether trying again later can help.
 """
+
 from __future__ import annotations
 
 import grpc

@@ -5,6 +5,7 @@ before a retry, a ``Wait`` on another caller's future, a ``Gather`` of sub-plans
 the reply, or has the error thrown in. The sync and asyncio clients differ only in how they
 perform a step; everything here is shared by both and does no I/O.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -73,7 +74,7 @@ class Run(Generic[T]):
     @property
     def result(self) -> T:
         assert self.done, "the plan has not finished"
-        return self._result  # type: ignore[return-value]
+        return self._result  # type: ignore[return-value]  # done: the plan returned a T
 
     def reply(self, value: object) -> None:
         """Hand the step's reply to the plan, which runs on to its next step or its end."""
@@ -86,7 +87,7 @@ class Run(Generic[T]):
     def perform_with(self, perform: Callable[[Step], object]) -> None:
         """Perform the step now (a blocking driver) and resume the plan with what came of it."""
         try:
-            value = perform(self.step)  # type: ignore[arg-type]
+            value = perform(self.step)  # type: ignore[arg-type]  # called only while a step is pending
         except BaseException as error:  # noqa: BLE001 - the plan decides: retry, fall back, or raise it
             self.fail(error)
         else:
@@ -112,7 +113,7 @@ def public(plan: Callable[..., Plan[Any]], method: F) -> F:
         result = result[len("Plan[") : -1]
     method.__name__ = method.__qualname__ = name
     method.__doc__ = plan.__doc__
-    method.__signature__ = signature.replace(return_annotation=result)  # type: ignore[attr-defined]
+    method.__signature__ = signature.replace(return_annotation=result)  # type: ignore[attr-defined]  # inspect reads it
     method.__annotations__ = {**plan.__annotations__, "return": result}
     method.__wrapped__ = plan  # type: ignore[attr-defined]  # typing.get_type_hints reads the plan's module
     return method

@@ -4,6 +4,7 @@ Why a ``Deadline`` object and not a timeout per attempt: a caller's ``timeout_s`
 call — waiting in the micro-batcher, every retry and every backoff — so each step asks the deadline
 what is left instead of starting a fresh timeout.
 """
+
 from __future__ import annotations
 
 import random

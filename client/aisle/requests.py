@@ -4,28 +4,31 @@ The one place that knows the ``recommend``/``embed`` tensor contract on the clie
 and asyncio clients, the micro-batcher and the caches all go through it, so a rule about bad input
 is written once. A bad argument raises ``InvalidRequest`` naming it.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from aisle_contract import FILTER_NAMES, MAX_BATCH, MAX_K, MAX_QUERY_CHARS, OVERRIDABLE, RankingConfig
 
 from .errors import InvalidRequest
 
 HistoryItem = tuple[str, float] | tuple[str, float, str]  # (item_id, unix_ts[, event_type])
+KnobPairs = tuple[tuple[str, object], ...]  # ranking overrides, sorted by name
 TOWERS = ("query", "item")
 
 
 @dataclass(frozen=True)
 class Tensor:
     name: str
-    array: np.ndarray
+    array: npt.NDArray[Any]
     datatype: str
 
 
@@ -51,7 +54,7 @@ def validate_timeout(timeout_s: float | None) -> float | None:
 
 
 def validate_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= int(k) <= MAX_K:
         raise InvalidRequest(f"k must be an int in [1, {MAX_K}], got {k!r}")
     return int(k)
 
@@ -71,15 +74,17 @@ def validate_texts(texts: object) -> list[str]:
     return [text[:MAX_QUERY_CHARS] for text in texts]  # no tower reads more of a text than this
 
 
-def _history(history: Iterable[HistoryItem] | None) -> tuple[tuple, ...]:
+def _history(history: Iterable[HistoryItem] | None) -> tuple[HistoryItem, ...]:
     """``(item_id, ts)`` or ``(item_id, ts, event_type)`` items, checked; event types kept only when given."""
-    items = []
+    items: list[HistoryItem] = []
     for i, item in enumerate(history or ()):
         # tuple/list first: the Sequence ABC check costs microseconds per item on every call
-        if not (type(item) in (tuple, list) or (isinstance(item, Sequence) and not isinstance(item, (str, bytes)))) \
-                or len(item) not in (2, 3):
-            raise InvalidRequest(f"history[{i}] must be an (item_id, unix_ts) pair or (item_id, unix_ts, event_type), "
-                                 f"got {item!r}")
+        if not (
+            type(item) in (tuple, list) or (isinstance(item, Sequence) and not isinstance(item, (str, bytes)))
+        ) or len(item) not in (2, 3):
+            raise InvalidRequest(
+                f"history[{i}] must be an (item_id, unix_ts) pair or (item_id, unix_ts, event_type), got {item!r}"
+            )
         if not _utf8(f"history[{i}] item_id", item[0]):
             raise InvalidRequest(f"history[{i}] item_id is empty")
         ts = _number(f"history[{i}] timestamp", item[1])
@@ -130,7 +135,7 @@ def validate_ranking(knobs: Mapping[str, object]) -> tuple[tuple[str, object], .
         elif isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
             raise InvalidRequest(f"{name} must be a {expected.__name__}, got {value!r}")
     try:
-        replace(RankingConfig(), **knobs).validate()
+        replace(RankingConfig(), **cast(dict[str, Any], dict(knobs))).validate()  # types checked above
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     return tuple(sorted(knobs.items()))
@@ -161,7 +166,7 @@ class RecommendRequest:
     exclude_ids: Sequence[str] = ()
     allow_categories: Sequence[str] = ()
     deny_categories: Sequence[str] = ()
-    ranking: Mapping[str, object] | tuple = ()  # RankingKnobs; normalized to sorted (name, value) pairs
+    ranking: Mapping[str, object] | KnobPairs = ()  # RankingKnobs; normalized to sorted (name, value) pairs
 
     def __post_init__(self) -> None:
         query = "" if self.query is None else self.query
@@ -176,9 +181,24 @@ class RecommendRequest:
         object.__setattr__(self, "ranking", validate_ranking(dict(self.ranking)))
 
     @property
-    def batch_signature(self) -> tuple:
+    def items(self) -> tuple[HistoryItem, ...]:
+        """``history`` as normalized by the constructor."""
+        return cast(tuple[HistoryItem, ...], self.history)
+
+    @property
+    def knobs(self) -> KnobPairs:
+        """``ranking`` as normalized by the constructor: sorted (name, value) pairs."""
+        return cast(KnobPairs, self.ranking)
+
+    @property
+    def text(self) -> str:
+        """``query`` as normalized by the constructor (``None`` became ``""``)."""
+        return cast(str, self.query)
+
+    @property
+    def batch_signature(self) -> tuple[object, ...]:
         """Rows of one Triton request must carry the same optional tensors: NOW and the knobs."""
-        return (self.now is not None, tuple(name for name, _ in self.ranking))  # type: ignore[union-attr]
+        return (self.now is not None, tuple(name for name, _ in self.knobs))
 
     @classmethod
     def coerce(cls, value: RecommendRequest | Mapping[str, object], index: int | None = None) -> RecommendRequest:
@@ -194,7 +214,7 @@ class RecommendRequest:
         fields = {key: v for key, v in value.items() if key not in OVERRIDABLE}
         knobs = {key: v for key, v in value.items() if key in OVERRIDABLE}
         try:
-            return cls(**fields, ranking=knobs)  # type: ignore[arg-type]
+            return cls(**fields, ranking=knobs)  # type: ignore[arg-type]  # checked by __post_init__
         except InvalidRequest as exc:
             raise InvalidRequest(f"{where}{exc}") from None
 
@@ -213,19 +233,19 @@ def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor
         raise InvalidRequest("now and ranking options must be given for every row of a batch or for none")
     has_now = {r.now is not None for r in requests}
     rows = len(requests)
-    queries = np.array([[r.query.encode("utf-8")] for r in requests], dtype=object)  # type: ignore[union-attr]
+    queries = np.array([[r.text.encode("utf-8")] for r in requests], dtype=object)
     tensors = [
         Tensor("QUERY", queries, "BYTES"),
         Tensor("K", np.array([[r.k] for r in requests], dtype=np.int32), "INT32"),
     ]
-    width = max(len(r.history) for r in requests)  # type: ignore[arg-type]
+    width = max(len(r.items) for r in requests)
     if width:
         ids = np.full((rows, width), b"", dtype=object)
         stamps = np.zeros((rows, width), dtype=np.float64)
         events = np.full((rows, width), b"", dtype=object)
         has_events = False
         for b, request in enumerate(requests):
-            for j, item in enumerate(request.history):  # type: ignore[union-attr]
+            for j, item in enumerate(request.items):
                 ids[b, j] = item[0].encode("utf-8")
                 stamps[b, j] = item[1]
                 if len(item) == 3:
@@ -245,9 +265,9 @@ def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor
             for b, values in enumerate(lists):
                 array[b, : len(values)] = [v.encode("utf-8") for v in values]
             tensors.append(Tensor(tensor_name, array, "BYTES"))
-    for knob, _ in requests[0].ranking:  # type: ignore[union-attr]
+    for knob, _ in requests[0].knobs:
         datatype = OVERRIDABLE[knob]
-        values = [dict(r.ranking)[knob] for r in requests]  # type: ignore[arg-type]
+        values = [dict(r.knobs)[knob] for r in requests]
         if datatype == "BYTES":
             array = np.array([[str(v).encode("utf-8")] for v in values], dtype=object)
         else:

@@ -3,6 +3,7 @@
 Everything here reads arrays the transport already received; nothing sends or waits, so the plans
 in ``_core`` use it the same way whichever client drives them.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, TypeAlias
@@ -10,6 +11,7 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from .errors import ServerError
 from .types import Recommendation, Recommendations
 
 Vector: TypeAlias = npt.NDArray[np.float32]
@@ -22,9 +24,7 @@ class InferResult(Protocol):
     def as_numpy(self, name: str) -> Array | None: ...
 
 
-def parse_recommendations(
-    ids: Array, scores: Array, unknown: Array | None, row: int = 0
-) -> Recommendations:
+def parse_recommendations(ids: Array, scores: Array, unknown: Array | None, row: int = 0) -> Recommendations:
     """Row ``row`` of a ``recommend`` answer; empty ids (and their NaN scores) are padding and dropped.
 
     Rows of a batched answer are padded to the widest row, so every row is parsed this way.
@@ -44,14 +44,18 @@ def split_recommendations(ids: Array, scores: Array, unknown: Array | None) -> l
 
 def recommendations_from(result: InferResult) -> list[Recommendations]:
     """Every row of a ``recommend`` answer as the transport returned it."""
-    return split_recommendations(
-        result.as_numpy("ITEM_IDS"), result.as_numpy("SCORES"), result.as_numpy("UNKNOWN_HISTORY")  # type: ignore[arg-type]
-    )
+    ids, scores = result.as_numpy("ITEM_IDS"), result.as_numpy("SCORES")
+    if ids is None or scores is None:
+        raise ServerError("the recommend answer has no ITEM_IDS or SCORES output")
+    return split_recommendations(ids, scores, result.as_numpy("UNKNOWN_HISTORY"))
 
 
 def embeddings_from(result: InferResult) -> list[Vector]:
     """One float32 vector per text of an ``embed_*`` answer, each its own array (safe to cache)."""
-    return [np.array(vector, dtype=np.float32) for vector in result.as_numpy("EMBEDDING")]  # type: ignore[union-attr]
+    vectors = result.as_numpy("EMBEDDING")
+    if vectors is None:
+        raise ServerError("the embed answer has no EMBEDDING output")
+    return [np.array(vector, dtype=np.float32) for vector in vectors]
 
 
 def copy_recommendations(recs: Recommendations) -> Recommendations:

@@ -1,6 +1,8 @@
 """Plain result types the SDK returns."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -10,13 +12,13 @@ class Recommendation:
     score: float
 
 
-class Recommendations(list):
+class Recommendations(list[Recommendation]):
     """A list of ``Recommendation``, best first, with what the server reported about the request.
 
     ``unknown_history`` counts history item ids the catalog does not know (they were ignored).
     """
 
-    def __init__(self, items: list[Recommendation] = (), unknown_history: int = 0):  # type: ignore[assignment]
+    def __init__(self, items: Iterable[Recommendation] = (), unknown_history: int = 0) -> None:
         super().__init__(items)
         self.unknown_history = unknown_history
 

@@ -5,11 +5,12 @@ one request. Plain Python, no dependencies: the SDK (on any numpy), the Python-b
 inside tritonserver and the offline toolchain all import it, so a rule is written once and a
 client can check a request exactly as the server will.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 
 # --------------------------------------------------------------------------- models
 
@@ -87,13 +88,13 @@ class RankingConfig:
     user_encoder: bool = True
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]) -> "RankingConfig":
+    def from_parameters(cls, parameters: Mapping[str, str]) -> RankingConfig:
         """Build from Triton model-config parameters (all strings); unknown keys are errors."""
         known = {f.name: f.type for f in fields(cls)}
         unknown = set(parameters) - set(known)
         if unknown:
             raise ValueError(f"unknown rerank parameters: {sorted(unknown)}")
-        config = cls(**{name: _CASTS[str(known[name])](text) for name, text in parameters.items()})  # type: ignore[operator]
+        config = cls(**{name: _CASTS[str(known[name])](text) for name, text in parameters.items()})  # type: ignore[operator]  # the cast is chosen by the field's type name
         config.validate()
         return config
 

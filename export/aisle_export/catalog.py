@@ -30,15 +30,17 @@ unless ``skip_bad_rows=True``, in which case it is counted in :attr:`Catalog.ski
 item ids are always an error (naming both locations): silently keeping one of two products with
 the same id would make search results point at the wrong product.
 """
+
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import json
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,7 +56,6 @@ _MAX_UNIX_SECONDS = 253_402_300_799.0
 
 _TRUE_WORDS = frozenset({"true", "1", "yes", "y"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "n"})
-
 
 
 class CatalogError(ValueError):
@@ -98,13 +99,13 @@ class _Row(NamedTuple):
 class Catalog:
     """Validated catalog columns, one entry per item, in file order."""
 
-    item_ids: np.ndarray      # '<U…'
-    titles: np.ndarray        # '<U…'
+    item_ids: np.ndarray  # '<U…'
+    titles: np.ndarray  # '<U…'
     descriptions: np.ndarray  # '<U…'; "" when absent
-    categories: np.ndarray    # '<U…'; "" when absent
-    created_at: np.ndarray    # float64 unix seconds; NaN when unknown
-    popularity: np.ndarray    # float32, >= 0
-    in_stock: np.ndarray      # bool
+    categories: np.ndarray  # '<U…'; "" when absent
+    created_at: np.ndarray  # float64 unix seconds; NaN when unknown
+    popularity: np.ndarray  # float32, >= 0
+    in_stock: np.ndarray  # bool
     skipped: int = 0
     skip_reasons: list[str] = field(default_factory=list)
 
@@ -135,8 +136,7 @@ def read_catalog(path: Path | str, skip_bad_rows: bool = False) -> Catalog:
     if reader is None:
         supported = ", ".join(sorted(_READERS))
         raise CatalogError(
-            f"{path.name}: unsupported catalog extension {path.suffix or '(none)'!r} "
-            f"(supported: {supported})"
+            f"{path.name}: unsupported catalog extension {path.suffix or '(none)'!r} (supported: {supported})"
         )
     rows: list[_Row] = []
     first_seen: dict[str, str] = {}
@@ -155,8 +155,7 @@ def read_catalog(path: Path | str, skip_bad_rows: bool = False) -> Catalog:
             continue
         if row.item_id in first_seen:
             raise CatalogError(
-                f"{path.name} {location}: duplicate item_id {row.item_id!r} "
-                f"(first seen at {first_seen[row.item_id]})",
+                f"{path.name} {location}: duplicate item_id {row.item_id!r} (first seen at {first_seen[row.item_id]})",
                 location,
                 "item_id",
             )
@@ -195,9 +194,7 @@ def _read_csv(
                 continue
             location = f"line {start}"
             if len(values) != len(columns):
-                yield location, _RowError(
-                    None, f"has {len(values)} fields, the header has {len(columns)}"
-                )
+                yield location, _RowError(None, f"has {len(values)} fields, the header has {len(columns)}")
                 continue
             yield location, dict(zip(columns, values))
 
@@ -230,9 +227,7 @@ def _read_jsonl(
                 yield location, _RowError(None, f"is not valid JSON ({exc.msg})")
                 continue
             if not isinstance(record, dict):
-                yield location, _RowError(
-                    None, f"is a JSON {type(record).__name__}, expected an object"
-                )
+                yield location, _RowError(None, f"is a JSON {type(record).__name__}, expected an object")
                 continue
             yield location, record
 
@@ -265,13 +260,10 @@ _READERS: dict[str, Callable[..., Iterator[RawRecord]]] = {
 }
 
 
-def _check_columns(
-    path: Path, columns: list[str], required: tuple[str, ...] = REQUIRED_COLUMNS
-) -> None:
+def _check_columns(path: Path, columns: list[str], required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
     duplicated = sorted({name for name in columns if columns.count(name) > 1 and name})
     if duplicated:
-        raise CatalogError(f"{path.name}: duplicate column {duplicated[0]!r} in the header",
-                           field=duplicated[0])
+        raise CatalogError(f"{path.name}: duplicate column {duplicated[0]!r} in the header", field=duplicated[0])
     for name in required:
         if name not in columns:
             raise CatalogError(
@@ -340,7 +332,7 @@ def _parse_created_at(value: Any, name: str = "created_at") -> float:
         return math.nan
     if isinstance(value, dt.datetime):  # Parquet timestamp columns
         return _datetime_seconds(value)
-    if isinstance(value, dt.date):      # Parquet date columns
+    if isinstance(value, dt.date):  # Parquet date columns
         return _datetime_seconds(dt.datetime(value.year, value.month, value.day))
     bad = _RowError(name, f"{name} {value!r} is not unix seconds or ISO-8601")
     if isinstance(value, bool):
@@ -373,7 +365,7 @@ def _parse_time_string(text: str, bad: _RowError) -> float:
 
 def _datetime_seconds(value: dt.datetime) -> float:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 

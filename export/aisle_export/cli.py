@@ -3,6 +3,7 @@
 Subcommands import their toolchain lazily, so the SDK install (no torch) still has a working
 ``aisle --help``; a subcommand whose extra is missing says which extra to install.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,15 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError("--finetuned brings its own towers: leave out --query-tower and --item-tower")
     if args.stack is not None and args.finetuned is None:
         raise ValueError("--stack picks from what --finetuned DIR trained: give --finetuned")
-    report = export_repository(args.repo, args.query_tower, args.item_tower, precisions=precisions,
-                               gate_catalog=args.gate_catalog, finetuned=args.finetuned, stack=args.stack)
+    report = export_repository(
+        args.repo,
+        args.query_tower,
+        args.item_tower,
+        precisions=precisions,
+        gate_catalog=args.gate_catalog,
+        finetuned=args.finetuned,
+        stack=args.stack,
+    )
     if args.engine == "tensorrt":
         from aisle_export.tensorrt_engine import build_repository_engines
 
@@ -55,15 +63,27 @@ def _index(args: argparse.Namespace) -> int:
     catalog = read_catalog(args.catalog, skip_bad_rows=args.skip_bad_rows)
     if catalog.skipped:
         print(f"skipped {catalog.skipped} bad rows, e.g.: {catalog.skip_reasons[:3]}", file=sys.stderr)
-    write_index(catalog, args.repo, version=args.version, batch_size=args.batch_size, source=args.catalog, ann=args.ann,
-                server=args.server, checkpoint=args.checkpoint, concurrency=args.concurrency,
-                chunk_size=args.chunk_size, ann_kind=args.ann_kind, ann_nprobe=args.ann_nprobe,
-                ann_refine=args.ann_refine)
+    write_index(
+        catalog,
+        args.repo,
+        version=args.version,
+        batch_size=args.batch_size,
+        source=args.catalog,
+        ann=args.ann,
+        server=args.server,
+        checkpoint=args.checkpoint,
+        concurrency=args.concurrency,
+        chunk_size=args.chunk_size,
+        ann_kind=args.ann_kind,
+        ann_nprobe=args.ann_nprobe,
+        ann_refine=args.ann_refine,
+    )
     if args.interactions is not None:
         from aisle_export.log_signals import write_log_signals
 
-        write_log_signals(args.interactions, catalog, args.repo, skip_bad_rows=args.skip_bad_rows,
-                          event_weights=_event_weights(args))
+        write_log_signals(
+            args.interactions, catalog, args.repo, skip_bad_rows=args.skip_bad_rows, event_weights=_event_weights(args)
+        )
     return 0
 
 
@@ -92,12 +112,21 @@ def _log_data(args: argparse.Namespace):
     if (args.interactions is None) != (args.catalog is None):
         raise ValueError("--interactions and --catalog go together")
     interactions, catalog = (args.interactions, args.catalog) if args.interactions else movielens_files(args.workdir)
-    data = load_log(interactions, catalog, cutoff=_cutoff(args.cutoff), cutoff_quantile=args.cutoff_quantile,
-                    skip_bad_rows=args.skip_bad_rows, event_weights=_event_weights(args))
+    data = load_log(
+        interactions,
+        catalog,
+        cutoff=_cutoff(args.cutoff),
+        cutoff_quantile=args.cutoff_quantile,
+        skip_bad_rows=args.skip_bad_rows,
+        event_weights=_event_weights(args),
+    )
     report = data.report
-    print(f"log {report.path}: {report.kept} interactions kept of {report.rows} rows; skipped {report.skipped}, "
-          f"items not in the catalog {report.unknown_items}; test shoppers {len(data.split.users)}, "
-          f"validation shoppers {len(data.valid.users)}", file=sys.stderr)
+    print(
+        f"log {report.path}: {report.kept} interactions kept of {report.rows} rows; skipped {report.skipped}, "
+        f"items not in the catalog {report.unknown_items}; test shoppers {len(data.split.users)}, "
+        f"validation shoppers {len(data.valid.users)}",
+        file=sys.stderr,
+    )
     return data
 
 
@@ -148,8 +177,10 @@ def _catalog(args: argparse.Namespace) -> int:
 
 def _catalog_action(args: argparse.Namespace, headers: dict[str, str], swap) -> dict:
     if args.action == "status":
-        out = {"on_disk": swap.version_dirs(args.repo) if args.repo else None,
-               "served": swap.served_versions(args.url, headers)}
+        out = {
+            "on_disk": swap.version_dirs(args.repo) if args.repo else None,
+            "served": swap.served_versions(args.url, headers),
+        }
     elif args.action == "load":
         out = {"ready": swap.load(args.url, headers, args.timeout_s)}
     else:
@@ -174,19 +205,33 @@ def _finetune(args: argparse.Namespace) -> int:
 
     given = {name: getattr(args, name) for name in ("steps", "batch_size", "freeze_layers", "lr", "seed")}
     config = FinetuneConfig(**{name: value for name, value in given.items() if value is not None})
-    encoder = UserEncoderConfig(**({"epochs": args.encoder_epochs} if args.encoder_epochs else {}),
-                                **({"seed": args.seed} if args.seed is not None else {}))
-    report = finetune_log(_log_data(args), args.out, config, encoder, base=args.base, keep_towers=args.keep_towers,
-                          tune_towers=not args.pretrained_towers)
+    encoder = UserEncoderConfig(
+        **({"epochs": args.encoder_epochs} if args.encoder_epochs else {}),
+        **({"seed": args.seed} if args.seed is not None else {}),
+    )
+    report = finetune_log(
+        _log_data(args),
+        args.out,
+        config,
+        encoder,
+        base=args.base,
+        keep_towers=args.keep_towers,
+        tune_towers=not args.pretrained_towers,
+    )
     towers, users = report["towers"], report["user_encoder"]
-    tower_note = (f"loss {towers['loss_first_20']:.3f} → {towers['loss_last_20']:.3f}" if "loss_first_20" in towers
-                  else "pretrained, as they were")
+    tower_note = (
+        f"loss {towers['loss_first_20']:.3f} → {towers['loss_last_20']:.3f}"
+        if "loss_first_20" in towers
+        else "pretrained, as they were"
+    )
     choice = report["choice"]
     means = ", ".join(f"{name} {value:.4f}" for name, value in choice["means"].items())
-    print(f"saved {args.out}: towers ({tower_note}), "
-          f"user encoder (loss {users['loss_first_epoch']:.3f} → {users['loss_last_epoch']:.3f}, parity "
-          f"{users['parity']['min_cosine']:.6f}), log signals, ranking.json; {report['total_seconds']:.0f}s\n"
-          f"validation {choice['metric']}: {means}; `aisle export --finetuned` serves: {report['served']}")
+    print(
+        f"saved {args.out}: towers ({tower_note}), "
+        f"user encoder (loss {users['loss_first_epoch']:.3f} → {users['loss_last_epoch']:.3f}, parity "
+        f"{users['parity']['min_cosine']:.6f}), log signals, ranking.json; {report['total_seconds']:.0f}s\n"
+        f"validation {choice['metric']}: {means}; `aisle export --finetuned` serves: {report['served']}"
+    )
     return 0
 
 
@@ -211,16 +256,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _log_arguments(p: argparse.ArgumentParser) -> None:
     """The interaction-log options ``finetune`` and ``evaluate`` share."""
-    p.add_argument("--interactions", type=Path,
-                   help="the store's log: CSV, JSONL or Parquet with user_id, item_id, timestamp "
-                        "[, event_type, weight] (default: MovieLens-100K's ratings)")
+    p.add_argument(
+        "--interactions",
+        type=Path,
+        help="the store's log: CSV, JSONL or Parquet with user_id, item_id, timestamp "
+        "[, event_type, weight] (default: MovieLens-100K's ratings)",
+    )
     p.add_argument("--catalog", type=Path, help="the catalog the log's item ids refer to (with --interactions)")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--cutoff", help="temporal cut, unix seconds or ISO-8601: nothing at or after it is trained on")
-    cut.add_argument("--cutoff-quantile", type=float, default=0.8,
-                     help="temporal cut at this quantile of the log's timestamps (default 0.8)")
-    p.add_argument("--event-weights", metavar="TYPE=W,...",
-                   help="weights of event types (default purchase=1,add_to_cart=0.5,click=0.25,view=0.1; others 1)")
+    cut.add_argument(
+        "--cutoff-quantile",
+        type=float,
+        default=0.8,
+        help="temporal cut at this quantile of the log's timestamps (default 0.8)",
+    )
+    p.add_argument(
+        "--event-weights",
+        metavar="TYPE=W,...",
+        help="weights of event types (default purchase=1,add_to_cart=0.5,click=0.25,view=0.1; others 1)",
+    )
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of failing")
     p.add_argument("--workdir", type=Path, default=Path("build"), help="MovieLens cache under <workdir>/data")
 
@@ -234,19 +289,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=DEFAULT_REPO)
     p.add_argument("--query-tower", help="sentence-transformers/HF directory (default: all-MiniLM-L6-v2)")
     p.add_argument("--item-tower", help="sentence-transformers/HF directory (default: all-MiniLM-L6-v2)")
-    p.add_argument("--precision", action="append", choices=("int8", "fp16", "int8-qdq"),
-                   help="also write and gate a reduced-precision ONNX (repeatable): int8 = CPU dynamic INT8 "
-                        "(serve with --model-config-name int8), fp16 / int8-qdq = inputs for TensorRT; "
-                        "with --engine tensorrt: the engine precision, fp16 or int8")
-    p.add_argument("--gate-catalog", type=Path,
-                   help="catalog for the top-10 retrieval gate (default: MovieLens-100K, cached beside --repo)")
-    p.add_argument("--engine", choices=("tensorrt",),
-                   help="build model.plan engines from the --precision ONNX (needs the tensorrt package)")
-    p.add_argument("--finetuned", type=Path, metavar="DIR",
-                   help="serve what `aisle finetune --out DIR` trained: the stack it chose on validation, "
-                        "with its towers, user encoder, log signals and knobs")
-    p.add_argument("--stack", choices=("pretrained", "mean", "user_encoder"),
-                   help="with --finetuned: serve this stack instead of the one chosen on validation")
+    p.add_argument(
+        "--precision",
+        action="append",
+        choices=("int8", "fp16", "int8-qdq"),
+        help="also write and gate a reduced-precision ONNX (repeatable): int8 = CPU dynamic INT8 "
+        "(serve with --model-config-name int8), fp16 / int8-qdq = inputs for TensorRT; "
+        "with --engine tensorrt: the engine precision, fp16 or int8",
+    )
+    p.add_argument(
+        "--gate-catalog",
+        type=Path,
+        help="catalog for the top-10 retrieval gate (default: MovieLens-100K, cached beside --repo)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("tensorrt",),
+        help="build model.plan engines from the --precision ONNX (needs the tensorrt package)",
+    )
+    p.add_argument(
+        "--finetuned",
+        type=Path,
+        metavar="DIR",
+        help="serve what `aisle finetune --out DIR` trained: the stack it chose on validation, "
+        "with its towers, user encoder, log signals and knobs",
+    )
+    p.add_argument(
+        "--stack",
+        choices=("pretrained", "mean", "user_encoder"),
+        help="with --finetuned: serve this stack instead of the one chosen on validation",
+    )
     p.set_defaults(func=_export)
 
     p = sub.add_parser("index", help="embed a catalog (CSV, JSONL, Parquet) into the repository's index")
@@ -254,24 +326,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=DEFAULT_REPO)
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of failing")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--version", default="1",
-                   help="rerank model version directory to write; next = a new one above the newest (hot swap)")
-    p.add_argument("--ann", choices=("auto", "on", "off"), default="auto",
-                   help="faiss IVF retrieval: auto = only above 100,000 items (exact search below)")
-    p.add_argument("--ann-kind", choices=("ivf_flat", "ivf_pq"), default="ivf_flat",
-                   help="ivf_pq: product-quantized lists for 10M+ items (about 56 bytes per item in RAM)")
-    p.add_argument("--ann-nprobe", type=_positive_int, metavar="N",
-                   help="IVF lists scanned per query (default: lists / 32); more = higher recall, slower")
-    p.add_argument("--ann-refine", type=_positive_int, metavar="R",
-                   help="ivf_pq: re-score R x candidates exactly (default 16; see docs/deploy.md)")
-    p.add_argument("--server", metavar="URL",
-                   help="embed through a running deployment's embed_item (gRPC host:port), resumably")
+    p.add_argument(
+        "--version",
+        default="1",
+        help="rerank model version directory to write; next = a new one above the newest (hot swap)",
+    )
+    p.add_argument(
+        "--ann",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="faiss IVF retrieval: auto = only above 100,000 items (exact search below)",
+    )
+    p.add_argument(
+        "--ann-kind",
+        choices=("ivf_flat", "ivf_pq"),
+        default="ivf_flat",
+        help="ivf_pq: product-quantized lists for 10M+ items (about 56 bytes per item in RAM)",
+    )
+    p.add_argument(
+        "--ann-nprobe",
+        type=_positive_int,
+        metavar="N",
+        help="IVF lists scanned per query (default: lists / 32); more = higher recall, slower",
+    )
+    p.add_argument(
+        "--ann-refine",
+        type=_positive_int,
+        metavar="R",
+        help="ivf_pq: re-score R x candidates exactly (default 16; see docs/deploy.md)",
+    )
+    p.add_argument(
+        "--server", metavar="URL", help="embed through a running deployment's embed_item (gRPC host:port), resumably"
+    )
     p.add_argument("--concurrency", type=int, default=8, help="with --server: requests in flight")
     p.add_argument("--chunk-size", type=int, default=4096, help="with --server: items per checkpointed chunk")
-    p.add_argument("--checkpoint", type=Path,
-                   help="with --server: checkpoint directory (default rerank/<version>/.index.embed-checkpoint)")
-    p.add_argument("--interactions", type=Path,
-                   help="the store's interaction log: popularity and co-occurrence for feeds (rerank/learned/log_signals)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="with --server: checkpoint directory (default rerank/<version>/.index.embed-checkpoint)",
+    )
+    p.add_argument(
+        "--interactions",
+        type=Path,
+        help="the store's interaction log: popularity and co-occurrence for feeds (rerank/learned/log_signals)",
+    )
     p.add_argument("--event-weights", metavar="TYPE=W,...", help="weights of event types in --interactions")
     p.set_defaults(func=_index)
 
@@ -283,16 +381,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--model-config-name", help="use <model>/configs/NAME.pbtxt where present (onnxruntime, tensorrt)")
     p.add_argument("--log-verbose", type=int, default=0)
-    p.add_argument("--model-control", choices=("none", "explicit"), default="none",
-                   help="explicit: load everything at start and allow `aisle catalog load/rollback` (hot swap)")
-    p.add_argument("--triton-arg", action="append", metavar="ARG",
-                   help="extra tritonserver flag, repeatable (TLS, --grpc-restricted-protocol=...)")
+    p.add_argument(
+        "--model-control",
+        choices=("none", "explicit"),
+        default="none",
+        help="explicit: load everything at start and allow `aisle catalog load/rollback` (hot swap)",
+    )
+    p.add_argument(
+        "--triton-arg",
+        action="append",
+        metavar="ARG",
+        help="extra tritonserver flag, repeatable (TLS, --grpc-restricted-protocol=...)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("catalog", help="hot swap or roll back the served catalog (server in explicit model control)")
-    p.add_argument("action", choices=("status", "load", "rollback"),
-                   help="status: versions on disk and served; load: serve the newest rerank/<v>/; "
-                        "rollback: retire the newest version directory and reload")
+    p.add_argument(
+        "action",
+        choices=("status", "load", "rollback"),
+        help="status: versions on disk and served; load: serve the newest rerank/<v>/; "
+        "rollback: retire the newest version directory and reload",
+    )
     p.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port")
     p.add_argument("--repo", type=Path, help="the served repository (rollback renames its newest rerank/<v>/)")
     p.add_argument("--to", type=int, help="rollback: the version to serve (retires every version above it)")
@@ -305,19 +414,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("finetune", help="learn from an interaction log: towers, user encoder, log signals, knobs")
-    p.add_argument("--out", type=Path, default=Path("build/finetuned"),
-                   help="writes <out>/query_tower, item_tower, user_encoder, log_signals, ranking.json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("build/finetuned"),
+        help="writes <out>/query_tower, item_tower, user_encoder, log_signals, ranking.json",
+    )
     _log_arguments(p)
     p.add_argument("--base", help="starting tower directory (default: all-MiniLM-L6-v2)")
     p.add_argument("--steps", type=int, help="tower optimizer steps (default 60)")
-    p.add_argument("--batch-size", type=int, help="examples per step, each scored against the whole catalog (default 1024)")
+    p.add_argument(
+        "--batch-size", type=int, help="examples per step, each scored against the whole catalog (default 1024)"
+    )
     p.add_argument("--freeze-layers", type=int, help="lower transformer layers kept fixed, of 6 (default 5)")
     p.add_argument("--lr", type=float, help="tower AdamW learning rate (default 5e-4)")
     p.add_argument("--encoder-epochs", type=_positive_int, help="user encoder epochs")
-    p.add_argument("--pretrained-towers", action="store_true",
-                   help="keep the towers as they are (pretrained, or --base); learn the user encoder, signals and knobs")
-    p.add_argument("--keep-towers", action="store_true",
-                   help="reuse the towers an earlier run left in --out; learn the user encoder, signals and knobs again")
+    p.add_argument(
+        "--pretrained-towers",
+        action="store_true",
+        help="keep the towers as they are (pretrained, or --base); learn the user encoder, signals and knobs",
+    )
+    p.add_argument(
+        "--keep-towers",
+        action="store_true",
+        help="reuse the towers an earlier run left in --out; learn the user encoder, signals and knobs again",
+    )
     p.add_argument("--seed", type=int, help="shuffling and sampling seed (default 0)")
     p.set_defaults(func=_finetune)
 
@@ -327,8 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default 10,20)")
     p.add_argument("--out", type=Path, default=Path("perf/results"))
     p.add_argument("--name", help="report file name (default eval_log, or eval_movielens_log)")
-    p.add_argument("--legacy", action="store_true",
-                   help="the MovieLens content-ranking study instead (recency, freshness, MMR/DPP; --towers)")
+    p.add_argument(
+        "--legacy",
+        action="store_true",
+        help="the MovieLens content-ranking study instead (recency, freshness, MMR/DPP; --towers)",
+    )
     p.add_argument("--towers", type=Path, help="--legacy: fine-tuned towers directory")
     p.set_defaults(func=_evaluate)
     return parser
@@ -336,12 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except ImportError as exc:
-        print(f"aisle {args.command}: missing dependency ({exc}); install with pip install 'aisle[export,server]'",
-              file=sys.stderr)
+        print(
+            f"aisle {args.command}: missing dependency ({exc}); install with pip install 'aisle[export,server]'",
+            file=sys.stderr,
+        )
         return 2
     except RuntimeError as exc:
         if type(exc).__name__ != "TensorRTUnavailable":

@@ -8,6 +8,7 @@ serves all of it. Each feed is for a real shopper at the cut, from their last ra
 and marks (✓) the films that shopper went on to rate after the cut — what the learned feed is for.
 The printed latency is the p50 of single ``recommend`` calls at k=10 through the SDK and gRPC.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,10 +78,16 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
                 print(f"  {rec.score:6.3f}  {titles[rec.item_id]}")
         hits = 0
         for user in split.users[:DEMO_SHOPPERS]:
-            history = [(item, ts, event) for (item, ts), event
-                       in zip(split.histories[user][-HISTORY_LEN:], split.history_events[user][-HISTORY_LEN:])]
+            history = [
+                (item, ts, event)
+                for (item, ts), event in zip(
+                    split.histories[user][-HISTORY_LEN:], split.history_events[user][-HISTORY_LEN:]
+                )
+            ]
             upcoming = set(split.targets[user])
-            _section(f"feed for shopper {user} at the cut; recently rated: " + "; ".join(titles[i] for i, _, _ in history))
+            _section(
+                f"feed for shopper {user} at the cut; recently rated: " + "; ".join(titles[i] for i, _, _ in history)
+            )
             for rec in client.recommend(history=history, k=5, now=split.cutoff):
                 hit = rec.item_id in upcoming
                 hits += hit

@@ -30,14 +30,15 @@ items by cosine), so the one fine-tuned encoder is saved twice: ``<out>/query_to
 ``<out>/item_tower``, both sentence-transformers directories (transformer → mean pooling →
 normalize, ``tokenizer.json`` included) that ``aisle export --query-tower/--item-tower`` takes.
 """
+
 from __future__ import annotations
 
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -53,39 +54,37 @@ REPORT_FILE = "finetune_report.json"
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    steps: int = 60                  # ≈ 0.8 epoch of ML-100K's training pairs; more did not help (docs/results.md)
-    batch_size: int = 1024           # examples per step (cheap: the catalog is encoded once per step)
-    window: int = 50                 # history items per example (the most recent before the target)
-    freeze_layers: int = 5           # embeddings + this many lower transformer layers stay fixed (cached)
-    max_candidates: int = 4096       # whole catalog up to this size, else a uniform sample per step
+    steps: int = 60  # ≈ 0.8 epoch of ML-100K's training pairs; more did not help (docs/results.md)
+    batch_size: int = 1024  # examples per step (cheap: the catalog is encoded once per step)
+    window: int = 50  # history items per example (the most recent before the target)
+    freeze_layers: int = 5  # embeddings + this many lower transformer layers stay fixed (cached)
+    max_candidates: int = 4096  # whole catalog up to this size, else a uniform sample per step
     lr: float = 5e-4
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     temperature: float = 0.05
     recency_half_life_s: float = 7 * 24 * 3600.0  # as the served default: weights of the window items
-    max_length: int = 64             # token cap for item texts (MovieLens texts are ≤ 31 tokens)
+    max_length: int = 64  # token cap for item texts (MovieLens texts are ≤ 31 tokens)
     seed: int = 0
-    threads: int = 0                 # torch threads; 0 = torch's default (all cores)
+    threads: int = 0  # torch threads; 0 = torch's default (all cores)
 
 
 @dataclass(frozen=True)
 class Example:
-    window: tuple[int, ...]          # catalog rows, oldest → newest
+    window: tuple[int, ...]  # catalog rows, oldest → newest
     window_age_s: tuple[float, ...]  # target time − window item time
-    target: int                      # catalog row
+    target: int  # catalog row
 
 
-def make_examples(histories: dict[str, list[tuple[str, float]]], row_of: dict[str, int],
-                  window: int) -> list[Example]:
+def make_examples(histories: dict[str, list[tuple[str, float]]], row_of: dict[str, int], window: int) -> list[Example]:
     """Every (previous ``window`` items → next item) pair of each user's time-ordered history."""
     examples = []
     for events in histories.values():
         known = [(row_of[item], ts) for item, ts in events if item in row_of]
         for t in range(1, len(known)):
-            context = known[max(0, t - window):t]
+            context = known[max(0, t - window) : t]
             target, target_ts = known[t]
-            examples.append(Example(tuple(r for r, _ in context),
-                                    tuple(target_ts - ts for _, ts in context), target))
+            examples.append(Example(tuple(r for r, _ in context), tuple(target_ts - ts for _, ts in context), target))
     return examples
 
 
@@ -97,8 +96,15 @@ class CachedTower(torch.nn.Module):
     trainable (``freeze_layers=0``) the cache holds the embedding layer's output.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, texts: Sequence[str], freeze_layers: int,
-                 max_length: int, batch_size: int = 128):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        texts: Sequence[str],
+        freeze_layers: int,
+        max_length: int,
+        batch_size: int = 128,
+    ):
         super().__init__()
         self.model = model
         layers = model.encoder.layer
@@ -110,25 +116,25 @@ class CachedTower(torch.nn.Module):
             parameter.requires_grad_(False)
         for parameter in self.trainable.parameters():
             parameter.requires_grad_(True)
-        encoded = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length,
-                            return_tensors="pt")
+        encoded = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
         self.register_buffer("mask", encoded["attention_mask"], persistent=False)
         self.lengths = self.mask.sum(dim=1)
         hidden = []
         model.eval()
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                ids = encoded["input_ids"][start:start + batch_size]
-                mask = self.mask[start:start + batch_size]
-                out = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
-                            output_hidden_states=True)
+                ids = encoded["input_ids"][start : start + batch_size]
+                mask = self.mask[start : start + batch_size]
+                out = model(
+                    input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_hidden_states=True
+                )
                 hidden.append(out.hidden_states[freeze_layers])  # input of layer `freeze_layers`
         self.register_buffer("cache", torch.cat(hidden).clone(), persistent=False)
 
     def forward(self, rows: torch.Tensor, chunk: int = 96) -> torch.Tensor:
         """Embeddings of ``texts[rows]``; rows are run in chunks of similar token length (less padding)."""
         order = torch.argsort(self.lengths[rows], stable=True)
-        parts = [self._encode(rows[order[start:start + chunk]]) for start in range(0, len(rows), chunk)]
+        parts = [self._encode(rows[order[start : start + chunk]]) for start in range(0, len(rows), chunk)]
         out = torch.empty((len(rows), parts[0].shape[1]), dtype=parts[0].dtype)
         return out.index_copy(0, order, torch.cat(parts))
 
@@ -147,8 +153,9 @@ class CachedTower(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
 
-def step_rows(batch: Sequence[Example], n_items: int, max_candidates: int,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def step_rows(
+    batch: Sequence[Example], n_items: int, max_candidates: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The catalog rows one step encodes: its candidates, plus every window and target item.
 
     A catalog of at most ``max_candidates`` items is encoded whole, so the softmax runs over the
@@ -162,8 +169,9 @@ def step_rows(batch: Sequence[Example], n_items: int, max_candidates: int,
     return torch.tensor(sorted(own | set(sample)), dtype=torch.long)
 
 
-def batch_loss(tower: CachedTower, batch: Sequence[Example], rows: torch.Tensor, temperature: float,
-               half_life_s: float) -> torch.Tensor:
+def batch_loss(
+    tower: CachedTower, batch: Sequence[Example], rows: torch.Tensor, temperature: float, half_life_s: float
+) -> torch.Tensor:
     """Softmax cross-entropy of each example's next item among ``rows`` (see :func:`step_rows`).
 
     The interest is the recency-weighted mean of the window's embeddings, normalized, as
@@ -178,8 +186,8 @@ def batch_loss(tower: CachedTower, batch: Sequence[Example], rows: torch.Tensor,
     masked = torch.zeros((len(batch), len(rows)), dtype=torch.bool)
     for b, ex in enumerate(batch):
         columns = torch.tensor([position[r] for r in ex.window])
-        index[b, :len(ex.window)] = columns
-        weights[b, :len(ex.window)] = torch.from_numpy(recency_weights(ex.window_age_s, half_life_s))
+        index[b, : len(ex.window)] = columns
+        weights[b, : len(ex.window)] = torch.from_numpy(recency_weights(ex.window_age_s, half_life_s))
         masked[b, columns] = True
     targets = torch.tensor([position[ex.target] for ex in batch])
     masked[torch.arange(len(batch)), targets] = False
@@ -258,13 +266,13 @@ def finetune(
     losses: list[float] = []
     tower.trainable.train()
     bar = tqdm(range(config.steps), desc="fine-tuning", unit="step", disable=not progress)
-    for step in bar:
+    for _step in bar:
         if len(order) < config.batch_size:
             fresh = list(range(len(examples)))
             random.shuffle(fresh)
             order += fresh
-        batch = [examples[i] for i in order[:config.batch_size]]
-        del order[:config.batch_size]
+        batch = [examples[i] for i in order[: config.batch_size]]
+        del order[: config.batch_size]
         rows = step_rows(batch, len(texts), config.max_candidates, generator)
         loss = batch_loss(tower, batch, rows, config.temperature, config.recency_half_life_s)
         optimizer.zero_grad(set_to_none=True)
@@ -302,8 +310,14 @@ def finetune(
     return report
 
 
-def finetune_movielens(workdir: Path, out_dir: Path, config: FinetuneConfig = FinetuneConfig(),
-                       quantile: float = 0.8, base: str | Path | None = None, progress: bool = True) -> dict:
+def finetune_movielens(
+    workdir: Path,
+    out_dir: Path,
+    config: FinetuneConfig = FinetuneConfig(),
+    quantile: float = 0.8,
+    base: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
     """Fine-tune on the MovieLens-100K training period of the evaluation split (before its cutoff)."""
     from .catalog import read_catalog
     from .evaluate import movielens_catalog
@@ -315,5 +329,13 @@ def finetune_movielens(workdir: Path, out_dir: Path, config: FinetuneConfig = Fi
     split = temporal_split(interactions, quantile=quantile)
     catalog = read_catalog(movielens_catalog(data_dir, split, Path(out_dir)))
     histories = user_histories(split.train)
-    return finetune(catalog.texts(), catalog.item_ids.tolist(), histories, out_dir, config, base, progress,
-                    extra_report={"data": "MovieLens-100K", "split_quantile": quantile, "cutoff": split.cutoff})
+    return finetune(
+        catalog.texts(),
+        catalog.item_ids.tolist(),
+        histories,
+        out_dir,
+        config,
+        base,
+        progress,
+        extra_report={"data": "MovieLens-100K", "split_quantile": quantile, "cutoff": split.cutoff},
+    )

@@ -8,14 +8,15 @@ cost of a batch.
 The index is written to a temporary directory beside its destination and renamed into place, so
 a server never sees half an index.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -41,14 +42,24 @@ def sha256_file(path: Path) -> str:
 def catalog_index(catalog: Catalog, embeddings: np.ndarray, **extra: object) -> CatalogIndex:
     """The served index of ``catalog`` with its item embeddings (``extra``: manifest, lexical, ann)."""
     return CatalogIndex(
-        item_ids=catalog.item_ids, embeddings=embeddings, titles=catalog.titles, categories=catalog.categories,
-        created_at=catalog.created_at, popularity=catalog.popularity, in_stock=catalog.in_stock, **extra,
+        item_ids=catalog.item_ids,
+        embeddings=embeddings,
+        titles=catalog.titles,
+        categories=catalog.categories,
+        created_at=catalog.created_at,
+        popularity=catalog.popularity,
+        in_stock=catalog.in_stock,
+        **extra,
     )
 
 
 def encode_in_batches(
-    encode: Callable[[list[str]], np.ndarray], texts: Sequence[str], dim: int, batch_size: int = 64,
-    progress: bool = False, desc: str = "embedding",
+    encode: Callable[[list[str]], np.ndarray],
+    texts: Sequence[str],
+    dim: int,
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "embedding",
 ) -> np.ndarray:
     """``encode`` over ``texts`` in batches, longest first (similar lengths share padding); rows in input order."""
     order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -62,20 +73,23 @@ def encode_in_batches(
 
 
 def encode_texts(
-    encoder: OnnxEncoder, tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int = 64,
-    progress: bool = False, desc: str = "embedding",
+    encoder: OnnxEncoder,
+    tokenizer: TextTokenizer,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "embedding",
 ) -> np.ndarray:
     """ONNX-tower embeddings (float32, L2-normalized) of ``texts``, in their order."""
     return encode_in_batches(lambda batch: encoder(*tokenizer(batch)), texts, encoder.dim, batch_size, progress, desc)
 
 
-def embed_texts(
-    texts: list[str], encoder_dir: Path, batch_size: int = 64, progress: bool = True
-) -> np.ndarray:
+def embed_texts(texts: list[str], encoder_dir: Path, batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Item-tower embeddings of ``texts`` from the exported ``<encoder_dir>/model.onnx``."""
     encoder = OnnxEncoder(Path(encoder_dir) / "model.onnx")
-    return encode_texts(encoder, TextTokenizer.from_directory(encoder_dir), texts, batch_size, progress,
-                        "embedding items")
+    return encode_texts(
+        encoder, TextTokenizer.from_directory(encoder_dir), texts, batch_size, progress, "embedding items"
+    )
 
 
 def replace_directory(final: Path, write: Callable[[Path], object]) -> Path:
@@ -112,10 +126,22 @@ def resolve_version(repo: Path, version: str) -> str:
     return str(int(version))
 
 
-def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: int = 64, progress: bool = True,
-                source: Path | None = None, ann: str = "auto", server: str | None = None,
-                checkpoint: Path | None = None, concurrency: int = 8, chunk_size: int = 4096,
-                ann_kind: str = "ivf_flat", ann_nprobe: int | None = None, ann_refine: int | None = None) -> CatalogIndex:
+def write_index(
+    catalog: Catalog,
+    repo: Path,
+    version: str = "1",
+    batch_size: int = 64,
+    progress: bool = True,
+    source: Path | None = None,
+    ann: str = "auto",
+    server: str | None = None,
+    checkpoint: Path | None = None,
+    concurrency: int = 8,
+    chunk_size: int = 4096,
+    ann_kind: str = "ivf_flat",
+    ann_nprobe: int | None = None,
+    ann_refine: int | None = None,
+) -> CatalogIndex:
     """Embed ``catalog``, build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF.
 
     With ``server`` (gRPC ``host:port`` of a running deployment) the item tower runs there, through
@@ -134,9 +160,12 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
     if server is not None:
         from .remote_index import embed_remote
 
-        checkpoint = Path(checkpoint) if checkpoint else repo / "rerank" / version / f".{INDEX_DIRNAME}.embed-checkpoint"
-        embeddings = embed_remote(texts, server, checkpoint, chunk_size=chunk_size, concurrency=concurrency,
-                                  progress=progress)
+        checkpoint = (
+            Path(checkpoint) if checkpoint else repo / "rerank" / version / f".{INDEX_DIRNAME}.embed-checkpoint"
+        )
+        embeddings = embed_remote(
+            texts, server, checkpoint, chunk_size=chunk_size, concurrency=concurrency, progress=progress
+        )
     else:
         embeddings = embed_texts(texts, encoder_dir, batch_size, progress)
     lexical = LexicalIndex.build(texts)
@@ -146,14 +175,19 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
     manifest = {
         "catalog": str(source) if source else None,
         "catalog_sha256": sha256_file(source) if source else None,
-        "item_encoder_sha256": sha256_file(encoder_dir / "model.onnx") if (encoder_dir / "model.onnx").exists() else None,
+        "item_encoder_sha256": sha256_file(encoder_dir / "model.onnx")
+        if (encoder_dir / "model.onnx").exists()
+        else None,
         "embedded_by": server or "local item_encoder",
         "skipped_rows": catalog.skipped,
         "built_at": started,
         "embed_seconds": round(time.time() - started, 2),
     }
     index = catalog_index(
-        catalog, embeddings, manifest=manifest, lexical=lexical,
+        catalog,
+        embeddings,
+        manifest=manifest,
+        lexical=lexical,
         ann=AnnIndex.build(embeddings, kind=ann_kind, nprobe=ann_nprobe, refine=ann_refine) if use_ann else None,
     )
     version_dir = repo / "rerank" / version
@@ -167,16 +201,23 @@ def write_index(catalog: Catalog, repo: Path, version: str = "1", batch_size: in
         index.save(building / INDEX_DIRNAME)
         building.rename(version_dir)
         if server is not None:
-            shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]
-        print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version),
-                          "path": str(version_dir / INDEX_DIRNAME)}))
+            shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]  # set whenever server is
+        print(
+            json.dumps(
+                {
+                    "indexed": len(index),
+                    "skipped": catalog.skipped,
+                    "version": int(version),
+                    "path": str(version_dir / INDEX_DIRNAME),
+                }
+            )
+        )
         return index
     model_py = version_dir / "model.py"
     if not model_py.exists():
         shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", model_py)
     final = replace_directory(version_dir / INDEX_DIRNAME, index.save)
     if server is not None:
-        shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]
-    print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version),
-                      "path": str(final)}))
+        shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]  # set whenever server is
+    print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version), "path": str(final)}))
     return index

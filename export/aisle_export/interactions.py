@@ -29,6 +29,7 @@ A row's weight in :class:`Interactions` is its ``weight`` times its event type's
 Rows whose item is not in the catalog (``catalog_ids``) are dropped and counted, never an error:
 logs outlive products, and a delisted product cannot be recommended anyway.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,9 +38,10 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -61,7 +63,10 @@ KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 #: Relative weight of each event type; any other type weighs 1.0 unless configured.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "purchase": 1.0, "add_to_cart": 0.5, "click": 0.25, "view": 0.1,
+    "purchase": 1.0,
+    "add_to_cart": 0.5,
+    "click": 0.25,
+    "view": 0.1,
 }
 #: The event type of rows that have none.
 DEFAULT_EVENT = "interaction"
@@ -86,10 +91,10 @@ class InteractionLogError(ValueError):
 class Interactions:
     """Parallel arrays sorted by timestamp (stable)."""
 
-    user_id: np.ndarray     # '<U…'
-    item_id: np.ndarray     # '<U…'
-    weight: np.ndarray      # float32: the row's weight times its event type's weight
-    timestamp: np.ndarray   # float64 unix seconds
+    user_id: np.ndarray  # '<U…'
+    item_id: np.ndarray  # '<U…'
+    weight: np.ndarray  # float32: the row's weight times its event type's weight
+    timestamp: np.ndarray  # float64 unix seconds
     event_type: np.ndarray | None = None  # '<U…'; None means every row is DEFAULT_EVENT
 
     def __post_init__(self) -> None:
@@ -97,8 +102,7 @@ class Interactions:
         self.timestamp = np.asarray(self.timestamp, dtype=np.float64)
         if self.event_type is None:
             self.event_type = np.full(len(self.user_id), DEFAULT_EVENT)
-        lengths = {len(a) for a in (self.user_id, self.item_id, self.weight, self.timestamp,
-                                    self.event_type)}
+        lengths = {len(a) for a in (self.user_id, self.item_id, self.weight, self.timestamp, self.event_type)}
         if len(lengths) != 1:
             raise ValueError(f"Interactions arrays differ in length: {sorted(lengths)}")
 
@@ -108,8 +112,9 @@ class Interactions:
     def subset(self, mask: np.ndarray) -> Interactions:
         """The rows selected by a boolean mask (or index array), every field kept."""
         assert self.event_type is not None  # filled by __post_init__
-        return Interactions(self.user_id[mask], self.item_id[mask], self.weight[mask],
-                            self.timestamp[mask], self.event_type[mask])
+        return Interactions(
+            self.user_id[mask], self.item_id[mask], self.weight[mask], self.timestamp[mask], self.event_type[mask]
+        )
 
 
 @dataclass
@@ -117,13 +122,13 @@ class LogReport:
     """What reading a log kept and dropped, for the CLI and evaluation reports."""
 
     path: str
-    rows: int                      # records in the file (valid or not)
+    rows: int  # records in the file (valid or not)
     kept: int
-    skipped: int                   # malformed rows skipped (skip_bad_rows=True)
-    skip_reasons: list[str]        # the first MAX_SKIP_REASONS of them
-    unknown_items: int             # rows dropped: item_id not in catalog_ids
-    unknown_examples: list[str]    # up to MAX_UNKNOWN_EXAMPLES distinct such ids
-    event_counts: dict[str, int]   # kept rows per event type
+    skipped: int  # malformed rows skipped (skip_bad_rows=True)
+    skip_reasons: list[str]  # the first MAX_SKIP_REASONS of them
+    unknown_items: int  # rows dropped: item_id not in catalog_ids
+    unknown_examples: list[str]  # up to MAX_UNKNOWN_EXAMPLES distinct such ids
+    event_counts: dict[str, int]  # kept rows per event type
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -210,22 +215,29 @@ def read_interactions(
         allowed=frozenset(allowed_event_types) if allowed_event_types is not None else None,
         latest=time.time() + _FUTURE_SLACK_S,
     )
-    in_catalog = None if catalog_ids is None else (
-        catalog_ids if isinstance(catalog_ids, (set, frozenset)) else frozenset(catalog_ids))
+    in_catalog = (
+        None
+        if catalog_ids is None
+        else (catalog_ids if isinstance(catalog_ids, (set, frozenset)) else frozenset(catalog_ids))
+    )
     tally = _Tally()
-    events = _read_events(path, reader(path, REQUIRED_COLUMNS, KNOWN_COLUMNS), rules, in_catalog,
-                          skip_bad_rows, tally)
+    events = _read_events(path, reader(path, REQUIRED_COLUMNS, KNOWN_COLUMNS), rules, in_catalog, skip_bad_rows, tally)
     if not events:
         raise InteractionLogError(
             f"{path.name}: no interactions left ({tally.rows} rows, {tally.skipped} malformed "
             f"skipped, {tally.unknown_items} with items not in the catalog"
-            + (f", e.g. {tally.unknown_examples[:3]}" if tally.unknown_examples else "") + ")"
+            + (f", e.g. {tally.unknown_examples[:3]}" if tally.unknown_examples else "")
+            + ")"
         )
     interactions = _to_interactions(events)
     assert interactions.event_type is not None
     report = LogReport(
-        path=str(path), rows=tally.rows, kept=len(interactions), skipped=tally.skipped,
-        skip_reasons=tally.skip_reasons, unknown_items=tally.unknown_items,
+        path=str(path),
+        rows=tally.rows,
+        kept=len(interactions),
+        skipped=tally.skipped,
+        skip_reasons=tally.skip_reasons,
+        unknown_items=tally.unknown_items,
         unknown_examples=tally.unknown_examples,
         event_counts=dict(Counter(interactions.event_type.tolist())),
     )
@@ -248,8 +260,9 @@ def write_interactions(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _READERS:
-        raise ValueError(f"{path.name}: unsupported extension {path.suffix or '(none)'!r} "
-                         f"(supported: {', '.join(sorted(_READERS))})")
+        raise ValueError(
+            f"{path.name}: unsupported extension {path.suffix or '(none)'!r} (supported: {', '.join(sorted(_READERS))})"
+        )
     columns = _output_columns(interactions, _checked_weights(event_weights))
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
@@ -261,9 +274,7 @@ def write_interactions(
     return path
 
 
-def user_sequences(
-    interactions: Interactions, min_len: int = 1
-) -> dict[str, tuple[list[str], np.ndarray, list[str]]]:
+def user_sequences(interactions: Interactions, min_len: int = 1) -> dict[str, tuple[list[str], np.ndarray, list[str]]]:
     """user → (item ids, float64 timestamps, event types), oldest → newest, >= min_len events.
 
     Users appear in order of their first interaction. Does not assume ``interactions`` is sorted
@@ -313,8 +324,7 @@ def _read_events(
             try:
                 event = _parse_record(record, rules)
             except _RowError as exc:
-                error = InteractionLogError(f"{path.name} {location}: {exc.reason}", location,
-                                            exc.field)
+                error = InteractionLogError(f"{path.name} {location}: {exc.reason}", location, exc.field)
                 if not skip_bad_rows:
                     raise error from None
                 tally.skipped += 1
@@ -323,8 +333,7 @@ def _read_events(
                 continue
             if known is not None and event.item_id not in known:
                 tally.unknown_items += 1
-                if (len(tally.unknown_examples) < MAX_UNKNOWN_EXAMPLES
-                        and event.item_id not in tally.unknown_examples):
+                if len(tally.unknown_examples) < MAX_UNKNOWN_EXAMPLES and event.item_id not in tally.unknown_examples:
                     tally.unknown_examples.append(event.item_id)
                 continue
             events.append(event)
@@ -354,11 +363,10 @@ def _parse_timestamp(value: Any, latest: float) -> float:
         raise _RowError("timestamp", f"timestamp {value!r} is not a finite number")
     seconds = _parse_created_at(value, "timestamp")
     if seconds > latest:
-        when = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat()
+        when = dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
         raise _RowError(
             "timestamp",
-            f"timestamp {value!r} ({when}) is more than a day in the future "
-            "(milliseconds? a wrong clock?)",
+            f"timestamp {value!r} ({when}) is more than a day in the future (milliseconds? a wrong clock?)",
         )
     return seconds
 
@@ -382,8 +390,7 @@ def _parse_event_type(value: Any, allowed: frozenset[str] | None) -> str:
         event_type = value.strip()
     if allowed is not None and event_type not in allowed:
         given = " (none given)" if _is_missing(value) else ""
-        raise _RowError("event_type", f"event_type {event_type!r}{given} is not one of the "
-                                      f"allowed {sorted(allowed)}")
+        raise _RowError("event_type", f"event_type {event_type!r}{given} is not one of the allowed {sorted(allowed)}")
     return event_type
 
 
@@ -409,9 +416,7 @@ def _to_interactions(events: list[_Event]) -> Interactions:
 # --------------------------------------------------------------------------- writing
 
 
-def _output_columns(
-    interactions: Interactions, event_weights: Mapping[str, float]
-) -> dict[str, list[Any]]:
+def _output_columns(interactions: Interactions, event_weights: Mapping[str, float]) -> dict[str, list[Any]]:
     """Column name → Python values, ``weight`` only when some row's own weight is not 1."""
     assert interactions.event_type is not None
     types = interactions.event_type.tolist()
@@ -453,8 +458,12 @@ def _write_parquet(path: Path, columns: dict[str, list[Any]]) -> None:
     import pyarrow as pa  # optional dependency: only Parquet logs need it
     import pyarrow.parquet as pq
 
-    types = {"user_id": pa.string(), "item_id": pa.string(), "timestamp": pa.float64(),
-             "event_type": pa.string(), "weight": pa.float64()}
-    table = pa.table({name: pa.array(values, type=types[name])
-                      for name, values in columns.items()})
+    types = {
+        "user_id": pa.string(),
+        "item_id": pa.string(),
+        "timestamp": pa.float64(),
+        "event_type": pa.string(),
+        "weight": pa.float64(),
+    }
+    table = pa.table({name: pa.array(values, type=types[name]) for name, values in columns.items()})
     pq.write_table(table, path)

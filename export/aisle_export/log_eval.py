@@ -21,13 +21,15 @@ space for every row), and catalog coverage (share of the catalog in anyone's top
 Paired bootstrap intervals (shoppers resampled) compare rows. Output: ``<out>/<name>.md``,
 ``<name>.json`` and ``<name>.png``.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -63,26 +65,40 @@ class LogData:
     valid: TemporalSplit
 
     def summary(self) -> dict:
-        return {"log": self.report.to_dict(), "catalog_items": len(self.catalog),
-                "test": self.split.summary(), "validation": self.valid.summary()}
+        return {
+            "log": self.report.to_dict(),
+            "catalog_items": len(self.catalog),
+            "test": self.split.summary(),
+            "validation": self.valid.summary(),
+        }
 
 
-def load_log(interactions: Path, catalog: Path, cutoff: float | None = None, cutoff_quantile: float = 0.8,
-             skip_bad_rows: bool = False, event_weights: Mapping[str, float] | None = None) -> LogData:
+def load_log(
+    interactions: Path,
+    catalog: Path,
+    cutoff: float | None = None,
+    cutoff_quantile: float = 0.8,
+    skip_bad_rows: bool = False,
+    event_weights: Mapping[str, float] | None = None,
+) -> LogData:
     """Read both files (ids missing from the catalog are counted, not fatal) and cut them in time."""
     items = read_catalog(catalog, skip_bad_rows=skip_bad_rows)
-    log, report = read_interactions(interactions, skip_bad_rows=skip_bad_rows, event_weights=event_weights,
-                                    catalog_ids=set(items.item_ids.tolist()))
+    log, report = read_interactions(
+        interactions, skip_bad_rows=skip_bad_rows, event_weights=event_weights, catalog_ids=set(items.item_ids.tolist())
+    )
     split = temporal_split(log, quantile=cutoff_quantile, cutoff=cutoff, max_history=MAX_HISTORY, n_targets=N_TARGETS)
     valid = validation_split(split, max_history=MAX_HISTORY, n_targets=N_TARGETS)
     if not split.users or not valid.users:
-        raise ValueError(f"the cut leaves no shopper active on both sides (test {len(split.users)}, "
-                         f"validation {len(valid.users)}): choose another --cutoff")
+        raise ValueError(
+            f"the cut leaves no shopper active on both sides (test {len(split.users)}, "
+            f"validation {len(valid.users)}): choose another --cutoff"
+        )
     return LogData(items, log, report, split, valid)
 
 
-def served_index(catalog: Catalog, embeddings: np.ndarray, signals: LogSignals | None = None,
-                 user_encoder: object | None = None) -> CatalogIndex:
+def served_index(
+    catalog: Catalog, embeddings: np.ndarray, signals: LogSignals | None = None, user_encoder: object | None = None
+) -> CatalogIndex:
     """The index ``rerank`` would serve: catalog + embeddings + what the log taught (as of its cut)."""
     index = catalog_index(catalog, embeddings)
     if signals is not None:
@@ -95,7 +111,7 @@ def served_index(catalog: Catalog, embeddings: np.ndarray, signals: LogSignals |
 
 def split_signals(split: TemporalSplit, source: str | None = None, **kwargs: object) -> LogSignals:
     """Popularity and co-occurrence of the split's training period, as of its cut."""
-    return build_log_signals(split.train, now=split.cutoff, source=source, **kwargs)  # type: ignore[arg-type]
+    return build_log_signals(split.train, now=split.cutoff, source=source, **kwargs)  # type: ignore[arg-type]  # build_log_signals' own keyword arguments
 
 
 # --------------------------------------------------------------------------- rankers
@@ -104,8 +120,15 @@ def split_signals(split: TemporalSplit, source: str | None = None, **kwargs: obj
 def feed_request(split: TemporalSplit, user: str, config: RankingConfig, k: int) -> RankRequest:
     history = split.histories[user]
     events = split.history_events.get(user, ())
-    return RankRequest(None, [item for item, _ in history], np.array([t for _, t in history], dtype=np.float64),
-                       k, split.cutoff, config, history_events=events)
+    return RankRequest(
+        None,
+        [item for item, _ in history],
+        np.array([t for _, t in history], dtype=np.float64),
+        k,
+        split.cutoff,
+        config,
+        history_events=events,
+    )
 
 
 def aisle_ranker(index: CatalogIndex, split: TemporalSplit, config: RankingConfig) -> Ranker:
@@ -118,7 +141,8 @@ def popularity_ranker(index: CatalogIndex, split: TemporalSplit) -> Ranker:
 
     def ranked(user: str, k: int) -> list[str]:
         seen = {item for item, _ in split.histories[user]}
-        return [item for item in order[:k + len(seen)] if item not in seen][:k]
+        return [item for item in order[: k + len(seen)] if item not in seen][:k]
+
     return ranked
 
 
@@ -137,7 +161,8 @@ def cooccurrence_ranker(index: CatalogIndex, split: TemporalSplit) -> Ranker:
             top = np.flatnonzero(scores > 0)
             top = top[np.lexsort((top, -scores[top]))][:k]
         out = index.item_ids[top].tolist()
-        return out + [item for item in popular(user, k + len(out)) if item not in set(out)][:k - len(out)]
+        return out + [item for item in popular(user, k + len(out)) if item not in set(out)][: k - len(out)]
+
     return ranked
 
 
@@ -148,12 +173,12 @@ def cooccurrence_ranker(index: CatalogIndex, split: TemporalSplit) -> Ranker:
 class Reference:
     """What the beyond-accuracy metrics measure against, the same for every row."""
 
-    index: CatalogIndex          # pretrained item space (ILD)
+    index: CatalogIndex  # pretrained item space (ILD)
     users_per_item: dict[str, int]
     n_users: int
 
     @classmethod
-    def of(cls, index: CatalogIndex, split: TemporalSplit) -> "Reference":
+    def of(cls, index: CatalogIndex, split: TemporalSplit) -> Reference:
         pairs = set(zip(split.train.user_id.tolist(), split.train.item_id.tolist()))
         users_per_item: dict[str, int] = {}
         for _, item in pairs:
@@ -161,8 +186,9 @@ class Reference:
         return cls(index, users_per_item, len({user for user, _ in pairs}))
 
 
-def score(ranker: Ranker, split: TemporalSplit, reference: Reference, ks: Sequence[int] = DEFAULT_KS,
-          beyond: bool = True) -> dict:
+def score(
+    ranker: Ranker, split: TemporalSplit, reference: Reference, ks: Sequence[int] = DEFAULT_KS, beyond: bool = True
+) -> dict:
     """Per-shopper metrics of one ranker (``per_user``), their means, and catalog coverage."""
     depth = max(ks)
     per_user: dict[str, list[float]] = {}
@@ -171,9 +197,11 @@ def score(ranker: Ranker, split: TemporalSplit, reference: Reference, ks: Sequen
         ranked, targets = ranker(user, depth), split.targets[user]
         values = {"mrr": metrics.reciprocal_rank(ranked, targets, depth)}
         for k in ks:
-            values |= {f"recall@{k}": metrics.recall_at_k(ranked, targets, k),
-                       f"ndcg@{k}": metrics.ndcg_at_k(ranked, targets, k),
-                       f"hit_rate@{k}": metrics.hit_rate_at_k(ranked, targets, k)}
+            values |= {
+                f"recall@{k}": metrics.recall_at_k(ranked, targets, k),
+                f"ndcg@{k}": metrics.ndcg_at_k(ranked, targets, k),
+                f"hit_rate@{k}": metrics.hit_rate_at_k(ranked, targets, k),
+            }
         if beyond:
             top = ranked[:10]
             values["novelty@10"] = metrics.novelty(top, reference.users_per_item, reference.n_users)
@@ -200,8 +228,14 @@ class Tuning(NamedTuple):
     per_user: list[float]
 
 
-def tune_feed(index: CatalogIndex, split: TemporalSplit, base: RankingConfig, metric: str = "ndcg@10",
-              progress: bool = True, desc: str = "tuning on validation") -> Tuning:
+def tune_feed(
+    index: CatalogIndex,
+    split: TemporalSplit,
+    base: RankingConfig,
+    metric: str = "ndcg@10",
+    progress: bool = True,
+    desc: str = "tuning on validation",
+) -> Tuning:
     """The (feed popularity weight, co-occurrence weight) for ``base``, judged on ``split``.
 
     ``split`` is a validation cut: the caller never passes the test period. The best pair on
@@ -218,15 +252,27 @@ def tune_feed(index: CatalogIndex, split: TemporalSplit, base: RankingConfig, me
     per_user: dict[tuple[float, float], list[float]] = {}
     for p, c in tqdm(pairs, desc=desc, unit="setting", disable=not progress):
         config = replace(base, feed_popularity_weight=p, cooccurrence_weight=c)
-        per_user[(p, c)] = score(aisle_ranker(index, split, config), split, reference, (10,), beyond=False)["per_user"][metric]
+        per_user[(p, c)] = score(aisle_ranker(index, split, config), split, reference, (10,), beyond=False)["per_user"][
+            metric
+        ]
     means = {pair: float(np.mean(values)) for pair, values in per_user.items()}
     best = max(pairs, key=lambda pair: (round(means[pair], 12), -pairs.index(pair)))
     gain = bootstrap_delta(per_user[own], per_user[best])
     chosen = best if gain["ci95"][0] > 0 else own
-    return Tuning(replace(base, feed_popularity_weight=chosen[0], cooccurrence_weight=chosen[1]), {
-        "metric": metric, "grid": {f"{p:g},{c:g}": value for (p, c), value in means.items()},
-        "default": list(own), "best": list(best), "best_vs_default": gain, "kept_default": chosen == own,
-        "feed_popularity_weight": chosen[0], "cooccurrence_weight": chosen[1]}, per_user[chosen])
+    return Tuning(
+        replace(base, feed_popularity_weight=chosen[0], cooccurrence_weight=chosen[1]),
+        {
+            "metric": metric,
+            "grid": {f"{p:g},{c:g}": value for (p, c), value in means.items()},
+            "default": list(own),
+            "best": list(best),
+            "best_vs_default": gain,
+            "kept_default": chosen == own,
+            "feed_popularity_weight": chosen[0],
+            "cooccurrence_weight": chosen[1],
+        },
+        per_user[chosen],
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -241,8 +287,13 @@ def compare(rows: list[dict], baseline_names: Sequence[str], ks: Sequence[int]) 
         for base in baseline_names:
             if base == row["name"] or base not in by_name:
                 continue
-            out.append({"row": row["name"], "vs": base, **{
-                key: bootstrap_delta(by_name[base]["per_user"][key], row["per_user"][key]) for key in keys}})
+            out.append(
+                {
+                    "row": row["name"],
+                    "vs": base,
+                    **{key: bootstrap_delta(by_name[base]["per_user"][key], row["per_user"][key]) for key in keys},
+                }
+            )
     return out
 
 
@@ -254,17 +305,30 @@ def render_markdown(report: dict) -> str:
     columns = [c.format(k=k) for k in ks for c in COLUMNS] + ["mrr", "coverage", "novelty@10", "ild@10"]
     test = report["data"]["test"]
     cut = time.strftime("%Y-%m-%d %H:%M", time.gmtime(test["cutoff"]))
-    lines = [f"## {report['title']}", "",
-             f"Temporal cut {cut} UTC: {test['train_interactions']} training interactions, {test['test_users']} test "
-             f"shoppers, {test['test_targets']} held-out new items, {report['data']['catalog_items']} catalog items "
-             "ranked (whole catalog). Knobs picked on the validation cut "
-             f"({report['data']['validation']['test_users']} shoppers) only.", "",
-             "| row | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    lines = [
+        f"## {report['title']}",
+        "",
+        f"Temporal cut {cut} UTC: {test['train_interactions']} training interactions, {test['test_users']} test "
+        f"shoppers, {test['test_targets']} held-out new items, {report['data']['catalog_items']} catalog items "
+        "ranked (whole catalog). Knobs picked on the validation cut "
+        f"({report['data']['validation']['test_users']} shoppers) only.",
+        "",
+        "| row | " + " | ".join(columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
     for row in report["rows"]:
         lines.append(f"| {row['name']} | " + " | ".join(f"{row.get(c, float('nan')):.4f}" for c in columns) + " |")
-    lines += ["", "Paired bootstrap (shoppers, 2000 resamples), 95% interval:", "",
-              "| row | vs | Δ" + " | Δ".join(k for k in report["comparisons"][0] if "@" in k) + " |",
-              "| --- | --- | ---: | ---: |"] if report["comparisons"] else []
+    lines += (
+        [
+            "",
+            "Paired bootstrap (shoppers, 2000 resamples), 95% interval:",
+            "",
+            "| row | vs | Δ" + " | Δ".join(k for k in report["comparisons"][0] if "@" in k) + " |",
+            "| --- | --- | ---: | ---: |",
+        ]
+        if report["comparisons"]
+        else []
+    )
     for c in report["comparisons"]:
         cells = [f"{d['delta']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" for k, d in c.items() if "@" in k]
         lines.append(f"| {c['row']} | {c['vs']} | " + " | ".join(cells) + " |")
@@ -301,13 +365,29 @@ def mean_interval(values: Sequence[float]) -> list[float]:
     return bootstrap_delta(np.zeros(len(values)), values)["ci95"]
 
 
-def write_report(rows: list[dict], data: LogData, chosen: dict, ks: Sequence[int], title: str, out_dir: Path,
-                 name: str, baselines: Sequence[str], extra: dict | None = None) -> dict:
+def write_report(
+    rows: list[dict],
+    data: LogData,
+    chosen: dict,
+    ks: Sequence[int],
+    title: str,
+    out_dir: Path,
+    name: str,
+    baselines: Sequence[str],
+    extra: dict | None = None,
+) -> dict:
     """Markdown, JSON (without per-shopper values) and PNG of the rows."""
     for row in rows:
         row["ci95"] = {key: mean_interval(row["per_user"][key]) for key in (f"ndcg@{min(ks)}", f"hit_rate@{max(ks)}")}
-    report = {"title": title, "ks": list(ks), "data": data.summary(), "chosen": chosen,
-              "rows": rows, "comparisons": compare(rows, baselines, ks), **(extra or {})}
+    report = {
+        "title": title,
+        "ks": list(ks),
+        "data": data.summary(),
+        "chosen": chosen,
+        "rows": rows,
+        "comparisons": compare(rows, baselines, ks),
+        **(extra or {}),
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(report, out_dir / f"{name}.png")
@@ -328,8 +408,15 @@ def _json_default(value: object) -> object:
 # --------------------------------------------------------------------------- the whole evaluation
 
 
-def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks: Sequence[int] = DEFAULT_KS,
-                 name: str = "eval_log", title: str = "Feed on a store's log", progress: bool = True) -> dict:
+def evaluate_log(
+    data: LogData,
+    out_dir: Path,
+    finetuned: Path | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    name: str = "eval_log",
+    title: str = "Feed on a store's log",
+    progress: bool = True,
+) -> dict:
     """Baselines, Aisle out of the box, and (with ``finetuned``) the trained models, on the test cut."""
     from .evaluate import embed_catalog
 
@@ -340,17 +427,30 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
     index = served_index(data.catalog, pretrained, signals)
     reference = Reference.of(index, data.split)
     default_no_encoder = RankingConfig(user_encoder=False)
-    tuned, tuning, _ = tune_feed(served_index(data.catalog, pretrained, split_signals(data.valid)), data.valid,
-                                 default_no_encoder, progress=progress, desc="knobs, pretrained (validation)")
+    tuned, tuning, _ = tune_feed(
+        served_index(data.catalog, pretrained, split_signals(data.valid)),
+        data.valid,
+        default_no_encoder,
+        progress=progress,
+        desc="knobs, pretrained (validation)",
+    )
     rows_spec: list[tuple[str, Ranker]] = [
         ("popularity (training period)", popularity_ranker(index, data.split)),
         ("co-occurrence (item-item cosine, then popularity)", cooccurrence_ranker(index, data.split)),
         ("pretrained + mean, content only (the feed before)", aisle_ranker(index, data.split, CONTENT_ONLY)),
-        ("Aisle default, no training (pretrained + mean + log signals)", aisle_ranker(index, data.split, RankingConfig())),
+        (
+            "Aisle default, no training (pretrained + mean + log signals)",
+            aisle_ranker(index, data.split, RankingConfig()),
+        ),
         ("pretrained + mean + log signals, knobs tuned", aisle_ranker(index, data.split, tuned)),
     ]
-    chosen: dict = {"pretrained": {"feed_popularity_weight": tuned.feed_popularity_weight,
-                                   "cooccurrence_weight": tuned.cooccurrence_weight, "validation": tuning}}
+    chosen: dict = {
+        "pretrained": {
+            "feed_popularity_weight": tuned.feed_popularity_weight,
+            "cooccurrence_weight": tuned.cooccurrence_weight,
+            "validation": tuning,
+        }
+    }
     served = (index, RankingConfig(), "Aisle default")
     baselines = [rows_spec[0][0], rows_spec[1][0]]
     if finetuned is not None:
@@ -362,12 +462,14 @@ def evaluate_log(data: LogData, out_dir: Path, finetuned: Path | None = None, ks
     rows = []
     for label, ranker in tqdm(rows_spec, desc="scoring rows on test", unit="row", disable=not progress):
         rows.append({"name": label, **score(ranker, data.split, reference, ks)})
-    return write_report(rows, data, chosen, ks, title, out_dir, name, baselines,
-                        {"seconds": round(time.perf_counter() - started, 1)})
+    return write_report(
+        rows, data, chosen, ks, title, out_dir, name, baselines, {"seconds": round(time.perf_counter() - started, 1)}
+    )
 
 
-def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals, pretrained: CatalogIndex,
-                   progress: bool) -> tuple[list[tuple[str, Ranker]], tuple[CatalogIndex, RankingConfig, str]]:
+def finetuned_rows(
+    data: LogData, finetuned: Path, signals: LogSignals, pretrained: CatalogIndex, progress: bool
+) -> tuple[list[tuple[str, Ranker]], tuple[CatalogIndex, RankingConfig, str]]:
     """The trained towers with the recency mean and with the user encoder, each with the knobs
     ``aisle finetune`` picked; the stack it chose to serve; and that stack (index, knobs, label)."""
     from aisle_server.learned import USER_ENCODER_DIRNAME
@@ -380,25 +482,37 @@ def finetuned_rows(data: LogData, finetuned: Path, signals: LogSignals, pretrain
     towers = "pretrained towers" if "pretrained" in report.get("towers", {}) else "fine-tuned"
     embeddings = embed_catalog(data.catalog.texts(), finetuned / "item_tower", progress, f"embedding items ({towers})")
     plain = served_index(data.catalog, embeddings, signals)
-    stacks = {"pretrained": (pretrained, "pretrained + mean + log signals"),
-              "mean": (plain, f"{towers} + mean + log signals"),
-              "user_encoder": (replace(plain, user_encoder=UserEncoder.load(finetuned / USER_ENCODER_DIRNAME)),
-                               f"{towers} + user encoder + log signals")}
+    stacks = {
+        "pretrained": (pretrained, "pretrained + mean + log signals"),
+        "mean": (plain, f"{towers} + mean + log signals"),
+        "user_encoder": (
+            replace(plain, user_encoder=UserEncoder.load(finetuned / USER_ENCODER_DIRNAME)),
+            f"{towers} + user encoder + log signals",
+        ),
+    }
     served = served_stack(finetuned)
-    rows = [(label, aisle_ranker(index, data.split, load_knobs(finetuned, name)))
-            for name, (index, label) in stacks.items() if name != "pretrained"]
+    rows = [
+        (label, aisle_ranker(index, data.split, load_knobs(finetuned, name)))
+        for name, (index, label) in stacks.items()
+        if name != "pretrained"
+    ]
     index, label = stacks[served]
     knobs = load_knobs(finetuned, served)
     rows.append((f"served after aisle finetune (validation chose {label})", aisle_ranker(index, data.split, knobs)))
     return rows, (index, knobs, rows[-1][0].split(" (")[0])
 
 
-def source_ablations(split: TemporalSplit, index: CatalogIndex, config: RankingConfig,
-                     label: str) -> list[tuple[str, Ranker]]:
+def source_ablations(
+    split: TemporalSplit, index: CatalogIndex, config: RankingConfig, label: str
+) -> list[tuple[str, Ranker]]:
     """The served feed with one candidate source off at a time: what each source adds."""
-    return [(f"{label}, without popular candidates", aisle_ranker(index, split, replace(config, popular_candidates=0))),
-            (f"{label}, without co-occurrence candidates",
-             aisle_ranker(index, split, replace(config, cooccurrence_candidates=0)))]
+    return [
+        (f"{label}, without popular candidates", aisle_ranker(index, split, replace(config, popular_candidates=0))),
+        (
+            f"{label}, without co-occurrence candidates",
+            aisle_ranker(index, split, replace(config, cooccurrence_candidates=0)),
+        ),
+    ]
 
 
 def movielens_files(workdir: Path) -> tuple[Path, Path]:
@@ -412,6 +526,9 @@ def movielens_files(workdir: Path) -> tuple[Path, Path]:
     data_dir = fetch_movielens(Path(workdir) / "data")
     log = write_interactions_file(data_dir, Path(workdir) / "data" / "movielens_interactions.csv")
     ratings = load_interactions(data_dir)
-    catalog = write_catalog_csv(data_dir, Path(workdir) / "data" / "movielens_catalog_log.csv",
-                                interactions=ratings.subset(np.zeros(len(ratings), dtype=bool)))
+    catalog = write_catalog_csv(
+        data_dir,
+        Path(workdir) / "data" / "movielens_catalog_log.csv",
+        interactions=ratings.subset(np.zeros(len(ratings), dtype=bool)),
+    )
     return log, catalog

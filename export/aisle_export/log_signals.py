@@ -10,6 +10,7 @@
 
 Nothing after ``now`` may be in ``interactions``: the callers pass a split's training period.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ DEFAULT_POPULARITY_HALF_LIFE_DAYS = 30.0
 DEFAULT_MAX_NEIGHBORS = 100
 
 
-def decayed_counts(interactions: "Interactions", item_index: np.ndarray, n_items: int, now: float,
-                   half_life_days: float | None) -> np.ndarray:
+def decayed_counts(
+    interactions: Interactions, item_index: np.ndarray, n_items: int, now: float, half_life_days: float | None
+) -> np.ndarray:
     """Σ weight · decay(now − ts) per item (plain weighted counts when ``half_life_days`` is None)."""
     weights = np.asarray(interactions.weight, dtype=np.float64)
     if half_life_days is not None:
@@ -41,10 +43,11 @@ def decayed_counts(interactions: "Interactions", item_index: np.ndarray, n_items
     return np.bincount(item_index, weights=weights, minlength=n_items)
 
 
-def item_cosine(user_index: np.ndarray, item_index: np.ndarray, n_users: int, n_items: int,
-                max_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+def item_cosine(
+    user_index: np.ndarray, item_index: np.ndarray, n_users: int, n_items: int, max_neighbors: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each item's ``max_neighbors`` best neighbours by shopper-overlap cosine: (neighbors, weights)."""
-    from scipy import sparse  # noqa: PLC0415 - toolchain only; the server reads the arrays
+    from scipy import sparse  # toolchain only; the server reads the arrays
 
     x = sparse.csr_matrix((np.ones(len(user_index)), (user_index, item_index)), shape=(n_users, n_items))
     x.data[:] = 1.0  # duplicates were summed: one shopper counts once per item
@@ -64,39 +67,59 @@ def item_cosine(user_index: np.ndarray, item_index: np.ndarray, n_users: int, n_
             keep = np.argpartition(-values, max_neighbors - 1)[:max_neighbors]
             columns, values = columns[keep], values[keep]
         order = np.lexsort((columns, -values))
-        neighbors[row, :len(order)] = columns[order]
-        weights[row, :len(order)] = values[order]
+        neighbors[row, : len(order)] = columns[order]
+        weights[row, : len(order)] = values[order]
     return neighbors, weights
 
 
-def build_log_signals(interactions: "Interactions", now: float | None = None,
-                      popularity_half_life_days: float | None = DEFAULT_POPULARITY_HALF_LIFE_DAYS,
-                      max_neighbors: int = DEFAULT_MAX_NEIGHBORS, source: str | None = None) -> LogSignals:
+def build_log_signals(
+    interactions: Interactions,
+    now: float | None = None,
+    popularity_half_life_days: float | None = DEFAULT_POPULARITY_HALF_LIFE_DAYS,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+    source: str | None = None,
+) -> LogSignals:
     """Popularity and co-occurrence of ``interactions`` as of ``now`` (default: its last timestamp)."""
     if len(interactions) == 0:
         raise ValueError("no interactions to learn popularity and co-occurrence from")
     if max_neighbors < 1:
         raise ValueError(f"max_neighbors={max_neighbors} must be ≥ 1")
-    if popularity_half_life_days is not None and not (popularity_half_life_days > 0 and math.isfinite(popularity_half_life_days)):
+    if popularity_half_life_days is not None and not (
+        popularity_half_life_days > 0 and math.isfinite(popularity_half_life_days)
+    ):
         raise ValueError(f"popularity_half_life_days={popularity_half_life_days} must be a positive number or None")
     timestamps = np.asarray(interactions.timestamp, dtype=np.float64)
     now = float(timestamps.max()) if now is None else float(now)
     item_ids, item_index = np.unique(interactions.item_id, return_inverse=True)
     _, user_index = np.unique(interactions.user_id, return_inverse=True)
     popularity = decayed_counts(interactions, item_index, len(item_ids), now, popularity_half_life_days)
-    neighbors, weights = item_cosine(user_index, item_index, int(user_index.max()) + 1, len(item_ids),
-                                     min(max_neighbors, max(1, len(item_ids) - 1)))
-    manifest = {"source": source, "interactions": len(interactions), "items": len(item_ids),
-                "users": int(user_index.max()) + 1, "now": now,
-                "first_timestamp": float(timestamps.min()), "last_timestamp": float(timestamps.max()),
-                "popularity_half_life_days": popularity_half_life_days, "max_neighbors": int(neighbors.shape[1]),
-                "built_at": time.time()}
-    return LogSignals(item_ids=item_ids.astype(str), popularity=popularity, neighbors=neighbors, weights=weights,
-                      manifest=manifest)
+    neighbors, weights = item_cosine(
+        user_index, item_index, int(user_index.max()) + 1, len(item_ids), min(max_neighbors, max(1, len(item_ids) - 1))
+    )
+    manifest = {
+        "source": source,
+        "interactions": len(interactions),
+        "items": len(item_ids),
+        "users": int(user_index.max()) + 1,
+        "now": now,
+        "first_timestamp": float(timestamps.min()),
+        "last_timestamp": float(timestamps.max()),
+        "popularity_half_life_days": popularity_half_life_days,
+        "max_neighbors": int(neighbors.shape[1]),
+        "built_at": time.time(),
+    }
+    return LogSignals(
+        item_ids=item_ids.astype(str), popularity=popularity, neighbors=neighbors, weights=weights, manifest=manifest
+    )
 
 
-def write_log_signals(interactions_path: Path, catalog: "Catalog", repo: Path, skip_bad_rows: bool = False,
-                      event_weights: dict[str, float] | None = None) -> Path:
+def write_log_signals(
+    interactions_path: Path,
+    catalog: Catalog,
+    repo: Path,
+    skip_bad_rows: bool = False,
+    event_weights: dict[str, float] | None = None,
+) -> Path:
     """``aisle index --interactions``: the whole log's signals into ``<repo>/rerank/learned/log_signals``.
 
     Written beside and renamed into place, so a model (re)loading meanwhile sees the old signals or
@@ -105,12 +128,25 @@ def write_log_signals(interactions_path: Path, catalog: "Catalog", repo: Path, s
     from .indexing import replace_directory
     from .interactions import read_interactions
 
-    interactions, report = read_interactions(interactions_path, skip_bad_rows=skip_bad_rows, event_weights=event_weights,
-                                             catalog_ids=set(catalog.item_ids.tolist()))
+    interactions, report = read_interactions(
+        interactions_path,
+        skip_bad_rows=skip_bad_rows,
+        event_weights=event_weights,
+        catalog_ids=set(catalog.item_ids.tolist()),
+    )
     signals = build_log_signals(interactions, source=str(interactions_path))
     learned = Path(repo) / "rerank" / LEARNED_DIRNAME
     learned.mkdir(parents=True, exist_ok=True)
     final = replace_directory(learned / LOG_SIGNALS_DIRNAME, signals.save)
-    print(json.dumps({"log_signals": str(final), "interactions": report.kept, "skipped": report.skipped,
-                      "unknown_items": report.unknown_items, "items": len(signals.item_ids)}))
+    print(
+        json.dumps(
+            {
+                "log_signals": str(final),
+                "interactions": report.kept,
+                "skipped": report.skipped,
+                "unknown_items": report.unknown_items,
+                "items": len(signals.item_ids),
+            }
+        )
+    )
     return final

@@ -30,24 +30,25 @@ towers gain little from the last few weeks; the log signals and the user encoder
 period); the user encoder is trained twice: on the validation cut's training rows for the choice,
 then on the whole training period for serving.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
+from aisle_contract import RankingConfig
 from aisle_server.index import CatalogIndex
 from aisle_server.learned import LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
-from aisle_contract import RankingConfig
 
+from .evaluate import bootstrap_delta
 from .finetune import ITEM_TOWER, QUERY_TOWER, REPORT_FILE, FinetuneConfig, finetune
 from .interactions import user_sequences
-from .evaluate import bootstrap_delta
 from .log_eval import LogData, served_index, split_signals, tune_feed
 from .movielens import user_histories
 from .splits import TemporalSplit
@@ -61,11 +62,24 @@ STACKS = ("pretrained", "mean", "user_encoder")
 METRIC = "ndcg@10"
 
 
-def train_encoder(data: LogData, split: TemporalSplit, index: CatalogIndex, out_dir: Path,
-                  config: UserEncoderConfig, progress: bool = True) -> dict:
+def train_encoder(
+    data: LogData,
+    split: TemporalSplit,
+    index: CatalogIndex,
+    out_dir: Path,
+    config: UserEncoderConfig,
+    progress: bool = True,
+) -> dict:
     """A user encoder on ``split``'s training rows over ``index`` (that period's popularity is its prior)."""
-    return train_user_encoder(data.catalog.item_ids.tolist(), np.asarray(index.embeddings), user_sequences(split.train),
-                              out_dir, config, popularity_prior=index.popularity_prior, progress=progress)
+    return train_user_encoder(
+        data.catalog.item_ids.tolist(),
+        np.asarray(index.embeddings),
+        user_sequences(split.train),
+        out_dir,
+        config,
+        popularity_prior=index.popularity_prior,
+        progress=progress,
+    )
 
 
 def choose_stack(per_user: Mapping[str, Sequence[float]], default: str = STACKS[0]) -> tuple[str, dict]:
@@ -74,13 +88,18 @@ def choose_stack(per_user: Mapping[str, Sequence[float]], default: str = STACKS[
     gains = {name: bootstrap_delta(per_user[default], values) for name, values in per_user.items() if name != default}
     winners = [name for name, gain in gains.items() if gain["ci95"][0] > 0]
     served = max(winners, key=lambda name: float(np.mean(per_user[name]))) if winners else default
-    return served, {"metric": METRIC, "default": default, "served": served,
-                    "means": {name: float(np.mean(values)) for name, values in per_user.items()},
-                    "vs_default": gains}
+    return served, {
+        "metric": METRIC,
+        "default": default,
+        "served": served,
+        "means": {name: float(np.mean(values)) for name, values in per_user.items()},
+        "vs_default": gains,
+    }
 
 
-def pick_stack(data: LogData, index: CatalogIndex, pretrained: CatalogIndex | None, validation_encoder: Path,
-               progress: bool = True) -> dict:
+def pick_stack(
+    data: LogData, index: CatalogIndex, pretrained: CatalogIndex | None, validation_encoder: Path, progress: bool = True
+) -> dict:
     """Every stack's knobs and the stack to serve, all judged on the validation cut.
 
     ``index`` holds the trained towers' embeddings and the validation cut's signals; ``pretrained``
@@ -91,23 +110,36 @@ def pick_stack(data: LogData, index: CatalogIndex, pretrained: CatalogIndex | No
 
     encoder = UserEncoder.load(validation_encoder)
     # The encoder's own default: the popularity weight its training learned (score = cos + w · prior).
-    learned = RankingConfig(feed_popularity_weight=round(max(0.0, float(encoder.config["popularity_weight_equivalent"])), 4))
+    learned = RankingConfig(
+        feed_popularity_weight=round(max(0.0, float(encoder.config["popularity_weight_equivalent"])), 4)
+    )
     mean = RankingConfig(user_encoder=False)
-    plans = {"pretrained": (pretrained if pretrained is not None else index, mean, "pretrained towers + mean"),
-             "mean": (index, mean, "trained towers + mean") if pretrained is not None else None,
-             "user_encoder": (replace(index, user_encoder=encoder), learned, "trained towers + user encoder")}
-    tuned = {name: tune_feed(stack, data.valid, base, METRIC, progress, f"knobs, {label} (validation)")
-             for name, (stack, base, label) in ((n, plan) for n, plan in plans.items() if plan is not None)}
+    plans = {
+        "pretrained": (pretrained if pretrained is not None else index, mean, "pretrained towers + mean"),
+        "mean": (index, mean, "trained towers + mean") if pretrained is not None else None,
+        "user_encoder": (replace(index, user_encoder=encoder), learned, "trained towers + user encoder"),
+    }
+    tuned = {
+        name: tune_feed(stack, data.valid, base, METRIC, progress, f"knobs, {label} (validation)")
+        for name, (stack, base, label) in ((n, plan) for n, plan in plans.items() if plan is not None)
+    }
     served, choice = choose_stack({name: t.per_user for name, t in tuned.items()})
     knobs = {name: asdict(t.config) for name, t in tuned.items()}
     knobs.setdefault("mean", knobs["pretrained"])  # towers not trained: the mean stack is the pretrained one
     return {"served": served, **knobs, "validation": {"choice": choice, **{name: t.log for name, t in tuned.items()}}}
 
 
-def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = FinetuneConfig(),
-                 encoder: UserEncoderConfig = UserEncoderConfig(), base: str | Path | None = None,
-                 progress: bool = True, extra_report: Mapping[str, object] | None = None,
-                 keep_towers: bool = False, tune_towers: bool = True) -> dict:
+def finetune_log(
+    data: LogData,
+    out_dir: Path,
+    towers: FinetuneConfig = FinetuneConfig(),
+    encoder: UserEncoderConfig = UserEncoderConfig(),
+    base: str | Path | None = None,
+    progress: bool = True,
+    extra_report: Mapping[str, object] | None = None,
+    keep_towers: bool = False,
+    tune_towers: bool = True,
+) -> dict:
     """Towers, user encoder, log signals and knobs from ``data``'s training period, into ``out_dir``.
 
     ``keep_towers``: reuse the towers an earlier run left in ``out_dir`` (the slow part) and learn
@@ -132,8 +164,16 @@ def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = Finetune
             shutil.copytree(source, out_dir / name)
         tower_report = {"pretrained": str(source)}
     else:  # on the validation cut's training rows: the validation cut can then judge them
-        tower_report = finetune(texts, ids, user_histories(data.valid.train), out_dir, towers, base, progress,
-                                extra_report={"trained_until": data.valid.cutoff})
+        tower_report = finetune(
+            texts,
+            ids,
+            user_histories(data.valid.train),
+            out_dir,
+            towers,
+            base,
+            progress,
+            extra_report={"trained_until": data.valid.cutoff},
+        )
     embeddings = embed_catalog(texts, out_dir / ITEM_TOWER, progress, "embedding items (trained towers)")
     for name in (VALIDATION_ENCODER, USER_ENCODER_DIRNAME):
         shutil.rmtree(out_dir / name, ignore_errors=True)
@@ -141,21 +181,34 @@ def finetune_log(data: LogData, out_dir: Path, towers: FinetuneConfig = Finetune
     valid_index = served_index(data.catalog, embeddings, valid_signals)
     pretrained = None
     if tune_towers:
-        pretrained = served_index(data.catalog, embed_catalog(texts, base, progress, "embedding items (pretrained)"),
-                                  valid_signals)
+        pretrained = served_index(
+            data.catalog, embed_catalog(texts, base, progress, "embedding items (pretrained)"), valid_signals
+        )
     validation_report = train_encoder(data, data.valid, valid_index, out_dir / VALIDATION_ENCODER, encoder, progress)
     knobs = pick_stack(data, valid_index, pretrained, out_dir / VALIDATION_ENCODER, progress)
     knobs["base"] = str(base) if base is not None else None
     signals = split_signals(data.split, source="training period")
-    encoder_report = train_encoder(data, data.split, served_index(data.catalog, embeddings, signals),
-                                   out_dir / USER_ENCODER_DIRNAME, encoder, progress)
+    encoder_report = train_encoder(
+        data,
+        data.split,
+        served_index(data.catalog, embeddings, signals),
+        out_dir / USER_ENCODER_DIRNAME,
+        encoder,
+        progress,
+    )
     signals.save(out_dir / LOG_SIGNALS_DIRNAME)
     (out_dir / RANKING_FILE).write_text(json.dumps(knobs, indent=2) + "\n")
-    report = {"data": data.summary(), "towers": tower_report, "user_encoder": encoder_report,
-              "validation_user_encoder": validation_report,
-              "served": knobs["served"], "choice": knobs["validation"]["choice"],
-              "knobs": {name: knobs[name] for name in STACKS},
-              "total_seconds": round(time.perf_counter() - started, 1), **(extra_report or {})}
+    report = {
+        "data": data.summary(),
+        "towers": tower_report,
+        "user_encoder": encoder_report,
+        "validation_user_encoder": validation_report,
+        "served": knobs["served"],
+        "choice": knobs["validation"]["choice"],
+        "knobs": {name: knobs[name] for name in STACKS},
+        "total_seconds": round(time.perf_counter() - started, 1),
+        **(extra_report or {}),
+    }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 

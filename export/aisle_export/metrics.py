@@ -5,10 +5,11 @@ the standard definitions used by ranx and trec_eval (``tests/unit/test_metrics.p
 against ranx); the beyond-accuracy metrics follow Ziegler et al. 2005 (intra-list diversity) and
 Zhou et al. 2010 (novelty as self-information).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -83,9 +84,7 @@ def novelty(items: Sequence[str], interactions_per_item: Mapping[str, int], n_us
         return 0.0
     if n_users <= 0:
         raise ValueError("n_users must be positive")
-    return float(np.mean([
-        -math.log2((interactions_per_item.get(item, 0) + 1) / (n_users + 1)) for item in items
-    ]))
+    return float(np.mean([-math.log2((interactions_per_item.get(item, 0) + 1) / (n_users + 1)) for item in items]))
 
 
 def percentile_ms(seconds: Sequence[float], q: float) -> float:

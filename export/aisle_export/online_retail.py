@@ -43,6 +43,7 @@ time zone for the whole log keeps its order), ``event_type`` = ``"purchase"``, w
 quantity is deliberately not a weight: a bulk buyer of 1,000 units made one choice, and
 weighting by units would let a few wholesalers outvote every other shopper.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,17 +53,16 @@ import json
 import math
 import sys
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from .interactions import Interactions, write_interactions
 from .movielens import CATALOG_COLUMNS
 
-RAW_COLUMNS = ("invoice_no", "stock_code", "description", "quantity", "invoice_date",
-               "customer_id")
+RAW_COLUMNS = ("invoice_no", "stock_code", "description", "quantity", "invoice_date", "customer_id")
 PURCHASE = "purchase"
 _MAX_EXAMPLES = 10
 
@@ -78,7 +78,7 @@ class RetailConversion:
 class _Line:
     """One raw invoice line, normalized: ``when`` None if the date is unreadable."""
 
-    number: int          # physical line where the record starts
+    number: int  # physical line where the record starts
     invoice_no: str
     code: str
     description: str
@@ -133,17 +133,24 @@ def _read_raw(path: Path, report: Counter) -> Iterator[_Line]:
         reader = csv.DictReader(f)
         missing = [c for c in RAW_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path.name}: missing column(s) {missing} "
-                             f"(columns: {', '.join(reader.fieldnames or [])})")
+            raise ValueError(
+                f"{path.name}: missing column(s) {missing} (columns: {', '.join(reader.fieldnames or [])})"
+            )
         number = reader.line_num + 1
         for record in reader:
             report["raw_rows"] += 1
             raw_code = record["stock_code"] or ""
             code = raw_code.strip().upper()
             report["stock_codes_normalized"] += code != raw_code
-            yield _Line(number, (record["invoice_no"] or "").strip(), code,
-                        (record["description"] or "").strip(), (record["quantity"] or "").strip(),
-                        _parse_date(record["invoice_date"]), (record["customer_id"] or "").strip())
+            yield _Line(
+                number,
+                (record["invoice_no"] or "").strip(),
+                code,
+                (record["description"] or "").strip(),
+                (record["quantity"] or "").strip(),
+                _parse_date(record["invoice_date"]),
+                (record["customer_id"] or "").strip(),
+            )
             number = reader.line_num + 1
 
 
@@ -189,9 +196,7 @@ def _titles(products: dict[str, _Product], report: Counter) -> dict[str, str]:
 # --------------------------------------------------------------------------- outputs
 
 
-def _purchases(
-    lines: list[_Line], titles: dict[str, str], report: Counter
-) -> tuple[Interactions, list[str]]:
+def _purchases(lines: list[_Line], titles: dict[str, str], report: Counter) -> tuple[Interactions, list[str]]:
     """The lines that are attributable purchases of catalog products, as an interaction log."""
     users: list[str] = []
     items: list[str] = []
@@ -209,14 +214,16 @@ def _purchases(
         assert line.when is not None
         users.append(_customer_id(line.customer))
         items.append(line.code)
-        times.append(line.when.replace(tzinfo=dt.timezone.utc).timestamp())
+        times.append(line.when.replace(tzinfo=dt.UTC).timestamp())
     if not users:
         raise ValueError("no purchases left after cleaning: is this the Online Retail file?")
     timestamp = np.array(times, dtype=np.float64)
     order = np.argsort(timestamp, kind="stable")
     interactions = Interactions(
-        np.array(users, dtype=str)[order], np.array(items, dtype=str)[order],
-        np.ones(len(users), dtype=np.float32), timestamp[order],
+        np.array(users, dtype=str)[order],
+        np.array(items, dtype=str)[order],
+        np.ones(len(users), dtype=np.float32),
+        timestamp[order],
         np.full(len(users), PURCHASE),
     )
     return interactions, examples
@@ -277,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aisle_export.online_retail",
         description="Convert the raw UCI Online Retail CSV into an Aisle catalog and "
-                    "interaction log; prints what was dropped or changed, as JSON.",
+        "interaction log; prints what was dropped or changed, as JSON.",
     )
     parser.add_argument("raw_csv", type=Path, help="the raw invoice lines (transactions.csv)")
     parser.add_argument("out_dir", type=Path, help="where catalog.csv and interactions.csv go")
@@ -289,9 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"catalog": str(conversion.catalog_path),
-                      "interactions": str(conversion.interactions_path),
-                      **conversion.report}, indent=2))
+    print(
+        json.dumps(
+            {
+                "catalog": str(conversion.catalog_path),
+                "interactions": str(conversion.interactions_path),
+                **conversion.report,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

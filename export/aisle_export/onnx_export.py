@@ -6,6 +6,7 @@ Python in the hot path. Parity is checked against ``SentenceTransformer.encode``
 *server's* tokenizer (:class:`aisle_server.tokenization.TextTokenizer`, which pads to multiples of
 16), which proves both that the export is faithful and that bucketed padding does not move results.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -14,9 +15,9 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
@@ -41,7 +42,7 @@ DEFAULT_PARITY_SENTENCES: tuple[str, ...] = (
     "usb-c charger 65w",
     "Nike Air Zoom Pegasus 40 men's",
     "Apple AirPods Pro (2nd generation) with MagSafe case",
-    "Samsung 55\" QLED 4K smart TV",
+    'Samsung 55" QLED 4K smart TV',
     "LEGO Star Wars Millennium Falcon 75192",
     "organic extra virgin olive oil 1l",
     "noise cancelling headphones under $200",
@@ -184,7 +185,7 @@ def _trace_to_onnx(encoder: PooledEncoder, opset: int) -> onnx.ModelProto:
             input_names=list(INPUT_NAMES),
             output_names=[OUTPUT_NAME],
             dynamic_axes={
-                **{name: token_axes for name in INPUT_NAMES},
+                **dict.fromkeys(INPUT_NAMES, token_axes),
                 OUTPUT_NAME: {0: "batch"},
             },
             opset_version=opset,

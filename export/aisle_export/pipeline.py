@@ -9,16 +9,16 @@ opt-in because each costs export time (embedding the gate catalog once more). Ea
 both towers and then judged against FP32 on held-out text and on top-10 retrieval over the gate
 catalog (:mod:`.precision_gate`); a failing variant stops the export with its figures.
 """
+
 from __future__ import annotations
 
 import filecmp
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
-from aisle_contract import RankingConfig
 from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE
 
 from .indexing import sha256_file
@@ -50,8 +50,11 @@ def export_precisions(repo: Path, precisions: Sequence[str], gate_catalog: Path 
     if unknown:
         raise ValueError(f"unknown precision variant(s) {unknown}; expected some of {sorted(VARIANTS)}")
     texts = gate_texts(gate_catalog_texts(repo, gate_catalog))
-    print(f"[export] gate texts: {len(texts.calibration)} calibration, {len(texts.evaluation)} held-out, "
-          f"{len(texts.queries)} queries over {len(texts.catalog)} catalog items", flush=True)
+    print(
+        f"[export] gate texts: {len(texts.calibration)} calibration, {len(texts.evaluation)} held-out, "
+        f"{len(texts.queries)} queries over {len(texts.catalog)} catalog items",
+        flush=True,
+    )
     cache = Fp32Cache()
     figures = {}
     for name in dict.fromkeys(precisions):
@@ -100,9 +103,15 @@ def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = Tru
     return report | {"log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
 
 
-def export_repository(repo: Path, query_tower: str | None = None, item_tower: str | None = None,
-                      precisions: Sequence[str] = (), gate_catalog: Path | None = None,
-                      finetuned: Path | None = None, stack: str | None = None) -> dict:
+def export_repository(
+    repo: Path,
+    query_tower: str | None = None,
+    item_tower: str | None = None,
+    precisions: Sequence[str] = (),
+    gate_catalog: Path | None = None,
+    finetuned: Path | None = None,
+    stack: str | None = None,
+) -> dict:
     """Export both towers; with ``finetuned`` (``aisle finetune --out``), the stack it chose on
     validation (or ``stack``: pretrained, mean, user_encoder): its towers, learned models and knobs."""
     from .onnx_export import export_tower  # torch: imported only when a tower is actually exported
@@ -127,8 +136,12 @@ def export_repository(repo: Path, query_tower: str | None = None, item_tower: st
         print(f"[export] {TOWERS[model]} tower → {repo / model / '1' / 'model.onnx'}", flush=True)
         result = export_tower(tower, repo / model / "1")
         dims.add(result.tower.dim)
-        report[model] = {"tower": str(result.tower.path), "dim": result.tower.dim,
-                         "max_length": result.tower.max_length, "parity": json.loads(result.parity.to_json())}
+        report[model] = {
+            "tower": str(result.tower.path),
+            "dim": result.tower.dim,
+            "max_length": result.tower.max_length,
+            "parity": json.loads(result.parity.to_json()),
+        }
     if len(dims) != 1:
         raise ValueError(f"the towers' embedding sizes differ ({sorted(dims)}); they must share one space")
     query_dir, item_dir = repo / "query_encoder" / "1", repo / "item_encoder" / "1"

@@ -10,13 +10,14 @@ checks the graph's numerics, not a GPU's.
 A failed gate raises :class:`PrecisionGateError` after the figures are written, so a bad variant
 never ships silently and its numbers are still there to look at.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -99,13 +100,22 @@ class Fp32Cache:
         return self._cache[key]
 
 
-def evaluate(variant: str, query: TowerPair, item: TowerPair, texts: GateTexts,
-             cache: Fp32Cache | None = None, progress: bool = True) -> GateReport:
+def evaluate(
+    variant: str,
+    query: TowerPair,
+    item: TowerPair,
+    texts: GateTexts,
+    cache: Fp32Cache | None = None,
+    progress: bool = True,
+) -> GateReport:
     """Score one variant of both towers; does not raise (see :func:`check`)."""
     started = time.perf_counter()
     cache = cache or Fp32Cache()
-    say = (lambda m: print(f"[aisle export] gate {variant}: {m} ({time.perf_counter() - started:.1f}s)",
-                           flush=True)) if progress else (lambda m: None)
+    say = (
+        (lambda m: print(f"[aisle export] gate {variant}: {m} ({time.perf_counter() - started:.1f}s)", flush=True))
+        if progress
+        else (lambda m: None)
+    )
     all_cos: list[np.ndarray] = []
     # one tower serving both sides (the default model) is scored once, not twice
     towers = (("query", query),) if query == item else (("query", query), ("item", item))
@@ -143,8 +153,10 @@ def evaluate(variant: str, query: TowerPair, item: TowerPair, texts: GateTexts,
         passed=min_cos >= MIN_COSINE and mean_cos >= MEAN_COSINE and agreement >= MIN_TOP10_AGREEMENT,
         seconds=round(time.perf_counter() - started, 1),
     )
-    say(f"min cosine {min_cos:.4f}, mean {mean_cos:.4f}, top-10 agreement {agreement:.3f} → "
-        f"{'pass' if report.passed else 'FAIL'}")
+    say(
+        f"min cosine {min_cos:.4f}, mean {mean_cos:.4f}, top-10 agreement {agreement:.3f} → "
+        f"{'pass' if report.passed else 'FAIL'}"
+    )
     return report
 
 

@@ -8,10 +8,11 @@ never used for calibration), the export parity sentences, and the *other* half o
 :func:`split_catalog_texts` makes that split deterministic, and a unit test checks the sets do not
 overlap.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .onnx_export import DEFAULT_PARITY_SENTENCES
 
@@ -118,28 +119,86 @@ HELD_OUT_TEXTS: tuple[str, ...] = (
 
 #: Queries for the top-10 retrieval agreement gate (searches a shopper or viewer would type).
 RETRIEVAL_QUERIES: tuple[str, ...] = (
-    "toy story", "space adventure with aliens", "romantic comedy in new york",
-    "scary haunted house horror", "funny animated film for kids", "mafia crime family saga",
-    "science fiction with time travel", "world war two drama", "musical", "courtroom drama",
-    "disney cartoon", "martial arts action", "sad love story", "film noir detective",
-    "spy thriller with james bond", "documentary", "western cowboys", "zombie movie",
-    "a heist gone wrong", "monster in the ocean", "superhero comic book movie",
-    "coming of age high school", "road trip comedy", "political thriller in washington",
-    "epic fantasy with swords and magic", "psychological thriller about a serial killer",
-    "sports movie about boxing", "historical costume drama in england", "alien invasion of earth",
-    "robot from the future", "dinosaurs", "christmas family movie", "jazz musician biography",
-    "gangsters in chicago", "submarine war film", "teen slasher", "shakespeare adaptation",
-    "french romance", "kung fu", "mystery on a train",
-    "star wars", "the godfather", "batman", "james cameron action movie", "hitchcock suspense",
-    "pixar", "movies with tom hanks", "stanley kubrick", "oscar winning best picture",
-    "buddy cop comedy", "lawyer legal thriller", "prison escape", "vampire", "pirates on the high seas",
-    "boxing champion", "dance movie", "wedding comedy", "hostage situation on a plane",
-    "outer space disaster", "cartoon animals talking", "nuclear war", "haunted by a ghost",
-    "sherlock holmes mystery", "young wizard", "cold war spies in russia", "vietnam war",
-    "tearjerker about a dying mother", "kids baseball team", "volcano eruption", "tornado chasers",
-    "king arthur and the knights", "cyberpunk hackers", "bank robbery", "small town murder investigation",
-    "aliens in the desert", "english period romance", "chinese historical epic", "silent film comedy",
-    "dog adventure for kids", "biopic of a rock star",
+    "toy story",
+    "space adventure with aliens",
+    "romantic comedy in new york",
+    "scary haunted house horror",
+    "funny animated film for kids",
+    "mafia crime family saga",
+    "science fiction with time travel",
+    "world war two drama",
+    "musical",
+    "courtroom drama",
+    "disney cartoon",
+    "martial arts action",
+    "sad love story",
+    "film noir detective",
+    "spy thriller with james bond",
+    "documentary",
+    "western cowboys",
+    "zombie movie",
+    "a heist gone wrong",
+    "monster in the ocean",
+    "superhero comic book movie",
+    "coming of age high school",
+    "road trip comedy",
+    "political thriller in washington",
+    "epic fantasy with swords and magic",
+    "psychological thriller about a serial killer",
+    "sports movie about boxing",
+    "historical costume drama in england",
+    "alien invasion of earth",
+    "robot from the future",
+    "dinosaurs",
+    "christmas family movie",
+    "jazz musician biography",
+    "gangsters in chicago",
+    "submarine war film",
+    "teen slasher",
+    "shakespeare adaptation",
+    "french romance",
+    "kung fu",
+    "mystery on a train",
+    "star wars",
+    "the godfather",
+    "batman",
+    "james cameron action movie",
+    "hitchcock suspense",
+    "pixar",
+    "movies with tom hanks",
+    "stanley kubrick",
+    "oscar winning best picture",
+    "buddy cop comedy",
+    "lawyer legal thriller",
+    "prison escape",
+    "vampire",
+    "pirates on the high seas",
+    "boxing champion",
+    "dance movie",
+    "wedding comedy",
+    "hostage situation on a plane",
+    "outer space disaster",
+    "cartoon animals talking",
+    "nuclear war",
+    "haunted by a ghost",
+    "sherlock holmes mystery",
+    "young wizard",
+    "cold war spies in russia",
+    "vietnam war",
+    "tearjerker about a dying mother",
+    "kids baseball team",
+    "volcano eruption",
+    "tornado chasers",
+    "king arthur and the knights",
+    "cyberpunk hackers",
+    "bank robbery",
+    "small town murder investigation",
+    "aliens in the desert",
+    "english period romance",
+    "chinese historical epic",
+    "silent film comedy",
+    "dog adventure for kids",
+    "biopic of a rock star",
 )
 
 
@@ -153,8 +212,9 @@ class GateTexts:
     catalog: tuple[str, ...]
 
 
-def split_catalog_texts(catalog_texts: Sequence[str], max_calibration: int = 96,
-                        max_evaluation: int = 160) -> tuple[list[str], list[str]]:
+def split_catalog_texts(
+    catalog_texts: Sequence[str], max_calibration: int = 96, max_evaluation: int = 160
+) -> tuple[list[str], list[str]]:
     """Even positions (deduplicated) may calibrate; odd positions that are not among them evaluate.
 
     Interleaving rather than halving keeps both halves spread over the whole catalog (MovieLens

@@ -32,13 +32,14 @@ The figures behind these choices are on docs/results.md: the shipped variants' g
 Everything uses ``onnxruntime.quantization`` and ``onnxruntime.transformers.float16``, not
 hand-written graph surgery.
 """
+
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -68,8 +69,21 @@ VARIANTS: dict[str, Variant] = {
 #: exponentiate (overflow past 65504 or lose the small terms); Pow/Sqrt/Div/Erf are the L2 norm,
 #: the mean-pooling division and GELU; Range/CumSum/Min/Max are ORT's defaults (index maths).
 FP16_KEEP_FP32: tuple[str, ...] = (
-    "LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceL2", "Pow", "Sqrt", "Div",
-    "Erf", "Exp", "Clip", "Range", "CumSum", "Min", "Max",
+    "LayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceL2",
+    "Pow",
+    "Sqrt",
+    "Div",
+    "Erf",
+    "Exp",
+    "Clip",
+    "Range",
+    "CumSum",
+    "Min",
+    "Max",
 )
 
 
@@ -90,7 +104,11 @@ def quantize_int8_dynamic(source: Path, target: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
-        str(source), str(target), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+        str(source),
+        str(target),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
         nodes_to_exclude=ffn_down_matmuls(onnx.load(str(source))),
     )
     return target
@@ -156,14 +174,20 @@ class TextCalibrationReader:
 
 def quantize_int8_qdq(source: Path, target: Path, tokenizer: TextTokenizer, calibration_texts: Sequence[str]) -> Path:
     """Static INT8 Q/DQ for TensorRT: symmetric, per-channel weights, MinMax ranges from real text."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class _Reader(CalibrationDataReader):  # the calibrator checks for this base class
         def __init__(self) -> None:
             self.inner = TextCalibrationReader(tokenizer, calibration_texts)
 
-        def get_next(self):  # noqa: ANN202 - signature fixed by onnxruntime
+        def get_next(self):  # signature fixed by onnxruntime
             return self.inner.get_next()
 
     with tempfile.TemporaryDirectory(prefix="aisle-qdq-") as tmp:
@@ -174,7 +198,9 @@ def quantize_int8_qdq(source: Path, target: Path, tokenizer: TextTokenizer, cali
         if not nodes:
             raise ValueError(f"{source}: no square constant-weight MatMul to quantize; is this a transformer tower?")
         quantize_static(
-            str(prepared), str(target), _Reader(),
+            str(prepared),
+            str(target),
+            _Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8,

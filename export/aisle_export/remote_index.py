@@ -16,6 +16,7 @@ a crash or SIGKILL — skips every chunk already on disk. A checkpoint of anothe
 size is discarded, never mixed in. The result is assembled into one ``embeddings.npy`` (memory-
 mapped, so a 10M-item catalog is never held twice in RAM).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -25,8 +26,8 @@ import itertools
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -94,14 +95,15 @@ def _done_chunks(checkpoint: Path, chunks: int, sizes: list[int], dim: int | Non
 
 def endpoints(url: str) -> list[str]:
     """``host:port[,host:port...]`` → one ``ip:port`` per IPv4 address (the names kept if unresolvable)."""
-    import socket  # noqa: PLC0415
+    import socket
 
     out: list[str] = []
     for part in (p.strip() for p in url.split(",") if p.strip()):
         host, _, port = part.rpartition(":")
         try:
-            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, int(port), socket.AF_INET,
-                                                                            socket.SOCK_STREAM)})
+            addresses = sorted(
+                {info[4][0] for info in socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)}
+            )
         except (OSError, ValueError):
             addresses = []
         out.extend(f"{address}:{port}" for address in addresses) if addresses else out.append(part)
@@ -123,7 +125,7 @@ def embed_remote(
 
     Returns a float32 (N, d) array memory-mapped from ``<checkpoint>/embeddings.npy``.
     """
-    from aisle import RecClient  # noqa: PLC0415 - the SDK, only needed for this path
+    from aisle import RecClient  # the SDK, only needed for this path
 
     if not texts:
         raise ValueError("no texts to embed")
@@ -138,18 +140,29 @@ def embed_remote(
     if done:
         print(f"[index --server] resuming: {len(done)}/{chunks} chunks already embedded in {checkpoint}", flush=True)
     todo = [i for i in range(chunks) if i not in done]
-    options = {"timeout_s": timeout_s, "embed_cache_size": 0, "wait_ready_s": min(timeout_s, 60.0),
-               **(client_options or {})}
+    options = {
+        "timeout_s": timeout_s,
+        "embed_cache_size": 0,
+        "wait_ready_s": min(timeout_s, 60.0),
+        **(client_options or {}),
+    }
     if not todo:
         return _assemble(checkpoint, chunks, sizes, int(manifest["dim"]))
     targets = endpoints(url)
     print(f"[index --server] {chunks - len(done)} chunks to embed through {', '.join(targets)}", flush=True)
     clients = [RecClient(target, **options) for target in targets]
     turn = itertools.count()
-    with contextlib.ExitStack() as stack, concurrent.futures.ThreadPoolExecutor(concurrency) as pool, tqdm(
-        total=n, initial=sum(sizes[i] for i in done), desc="embedding items (remote)", unit="item",
-        disable=not progress,
-    ) as bar:
+    with (
+        contextlib.ExitStack() as stack,
+        concurrent.futures.ThreadPoolExecutor(concurrency) as pool,
+        tqdm(
+            total=n,
+            initial=sum(sizes[i] for i in done),
+            desc="embedding items (remote)",
+            unit="item",
+            disable=not progress,
+        ) as bar,
+    ):
         for client in clients:
             stack.enter_context(client)
 

@@ -15,14 +15,15 @@ Config variants (``--model-config-name`` picks ``<model>/configs/<name>.pbtxt`` 
 - ``int8``: the default Python-backend encoder on ``model.int8.onnx`` (CPU INT8, written by
   ``aisle export --precision int8``).
 """
+
 from __future__ import annotations
 
 import argparse
 import shutil
-from importlib import resources
+from collections.abc import Iterable
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -81,7 +82,9 @@ def tokenizer_config() -> mc.ModelConfig:
     )
 
 
-def encoder_config(name: str, dim: int, variant: str | None = None, max_batch_size: int = MAX_BATCH_SIZE) -> mc.ModelConfig:
+def encoder_config(
+    name: str, dim: int, variant: str | None = None, max_batch_size: int = MAX_BATCH_SIZE
+) -> mc.ModelConfig:
     """One encoder config; ``max_batch_size`` is lowered by the TensorRT builder to its profile's max batch."""
     config = mc.ModelConfig(
         name=name,
@@ -127,8 +130,12 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             *(_input(name, STRING, [-1], optional=True, ragged=True) for name in FILTER_NAMES),
             *(_input(name.upper(), _KNOB_TYPES[dtype], [1], optional=True) for name, dtype in OVERRIDABLE.items()),
         ],
-        output=[_output("ITEM_IDS", STRING, [-1]), _output("SCORES", FP32, [-1]), _output("UNKNOWN_HISTORY", INT32, [1]),
-                _output(INTEREST_OUTPUT, FP32, [dim])],  # rerank only: the ensemble leaves it out
+        output=[
+            _output("ITEM_IDS", STRING, [-1]),
+            _output("SCORES", FP32, [-1]),
+            _output("UNKNOWN_HISTORY", INT32, [1]),
+            _output(INTEREST_OUTPUT, FP32, [dim]),
+        ],  # rerank only: the ensemble leaves it out
         dynamic_batching=_batching(200),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
     )
@@ -230,7 +237,10 @@ def with_queue_policy(configs: dict[str, mc.ModelConfig], policy: mc.ModelQueueP
 
 
 def write_configs(
-    repo: Path, dim: int = DEFAULT_DIM, ranking: RankingConfig | None = None, response_cache: bool = False,
+    repo: Path,
+    dim: int = DEFAULT_DIM,
+    ranking: RankingConfig | None = None,
+    response_cache: bool = False,
     queue: mc.ModelQueuePolicy | None = None,
 ) -> list[Path]:
     """Write every config; ``queue`` (see ``queue_policy``) bounds the queues of the batched models."""
@@ -250,7 +260,9 @@ def copy_template(repo: Path) -> Path:
     """Copy the checked-in repository (model.py adapters, configs) into ``repo``, keeping artifacts."""
     repo = Path(repo)
     if repo.resolve() != TEMPLATE_DIR:
-        shutil.copytree(TEMPLATE_DIR, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+        shutil.copytree(
+            TEMPLATE_DIR, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "__init__.py")
+        )
     return repo
 
 
@@ -259,12 +271,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("repo", type=Path, nargs="?", default=TEMPLATE_DIR)
     parser.add_argument("--dim", type=int, default=DEFAULT_DIM)
     parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensembles")
-    parser.add_argument("--max-queue-size", type=int, default=0,
-                        help="shed load: at most N requests wait per model, the rest get Overloaded (0 = unbounded)")
-    parser.add_argument("--queue-timeout-ms", type=float, default=0,
-                        help="shed load: reject a request that waited this long in a model's queue (0 = never)")
+    parser.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=0,
+        help="shed load: at most N requests wait per model, the rest get Overloaded (0 = unbounded)",
+    )
+    parser.add_argument(
+        "--queue-timeout-ms",
+        type=float,
+        default=0,
+        help="shed load: reject a request that waited this long in a model's queue (0 = never)",
+    )
     args = parser.parse_args(argv)
-    queue = queue_policy(args.max_queue_size, args.queue_timeout_ms) if args.max_queue_size or args.queue_timeout_ms else None
+    queue = (
+        queue_policy(args.max_queue_size, args.queue_timeout_ms)
+        if args.max_queue_size or args.queue_timeout_ms
+        else None
+    )
     for path in write_configs(args.repo, args.dim, response_cache=args.response_cache, queue=queue):
         print(path)
 

@@ -12,6 +12,7 @@ two kinds of query are generated with their relevant sets:
 Ranking runs through ``aisle_server.ranking.rank`` itself — the same code as the served ``rerank``
 model — with ``search_mode`` dense, lexical or hybrid (and a sweep of ``lexical_weight``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,10 @@ def write_proxy_catalog(products_csv: Path, out_csv: Path) -> tuple[Path, dict[s
     by_brand_type: dict[tuple[str, str], list[str]] = defaultdict(list)
     by_type: dict[str, list[str]] = defaultdict(list)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(products_csv, newline="", encoding="utf-8") as src, open(out_csv, "w", newline="", encoding="utf-8") as dst:
+    with (
+        open(products_csv, newline="", encoding="utf-8") as src,
+        open(out_csv, "w", newline="", encoding="utf-8") as dst,
+    ):
         writer = csv.writer(dst)
         writer.writerow(["item_id", "title", "description", "category", "popularity"])
         for row in csv.DictReader(src):
@@ -77,7 +81,9 @@ def evaluate(index: CatalogIndex, queries: dict[str, list[str]], query_dir: Path
     texts = list(queries)
     vectors = encode_texts(encoder, tokenizer, texts)
     systems = {"BM25 alone": RankingConfig(search_mode="lexical"), "dense alone": RankingConfig(search_mode="dense")}
-    systems.update({f"hybrid (lexical_weight={w})": RankingConfig(search_mode="hybrid", lexical_weight=w) for w in WEIGHTS})
+    systems.update(
+        {f"hybrid (lexical_weight={w})": RankingConfig(search_mode="hybrid", lexical_weight=w) for w in WEIGHTS}
+    )
     kinds = {"brand + type": [q for q in texts if q not in _types(queries)], "type": _types(queries)}
     results: dict = {}
     for name, config in tqdm(systems.items(), desc="search systems"):
@@ -86,8 +92,11 @@ def evaluate(index: CatalogIndex, queries: dict[str, list[str]], query_dir: Path
             ranked = rank(index, RankRequest(vector, [], np.zeros(0), k, 0.0, config, text)).item_ids
             per_query[text] = (ndcg_at_k(ranked, queries[text], k), recall_at_k(ranked, queries[text], k))
         results[name] = {
-            kind: {"ndcg@10": float(np.mean([per_query[q][0] for q in qs])),
-                   "recall@10": float(np.mean([per_query[q][1] for q in qs])), "queries": len(qs)}
+            kind: {
+                "ndcg@10": float(np.mean([per_query[q][0] for q in qs])),
+                "recall@10": float(np.mean([per_query[q][1] for q in qs])),
+                "queries": len(qs),
+            }
             for kind, qs in {**kinds, "all": texts}.items()
         }
     return results
@@ -100,15 +109,21 @@ def _types(queries: dict[str, list[str]]) -> list[str]:
 def to_markdown(results: dict) -> str:
     lines = ["| system | nDCG@10 all | nDCG@10 brand + type | nDCG@10 type | Recall@10 all |", "|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['all']['ndcg@10']:.3f} | {r['brand + type']['ndcg@10']:.3f} | "
-                     f"{r['type']['ndcg@10']:.3f} | {r['all']['recall@10']:.3f} |")
+        lines.append(
+            f"| {name} | {r['all']['ndcg@10']:.3f} | {r['brand + type']['ndcg@10']:.3f} | "
+            f"{r['type']['ndcg@10']:.3f} | {r['all']['recall@10']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--products", type=Path, default=DEFAULT_CSV, help="BigBasket products.csv (kept outside the project)")
-    parser.add_argument("--repo", type=Path, default=Path("build/model_repository"), help="exported repository (towers)")
+    parser.add_argument(
+        "--products", type=Path, default=DEFAULT_CSV, help="BigBasket products.csv (kept outside the project)"
+    )
+    parser.add_argument(
+        "--repo", type=Path, default=Path("build/model_repository"), help="exported repository (towers)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("build/search_eval"))
     parser.add_argument("--out", type=Path, default=Path("perf/results"))
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ users active on both sides of the cutoff are evaluated.
 A validation split for tuning knobs is the same construction applied to ``train`` alone
 (:func:`validation_split`), so tuning never sees the test period.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class TemporalSplit:
     cutoff: float
     train: Interactions
     histories: dict[str, list[tuple[str, float]]]  # test user → (item, ts) oldest → newest, all < cutoff
-    targets: dict[str, list[str]]                   # test user → next items, all at/after cutoff
+    targets: dict[str, list[str]]  # test user → next items, all at/after cutoff
     history_events: dict[str, list[str]] = field(default_factory=dict)  # test user → event type per history item
 
     @property
@@ -65,8 +66,10 @@ def temporal_split(
         cutoff = float(np.quantile(interactions.timestamp, quantile))
     first, last = float(interactions.timestamp.min()), float(interactions.timestamp.max())
     if not first < cutoff <= last:
-        raise ValueError(f"cutoff {cutoff} must fall inside the log ({first} … {last}): "
-                         "some interactions before it and some at or after it")
+        raise ValueError(
+            f"cutoff {cutoff} must fall inside the log ({first} … {last}): "
+            "some interactions before it and some at or after it"
+        )
     before = interactions.timestamp < cutoff
     train = interactions.subset(before)
     past = user_histories(train, min_len=min_history)
@@ -89,7 +92,9 @@ def temporal_split(
             histories[user] = past[user][-max_history:]
             history_events[user] = events[user][-max_history:]
             targets[user] = upcoming
-    return TemporalSplit(cutoff=cutoff, train=train, histories=histories, targets=targets, history_events=history_events)
+    return TemporalSplit(
+        cutoff=cutoff, train=train, histories=histories, targets=targets, history_events=history_events
+    )
 
 
 def validation_split(split: TemporalSplit, quantile: float = 0.8, **kwargs) -> TemporalSplit:

@@ -13,11 +13,12 @@ The model control API can also load models from files sent in the request: on a 
 allows it, restrict it (``--grpc-restricted-protocol=model-repository:KEY=VALUE``, see the
 README's Reliability section) and pass the header with ``--header``.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 MODEL = "rerank"
 
@@ -30,7 +31,7 @@ def version_dirs(repo: Path) -> list[int]:
 
 
 def _client(url: str):
-    import tritonclient.grpc as grpcclient  # noqa: PLC0415
+    import tritonclient.grpc as grpcclient
 
     return grpcclient.InferenceServerClient(url)
 
@@ -42,8 +43,11 @@ def served_versions(url: str, headers: Mapping[str, str] | None = None) -> dict[
         index = client.get_model_repository_index(headers=dict(headers or {}), as_json=True)
     finally:
         client.close()
-    return {int(m["version"]): m.get("state", "") for m in index.get("models", [])
-            if m.get("name") == MODEL and m.get("version")}
+    return {
+        int(m["version"]): m.get("state", "")
+        for m in index.get("models", [])
+        if m.get("name") == MODEL and m.get("version")
+    }
 
 
 def load(url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 120.0) -> list[int]:
@@ -71,8 +75,13 @@ def retire(repo: Path, keep_up_to: int | None = None) -> list[int]:
     return retired
 
 
-def rollback(repo: Path, url: str, headers: Mapping[str, str] | None = None, keep_up_to: int | None = None,
-             timeout_s: float = 120.0) -> tuple[list[int], list[int]]:
+def rollback(
+    repo: Path,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    keep_up_to: int | None = None,
+    timeout_s: float = 120.0,
+) -> tuple[list[int], list[int]]:
     """Retire the newest version(s) and reload; (retired versions, READY versions after)."""
     retired = retire(repo, keep_up_to)
     return retired, load(url, headers, timeout_s)

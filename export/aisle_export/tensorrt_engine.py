@@ -15,6 +15,7 @@ This module imports no torch: inside ``nvcr.io/nvidia/tritonserver:<version>-py3
 ``python -m aisle_export.tensorrt_engine --repo /models --precision fp16`` on ONNX files exported
 elsewhere. ``tensorrt`` is imported only when an engine is built or loaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,15 +58,19 @@ class Profile:
 
     def __post_init__(self) -> None:
         if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
-            raise ValueError(f"profile batch needs 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
+            raise ValueError(
+                f"profile batch needs 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
         if not (1 <= self.min_seq <= self.opt_seq <= self.max_seq):
-            raise ValueError(f"profile sequence needs 1 <= min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}")
+            raise ValueError(
+                f"profile sequence needs 1 <= min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}"
+            )
 
     def shapes(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         return (self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq)
 
     @classmethod
-    def for_encoder(cls, encoder_dir: Path, encoder: str, **overrides: int) -> "Profile":
+    def for_encoder(cls, encoder_dir: Path, encoder: str, **overrides: int) -> Profile:
         """Defaults from the exported tower's config: max sequence = the tokenizer's max_length
         rounded up to the padding multiple, opt sequence 32 for queries (short) and 64 for items."""
         settings = Path(encoder_dir) / "tokenizer_settings.json"
@@ -78,7 +83,7 @@ class Profile:
 
 def import_tensorrt() -> Any:
     try:
-        import tensorrt  # noqa: PLC0415 - only present in the Triton/TensorRT containers
+        import tensorrt  # only present in the Triton/TensorRT containers
     except ImportError as exc:
         raise TensorRTUnavailable(
             "tensorrt is not installed: build engines inside nvcr.io/nvidia/tritonserver:<version>-py3 "
@@ -122,8 +127,13 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, trt: Any | 
     if plan is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
     plan_path.write_bytes(bytes(plan))
-    meta = {"tensorrt_version": trt.__version__, "source_onnx": onnx_path.name, "profile": asdict(profile),
-            "strongly_typed": True, "built_at": time.time()}
+    meta = {
+        "tensorrt_version": trt.__version__,
+        "source_onnx": onnx_path.name,
+        "profile": asdict(profile),
+        "strongly_typed": True,
+        "built_at": time.time(),
+    }
     (plan_path.parent / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -132,7 +142,9 @@ def check_version(plan_path: Path, installed: str) -> dict:
     """The plan's metadata, or :class:`EngineVersionMismatch` if it was built by another TensorRT."""
     meta_path = Path(plan_path).parent / META_FILE
     if not meta_path.is_file():
-        raise EngineVersionMismatch(f"{plan_path}: no {META_FILE} beside it; rebuild with `aisle export --engine tensorrt`")
+        raise EngineVersionMismatch(
+            f"{plan_path}: no {META_FILE} beside it; rebuild with `aisle export --engine tensorrt`"
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("tensorrt_version") != installed:
         raise EngineVersionMismatch(
@@ -194,7 +206,10 @@ def build_repository_engines(repo: Path, precision: str, dim: int = 384, **overr
     results = {}
     for encoder, source, plan, profile in jobs:
         started = time.perf_counter()
-        print(f"[aisle export] building {plan} from {source.name} (TensorRT {trt.__version__}, strongly typed)", flush=True)
+        print(
+            f"[aisle export] building {plan} from {source.name} (TensorRT {trt.__version__}, strongly typed)",
+            flush=True,
+        )
         results[encoder] = build_engine(source, plan, profile, trt)
         load_engine(plan, trt)  # proves the plan deserializes here and the metadata matches
         print(f"[aisle export] built {plan} in {time.perf_counter() - started:.0f}s", flush=True)

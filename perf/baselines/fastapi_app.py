@@ -9,15 +9,15 @@ embeddings (:class:`perf.baselines.search.SearchModel`). A plain ``def`` endpoin
 runs each request in its thread pool — one request per model call, no batching. One uvicorn worker:
 a second would hold a second copy of the model on a 2-core machine.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field
-
 from perf.baselines.search import SearchModel
+from pydantic import BaseModel, Field
 
 app = FastAPI(title="aisle FastAPI baseline")
 _model: SearchModel | None = None

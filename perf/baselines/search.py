@@ -9,6 +9,7 @@ returns the ``k`` best ids and scores with ``np.argpartition`` + a sort of the `
 It is dense search only: no BM25 half, no freshness/popularity terms, no filters — less work per
 request than Aisle's ``rerank``, so the comparison does not favour Aisle.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,9 +31,9 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 class SearchModel:
     def __init__(self, repo: Path, tower: Path | None = None, device: str = "cpu"):
-        from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+        from sentence_transformers import SentenceTransformer
 
-        from aisle_export.towers import default_tower_path  # noqa: PLC0415
+        from aisle_export.towers import default_tower_path
 
         index_dir = Path(repo) / "rerank" / "1" / "index"
         self.embeddings = np.load(index_dir / "embeddings.npy")

@@ -1,4 +1,5 @@
 """Start and stop the FastAPI baseline under uvicorn on 127.0.0.1, like ``TritonServer`` does Triton."""
+
 from __future__ import annotations
 
 import os
@@ -26,22 +27,36 @@ class FastApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FastApiServer":
+    def start(self) -> FastApiServer:
         env = dict(os.environ, AISLE_REPO=str(self.repo), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         env["PYTHONPATH"] = ":".join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         if self.log_file is not None:
-            self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(  # noqa: S603 - fixed command
-            [sys.executable, "-m", "uvicorn", "perf.baselines.fastapi_app:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
-            env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
+            self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop(
+        self.process = subprocess.Popen(  # fixed command
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "perf.baselines.fastapi_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
         )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.process.returncode} before it was ready")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:  # noqa: S310 - loopback
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:  # loopback
                     if response.status == 200 and b"true" in response.read():
                         return self
             except (urllib.error.URLError, OSError):
@@ -63,7 +78,7 @@ class FastApiServer:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "FastApiServer":
+    def __enter__(self) -> FastApiServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

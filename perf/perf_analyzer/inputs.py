@@ -13,6 +13,7 @@
 [...], "shape": [...]}}]}``, batch size 1, shapes without the batch axis) and ``requests.json``
 (the search mix as ``{"query", "k"}`` for the load generator), all in the same order.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ def search_queries(titles: list[str], count: int, seed: int = 0) -> list[str]:
     return [unique[i % len(unique)] for i in range(count)]
 
 
-def feed_requests(histories: dict[str, list[tuple[str, float]]], queries: list[str], count: int,
-                  seed: int = 0) -> list[dict]:
+def feed_requests(
+    histories: dict[str, list[tuple[str, float]]], queries: list[str], count: int, seed: int = 0
+) -> list[dict]:
     """Real users' recent histories (5–20 items), every other one with a search query too."""
     rng = random.Random(seed)
     users = sorted(u for u, h in histories.items() if len(h) >= 5)
@@ -49,14 +51,16 @@ def feed_requests(histories: dict[str, list[tuple[str, float]]], queries: list[s
     out = []
     for i in range(count):
         history = histories[users[i % len(users)]]
-        recent = history[-rng.randint(5, min(20, len(history))):]
-        out.append({
-            "query": queries[i % len(queries)] if i % 2 else "",
-            "history_ids": [item for item, _ in recent],
-            "history_ts": [float(ts) for _, ts in recent],
-            "now": float(recent[-1][1]) + 60.0,
-            "k": K,
-        })
+        recent = history[-rng.randint(5, min(20, len(history))) :]
+        out.append(
+            {
+                "query": queries[i % len(queries)] if i % 2 else "",
+                "history_ids": [item for item, _ in recent],
+                "history_ts": [float(ts) for _, ts in recent],
+                "now": float(recent[-1][1]) + 60.0,
+                "k": K,
+            }
+        )
     return out
 
 
@@ -72,13 +76,15 @@ def pa_feed(requests: list[dict]) -> dict:
     rows = []
     for r in requests:
         h = len(r["history_ids"])
-        rows.append({
-            "QUERY": _tensor([r["query"]], [1]),
-            "HISTORY_IDS": _tensor(r["history_ids"], [h]),
-            "HISTORY_TS": _tensor(r["history_ts"], [h]),
-            "NOW": _tensor([r["now"]], [1]),
-            "K": _tensor([r["k"]], [1]),
-        })
+        rows.append(
+            {
+                "QUERY": _tensor([r["query"]], [1]),
+                "HISTORY_IDS": _tensor(r["history_ids"], [h]),
+                "HISTORY_TS": _tensor(r["history_ts"], [h]),
+                "NOW": _tensor([r["now"]], [1]),
+                "K": _tensor([r["k"]], [1]),
+            }
+        )
     return {"data": rows}
 
 
@@ -90,20 +96,32 @@ def pa_encoder(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict:
     rows = []
     for ids, mask in zip(input_ids, attention_mask):
         length = int(np.ceil(max(int(mask.sum()), 1) / 16) * 16)  # the tokenizer model pads each request to 16s
-        rows.append({"input_ids": _tensor(ids[:length].tolist(), [length]),
-                     "attention_mask": _tensor(mask[:length].tolist(), [length])})
+        rows.append(
+            {
+                "input_ids": _tensor(ids[:length].tolist(), [length]),
+                "attention_mask": _tensor(mask[:length].tolist(), [length]),
+            }
+        )
     return {"data": rows}
 
 
 def pa_rerank(queries: list[str], embeddings: np.ndarray) -> dict:
-    return {"data": [{"QUERY": _tensor([q], [1]), "QUERY_EMBEDDING": _tensor([round(float(x), 7) for x in e], [len(e)]),
-                      "K": _tensor([K], [1])} for q, e in zip(queries, embeddings)]}
+    return {
+        "data": [
+            {
+                "QUERY": _tensor([q], [1]),
+                "QUERY_EMBEDDING": _tensor([round(float(x), 7) for x in e], [len(e)]),
+                "K": _tensor([K], [1]),
+            }
+            for q, e in zip(queries, embeddings)
+        ]
+    }
 
 
 def load_demo_data(repo: Path, data_dir: Path) -> tuple[list[str], dict]:
     """Catalog titles from the served index, user histories from the MovieLens ratings."""
-    from aisle_export.movielens import fetch_movielens, load_interactions, user_histories  # noqa: PLC0415
-    from aisle_server.index import INDEX_DIRNAME, CatalogIndex  # noqa: PLC0415
+    from aisle_export.movielens import fetch_movielens, load_interactions, user_histories
+    from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 
     index = CatalogIndex.load(Path(repo) / "rerank" / "1" / INDEX_DIRNAME)
     histories = user_histories(load_interactions(fetch_movielens(data_dir)))
@@ -112,8 +130,8 @@ def load_demo_data(repo: Path, data_dir: Path) -> tuple[list[str], dict]:
 
 def write_all(repo: Path, out_dir: Path, data_dir: Path, count: int = 512, seed: int = 0) -> dict[str, Path]:
     """Write every input file into ``out_dir``; returns scenario name → path."""
-    from aisle_server.encoder import OnnxEncoder  # noqa: PLC0415
-    from aisle_server.tokenization import TextTokenizer  # noqa: PLC0415
+    from aisle_server.encoder import OnnxEncoder
+    from aisle_server.tokenization import TextTokenizer
 
     repo, out_dir = Path(repo), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +158,7 @@ def write_all(repo: Path, out_dir: Path, data_dir: Path, count: int = 512, seed:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse  # noqa: PLC0415
+    import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=Path("build/model_repository"))

@@ -9,6 +9,7 @@ Every scenario: gRPC to 127.0.0.1, batch size 1, ``--input-data`` from real demo
 (:mod:`.inputs`), fixed time windows with a loose stability check (a shared 2-core machine never
 gives three windows within 10 %), ``-f`` CSV with p50/p90/p95/p99.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,7 +48,7 @@ def binary() -> Path:
 def cudart_dir() -> Path | None:
     """The ``nvidia-cuda-runtime-cu12`` wheel's lib directory (holds ``libcudart.so.12``)."""
     try:
-        import nvidia.cuda_runtime  # noqa: PLC0415
+        import nvidia.cuda_runtime
     except ImportError:
         return None
     for base in nvidia.cuda_runtime.__path__:
@@ -70,8 +71,11 @@ def check() -> str:
     result = subprocess.run([str(binary()), "--version"], env=environment(), capture_output=True, text=True)
     text = (result.stdout + result.stderr).strip()
     if "error while loading shared libraries" in text:
-        hint = ("apt-get install libb64-0d" if "libb64" in text
-                else "pip install nvidia-cuda-runtime-cu12 (the bench extra)")
+        hint = (
+            "apt-get install libb64-0d"
+            if "libb64" in text
+            else "pip install nvidia-cuda-runtime-cu12 (the bench extra)"
+        )
         raise PerfAnalyzerError(f"{text} — {hint}")
     return text
 
@@ -95,19 +99,36 @@ class Scenario:
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("a scenario has either a concurrency or a request rate")
         cmd = [
-            str(binary()), "-m", self.model, "-u", self.url, "-i", "grpc", "-b", "1",
-            "--input-data", str(self.input_data),
-            "--measurement-interval", str(self.measurement_ms),
-            "--stability-percentage", str(self.stability_pct),
-            "--max-trials", str(self.max_trials),
-            "-f", str(self.csv_path),
+            str(binary()),
+            "-m",
+            self.model,
+            "-u",
+            self.url,
+            "-i",
+            "grpc",
+            "-b",
+            "1",
+            "--input-data",
+            str(self.input_data),
+            "--measurement-interval",
+            str(self.measurement_ms),
+            "--stability-percentage",
+            str(self.stability_pct),
+            "--max-trials",
+            str(self.max_trials),
+            "-f",
+            str(self.csv_path),
         ]
         if self.concurrency is not None:
             cmd += ["--concurrency-range", f"{self.concurrency}:{self.concurrency}"]
         else:
             # Poisson arrivals: the open-loop view a latency SLO is about
-            cmd += ["--request-rate-range", f"{self.request_rate:g}:{self.request_rate:g}",
-                    "--request-distribution", "poisson"]
+            cmd += [
+                "--request-rate-range",
+                f"{self.request_rate:g}:{self.request_rate:g}",
+                "--request-distribution",
+                "poisson",
+            ]
         return cmd + list(self.extra)
 
 
@@ -121,8 +142,15 @@ def read_csv(path: Path) -> list[dict[str, float]]:
 
 
 #: the columns whose sum is the mean client-side latency (perf_analyzer 2.50 writes no "Avg latency")
-_LATENCY_PARTS = ("Client Send", "Network+Server Send/Recv", "Server Queue", "Server Compute Input",
-                  "Server Compute Infer", "Server Compute Output", "Client Recv")
+_LATENCY_PARTS = (
+    "Client Send",
+    "Network+Server Send/Recv",
+    "Server Queue",
+    "Server Compute Input",
+    "Server Compute Infer",
+    "Server Compute Output",
+    "Client Recv",
+)
 
 
 def summarize(row: dict[str, float]) -> dict[str, float]:
@@ -140,8 +168,9 @@ def run(scenario: Scenario, timeout_s: float = 120.0, log_path: Path | None = No
     """Run one scenario; returns :func:`summarize` of its CSV row. Raises with perf_analyzer's output."""
     scenario.csv_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = subprocess.run(scenario.command(), env=environment(), capture_output=True, text=True,
-                                timeout=timeout_s)
+        result = subprocess.run(
+            scenario.command(), env=environment(), capture_output=True, text=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired as exc:
         raise PerfAnalyzerError(f"perf_analyzer ran past {timeout_s:.0f}s: {' '.join(scenario.command())}") from exc
     if log_path is not None:

@@ -15,9 +15,10 @@ Breakdown of one ``recommend`` request (``N`` = ensemble requests in the window)
 - ``busy``: a stage's batch compute time / wall time of the window (≈ 1 per instance = saturated);
 - ``avg_batch``: inferences / executions.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 STAGES = ("tokenizer", "query_encoder", "rerank")
 ENSEMBLE = "recommend"
@@ -37,13 +38,17 @@ def model_figures(model_stats: dict) -> dict[str, int]:
     batch_compute = 0
     batch_executions = 0
     for batch in model_stats.get("batch_stats", []) or []:
-        batch_compute += _ns(batch.get("compute_input")) + _ns(batch.get("compute_infer")) + _ns(batch.get("compute_output"))
+        batch_compute += (
+            _ns(batch.get("compute_input")) + _ns(batch.get("compute_infer")) + _ns(batch.get("compute_output"))
+        )
         batch_executions += _count(batch.get("compute_infer"))
     return {
         "requests": _count(infer.get("success")),
         "request_ns": _ns(infer.get("success")),
         "queue_ns": _ns(infer.get("queue")),
-        "compute_ns": _ns(infer.get("compute_input")) + _ns(infer.get("compute_infer")) + _ns(infer.get("compute_output")),
+        "compute_ns": _ns(infer.get("compute_input"))
+        + _ns(infer.get("compute_infer"))
+        + _ns(infer.get("compute_output")),
         "batch_compute_ns": batch_compute,
         "batch_executions": batch_executions,
         "inferences": int(model_stats.get("inference_count", 0) or 0),
@@ -52,7 +57,7 @@ def model_figures(model_stats: dict) -> dict[str, int]:
 
 
 def snapshot(url: str, models: Iterable[str] = (*STAGES, ENSEMBLE)) -> dict[str, dict[str, int]]:
-    import tritonclient.grpc as grpcclient  # noqa: PLC0415
+    import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
     try:
@@ -90,5 +95,9 @@ def breakdown(delta: dict[str, dict[str, int]], wall_s: float) -> dict:
         }
     ensemble_ms = delta[ENSEMBLE]["request_ns"] / n / 1e6
     overhead = ensemble_ms - sum(s["latency_ms"] for s in stages.values())
-    return {"requests": delta[ENSEMBLE]["requests"], "ensemble_latency_ms": ensemble_ms,
-            "overhead_ms": overhead, "stages": stages}
+    return {
+        "requests": delta[ENSEMBLE]["requests"],
+        "ensemble_latency_ms": ensemble_ms,
+        "overhead_ms": overhead,
+        "stages": stages,
+    }

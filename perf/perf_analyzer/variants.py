@@ -11,6 +11,7 @@ INT8 variants select ``<encoder>/configs/int8.pbtxt`` at start (``TritonServer(m
 ``aisle export --precision int8`` wrote it there, and otherwise quantized once (ONNX Runtime dynamic
 INT8, :func:`aisle_export.quantize.quantize_int8_dynamic`) into ``build/bench/int8-cache/``.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,7 +79,7 @@ def modified(config: mc.ModelConfig, variant: Variant) -> mc.ModelConfig:
 
 
 def variant_configs(variant: Variant, dim: int) -> dict[str, mc.ModelConfig]:
-    from aisle_export.repository import all_configs  # noqa: PLC0415 - heavy import chain
+    from aisle_export.repository import all_configs  # heavy import chain
 
     return {path: modified(config, variant) for path, config in all_configs(dim).items()}
 
@@ -114,7 +115,7 @@ def int8_graph(source_repo: Path, encoder: str, cache_dir: Path) -> Path:
     key = f"{fp32.stat().st_size}:{fp32.stat().st_mtime_ns}"
     if cached.is_file() and stamp.is_file() and stamp.read_text() == key:
         return cached
-    from aisle_export.quantize import quantize_int8_dynamic  # noqa: PLC0415
+    from aisle_export.quantize import quantize_int8_dynamic
 
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(cached.name + ".partial")
@@ -126,7 +127,7 @@ def int8_graph(source_repo: Path, encoder: str, cache_dir: Path) -> Path:
 
 def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 384) -> Path:
     """Write ``root/<variant.name>/`` — a hard-linked copy of ``source_repo`` with the variant's configs."""
-    from aisle_export.repository import render  # noqa: PLC0415
+    from aisle_export.repository import render
 
     source_repo, target = Path(source_repo), Path(root) / variant.name
     if target.exists():
@@ -145,7 +146,7 @@ def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 38
 
 def main(argv: list[str] | None = None) -> None:
     """Write variant repositories (used by ``gpu_suite.sh``; ``perf/bench.py`` calls build_variant itself)."""
-    import argparse  # noqa: PLC0415
+    import argparse
 
     parser = argparse.ArgumentParser(description="Write benchmark config variants of a model repository.")
     parser.add_argument("--repo", type=Path, default=Path("build/model_repository"))
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="variant names, e.g. aisle-fp32-db-1i aisle-fp32-nodb-1i")
     parser.add_argument("--no-int8", action="store_true")
     args = parser.parse_args(argv)
-    chosen = sweep(int8=not args.no_int8) + [Variant("fp32", True, 2, threads=1)]
+    chosen = [*sweep(int8=not args.no_int8), Variant("fp32", True, 2, threads=1)]
     for variant in chosen:
         if not args.only or variant.name in args.only:
             print(build_variant(args.repo, variant, args.out))

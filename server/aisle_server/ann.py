@@ -18,6 +18,7 @@ Two kinds:
 Both kinds build from an in-memory array or a memory-mapped ``.npy`` alike: training uses a
 sample, and vectors are added in chunks, so building never holds more than one chunk in float32.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,9 +62,10 @@ def default_pq_m(dim: int) -> int:
 
 
 class AnnIndex:
-    def __init__(self, index: object, nprobe: int, kind: str = "ivf_flat", refine: int = 0,
-                 vectors: np.ndarray | None = None):
-        import faiss  # noqa: PLC0415
+    def __init__(
+        self, index: object, nprobe: int, kind: str = "ivf_flat", refine: int = 0, vectors: np.ndarray | None = None
+    ):
+        import faiss
 
         if kind not in KINDS:
             raise ValueError(f"unknown ANN kind {kind!r}; expected one of {KINDS}")
@@ -76,13 +78,22 @@ class AnnIndex:
         faiss.extract_index_ivf(index).nprobe = nprobe
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, nlist: int | None = None, nprobe: int | None = None,
-              train_size: int | None = None, seed: int = 0, kind: str = "ivf_flat", pq_m: int | None = None,
-              refine: int | None = None, progress: bool = False) -> "AnnIndex":
+    def build(
+        cls,
+        embeddings: np.ndarray,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        train_size: int | None = None,
+        seed: int = 0,
+        kind: str = "ivf_flat",
+        pq_m: int | None = None,
+        refine: int | None = None,
+        progress: bool = False,
+    ) -> AnnIndex:
         """IVF over inner product; ``nlist`` ≈ 4·√N clusters (IVF-PQ: at most ``PQ_MAX_NLIST``)
         trained on a sample (IVF-Flat: 100,000 rows; IVF-PQ: at least 40 per list, as faiss asks).
         ``embeddings`` may be a memory-mapped array: it is read in chunks."""
-        import faiss  # noqa: PLC0415
+        import faiss
 
         if kind not in KINDS:
             raise ValueError(f"unknown ANN kind {kind!r}; expected one of {KINDS}")
@@ -91,8 +102,10 @@ class AnnIndex:
         if not 1 <= nlist <= n:
             raise ValueError(f"an IVF index of {nlist} lists needs at least as many items; the catalog has {n}")
         if kind == "ivf_pq" and n < PQ_MIN_ITEMS:
-            raise ValueError(f"ivf_pq needs at least {PQ_MIN_ITEMS} items to train its codebooks; the catalog has "
-                             f"{n}: use ivf_flat (or no ANN index: exact search is faster at this size)")
+            raise ValueError(
+                f"ivf_pq needs at least {PQ_MIN_ITEMS} items to train its codebooks; the catalog has "
+                f"{n}: use ivf_flat (or no ANN index: exact search is faster at this size)"
+            )
         quantizer = faiss.IndexFlatIP(dim)
         if kind == "ivf_flat":
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -111,17 +124,17 @@ class AnnIndex:
         return cls(index, nprobe, kind, refine, embeddings if refine else None)
 
     def save(self, directory: Path) -> None:
-        import faiss  # noqa: PLC0415
+        import faiss
 
         faiss.write_index(self.index, str(Path(directory) / ANN_FILE))
         meta = {"nprobe": self.nprobe, "kind": self.kind, "refine": self.refine}
         (Path(directory) / ANN_META).write_text(json.dumps(meta, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, directory: Path, vectors: np.ndarray | None = None) -> "AnnIndex | None":
+    def load(cls, directory: Path, vectors: np.ndarray | None = None) -> AnnIndex | None:
         """``vectors``: the index's ``embeddings.npy`` when the caller has it mapped already (one
         mapping, so its pages are counted once); else it is mapped here when re-scoring needs it."""
-        import faiss  # noqa: PLC0415
+        import faiss
 
         directory = Path(directory)
         path = directory / ANN_FILE
@@ -138,7 +151,7 @@ class AnnIndex:
     @property
     def nbytes(self) -> int:
         """Bytes of the faiss index in memory (codes, ids, centroids; not the mapped vectors)."""
-        import faiss  # noqa: PLC0415
+        import faiss
 
         return int(faiss.serialize_index(self.index).size)
 

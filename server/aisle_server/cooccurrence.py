@@ -6,6 +6,7 @@ The neighbour lists are built offline from the store's own log (``aisle_export.l
 cosine-normalized counts of shoppers having both items); here they are plain arrays, so a
 request's score is one gather and one ``bincount`` over its history's neighbours.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ class Cooccurrence:
     """Top neighbours per catalog row: ``neighbors[r, j]`` (row, ``-1`` = none) with ``weights[r, j]``."""
 
     neighbors: np.ndarray  # int32 (N, M)
-    weights: np.ndarray    # float32 (N, M), 0 where there is no neighbour
+    weights: np.ndarray  # float32 (N, M), 0 where there is no neighbour
 
     def __post_init__(self) -> None:
         if self.neighbors.shape != self.weights.shape or self.neighbors.ndim != 2:

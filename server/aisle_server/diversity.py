@@ -15,6 +15,7 @@ An optional ``category_cap`` limits how many results share one category, for eve
   L = diag(q)·S·diag(q) with quality q_i = exp(α·rel_i), α = θ / (2(1 − θ)), θ = 1 − d, maintaining
   the incremental Cholesky factors so each step costs O(n·t).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,14 +43,15 @@ class _CategoryCap:
     def take(self, row: int) -> None:
         if not self.active:
             return
-        category = self.categories[row]  # type: ignore[index]
+        category = self.categories[row]  # type: ignore[index]  # active ⇒ categories is set
         self.counts[category] = self.counts.get(category, 0) + 1
         if self.counts[category] >= self.cap:
-            self.allowed &= self.categories != category  # type: ignore[operator]
+            self.allowed &= self.categories != category  # type: ignore[operator]  # active ⇒ categories is set
 
 
-def by_relevance(relevance: np.ndarray, k: int, categories: np.ndarray | None = None,
-                 category_cap: int | None = None) -> list[int]:
+def by_relevance(
+    relevance: np.ndarray, k: int, categories: np.ndarray | None = None, category_cap: int | None = None
+) -> list[int]:
     """Top ``k`` by relevance (stable: ties keep candidate order), honouring the category cap."""
     cap = _CategoryCap(categories, category_cap, len(relevance))
     picked: list[int] = []
@@ -62,8 +64,14 @@ def by_relevance(relevance: np.ndarray, k: int, categories: np.ndarray | None = 
     return picked
 
 
-def mmr(relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float,
-        categories: np.ndarray | None = None, category_cap: int | None = None) -> list[int]:
+def mmr(
+    relevance: np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    diversity: float,
+    categories: np.ndarray | None = None,
+    category_cap: int | None = None,
+) -> list[int]:
     """Maximal marginal relevance; returns candidate positions in pick order."""
     n = len(relevance)
     k = min(k, n)
@@ -86,8 +94,14 @@ def mmr(relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float,
     return picked
 
 
-def dpp(relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float,
-        categories: np.ndarray | None = None, category_cap: int | None = None) -> list[int]:
+def dpp(
+    relevance: np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    diversity: float,
+    categories: np.ndarray | None = None,
+    category_cap: int | None = None,
+) -> list[int]:
     """Fast greedy MAP inference of a DPP (Chen et al. 2018); candidate positions in pick order.
 
     When the kernel is exhausted (more picks than the embedding rank allows) the remaining slots
@@ -135,8 +149,15 @@ def dpp(relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float,
     return picked
 
 
-def diversify(method: str, relevance: np.ndarray, embeddings: np.ndarray, k: int, diversity: float,
-              categories: np.ndarray | None = None, category_cap: int | None = None) -> list[int]:
+def diversify(
+    method: str,
+    relevance: np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    diversity: float,
+    categories: np.ndarray | None = None,
+    category_cap: int | None = None,
+) -> list[int]:
     if diversity <= 0.0 or len(relevance) == 0:
         return by_relevance(np.asarray(relevance), k, categories, category_cap)
     if method == "mmr":

@@ -5,10 +5,11 @@ no ONNX Runtime backend (the pytriton build), and by ``aisle index`` so that cat
 come from the very graph the server runs. In the Triton container the same ``model.onnx`` is
 served by the native ``onnxruntime_onnx`` or ``tensorrt_plan`` configs instead.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -23,28 +24,31 @@ def token_limits(directory: Path) -> tuple[int, int | None]:
     own tokenizer never exceeds);
     without it a raw request of 100,000 tokens would ask the attention layers for O(n²) memory.
     """
-    from .tokenization import TOKENIZER_FILE, TokenizerSettings  # noqa: PLC0415
+    from .tokenization import TOKENIZER_FILE, TokenizerSettings
 
     settings = TokenizerSettings.load(Path(directory))
     pad = settings.pad_to_multiple_of
     longest = -(-settings.max_length // pad) * pad  # our tokenizer pads a max_length sequence up to this
     vocab = None
     if (Path(directory) / TOKENIZER_FILE).exists():
-        from tokenizers import Tokenizer  # noqa: PLC0415
+        from tokenizers import Tokenizer
 
         vocab = Tokenizer.from_file(str(Path(directory) / TOKENIZER_FILE)).get_vocab_size()
     return longest, vocab
 
 
-def check_token_inputs(input_ids: np.ndarray, attention_mask: np.ndarray, max_length: int,
-                       vocab_size: int | None) -> None:
+def check_token_inputs(
+    input_ids: np.ndarray, attention_mask: np.ndarray, max_length: int, vocab_size: int | None
+) -> None:
     """Refuse (``InvalidInput``) token tensors the graph would fail on or could not afford."""
-    from .errors import InvalidInput  # noqa: PLC0415
+    from .errors import InvalidInput
 
     if input_ids.ndim != 2 or not 1 <= input_ids.shape[1] <= max_length:
         raise InvalidInput(INPUT_NAMES[0], f"expected shape [batch, 1..{max_length}], got {list(input_ids.shape)}")
     if attention_mask.shape != input_ids.shape:
-        raise InvalidInput(INPUT_NAMES[1], f"shape {list(attention_mask.shape)} differs from input_ids {list(input_ids.shape)}")
+        raise InvalidInput(
+            INPUT_NAMES[1], f"shape {list(attention_mask.shape)} differs from input_ids {list(input_ids.shape)}"
+        )
     if input_ids.size and (input_ids.min() < 0 or (vocab_size is not None and input_ids.max() >= vocab_size)):
         raise InvalidInput(INPUT_NAMES[0], f"token ids must be in [0, {vocab_size})")
     if attention_mask.size and not np.isin(attention_mask, (0, 1)).all():
@@ -53,7 +57,7 @@ def check_token_inputs(input_ids: np.ndarray, attention_mask: np.ndarray, max_le
 
 class OnnxEncoder:
     def __init__(self, model_path: Path, intra_op_threads: int = 0):
-        import onnxruntime as ort  # noqa: PLC0415 - heavy import kept out of module import
+        import onnxruntime as ort  # heavy import kept out of module import
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -81,8 +85,9 @@ class EmptyTextMemo:
     goes to the wrapped encoder, so the output is what the encoder alone returns.
     """
 
-    def __init__(self, encoder: Callable[[np.ndarray, np.ndarray], np.ndarray], empty_ids: np.ndarray,
-                 empty_mask: np.ndarray):
+    def __init__(
+        self, encoder: Callable[[np.ndarray, np.ndarray], np.ndarray], empty_ids: np.ndarray, empty_mask: np.ndarray
+    ):
         self.encoder = encoder
         length = int(empty_mask.sum())
         self.tokens = np.asarray(empty_ids[:length], dtype=np.int64)
@@ -92,8 +97,11 @@ class EmptyTextMemo:
         n = len(self.tokens)
         if input_ids.shape[1] < n:
             return self.encoder(input_ids, attention_mask)
-        hit = ((attention_mask.sum(axis=1) == n) & attention_mask[:, :n].all(axis=1)
-               & (input_ids[:, :n] == self.tokens).all(axis=1))
+        hit = (
+            (attention_mask.sum(axis=1) == n)
+            & attention_mask[:, :n].all(axis=1)
+            & (input_ids[:, :n] == self.tokens).all(axis=1)
+        )
         if not hit.any():
             return self.encoder(input_ids, attention_mask)
         out = np.empty((input_ids.shape[0], len(self.embedding)), dtype=self.embedding.dtype)

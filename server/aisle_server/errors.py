@@ -1,4 +1,5 @@
 """Errors the Python-backend models turn into gRPC status codes (see ``triton_adapter``)."""
+
 from __future__ import annotations
 
 

@@ -15,13 +15,15 @@ Indexes written before ``items/`` keep their fields in ``items.npz``: they still
 
 Nothing here is loaded with pickle, and no request field ever names a path.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,13 +49,13 @@ class ItemLookups:
     arrays are memory-mapped from the index like the fields themselves.
     """
 
-    sorted_ids: np.ndarray       # item ids in sorted order
-    sorted_rows: np.ndarray      # int64: the catalog row of each of ``sorted_ids``
-    category_names: np.ndarray   # distinct categories, sorted
-    category_codes: np.ndarray   # int32 per item: its category's position in ``category_names``
+    sorted_ids: np.ndarray  # item ids in sorted order
+    sorted_rows: np.ndarray  # int64: the catalog row of each of ``sorted_ids``
+    category_names: np.ndarray  # distinct categories, sorted
+    category_codes: np.ndarray  # int32 per item: its category's position in ``category_names``
 
     @classmethod
-    def of(cls, item_ids: np.ndarray, categories: np.ndarray) -> "ItemLookups":
+    def of(cls, item_ids: np.ndarray, categories: np.ndarray) -> ItemLookups:
         order = np.argsort(item_ids, kind="stable")
         names, codes = np.unique(categories, return_inverse=True)
         return cls(np.asarray(item_ids)[order], order.astype(np.int64), names, codes.astype(np.int32))
@@ -97,18 +99,20 @@ class CatalogIndex:
     lookups: ItemLookups | None = None  # derived from the fields when not given (loaded: mapped)
     # learned from the store's log (aisle_server.learned); None: not given
     log_popularity: np.ndarray | None = None  # per row; replaces the catalog's popularity column
-    cooccurrence: "Cooccurrence | None" = None
+    cooccurrence: Cooccurrence | None = None
     user_encoder: Any = None  # aisle_server.user_encoder.UserEncoder (imported only when present)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
-        for name in _ITEM_FIELDS + ("embeddings",):
+        for name in (*_ITEM_FIELDS, "embeddings"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"index field {name} has {len(getattr(self, name))} rows, expected {n}")
         if self.lookups is None:
             self.lookups = ItemLookups.of(self.item_ids, self.categories)
         # Derived once at load, not per request: the popularity prior (the log's counts when given).
-        self.popularity_prior = popularity_prior(self.popularity if self.log_popularity is None else self.log_popularity)
+        self.popularity_prior = popularity_prior(
+            self.popularity if self.log_popularity is None else self.log_popularity
+        )
 
     @cached_property
     def popular_rows(self) -> np.ndarray:
@@ -138,21 +142,26 @@ class CatalogIndex:
             self.lexical.save(directory / LEXICAL_DIRNAME)
         if self.ann is not None:
             self.ann.save(directory)
-        save_item_fields(directory, {name: getattr(self, name) for name in _ITEM_FIELDS},
-                         {**self.manifest, "dim": self.dim, "lexical": self.lexical is not None, "ann": self.ann is not None},
-                         self.lookups)
+        save_item_fields(
+            directory,
+            {name: getattr(self, name) for name in _ITEM_FIELDS},
+            {**self.manifest, "dim": self.dim, "lexical": self.lexical is not None, "ann": self.ann is not None},
+            self.lookups,
+        )
         return directory
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = True) -> "CatalogIndex":
+    def load(cls, directory: Path, mmap: bool = True) -> CatalogIndex:
         directory = Path(directory)
         mode = "r" if mmap else None
         embeddings = np.load(directory / "embeddings.npy", mmap_mode=mode, allow_pickle=False)
         items = directory / ITEMS_DIRNAME
         lookups = None
         if items.is_dir():
-            arrays = {name: np.load(items / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-                      for name in _ITEM_FIELDS + _LOOKUP_FIELDS}
+            arrays = {
+                name: np.load(items / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+                for name in _ITEM_FIELDS + _LOOKUP_FIELDS
+            }
             lookups = ItemLookups(**{name: arrays.pop(name) for name in _LOOKUP_FIELDS})
         elif (directory / LEGACY_ITEMS_FILE).exists():
             # written before the mapped layout: still served (an upgraded image must not refuse the
@@ -163,12 +172,22 @@ class CatalogIndex:
             raise FileNotFoundError(f"{items} is missing: not an index written by `aisle index`")
         manifest = json.loads((directory / "manifest.json").read_text())
         lexical = LexicalIndex.load(directory / LEXICAL_DIRNAME) if (directory / LEXICAL_DIRNAME).is_dir() else None
-        return cls(embeddings=embeddings, manifest=manifest, lexical=lexical, ann=AnnIndex.load(directory, embeddings),
-                   lookups=lookups, **arrays)
+        return cls(
+            embeddings=embeddings,
+            manifest=manifest,
+            lexical=lexical,
+            ann=AnnIndex.load(directory, embeddings),
+            lookups=lookups,
+            **arrays,
+        )
 
 
-def save_item_fields(directory: Path, item_fields: Mapping[str, np.ndarray], manifest: Mapping[str, object],
-                     lookups: ItemLookups | None = None) -> None:
+def save_item_fields(
+    directory: Path,
+    item_fields: Mapping[str, np.ndarray],
+    manifest: Mapping[str, object],
+    lookups: ItemLookups | None = None,
+) -> None:
     """Write ``items/`` (the fields and their lookups) and ``manifest.json`` (``count`` from the
     fields) into ``directory``.
 
@@ -181,9 +200,13 @@ def save_item_fields(directory: Path, item_fields: Mapping[str, np.ndarray], man
     items = Path(directory) / ITEMS_DIRNAME
     items.mkdir(parents=True, exist_ok=True)
     lookups = lookups or ItemLookups.of(item_fields["item_ids"], item_fields["categories"])
-    arrays = {**{name: item_fields[name] for name in _ITEM_FIELDS},
-              **{name: getattr(lookups, name) for name in _LOOKUP_FIELDS}}
+    arrays = {
+        **{name: item_fields[name] for name in _ITEM_FIELDS},
+        **{name: getattr(lookups, name) for name in _LOOKUP_FIELDS},
+    }
     for name, array in arrays.items():
         np.save(items / f"{name}.npy", np.asarray(array), allow_pickle=False)
     count = len(item_fields["item_ids"])
-    (Path(directory) / "manifest.json").write_text(json.dumps({**manifest, "count": count}, indent=2, sort_keys=True) + "\n")
+    (Path(directory) / "manifest.json").write_text(
+        json.dumps({**manifest, "count": count}, indent=2, sort_keys=True) + "\n"
+    )

@@ -14,6 +14,7 @@ It sits beside the version directories, not inside them: every catalog version t
 Items the log never saw get no popularity and no neighbours; ids of the log missing from the
 catalog are dropped. Without ``learned/`` everything behaves as before it existed.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .cooccurrence import Cooccurrence
-from .index import CatalogIndex, popularity_prior
+from .index import CatalogIndex
 
 LOG = logging.getLogger("aisle.learned")
 LEARNED_DIRNAME = "learned"
@@ -37,17 +38,19 @@ _ARRAYS = ("item_ids", "popularity", "neighbors", "weights")
 class LogSignals:
     """Popularity and co-occurrence of a log, over its own item vocabulary (``item_ids``)."""
 
-    item_ids: np.ndarray    # str (V,)
+    item_ids: np.ndarray  # str (V,)
     popularity: np.ndarray  # float64 (V,), ≥ 0
-    neighbors: np.ndarray   # int32 (V, M): positions in ``item_ids``, -1 = none
-    weights: np.ndarray     # float32 (V, M)
+    neighbors: np.ndarray  # int32 (V, M): positions in ``item_ids``, -1 = none
+    weights: np.ndarray  # float32 (V, M)
     manifest: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         v = len(self.item_ids)
         if len(self.popularity) != v or self.neighbors.shape != self.weights.shape or len(self.neighbors) != v:
-            raise ValueError(f"log signals disagree in size: {v} ids, popularity {self.popularity.shape}, "
-                             f"neighbors {self.neighbors.shape}, weights {self.weights.shape}")
+            raise ValueError(
+                f"log signals disagree in size: {v} ids, popularity {self.popularity.shape}, "
+                f"neighbors {self.neighbors.shape}, weights {self.weights.shape}"
+            )
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
@@ -58,7 +61,7 @@ class LogSignals:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> "LogSignals":
+    def load(cls, directory: Path) -> LogSignals:
         directory = Path(directory)
         missing = [name for name in _ARRAYS if not (directory / f"{name}.npy").exists()]
         if missing:
@@ -96,14 +99,16 @@ def attach_learned(index: CatalogIndex, directory: Path, intra_op_threads: int =
         index = replace(index, cooccurrence=cooccurrence, log_popularity=popularity)
         LOG.info("log signals: %d of %d catalog items seen in the log", int((popularity > 0).sum()), len(index))
     if encoder_dir.is_dir():
-        from .user_encoder import UserEncoder  # noqa: PLC0415 - onnxruntime only when an encoder is there
+        from .user_encoder import UserEncoder  # onnxruntime only when an encoder is there
 
         encoder = UserEncoder.load(encoder_dir, intra_op_threads=intra_op_threads)
         served = index.manifest.get("item_encoder_sha256")
         if encoder.item_tower_sha256 and served and encoder.item_tower_sha256 != served:
-            raise ValueError(f"{encoder_dir} was trained on the item tower {encoder.item_tower_sha256[:12]}…, "
-                             f"but the index was embedded by {served[:12]}…: re-run `aisle export --finetuned` "
-                             "with the towers it was trained with, or remove the user encoder")
+            raise ValueError(
+                f"{encoder_dir} was trained on the item tower {encoder.item_tower_sha256[:12]}…, "
+                f"but the index was embedded by {served[:12]}…: re-run `aisle export --finetuned` "
+                "with the towers it was trained with, or remove the user encoder"
+            )
         if encoder.dim != index.dim:
             raise ValueError(f"{encoder_dir}: user vectors have {encoder.dim} dims, the index {index.dim}")
         index = replace(index, user_encoder=encoder)

@@ -6,10 +6,11 @@ docs/results.md, "Hybrid search"): ``ranking`` adds ``lexical_weight`` × the BM
 [0, 1] per query, to the dense cosine. ``bm25s`` keeps the index as sparse
 matrices saved as ``.npy``/JSON, so loading it involves no pickle.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -17,7 +18,7 @@ STOPWORDS = "en"
 
 
 def _tokenize(texts: Sequence[str]) -> list[list[str]]:
-    import bm25s  # noqa: PLC0415
+    import bm25s
 
     return bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
 
@@ -25,22 +26,22 @@ def _tokenize(texts: Sequence[str]) -> list[list[str]]:
 class LexicalIndex:
     def __init__(self, retriever: object):
         self.retriever = retriever
-        self.vocab = retriever.vocab_dict  # type: ignore[attr-defined]
+        self.vocab = retriever.vocab_dict  # type: ignore[attr-defined]  # bm25s ships no type hints
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> "LexicalIndex":
-        import bm25s  # noqa: PLC0415
+    def build(cls, texts: Sequence[str]) -> LexicalIndex:
+        import bm25s
 
         retriever = bm25s.BM25()
         retriever.index(bm25s.tokenize(list(texts), stopwords=STOPWORDS, show_progress=False), show_progress=False)
         return cls(retriever)
 
     def save(self, directory: Path) -> None:
-        self.retriever.save(str(directory))  # type: ignore[attr-defined]
+        self.retriever.save(str(directory))  # type: ignore[attr-defined]  # bm25s ships no type hints
 
     @classmethod
-    def load(cls, directory: Path) -> "LexicalIndex":
-        import bm25s  # noqa: PLC0415
+    def load(cls, directory: Path) -> LexicalIndex:
+        import bm25s
 
         return cls(bm25s.BM25.load(str(directory), mmap=False))
 
@@ -49,6 +50,6 @@ class LexicalIndex:
         tokens = [t for t in _tokenize([query])[0] if t in self.vocab]
         if not tokens:
             return None
-        raw = np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]
+        raw = np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]  # bm25s ships no type hints
         top = float(raw.max())
         return raw / top if top > 0 else None

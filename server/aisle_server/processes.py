@@ -4,6 +4,7 @@
 tritonserver leaves behind; the test session uses :func:`processes_with_env` to fail when anything
 it started is still alive at its end.
 """
+
 from __future__ import annotations
 
 import logging

@@ -32,11 +32,12 @@ Every knob has a default in the model config (``RankingConfig``) and the overrid
 (``OVERRIDABLE``) can be set per request. Ties are broken by catalog row, so the same request
 always gets the same answer.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -105,9 +106,7 @@ def recency_weights(age_s: np.ndarray, half_life_s: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def session_interest(
-    embeddings: np.ndarray, history_ts: np.ndarray, now: float, half_life_s: float
-) -> np.ndarray:
+def session_interest(embeddings: np.ndarray, history_ts: np.ndarray, now: float, half_life_s: float) -> np.ndarray:
     """Recency-weighted mean of history embeddings, L2-normalized."""
     weights = recency_weights(now - history_ts, half_life_s)
     return _normalize((weights[:, None] * embeddings).sum(axis=0))
@@ -145,8 +144,9 @@ def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.nda
     return allowed
 
 
-def dense_candidates(index: CatalogIndex, interest: np.ndarray, allowed: np.ndarray, n: int,
-                     exact_scores: np.ndarray | None = None) -> np.ndarray:
+def dense_candidates(
+    index: CatalogIndex, interest: np.ndarray, allowed: np.ndarray, n: int, exact_scores: np.ndarray | None = None
+) -> np.ndarray:
     """The ``n`` best allowed rows by inner product: faiss IVF when the index has one, else exact.
 
     The ANN index over-fetches and drops what filters remove; if that leaves fewer than ``n``
@@ -162,8 +162,13 @@ def dense_candidates(index: CatalogIndex, interest: np.ndarray, allowed: np.ndar
     return _top(exact_scores, np.flatnonzero(allowed), n)
 
 
-def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.ndarray | None,
-                     allowed: np.ndarray, exact_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search_relevance(
+    index: CatalogIndex,
+    request: RankRequest,
+    interest: np.ndarray | None,
+    allowed: np.ndarray,
+    exact_scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Candidate rows and their relevance (dense, lexical or hybrid), in no particular order."""
     config = request.config
     n = max(config.candidates, request.k)
@@ -186,53 +191,78 @@ def search_relevance(index: CatalogIndex, request: RankRequest, interest: np.nda
     return rows, relevance
 
 
-def interest_vector(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
-                    known: np.ndarray, session: np.ndarray | None = None) -> np.ndarray | None:
+def interest_vector(
+    index: CatalogIndex,
+    request: RankRequest,
+    history_rows: np.ndarray,
+    known: np.ndarray,
+    session: np.ndarray | None = None,
+) -> np.ndarray | None:
     """The request's interest; ``session`` is the history's vector when the user encoder made it."""
     config = request.config
     interest = None
     if len(history_rows):
-        interest = session if session is not None else session_interest(
-            np.asarray(index.embeddings[history_rows], dtype=np.float32),
-            request.history_ts[known],
-            request.now,
-            config.recency_half_life_s,
+        interest = (
+            session
+            if session is not None
+            else session_interest(
+                np.asarray(index.embeddings[history_rows], dtype=np.float32),
+                request.history_ts[known],
+                request.now,
+                config.recency_half_life_s,
+            )
         )
     if request.query_embedding is not None:
         query = _normalize(np.asarray(request.query_embedding, dtype=np.float32))
-        interest = query if interest is None else _normalize(
-            config.query_weight * query + (1.0 - config.query_weight) * interest
+        interest = (
+            query
+            if interest is None
+            else _normalize(config.query_weight * query + (1.0 - config.query_weight) * interest)
         )
     return interest
 
 
-def encode_users(index: CatalogIndex, requests: Sequence[RankRequest], history_rows: Sequence[np.ndarray],
-                 known: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
+def encode_users(
+    index: CatalogIndex,
+    requests: Sequence[RankRequest],
+    history_rows: Sequence[np.ndarray],
+    known: Sequence[np.ndarray],
+) -> dict[int, np.ndarray]:
     """User-encoder vectors of the requests that have known history and allow it, in one batched call."""
     encoder = index.user_encoder
     if encoder is None:
         return {}
-    batch = [i for i, (request, rows) in enumerate(zip(requests, history_rows))
-             if len(rows) and request.config.user_encoder]
+    batch = [
+        i for i, (request, rows) in enumerate(zip(requests, history_rows)) if len(rows) and request.config.user_encoder
+    ]
     if not batch:
         return {}
     keep = encoder.max_len
     vectors = encoder.encode(
         [np.asarray(index.embeddings[history_rows[i][-keep:]], dtype=np.float32) for i in batch],
         [np.asarray(requests[i].history_ts, dtype=np.float64)[known[i]][-keep:] for i in batch],
-        [encoder.event_ids([e for e, k in zip(requests[i].history_events, known[i]) if k][-keep:])
-         if len(requests[i].history_events) else None for i in batch],
+        [
+            encoder.event_ids([e for e, k in zip(requests[i].history_events, known[i]) if k][-keep:])
+            if len(requests[i].history_events)
+            else None
+            for i in batch
+        ],
         [requests[i].now for i in batch],
     )
     return dict(zip(batch, vectors))
 
 
-def cooccurrence_scores(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray,
-                        known: np.ndarray) -> np.ndarray | None:
+def cooccurrence_scores(
+    index: CatalogIndex, request: RankRequest, history_rows: np.ndarray, known: np.ndarray
+) -> np.ndarray | None:
     """A feed's co-occurrence score per catalog row in [0, 1] (recency-weighted over its history)."""
     config = request.config
-    if (index.cooccurrence is None or not len(history_rows) or request.query_embedding is not None
-            or not (config.cooccurrence_weight or config.cooccurrence_candidates)):
+    if (
+        index.cooccurrence is None
+        or not len(history_rows)
+        or request.query_embedding is not None
+        or not (config.cooccurrence_weight or config.cooccurrence_candidates)
+    ):
         return None
     weights = recency_weights(request.now - request.history_ts[known], config.recency_half_life_s)
     scores = index.cooccurrence.scores(history_rows, weights)
@@ -247,9 +277,9 @@ SCAN_BLOCK_SCORES = 8_000_000
 
 @dataclass(frozen=True)
 class _Prepared:
-    known: np.ndarray               # per history id: found in the catalog
+    known: np.ndarray  # per history id: found in the catalog
     allowed: np.ndarray
-    interest: np.ndarray | None     # None: no query and no known history (the fallback)
+    interest: np.ndarray | None  # None: no query and no known history (the fallback)
     cooccurrence: np.ndarray | None = None  # feeds with learned log signals: score per row in [0, 1]
 
 
@@ -258,9 +288,15 @@ def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[
     known = [history >= 0 for history in found]
     rows = [history[k] for history, k in zip(found, known)]
     sessions = encode_users(index, requests, rows, known)
-    return [_Prepared(k, allowed_mask(index, request, r), interest_vector(index, request, r, k, sessions.get(i)),
-                      cooccurrence_scores(index, request, r, k))
-            for i, (request, r, k) in enumerate(zip(requests, rows, known))]
+    return [
+        _Prepared(
+            k,
+            allowed_mask(index, request, r),
+            interest_vector(index, request, r, k, sessions.get(i)),
+            cooccurrence_scores(index, request, r, k),
+        )
+        for i, (request, r, k) in enumerate(zip(requests, rows, known))
+    ]
 
 
 def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
@@ -281,7 +317,7 @@ def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[Rank
     if len(scans) > 1:
         block = max(1, SCAN_BLOCK_SCORES // max(1, len(index)))  # bounds the (rows, N) score matrix
         for start in range(0, len(scans), block):
-            rows = scans[start:start + block]
+            rows = scans[start : start + block]
             interests = np.stack([prepared[i].interest for i in rows]).astype(np.float32, copy=False)
             scores = np.asarray(interests @ np.asarray(index.embeddings).T, dtype=np.float32)
             exact.update({i: scores[j] for j, i in enumerate(rows)})
@@ -290,13 +326,15 @@ def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[Rank
 
 def _scans_catalog(index: CatalogIndex, request: RankRequest, prepared: _Prepared) -> bool:
     """Whether :func:`dense_candidates` will run the exact scan for this request."""
-    lexical_only = (request.config.search_mode == "lexical" and index.lexical is not None
-                    and bool(request.query_text.strip()))
+    lexical_only = (
+        request.config.search_mode == "lexical" and index.lexical is not None and bool(request.query_text.strip())
+    )
     return prepared.interest is not None and index.ann is None and not lexical_only
 
 
-def _finish(index: CatalogIndex, request: RankRequest, prepared: _Prepared,
-            exact_scores: np.ndarray | None = None) -> RankResult:
+def _finish(
+    index: CatalogIndex, request: RankRequest, prepared: _Prepared, exact_scores: np.ndarray | None = None
+) -> RankResult:
     config = request.config
     known, allowed, interest = prepared.known, prepared.allowed, prepared.interest
 
@@ -343,7 +381,7 @@ def popular_candidates(index: CatalogIndex, allowed: np.ndarray, n: int) -> np.n
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     order = index.popular_rows
-    head = order[:4 * n]
+    head = order[: 4 * n]
     head = head[allowed[head]]
     if len(head) < n:  # heavy filters: walk the whole order
         head = order[allowed[order]]
@@ -351,15 +389,17 @@ def popular_candidates(index: CatalogIndex, allowed: np.ndarray, n: int) -> np.n
     return head[index.popularity_prior[head] > 0]
 
 
-def _feed_sources(index: CatalogIndex, request: RankRequest, prepared: _Prepared, candidates: np.ndarray,
-                  relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _feed_sources(
+    index: CatalogIndex, request: RankRequest, prepared: _Prepared, candidates: np.ndarray, relevance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """A feed's embedding candidates joined with popular and co-occurring items, all scored alike."""
     config = request.config
     extra = [popular_candidates(index, prepared.allowed, config.popular_candidates)]
     cooccurrence = prepared.cooccurrence
     if cooccurrence is not None and config.cooccurrence_candidates:
-        extra.append(_top(cooccurrence, np.flatnonzero(prepared.allowed & (cooccurrence > 0)),
-                          config.cooccurrence_candidates))
+        extra.append(
+            _top(cooccurrence, np.flatnonzero(prepared.allowed & (cooccurrence > 0)), config.cooccurrence_candidates)
+        )
     new = np.setdiff1d(np.concatenate(extra), candidates)
     if len(new):
         candidates = np.concatenate([candidates, new])
@@ -372,5 +412,7 @@ def _feed_sources(index: CatalogIndex, request: RankRequest, prepared: _Prepared
 def validate_k(k: int, config: RankingConfig, catalog_size: int) -> int:
     limit = min(config.max_k, catalog_size)
     if not 1 <= k <= limit:
-        raise InvalidInput("K", f"k={k} must be between 1 and {limit} (max_k={config.max_k}, catalog has {catalog_size} items)")
+        raise InvalidInput(
+            "K", f"k={k} must be between 1 and {limit} (max_k={config.max_k}, catalog has {catalog_size} items)"
+        )
     return k

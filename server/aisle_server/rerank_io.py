@@ -27,10 +27,11 @@ vector each row was ranked with (query, user encoder, recency mean or their mix;
 fallback), to check the served user encoder against the offline one. History longer than
 ``max_history`` keeps its most recent items.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -107,23 +108,35 @@ def parse_requests(
             ids = _decode("HISTORY_IDS", history_ids[b])
             ts = _finite("HISTORY_TS", history_ts[b]) if history_ts is not None else np.full(len(ids), now)
             keep = np.array([bool(i) for i in ids], dtype=bool)  # b"" is padding
-            ids = [i for i, k in zip(ids, keep) if k][-config.max_history:]
-            ts = ts[keep][-config.max_history:]
+            ids = [i for i, k in zip(ids, keep) if k][-config.max_history :]
+            ts = ts[keep][-config.max_history :]
             if history_events is not None:
-                events = [e for e, k in zip(_decode("HISTORY_EVENTS", history_events[b]), keep) if k][-config.max_history:]
-        row_config = with_overrides(config, {
-            KNOB_NAMES[name]: _knob(name, values[b]) for name, values in knobs.items() if values is not None
-        })
+                events = [e for e, k in zip(_decode("HISTORY_EVENTS", history_events[b]), keep) if k][
+                    -config.max_history :
+                ]
+        row_config = with_overrides(
+            config, {KNOB_NAMES[name]: _knob(name, values[b]) for name, values in knobs.items() if values is not None}
+        )
         k = int(ks[b][0]) if ks is not None else config.default_k
-        lists = {name: [v for v in _decode(name, values[b]) if v] if values is not None else []
-                 for name, values in filters.items()}
-        requests.append(RankRequest(
-            query_embedding, ids, ts, validate_k(k, row_config, catalog_size), now, row_config, text,
-            exclude_ids=lists["EXCLUDE_IDS"],
-            allow_categories=lists["ALLOW_CATEGORIES"],
-            deny_categories=lists["DENY_CATEGORIES"],
-            history_events=events,
-        ))
+        lists = {
+            name: [v for v in _decode(name, values[b]) if v] if values is not None else []
+            for name, values in filters.items()
+        }
+        requests.append(
+            RankRequest(
+                query_embedding,
+                ids,
+                ts,
+                validate_k(k, row_config, catalog_size),
+                now,
+                row_config,
+                text,
+                exclude_ids=lists["EXCLUDE_IDS"],
+                allow_categories=lists["ALLOW_CATEGORIES"],
+                deny_categories=lists["DENY_CATEGORIES"],
+                history_events=events,
+            )
+        )
     return requests
 
 

@@ -11,13 +11,14 @@ text is cut to ``max_length × CHARS_PER_TOKEN`` characters: the tokenizer's wor
 grows with the whole text even though only its first ``max_length`` tokens are kept, so one
 caller's multi-megabyte query would otherwise cost the server seconds.
 """
+
 from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -46,7 +47,7 @@ class TokenizerSettings:
         (Path(directory) / SETTINGS_FILE).write_text(json.dumps(self.__dict__, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> "TokenizerSettings":
+    def load(cls, directory: Path) -> TokenizerSettings:
         path = Path(directory) / SETTINGS_FILE
         return cls(**json.loads(path.read_text())) if path.exists() else cls()
 
@@ -68,7 +69,7 @@ def decode_utf8(values: Sequence[bytes | str], max_chars: int | None = None) -> 
             if max_chars is None:
                 texts.append(bytes(value).decode("utf-8"))
             else:
-                head = memoryview(value)[:4 * max_chars]
+                head = memoryview(value)[: 4 * max_chars]
                 texts.append(codecs.getincrementaldecoder("utf-8")().decode(head, final=False)[:max_chars])
         except UnicodeDecodeError as exc:
             raise TextDecodeError(i, str(exc)) from None
@@ -95,7 +96,7 @@ class TextTokenizer:
         return self.settings.max_length * CHARS_PER_TOKEN
 
     @classmethod
-    def from_directory(cls, directory: Path) -> "TextTokenizer":
+    def from_directory(cls, directory: Path) -> TextTokenizer:
         directory = Path(directory)
         return cls(directory / TOKENIZER_FILE, TokenizerSettings.load(directory))
 
@@ -104,7 +105,7 @@ class TextTokenizer:
         if not texts:
             empty = np.zeros((0, self.settings.pad_to_multiple_of), dtype=np.int64)
             return empty, empty.copy()
-        encodings = self._tok.encode_batch([text[:self.max_chars] for text in texts])
+        encodings = self._tok.encode_batch([text[: self.max_chars] for text in texts])
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask

@@ -5,11 +5,13 @@ rather than imported; everything else here is plain Python. Errors stay with the
 ``InvalidInput`` → INVALID_ARGUMENT naming the field, any other exception → INTERNAL for that
 request only (logged with its traceback), and the model keeps serving everyone else.
 """
+
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,13 +56,18 @@ def handle_each(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], ha
     for request in requests:
         try:
             responses.append(_response(pb_utils, handler(read_inputs(pb_utils, request, names))))
-        except Exception as exc:  # noqa: BLE001 - one request's failure must not fail the batch
+        except Exception as exc:  # noqa: BLE001 - any handler failure fails this batch's requests, not the model - one request's failure must not fail the batch
             responses.append(_error_response(pb_utils, exc))
     return responses
 
 
-def handle_batched(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], handler: Handler,
-                   validate: Callable[[Arrays], None] | None = None) -> list[Any]:
+def handle_batched(
+    pb_utils: Any,
+    requests: Sequence[Any],
+    names: Sequence[str],
+    handler: Handler,
+    validate: Callable[[Arrays], None] | None = None,
+) -> list[Any]:
     """Concatenate requests whose inputs share trailing shapes, run ``handler`` once per group.
 
     This is what makes dynamic batching pay off for the encoders: one ONNX Runtime call for
@@ -79,7 +86,7 @@ def handle_batched(pb_utils: Any, requests: Sequence[Any], names: Sequence[str],
         if validate is not None:
             try:
                 validate(inputs)
-            except Exception as exc:  # noqa: BLE001 - this request only
+            except Exception as exc:  # noqa: BLE001 - any handler failure fails this batch's requests, not the model - this request only
                 responses[i] = _error_response(pb_utils, exc)
                 continue
         key = tuple(inputs[name].shape[1:] for name in names)
@@ -89,11 +96,11 @@ def handle_batched(pb_utils: Any, requests: Sequence[Any], names: Sequence[str],
         merged = {name: np.concatenate([inputs[name] for _, inputs in members]) for name in names}
         try:
             outputs = handler(merged)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any handler failure fails this batch's requests, not the model
             for i, _ in members:
                 responses[i] = _error_response(pb_utils, exc)
             continue
-        offsets = np.cumsum([0] + sizes)
+        offsets = np.cumsum([0, *sizes])
         for (i, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
             responses[i] = _response(pb_utils, {name: array[start:stop] for name, array in outputs.items()})
     return responses

@@ -4,6 +4,7 @@ Each ``model.py`` only puts the environment on ``sys.path`` and re-exports one c
 the code Triton runs is ordinary package code. ``triton_python_backend_utils`` exists only inside
 the Triton stub, so it is imported when a model initializes, never at module import.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,13 +21,22 @@ from .rerank_io import KNOB_NAMES, pack_results, parse_requests
 from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_utf8
 from .triton_adapter import Arrays, handle_batched, handle_each, model_parameters
 
-RERANK_INPUTS = ("QUERY", "QUERY_EMBEDDING", "HISTORY_IDS", "HISTORY_TS", "HISTORY_EVENTS", "K", "NOW",
-                 *FILTER_NAMES, *KNOB_NAMES)
+RERANK_INPUTS = (
+    "QUERY",
+    "QUERY_EMBEDDING",
+    "HISTORY_IDS",
+    "HISTORY_TS",
+    "HISTORY_EVENTS",
+    "K",
+    "NOW",
+    *FILTER_NAMES,
+    *KNOB_NAMES,
+)
 
 
 class _Model:
     def initialize(self, args: dict[str, str]) -> None:
-        import triton_python_backend_utils  # noqa: PLC0415 - only importable inside the stub
+        import triton_python_backend_utils  # only importable inside the stub
 
         self.pb_utils = triton_python_backend_utils
         self.directory = os.path.join(args["model_repository"], args["model_version"])

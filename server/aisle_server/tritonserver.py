@@ -13,6 +13,7 @@ are orphaned, ignore SIGTERM and keep their memory (each is a Python process hol
 tritonserver is therefore started as the leader of a new process group, which its stubs inherit,
 and stopping always ends with SIGKILL to the whole group, so nothing it started outlives it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,9 +29,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .processes import kill_process_group
 
@@ -47,7 +48,7 @@ class TritonServerError(RuntimeError):
 
 def _pytriton_root() -> Path:
     try:
-        import pytriton  # noqa: PLC0415  (optional dependency: aisle[server])
+        import pytriton  # optional dependency: aisle[server]
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise TritonServerError("nvidia-pytriton is not installed: pip install 'aisle[server]'") from exc
     return Path(pytriton.__file__).resolve().parent
@@ -174,19 +175,22 @@ class TritonServer:
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         return env
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         if not self.repo.is_dir():
             raise TritonServerError(f"model repository {self.repo} does not exist")
         self._workdir = Path(tempfile.mkdtemp(prefix="aisle-triton-"))
         prepare_backend_directory(self._workdir / "backends")
         if self.log_file is not None:
-            self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()
+            self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop(
             out = self._log_handle
         else:
             out = None
         LOG.info("starting tritonserver on %s (grpc) over %s", self.grpc_url, self.repo)
-        self._process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built above
-            self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT if out else None,
+        self._process = subprocess.Popen(  # fixed binary, arguments built above
+            self.command(),
+            env=self.environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # its own process group: see the module docstring
         )
         try:
@@ -205,7 +209,7 @@ class TritonServer:
                 code = None if self._process is None else self._process.returncode
                 raise TritonServerError(f"tritonserver exited with code {code} before it was ready")
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL
+                with urllib.request.urlopen(url, timeout=2) as response:  # loopback URL
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -242,14 +246,14 @@ class TritonServer:
             kill_process_group(self._process.pid)
             self._process = None
         if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle.close()  # type: ignore[attr-defined]  # a file opened in start()
             self._log_handle = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return code
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -12,12 +12,13 @@ Everything that could make the graph fail or silently misbehave is refused here 
 ``ValueError`` that names the request row: an empty history, non-finite times, wrong widths,
 event ids outside the vocabulary.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -43,19 +44,21 @@ class UserEncoder:
         self._event_of = {name: i for i, name in enumerate(self.vocabulary) if i > 0}
 
     @classmethod
-    def load(cls, directory: Path, intra_op_threads: int = 1) -> "UserEncoder":
+    def load(cls, directory: Path, intra_op_threads: int = 1) -> UserEncoder:
         """Read ``model.onnx`` and ``config.json`` from ``directory`` and check that they agree.
 
         One intra-op thread by default: the graph is tiny (a few 64-wide layers over ≤ 50 items)
         and Triton runs several model instances side by side, so extra threads only contend.
         """
-        import onnxruntime as ort  # noqa: PLC0415 - heavy import kept out of module import
+        import onnxruntime as ort  # heavy import kept out of module import
 
         directory = Path(directory)
         config = _read_config(directory)
         model_path = directory / MODEL_FILE
         if not model_path.is_file():
-            raise FileNotFoundError(f"{model_path}: missing (a user encoder directory holds {MODEL_FILE} and {CONFIG_FILE})")
+            raise FileNotFoundError(
+                f"{model_path}: missing (a user encoder directory holds {MODEL_FILE} and {CONFIG_FILE})"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -67,8 +70,13 @@ class UserEncoder:
         """Event type names → int64 ids; types not seen in training map to 0 (unknown)."""
         return np.array([self._event_of.get(str(e), 0) for e in events], dtype=np.int64)
 
-    def encode(self, histories: Sequence[np.ndarray], timestamps: Sequence[np.ndarray],
-               events: Sequence[np.ndarray | None], now: Sequence[float]) -> np.ndarray:
+    def encode(
+        self,
+        histories: Sequence[np.ndarray],
+        timestamps: Sequence[np.ndarray],
+        events: Sequence[np.ndarray | None],
+        now: Sequence[float],
+    ) -> np.ndarray:
         """(B, dim) float32 L2-normalized user vectors.
 
         ``histories[i]``: (h_i, dim) item embeddings, oldest → newest, h_i ≥ 1 (only the most recent
@@ -77,8 +85,10 @@ class UserEncoder:
         """
         batch = len(histories)
         if not (len(timestamps) == len(events) == len(now) == batch):
-            raise ValueError(f"histories, timestamps, events and now differ in length: "
-                             f"{batch}, {len(timestamps)}, {len(events)}, {len(now)}")
+            raise ValueError(
+                f"histories, timestamps, events and now differ in length: "
+                f"{batch}, {len(timestamps)}, {len(events)}, {len(now)}"
+            )
         if batch == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         rows = [self._row(i, h, t, e, n) for i, (h, t, e, n) in enumerate(zip(histories, timestamps, events, now))]
@@ -92,16 +102,17 @@ class UserEncoder:
         }
         for i, (items, ts, ids, _) in enumerate(rows):
             k = len(items)  # left padding: the newest item is always the last column
-            feeds["item_embeddings"][i, width - k:] = items
-            feeds["timestamps"][i, width - k:] = ts
-            feeds["event_ids"][i, width - k:] = ids
-            feeds["mask"][i, width - k:] = 1
+            feeds["item_embeddings"][i, width - k :] = items
+            feeds["timestamps"][i, width - k :] = ts
+            feeds["event_ids"][i, width - k :] = ids
+            feeds["mask"][i, width - k :] = 1
         out = np.asarray(self.session.run([OUTPUT_NAME], feeds)[0], dtype=np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms > 0, norms, 1.0)
 
-    def _row(self, i: int, history: np.ndarray, ts: np.ndarray, events: np.ndarray | None,
-             now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    def _row(
+        self, i: int, history: np.ndarray, ts: np.ndarray, events: np.ndarray | None, now: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """Validate request row ``i`` and cut it to its most recent ``max_len`` items."""
         history = np.asarray(history)
         if history.ndim != 2 or history.shape[1] != self.dim:
@@ -158,4 +169,6 @@ def _check_graph(session, config: dict, model_path: Path) -> None:
         raise ValueError(f"{model_path}: outputs {width}-d vectors but config.json says dim={config['dim']}")
     embed_width = next(i.shape[-1] for i in session.get_inputs() if i.name == "item_embeddings")
     if isinstance(embed_width, int) and embed_width != int(config["dim"]):
-        raise ValueError(f"{model_path}: takes {embed_width}-d item embeddings but config.json says dim={config['dim']}")
+        raise ValueError(
+            f"{model_path}: takes {embed_width}-d item embeddings but config.json says dim={config['dim']}"
+        )

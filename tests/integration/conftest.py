@@ -1,4 +1,5 @@
 """Integration fixtures: one exported repository, one MovieLens index, one real tritonserver per session."""
+
 from __future__ import annotations
 
 import os

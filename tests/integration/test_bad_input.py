@@ -1,4 +1,5 @@
 """Raw tritonclient requests the SDK would never send: each gets INVALID_ARGUMENT and the server keeps serving."""
+
 from __future__ import annotations
 
 import re
@@ -23,24 +24,36 @@ def _query(text: bytes = b"toy story"):
 
 BAD_REQUESTS = {
     "non-utf8 query": ([_query(b"\xff\xfe caf\xe9")], "QUERY|TEXT.*UTF-8"),
-    "query as FP32": ([_input("QUERY", np.array([[1.0]], dtype=np.float32), "FP32")], "QUERY.*data-type|data-type.*QUERY"),
+    "query as FP32": (
+        [_input("QUERY", np.array([[1.0]], dtype=np.float32), "FP32")],
+        "QUERY.*data-type|data-type.*QUERY",
+    ),
     "query wrong shape": ([_input("QUERY", np.array([[b"a", b"b"]], dtype=object), "BYTES")], "QUERY|shape"),
     "k zero": ([_query(), _input("K", np.array([[0]], dtype=np.int32), "INT32")], "K"),
     "k as INT64": ([_query(), _input("K", np.array([[5]], dtype=np.int64), "INT64")], "K.*data-type|data-type.*K"),
     "history ts NaN": (
-        [_query(), _input("HISTORY_IDS", np.array([[b"1"]], dtype=object), "BYTES"),
-         _input("HISTORY_TS", np.array([[np.nan]]), "FP64")],
+        [
+            _query(),
+            _input("HISTORY_IDS", np.array([[b"1"]], dtype=object), "BYTES"),
+            _input("HISTORY_TS", np.array([[np.nan]]), "FP64"),
+        ],
         "HISTORY_TS",
     ),
     "history ts without ids": ([_query(), _input("HISTORY_TS", np.array([[1.0]]), "FP64")], "HISTORY_TS"),
     "history shapes differ": (
-        [_query(), _input("HISTORY_IDS", np.array([[b"1", b"2"]], dtype=object), "BYTES"),
-         _input("HISTORY_TS", np.array([[1.0]]), "FP64")],
+        [
+            _query(),
+            _input("HISTORY_IDS", np.array([[b"1", b"2"]], dtype=object), "BYTES"),
+            _input("HISTORY_TS", np.array([[1.0]]), "FP64"),
+        ],
         "HISTORY_TS",
     ),
     "now is inf": ([_query(), _input("NOW", np.array([[np.inf]]), "FP64")], "NOW"),
     # Triton's ensemble scheduler reports a missing required input this way (status INVALID_ARGUMENT).
-    "missing query": ([_input("K", np.array([[3]], dtype=np.int32), "INT32")], "ensemble 'recommend'.*output is not set"),
+    "missing query": (
+        [_input("K", np.array([[3]], dtype=np.int32), "INT32")],
+        "ensemble 'recommend'.*output is not set",
+    ),
     "unknown input": ([_query(), _input("BOGUS", np.array([[1]], dtype=np.int32), "INT32")], "BOGUS"),
 }
 

@@ -7,6 +7,7 @@
    ``aisle_server.triton_adapter.handle_each``) raises on a magic input: the requests batched with
    it in the same dynamic batch succeed, that one gets ``ServerError``, and the model keeps serving.
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import model_config_pb2 as mc
 from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
 from aisle import AisleError, DeadlineExceeded, RecClient, RetryPolicy, ServerError, ServerUnavailable
 from aisle.errors import from_triton
@@ -35,7 +36,7 @@ RECONNECT_S = 1.5  # the SDK channel's longest reconnect backoff (1 s + 20% jitt
 
 
 def test_kill_mid_load_raises_within_deadline_and_recovers(repo, tmp_path):
-    ports = dict(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+    ports = {"grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()}
     log = tmp_path / "tritonserver.log"
     server = TritonServer(repo, log_file=log, **ports).start()
     records: list[tuple[float, str, float]] = []  # (start, outcome, elapsed)
@@ -43,6 +44,7 @@ def test_kill_mid_load_raises_within_deadline_and_recovers(repo, tmp_path):
     retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.3)
     try:
         with RecClient(server.grpc_url, timeout_s=TIMEOUT_S, retry=retry, embed_cache_size=0) as client:
+
             def worker(n: int) -> None:
                 i = 0
                 while not stop.is_set():
@@ -88,11 +90,16 @@ def test_kill_mid_load_raises_within_deadline_and_recovers(repo, tmp_path):
     # call may still find it backing off up to ~1.2 s after the server is ready; from then on, all succeed.
     after = [r for r in records if r[0] >= ready_at + RECONNECT_S]
     first_ok_after = min((r[0] + r[2] for r in records if r[0] >= killed_at and r[1] == "ok"), default=None)
-    summary = {"requests": len(records), "results_by_kind": dict(kinds),
-               "calls_while_down": len(down), "max_elapsed_s": round(max(r[2] for r in records), 2),
-               "down_s": round(restarting_at - killed_at, 1), "restart_s": round(ready_at - restarting_at, 1),
-               "first_ok_after_ready_s": round(first_ok_after - ready_at, 2) if first_ok_after else None,
-               "after_ready_failures": sum(r[1] != "ok" for r in after)}
+    summary = {
+        "requests": len(records),
+        "results_by_kind": dict(kinds),
+        "calls_while_down": len(down),
+        "max_elapsed_s": round(max(r[2] for r in records), 2),
+        "down_s": round(restarting_at - killed_at, 1),
+        "restart_s": round(ready_at - restarting_at, 1),
+        "first_ok_after_ready_s": round(first_ok_after - ready_at, 2) if first_ok_after else None,
+        "after_ready_failures": sum(r[1] != "ok" for r in after),
+    }
     print("kill and restart:", json.dumps(summary))
     assert not [k for k in kinds if k.startswith("LEAKED")], kinds
     assert set(kinds) <= {"ok", ServerUnavailable.__name__, DeadlineExceeded.__name__}, kinds
@@ -133,7 +140,9 @@ FAULTY_MODEL_PY = textwrap.dedent('''
 
 def _faulty_repository(root: Path) -> Path:
     config = mc.ModelConfig(
-        name="faulty", backend="python", max_batch_size=16,
+        name="faulty",
+        backend="python",
+        max_batch_size=16,
         input=[mc.ModelInput(name="TEXT", data_type=mc.TYPE_STRING, dims=[1])],
         output=[mc.ModelOutput(name="LENGTH", data_type=mc.TYPE_INT32, dims=[1])],
         # a long batching window so that the concurrent requests below share one execute() call
@@ -162,10 +171,11 @@ def test_a_raising_python_model_fails_only_that_request(tmp_path):
                 texts.insert(3, b"boom")
                 done: dict[int, object] = {}
                 finished = threading.Event()
+                expected = len(texts)
 
-                def callback(i: int, result, error) -> None:
+                def callback(i: int, result, error, done=done, expected=expected, finished=finished) -> None:
                     done[i] = error if error is not None else result
-                    if len(done) == len(texts):
+                    if len(done) == expected:
                         finished.set()
 
                 before = triton.get_inference_statistics("faulty", as_json=True)["model_stats"][0]

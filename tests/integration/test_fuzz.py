@@ -4,6 +4,7 @@ The strategies and the per-case checks live in ``perf/fuzzing.py`` and are share
 ``perf/fuzz.py``, which runs 10,000+ of them. Every case gets a valid result or a clean
 ``InvalidRequest`` / ``INVALID_ARGUMENT``; the server stays alive and its memory bounded.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,13 +17,18 @@ from hypothesis import HealthCheck, Phase, given, settings
 from aisle import RecClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
-import fuzzing  # noqa: E402
-from procstats import tree_rss  # noqa: E402
+import fuzzing
+from procstats import tree_rss
 
 pytestmark = pytest.mark.integration
 
-CI = settings(deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck),
-              phases=[Phase.explicit, Phase.generate, Phase.shrink])
+CI = settings(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
 # The first multi-MB inputs raise the stubs' allocator high-water mark once: 350 cases here grew RSS by
 # ~410 MB, 10,000 cases in perf/fuzz.py by ~370 MB — growth that does not scale with the case count.
 RSS_GROWTH_LIMIT_MB = 1024
@@ -40,6 +46,7 @@ def rss_watch(server):
 
 def test_sdk_fuzz(rss_watch):
     with RecClient(rss_watch.grpc_url, timeout_s=60, retry=None, embed_cache_size=0) as client:
+
         @settings(CI, max_examples=150)
         @given(fuzzing.sdk_cases)
         def case(c) -> None:

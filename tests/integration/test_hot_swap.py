@@ -6,6 +6,7 @@ retry): ``aisle index --version next`` writes ``rerank/2/``, ``aisle catalog loa
 answering. Version 2's item ids are disjoint from version 1's (``v2-…`` vs MovieLens' numbers), so
 an answer drawn from a mix of versions would be caught.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,10 +52,16 @@ def v2_catalog(catalog, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("v2") / "catalog_v2.jsonl"
     with path.open("w") as handle:
         for item_id, title, category in list(zip(catalog.item_ids, catalog.titles, catalog.categories))[:200]:
-            handle.write(json.dumps({"item_id": f"v2-{item_id}", "title": str(title), "category": str(category)}) + "\n")
+            handle.write(
+                json.dumps({"item_id": f"v2-{item_id}", "title": str(title), "category": str(category)}) + "\n"
+            )
         item_id, title, description, category = NEW_ITEM
-        handle.write(json.dumps({"item_id": item_id, "title": title, "description": description,
-                                 "category": category, "popularity": 1}) + "\n")
+        handle.write(
+            json.dumps(
+                {"item_id": item_id, "title": title, "description": description, "category": category, "popularity": 1}
+            )
+            + "\n"
+        )
     return path
 
 
@@ -89,7 +96,7 @@ class PacedLoad:
                 self.records.append(record)
             i += THREADS
 
-    def __enter__(self) -> "PacedLoad":
+    def __enter__(self) -> PacedLoad:
         for t in self.threads:
             t.start()
         return self
@@ -103,8 +110,9 @@ class PacedLoad:
 def test_hot_swap_and_rollback_under_load(repo, v2_catalog, tmp_path):
     served = tmp_path / "model_repository"
     shutil.copytree(repo, served, ignore=shutil.ignore_patterns("__pycache__"))
-    server = TritonServer(served, model_control_mode="explicit", extra_args=["--load-model=*"],
-                          log_file=tmp_path / "tritonserver.log")
+    server = TritonServer(
+        served, model_control_mode="explicit", extra_args=["--load-model=*"], log_file=tmp_path / "tritonserver.log"
+    )
     marks: dict[str, float] = {}
     with server, RecClient(server.grpc_url, timeout_s=30, retry=None, embed_cache_size=0) as client:
         assert _version_of([r.item_id for r in client.recommend("star wars", k=5)]) == "v1"
@@ -141,17 +149,23 @@ def test_hot_swap_and_rollback_under_load(repo, v2_catalog, tmp_path):
     duration = records[-1]["sent"] - records[0]["sent"]
     errors = [r for r in records if "error" in r]
     versions = {v: sum(r.get("version") == v for r in records) for v in {r.get("version") for r in records}}
-    summary = {"requests": len(records), "seconds": round(duration, 1), "rps": round(len(records) / duration, 1),
-               "failures": len(errors), "answers_by_version": versions,
-               "swap_s": round(marks["swap_done"] - marks["swap_start"], 2),
-               "rollback_s": round(marks["rollback_done"] - marks["rollback_start"], 2)}
+    summary = {
+        "requests": len(records),
+        "seconds": round(duration, 1),
+        "rps": round(len(records) / duration, 1),
+        "failures": len(errors),
+        "answers_by_version": versions,
+        "swap_s": round(marks["swap_done"] - marks["swap_start"], 2),
+        "rollback_s": round(marks["rollback_done"] - marks["rollback_start"], 2),
+    }
     first_v2 = next((r for r in records if r.get("version") == "v2"), None)
     new_item_found = [r for r in records if NEW_ITEM[0] in r.get("ids", [])]
     if first_v2:
         summary["first_v2_answer_after_swap_start_s"] = round(first_v2["done"] - marks["swap_start"], 2)
     if new_item_found:
         summary["new_item_first_recommended_after_swap_start_s"] = round(
-            new_item_found[0]["done"] - marks["swap_start"], 2)
+            new_item_found[0]["done"] - marks["swap_start"], 2
+        )
     print("hot swap:", json.dumps(summary))
 
     assert not errors, errors[:5]
@@ -159,7 +173,9 @@ def test_hot_swap_and_rollback_under_load(repo, v2_catalog, tmp_path):
     assert summary["rps"] >= 20, summary
     # before the swap began: v1 only; sent after the swap returned and before rollback began: v2 only
     assert all(r["version"] == "v1" for r in records if r["done"] < marks["swap_start"])
-    assert all(r["version"] == "v2" for r in records if marks["swap_done"] < r["sent"] and r["done"] < marks["rollback_start"])
+    assert all(
+        r["version"] == "v2" for r in records if marks["swap_done"] < r["sent"] and r["done"] < marks["rollback_start"]
+    )
     # sent after the rollback returned: v1 only
     after = [r for r in records if r["sent"] > marks["rollback_done"]]
     assert after and all(r["version"] == "v1" for r in after)

@@ -13,6 +13,7 @@ project environment's ``site-packages`` through a ``.pth`` line, which adds the 
 that environment's own ``.pth`` files: the editable install of the checkout is not visible there,
 so every ``aisle*`` module it imports is the wheel's (the test checks where they load from).
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-SDK_SCRIPT = textwrap.dedent('''
+SDK_SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import aisle
     from aisle import AsyncRecClient, RecClient
@@ -72,14 +73,22 @@ SDK_SCRIPT = textwrap.dedent('''
         "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("aisle_server", "aisle_export", "tokenizers",
                                                                       "torch", "onnxruntime")),
         "aisle_from": aisle.__file__}))
-''')
+""")
 
 
 def test_the_sdk_alone_installs_with_numpy_2_and_the_newest_tritonclient(wheel, server, tmp_path):
     python = _venv(tmp_path / "sdk")
     _run([str(python), "-m", "pip", "install", "-q", str(wheel), "numpy>=2", "--upgrade", "tritonclient[grpc]"])
-    versions = json.loads(_run([str(python), "-c", "import json, importlib.metadata as m; print(json.dumps("
-                                "{d: m.version(d) for d in ('numpy', 'tritonclient', 'aisle')}))"]))
+    versions = json.loads(
+        _run(
+            [
+                str(python),
+                "-c",
+                "import json, importlib.metadata as m; print(json.dumps("
+                "{d: m.version(d) for d in ('numpy', 'tritonclient', 'aisle')}))",
+            ]
+        )
+    )
     assert int(versions["numpy"].split(".")[0]) >= 2
     assert tuple(int(x) for x in versions["tritonclient"].split(".")[:2]) > (2, 50)
     script = tmp_path / "sdk_calls.py"
@@ -101,23 +110,49 @@ def test_the_toolchain_runs_from_an_installed_wheel_outside_the_checkout(wheel, 
     aisle = [str(python), "-m", "aisle_export.cli"]
     elsewhere = tmp_path / "work"
     elsewhere.mkdir()
-    where = json.loads(_run([str(python), "-c", "import json, aisle, aisle_export, aisle_server, aisle_contract; "
-                             "from aisle_export.repository import TEMPLATE_DIR; print(json.dumps([aisle.__file__, "
-                             "aisle_export.__file__, aisle_server.__file__, aisle_contract.__file__, str(TEMPLATE_DIR)]))"],
-                            cwd=elsewhere))
+    where = json.loads(
+        _run(
+            [
+                str(python),
+                "-c",
+                "import json, aisle, aisle_export, aisle_server, aisle_contract; "
+                "from aisle_export.repository import TEMPLATE_DIR; print(json.dumps([aisle.__file__, "
+                "aisle_export.__file__, aisle_server.__file__, aisle_contract.__file__, str(TEMPLATE_DIR)]))",
+            ],
+            cwd=elsewhere,
+        )
+    )
     assert all(path.startswith(str(site)) for path in where), where  # the wheel's modules, not the checkout's
 
     _run([*aisle, "export", "--repo", "repo"], cwd=elsewhere, timeout=900)
     _run([*aisle, "index", "--catalog", str(movielens_catalog), "--repo", "repo"], cwd=elsewhere, timeout=900)
     grpc_port = free_port()
-    serve = subprocess.Popen([*aisle, "serve", "--repo", "repo", "--grpc-port", str(grpc_port),
-                              "--http-port", str(free_port()), "--metrics-port", str(free_port())],
-                             cwd=elsewhere, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    serve = subprocess.Popen(
+        [
+            *aisle,
+            "serve",
+            "--repo",
+            "repo",
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        cwd=elsewhere,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        script = ("import sys\nfrom aisle import RecClient\n"
-                  "with RecClient(sys.argv[1], timeout_s=30) as c:\n"
-                  "    c.wait_ready(timeout_s=300)\n"
-                  "    print(len(c.recommend(query='toy story', k=7)))\n")
+        script = (
+            "import sys\nfrom aisle import RecClient\n"
+            "with RecClient(sys.argv[1], timeout_s=30) as c:\n"
+            "    c.wait_ready(timeout_s=300)\n"
+            "    print(len(c.recommend(query='toy story', k=7)))\n"
+        )
         assert _run([str(python), "-c", script, f"127.0.0.1:{grpc_port}"], cwd=elsewhere).strip() == "7"
     finally:
         serve.send_signal(signal.SIGINT)

@@ -1,4 +1,5 @@
 """The CPU INT8 encoders serve through the real tritonserver with ``--model-config-name int8``."""
+
 from __future__ import annotations
 
 import shutil
@@ -44,7 +45,7 @@ def test_int8_config_serves_the_int8_graph(int8_client, int8_repo, tower):
     served = int8_client.embed(TEXTS, tower=tower, cache=False)
     int8, fp32 = local(directory, VARIANTS["int8"].filename), local(directory, "model.onnx")
     np.testing.assert_allclose(served, int8, atol=1e-4)  # it is the INT8 graph ...
-    assert np.abs(served - fp32).max() > 1e-3            # ... not the FP32 one
+    assert np.abs(served - fp32).max() > 1e-3  # ... not the FP32 one
     assert (np.sum(served * fp32, axis=1) >= 0.98).all()  # and faithful to it
 
 

@@ -5,13 +5,13 @@ The log is MovieLens-100K's ratings as a store's file (ratings as event types), 
 encoder must give the offline torch model's user vector (cosine ≥ 0.9999) and the offline
 ranking's top 10, through a real tritonserver.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,15 +44,45 @@ def store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("store")
     interactions, catalog = movielens_files(root)
     finetuned, repo = root / "finetuned", root / "model_repository"
-    trained = _run("finetune", "--interactions", str(interactions), "--catalog", str(catalog), "--out", str(finetuned),
-                   "--steps", "2", "--batch-size", "64", "--encoder-epochs", "1")
-    _run("evaluate", "--interactions", str(interactions), "--catalog", str(catalog), "--finetuned", str(finetuned),
-         "--out", str(root / "results"), "--name", "eval")
+    trained = _run(
+        "finetune",
+        "--interactions",
+        str(interactions),
+        "--catalog",
+        str(catalog),
+        "--out",
+        str(finetuned),
+        "--steps",
+        "2",
+        "--batch-size",
+        "64",
+        "--encoder-epochs",
+        "1",
+    )
+    _run(
+        "evaluate",
+        "--interactions",
+        str(interactions),
+        "--catalog",
+        str(catalog),
+        "--finetuned",
+        str(finetuned),
+        "--out",
+        str(root / "results"),
+        "--name",
+        "eval",
+    )
     # Two steps of training rarely beat the pretrained stack on validation: serve the encoder regardless.
     _run("export", "--finetuned", str(finetuned), "--repo", str(repo), "--stack", "user_encoder")
     _run("index", "--catalog", str(catalog), "--repo", str(repo), "--interactions", str(interactions))
-    return {"root": root, "repo": repo, "finetuned": finetuned, "interactions": interactions, "catalog": catalog,
-            "finetune_stdout": trained.stdout}
+    return {
+        "root": root,
+        "repo": repo,
+        "finetuned": finetuned,
+        "interactions": interactions,
+        "catalog": catalog,
+        "finetune_stdout": trained.stdout,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +107,9 @@ def test_the_hand_off_holds_every_learned_part(store):
     learned = store["repo"] / "rerank" / LEARNED_DIRNAME
     assert (learned / USER_ENCODER_DIRNAME / "model.onnx").is_file()
     signals = json.loads((learned / "log_signals" / "manifest.json").read_text())
-    assert signals["source"] == str(store["interactions"]) and signals["interactions"] == 100_000  # `aisle index --interactions`
+    assert (
+        signals["source"] == str(store["interactions"]) and signals["interactions"] == 100_000
+    )  # `aisle index --interactions`
     config = (store["repo"] / "rerank" / "config.pbtxt").read_text()
     knobs = json.loads((store["finetuned"] / "ranking.json").read_text())["user_encoder"]
     assert f'string_value: "{knobs["feed_popularity_weight"]}"' in config
@@ -98,12 +130,13 @@ def _rerank_interest(url: str, history: list[tuple[str, float, str]], now: float
     try:
         inputs = []
         for name, array, datatype in (
-                ("QUERY", np.array([[b""]], dtype=object), "BYTES"),
-                ("QUERY_EMBEDDING", np.zeros((1, dim), dtype=np.float32), "FP32"),
-                ("HISTORY_IDS", np.array([[h[0].encode() for h in history]], dtype=object), "BYTES"),
-                ("HISTORY_TS", np.array([[h[1] for h in history]], dtype=np.float64), "FP64"),
-                ("HISTORY_EVENTS", np.array([[h[2].encode() for h in history]], dtype=object), "BYTES"),
-                ("NOW", np.array([[now]], dtype=np.float64), "FP64")):
+            ("QUERY", np.array([[b""]], dtype=object), "BYTES"),
+            ("QUERY_EMBEDDING", np.zeros((1, dim), dtype=np.float32), "FP32"),
+            ("HISTORY_IDS", np.array([[h[0].encode() for h in history]], dtype=object), "BYTES"),
+            ("HISTORY_TS", np.array([[h[1] for h in history]], dtype=np.float64), "FP64"),
+            ("HISTORY_EVENTS", np.array([[h[2].encode() for h in history]], dtype=object), "BYTES"),
+            ("NOW", np.array([[now]], dtype=np.float64), "FP64"),
+        ):
             tensor = grpcclient.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -117,24 +150,35 @@ def test_served_user_vector_and_top10_match_the_offline_models(store, served, sh
     import torch
 
     repo = store["repo"]
-    index = attach_learned(CatalogIndex.load(repo / "rerank" / "1" / INDEX_DIRNAME),
-                           repo / "rerank" / LEARNED_DIRNAME)
+    index = attach_learned(CatalogIndex.load(repo / "rerank" / "1" / INDEX_DIRNAME), repo / "rerank" / LEARNED_DIRNAME)
     encoder, model = index.user_encoder, load_torch_model(repo / "rerank" / LEARNED_DIRNAME / USER_ENCODER_DIRNAME)
     config = RankingConfig(**json.loads((store["finetuned"] / "ranking.json").read_text())["user_encoder"])
     with RecClient(served.grpc_url, timeout_s=30) as client:
         for history, now in shoppers:
-            rows = index.rows_of([h[0] for h in history])[-encoder.max_len:]
-            tail = history[-encoder.max_len:]
+            rows = index.rows_of([h[0] for h in history])[-encoder.max_len :]
+            tail = history[-encoder.max_len :]
             with torch.no_grad():
-                offline = model(torch.from_numpy(np.asarray(index.embeddings[rows], dtype=np.float32)[None]),
-                                torch.tensor([[h[1] for h in tail]], dtype=torch.float64),
-                                torch.from_numpy(encoder.event_ids([h[2] for h in tail])[None]),
-                                torch.ones((1, len(tail)), dtype=torch.int64),
-                                torch.tensor([now], dtype=torch.float64))[0].numpy()
+                offline = model(
+                    torch.from_numpy(np.asarray(index.embeddings[rows], dtype=np.float32)[None]),
+                    torch.tensor([[h[1] for h in tail]], dtype=torch.float64),
+                    torch.from_numpy(encoder.event_ids([h[2] for h in tail])[None]),
+                    torch.ones((1, len(tail)), dtype=torch.int64),
+                    torch.tensor([now], dtype=torch.float64),
+                )[0].numpy()
             vector = _rerank_interest(served.grpc_url, history, now, index.dim)
             assert float(vector @ offline / (np.linalg.norm(vector) * np.linalg.norm(offline))) >= 0.9999
-            want = rank(index, RankRequest(None, [h[0] for h in history], np.array([h[1] for h in history]), 10, now,
-                                           config, history_events=[h[2] for h in history]))
+            want = rank(
+                index,
+                RankRequest(
+                    None,
+                    [h[0] for h in history],
+                    np.array([h[1] for h in history]),
+                    10,
+                    now,
+                    config,
+                    history_events=[h[2] for h in history],
+                ),
+            )
             got = client.recommend(history=history, k=10, now=now)
             assert [r.item_id for r in got] == want.item_ids
             np.testing.assert_allclose([r.score for r in got], want.scores, rtol=1e-4, atol=1e-5)
@@ -145,9 +189,11 @@ def test_bad_history_events_fail_alone_and_the_server_keeps_serving(served, shop
     triton = grpcclient.InferenceServerClient(served.grpc_url)
     try:
         inputs = []
-        for name, array, datatype in (("QUERY", np.array([[b""]], dtype=object), "BYTES"),
-                                      ("HISTORY_IDS", np.array([[b"1", b"2"]], dtype=object), "BYTES"),
-                                      ("HISTORY_EVENTS", np.array([[b"rated_5", b"rated_4", b"x"]], dtype=object), "BYTES")):
+        for name, array, datatype in (
+            ("QUERY", np.array([[b""]], dtype=object), "BYTES"),
+            ("HISTORY_IDS", np.array([[b"1", b"2"]], dtype=object), "BYTES"),
+            ("HISTORY_EVENTS", np.array([[b"rated_5", b"rated_4", b"x"]], dtype=object), "BYTES"),
+        ):
             tensor = grpcclient.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)

@@ -1,4 +1,5 @@
 """A new user's path with a catalog of their own: ``aisle index`` into a copy, ``aisle serve``, search, Ctrl-C."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ def own_catalog(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("own") / "products.jsonl"
     with path.open("w") as handle:
         for n, (item_id, title, description, category) in enumerate(PRODUCTS):
-            row = {"item_id": item_id, "title": title, "description": description, "category": category,
-                   "created_at": f"2026-0{1 + n % 9}-15T10:00:00Z", "popularity": n, "in_stock": item_id != "sku-010"}
+            row = {
+                "item_id": item_id,
+                "title": title,
+                "description": description,
+                "category": category,
+                "created_at": f"2026-0{1 + n % 9}-15T10:00:00Z",
+                "popularity": n,
+                "in_stock": item_id != "sku-010",
+            }
             handle.write(json.dumps(row) + "\n")
         handle.write(json.dumps({"item_id": "", "title": "no id"}) + "\n")  # line 13: malformed
     return path
@@ -59,25 +67,59 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
     assert strict.returncode == 1
     assert "line 13" in strict.stderr and "item_id" in strict.stderr
 
-    too_small = _run("index", "--catalog", str(own_catalog), "--repo", str(repo), "--skip-bad-rows",
-                     "--ann", "on", "--ann-kind", "ivf_pq")
+    too_small = _run(
+        "index",
+        "--catalog",
+        str(own_catalog),
+        "--repo",
+        str(repo),
+        "--skip-bad-rows",
+        "--ann",
+        "on",
+        "--ann-kind",
+        "ivf_pq",
+    )
     assert too_small.returncode == 1 and "ivf_pq needs at least 256 items" in too_small.stderr, too_small.stderr
 
     # served below through a (forced) IVF index that probes 3 of its 12 lists: what the lists
     # miss, the exact scan behind it answers, so search results stay exact
-    lenient = _run("index", "--catalog", str(own_catalog), "--repo", str(repo), "--skip-bad-rows",
-                   "--ann", "on", "--ann-nprobe", "3")
+    lenient = _run(
+        "index",
+        "--catalog",
+        str(own_catalog),
+        "--repo",
+        str(repo),
+        "--skip-bad-rows",
+        "--ann",
+        "on",
+        "--ann-nprobe",
+        "3",
+    )
     assert lenient.returncode == 0, lenient.stderr
     assert "skipped 1 bad rows" in lenient.stderr
     assert json.loads(lenient.stdout.strip().splitlines()[-1])["indexed"] == len(PRODUCTS)
     assert json.loads((repo / "rerank" / "1" / "index" / "ann.json").read_text()) == {
-        "kind": "ivf_flat", "nprobe": 3, "refine": 0}
+        "kind": "ivf_flat",
+        "nprobe": 3,
+        "refine": 0,
+    }
 
     grpc_port = free_port()
     serve = subprocess.Popen(
-        [*AISLE, "serve", "--repo", str(repo), "--grpc-port", str(grpc_port),
-         "--http-port", str(free_port()), "--metrics-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            *AISLE,
+            "serve",
+            "--repo",
+            str(repo),
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         with RecClient(f"127.0.0.1:{grpc_port}", timeout_s=20) as client:

@@ -6,6 +6,7 @@ typed config objects). 64 threads fire 400 calls with SDK retries off: the shed 
 ``Overloaded`` (queue full, or waited too long), the admitted ones keep a bounded latency, and
 the server answers normally as soon as the burst is over.
 """
+
 from __future__ import annotations
 
 import collections
@@ -65,15 +66,26 @@ def test_burst_is_shed_fast_and_the_server_recovers(repo, tmp_path):
     kinds = collections.Counter(kind for kind, _, _ in outcomes)
     reasons = collections.Counter(
         "queue full" if "maximum queue size" in msg else "queue timeout" if "timeout expired" in msg else msg[:80]
-        for kind, _, msg in outcomes if kind != "ok")
+        for kind, _, msg in outcomes
+        if kind != "ok"
+    )
     admitted = [s for kind, s, _ in outcomes if kind == "ok"]
     shed = [s for kind, s, _ in outcomes if kind == "Overloaded"]
-    ms = lambda values, q: round(float(np.percentile(values, q)) * 1e3, 1)  # noqa: E731
-    summary = {"requests": BURST, "concurrency": CONCURRENCY, "burst_s": round(burst_s, 2),
-               "results_by_kind": dict(kinds), "shed_reasons": dict(reasons),
-               "admitted_p50_ms": ms(admitted, 50), "admitted_p99_ms": ms(admitted, 99),
-               "overloaded_p50_ms": ms(shed, 50) if shed else None, "overloaded_p99_ms": ms(shed, 99) if shed else None,
-               "baseline_p50_ms": ms(baseline, 50), "recovery_p50_ms": ms(recovery, 50), "recovery_failures": 0}
+    ms = lambda values, q: round(float(np.percentile(values, q)) * 1e3, 1)
+    summary = {
+        "requests": BURST,
+        "concurrency": CONCURRENCY,
+        "burst_s": round(burst_s, 2),
+        "results_by_kind": dict(kinds),
+        "shed_reasons": dict(reasons),
+        "admitted_p50_ms": ms(admitted, 50),
+        "admitted_p99_ms": ms(admitted, 99),
+        "overloaded_p50_ms": ms(shed, 50) if shed else None,
+        "overloaded_p99_ms": ms(shed, 99) if shed else None,
+        "baseline_p50_ms": ms(baseline, 50),
+        "recovery_p50_ms": ms(recovery, 50),
+        "recovery_failures": 0,
+    }
     print("overload:", json.dumps(summary))
 
     assert set(kinds) <= {"ok", "Overloaded"}, [o for o in outcomes if o[0] not in ("ok", "Overloaded")][:5]

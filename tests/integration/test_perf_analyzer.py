@@ -3,6 +3,7 @@
 Skipped, with the reason, where the binary cannot start: it needs Debian's libb64-0d
 (``make system-deps``) and libcudart.so.12 from ``nvidia-cuda-runtime-cu12`` (the ``bench`` extra).
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from perf.perf_analyzer import inputs, runner, stats  # noqa: E402
+from perf.perf_analyzer import inputs, runner, stats
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +36,10 @@ def test_perf_analyzer_runs_a_search_scenario_and_writes_csv(perf_analyzer, serv
     csv_path = tmp_path / "recommend.csv"
     before = stats.snapshot(server.grpc_url)
     # three 700 ms windows at concurrency 2: about 2 seconds of load
-    result = runner.run(runner.Scenario("recommend", data, server.grpc_url, csv_path, concurrency=2,
-                                        measurement_ms=700, max_trials=3), timeout_s=50)
+    result = runner.run(
+        runner.Scenario("recommend", data, server.grpc_url, csv_path, concurrency=2, measurement_ms=700, max_trials=3),
+        timeout_s=50,
+    )
     after = stats.snapshot(server.grpc_url)
     rows = runner.read_csv(csv_path)
     assert len(rows) == 1 and rows[0]["Concurrency"] == 2

@@ -1,4 +1,5 @@
 """Per-request ranking knobs and filters through the real server (raw tensors, as any client may send)."""
+
 from __future__ import annotations
 
 import numpy as np

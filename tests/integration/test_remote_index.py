@@ -1,5 +1,6 @@
 """``aisle index --server``: embeddings from a running deployment equal the offline path, and a
 run killed with SIGKILL midway resumes from its checkpoint instead of starting over."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,9 @@ def test_remote_embeddings_match_offline(server, small_catalog, offline, tmp_pat
     assert remote.shape == offline.shape
     assert min_cosine(remote, offline) >= 0.9999
     # a second call finds every chunk done and sends nothing
-    again = embed_remote(texts, "127.0.0.1:1", tmp_path / "ckpt", chunk_size=100, progress=False,
-                         client_options={"wait_ready_s": None})
+    again = embed_remote(
+        texts, "127.0.0.1:1", tmp_path / "ckpt", chunk_size=100, progress=False, client_options={"wait_ready_s": None}
+    )
     np.testing.assert_array_equal(np.asarray(again), np.asarray(remote))
 
 
@@ -66,13 +68,28 @@ def test_cli_index_server_resumes_after_sigkill(server, exported_repo, small_cat
     repo = tmp_path / "model_repository"
     shutil.copytree(exported_repo, repo)
     checkpoint = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "aisle_export.cli", "index", "--catalog", str(small_catalog), "--repo", str(repo),
-           "--server", server.grpc_url, "--chunk-size", str(CHUNK), "--concurrency", "1",
-           "--checkpoint", str(checkpoint)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aisle_export.cli",
+        "index",
+        "--catalog",
+        str(small_catalog),
+        "--repo",
+        str(repo),
+        "--server",
+        server.grpc_url,
+        "--chunk-size",
+        str(CHUNK),
+        "--concurrency",
+        "1",
+        "--checkpoint",
+        str(checkpoint),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     chunks = -(-ITEMS // CHUNK)
 
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(checkpoint.glob("chunk_*.npy"))) < 3:
         assert first.poll() is None, first.stdout.read().decode()
@@ -84,7 +101,7 @@ def test_cli_index_server_resumes_after_sigkill(server, exported_repo, small_cat
     assert 3 <= len(kept) < chunks, f"killed too late: {len(kept)} of {chunks} chunks done"
     assert not (repo / "rerank" / "1" / INDEX_DIRNAME).exists(), "a killed run must leave no index behind"
 
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)  # noqa: S603
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"resuming: {len(kept)}/{chunks} chunks" in second.stdout
     assert not checkpoint.exists(), "the checkpoint is removed once the index is written"

@@ -1,4 +1,5 @@
 """The SDK against a real tritonserver: concurrency, caches, deadlines, validation."""
+
 from __future__ import annotations
 
 import asyncio

@@ -4,6 +4,7 @@ Each test is written once and parametrized over a sync and an asyncio driver (py
 functional scenarios against its sync and async clients the same way). The answers are compared
 with the session's sync ``client``, so a drift between the two clients fails here.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -78,6 +79,7 @@ class Driver:
     def at_once(self, calls: list[Callable[[], Any]]) -> list[Any]:
         """Results of ``calls`` made concurrently: threads for the sync client, tasks for the asyncio one."""
         if self.kind == "async":
+
             async def gather() -> list[Any]:
                 return await asyncio.gather(*(call() for call in calls))
 

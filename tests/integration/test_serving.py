@@ -1,4 +1,5 @@
 """End to end through a real tritonserver: export → index MovieLens → serve → SDK over gRPC."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,12 +67,16 @@ def test_the_same_request_gives_the_same_answer(client):
 
 def test_feed_from_history_excludes_the_history_and_follows_it(client, catalog):
     titles = dict(zip(catalog.item_ids.tolist(), catalog.titles.tolist()))
-    star_wars = [i for i, t in titles.items() if t.startswith(("Star Wars", "Return of the Jedi", "Empire Strikes Back"))]
+    star_wars = [
+        i for i, t in titles.items() if t.startswith(("Star Wars", "Return of the Jedi", "Empire Strikes Back"))
+    ]
     history = [(item, 880000000.0 + n) for n, item in enumerate(star_wars)]
     recs = client.recommend(history=history, k=10, now=880000100.0)
     assert len(recs) == 10 and recs.unknown_history == 0
     assert not {r.item_id for r in recs} & set(star_wars)
-    assert any("Star Trek" in titles[r.item_id] or "Alien" in titles[r.item_id] for r in recs), [titles[r.item_id] for r in recs]
+    assert any("Star Trek" in titles[r.item_id] or "Alien" in titles[r.item_id] for r in recs), [
+        titles[r.item_id] for r in recs
+    ]
 
 
 def test_recent_history_outweighs_old_history(client, catalog):

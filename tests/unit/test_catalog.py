@@ -1,4 +1,5 @@
 """read_catalog: the same catalog in every format, value parsing, and error locations."""
+
 from __future__ import annotations
 
 import csv
@@ -15,20 +16,50 @@ import pytest
 
 from aisle_export.catalog import MAX_SKIP_REASONS, Catalog, CatalogError, read_catalog
 
-COLUMNS = ["item_id", "title", "description", "category", "created_at", "popularity",
-           "in_stock", "price"]  # "price" is an unknown column: ignored
+COLUMNS = [
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "created_at",
+    "popularity",
+    "in_stock",
+    "price",
+]  # "price" is an unknown column: ignored
 
 # One catalog, written to every format. Exercises commas, quotes, a multi-line description,
 # non-ASCII text, padding whitespace and every optional column left empty.
 RECORDS: list[dict[str, Any]] = [
-    {"item_id": "1", "title": "Toy Story (1995)", "description": "Animation, Children's",
-     "category": "Animation", "created_at": "788918400", "popularity": "452", "in_stock": "true",
-     "price": "9.99"},
-    {"item_id": " sku-2 ", "title": 'The "Best" Mug, Blue',
-     "description": "Holds tea.\nAnd coffee.", "category": "Kitchen", "created_at": "2024-01-05",
-     "popularity": "3.5", "in_stock": "no", "price": ""},
-    {"item_id": "3", "title": "Misérables, Les", "description": "", "category": "",
-     "created_at": "", "popularity": "", "in_stock": "", "price": ""},
+    {
+        "item_id": "1",
+        "title": "Toy Story (1995)",
+        "description": "Animation, Children's",
+        "category": "Animation",
+        "created_at": "788918400",
+        "popularity": "452",
+        "in_stock": "true",
+        "price": "9.99",
+    },
+    {
+        "item_id": " sku-2 ",
+        "title": 'The "Best" Mug, Blue',
+        "description": "Holds tea.\nAnd coffee.",
+        "category": "Kitchen",
+        "created_at": "2024-01-05",
+        "popularity": "3.5",
+        "in_stock": "no",
+        "price": "",
+    },
+    {
+        "item_id": "3",
+        "title": "Misérables, Les",
+        "description": "",
+        "category": "",
+        "created_at": "",
+        "popularity": "",
+        "in_stock": "",
+        "price": "",
+    },
 ]
 EXPECTED = {
     "item_ids": ["1", "sku-2", "3"],
@@ -62,8 +93,7 @@ def write_parquet(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-WRITERS = {".csv": write_records_csv, ".jsonl": write_jsonl, ".ndjson": write_jsonl,
-           ".parquet": write_parquet}
+WRITERS = {".csv": write_records_csv, ".jsonl": write_jsonl, ".ndjson": write_jsonl, ".parquet": write_parquet}
 
 
 def catalog_in(tmp_path: Path, suffix: str, records: list[dict[str, Any]]) -> Path:
@@ -107,8 +137,7 @@ def test_all_formats_give_identical_arrays(tmp_path: Path) -> None:
     catalogs = {suffix: read_catalog(catalog_in(tmp_path, suffix, RECORDS)) for suffix in WRITERS}
     reference = catalogs.pop(".csv")
     for suffix, catalog in catalogs.items():
-        for name in ("item_ids", "titles", "descriptions", "categories", "created_at",
-                     "popularity", "in_stock"):
+        for name in ("item_ids", "titles", "descriptions", "categories", "created_at", "popularity", "in_stock"):
             expected, actual = getattr(reference, name), getattr(catalog, name)
             assert actual.dtype == expected.dtype, (suffix, name)
             np.testing.assert_array_equal(actual, expected, err_msg=f"{suffix} {name}")
@@ -151,8 +180,9 @@ def test_jsonl_skips_blank_lines_and_counts_them_in_locations(tmp_path: Path) ->
     assert str(error) == "c.jsonl line 4: title is empty"
 
 
-@pytest.mark.parametrize("line, reason", [("{not json", "is not valid JSON"),
-                                          ('["a", "b"]', "is a JSON list, expected an object")])
+@pytest.mark.parametrize(
+    "line, reason", [("{not json", "is not valid JSON"), ('["a", "b"]', "is a JSON list, expected an object")]
+)
 def test_jsonl_malformed_lines(tmp_path: Path, line: str, reason: str) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text('{"item_id": "a", "title": "A"}\n' + line + "\n")
@@ -162,26 +192,26 @@ def test_jsonl_malformed_lines(tmp_path: Path, line: str, reason: str) -> None:
 
 
 def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
-    records = [{"item_id": "a", "title": "A", "popularity": 1.0},
-               {"item_id": "b", "title": "B", "popularity": -2.0}]
+    records = [{"item_id": "a", "title": "A", "popularity": 1.0}, {"item_id": "b", "title": "B", "popularity": -2.0}]
     error = error_for(write_parquet(tmp_path / "c.parquet", records))
     assert (error.location, error.field) == ("row 2", "popularity")
     assert str(error) == "c.parquet row 2: popularity -2.0 is not a finite number >= 0"
 
 
 def test_parquet_timestamp_and_date_columns(tmp_path: Path) -> None:
-    table = pa.table({
-        "item_id": ["a", "b"],
-        "title": ["A", "B"],
-        "created_at": pa.array([dt.datetime(2024, 1, 5, 12), None], pa.timestamp("us")),
-    })
+    table = pa.table(
+        {
+            "item_id": ["a", "b"],
+            "title": ["A", "B"],
+            "created_at": pa.array([dt.datetime(2024, 1, 5, 12), None], pa.timestamp("us")),
+        }
+    )
     pq.write_table(table, tmp_path / "ts.parquet")
     created = read_catalog(tmp_path / "ts.parquet").created_at
     assert created[0] == 1704412800.0 + 12 * 3600
     assert math.isnan(created[1])
 
-    dates = pa.table({"item_id": ["a"], "title": ["A"],
-                      "created_at": pa.array([dt.date(2024, 1, 5)], pa.date32())})
+    dates = pa.table({"item_id": ["a"], "title": ["A"], "created_at": pa.array([dt.date(2024, 1, 5)], pa.date32())})
     pq.write_table(dates, tmp_path / "d.parquet")
     assert read_catalog(tmp_path / "d.parquet").created_at.tolist() == [1704412800.0]
 
@@ -189,28 +219,31 @@ def test_parquet_timestamp_and_date_columns(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- values
 
 
-@pytest.mark.parametrize("raw, seconds", [
-    ("1700000000", 1700000000.0),
-    ("1700000000.25", 1700000000.25),
-    ("-86400", -86400.0),                       # before 1970: old movies
-    ("2024-01-05", 1704412800.0),               # date only: midnight UTC
-    ("2024-01-05T12:00:00", 1704456000.0),      # naive: UTC
-    ("2024-01-05 12:00:00", 1704456000.0),
-    ("2024-01-05T12:00:00Z", 1704456000.0),
-    ("2024-01-05T14:00:00+02:00", 1704456000.0),
-    ("  2024-01-05  ", 1704412800.0),
-])
-def test_created_at_accepts_unix_seconds_and_iso_8601(
-    tmp_path: Path, raw: str, seconds: float
-) -> None:
+@pytest.mark.parametrize(
+    "raw, seconds",
+    [
+        ("1700000000", 1700000000.0),
+        ("1700000000.25", 1700000000.25),
+        ("-86400", -86400.0),  # before 1970: old movies
+        ("2024-01-05", 1704412800.0),  # date only: midnight UTC
+        ("2024-01-05T12:00:00", 1704456000.0),  # naive: UTC
+        ("2024-01-05 12:00:00", 1704456000.0),
+        ("2024-01-05T12:00:00Z", 1704456000.0),
+        ("2024-01-05T14:00:00+02:00", 1704456000.0),
+        ("  2024-01-05  ", 1704412800.0),
+    ],
+)
+def test_created_at_accepts_unix_seconds_and_iso_8601(tmp_path: Path, raw: str, seconds: float) -> None:
     path = write_csv(tmp_path / "c.csv", [["item_id", "title", "created_at"], ["a", "A", raw]])
     assert read_catalog(path).created_at.tolist() == [seconds]
 
 
 def test_created_at_as_json_numbers(tmp_path: Path) -> None:
-    records = [{"item_id": "a", "title": "A", "created_at": 1700000000},
-               {"item_id": "b", "title": "B", "created_at": 1700000000.5},
-               {"item_id": "c", "title": "C", "created_at": None}]
+    records = [
+        {"item_id": "a", "title": "A", "created_at": 1700000000},
+        {"item_id": "b", "title": "B", "created_at": 1700000000.5},
+        {"item_id": "c", "title": "C", "created_at": None},
+    ]
     created = read_catalog(write_jsonl(tmp_path / "c.jsonl", records)).created_at
     assert created[:2].tolist() == [1700000000.0, 1700000000.5]
     assert math.isnan(created[2])
@@ -218,8 +251,7 @@ def test_created_at_as_json_numbers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("raw", ["yesterday", "nan", "inf", "2024-13-01", "1700000000000"])
 def test_bad_created_at_is_reported_with_file_line_and_field(tmp_path: Path, raw: str) -> None:
-    path = write_csv(tmp_path / "catalog.csv",
-                     [["item_id", "title", "created_at"], ["a", "A", "1"], ["b", "B", raw]])
+    path = write_csv(tmp_path / "catalog.csv", [["item_id", "title", "created_at"], ["a", "A", "1"], ["b", "B", raw]])
     error = error_for(path)
     assert isinstance(error, ValueError)
     assert (error.location, error.field) == ("line 3", "created_at")
@@ -227,28 +259,39 @@ def test_bad_created_at_is_reported_with_file_line_and_field(tmp_path: Path, raw
 
 
 def test_bad_created_at_message(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "catalog.csv",
-                     [["item_id", "title", "created_at"], ["b", "B", "yesterday"]])
-    assert str(error_for(path)) == (
-        "catalog.csv line 2: created_at 'yesterday' is not unix seconds or ISO-8601"
-    )
+    path = write_csv(tmp_path / "catalog.csv", [["item_id", "title", "created_at"], ["b", "B", "yesterday"]])
+    assert str(error_for(path)) == ("catalog.csv line 2: created_at 'yesterday' is not unix seconds or ISO-8601")
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Y", True), (" y ", True),
-    ("false", False), ("False", False), ("0", False), ("no", False), ("N", False),
-    ("", True),  # not tracked: in stock
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("Y", True),
+        (" y ", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("N", False),
+        ("", True),  # not tracked: in stock
+    ],
+)
 def test_in_stock_words(tmp_path: Path, raw: str, expected: bool) -> None:
     path = write_csv(tmp_path / "c.csv", [["item_id", "title", "in_stock"], ["a", "A", raw]])
     assert read_catalog(path).in_stock.tolist() == [expected]
 
 
 def test_in_stock_json_values(tmp_path: Path) -> None:
-    records = [{"item_id": "a", "title": "A", "in_stock": False},
-               {"item_id": "b", "title": "B", "in_stock": True},
-               {"item_id": "c", "title": "C", "in_stock": 0},
-               {"item_id": "d", "title": "D"}]
+    records = [
+        {"item_id": "a", "title": "A", "in_stock": False},
+        {"item_id": "b", "title": "B", "in_stock": True},
+        {"item_id": "c", "title": "C", "in_stock": 0},
+        {"item_id": "d", "title": "D"},
+    ]
     in_stock = read_catalog(write_jsonl(tmp_path / "c.jsonl", records)).in_stock
     assert in_stock.tolist() == [False, True, False, True]
 
@@ -278,14 +321,17 @@ def test_blank_required_values(tmp_path: Path, row: list[str], field: str) -> No
 
 
 def test_csv_line_numbers_count_quoted_multiline_fields(tmp_path: Path) -> None:
-    path = csv_catalog(tmp_path, (
-        "item_id,title,description,popularity\n"       # line 1
-        'a,A,"first line\n'                             # line 2
-        "second line, with comma\n"                     # line 3
-        'third ""quoted"" line",1\n'                    # line 4
-        "\n"                                            # line 5: blank, ignored
-        "b,B,plain,-5\n"                                # line 6: bad
-    ))
+    path = csv_catalog(
+        tmp_path,
+        (
+            "item_id,title,description,popularity\n"  # line 1
+            'a,A,"first line\n'  # line 2
+            "second line, with comma\n"  # line 3
+            'third ""quoted"" line",1\n'  # line 4
+            "\n"  # line 5: blank, ignored
+            "b,B,plain,-5\n"  # line 6: bad
+        ),
+    )
     error = error_for(path)
     assert (error.location, error.field) == ("line 6", "popularity")
     assert str(error).startswith("catalog.csv line 6: popularity '-5'")
@@ -346,14 +392,17 @@ def test_duplicate_ids_in_parquet_name_both_rows(tmp_path: Path) -> None:
 
 
 def test_skip_bad_rows_counts_and_keeps_reasons(tmp_path: Path) -> None:
-    path = csv_catalog(tmp_path, (
-        "item_id,title,created_at,in_stock\n"
-        "a,A,,\n"
-        "b,,,\n"                # line 3: no title
-        "c,C,tomorrow,\n"       # line 4
-        "d,D,,perhaps\n"        # line 5
-        "e,E,1,no\n"
-    ))
+    path = csv_catalog(
+        tmp_path,
+        (
+            "item_id,title,created_at,in_stock\n"
+            "a,A,,\n"
+            "b,,,\n"  # line 3: no title
+            "c,C,tomorrow,\n"  # line 4
+            "d,D,,perhaps\n"  # line 5
+            "e,E,1,no\n"
+        ),
+    )
     with pytest.raises(CatalogError):
         read_catalog(path)
     catalog = read_catalog(path, skip_bad_rows=True)
@@ -398,9 +447,12 @@ def test_empty_catalogs_are_errors(tmp_path: Path) -> None:
 def _catalog(titles: list[str], descriptions: list[str], categories: list[str]) -> Catalog:
     n = len(titles)
     return Catalog(
-        item_ids=np.array([str(i) for i in range(n)]), titles=np.array(titles),
-        descriptions=np.array(descriptions), categories=np.array(categories),
-        created_at=np.full(n, np.nan), popularity=np.zeros(n, np.float32),
+        item_ids=np.array([str(i) for i in range(n)]),
+        titles=np.array(titles),
+        descriptions=np.array(descriptions),
+        categories=np.array(categories),
+        created_at=np.full(n, np.nan),
+        popularity=np.zeros(n, np.float32),
         in_stock=np.ones(n, bool),
     )
 
@@ -415,6 +467,6 @@ def test_texts_format() -> None:
         "Toy Story (1995). Animation, Children's, Comedy",  # category already in description
         "Mug. Holds tea. Kitchen",
         "Mug. Kitchen",
-        "That Darn Cat! comedy",                           # no ". " after "!"
+        "That Darn Cat! comedy",  # no ". " after "!"
         "Plain",
     ]

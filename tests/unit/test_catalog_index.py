@@ -1,6 +1,7 @@
 """The served catalog index on disk: every item field and lookup memory-mapped, rows found by id
 through the sorted-id lookup (no per-item dict), ranking unchanged by the round trip, and indexes
 written before that layout (items.npz) still served."""
+
 from __future__ import annotations
 
 import shutil
@@ -55,8 +56,15 @@ def test_saved_index_is_memory_mapped_and_ranks_the_same(tmp_path):
     history = [str(index.item_ids[r]) for r in (3, 50, 7)] + ["gone"]
     for request in (
         RankRequest(index.embeddings[5], [], np.zeros(0), 10, 1000.0),
-        RankRequest(None, history, np.array([900.0, 950.0, 990.0, 999.0]), 10, 1000.0, exclude_ids=["sku-1"],
-                    deny_categories=["hats"]),
+        RankRequest(
+            None,
+            history,
+            np.array([900.0, 950.0, 990.0, 999.0]),
+            10,
+            1000.0,
+            exclude_ids=["sku-1"],
+            deny_categories=["hats"],
+        ),
     ):
         expected, got = rank(index, request), rank(loaded, request)
         assert got.item_ids == expected.item_ids and got.unknown_history == expected.unknown_history
@@ -67,8 +75,13 @@ def test_saved_index_is_memory_mapped_and_ranks_the_same(tmp_path):
 def test_an_index_in_the_old_layout_still_loads_and_ranks_the_same(tmp_path):
     index = make_index()
     index.save(tmp_path)
-    np.savez(tmp_path / LEGACY_ITEMS_FILE, **{name: getattr(index, name) for name in
-                                              ("item_ids", "titles", "categories", "created_at", "popularity", "in_stock")})
+    np.savez(
+        tmp_path / LEGACY_ITEMS_FILE,
+        **{
+            name: getattr(index, name)
+            for name in ("item_ids", "titles", "categories", "created_at", "popularity", "in_stock")
+        },
+    )
     shutil.rmtree(tmp_path / ITEMS_DIRNAME)
     legacy = CatalogIndex.load(tmp_path)
     request = RankRequest(None, [str(index.item_ids[3])], np.array([990.0]), 10, 1000.0, deny_categories=["bags"])
@@ -79,7 +92,7 @@ def test_an_index_in_the_old_layout_still_loads_and_ranks_the_same(tmp_path):
 
 
 def test_ivf_pq_rescoring_reads_the_index_own_mapping(tmp_path):
-    from aisle_server.ann import AnnIndex  # noqa: PLC0415
+    from aisle_server.ann import AnnIndex
 
     index = make_index(2000)
     index.ann = AnnIndex.build(index.embeddings, kind="ivf_pq", nlist=8, nprobe=8, pq_m=4)

@@ -6,6 +6,7 @@ bundled schema: it is validated against the subset of its CRD schema written out
 documented fields we use, no others allowed), and cross-checked against the Service it scrapes.
 The tools come from the ``deploy`` extra, which ``make test`` installs; a missing tool fails.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,12 @@ def tool(name: str) -> str:
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request) -> tuple[str, list[dict]]:
-    out = subprocess.run([tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / request.param)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / request.param)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return request.param, [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
@@ -59,7 +64,7 @@ def test_dockerfile_shape():
     assert "pip install --no-deps ." in server
     env_lines = "\n".join(re.findall(r"^(?:ENV|ARG)\b.*(?:\n\s+.*)*", text, re.M))
     assert "AISLE_SITE_PACKAGES" not in env_lines and "PYTHONPATH" not in env_lines, "no sys.path workarounds"
-    assert "aisle\", \"export\"" in text and "\"--engine\", \"tensorrt\"" in text
+    assert 'aisle", "export"' in text and '"--engine", "tensorrt"' in text
 
 
 def test_container_requirements_follow_pyproject():
@@ -67,18 +72,26 @@ def test_container_requirements_follow_pyproject():
     wanted = {r.split("#")[0].strip() for r in project["dependencies"] + project["optional-dependencies"]["server"]}
     # the container has its own tritonserver: neither nvidia-pytriton nor the numpy<2 it requires
     wanted = {r for r in wanted if not r.startswith("nvidia-pytriton") and r != "numpy<2"}
-    listed = {line.strip() for line in (DEPLOY / "requirements-container.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
+    listed = {
+        line.strip()
+        for line in (DEPLOY / "requirements-container.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert listed == wanted
 
 
 def test_core_kinds_validate_against_kubernetes_schemas(rendered):
     import kubernetes_validate
 
-    overlay, docs = rendered
+    _overlay, docs = rendered
     core = [d for d in docs if d["kind"] != "ServiceMonitor"]
-    assert {d["kind"] for d in core} == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
-                                         "PodDisruptionBudget"}
+    assert {d["kind"] for d in core} == {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
     for doc in core:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises ValidationError
 
@@ -95,16 +108,29 @@ SERVICE_MONITOR_SCHEMA = {  # monitoring.coreos.com/v1 ServiceMonitor: the docum
             "required": ["selector", "endpoints"],
             "additionalProperties": False,
             "properties": {
-                "selector": {"type": "object", "properties": {"matchLabels": {"type": "object"}},
-                             "additionalProperties": False},
+                "selector": {
+                    "type": "object",
+                    "properties": {"matchLabels": {"type": "object"}},
+                    "additionalProperties": False,
+                },
                 "namespaceSelector": {"type": "object"},
                 "jobLabel": {"type": "string"},
-                "endpoints": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"port": {"type": "string"}, "path": {"type": "string"},
-                                   "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                                   "scrapeTimeout": {"type": "string"}, "scheme": {"enum": ["http", "https"]}},
-                    "required": ["port"]}},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                        },
+                        "required": ["port"],
+                    },
+                },
             },
         },
     },
@@ -137,8 +163,11 @@ def test_objects_refer_to_each_other(rendered):
     [pdb] = by_kind(docs, "PodDisruptionBudget")
     assert all(pod_labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
     [hpa] = by_kind(docs, "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

@@ -1,5 +1,6 @@
 """The large-catalog index kinds of ``aisle_server.ann``: IVF-PQ with exact re-scoring, saved and
 loaded as IVF-Flat is (faiss's format + ann.json, no pickle), and old ann.json files still load."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 
 from aisle_server.ann import ANN_META, DEFAULT_REFINE, AnnIndex, default_nlist, default_pq_m
-
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_ivf_pq_round_trip_rescoring_from_mapped_vectors(vectors, tmp_path):
     loaded = AnnIndex.load(tmp_path)
     assert loaded.kind == "ivf_pq" and loaded.refine == DEFAULT_REFINE and isinstance(loaded.vectors, np.memmap)
     queries = vectors[:20]
+
     def recall(index: AnnIndex) -> float:
         return float(np.mean([len(set(index.search(q, 50).tolist()) & exact(vectors, q, 50)) / 50 for q in queries]))
 

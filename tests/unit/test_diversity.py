@@ -1,4 +1,5 @@
 """MMR and greedy DPP checked against brute-force re-implementations on small random cases."""
+
 import numpy as np
 import pytest
 
@@ -38,8 +39,9 @@ def brute_dpp(rel, emb, k, diversity):
     picked = []
     while len(picked) < k:
         scores = {
-            i: np.linalg.slogdet(kernel[np.ix_(picked + [i], picked + [i])])[1]
-            for i in range(len(rel)) if i not in picked
+            i: np.linalg.slogdet(kernel[np.ix_([*picked, i], [*picked, i])])[1]
+            for i in range(len(rel))
+            if i not in picked
         }
         picked.append(max(scores, key=scores.get))
     return picked

@@ -1,4 +1,5 @@
 """Raw encoder requests are checked one by one before they join a batch (``encoder.check_token_inputs``)."""
+
 import numpy as np
 import pytest
 
@@ -45,8 +46,9 @@ class CountingEncoder:
 
     def __call__(self, ids, mask):
         self.rows += len(ids)
-        return np.stack([np.bincount((ids[i] * mask[i])[mask[i] == 1] % 8, minlength=8) for i in range(len(ids))]
-                        ).astype(np.float32)
+        return np.stack(
+            [np.bincount((ids[i] * mask[i])[mask[i] == 1] % 8, minlength=8) for i in range(len(ids))]
+        ).astype(np.float32)
 
 
 def test_empty_text_memo_answers_empty_rows_without_the_tower():
@@ -55,14 +57,18 @@ def test_empty_text_memo_answers_empty_rows_without_the_tower():
     inner = CountingEncoder()
     empty_ids, empty_mask = np.array([101, 102, 0, 0]), np.array([1, 1, 0, 0])
     memo = EmptyTextMemo(inner, empty_ids, empty_mask)
-    assert inner.rows == 1                                  # computed once, at load
-    ids = np.array([[101, 102] + [0] * 14,                  # empty text, wider padding
-                    [101, 2023, 102] + [0] * 13,            # a real query
-                    [101, 102] + [0] * 14,
-                    [101, 102, 102] + [0] * 13])            # same prefix, one more token: not empty
+    assert inner.rows == 1  # computed once, at load
+    ids = np.array(
+        [
+            [101, 102] + [0] * 14,  # empty text, wider padding
+            [101, 2023, 102] + [0] * 13,  # a real query
+            [101, 102] + [0] * 14,
+            [101, 102, 102] + [0] * 13,
+        ]
+    )  # same prefix, one more token: not empty
     mask = (ids != 0).astype(np.int64)
     out = memo(ids, mask)
     np.testing.assert_array_equal(out, CountingEncoder()(ids, mask))  # what the tower alone returns
-    assert inner.rows == 1 + 2                              # only the two non-empty rows ran
+    assert inner.rows == 1 + 2  # only the two non-empty rows ran
     memo(ids[[0, 2]], mask[[0, 2]])
-    assert inner.rows == 3                                  # an all-feed batch never reaches the tower
+    assert inner.rows == 3  # an all-feed batch never reaches the tower

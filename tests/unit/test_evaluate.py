@@ -1,4 +1,5 @@
 """The evaluation loop: rank() is scored against held-out targets as intended (synthetic data)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -19,18 +20,26 @@ N_ITEMS, DIM = 40, 8
 def world() -> tuple[Catalog, np.ndarray, TemporalSplit, evaluate.Reference]:
     rng = np.random.default_rng(0)
     ids = np.array([f"i{j}" for j in range(N_ITEMS)])
-    catalog = Catalog(item_ids=ids, titles=ids, descriptions=np.array(["Drama, Comedy" if j % 2 else "Action"
-                                                                      for j in range(N_ITEMS)]),
-                      categories=np.array(["Drama" if j % 2 else "Action" for j in range(N_ITEMS)]),
-                      created_at=np.full(N_ITEMS, np.nan), popularity=np.arange(N_ITEMS, dtype=np.float32),
-                      in_stock=np.ones(N_ITEMS, dtype=bool))
+    catalog = Catalog(
+        item_ids=ids,
+        titles=ids,
+        descriptions=np.array(["Drama, Comedy" if j % 2 else "Action" for j in range(N_ITEMS)]),
+        categories=np.array(["Drama" if j % 2 else "Action" for j in range(N_ITEMS)]),
+        created_at=np.full(N_ITEMS, np.nan),
+        popularity=np.arange(N_ITEMS, dtype=np.float32),
+        in_stock=np.ones(N_ITEMS, dtype=bool),
+    )
     embeddings = rng.standard_normal((N_ITEMS, DIM)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    train = Interactions(np.array(["u", "u", "v"]), np.array(["i0", "i1", "i39"]), np.ones(3, np.float32),
-                         np.array([1.0, 2.0, 3.0]))
-    split = TemporalSplit(cutoff=10.0, train=train,
-                          histories={"u": [("i0", 1.0), ("i1", 2.0)], "v": [("i39", 3.0)]},
-                          targets={"u": ["i5", "i6"], "v": ["i38"]})
+    train = Interactions(
+        np.array(["u", "u", "v"]), np.array(["i0", "i1", "i39"]), np.ones(3, np.float32), np.array([1.0, 2.0, 3.0])
+    )
+    split = TemporalSplit(
+        cutoff=10.0,
+        train=train,
+        histories={"u": [("i0", 1.0), ("i1", 2.0)], "v": [("i39", 3.0)]},
+        targets={"u": ["i5", "i6"], "v": ["i38"]},
+    )
     return catalog, embeddings, split, evaluate.Reference.build(catalog, embeddings, split)
 
 
@@ -52,7 +61,9 @@ def test_oracle_embeddings_find_the_targets(world) -> None:
     oracle[[5, 6]] = oracle[0] + oracle[1]
     oracle[38] = oracle[39]
     oracle /= np.linalg.norm(oracle, axis=1, keepdims=True)
-    setting = evaluate.Setting("oracle", "pretrained", replace(evaluate.CONTENT_ONLY, recency_half_life_s=evaluate.NO_RECENCY))
+    setting = evaluate.Setting(
+        "oracle", "pretrained", replace(evaluate.CONTENT_ONLY, recency_half_life_s=evaluate.NO_RECENCY)
+    )
     result = evaluate.evaluate_setting(evaluate.build_index(catalog, oracle), split, setting, reference)
     assert result["recall@10"] == pytest.approx(1.0)
     assert result["ndcg@10"] == pytest.approx(1.0)
@@ -63,8 +74,14 @@ def test_oracle_embeddings_find_the_targets(world) -> None:
 
 def test_tradeoff_finding_picks_the_most_diverse_setting_within_95_percent() -> None:
     base = {"ndcg@10": 0.2, "ild@10": 0.5}
-    sweeps = {"dpp": {0.0: base, 0.3: {"ndcg@10": 0.195, "ild@10": 0.55},
-                      0.6: {"ndcg@10": 0.19, "ild@10": 0.62}, 0.9: {"ndcg@10": 0.1, "ild@10": 0.9}}}
+    sweeps = {
+        "dpp": {
+            0.0: base,
+            0.3: {"ndcg@10": 0.195, "ild@10": 0.55},
+            0.6: {"ndcg@10": 0.19, "ild@10": 0.62},
+            0.9: {"ndcg@10": 0.1, "ild@10": 0.9},
+        }
+    }
     finding = evaluate._tradeoff_finding(sweeps, base)["dpp"]
     assert finding["diversity"] == 0.6
     assert finding["ild_gain"] == pytest.approx(0.24)

@@ -1,4 +1,5 @@
 """Fine-tuning: the cached partial forward is exact, the loss goes down, the towers save and reload."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,16 @@ from aisle_export import finetune
 from aisle_export.finetune import CachedTower, Example, FinetuneConfig, batch_loss, make_examples, step_rows
 from aisle_export.towers import default_tower_path, load_tower
 
-TEXTS = ["Toy Story (1995). Animation, Children's, Comedy", "GoldenEye (1995). Action, Adventure, Thriller",
-         "Heat (1995). Action, Crime, Thriller", "Sabrina (1954). Comedy, Romance", "Alien (1979). Horror, Sci-Fi",
-         "Aliens (1986). Action, Sci-Fi, Thriller", "Babe (1995). Children's, Comedy, Drama",
-         "Casablanca (1942). Drama, Romance, War"]
+TEXTS = [
+    "Toy Story (1995). Animation, Children's, Comedy",
+    "GoldenEye (1995). Action, Adventure, Thriller",
+    "Heat (1995). Action, Crime, Thriller",
+    "Sabrina (1954). Comedy, Romance",
+    "Alien (1979). Horror, Sci-Fi",
+    "Aliens (1986). Action, Sci-Fi, Thriller",
+    "Babe (1995). Children's, Comedy, Drama",
+    "Casablanca (1942). Drama, Romance, War",
+]
 IDS = [str(i) for i in range(len(TEXTS))]
 
 
@@ -39,8 +46,10 @@ def test_cached_tower_matches_sentence_transformers(st_model, freeze: int) -> No
     reference = st_model.encode([TEXTS[i] for i in (3, 0, 7, 1)], normalize_embeddings=True)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     trainable = {n for n, p in st_model[0].auto_model.named_parameters() if p.requires_grad}
-    assert all(n.startswith(f"encoder.layer.{freeze}") or n.startswith("encoder.layer.") and
-               int(n.split(".")[2]) >= freeze for n in trainable)
+    assert all(
+        n.startswith(f"encoder.layer.{freeze}") or (n.startswith("encoder.layer.") and int(n.split(".")[2]) >= freeze)
+        for n in trainable
+    )
     assert not any(n.startswith("embeddings.") for n in trainable)
 
 
@@ -49,9 +58,9 @@ def test_step_rows_whole_catalog_or_a_sample_joined_with_the_batch() -> None:
     assert step_rows(batch, 8, max_candidates=8).tolist() == list(range(8))
     generator = torch.Generator().manual_seed(0)
     rows = step_rows(batch, 1000, max_candidates=10, generator=generator).tolist()
-    assert rows == sorted(set(rows))                      # distinct and ordered
-    assert {1, 2, 4, 6, 7} <= set(rows)                   # every window and target item is encoded
-    assert 10 <= len(rows) <= 15                          # plus the uniform sample
+    assert rows == sorted(set(rows))  # distinct and ordered
+    assert {1, 2, 4, 6, 7} <= set(rows)  # every window and target item is encoded
+    assert 10 <= len(rows) <= 15  # plus the uniform sample
 
 
 def test_loss_is_the_softmax_over_rows_without_the_window(st_model) -> None:
@@ -67,10 +76,10 @@ def test_loss_is_the_softmax_over_rows_without_the_window(st_model) -> None:
         w = np.exp(-np.log(2.0) * np.array(ex.window_age_s) / day)
         interest = (w[:, None] * e[list(ex.window)]).sum(0) / w.sum()
         logits = e @ (interest / np.linalg.norm(interest)) / 0.05
-        logits[list(ex.window)] = -np.inf                 # history is never recommended back
+        logits[list(ex.window)] = -np.inf  # history is never recommended back
         expected.append(-(logits[ex.target] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()))
     assert loss == pytest.approx(float(np.mean(expected)), rel=1e-4)
-    with torch.no_grad():                                  # a target inside its own window stays scorable
+    with torch.no_grad():  # a target inside its own window stays scorable
         assert np.isfinite(float(batch_loss(tower, [Example((2, 3), (1.0, 0.0), 3)], rows, 0.05, day)))
 
 
@@ -78,10 +87,12 @@ def test_finetune_smoke_loss_decreases_and_towers_reload(tmp_path) -> None:
     from sentence_transformers import SentenceTransformer
 
     # Two "tastes": animated/family films and sci-fi/action films; each user sticks to one.
-    histories = {f"fam{u}": [(i, float(t)) for t, i in enumerate(["0", "6", "3", "0"][u % 2:] + ["6"])]
-                 for u in range(4)}
-    histories.update({f"sf{u}": [(i, float(t)) for t, i in enumerate(["4", "5", "1", "2"][u % 2:] + ["5"])]
-                      for u in range(4)})
+    histories = {
+        f"fam{u}": [(i, float(t)) for t, i in enumerate([*["0", "6", "3", "0"][u % 2 :], "6"])] for u in range(4)
+    }
+    histories.update(
+        {f"sf{u}": [(i, float(t)) for t, i in enumerate([*["4", "5", "1", "2"][u % 2 :], "5"])] for u in range(4)}
+    )
     config = FinetuneConfig(steps=8, batch_size=8, window=3, freeze_layers=5, lr=1e-3, warmup_fraction=0.1)
     report = finetune.finetune(TEXTS, IDS, histories, tmp_path, config, progress=False)
     assert np.mean(report["losses"][-3:]) < 0.8 * np.mean(report["losses"][:2])
@@ -93,5 +104,5 @@ def test_finetune_smoke_loss_decreases_and_towers_reload(tmp_path) -> None:
     query = SentenceTransformer(str(tmp_path / finetune.QUERY_TOWER), device="cpu").encode(TEXTS[:2])
     item = SentenceTransformer(str(tmp_path / finetune.ITEM_TOWER), device="cpu").encode(TEXTS[:2])
     base = SentenceTransformer(str(default_tower_path()), device="cpu").encode(TEXTS[:2])
-    np.testing.assert_allclose(query, item, atol=1e-6)   # one shared encoder: same embedding space
-    assert np.abs(item - base).max() > 1e-4              # and it did change
+    np.testing.assert_allclose(query, item, atol=1e-6)  # one shared encoder: same embedding space
+    assert np.abs(item - base).max() > 1e-4  # and it did change

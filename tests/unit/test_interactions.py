@@ -1,4 +1,5 @@
 """read_interactions: one log in every format, timestamps, weights, errors with their locations."""
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,9 @@ def write_csv(path: Path, rows: list[list[Any]]) -> Path:
     return path
 
 
-def log_csv(path: Path, rows: list[list[Any]],
-            header: tuple[str, ...] = ("user_id", "item_id", "timestamp", "event_type")) -> Path:
+def log_csv(
+    path: Path, rows: list[list[Any]], header: tuple[str, ...] = ("user_id", "item_id", "timestamp", "event_type")
+) -> Path:
     return write_csv(path, [list(header), *rows])
 
 
@@ -75,9 +77,9 @@ def test_round_trip(tmp_path: Path, suffix: str) -> None:
 
 def test_round_trip_with_custom_event_weights(tmp_path: Path) -> None:
     weights = {"view": 0.0, "rated_4": 3.0}
-    first, _ = read_interactions(log_csv(tmp_path / "a.csv", [["u", "i", 1, "view"],
-                                                               ["u", "j", 2, "rated_4"]]),
-                                 event_weights=weights)
+    first, _ = read_interactions(
+        log_csv(tmp_path / "a.csv", [["u", "i", 1, "view"], ["u", "j", 2, "rated_4"]]), event_weights=weights
+    )
     assert first.weight.tolist() == [0.0, 3.0]
     written = write_interactions(first, tmp_path / "b.csv", event_weights=weights)
     back, _ = read_interactions(written, event_weights=weights)
@@ -85,8 +87,7 @@ def test_round_trip_with_custom_event_weights(tmp_path: Path) -> None:
 
 
 def test_plain_log_is_written_without_weight_column(tmp_path: Path) -> None:
-    plain = Interactions(np.array(["u", "v"]), np.array(["1", "2"]), np.ones(2, np.float32),
-                         np.array([10.0, 20.5]))
+    plain = Interactions(np.array(["u", "v"]), np.array(["1", "2"]), np.ones(2, np.float32), np.array([10.0, 20.5]))
     path = write_interactions(plain, tmp_path / "plain.csv")
     assert path.read_text(encoding="utf-8").splitlines() == [
         "user_id,item_id,timestamp,event_type",
@@ -97,7 +98,7 @@ def test_plain_log_is_written_without_weight_column(tmp_path: Path) -> None:
 
 
 def test_write_rejects_unknown_suffix(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unsupported extension '.tsv'"):
+    with pytest.raises(ValueError, match=r"unsupported extension '.tsv'"):
         write_interactions(sample(), tmp_path / "log.tsv")
 
 
@@ -105,27 +106,42 @@ def test_write_rejects_unknown_suffix(tmp_path: Path) -> None:
 
 
 def test_timestamps_iso_and_unix(tmp_path: Path) -> None:
-    path = log_csv(tmp_path / "t.csv", [
-        ["u", "a", "1704412800", ""],
-        ["u", "b", "2024-01-05", ""],
-        ["u", "c", "2024-01-05T01:00:00Z", ""],
-        ["u", "d", "2024-01-05T03:00:00+02:00", ""],
-        ["u", "e", " 1704412800.5 ", ""],
-        ["u", "f", "-86400", ""],
-    ])
+    path = log_csv(
+        tmp_path / "t.csv",
+        [
+            ["u", "a", "1704412800", ""],
+            ["u", "b", "2024-01-05", ""],
+            ["u", "c", "2024-01-05T01:00:00Z", ""],
+            ["u", "d", "2024-01-05T03:00:00+02:00", ""],
+            ["u", "e", " 1704412800.5 ", ""],
+            ["u", "f", "-86400", ""],
+        ],
+    )
     log, _ = read_interactions(path)
     got = dict(zip(log.item_id.tolist(), log.timestamp.tolist()))
-    assert got == {"a": JAN_5_2024, "b": JAN_5_2024, "c": JAN_5_2024 + 3600,
-                   "d": JAN_5_2024 + 3600, "e": JAN_5_2024 + 0.5, "f": -86400.0}
+    assert got == {
+        "a": JAN_5_2024,
+        "b": JAN_5_2024,
+        "c": JAN_5_2024 + 3600,
+        "d": JAN_5_2024 + 3600,
+        "e": JAN_5_2024 + 0.5,
+        "f": -86400.0,
+    }
 
 
 def test_ids_and_defaults_from_json(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"user_id": 17850, "item_id": 3.0, "timestamp": 5, "extra": [1, 2]},
-        {"user_id": " u ", "item_id": " sku ", "timestamp": 6, "event_type": " view ",
-         "weight": "2"},
-    ]) + "\n\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"user_id": 17850, "item_id": 3.0, "timestamp": 5, "extra": [1, 2]},
+                {"user_id": " u ", "item_id": " sku ", "timestamp": 6, "event_type": " view ", "weight": "2"},
+            ]
+        )
+        + "\n\n",
+        encoding="utf-8",
+    )
     log, report = read_interactions(path)
     assert log.user_id.tolist() == ["17850", "u"]
     assert log.item_id.tolist() == ["3", "sku"]
@@ -135,17 +151,25 @@ def test_ids_and_defaults_from_json(tmp_path: Path) -> None:
 
 
 def test_parquet_timestamp_column(tmp_path: Path) -> None:
-    table = pa.table({"user_id": ["u"], "item_id": ["i"],
-                      "timestamp": pa.array([1_704_412_800_000], type=pa.timestamp("ms", "UTC"))})
+    table = pa.table(
+        {"user_id": ["u"], "item_id": ["i"], "timestamp": pa.array([1_704_412_800_000], type=pa.timestamp("ms", "UTC"))}
+    )
     pq.write_table(table, tmp_path / "t.parquet")
     assert read_interactions(tmp_path / "t.parquet")[0].timestamp.tolist() == [JAN_5_2024]
 
 
 def test_event_weights_applied(tmp_path: Path) -> None:
-    path = log_csv(tmp_path / "w.csv", [
-        ["u", "a", 1, "purchase", "2"], ["u", "b", 2, "add_to_cart", ""],
-        ["u", "c", 3, "click", "1"], ["u", "d", 4, "view", "1"], ["u", "e", 5, "wishlist", "0.5"],
-    ], header=("user_id", "item_id", "timestamp", "event_type", "weight"))
+    path = log_csv(
+        tmp_path / "w.csv",
+        [
+            ["u", "a", 1, "purchase", "2"],
+            ["u", "b", 2, "add_to_cart", ""],
+            ["u", "c", 3, "click", "1"],
+            ["u", "d", 4, "view", "1"],
+            ["u", "e", 5, "wishlist", "0.5"],
+        ],
+        header=("user_id", "item_id", "timestamp", "event_type", "weight"),
+    )
     log, _ = read_interactions(path)
     assert log.weight.tolist() == pytest.approx([2.0, 0.5, 0.25, 0.1, 0.5])
     custom, _ = read_interactions(path, event_weights={"view": 1.0, "wishlist": 4.0})
@@ -158,18 +182,34 @@ def test_parse_event_weights() -> None:
     assert parse_event_weights(None) == DEFAULT_EVENT_WEIGHTS
     assert parse_event_weights("") == DEFAULT_EVENT_WEIGHTS
     assert parse_event_weights(" purchase=2 , view=0 ,wishlist=0.3,") == {
-        **DEFAULT_EVENT_WEIGHTS, "purchase": 2.0, "view": 0.0, "wishlist": 0.3}
-    for bad, named in [("view", "'view'"), ("=1", "'=1'"), ("view=x", "'view=x'"),
-                       ("view=-1", "'view=-1'"), ("view=nan", "'view=nan'"),
-                       ("view=inf", "'view=inf'")]:
+        **DEFAULT_EVENT_WEIGHTS,
+        "purchase": 2.0,
+        "view": 0.0,
+        "wishlist": 0.3,
+    }
+    for bad, named in [
+        ("view", "'view'"),
+        ("=1", "'=1'"),
+        ("view=x", "'view=x'"),
+        ("view=-1", "'view=-1'"),
+        ("view=nan", "'view=nan'"),
+        ("view=inf", "'view=inf'"),
+    ]:
         with pytest.raises(ValueError, match=named):
             parse_event_weights(f"purchase=1,{bad}")
 
 
 def test_stable_sort_by_timestamp(tmp_path: Path) -> None:
-    path = log_csv(tmp_path / "s.csv", [["u", "late", 30, ""], ["u", "tie1", 10, ""],
-                                        ["v", "early", 5, ""], ["u", "tie2", 10, ""],
-                                        ["v", "tie3", "1970-01-01T00:00:10", ""]])
+    path = log_csv(
+        tmp_path / "s.csv",
+        [
+            ["u", "late", 30, ""],
+            ["u", "tie1", 10, ""],
+            ["v", "early", 5, ""],
+            ["u", "tie2", 10, ""],
+            ["v", "tie3", "1970-01-01T00:00:10", ""],
+        ],
+    )
     log, _ = read_interactions(path)
     assert log.item_id.tolist() == ["early", "tie1", "tie2", "tie3", "late"]
     assert np.all(np.diff(log.timestamp) >= 0)
@@ -180,14 +220,17 @@ def test_stable_sort_by_timestamp(tmp_path: Path) -> None:
 
 
 def test_user_sequences() -> None:
-    log = Interactions(np.array(["b", "a", "b", "a", "c", "b"]),
-                       np.array(["x", "y", "z", "w", "q", "t"]), np.ones(6),
-                       np.array([5.0, 1.0, 3.0, 3.0, 9.0, 3.0]),
-                       np.array(["view", "buy", "buy", "view", "view", "click"]))
+    log = Interactions(
+        np.array(["b", "a", "b", "a", "c", "b"]),
+        np.array(["x", "y", "z", "w", "q", "t"]),
+        np.ones(6),
+        np.array([5.0, 1.0, 3.0, 3.0, 9.0, 3.0]),
+        np.array(["view", "buy", "buy", "view", "view", "click"]),
+    )
     sequences = user_sequences(log)
     assert list(sequences) == ["a", "b", "c"]  # order of first interaction
     items, times, events = sequences["b"]
-    assert items == ["z", "t", "x"]            # the tie at 3.0 keeps the given order
+    assert items == ["z", "t", "x"]  # the tie at 3.0 keeps the given order
     assert times.dtype == np.float64 and times.tolist() == [3.0, 3.0, 5.0]
     assert events == ["buy", "click", "view"]
     assert list(user_sequences(log, min_len=2)) == ["a", "b"]
@@ -219,7 +262,7 @@ def test_unknown_items_are_counted_not_raised(tmp_path: Path) -> None:
 
 def test_no_interactions_left(tmp_path: Path) -> None:
     path = log_csv(tmp_path / "c.csv", [["u", "gone", 1, ""]])
-    with pytest.raises(InteractionLogError, match="no interactions left.*1 with items not in"):
+    with pytest.raises(InteractionLogError, match=r"no interactions left.*1 with items not in"):
         read_interactions(path, catalog_ids={"1"})
     header_only = log_csv(tmp_path / "h.csv", [])
     with pytest.raises(InteractionLogError, match="no interactions left"):
@@ -244,21 +287,23 @@ def test_missing_required_column(tmp_path: Path) -> None:
     assert error_of(tmp_path / "m.parquet").field == "item_id"
 
 
-@pytest.mark.parametrize("row, field, message", [
-    (["", "i", "1", ""], "user_id", "user_id is empty"),
-    (["u", "  ", "1", ""], "item_id", "item_id is empty"),
-    (["u", "i", "", ""], "timestamp", "timestamp is missing"),
-    (["u", "i", "nan", ""], "timestamp", "timestamp 'nan' is not a finite number"),
-    (["u", "i", "inf", ""], "timestamp", "timestamp 'inf' is not a finite number"),
-    (["u", "i", "yesterday", ""], "timestamp", "not unix seconds or ISO-8601"),
-    (["u", "i", "1704412800000", ""], "timestamp", "past year 9999"),
-    (["u", "i", "4102444800", ""], "timestamp", "2100-01-01T00:00:00+00:00) is more than a day"),
-    (["u", "i", "1", "", "-1"], "weight", "weight '-1' is not a finite number >= 0"),
-    (["u", "i", "1", "", "nan"], "weight", "weight 'nan'"),
-    (["u", "i", "1"], None, "has 3 fields, the header has 5"),
-])
-def test_bad_row_names_line_and_field(tmp_path: Path, row: list[str], field: str | None,
-                                      message: str) -> None:
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        (["", "i", "1", ""], "user_id", "user_id is empty"),
+        (["u", "  ", "1", ""], "item_id", "item_id is empty"),
+        (["u", "i", "", ""], "timestamp", "timestamp is missing"),
+        (["u", "i", "nan", ""], "timestamp", "timestamp 'nan' is not a finite number"),
+        (["u", "i", "inf", ""], "timestamp", "timestamp 'inf' is not a finite number"),
+        (["u", "i", "yesterday", ""], "timestamp", "not unix seconds or ISO-8601"),
+        (["u", "i", "1704412800000", ""], "timestamp", "past year 9999"),
+        (["u", "i", "4102444800", ""], "timestamp", "2100-01-01T00:00:00+00:00) is more than a day"),
+        (["u", "i", "1", "", "-1"], "weight", "weight '-1' is not a finite number >= 0"),
+        (["u", "i", "1", "", "nan"], "weight", "weight 'nan'"),
+        (["u", "i", "1"], None, "has 3 fields, the header has 5"),
+    ],
+)
+def test_bad_row_names_line_and_field(tmp_path: Path, row: list[str], field: str | None, message: str) -> None:
     header = ("user_id", "item_id", "timestamp", "event_type", "weight")
     good = ["u", "i", "1", "", "1"]
     if len(row) == 4:
@@ -279,13 +324,14 @@ def test_far_future_is_relative_to_now(tmp_path: Path) -> None:
 
 def test_json_nan_timestamp_and_locations(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
-    path.write_text('{"user_id": "u", "item_id": "i", "timestamp": 1}\n\n'
-                    '{"user_id": "u", "item_id": "i", "timestamp": NaN}\n', encoding="utf-8")
+    path.write_text(
+        '{"user_id": "u", "item_id": "i", "timestamp": 1}\n\n{"user_id": "u", "item_id": "i", "timestamp": NaN}\n',
+        encoding="utf-8",
+    )
     error = error_of(path)
     assert (error.location, error.field) == ("line 3", "timestamp")
-    assert "log.jsonl line 3: timestamp nan is not a finite number" == str(error)
-    table = pa.table({"user_id": ["u", "u"], "item_id": ["i", "i"],
-                      "timestamp": [1.0, 2.0], "weight": [1.0, -2.0]})
+    assert str(error) == "log.jsonl line 3: timestamp nan is not a finite number"
+    table = pa.table({"user_id": ["u", "u"], "item_id": ["i", "i"], "timestamp": [1.0, 2.0], "weight": [1.0, -2.0]})
     pq.write_table(table, tmp_path / "w.parquet")
     error = error_of(tmp_path / "w.parquet")
     assert (error.location, error.field) == ("row 2", "weight")
@@ -318,7 +364,7 @@ def test_whole_file_problems(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("", encoding="utf-8")
     assert "file is empty" in str(error_of(empty))
-    with pytest.raises(InteractionLogError, match="unsupported interaction log extension '.txt'"):
+    with pytest.raises(InteractionLogError, match=r"unsupported interaction log extension '.txt'"):
         read_interactions(tmp_path / "log.txt")
     bom = tmp_path / "bom.csv"
     bom.write_text("\ufeffuser_id,item_id,timestamp\nu,i,1\n", encoding="utf-8")

@@ -1,4 +1,5 @@
 """The store-log evaluation: baselines, knob choice on validation only, the report (synthetic data)."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,15 @@ N_ITEMS, DIM, DAY = 30, 8, 86400.0
 
 def catalog() -> Catalog:
     n = N_ITEMS
-    return Catalog(item_ids=np.array([f"i{r}" for r in range(n)]), titles=np.array([f"item {r}" for r in range(n)]),
-                   descriptions=np.array([""] * n), categories=np.array([""] * n), created_at=np.full(n, np.nan),
-                   popularity=np.zeros(n, np.float32), in_stock=np.ones(n, bool))
+    return Catalog(
+        item_ids=np.array([f"i{r}" for r in range(n)]),
+        titles=np.array([f"item {r}" for r in range(n)]),
+        descriptions=np.array([""] * n),
+        categories=np.array([""] * n),
+        created_at=np.full(n, np.nan),
+        popularity=np.zeros(n, np.float32),
+        in_stock=np.ones(n, bool),
+    )
 
 
 def shopping_log(seed: int = 0) -> Interactions:
@@ -48,8 +55,16 @@ def data() -> log_eval.LogData:
     log = shopping_log()
     split = temporal_split(log, 0.8, max_history=50, n_targets=10)
     valid = validation_split(split, max_history=50, n_targets=10)
-    report = LogReport(path="synthetic", rows=len(log), kept=len(log), skipped=0, skip_reasons=[], unknown_items=0,
-                       unknown_examples=[], event_counts={"interaction": len(log)})
+    report = LogReport(
+        path="synthetic",
+        rows=len(log),
+        kept=len(log),
+        skipped=0,
+        skip_reasons=[],
+        unknown_items=0,
+        unknown_examples=[],
+        event_counts={"interaction": len(log)},
+    )
     return log_eval.LogData(catalog(), log, report, split, valid)
 
 
@@ -65,7 +80,9 @@ def test_baselines_rank_what_they_should(data, embeddings) -> None:
     seen = {item for item, _ in data.split.histories[user]}
     popular = log_eval.popularity_ranker(index, data.split)(user, 5)
     assert not seen & set(popular) and len(popular) == 5
-    assert set(popular) <= {f"i{r}" for r in range(5)} | set(index.item_ids[index.popular_rows[:5 + len(seen)]].tolist())
+    assert set(popular) <= {f"i{r}" for r in range(5)} | set(
+        index.item_ids[index.popular_rows[: 5 + len(seen)]].tolist()
+    )
     together = log_eval.cooccurrence_ranker(index, data.split)
     for user in data.split.users:
         history = [item for item, _ in data.split.histories[user]]
@@ -81,7 +98,7 @@ def test_baselines_rank_what_they_should(data, embeddings) -> None:
 def test_score_counts_hits_and_coverage(data, embeddings) -> None:
     index = log_eval.served_index(data.catalog, embeddings, log_eval.split_signals(data.split))
     reference = log_eval.Reference.of(index, data.split)
-    oracle = lambda user, k: list(data.split.targets[user])[:k]  # noqa: E731
+    oracle = lambda user, k: list(data.split.targets[user])[:k]
     result = log_eval.score(oracle, data.split, reference, (10, 20))
     assert result["hit_rate@10"] == 1.0 and result["mrr"] == 1.0 and result["ndcg@10"] == pytest.approx(1.0)
     assert len(result["per_user"]["ndcg@10"]) == len(data.split.users)
@@ -105,12 +122,17 @@ def test_knobs_leave_their_defaults_only_for_a_real_gain(data, embeddings) -> No
 def test_report_files(data, embeddings, tmp_path: Path) -> None:
     index = log_eval.served_index(data.catalog, embeddings, log_eval.split_signals(data.split))
     reference = log_eval.Reference.of(index, data.split)
-    rows = [{"name": name, **log_eval.score(ranker, data.split, reference)} for name, ranker in (
-        ("popularity", log_eval.popularity_ranker(index, data.split)),
-        ("co-occurrence", log_eval.cooccurrence_ranker(index, data.split)),
-        ("aisle", log_eval.aisle_ranker(index, data.split, RankingConfig())))]
-    report = log_eval.write_report(rows, data, {"note": "test"}, (10, 20), "synthetic", tmp_path, "r",
-                                   ["popularity", "co-occurrence"])
+    rows = [
+        {"name": name, **log_eval.score(ranker, data.split, reference)}
+        for name, ranker in (
+            ("popularity", log_eval.popularity_ranker(index, data.split)),
+            ("co-occurrence", log_eval.cooccurrence_ranker(index, data.split)),
+            ("aisle", log_eval.aisle_ranker(index, data.split, RankingConfig())),
+        )
+    ]
+    report = log_eval.write_report(
+        rows, data, {"note": "test"}, (10, 20), "synthetic", tmp_path, "r", ["popularity", "co-occurrence"]
+    )
     saved = json.loads((tmp_path / "r.json").read_text())
     assert [row["name"] for row in saved["rows"]] == ["popularity", "co-occurrence", "aisle"]
     assert "per_user" not in saved["rows"][0] and saved == json.loads(json.dumps(report))

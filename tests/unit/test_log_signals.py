@@ -1,4 +1,5 @@
 """Popularity and co-occurrence learned from a log, and how the served index takes them in."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,29 +16,47 @@ from aisle_server.learned import LOG_SIGNALS_DIRNAME, LogSignals, attach_learned
 
 def log(rows: list[tuple[str, str, float]], weights: list[float] | None = None) -> Interactions:
     users, items, ts = zip(*rows)
-    return Interactions(np.array(users), np.array(items),
-                        np.asarray(weights if weights is not None else [1.0] * len(rows), dtype=np.float32),
-                        np.array(ts, dtype=np.float64))
+    return Interactions(
+        np.array(users),
+        np.array(items),
+        np.asarray(weights if weights is not None else [1.0] * len(rows), dtype=np.float32),
+        np.array(ts, dtype=np.float64),
+    )
 
 
 def index_of(ids: list[str], popularity: list[float] | None = None) -> CatalogIndex:
     n = len(ids)
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, 4)).astype(np.float32)
-    return CatalogIndex(item_ids=np.array(ids), embeddings=vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
-                        titles=np.array(ids), categories=np.array([""] * n), created_at=np.full(n, np.nan),
-                        popularity=np.asarray(popularity or [0.0] * n, dtype=np.float32), in_stock=np.ones(n, bool))
+    return CatalogIndex(
+        item_ids=np.array(ids),
+        embeddings=vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+        titles=np.array(ids),
+        categories=np.array([""] * n),
+        created_at=np.full(n, np.nan),
+        popularity=np.asarray(popularity or [0.0] * n, dtype=np.float32),
+        in_stock=np.ones(n, bool),
+    )
 
 
 def test_cooccurrence_is_shopper_overlap_cosine() -> None:
-    rows = [("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 3), ("u2", "b", 4), ("u2", "c", 5), ("u3", "c", 6),
-            ("u3", "c", 7)]  # u3 bought c twice: one shopper counts once
+    rows = [
+        ("u1", "a", 1),
+        ("u1", "b", 2),
+        ("u2", "a", 3),
+        ("u2", "b", 4),
+        ("u2", "c", 5),
+        ("u3", "c", 6),
+        ("u3", "c", 7),
+    ]  # u3 bought c twice: one shopper counts once
     signals = build_log_signals(log(rows), now=7.0, popularity_half_life_days=None)
     ids = signals.item_ids.tolist()
     assert ids == ["a", "b", "c"]
     # shoppers: a {u1,u2}, b {u1,u2}, c {u2,u3}; cos(a,b) = 2/2 = 1, cos(a,c) = cos(b,c) = 1/2
-    neighbors = {ids[r]: [(ids[j], round(float(w), 6)) for j, w in zip(signals.neighbors[r], signals.weights[r]) if j >= 0]
-                 for r in range(3)}
+    neighbors = {
+        ids[r]: [(ids[j], round(float(w), 6)) for j, w in zip(signals.neighbors[r], signals.weights[r]) if j >= 0]
+        for r in range(3)
+    }
     assert neighbors == {"a": [("b", 1.0), ("c", 0.5)], "b": [("a", 1.0), ("c", 0.5)], "c": [("a", 0.5), ("b", 0.5)]}
     np.testing.assert_allclose(signals.popularity, [2, 2, 3])
 
@@ -88,8 +107,10 @@ def test_aligned_to_catalog_rows_by_id(tmp_path: Path) -> None:
 
 
 def test_cooccurrence_scores_sum_weighted_neighbours() -> None:
-    cooccurrence = Cooccurrence(np.array([[1, 2], [0, -1], [0, -1]], dtype=np.int32),
-                                np.array([[0.5, 0.25], [0.5, 0.0], [0.25, 0.0]], dtype=np.float32))
+    cooccurrence = Cooccurrence(
+        np.array([[1, 2], [0, -1], [0, -1]], dtype=np.int32),
+        np.array([[0.5, 0.25], [0.5, 0.0], [0.25, 0.0]], dtype=np.float32),
+    )
     scores = cooccurrence.scores(np.array([0, 1]), np.array([1.0, 2.0]))
     np.testing.assert_allclose(scores, [1.0, 0.5, 0.25])
     assert cooccurrence.scores(np.array([], dtype=np.int64), np.array([])).tolist() == [0.0, 0.0, 0.0]
@@ -105,12 +126,20 @@ def tiny_encoder(tmp_path_factory) -> Path:
     ids = [f"i{r}" for r in range(12)]
     index = index_of(ids)
     rng = np.random.default_rng(0)
-    sequences = {f"u{u}": ([f"i{(s + j) % 12}" for j in range(6)], 1.7e9 + np.arange(6) * 3600.0, ["view"] * 6)
-                 for u, s in enumerate(rng.integers(0, 12, 30))}
+    sequences = {
+        f"u{u}": ([f"i{(s + j) % 12}" for j in range(6)], 1.7e9 + np.arange(6) * 3600.0, ["view"] * 6)
+        for u, s in enumerate(rng.integers(0, 12, 30))
+    }
     out = tmp_path_factory.mktemp("learned") / "user_encoder"
-    train_user_encoder(ids, np.asarray(index.embeddings), sequences, out,
-                       UserEncoderConfig(max_len=8, hidden=8, heads=2, layers=1, epochs=1, batch_size=8),
-                       item_tower_sha256="a" * 64, progress=False)
+    train_user_encoder(
+        ids,
+        np.asarray(index.embeddings),
+        sequences,
+        out,
+        UserEncoderConfig(max_len=8, hidden=8, heads=2, layers=1, epochs=1, batch_size=8),
+        item_tower_sha256="a" * 64,
+        progress=False,
+    )
     return out
 
 
@@ -136,6 +165,7 @@ def test_replace_directory_swaps_whole_directories(tmp_path: Path) -> None:
             directory.mkdir(parents=True)
             for name, text in files.items():
                 (directory / name).write_text(text)
+
         return into
 
     final = replace_directory(tmp_path / "signals", write({"a": "1", "b": "1"}))

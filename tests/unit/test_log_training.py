@@ -1,4 +1,5 @@
 """The served stack is chosen on validation and handed to export as chosen (pure logic and files)."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def _per_user(rng: np.random.Generator, mean: float, n: int = 400) -> np.ndarray
 def test_a_trained_stack_is_served_only_for_a_gain_above_noise() -> None:
     rng = np.random.default_rng(0)
     base = _per_user(rng, 0.20)
-    clear = base + 0.05                         # every shopper better: the interval is above zero
+    clear = base + 0.05  # every shopper better: the interval is above zero
     noisy = base + rng.normal(0.0, 0.05, base.size)  # same on average: the interval straddles zero
     served, log = choose_stack({"pretrained": base, "mean": noisy, "user_encoder": clear})
     assert served == "user_encoder" and log["served"] == "user_encoder"
@@ -39,8 +40,10 @@ def test_among_winners_the_best_mean_is_served() -> None:
 
 
 def _finetuned(tmp_path: Path, served: str | None) -> Path:
-    knobs = {name: asdict(RankingConfig(feed_popularity_weight=float(i), user_encoder=name == "user_encoder"))
-             for i, name in enumerate(STACKS)}
+    knobs = {
+        name: asdict(RankingConfig(feed_popularity_weight=float(i), user_encoder=name == "user_encoder"))
+        for i, name in enumerate(STACKS)
+    }
     (tmp_path / RANKING_FILE).write_text(json.dumps({**({"served": served} if served else {}), **knobs}))
     return tmp_path
 

@@ -1,4 +1,5 @@
 """Ranking metrics: against ranx (a maintained IR-metrics library) and hand-computed values."""
+
 from __future__ import annotations
 
 import math
@@ -25,21 +26,24 @@ def test_recall_and_ndcg_hand_computed() -> None:
 
 
 def test_recall_and_ndcg_match_ranx() -> None:
-    import ranx  # noqa: PLC0415 - the dev extra installs it
+    import ranx  # the dev extra installs it
+
     rng = np.random.default_rng(7)
     catalog = [f"i{j}" for j in range(60)]
     qrels, run, ours = {}, {}, {"recall@10": [], "recall@50": [], "ndcg@10": [], "hit_rate@20": [], "mrr@50": []}
     for q in range(40):
         relevant = set(rng.choice(catalog, size=int(rng.integers(1, 12)), replace=False).tolist())
         ranked = rng.permutation(catalog).tolist()[:50]
-        qrels[f"q{q}"] = {item: 1 for item in relevant}
+        qrels[f"q{q}"] = dict.fromkeys(relevant, 1)
         run[f"q{q}"] = {item: float(50 - r) for r, item in enumerate(ranked)}
         ours["recall@10"].append(metrics.recall_at_k(ranked, relevant, 10))
         ours["recall@50"].append(metrics.recall_at_k(ranked, relevant, 50))
         ours["ndcg@10"].append(metrics.ndcg_at_k(ranked, relevant, 10))
         ours["hit_rate@20"].append(metrics.hit_rate_at_k(ranked, relevant, 20))
         ours["mrr@50"].append(metrics.reciprocal_rank(ranked, relevant, 50))
-    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), ["recall@10", "recall@50", "ndcg@10", "hit_rate@20", "mrr@50"])
+    theirs = ranx.evaluate(
+        ranx.Qrels(qrels), ranx.Run(run), ["recall@10", "recall@50", "ndcg@10", "hit_rate@20", "mrr@50"]
+    )
     for name, values in ours.items():
         assert np.mean(values) == pytest.approx(theirs[name], abs=1e-9), name
 

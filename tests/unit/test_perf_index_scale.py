@@ -1,5 +1,6 @@
 """``perf/bench_index_scale.py`` end to end at a size CI affords: the three phases run as their own
 processes, the replica loads the index the way ``rerank`` does, and the report has every figure."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
 
-import bench_index_scale  # noqa: E402
-
-from aisle_server.ann import DEFAULT_REFINE  # noqa: E402
+import bench_index_scale
+from aisle_server.ann import DEFAULT_REFINE
 
 
 def test_small_run_reports_build_memory_recall_and_rank_latency(tmp_path):
     out = tmp_path / "results"
-    bench_index_scale.main(["--sizes", "3000", "--queries", "10", "--candidates", "20", "--nprobe", "4", "64",
-                            "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    bench_index_scale.main(
+        [
+            "--sizes",
+            "3000",
+            "--queries",
+            "10",
+            "--candidates",
+            "20",
+            "--nprobe",
+            "4",
+            "64",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads((out / "index_scale.json").read_text())["sizes"][0]
     assert result["items"] == 3000 and result["build"]["pq_m"] == 48
     serve = result["serve"]

@@ -1,4 +1,5 @@
 """Load generator math and bookkeeping (perf/loadgen.py); no assertion on wall-clock time."""
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from perf import loadgen  # noqa: E402
+from perf import loadgen
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 95, 99, 100])
@@ -70,9 +71,9 @@ def test_run_uses_every_worker_and_counts_errors_apart():
 
 def test_run_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        loadgen.run(lambda: (lambda r: None), [{"q": 1}], concurrency=0)
+        loadgen.run(lambda: lambda r: None, [{"q": 1}], concurrency=0)
     with pytest.raises(ValueError):
-        loadgen.run(lambda: (lambda r: None), [], concurrency=1)
+        loadgen.run(lambda: lambda r: None, [], concurrency=1)
 
 
 def test_inprocess_target_passes_query_and_k():

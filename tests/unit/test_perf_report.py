@@ -1,4 +1,5 @@
 """Report arithmetic, Triton-statistics breakdown, perf_analyzer CSV parsing, config variants, inputs."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from perf import report  # noqa: E402
-from perf.baselines.search import top_k  # noqa: E402
-from perf.perf_analyzer import inputs, runner, stats, variants  # noqa: E402
+from perf import report
+from perf.baselines.search import top_k
+from perf.perf_analyzer import inputs, runner, stats, variants
 
 
 def _stage(requests, request_ns, queue_ns, batch_ns, inferences, executions):
-    return {"requests": requests, "request_ns": request_ns, "queue_ns": queue_ns, "compute_ns": batch_ns,
-            "batch_compute_ns": batch_ns, "batch_executions": executions, "inferences": inferences,
-            "executions": executions}
+    return {
+        "requests": requests,
+        "request_ns": request_ns,
+        "queue_ns": queue_ns,
+        "compute_ns": batch_ns,
+        "batch_compute_ns": batch_ns,
+        "batch_executions": executions,
+        "inferences": inferences,
+        "executions": executions,
+    }
 
 
 DELTA = {
@@ -45,12 +53,23 @@ def test_breakdown_per_request_shares_and_overhead():
 
 def test_model_figures_reads_batch_stats_not_per_request_compute():
     entry = {
-        "inference_count": "8", "execution_count": "2",
-        "inference_stats": {"success": {"count": "8", "ns": "800"}, "queue": {"count": "8", "ns": "80"},
-                            "compute_input": {"count": "8", "ns": "8"}, "compute_infer": {"count": "8", "ns": "400"},
-                            "compute_output": {"count": "8", "ns": "8"}},
-        "batch_stats": [{"batch_size": "4", "compute_input": {"count": "2", "ns": "2"},
-                         "compute_infer": {"count": "2", "ns": "100"}, "compute_output": {"count": "2", "ns": "2"}}],
+        "inference_count": "8",
+        "execution_count": "2",
+        "inference_stats": {
+            "success": {"count": "8", "ns": "800"},
+            "queue": {"count": "8", "ns": "80"},
+            "compute_input": {"count": "8", "ns": "8"},
+            "compute_infer": {"count": "8", "ns": "400"},
+            "compute_output": {"count": "8", "ns": "8"},
+        },
+        "batch_stats": [
+            {
+                "batch_size": "4",
+                "compute_input": {"count": "2", "ns": "2"},
+                "compute_infer": {"count": "2", "ns": "100"},
+                "compute_output": {"count": "2", "ns": "2"},
+            }
+        ],
     }
     f = stats.model_figures(entry)
     assert f["compute_ns"] == 416 and f["batch_compute_ns"] == 104
@@ -63,32 +82,68 @@ def test_diff_subtracts_snapshots():
 
 
 def _round(i, fast, best, db, nodb):
-    return {"round": i,
-            "fastapi": {"throughput": fast, "p50_ms": 100, "p99_ms": 400, "load1": 3.0},
-            "aisle-int8-db-1i": {"throughput": best, "p50_ms": 50, "p99_ms": 200, "load1": 3.0,
-                                 "breakdown": stats.breakdown(DELTA, 2.0)},
-            "aisle-fp32-db-1i": {"throughput": db, "p50_ms": 60, "p99_ms": 300, "load1": 3.0},
-            "aisle-fp32-nodb-1i": {"throughput": nodb, "p50_ms": 90, "p99_ms": 600, "load1": 3.0},
-            "best_python_loadgen": {"throughput": best * 0.9, "p50_ms": 55, "p99_ms": 210, "load1": 3.0}}
+    return {
+        "round": i,
+        "fastapi": {"throughput": fast, "p50_ms": 100, "p99_ms": 400, "load1": 3.0},
+        "aisle-int8-db-1i": {
+            "throughput": best,
+            "p50_ms": 50,
+            "p99_ms": 200,
+            "load1": 3.0,
+            "breakdown": stats.breakdown(DELTA, 2.0),
+        },
+        "aisle-fp32-db-1i": {"throughput": db, "p50_ms": 60, "p99_ms": 300, "load1": 3.0},
+        "aisle-fp32-nodb-1i": {"throughput": nodb, "p50_ms": 90, "p99_ms": 600, "load1": 3.0},
+        "best_python_loadgen": {"throughput": best * 0.9, "p50_ms": 55, "p99_ms": 210, "load1": 3.0},
+    }
 
 
 RESULTS = {
     "machine": {"cpu": "test cpu", "cores": 2},
     "load": [{"load1": 2.0}, {"load1": 4.0}],
     "systems": {
-        "fastapi": {"label": "FastAPI", "kind": "loadgen", "points": [
-            {"concurrency": 16, "throughput": 40.0, "p50_ms": 100.0, "p95_ms": 300.0, "p99_ms": 400.0, "load1": 3.0}]},
-        "inprocess": {"label": "in-process", "kind": "loadgen", "points": [
-            {"concurrency": 16, "throughput": 42.0, "p50_ms": 90.0, "p95_ms": 280.0, "p99_ms": 380.0, "load1": 3.0}]},
-        "aisle-int8-db-1i": {"label": "Aisle INT8", "kind": "triton", "points": [
-            {"concurrency": 16, "throughput": 150.0, "p50_ms": 50.0, "p95_ms": 150.0, "p99_ms": 200.0, "load1": 3.0,
-             "breakdown": stats.breakdown(DELTA, 2.0)}]},
-        "aisle-int8-nodb-1i": {"label": "Aisle INT8 nodb", "kind": "triton", "points": [
-            {"concurrency": 16, "throughput": 100.0, "p50_ms": 70.0, "p95_ms": 250.0, "p99_ms": 350.0, "load1": 3.0}]},
+        "fastapi": {
+            "label": "FastAPI",
+            "kind": "loadgen",
+            "points": [
+                {"concurrency": 16, "throughput": 40.0, "p50_ms": 100.0, "p95_ms": 300.0, "p99_ms": 400.0, "load1": 3.0}
+            ],
+        },
+        "inprocess": {
+            "label": "in-process",
+            "kind": "loadgen",
+            "points": [
+                {"concurrency": 16, "throughput": 42.0, "p50_ms": 90.0, "p95_ms": 280.0, "p99_ms": 380.0, "load1": 3.0}
+            ],
+        },
+        "aisle-int8-db-1i": {
+            "label": "Aisle INT8",
+            "kind": "triton",
+            "points": [
+                {
+                    "concurrency": 16,
+                    "throughput": 150.0,
+                    "p50_ms": 50.0,
+                    "p95_ms": 150.0,
+                    "p99_ms": 200.0,
+                    "load1": 3.0,
+                    "breakdown": stats.breakdown(DELTA, 2.0),
+                }
+            ],
+        },
+        "aisle-int8-nodb-1i": {
+            "label": "Aisle INT8 nodb",
+            "kind": "triton",
+            "points": [
+                {"concurrency": 16, "throughput": 100.0, "p50_ms": 70.0, "p95_ms": 250.0, "p99_ms": 350.0, "load1": 3.0}
+            ],
+        },
     },
-    "paired": {"labels": {"aisle-int8-db-1i": "Aisle INT8", "aisle-fp32-db-1i": "FP32 db", "aisle-fp32-nodb-1i": "FP32"},
-               "python_loadgen_label": "Aisle INT8",
-               "rounds": [_round(1, 40, 120, 80, 40), _round(2, 50, 160, 90, 60), _round(3, 30, 120, 70, 50)]},
+    "paired": {
+        "labels": {"aisle-int8-db-1i": "Aisle INT8", "aisle-fp32-db-1i": "FP32 db", "aisle-fp32-nodb-1i": "FP32"},
+        "python_loadgen_label": "Aisle INT8",
+        "rounds": [_round(1, 40, 120, 80, 40), _round(2, 50, 160, 90, 60), _round(3, 30, 120, 70, 50)],
+    },
 }
 
 
@@ -148,7 +203,9 @@ def test_perf_analyzer_csv(tmp_path):
 def test_scenario_command_modes(tmp_path):
     c = runner.Scenario("recommend", tmp_path / "d.json", "127.0.0.1:1", tmp_path / "o.csv", concurrency=16).command()
     assert c[c.index("--concurrency-range") + 1] == "16:16" and "--request-rate-range" not in c
-    r = runner.Scenario("recommend", tmp_path / "d.json", "127.0.0.1:1", tmp_path / "o.csv", request_rate=12.5).command()
+    r = runner.Scenario(
+        "recommend", tmp_path / "d.json", "127.0.0.1:1", tmp_path / "o.csv", request_rate=12.5
+    ).command()
     assert r[r.index("--request-rate-range") + 1] == "12.5:12.5" and "poisson" in r
     with pytest.raises(ValueError):
         runner.Scenario("m", tmp_path, "u", tmp_path).command()
@@ -179,7 +236,9 @@ def test_build_variant_never_writes_through_hard_links(tmp_path):
     target = variants.build_variant(source, variants.Variant("fp32", False, 3), tmp_path / "bench")
     assert (source / "query_encoder" / "config.pbtxt").read_text() == "original"
     assert "count: 3" in (target / "query_encoder" / "config.pbtxt").read_text()
-    assert (target / "query_encoder" / "1" / "model.onnx").stat().st_ino == (source / "query_encoder" / "1" / "model.onnx").stat().st_ino
+    assert (target / "query_encoder" / "1" / "model.onnx").stat().st_ino == (
+        source / "query_encoder" / "1" / "model.onnx"
+    ).stat().st_ino
 
 
 def test_inputs_are_real_text_shaped_for_perf_analyzer():

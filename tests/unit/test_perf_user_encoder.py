@@ -1,5 +1,6 @@
 """``perf/bench_user_encoder.py``'s pure parts on small fake numbers: the feeds it sends, the A/B
 interleaving, the in-round ratio math and the report. No server: the benchmark itself is run by hand."""
+
 from __future__ import annotations
 
 import json
@@ -11,19 +12,36 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
 
-import bench_user_encoder as bue  # noqa: E402
+import bench_user_encoder as bue
 
 
 def _result(p50: float, p95: float, throughput: float, errors: int = 0) -> dict:
-    return {"concurrency": 1, "completed": 100, "errors": errors, "window_s": 5.0, "throughput": throughput,
-            "p50_ms": p50, "p95_ms": p95, "p99_ms": p95 + 1, "mean_ms": p50}
+    return {
+        "concurrency": 1,
+        "completed": 100,
+        "errors": errors,
+        "window_s": 5.0,
+        "throughput": throughput,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p95 + 1,
+        "mean_ms": p50,
+    }
 
 
 def _runs(phase: str, pairs: list[tuple[tuple, tuple]]) -> list[dict]:
     """Runs of one phase: ``pairs[r] = ((p50, p95, tput) with, (p50, p95, tput) without)``."""
-    return [{"round": r, "phase": phase, "side": side, "result": _result(*figures),
-             "rerank_busy_ms_per_feed": 2.0 if side == "with" else 1.5}
-            for r, pair in enumerate(pairs) for side, figures in zip(bue.SIDES, pair)]
+    return [
+        {
+            "round": r,
+            "phase": phase,
+            "side": side,
+            "result": _result(*figures),
+            "rerank_busy_ms_per_feed": 2.0 if side == "with" else 1.5,
+        }
+        for r, pair in enumerate(pairs)
+        for side, figures in zip(bue.SIDES, pair)
+    ]
 
 
 # --------------------------------------------------------------------------- requests
@@ -63,8 +81,10 @@ def test_feed_call_sends_an_uncached_feed_with_the_sides_knob():
     for side in bue.SIDES:
         bue.feed_call(FakeClient(), side)(request)
     assert [c[1]["user_encoder"] for c in calls] == [True, False]
-    assert all(c[0] == (None, request["history"]) and c[1]["cache"] is False and c[1]["now"] == 7.0
-               and c[1]["k"] == bue.K for c in calls)
+    assert all(
+        c[0] == (None, request["history"]) and c[1]["cache"] is False and c[1]["now"] == 7.0 and c[1]["k"] == bue.K
+        for c in calls
+    )
     assert not hasattr(bue.feed_call(FakeClient(), "with"), "close"), "loadgen would close the shared client"
     with pytest.raises(ValueError, match="side"):
         bue.knobs("both")
@@ -95,9 +115,14 @@ def test_phases_are_what_the_brief_measures():
 
 
 def test_summarize_phase_takes_medians_of_rounds_and_ratios_inside_each_round():
-    runs = _runs("c1", [((12.0, 20.0, 80.0), (10.0, 16.0, 100.0)),
-                        ((15.0, 30.0, 60.0), (10.0, 20.0, 100.0)),
-                        ((11.0, 18.0, 90.0), (10.0, 18.0, 90.0))])
+    runs = _runs(
+        "c1",
+        [
+            ((12.0, 20.0, 80.0), (10.0, 16.0, 100.0)),
+            ((15.0, 30.0, 60.0), (10.0, 20.0, 100.0)),
+            ((11.0, 18.0, 90.0), (10.0, 18.0, 90.0)),
+        ],
+    )
     s = bue.summarize_phase(runs)
     assert s["rounds"] == 3
     assert s["sides"]["with"] == {"p50_ms": 12.0, "p95_ms": 20.0, "throughput": 80.0}
@@ -105,7 +130,9 @@ def test_summarize_phase_takes_medians_of_rounds_and_ratios_inside_each_round():
     assert s["added_p50_ms"] == pytest.approx(2.0) and s["added_p50_ms_range"] == pytest.approx([1.0, 5.0])
     assert s["ratio"]["p50"] == pytest.approx(1.2) and s["ratio_range"]["p50"] == pytest.approx([1.1, 1.5])
     assert s["ratio"]["p95"] == pytest.approx(1.25) and s["ratio_range"]["p95"] == pytest.approx([1.0, 1.5])
-    assert s["ratio"]["throughput"] == pytest.approx(0.8) and s["ratio_range"]["throughput"] == pytest.approx([0.6, 1.0])
+    assert s["ratio"]["throughput"] == pytest.approx(0.8) and s["ratio_range"]["throughput"] == pytest.approx(
+        [0.6, 1.0]
+    )
     assert s["rerank_busy_ms_per_feed"] == {"with": 2.0, "without": 1.5}
 
 
@@ -125,14 +152,27 @@ def test_summarize_pairs_rounds_counts_errors_and_ignores_a_round_missing_a_side
 
 
 def _report(added: float = 1.0) -> dict:
-    runs = (_runs("c1", [((10.0 + added, 14.0, 90.0), (10.0, 13.0, 100.0))] * 2)
-            + _runs("c16", [((30.0, 50.0, 450.0), (25.0, 40.0, 600.0))] * 2))
-    return {"command": ".venv/bin/python perf/bench_user_encoder.py --rounds 2 --seconds 5",
-            "machine": {"cpus": 2, "platform": "x86_64 Linux", "python": "3.11.7",
-                        "load_before": [1.5, 1.25, 1.0], "load_after": [3.0, 2.0, 1.0]},
-            "repo": "/tmp/repo", "encoder": {"max_len": 50, "dim": 384}, "rounds": 2, "seconds": 5.0,
-            "feeds": {"shoppers": 108, "events": True, "mean_history": 45.25, "now": 1.0},
-            "check": {"sampled": 20, "differ": 19}, "phases": bue.summarize(runs), "runs": runs}
+    runs = _runs("c1", [((10.0 + added, 14.0, 90.0), (10.0, 13.0, 100.0))] * 2) + _runs(
+        "c16", [((30.0, 50.0, 450.0), (25.0, 40.0, 600.0))] * 2
+    )
+    return {
+        "command": ".venv/bin/python perf/bench_user_encoder.py --rounds 2 --seconds 5",
+        "machine": {
+            "cpus": 2,
+            "platform": "x86_64 Linux",
+            "python": "3.11.7",
+            "load_before": [1.5, 1.25, 1.0],
+            "load_after": [3.0, 2.0, 1.0],
+        },
+        "repo": "/tmp/repo",
+        "encoder": {"max_len": 50, "dim": 384},
+        "rounds": 2,
+        "seconds": 5.0,
+        "feeds": {"shoppers": 108, "events": True, "mean_history": 45.25, "now": 1.0},
+        "check": {"sampled": 20, "differ": 19},
+        "phases": bue.summarize(runs),
+        "runs": runs,
+    }
 
 
 def test_markdown_says_how_where_and_what_was_measured():

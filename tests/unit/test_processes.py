@@ -1,6 +1,8 @@
 """Process-group and environment lookups that keep tritonserver's stubs from outliving it."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,8 +20,9 @@ ORPHANING = (
 
 def test_an_orphan_left_in_the_group_is_found_and_killed() -> None:
     token = uuid.uuid4().hex
-    leader = subprocess.Popen([sys.executable, "-c", ORPHANING], start_new_session=True,
-                              env={**os.environ, "AISLE_PROCESS_TEST": token})
+    leader = subprocess.Popen(
+        [sys.executable, "-c", ORPHANING], start_new_session=True, env={**os.environ, "AISLE_PROCESS_TEST": token}
+    )
     leader.wait(timeout=30)
     orphans = process_group_members(leader.pid)
     try:
@@ -30,10 +33,8 @@ def test_an_orphan_left_in_the_group_is_found_and_killed() -> None:
         assert processes_with_env("AISLE_PROCESS_TEST", token) == {}
     finally:
         for pid in orphans:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
 
 
 def test_an_empty_group_is_a_no_op() -> None:

@@ -3,6 +3,7 @@
 One FP32 export and one set of variants per module (the expensive part); the gates score
 held-out text and top-10 retrieval over the real MovieLens-100K catalog, as the export does.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,16 +16,28 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from aisle_export.catalog import read_catalog  # noqa: E402
-from aisle_export.movielens import fetch_movielens, write_catalog_csv  # noqa: E402
-from aisle_export.onnx_export import export_tower  # noqa: E402
-from aisle_export.precision_gate import (  # noqa: E402
-    MEAN_COSINE, MIN_COSINE, MIN_TOP10_AGREEMENT, Fp32Cache, GateReport, PrecisionGateError, TowerPair,
-    check, evaluate, top_k_agreement,
+from aisle_export.catalog import read_catalog
+from aisle_export.movielens import fetch_movielens, write_catalog_csv
+from aisle_export.onnx_export import export_tower
+from aisle_export.precision_gate import (
+    MEAN_COSINE,
+    MIN_COSINE,
+    MIN_TOP10_AGREEMENT,
+    Fp32Cache,
+    GateReport,
+    PrecisionGateError,
+    TowerPair,
+    check,
+    evaluate,
+    top_k_agreement,
 )
-from aisle_export.precision_texts import CALIBRATION_PRODUCTS, gate_texts  # noqa: E402
-from aisle_export.quantize import (  # noqa: E402
-    FP16_KEEP_FP32, VARIANTS, attention_projection_matmuls, ffn_down_matmuls, write_variant,
+from aisle_export.precision_texts import CALIBRATION_PRODUCTS, gate_texts
+from aisle_export.quantize import (
+    FP16_KEEP_FP32,
+    VARIANTS,
+    attention_projection_matmuls,
+    ffn_down_matmuls,
+    write_variant,
 )
 
 
@@ -65,9 +78,10 @@ def test_top_k_agreement():
 
 
 def test_failed_gate_raises_after_writing_its_figures(tmp_path):
-    report = GateReport("int8", 3, 0.9, 0.95, "worst", 2, 5, 0.5, MIN_COSINE, MEAN_COSINE, MIN_TOP10_AGREEMENT,
-                        False, 0.0)
-    with pytest.raises(PrecisionGateError, match="min cosine 0.9000.*top-10 agreement 0.500.*'worst'"):
+    report = GateReport(
+        "int8", 3, 0.9, 0.95, "worst", 2, 5, 0.5, MIN_COSINE, MEAN_COSINE, MIN_TOP10_AGREEMENT, False, 0.0
+    )
+    with pytest.raises(PrecisionGateError, match=r"min cosine 0.9000.*top-10 agreement 0.500.*'worst'"):
         check(report, save_to=tmp_path / "gate.json")
     assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
 
@@ -111,7 +125,9 @@ def test_qdq_graph_is_symmetric_per_channel(encoder_dir, variants):
     for node in dequantize:
         zero_point = inits.get(node.input[2]) if len(node.input) > 2 else None
         assert zero_point is None or (zero_point.dtype == np.int8 and not zero_point.any()), node.name
-    per_channel = [n for n in dequantize if n.input[0] in inits and inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1]
+    per_channel = [
+        n for n in dequantize if n.input[0] in inits and inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1
+    ]
     fp32 = onnx.load(str(encoder_dir / "model.onnx"))
     assert len(per_channel) == len(attention_projection_matmuls(fp32)) == 24  # Q, K, V, out × 6 layers
 

@@ -1,4 +1,5 @@
 """The ranking stage's math and rules, checked on small hand-made indexes."""
+
 import math
 from dataclasses import replace
 
@@ -127,9 +128,15 @@ def test_config_from_parameters_casts_and_rejects_unknown_keys():
 
 def test_filters_exclude_ids_and_categories():
     index = make_index([[1, 0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
-    index = CatalogIndex(**{**{f: getattr(index, f) for f in ("item_ids", "embeddings", "titles", "created_at",
-                                                            "popularity", "in_stock")},
-                            "categories": np.array(["shoes", "shoes", "bags", "hats"])})
+    index = CatalogIndex(
+        **{
+            **{
+                f: getattr(index, f)
+                for f in ("item_ids", "embeddings", "titles", "created_at", "popularity", "in_stock")
+            },
+            "categories": np.array(["shoes", "shoes", "bags", "hats"]),
+        }
+    )
     assert rank(index, request(query=[1, 0], k=2, exclude_ids=["i0", "zz"])).item_ids == ["i1", "i2"]
     assert rank(index, request(query=[1, 0], k=2, allow_categories=["bags", "hats"])).item_ids == ["i2", "i3"]
     assert rank(index, request(query=[1, 0], k=2, deny_categories=["shoes"])).item_ids == ["i2", "i3"]
@@ -144,7 +151,9 @@ def test_history_can_be_included_on_request():
 def test_freshness_and_popularity_weights_reorder_close_candidates():
     index = make_index([[1, 0.00], [1, 0.01], [1, 0.02]], popularity=[0, 0, 100], created_at=[0.0, 1000.0, 0.0])
     plain = rank(index, request(query=[1, 0], k=3))
-    fresh = rank(index, request(query=[1, 0], k=3, config=RankingConfig(freshness_weight=0.1, freshness_half_life_s=10)))
+    fresh = rank(
+        index, request(query=[1, 0], k=3, config=RankingConfig(freshness_weight=0.1, freshness_half_life_s=10))
+    )
     popular = rank(index, request(query=[1, 0], k=3, config=RankingConfig(popularity_weight=0.1)))
     assert plain.item_ids[0] == "i0"
     assert fresh.item_ids[0] == "i1"  # created "now"
@@ -201,18 +210,27 @@ def test_rank_many_answers_each_request_as_rank_does(monkeypatch):
     rng = np.random.default_rng(0)
     base = make_index(rng.standard_normal((60, 8)), popularity=rng.random(60), created_at=rng.random(60) * 1000)
     base.categories[:] = [f"c{r % 3}" for r in range(60)]
-    index = replace(base, lexical=LexicalIndex.build([f"red shoe {r}" if r % 4 == 0 else f"blue hat {r}"
-                                                      for r in range(60)]))
+    index = replace(
+        base, lexical=LexicalIndex.build([f"red shoe {r}" if r % 4 == 0 else f"blue hat {r}" for r in range(60)])
+    )
     diverse = RankingConfig(diversity=0.5, diversity_method="dpp", freshness_weight=0.3)
     requests = [
-        request(query=rng.standard_normal(8), k=5),                                   # search
-        request(history=[("i3", 900.0), ("i7", 990.0), ("nope", 950.0)], k=4),       # feed
-        request(k=3),                                                                 # fallback
-        request(query=rng.standard_normal(8), history=[("i1", 500.0)], k=6, config=diverse,
-                exclude_ids=["i2"], deny_categories=["c1"]),
+        request(query=rng.standard_normal(8), k=5),  # search
+        request(history=[("i3", 900.0), ("i7", 990.0), ("nope", 950.0)], k=4),  # feed
+        request(k=3),  # fallback
+        request(
+            query=rng.standard_normal(8),
+            history=[("i1", 500.0)],
+            k=6,
+            config=diverse,
+            exclude_ids=["i2"],
+            deny_categories=["c1"],
+        ),
         replace(request(query=rng.standard_normal(8), k=5), query_text="red shoe"),  # hybrid
-        replace(request(query=rng.standard_normal(8), k=5, config=RankingConfig(search_mode="lexical")),
-                query_text="blue hat"),
+        replace(
+            request(query=rng.standard_normal(8), k=5, config=RankingConfig(search_mode="lexical")),
+            query_text="blue hat",
+        ),
         request(history=[("i9", 999.0)], k=7, config=RankingConfig(popularity_weight=0.2)),
     ]
     batched = rank_many(index, requests)
@@ -245,16 +263,21 @@ def learned_index():
 def test_feed_candidates_come_from_popularity_and_cooccurrence_too():
     index = learned_index()
     history = [("i4", 999.0)]
-    narrow = dict(candidates=1, exclude_history=True)
+    narrow = {"candidates": 1, "exclude_history": True}
     content = RankingConfig(**narrow, feed_popularity_weight=0.0, popular_candidates=0, cooccurrence_candidates=0)
     assert rank(index, request(history=history, k=2, config=content)).item_ids == ["i0", "i1"]  # embeddings only
-    multi = RankingConfig(**narrow, feed_popularity_weight=1.0, popular_candidates=1, cooccurrence_candidates=1,
-                          cooccurrence_weight=2.0)
+    multi = RankingConfig(
+        **narrow, feed_popularity_weight=1.0, popular_candidates=1, cooccurrence_candidates=1, cooccurrence_weight=2.0
+    )
     result = rank(index, request(history=history, k=4, config=multi))
     assert set(result.item_ids) == {"i0", "i1", "i2", "i3"}  # embedding, popular and co-occurrence neighbours
-    assert rank(index, request(history=history, k=2, config=multi)).item_ids == ["i3", "i0"]  # 0 cosine + 2 × co-occurrence
-    popular = rank(index, request(history=history, k=2, config=replace(multi, cooccurrence_weight=0.0,
-                                                                        feed_popularity_weight=5.0)))
+    assert rank(index, request(history=history, k=2, config=multi)).item_ids == [
+        "i3",
+        "i0",
+    ]  # 0 cosine + 2 × co-occurrence
+    popular = rank(
+        index, request(history=history, k=2, config=replace(multi, cooccurrence_weight=0.0, feed_popularity_weight=5.0))
+    )
     assert popular.item_ids == ["i2", "i0"]  # 0 cosine + 5 × the top popularity prior
 
 
@@ -292,7 +315,7 @@ def test_user_encoder_replaces_the_recency_mean_when_attached():
     config = RankingConfig(feed_popularity_weight=0.0)
     encoded = rank(index, replace(request(history=history, k=1, config=config), history_events=events))
     assert encoded.item_ids == ["i3"] and encoded.interest.tolist() == pytest.approx(encoder.vector.tolist())
-    (histories, timestamps, event_ids, now), = encoder.calls
+    ((histories, timestamps, event_ids, now),) = encoder.calls
     np.testing.assert_allclose(histories[0], index.embeddings[[1, 2]])  # the newest max_len known items
     assert timestamps[0].tolist() == [30.0, 40.0] and event_ids[0].tolist() == [2, 0] and now == [1000.0]
     plain = rank(index, request(history=history, k=1, config=replace(config, user_encoder=False)))
@@ -304,8 +327,12 @@ def test_user_encoder_replaces_the_recency_mean_when_attached():
 def test_rank_many_batches_the_user_encoder_and_matches_rank():
     encoder = FixedEncoder([0, 1, 0])
     index = replace(learned_index(), user_encoder=encoder)
-    requests = [request(history=[("i0", 1.0)], k=2), request(k=2), request(history=[("i4", 5.0)], k=3),
-                request(query=[1, 0, 0], history=[("i1", 9.0)], k=2)]
+    requests = [
+        request(history=[("i0", 1.0)], k=2),
+        request(k=2),
+        request(history=[("i4", 5.0)], k=3),
+        request(query=[1, 0, 0], history=[("i1", 9.0)], k=2),
+    ]
     batched = rank_many(index, requests)
     assert len(encoder.calls) == 1 and len(encoder.calls[0][0]) == 3  # one call for the three histories
     for got, one in zip(batched, requests):

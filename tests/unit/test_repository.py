@@ -1,4 +1,5 @@
 """The generated Triton model repository: checked-in files in step, configs valid and consistent."""
+
 from __future__ import annotations
 
 import ast
@@ -44,7 +45,7 @@ def parse(text: str) -> mc.ModelConfig:
 
 
 def test_template_dir_is_the_checked_in_repository():
-    assert TEMPLATE_DIR == REPO.resolve()  # model_repository/ links to the package data
+    assert REPO.resolve() == TEMPLATE_DIR  # model_repository/ links to the package data
 
 
 def test_the_template_ships_every_checked_in_file_as_package_data():
@@ -53,11 +54,21 @@ def test_the_template_ships_every_checked_in_file_as_package_data():
     import tomllib
 
     patterns = tomllib.loads((REPO.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
-        "aisle_export.model_repository"]
-    files = [p.relative_to(TEMPLATE_DIR).as_posix() for p in TEMPLATE_DIR.rglob("*")
-             if p.is_file() and "__pycache__" not in p.parts]
-    uncovered = [f for f in files if f != "__init__.py" and not any(
-        fnmatch.fnmatch(f, pattern) or fnmatch.fnmatch(f, pattern.removeprefix("**/")) for pattern in patterns)]
+        "aisle_export.model_repository"
+    ]
+    files = [
+        p.relative_to(TEMPLATE_DIR).as_posix()
+        for p in TEMPLATE_DIR.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    uncovered = [
+        f
+        for f in files
+        if f != "__init__.py"
+        and not any(
+            fnmatch.fnmatch(f, pattern) or fnmatch.fnmatch(f, pattern.removeprefix("**/")) for pattern in patterns
+        )
+    ]
     assert files and not uncovered
 
 
@@ -74,7 +85,9 @@ def test_checked_in_config_equals_generated(relative):
 def test_no_stale_checked_in_configs():
     on_disk = {p.relative_to(REPO).as_posix() for p in REPO.rglob("*.pbtxt")}
     stale = on_disk - set(CONFIGS)
-    assert not stale, f"config files that all_configs() no longer generates: {sorted(stale)}; delete them or {REGENERATE}"
+    assert not stale, (
+        f"config files that all_configs() no longer generates: {sorted(stale)}; delete them or {REGENERATE}"
+    )
     assert on_disk >= {"query_encoder/configs/onnxruntime.pbtxt", "item_encoder/configs/tensorrt.pbtxt"}
 
 
@@ -88,7 +101,13 @@ def test_every_config_parses_back(relative):
 
 def test_expected_models_and_variants():
     assert set(MODELS) == {
-        "tokenizer", "query_encoder", "item_encoder", "rerank", "recommend", "embed_query", "embed_item",
+        "tokenizer",
+        "query_encoder",
+        "item_encoder",
+        "rerank",
+        "recommend",
+        "embed_query",
+        "embed_item",
     }
     assert set(ENSEMBLES) == {"recommend", "embed_query", "embed_item"}
     for encoder in ("query_encoder", "item_encoder"):
@@ -127,9 +146,7 @@ def test_ensemble_steps_wire_real_models_and_tensors(name):
             assert tensor not in available, f"{name}: {tensor!r} produced twice"
             available[tensor] = model_outputs[key]
             produced.add(tensor)
-        missing_required = {
-            i.name for i in model.input if not i.optional and i.name not in step.input_map
-        }
+        missing_required = {i.name for i in model.input if not i.optional and i.name not in step.input_map}
         assert not missing_required, f"{name}: {model.name} step lacks required inputs {missing_required}"
 
     for tensor in ensemble.input:
@@ -143,8 +160,16 @@ def test_ensemble_steps_wire_real_models_and_tensors(name):
 def test_recommend_exposes_rerank_contract_without_query_embedding():
     recommend, rerank = MODELS["recommend"], MODELS["rerank"]
     knobs = [name.upper() for name in OVERRIDABLE]
-    assert [i.name for i in recommend.input] == ["QUERY", "HISTORY_IDS", "HISTORY_TS", "HISTORY_EVENTS", "K", "NOW",
-                                                 *FILTER_NAMES, *knobs]
+    assert [i.name for i in recommend.input] == [
+        "QUERY",
+        "HISTORY_IDS",
+        "HISTORY_TS",
+        "HISTORY_EVENTS",
+        "K",
+        "NOW",
+        *FILTER_NAMES,
+        *knobs,
+    ]
     assert [o.name for o in recommend.output] == ["ITEM_IDS", "SCORES", "UNKNOWN_HISTORY"]
     assert list(recommend.output) == list(rerank.output)[:3]
     assert [o.name for o in rerank.output][3:] == ["INTEREST"]  # rerank only: the served user vector

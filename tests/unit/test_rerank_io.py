@@ -1,4 +1,5 @@
 """``rerank`` tensors → ``RankRequest`` rows and ``RankResult`` rows → tensors (no Triton)."""
+
 from __future__ import annotations
 
 import math
@@ -312,10 +313,12 @@ def test_pack_results_full_rows_have_no_padding():
 
 
 def test_history_events_follow_their_ids_through_padding_and_truncation():
-    inputs = base_inputs(queries=(b"",),
-                         HISTORY_IDS=strings([[b"a", b"", b"b", b"c", b"d"]]),
-                         HISTORY_TS=np.array([[1.0, 0.0, 2.0, 3.0, 4.0]]),
-                         HISTORY_EVENTS=strings([[b"view", b"", b"purchase", b"", b"click"]]))
+    inputs = base_inputs(
+        queries=(b"",),
+        HISTORY_IDS=strings([[b"a", b"", b"b", b"c", b"d"]]),
+        HISTORY_TS=np.array([[1.0, 0.0, 2.0, 3.0, 4.0]]),
+        HISTORY_EVENTS=strings([[b"view", b"", b"purchase", b"", b"click"]]),
+    )
     (row,) = parse(inputs)
     assert list(row.history_ids) == ["b", "c", "d"]  # max_history=3 keeps the newest
     assert list(row.history_events) == ["purchase", "", "click"]
@@ -337,8 +340,10 @@ def test_history_events_must_be_utf8():
 
 
 def test_interest_output_only_with_dim_and_zeros_for_the_fallback():
-    results = [RankResult(["a"], np.array([0.5], dtype=np.float32), 0, interest=np.array([1, 0, 0, 0], np.float32)),
-               RankResult(["b"], np.array([0.1], dtype=np.float32), 0)]
+    results = [
+        RankResult(["a"], np.array([0.5], dtype=np.float32), 0, interest=np.array([1, 0, 0, 0], np.float32)),
+        RankResult(["b"], np.array([0.1], dtype=np.float32), 0),
+    ]
     assert set(pack_results(results)) == set(OUTPUT_NAMES)
     packed = pack_results(results, dim=DIM)
     assert packed["INTEREST"].dtype == np.float32 and packed["INTEREST"].tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]

@@ -1,4 +1,5 @@
 """The SDK without a server: argument validation, request tensors, error mapping, result parsing."""
+
 from __future__ import annotations
 
 import math
@@ -43,9 +44,7 @@ def by_name(tensors):
 
 
 def test_recommend_tensors_full_request():
-    tensors = by_name(
-        recommend_tensors("red shoes", [("i1", 100), ("caf\u00e9", 200.5)], 7, now=1_700_000_000.25)
-    )
+    tensors = by_name(recommend_tensors("red shoes", [("i1", 100), ("caf\u00e9", 200.5)], 7, now=1_700_000_000.25))
     assert set(tensors) == {"QUERY", "K", "HISTORY_IDS", "HISTORY_TS", "NOW"}
 
     query = tensors["QUERY"]
@@ -86,8 +85,11 @@ def test_recommend_tensors_accepts_lists_generators_and_numpy_numbers():
 
 
 def test_history_event_types_travel_as_history_events_only_when_given():
-    tensors = by_name(batch_recommend_tensors([RecommendRequest("", [("a", 1.0, "view"), ("b", 2.0)]),
-                                              RecommendRequest("", [("c", 3.0)])]))
+    tensors = by_name(
+        batch_recommend_tensors(
+            [RecommendRequest("", [("a", 1.0, "view"), ("b", 2.0)]), RecommendRequest("", [("c", 3.0)])]
+        )
+    )
     assert tensors["HISTORY_EVENTS"].datatype == "BYTES"
     assert tensors["HISTORY_EVENTS"].array.tolist() == [[b"view", b""], [b"", b""]]
     assert "HISTORY_EVENTS" not in by_name(recommend_tensors("", [("a", 1.0)], 3))
@@ -245,7 +247,9 @@ def test_from_triton_queue_full_is_overloaded():
 
 
 def test_from_triton_plain_unavailable_is_not_overloaded():
-    error = from_triton(InferenceServerException(msg="failed to connect to all addresses", status="StatusCode.UNAVAILABLE"))
+    error = from_triton(
+        InferenceServerException(msg="failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
+    )
     assert type(error) is ServerUnavailable
 
 
@@ -314,7 +318,7 @@ def test_recommendations_is_a_list_with_unknown_history():
 def test_recommendation_is_frozen():
     rec = Recommendation("a", 1.0)
     with pytest.raises(AttributeError):
-        rec.score = 2.0  # type: ignore[misc]
+        rec.score = 2.0  # type: ignore[misc]  # frozen: the assignment must fail
 
 
 # -- client construction without a server ----------------------------------------------------------

@@ -1,6 +1,7 @@
 """SDK building blocks without a server: batch tensors, row parsing, cache keys, caches, retry policy,
 micro-batch planning; the core's plans stepped by hand (no I/O at all); and the same scenarios on both
 clients (sync and asyncio drivers of one core) over a fake tritonclient."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,6 @@ from tritonclient.utils import InferenceServerException
 
 from aisle import AsyncRecClient, RecClient, RecommendRequest, RetryPolicy
 from aisle._core import ClientCore
-from aisle.plans import Call, Gather, Sleep, Wait
 from aisle.batching import AsyncBatcher, Pending, ThreadBatcher, Window, plan_batches
 from aisle.cache import MISSING, Flights, ResultCache, recommend_key
 from aisle.errors import (
@@ -28,6 +28,7 @@ from aisle.errors import (
     ServerUnavailable,
     from_triton,
 )
+from aisle.plans import Call, Gather, Sleep, Wait
 from aisle.policy import Deadline
 from aisle.requests import MAX_BATCH, batch_recommend_tensors
 from aisle.responses import split_recommendations
@@ -246,8 +247,6 @@ def fast_retry(n=5):
     return RetryPolicy(max_attempts=n, initial_backoff_s=0.001, max_backoff_s=0.002)
 
 
-
-
 # -- one core, two drivers: the plans without any I/O, then the same scenarios on both clients ---------
 
 
@@ -351,6 +350,7 @@ class Driver:
     def at_once(self, calls):
         """Results (or errors) of ``calls`` made concurrently: threads, or tasks on the loop."""
         if self.kind == "async":
+
             async def gather():
                 return await asyncio.gather(*(call() for call in calls), return_exceptions=True)
 
@@ -361,7 +361,7 @@ class Driver:
             barrier.wait()
             try:
                 return call()
-            except Exception as exc:  # noqa: BLE001 - returned like gather(return_exceptions=True)
+            except Exception as exc:  # noqa: BLE001 - returned like gather(return_exceptions=True
                 return exc
 
         with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:

@@ -1,4 +1,5 @@
 """The TensorRT builder: everything before the build runs here; the build itself needs ``tensorrt``."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,8 +11,16 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aisle_export.tensorrt_engine import (
-    META_FILE, PLAN_FILE, EngineVersionMismatch, Profile, TensorRTUnavailable, build_repository_engines,
-    check_version, plan_jobs, trtexec_command, write_tensorrt_configs,
+    META_FILE,
+    PLAN_FILE,
+    EngineVersionMismatch,
+    Profile,
+    TensorRTUnavailable,
+    build_repository_engines,
+    check_version,
+    plan_jobs,
+    trtexec_command,
+    write_tensorrt_configs,
 )
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -35,7 +44,7 @@ def test_profile_from_tower_config(tmp_path):
     assert item.shapes() == ((1, 16), (16, 64), (32, 256))
 
 
-@pytest.mark.parametrize("bad", [dict(min_batch=0), dict(opt_batch=128), dict(min_seq=64, opt_seq=32)])
+@pytest.mark.parametrize("bad", [{"min_batch": 0}, {"opt_batch": 128}, {"min_seq": 64, "opt_seq": 32}])
 def test_profile_rejects_unordered_shapes(bad):
     with pytest.raises(ValueError, match="profile"):
         Profile(**bad)
@@ -54,7 +63,9 @@ def test_plan_jobs_pick_the_precision_source(tmp_path):
     repo = fake_repo(tmp_path, source="model.int8.qdq.onnx")
     jobs = plan_jobs(repo, "int8")
     assert [(e, s.name, p.name) for e, s, p, _ in jobs] == [
-        ("query_encoder", "model.int8.qdq.onnx", PLAN_FILE), ("item_encoder", "model.int8.qdq.onnx", PLAN_FILE)]
+        ("query_encoder", "model.int8.qdq.onnx", PLAN_FILE),
+        ("item_encoder", "model.int8.qdq.onnx", PLAN_FILE),
+    ]
     with pytest.raises(FileNotFoundError, match="aisle export --precision fp16"):
         plan_jobs(repo, "fp16")
     with pytest.raises(ValueError, match="unknown engine precision"):
@@ -62,8 +73,9 @@ def test_plan_jobs_pick_the_precision_source(tmp_path):
 
 
 def test_tensorrt_configs_follow_the_profile(tmp_path):
-    [path, _] = write_tensorrt_configs(tmp_path, 384, {"query_encoder": Profile(max_batch=32),
-                                                        "item_encoder": Profile()})
+    [path, _] = write_tensorrt_configs(
+        tmp_path, 384, {"query_encoder": Profile(max_batch=32), "item_encoder": Profile()}
+    )
     config = text_format.Parse(path.read_text(), mc.ModelConfig())
     assert config.platform == "tensorrt_plan" and config.default_model_filename == PLAN_FILE
     assert config.max_batch_size == 32 and list(config.output[0].dims) == [384]
@@ -72,18 +84,18 @@ def test_tensorrt_configs_follow_the_profile(tmp_path):
 
 def test_version_recorded_beside_the_plan_is_enforced(tmp_path):
     plan = tmp_path / PLAN_FILE
-    with pytest.raises(EngineVersionMismatch, match="no model.plan.json"):
+    with pytest.raises(EngineVersionMismatch, match=r"no model.plan.json"):
         check_version(plan, "10.13.0")
     (tmp_path / META_FILE).write_text(json.dumps({"tensorrt_version": "10.13.0"}))
     assert check_version(plan, "10.13.0")["tensorrt_version"] == "10.13.0"
-    with pytest.raises(EngineVersionMismatch, match="built by TensorRT 10.13.0 but this is TensorRT 10.14.1"):
+    with pytest.raises(EngineVersionMismatch, match=r"built by TensorRT 10.13.0 but this is TensorRT 10.14.1"):
         check_version(plan, "10.14.1")
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed")
 def test_without_tensorrt_the_build_says_where_to_run(tmp_path, capsys):
     repo = fake_repo(tmp_path)
-    with pytest.raises(TensorRTUnavailable, match="nvcr.io/nvidia/tritonserver"):
+    with pytest.raises(TensorRTUnavailable, match=r"nvcr.io/nvidia/tritonserver"):
         build_repository_engines(repo, "fp16")
     assert "trtexec --onnx=" in capsys.readouterr().out  # the pre-build steps ran
 
@@ -92,8 +104,8 @@ def test_without_tensorrt_the_build_says_where_to_run(tmp_path, capsys):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_build_and_load_engines(tmp_path_factory, precision):  # pragma: no cover - needs a GPU + TensorRT
     from aisle_export.onnx_export import export_tower
-    from aisle_export.quantize import write_variant
     from aisle_export.precision_texts import CALIBRATION_PRODUCTS
+    from aisle_export.quantize import write_variant
     from aisle_export.tensorrt_engine import load_engine
 
     repo = tmp_path_factory.mktemp("trt")

@@ -1,4 +1,5 @@
 """``TextTokenizer`` on the default tower's real ``tokenizer.json``, ``decode_utf8``, settings files."""
+
 from __future__ import annotations
 
 import json
@@ -101,9 +102,9 @@ def test_a_multi_megabyte_text_is_cut_before_tokenizing_to_the_same_tokens(token
     words = ("organic whole milk 2 litre, semi-skimmed; free-range eggs (12) " * 100_000)[:5_000_000]
     limit = tokenizer.settings.max_length * CHARS_PER_TOKEN
     ids, _ = tokenizer([words])
-    full = raw.encode(words[:limit * 4]).ids  # far past the cut, still cheap enough to compare with
-    assert ids[0, :-1].tolist() == full[:tokenizer.settings.max_length - 1]
-    assert len(words) > 1000 * limit and MAX_QUERY_CHARS >= limit
+    full = raw.encode(words[: limit * 4]).ids  # far past the cut, still cheap enough to compare with
+    assert ids[0, :-1].tolist() == full[: tokenizer.settings.max_length - 1]
+    assert len(words) > 1000 * limit and limit <= MAX_QUERY_CHARS
 
 
 def test_the_cut_bounds_what_the_tokenizer_sees(raw, monkeypatch):
@@ -111,8 +112,11 @@ def test_the_cut_bounds_what_the_tokenizer_sees(raw, monkeypatch):
     tok = TextTokenizer(TOKENIZER_JSON, TokenizerSettings(max_length=32))
     seen: list[int] = []
     original = tok._tok.encode_batch
-    monkeypatch.setattr(tok, "_tok", type("Spy", (), {"encode_batch": lambda _, texts: (
-        seen.extend(len(t) for t in texts), original(texts))[1]})())
+    monkeypatch.setattr(
+        tok,
+        "_tok",
+        type("Spy", (), {"encode_batch": lambda _, texts: (seen.extend(len(t) for t in texts), original(texts))[1]})(),
+    )
     tok(["x" * 3_000_000, "short"])
     assert seen == [32 * CHARS_PER_TOKEN, len("short")]
 

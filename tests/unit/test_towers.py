@@ -1,4 +1,5 @@
 """Which sentence-transformers pipelines ``load_tower`` accepts (the export reproduces only mean pooling)."""
+
 import json
 import shutil
 

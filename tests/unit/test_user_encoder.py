@@ -6,6 +6,7 @@ item high proves the sequence model learned. The rest checks the served graph th
 ``aisle_server.user_encoder.UserEncoder``: parity with torch, time and event features wired,
 padding invariance, truncation to the newest ``max_len`` items and clear errors on bad input.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,19 @@ from aisle_server.user_encoder import UserEncoder
 N_ITEMS, DIM, MAX_LEN = 40, 16, 10
 EVENTS = ("view", "cart")
 T0 = 1.7e9
-CONFIG = UserEncoderConfig(max_len=MAX_LEN, hidden=32, heads=2, layers=2, dropout=0.1, epochs=20,
-                           batch_size=32, lr=5e-3, temperature=0.1, seed=0, threads=1)
+CONFIG = UserEncoderConfig(
+    max_len=MAX_LEN,
+    hidden=32,
+    heads=2,
+    layers=2,
+    dropout=0.1,
+    epochs=20,
+    batch_size=32,
+    lr=5e-3,
+    temperature=0.1,
+    seed=0,
+    threads=1,
+)
 
 
 def _catalog() -> tuple[list[str], np.ndarray]:
@@ -58,19 +70,33 @@ def trained(tmp_path_factory) -> dict:
     sequences = {}
     for user in range(200):
         rows, ts, events = _sequence(rng, int(rng.integers(4, 25)))
-        sequences[f"u{user}"] = ([ids[r] for r in rows] + ["not-in-catalog"], np.append(ts, ts[-1] + 60), events + ["view"])
+        sequences[f"u{user}"] = (
+            [ids[r] for r in rows] + ["not-in-catalog"],
+            np.append(ts, ts[-1] + 60),
+            [*events, "view"],
+        )
     out = tmp_path_factory.mktemp("user_encoder")
     report = train_user_encoder(ids, embeddings, sequences, out, CONFIG, item_tower_sha256="ab" * 32, progress=False)
-    return {"dir": out, "report": report, "ids": ids, "embeddings": embeddings,
-            "encoder": UserEncoder.load(out), "torch": load_torch_model(out)}
+    return {
+        "dir": out,
+        "report": report,
+        "ids": ids,
+        "embeddings": embeddings,
+        "encoder": UserEncoder.load(out),
+        "torch": load_torch_model(out),
+    }
 
 
 def _torch_encode(model: UserEncoderModel, embeddings: np.ndarray, rows, ts, events, now: float) -> np.ndarray:
     """The torch model on one unpadded history (the reference the ONNX graph must match)."""
     with torch.no_grad():
-        out = model(torch.from_numpy(embeddings[rows][None]), torch.from_numpy(np.asarray(ts, np.float64)[None]),
-                    torch.from_numpy(np.asarray(events, np.int64)[None]), torch.ones((1, len(rows)), dtype=torch.int64),
-                    torch.tensor([now], dtype=torch.float64))
+        out = model(
+            torch.from_numpy(embeddings[rows][None]),
+            torch.from_numpy(np.asarray(ts, np.float64)[None]),
+            torch.from_numpy(np.asarray(events, np.int64)[None]),
+            torch.ones((1, len(rows)), dtype=torch.int64),
+            torch.tensor([now], dtype=torch.float64),
+        )
     return out[0].numpy()
 
 
@@ -83,20 +109,20 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_gap_buckets_follow_the_log2_formula_exactly_at_boundaries() -> None:
     thresholds = 60.0 * (2.0 ** torch.arange(1, 32, dtype=torch.float64) - 1.0)
-    gaps = [-5.0, 0.0, 59.999, 60.0, 179.9, 180.0, 3600.0, 86400.0, 60.0 * (2.0 ** 31 - 1), 1e15, float("nan")]
+    gaps = [-5.0, 0.0, 59.999, 60.0, 179.9, 180.0, 3600.0, 86400.0, 60.0 * (2.0**31 - 1), 1e15, float("nan")]
     expected = [0, 0, 0, 1, 1, 2, math.floor(math.log2(61)), math.floor(math.log2(1441)), 31, 31, 0]
     assert gap_buckets(torch.tensor(gaps, dtype=torch.float64), thresholds).tolist() == expected
 
 
 def test_windows_score_each_new_item_once_and_skip_repeats_and_unknown_items() -> None:
     row_of = {f"i{k}": k for k in range(30)}
-    items = [f"i{k}" for k in range(25)] + ["i3", "ghost", "i26"]     # a repeat, an unknown item, a new one
+    items = [f"i{k}" for k in range(25)] + ["i3", "ghost", "i26"]  # a repeat, an unknown item, a new one
     ts = T0 + np.arange(len(items), dtype=np.float64)
     windows, skipped = make_windows({"u": (items, ts, ["view"] * len(items))}, row_of, {"view": 1}, max_len=10)
     assert skipped == 1
-    assert windows.rows.shape == (3, 11)                              # 27 known items: windows end at 27, 17, 7
+    assert windows.rows.shape == (3, 11)  # 27 known items: windows end at 27, 17, 7
     scored = [int(r) for w in range(3) for r, s in zip(windows.rows[w, 1:], windows.weights[w, 1:]) if s > 0]
-    assert sorted(scored) == sorted(set(range(1, 25)) | {26})         # every new item once; the repeat of 3 never
+    assert sorted(scored) == sorted(set(range(1, 25)) | {26})  # every new item once; the repeat of 3 never
     assert windows.mask[2].sum() == 7 and not windows.mask[2, :4].any()  # the oldest window is left-padded
     assert (windows.events[windows.mask] == 1).all() and (windows.events[~windows.mask] == 0).all()
 
@@ -109,7 +135,7 @@ def test_loss_is_the_weighted_full_catalog_softmax_with_history_masked() -> None
     model = UserEncoderModel(dim, 2, UserEncoderConfig(max_len=4, hidden=16, dropout=0.0)).eval()
     with torch.no_grad():
         model.beta.fill_(0.7)
-    rows = np.array([[0, 5, 2, 5, 7], [0, 0, 3, 4, 3]])              # window 1 repeats 5, window 2 has padding
+    rows = np.array([[0, 5, 2, 5, 7], [0, 0, 3, 4, 3]])  # window 1 repeats 5, window 2 has padding
     mask = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], bool)
     weights = np.array([[1, 1, 2, 0, 1], [0, 0, 1, 0.5, 0]], np.float32)
     ts = T0 + np.cumsum(np.full((2, 5), 300.0), axis=1)
@@ -118,16 +144,20 @@ def test_loss_is_the_weighted_full_catalog_softmax_with_history_masked() -> None
 
     expected, total = 0.0, 0.0
     with torch.no_grad():
-        users = model.sequence(catalog[torch.from_numpy(rows[:, :-1])] * torch.from_numpy(mask[:, :-1, None]),
-                               torch.from_numpy(ts[:, :-1]), torch.from_numpy(windows.events[:, :-1]),
-                               torch.from_numpy(mask[:, :-1]), torch.from_numpy(ts[:, 1:]))
+        users = model.sequence(
+            catalog[torch.from_numpy(rows[:, :-1])] * torch.from_numpy(mask[:, :-1, None]),
+            torch.from_numpy(ts[:, :-1]),
+            torch.from_numpy(windows.events[:, :-1]),
+            torch.from_numpy(mask[:, :-1]),
+            torch.from_numpy(ts[:, 1:]),
+        )
         for b in range(2):
             for t in range(4):
                 w = weights[b, t + 1]
                 if not (mask[b, t] and mask[b, t + 1] and w > 0):
                     continue
                 logits = users[b, t] @ catalog.T / 0.1 + 0.7 * prior
-                history = {int(r) for r, m in zip(rows[b, :t + 1], mask[b, :t + 1]) if m} - {int(rows[b, t + 1])}
+                history = {int(r) for r, m in zip(rows[b, : t + 1], mask[b, : t + 1]) if m} - {int(rows[b, t + 1])}
                 logits[list(history)] = float("-inf")
                 expected += w * float(-torch.log_softmax(logits, 0)[rows[b, t + 1]])
                 total += w
@@ -141,14 +171,14 @@ def test_training_learns_the_next_item_rule(trained) -> None:
     report, encoder, embeddings = trained["report"], trained["encoder"], trained["embeddings"]
     assert report["loss_last_epoch"] < 0.5 * report["loss_first_epoch"]
     assert report["skipped_unknown_items"] == 200
-    rng = np.random.default_rng(99)                                    # held-out users
+    rng = np.random.default_rng(99)  # held-out users
     hits = []
     for _ in range(60):
         rows, ts, events = _sequence(rng, int(rng.integers(2, 15)))
         *history, target = rows
         u = encoder.encode([embeddings[history]], [ts[:-1]], [encoder.event_ids(events[:-1])], [ts[-1]])[0]
         scores = embeddings @ u
-        scores[history] = -np.inf                                        # the feed excludes history
+        scores[history] = -np.inf  # the feed excludes history
         hits.append(target in np.argsort(-scores)[:5])
     # chance is 5 / (40 − history) ≈ 0.15; the mean of the history's embeddings cannot express i → i + 1
     assert np.mean(hits) >= 0.7, np.mean(hits)
@@ -189,17 +219,17 @@ def test_time_and_event_features_are_wired(trained) -> None:
         return encoder.encode([history], [ts_], [ids_], [now])[0]
 
     base = encode()
-    assert np.abs(base - encode(now=ts[-1] + 30 * 86400.0)).max() > 1e-3        # now − last item
-    assert np.abs(base - encode(now=ts[-1] + 170.0)).max() == 0.0                 # same bucket (1): same vector
+    assert np.abs(base - encode(now=ts[-1] + 30 * 86400.0)).max() > 1e-3  # now − last item
+    assert np.abs(base - encode(now=ts[-1] + 170.0)).max() == 0.0  # same bucket (1): same vector
     spread = ts.copy()
-    spread[:-1] -= 90 * 86400.0                                                    # one gap made 90 days longer
+    spread[:-1] -= 90 * 86400.0  # one gap made 90 days longer
     assert np.abs(base - encode(ts_=spread)).max() > 1e-3
     assert np.abs(base - encode(ts_=ts + 1e6, now=ts[-1] + 60.0 + 1e6)).max() < 1e-5  # only differences matter
     # seconds matter at unix-time magnitudes (float32 would round 1.7e9 to multiples of 128 s):
     pair = embeddings[rows[:2]]
-    at = lambda gap: encoder.encode([pair], [np.array([T0, T0 + gap])], [ids[:2]], [T0 + 10_000.0])[0]  # noqa: E731
-    assert np.abs(at(59.0) - at(61.0)).max() > 1e-3                              # buckets 0 and 1
-    assert np.abs(at(61.0) - at(170.0)).max() == 0.0                              # both bucket 1
+    at = lambda gap: encoder.encode([pair], [np.array([T0, T0 + gap])], [ids[:2]], [T0 + 10_000.0])[0]
+    assert np.abs(at(59.0) - at(61.0)).max() > 1e-3  # buckets 0 and 1
+    assert np.abs(at(61.0) - at(170.0)).max() == 0.0  # both bucket 1
     flipped = np.where(ids == 1, 2, 1)
     assert np.abs(base - encode(ids_=flipped)).max() > 1e-3
     assert np.abs(base - encoder.encode([history], [ts], [None], [ts[-1] + 60.0])[0]).max() > 1e-3
@@ -211,8 +241,12 @@ def test_padding_does_not_change_a_users_vector(trained) -> None:
     short, long_a, long_b = _sequence(rng, 2), _sequence(rng, MAX_LEN), _sequence(rng, 6)
     now = short[1][-1] + 3600.0
     alone = encoder.encode([embeddings[short[0]]], [short[1]], [None], [now])[0]
-    batched = encoder.encode([embeddings[s[0]] for s in (long_a, short, long_b)], [s[1] for s in (long_a, short, long_b)],
-                             [None] * 3, [long_a[1][-1], now, long_b[1][-1]])[1]
+    batched = encoder.encode(
+        [embeddings[s[0]] for s in (long_a, short, long_b)],
+        [s[1] for s in (long_a, short, long_b)],
+        [None] * 3,
+        [long_a[1][-1], now, long_b[1][-1]],
+    )[1]
     assert _cos(alone, batched) >= 0.9999
 
 
@@ -280,5 +314,6 @@ def test_train_refuses_inconsistent_inputs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="popularity_prior"):
         train_user_encoder(ids, embeddings, {}, tmp_path, CONFIG, popularity_prior=np.zeros(3), progress=False)
     with pytest.raises(ValueError, match="no training targets"):
-        train_user_encoder(ids, embeddings, {"u": (["item1"], np.array([T0]), ["view"])}, tmp_path, CONFIG,
-                           progress=False)
+        train_user_encoder(
+            ids, embeddings, {"u": (["item1"], np.array([T0]), ["view"])}, tmp_path, CONFIG, progress=False
+        )
