@@ -121,7 +121,7 @@ def test_the_hand_off_holds_every_learned_part(store):
     assert choice["served"] in ("pretrained", "mean", "user_encoder")
     assert set(choice["validation"]["choice"]["means"]) == {"pretrained", "mean", "user_encoder"}
     assert f"serves: {choice['served']}" in store["finetune_stdout"]
-    assert sum(name.startswith("served after aisle finetune") for name in names) == 1
+    assert sum(name.startswith("served after aisle finetune (validation chose ") for name in names) == 1
     assert (store["root"] / "results" / "eval.png").stat().st_size > 0
 
 
