@@ -17,7 +17,7 @@ import contextvars
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, Unpack
+from typing import Any, Literal, Protocol, TypeVar, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -52,15 +52,54 @@ EMBED_BATCH = MAX_BATCH  # the embed ensembles' max_batch_size
 
 
 # -- transport helpers ---------------------------------------------------------------------------------
-def channel_args(reconnect_backoff_ms: tuple[int, int] = (100, 1000)) -> list[tuple[str, object]]:
-    """tritonclient's default channel options plus a short reconnect backoff.
+LoadBalancing = Literal["auto", "round_robin", "pick_first"]
+LOAD_BALANCING: tuple[LoadBalancing, ...] = ("auto", "round_robin", "pick_first")
+#: Targets in gRPC's resolver form that may name several servers (gRPC's naming doc): ``dns:`` (every
+#: A/AAAA record of the name, re-resolved as servers come and go) and ``ipv4:``/``ipv6:`` (a static list).
+MULTI_ADDRESS_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+#: Least time between two DNS resolutions of a ``dns:`` target (gRPC's default is 30 s). gRPC resolves
+#: again when a connection drops (a pod goes, or the server's max connection age closes it), so this
+#: bounds how soon a round-robin channel sees a pod the autoscaler added.
+DNS_MIN_RESOLUTION_INTERVAL_MS = 10_000
+
+
+def lb_policy(url: str, load_balancing: str = "auto") -> str:
+    """gRPC's load-balancing policy for a channel to ``url``: ``"round_robin"`` or ``"pick_first"``.
+
+    ``"auto"`` picks ``round_robin`` for a target that may name several servers —
+    ``dns:///aisle-triton-pods.aisle.svc.cluster.local:8001`` (a headless Service: one address per
+    ready pod) or ``ipv4:10.0.0.1:8001,10.0.0.2:8001`` — so every server takes a share of the calls,
+    and ``pick_first`` (gRPC's default: one connection) for a plain ``host:port``, whose channel stays
+    exactly what it was. Why: one HTTP/2 connection carries all of a channel's calls, so behind a
+    ClusterIP Service ``pick_first`` pins a client to one pod; ``round_robin`` keeps a connection to
+    every address and sends each call to the next ready one.
+    """
+    if load_balancing not in LOAD_BALANCING:
+        raise InvalidRequest(f"load_balancing must be one of {', '.join(LOAD_BALANCING)}; got {load_balancing!r}")
+    if load_balancing != "auto":
+        return load_balancing
+    return "round_robin" if url.lower().startswith(MULTI_ADDRESS_SCHEMES) else "pick_first"
+
+
+def channel_args(
+    reconnect_backoff_ms: tuple[int, int] = (100, 1000), policy: str = "pick_first"
+) -> list[tuple[str, object]]:
+    """tritonclient's default channel options plus a short reconnect backoff (and ``policy``'s options).
 
     gRPC's default reconnect backoff grows to 120 s; after a server restart a channel could sit in
     TRANSIENT_FAILURE, failing calls fast, long after the server is back. Capping it at a second
-    makes the one channel reconnect promptly, so retries find the restarted server.
+    makes the one channel reconnect promptly, so retries find the restarted server. ``round_robin``
+    adds gRPC's policy name and a shorter DNS re-resolution interval; ``pick_first`` adds nothing
+    (it is gRPC's default).
     """
     keepalive = KeepAliveOptions()
     initial, maximum = reconnect_backoff_ms
+    balancing: list[tuple[str, object]] = []
+    if policy == "round_robin":
+        balancing = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RESOLUTION_INTERVAL_MS),
+        ]
     return [
         ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
         ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
@@ -71,6 +110,7 @@ def channel_args(reconnect_backoff_ms: tuple[int, int] = (100, 1000)) -> list[tu
         ("grpc.initial_reconnect_backoff_ms", initial),
         ("grpc.min_reconnect_backoff_ms", initial),
         ("grpc.max_reconnect_backoff_ms", maximum),
+        *balancing,
     ]
 
 
@@ -120,6 +160,7 @@ class ClientCore:
         self,
         url: str = "127.0.0.1:8001",
         *,
+        load_balancing: LoadBalancing = "auto",
         timeout_s: float = 2.0,
         retry: RetryPolicy | None = DEFAULT_RETRY,
         wait_ready_s: float | None = None,
@@ -138,8 +179,9 @@ class ClientCore:
         on_call: Callable[[CallInfo], None] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
-            raise InvalidRequest(f"url must be a non-empty 'host:port' str, got {url!r}")
+            raise InvalidRequest(f"url must be a non-empty 'host:port' or gRPC target str, got {url!r}")
         self.url = url
+        self.load_balancing = lb_policy(url, load_balancing)  # what "auto" became for this url
         self.timeout_s: float = validate_timeout(timeout_s)  # type: ignore[assignment]  # a float in, the same float out
         if self.timeout_s is None:
             raise InvalidRequest("timeout_s must be > 0, got None")
@@ -197,9 +239,13 @@ class ClientCore:
         raise NotImplementedError
 
     def _new_channel(self, client_class: Callable[..., T]) -> T:
-        """A tritonclient of ``client_class`` on one channel to ``url``; unreadable TLS files are the caller's error."""
+        """A tritonclient of ``client_class`` on one channel to ``url``; unreadable TLS files are the caller's error.
+
+        tritonclient hands ``url`` to gRPC as the channel's target, so a ``dns:``/``ipv4:`` target
+        and ``load_balancing``'s channel options reach gRPC as they are.
+        """
         try:
-            return client_class(self.url, channel_args=channel_args(), **self._tls)
+            return client_class(self.url, channel_args=channel_args(policy=self.load_balancing), **self._tls)
         except OSError as exc:
             raise InvalidRequest(f"TLS files: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a bad url or certificate: no tritonclient error leaks

@@ -48,8 +48,9 @@ async def _wait(future: asyncio.Future[Any], step: Wait) -> Any:
 class AsyncRecClient(ClientCore):
     """``RecClient``'s asyncio twin; use ``async with AsyncRecClient(url) as client: ...``.
 
-    Takes the same keyword arguments as ``RecClient``; ``wait_ready_s`` is honoured by
-    ``async with`` (or ``await client.connect()``). A closed client raises ``ClientClosed``.
+    Takes the same keyword arguments as ``RecClient`` (``load_balancing`` included: one channel,
+    balanced the same way); ``wait_ready_s`` is honoured by ``async with`` (or ``await
+    client.connect()``). A closed client raises ``ClientClosed``.
     """
 
     _new_future = staticmethod(_loop_future)

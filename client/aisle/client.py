@@ -50,6 +50,11 @@ class RecClient(ClientCore):
     >>> with RecClient("127.0.0.1:8001") as client:  # doctest: +SKIP
     ...     recs = client.recommend(query="red running shoes", k=10)
 
+    ``url``: ``host:port``, or a gRPC target naming several servers — ``dns:///NAME:8001`` (a
+    headless Service: every ready pod) or ``ipv4:10.0.0.1:8001,10.0.0.2:8001``. ``load_balancing``:
+    ``"auto"`` (default) spreads calls round-robin over every server of a ``dns:``/``ipv4:``/``ipv6:``
+    target and keeps gRPC's one connection (``pick_first``) for a plain ``host:port``;
+    ``"round_robin"`` or ``"pick_first"`` force gRPC's policy; ``client.load_balancing`` says which applies.
     ``timeout_s``: default deadline of a call. ``retry``: ``RetryPolicy`` for retryable errors
     (``None``: no retries). ``wait_ready_s``: block in the constructor until the server and
     ``recommend`` are ready. ``embed_cache_size``/``embed_cache_ttl_s``: LRU+TTL cache of embeddings

@@ -185,6 +185,38 @@ def test_objects_refer_to_each_other(rendered):
         assert "nvidia.com/gpu" not in str(resources)
 
 
+def test_a_headless_service_lets_the_sdk_balance_over_every_ready_pod(rendered):
+    """``aisle-triton-pods``: the DNS name that resolves to every ready pod, which the SDK balances
+    round-robin (``dns:///`` target), while the ClusterIP Service stays what it was."""
+    from aisle._core import lb_policy
+
+    _, docs = rendered
+    [deployment] = by_kind(docs, "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    cluster_ip = services["aisle-triton"]["spec"]
+    assert cluster_ip["type"] == "ClusterIP" and "clusterIP" not in cluster_ip  # unchanged: a virtual IP
+    [headless] = [s for s in services.values() if s["spec"].get("clusterIP") == "None"]
+    spec = headless["spec"]
+    assert headless["metadata"]["name"] == "aisle-triton-pods"
+    assert spec.get("type", "ClusterIP") == "ClusterIP"  # headless = ClusterIP type without a virtual IP
+    assert spec.get("publishNotReadyAddresses", False) is False  # only ready pods are in DNS
+    assert spec["selector"] == deployment["spec"]["selector"]["matchLabels"]  # exactly the Triton pods
+    [grpc] = [p for p in spec["ports"] if p["name"] == "grpc"]
+    # DNS answers pod IPs: a client dials the port it names on the pod itself, so it must be the container's
+    assert grpc["port"] == container_ports[grpc["targetPort"]] == 8001 and grpc.get("appProtocol") == "grpc"
+    namespace = headless["metadata"]["namespace"]
+    target = f"dns:///aisle-triton-pods.{namespace}.svc.cluster.local:{grpc['port']}"
+    assert lb_policy(target) == "round_robin"
+    for doc in ("deploy.md", "sdk.md"):  # the target backends are told to use is this one
+        assert target in (ROOT / "docs" / doc).read_text(), doc
+    # connections age out, so round-robin clients resolve the name again and find pods added since
+    args = dict(a.split("=", 1) for a in container["args"] if a.startswith("--grpc-max-connection-age"))
+    assert 0 < int(args["--grpc-max-connection-age"]) <= 300_000, args
+    assert int(args["--grpc-max-connection-age-grace"]) >= 30_000, args  # in-flight calls finish first
+
+
 def test_hpa_metric_is_the_one_the_adapter_exposes(rendered):
     _, docs = rendered
     [hpa] = by_kind(docs, "HorizontalPodAutoscaler")
