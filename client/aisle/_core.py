@@ -21,9 +21,9 @@ from typing import Any, Literal, Protocol, TypeVar, Unpack
 
 import numpy as np
 import numpy.typing as npt
-from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, InferInput, KeepAliveOptions
+from tritonclient.grpc import InferInput, KeepAliveOptions
 
-from aisle_contract import EMBED_MODELS, MAX_BATCH, RECOMMEND_MODEL
+from aisle_contract import EMBED_MODELS, MAX_BATCH, MAX_MESSAGE_BYTES, RECOMMEND_MODEL
 
 from .batching import Pending, plan_batches, settle
 from .cache import MISSING, Flights, ResultCache, embed_key, fail_waiters, recommend_key
@@ -101,8 +101,8 @@ def channel_args(
             ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RESOLUTION_INTERVAL_MS),
         ]
     return [
-        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
-        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),  # the contract's cap, not gRPC's 2 GB
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
         ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),

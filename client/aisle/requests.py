@@ -16,7 +16,15 @@ from typing import Any, Literal, TypedDict, cast
 import numpy as np
 import numpy.typing as npt
 
-from aisle_contract import FILTER_NAMES, MAX_BATCH, MAX_K, MAX_QUERY_CHARS, OVERRIDABLE, RankingConfig
+from aisle_contract import (
+    FILTER_NAMES,
+    MAX_BATCH,
+    MAX_K,
+    MAX_MESSAGE_BYTES,
+    MAX_QUERY_CHARS,
+    OVERRIDABLE,
+    RankingConfig,
+)
 
 from .errors import InvalidRequest
 
@@ -273,6 +281,19 @@ def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor
         else:
             array = np.array([[v] for v in values], dtype=_NUMPY_TYPES[datatype])
         tensors.append(Tensor(knob.upper(), array, datatype))
+    return checked_size(tensors)
+
+
+def checked_size(tensors: list[Tensor]) -> list[Tensor]:
+    """``tensors``, once their encoded size is known to fit ``MAX_MESSAGE_BYTES``."""
+    size = sum(
+        sum(len(v) for v in t.array.flat) + 4 * t.array.size if t.datatype == "BYTES" else t.array.nbytes
+        for t in tensors
+    )
+    if size > MAX_MESSAGE_BYTES:
+        raise InvalidRequest(
+            f"the request is {size:,} bytes; at most {MAX_MESSAGE_BYTES:,} may be sent: send fewer rows or a shorter history"
+        )
     return tensors
 
 
@@ -285,4 +306,4 @@ def recommend_tensors(
 
 def embed_tensors(texts: Sequence[str]) -> list[Tensor]:
     encoded = [t.encode("utf-8") for t in validate_texts(texts)]
-    return [Tensor("TEXT", np.array(encoded, dtype=object).reshape(-1, 1), "BYTES")]
+    return checked_size([Tensor("TEXT", np.array(encoded, dtype=object).reshape(-1, 1), "BYTES")])

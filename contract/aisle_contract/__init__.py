@@ -41,6 +41,11 @@ CHARS_PER_TOKEN = 16
 #: The most characters of a query or text any serving stage reads (rerank's lexical search
 #: included) and the SDK sends: what a 512-token tower could use.
 MAX_QUERY_CHARS = 512 * CHARS_PER_TOKEN
+#: The largest gRPC message the SDK sends or accepts. A full request (64 rows, each a cut query and
+#: a history of a few hundred ids) and a full answer (64 rows of 1,000 ids) are a few MB; anything
+#: near this is a mistake to refuse before it costs the server a copy. tritonserver 2.51 has no
+#: option to cap what it receives: in front of a shared deployment, cap it at the gateway.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # --------------------------------------------------------------------------- ranking knobs
 

@@ -363,3 +363,21 @@ def test_the_typed_knobs_are_exactly_the_overridable_ones():
     from aisle_contract import OVERRIDABLE
 
     assert set(RankingKnobs.__annotations__) == set(OVERRIDABLE)
+
+
+def test_a_request_over_the_contracts_message_cap_is_refused_before_sending():
+    from aisle_contract import MAX_MESSAGE_BYTES
+
+    long_id = "x" * 200_000
+    history = [(f"{long_id}{i}", 1.0) for i in range(MAX_MESSAGE_BYTES // 200_000 + 1)]
+    assert_invalid(lambda: recommend_tensors("q", history, 5), "bytes", "shorter history")
+    assert_invalid(lambda: embed_tensors(["y" * MAX_QUERY_CHARS] * (MAX_MESSAGE_BYTES // MAX_QUERY_CHARS + 1)), "bytes")
+    assert recommend_tensors("q", history[:10], 5)  # well under the cap: sent
+
+
+def test_the_channel_caps_messages_at_the_contracts_limit():
+    from aisle._core import channel_args
+    from aisle_contract import MAX_MESSAGE_BYTES
+
+    options = dict(channel_args())
+    assert options["grpc.max_send_message_length"] == options["grpc.max_receive_message_length"] == MAX_MESSAGE_BYTES
