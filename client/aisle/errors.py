@@ -68,6 +68,9 @@ _BY_CODE: dict[grpc.StatusCode, type[AisleError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: InvalidRequest,
     grpc.StatusCode.NOT_FOUND: ModelNotReady,
     grpc.StatusCode.UNAVAILABLE: ServerUnavailable,
+    # The SDK never cancels a call it still waits for: CANCELLED comes from the server's side (a
+    # tritonserver draining on SIGTERM drops calls it has not started), so another try may succeed.
+    grpc.StatusCode.CANCELLED: ServerUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,

@@ -199,6 +199,7 @@ def test_embed_tensors_names_the_bad_text():
         ("StatusCode.OUT_OF_RANGE", InvalidRequest),
         ("StatusCode.FAILED_PRECONDITION", InvalidRequest),
         ("StatusCode.UNAVAILABLE", ServerUnavailable),
+        ("StatusCode.CANCELLED", ServerUnavailable),  # a draining server dropped it: retryable
         ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceeded),
         ("StatusCode.RESOURCE_EXHAUSTED", Overloaded),
         ("StatusCode.NOT_FOUND", ModelNotReady),
