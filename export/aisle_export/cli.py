@@ -179,8 +179,14 @@ def _events(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists():
         raise ValueError(f"{out} exists: export writes a new file (the exported events leave the log)")
+    import redis
+
     client = connect(args.state, timeout_s=30.0)
-    entries, last = drain_stream(client)
+    try:
+        entries, last = drain_stream(client)
+    except redis.RedisError as exc:
+        print(f"aisle events: error: state store {args.state}: {exc}", file=sys.stderr)
+        return 1
     if last is None:
         print("no events in the log; nothing written", flush=True)
         return 0
@@ -555,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except RuntimeError as exc:
-        if type(exc).__name__ != "TensorRTUnavailable":
+        if type(exc).__name__ not in ("TensorRTUnavailable", "RedisServerError"):  # said plainly, not as a traceback
             raise
         print(f"aisle {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,6 +23,7 @@ from aisle.requests import RecommendRequest, batch_recommend_tensors, track_tens
 from aisle_contract import DEFAULT_EVENT_TYPES, MAX_PROPERTIES_BYTES, EventError, check_event
 from aisle_server.errors import InvalidInput
 from aisle_server.errors import StateUnavailable as StoreDown
+from aisle_server.processes import process_group_members
 from aisle_server.ranking import RankingConfig, session_interest
 from aisle_server.redis_server import RedisServer
 from aisle_server.rerank_io import merge_history, parse_requests
@@ -359,3 +365,24 @@ def test_a_down_state_store_maps_to_state_unavailable():
     other = from_triton(InferenceServerException("connection refused", "StatusCode.UNAVAILABLE"))
     assert type(other) is ServerUnavailable
     assert error.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_local_redis_stops_with_the_process_that_started_it_even_when_killed(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(root / d) for d in ("contract", "server"))}
+    script = (
+        "import sys, time\nfrom aisle_server.redis_server import RedisServer\n"
+        "r = RedisServer(sys.argv[1]).start()\nprint(r.pid, flush=True)\ntime.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pid = int(owner.stdout.readline())
+        assert process_group_members(pid) == [pid]  # its own process group, alive
+    finally:
+        owner.kill()  # no cleanup runs in the owner
+        owner.wait()
+    for _ in range(600):  # pdeathsig: SIGTERM as soon as the owner is gone
+        if not process_group_members(pid):
+            break
+        time.sleep(0.05)
+    assert not process_group_members(pid), "redis-server outlived the process that started it"
