@@ -61,6 +61,10 @@ system-deps:
 	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { \
 	  echo "installing Debian's libpython3.11 for Triton's Python backend"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11; }
+	@# shopper state: `aisle serve` starts a local redis-server (AOF, appendfsync always); tests start real ones
+	@command -v redis-server >/dev/null || { \
+	  echo "installing Debian's redis-server (7.0) for shopper state"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	@# tritonclient's bin/perf_analyzer (make bench, tests/integration/test_perf_analyzer.py) links libb64
 	@ldconfig -p | grep -q 'libb64.so.0d' || { \
 	  echo "installing Debian's libb64-0d for perf_analyzer"; \

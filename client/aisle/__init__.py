@@ -20,10 +20,11 @@ from .errors import (
     PermissionDenied,
     ServerError,
     ServerUnavailable,
+    StateUnavailable,
 )
 from .policy import CallInfo, RetryPolicy
-from .requests import RankingKnobs, RecommendRequest
-from .types import Recommendation, Recommendations
+from .requests import RankingKnobs, RecommendRequest, TrackEvent
+from .types import Recommendation, Recommendations, Tracked
 
 __all__ = [
     "AisleError",
@@ -44,5 +45,8 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServerUnavailable",
+    "StateUnavailable",
+    "TrackEvent",
+    "Tracked",
 ]
 __version__ = "0.1.0"

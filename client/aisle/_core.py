@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.grpc import InferInput, KeepAliveOptions
 
-from aisle_contract import EMBED_MODELS, MAX_BATCH, MAX_MESSAGE_BYTES, RECOMMEND_MODEL
+from aisle_contract import EMBED_MODELS, MAX_BATCH, MAX_MESSAGE_BYTES, MAX_TRACK_BATCH, RECOMMEND_MODEL, TRACK_MODEL
 
 from .batching import Pending, plan_batches, settle
 from .cache import MISSING, Flights, ResultCache, embed_key, fail_waiters, recommend_key
@@ -35,14 +35,16 @@ from .requests import (
     RankingKnobs,
     RecommendRequest,
     Tensor,
+    TrackEvent,
     batch_recommend_tensors,
     embed_tensors,
+    track_tensors,
     validate_texts,
     validate_timeout,
     validate_tower,
 )
-from .responses import InferResult, Vector, copy_recommendations, embeddings_from, recommendations_from
-from .types import Recommendations
+from .responses import InferResult, Vector, copy_recommendations, embeddings_from, recommendations_from, tracked_from
+from .types import Recommendations, Tracked
 
 LOG = logging.getLogger("aisle")
 T = TypeVar("T")
@@ -327,6 +329,9 @@ class ClientCore:
         """``(key, value)``: the key is None when no cache applies; value is MISSING on a miss."""
         if self._recommend_cache is None:
             return None, MISSING
+        if request.user_id:  # the answer depends on the shopper's stored events: read them every time
+            info.cache = "bypass"
+            return None, MISSING
         if not use_cache:
             info.cache = "bypass"
             return None, MISSING
@@ -467,6 +472,7 @@ class ClientCore:
         exclude_ids: Sequence[str] = (),
         allow_categories: Sequence[str] = (),
         deny_categories: Sequence[str] = (),
+        user_id: str | None = None,
         timeout_s: float | None = None,
         cache: bool = True,
         **ranking: Unpack[RankingKnobs],
@@ -480,10 +486,16 @@ class ClientCore:
         filter the results; keyword ``ranking`` options (``RankingKnobs``: ``diversity``,
         ``diversity_method``, ``recency_half_life_s``, ``search_mode``, ...) override the server's
         defaults for this call. ``cache=False`` bypasses the (opt-in) recommend cache for this call.
+        ``user_id`` adds that shopper's most recent tracked events (``track``) to ``history`` on the
+        server, read at the time of the call: a tracked event shows in the very next recommend (such
+        calls never use the recommend cache). With the server's state store down, the call is
+        answered from ``history`` alone.
         """
         with self._recorded("recommend") as info:
             deadline = self._deadline(timeout_s)
-            request = RecommendRequest(query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking)
+            request = RecommendRequest(
+                query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking, user_id
+            )
             result = yield from self._recommend_one(request, deadline, cache, info)
         return result
 
@@ -599,6 +611,58 @@ class ClientCore:
                     if isinstance(result, AisleError):
                         raise result
         return results
+
+    # -- track -----------------------------------------------------------------------------------
+    def _plan_track(
+        self,
+        user_id: str,
+        item_id: str,
+        event_type: str,
+        ts: float | None = None,
+        event_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Plan[Tracked]:
+        """Record that ``user_id`` did ``event_type`` (``view``, ``click``, ``add_to_cart``, ``purchase``
+        or the server's own list) with ``item_id`` at ``ts`` (unix seconds; default now).
+
+        Durable once it returns: the server stored it in its state store (fsynced) or had stored an
+        event with the same ``event_id`` before (``Tracked.stored`` False). ``event_id`` (default: a
+        new UUID, kept across this call's retries) makes tracking idempotent: pass your own to dedupe
+        resends. ``properties``: a JSON-serializable mapping, ≤ 4 KiB. A bad field raises
+        ``InvalidRequest`` naming it; a state store that is down raises ``StateUnavailable``
+        (retryable, retried by the ``retry`` policy within the deadline).
+        """
+        with self._recorded("track") as info:
+            deadline = self._deadline(timeout_s)
+            event = TrackEvent(user_id, item_id, event_type, ts, event_id, properties)
+            (tracked,) = yield from self._track_rows([event], deadline, info)
+        return tracked
+
+    def _plan_track_many(
+        self, events: Sequence[TrackEvent | Mapping[str, Any]], *, timeout_s: float | None = None
+    ) -> Plan[list[Tracked]]:
+        """``track`` many events (``TrackEvent`` or mappings of ``track``'s arguments), ≤ 64 per
+        Triton request; all are validated before anything is sent. Results come back in order.
+
+        Not atomic across requests: if one fails, events of other requests may be stored; calling
+        again with the same events (their ids fixed in ``TrackEvent``) stores each exactly once.
+        """
+        with self._recorded("track_many") as info:
+            deadline = self._deadline(timeout_s)
+            if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence) or not events:
+                raise InvalidRequest("events must be a non-empty sequence of TrackEvent or mappings")
+            rows = [TrackEvent.coerce(event, i) for i, event in enumerate(events)]
+            chunks = [rows[i : i + MAX_TRACK_BATCH] for i in range(0, len(rows), MAX_TRACK_BATCH)]
+            info.batch_rows = len(rows)
+            done = yield Gather([self._track_rows(chunk, deadline, CallInfo("track")) for chunk in chunks])
+        return [tracked for chunk in done for tracked in chunk]
+
+    def _track_rows(self, events: Sequence[TrackEvent], deadline: Deadline, info: CallInfo) -> Plan[list[Tracked]]:
+        info.batch_rows = len(events)
+        result = yield from self._infer(TRACK_MODEL, track_tensors(events), deadline, info)
+        return tracked_from(result)
 
     # -- embed -----------------------------------------------------------------------------------
     def _plan_embed(

@@ -97,6 +97,8 @@ class AsyncRecClient(ClientCore):
     recommend = _awaitable(ClientCore._plan_recommend)
     recommend_many = _awaitable(ClientCore._plan_recommend_many)
     embed = _awaitable(ClientCore._plan_embed)
+    track = _awaitable(ClientCore._plan_track)
+    track_many = _awaitable(ClientCore._plan_track_many)
 
     # -- the driver ------------------------------------------------------------------------------
     async def _drive(self, plan: Plan[T]) -> T:

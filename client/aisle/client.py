@@ -76,6 +76,8 @@ class RecClient(ClientCore):
     recommend = _blocking(ClientCore._plan_recommend)
     recommend_many = _blocking(ClientCore._plan_recommend_many)
     embed = _blocking(ClientCore._plan_embed)
+    track = _blocking(ClientCore._plan_track)
+    track_many = _blocking(ClientCore._plan_track_many)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _open_channel(self) -> grpcclient.InferenceServerClient:

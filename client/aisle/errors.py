@@ -35,6 +35,11 @@ class ServerUnavailable(AisleError):
     retryable = True
 
 
+class StateUnavailable(ServerUnavailable):
+    """The server is up but its state store (Redis) is not: ``track`` stored nothing. Retryable:
+    an event keeps its ``event_id`` across retries, so a retry never stores it twice."""
+
+
 class DeadlineExceeded(AisleError):
     """The call's deadline passed before the answer came."""
 
@@ -81,6 +86,8 @@ _BY_CODE: dict[grpc.StatusCode, type[AisleError]] = {
 #: How Triton 2.51 words load shedding by a model's queue policy (both with status UNAVAILABLE):
 #: ``max_queue_size`` reached, and ``default_timeout_microseconds`` spent waiting (timeout_action REJECT).
 _SHED = ("exceeds maximum queue size", "request timeout expired")
+#: How ``track`` words a state store it cannot reach (``aisle_server.state``), with status UNAVAILABLE.
+_STATE_DOWN = "state store"
 
 
 def _status_code(status: object) -> grpc.StatusCode | None:
@@ -102,6 +109,8 @@ def from_triton(exc: Exception) -> AisleError:
         code = grpc.StatusCode.DEADLINE_EXCEEDED
     if code == grpc.StatusCode.UNAVAILABLE and any(shed in str(message).lower() for shed in _SHED):
         return Overloaded(str(message), code)
+    if code == grpc.StatusCode.UNAVAILABLE and _STATE_DOWN in str(message):
+        return StateUnavailable(str(message), code)
     if "protocol is restricted" in str(message):  # Triton's --grpc-restricted-protocol: a missing/wrong header
         return PermissionDenied(str(message), code)
     return _BY_CODE.get(code, ServerError)(str(message), code) if code else ServerError(str(message))

@@ -7,8 +7,11 @@ is written once. A bad argument raises ``InvalidRequest`` naming it.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict, cast
@@ -19,11 +22,16 @@ import numpy.typing as npt
 from aisle_contract import (
     FILTER_NAMES,
     MAX_BATCH,
+    MAX_EVENT_ID_CHARS,
     MAX_K,
     MAX_MESSAGE_BYTES,
     MAX_QUERY_CHARS,
+    MAX_TRACK_BATCH,
     OVERRIDABLE,
+    USER_ID,
+    EventError,
     RankingConfig,
+    check_event,
 )
 
 from .errors import InvalidRequest
@@ -71,6 +79,18 @@ def validate_tower(tower: object) -> str:
     if tower not in TOWERS:
         raise InvalidRequest(f"tower must be one of {sorted(TOWERS)}, got {tower!r}")
     return str(tower)
+
+
+def validate_user_id(user_id: object) -> str | None:
+    """``None`` (no shopper) or a non-empty str of at most ``MAX_EVENT_ID_CHARS`` characters."""
+    if user_id is None:
+        return None
+    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > MAX_EVENT_ID_CHARS:
+        raise InvalidRequest(
+            f"user_id must be None or a non-empty str of at most {MAX_EVENT_ID_CHARS} characters, got {user_id!r}"
+        )
+    _utf8("user_id", user_id)
+    return user_id
 
 
 def validate_texts(texts: object) -> list[str]:
@@ -175,8 +195,10 @@ class RecommendRequest:
     allow_categories: Sequence[str] = ()
     deny_categories: Sequence[str] = ()
     ranking: Mapping[str, object] | KnobPairs = ()  # RankingKnobs; normalized to sorted (name, value) pairs
+    user_id: str | None = None  # the shopper whose tracked events the server adds to ``history``
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "user_id", validate_user_id(self.user_id))
         query = "" if self.query is None else self.query
         _utf8("query", query)
         object.__setattr__(self, "query", query[:MAX_QUERY_CHARS])  # the server reads no more than this
@@ -216,7 +238,7 @@ class RecommendRequest:
         where = "" if index is None else f"requests[{index}]: "
         if not isinstance(value, Mapping):
             raise InvalidRequest(f"{where}expected a RecommendRequest or a mapping, got {type(value).__name__}")
-        unknown = set(value) - {"query", "history", "k", "now", *FILTERS, *OVERRIDABLE}
+        unknown = set(value) - {"query", "history", "k", "now", "user_id", *FILTERS, *OVERRIDABLE}
         if unknown:
             raise InvalidRequest(f"{where}unknown argument(s) {sorted(unknown)}")
         fields = {key: v for key, v in value.items() if key not in OVERRIDABLE}
@@ -263,6 +285,9 @@ def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor
         tensors.append(Tensor("HISTORY_TS", stamps, "FP64"))
         if has_events:
             tensors.append(Tensor("HISTORY_EVENTS", events, "BYTES"))
+    if any(r.user_id for r in requests):
+        users = np.array([[(r.user_id or "").encode("utf-8")] for r in requests], dtype=object)  # b"": none
+        tensors.append(Tensor(USER_ID, users, "BYTES"))
     if has_now == {True}:
         tensors.append(Tensor("NOW", np.array([[r.now] for r in requests], dtype=np.float64), "FP64"))
     for name, tensor_name in FILTERS.items():
@@ -307,3 +332,82 @@ def recommend_tensors(
 def embed_tensors(texts: Sequence[str]) -> list[Tensor]:
     encoded = [t.encode("utf-8") for t in validate_texts(texts)]
     return checked_size([Tensor("TEXT", np.array(encoded, dtype=object).reshape(-1, 1), "BYTES")])
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    """One validated ``track`` event; constructing it checks every field (``aisle_contract.check_event``).
+
+    ``ts`` defaults to the time of construction (when the event happened, by this machine's clock);
+    ``event_id`` to a new UUID, fixed here so that a retried call carries the same id and the server
+    stores the event once; ``properties`` is a JSON-serializable mapping (≤ 4 KiB as compact JSON).
+    Which event types are allowed is the server's config: it answers ``InvalidRequest`` for others.
+    """
+
+    user_id: str
+    item_id: str
+    event_type: str
+    ts: float | None = None
+    event_id: str | None = None
+    properties: Mapping[str, Any] | str | None = None  # normalized to compact JSON text ("" for none)
+
+    def __post_init__(self) -> None:
+        now = time.time()
+        ts = now if self.ts is None else self.ts
+        if isinstance(ts, numbers.Real) and not isinstance(ts, bool):
+            ts = float(ts)
+        properties = ""
+        if self.properties is not None:
+            if not isinstance(self.properties, Mapping):
+                raise InvalidRequest(f"properties must be a mapping, got {type(self.properties).__name__}")
+            try:
+                properties = json.dumps(dict(self.properties), separators=(",", ":"), ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"properties: not JSON-serializable: {exc}") from None
+        try:
+            check_event(self.user_id, self.item_id, self.event_type, ts, now, self.event_id, properties or None, None)
+        except EventError as exc:
+            raise InvalidRequest(str(exc)) from None
+        for name in ("user_id", "item_id", "event_type"):
+            _utf8(name, getattr(self, name))
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "event_id", self.event_id or uuid.uuid4().hex)
+        object.__setattr__(self, "properties", properties)
+
+    @classmethod
+    def coerce(cls, value: TrackEvent | Mapping[str, Any], index: int | None = None) -> TrackEvent:
+        """A ``TrackEvent`` from itself or a mapping of ``track``'s arguments."""
+        if isinstance(value, TrackEvent):
+            return value
+        where = "" if index is None else f"events[{index}]: "
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(f"{where}expected a TrackEvent or a mapping, got {type(value).__name__}")
+        unknown = set(value) - {"user_id", "item_id", "event_type", "ts", "event_id", "properties"}
+        if unknown:
+            raise InvalidRequest(f"{where}unknown argument(s) {sorted(unknown)}")
+        try:
+            return cls(**value)
+        except TypeError as exc:  # a required field is missing
+            raise InvalidRequest(f"{where}{exc}") from None
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{where}{exc}") from None
+
+
+def track_tensors(events: Sequence[TrackEvent]) -> list[Tensor]:
+    """Tensors of one ``track`` request, one row per event (``PROPERTIES`` when any event has some)."""
+    if not events or len(events) > MAX_TRACK_BATCH:
+        raise InvalidRequest(f"a track request needs 1..{MAX_TRACK_BATCH} events, got {len(events)}")
+
+    def column(values: Iterable[str]) -> npt.NDArray[Any]:
+        return np.array([[v.encode("utf-8")] for v in values], dtype=object)
+
+    tensors = [
+        Tensor("USER_ID", column(e.user_id for e in events), "BYTES"),
+        Tensor("ITEM_ID", column(e.item_id for e in events), "BYTES"),
+        Tensor("EVENT_TYPE", column(e.event_type for e in events), "BYTES"),
+        Tensor("TS", np.array([[e.ts] for e in events], dtype=np.float64), "FP64"),
+        Tensor("EVENT_ID", column(cast(str, e.event_id) for e in events), "BYTES"),
+    ]
+    if any(e.properties for e in events):
+        tensors.append(Tensor("PROPERTIES", column(cast(str, e.properties) for e in events), "BYTES"))
+    return checked_size(tensors)

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ServerError
-from .types import Recommendation, Recommendations
+from .types import Recommendation, Recommendations, Tracked
 
 Vector: TypeAlias = npt.NDArray[np.float32]
 Array: TypeAlias = npt.NDArray[Any]
@@ -56,6 +56,14 @@ def embeddings_from(result: InferResult) -> list[Vector]:
     if vectors is None:
         raise ServerError("the embed answer has no EMBEDDING output")
     return [np.array(vector, dtype=np.float32) for vector in vectors]
+
+
+def tracked_from(result: InferResult) -> list[Tracked]:
+    """One ``Tracked`` per event of a ``track`` answer, in request order."""
+    ids, stored = result.as_numpy("EVENT_ID"), result.as_numpy("STORED")
+    if ids is None or stored is None:
+        raise ServerError("the track answer has no EVENT_ID or STORED output")
+    return [Tracked(raw.decode("utf-8"), bool(flag)) for raw, flag in zip(ids[:, 0], stored[:, 0], strict=True)]
 
 
 def copy_recommendations(recs: Recommendations) -> Recommendations:

@@ -12,6 +12,14 @@ class Recommendation:
     score: float
 
 
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """What ``track`` did with one event: its id, and whether this call stored it (False: stored before)."""
+
+    event_id: str
+    stored: bool
+
+
 class Recommendations(list[Recommendation]):
     """A list of ``Recommendation``, best first, with what the server reported about the request.
 

@@ -91,6 +91,8 @@ class RankingConfig:
     popular_candidates: int = 100
     cooccurrence_candidates: int = 200
     user_encoder: bool = True
+    #: a ``USER_ID`` request's newest stored events that join its history (0: the store is not read)
+    state_events: int = 50
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> RankingConfig:
@@ -124,6 +126,7 @@ class RankingConfig:
             "cooccurrence_weight": self.cooccurrence_weight >= 0,
             "popular_candidates": self.popular_candidates >= 0,
             "cooccurrence_candidates": self.cooccurrence_candidates >= 0,
+            "state_events": self.state_events >= 0,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -148,3 +151,83 @@ OVERRIDABLE = {
     "cooccurrence_weight": "FP32",
     "user_encoder": "BOOL",
 }
+
+# --------------------------------------------------------------------------- events and shopper state
+
+TRACK_MODEL = "track"
+#: ``recommend``/``rerank``: optional BYTES [B, 1]; the shopper whose stored events join the history
+#: (``b""`` = none).
+USER_ID = "USER_ID"
+#: ``track`` inputs, BYTES [B, 1] unless noted; ``TS`` (FP64), ``EVENT_ID`` and ``PROPERTIES`` (a JSON
+#: object's text) are optional.
+ITEM_ID, EVENT_TYPE, TS, EVENT_ID, PROPERTIES = "ITEM_ID", "EVENT_TYPE", "TS", "EVENT_ID", "PROPERTIES"
+#: ``track`` outputs: the event's id and whether this call stored it (False: the id was stored before).
+STORED = "STORED"
+
+#: Event types ``track`` accepts unless its config's ``event_types`` says otherwise.
+DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+#: Relative weight of each event type (a purchase says more about a shopper than a view); any other
+#: type weighs 1.0. The interaction log's weights (``aisle_export.interactions``) and those of the
+#: events ``rerank`` reads from the state store are this one table.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"purchase": 1.0, "add_to_cart": 0.5, "click": 0.25, "view": 0.1}
+#: Characters of a user, item or event id, or an event type.
+MAX_EVENT_ID_CHARS = 256
+#: Bytes of an event's ``properties`` as compact JSON.
+MAX_PROPERTIES_BYTES = 4096
+#: How far after the server's clock an event's ``ts`` may be (clock skew; later is a unit or clock bug).
+EVENT_FUTURE_SLACK_S = 300.0
+#: Events per ``track`` request (``track_many`` sends more in several requests).
+MAX_TRACK_BATCH = MAX_BATCH
+
+
+class EventError(ValueError):
+    """An event field is invalid; ``field`` names it (``user_id``, ``ts``, ...)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+def _event_text(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise EventError(field, f"must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise EventError(field, "must be a non-empty string")
+    if len(value) > MAX_EVENT_ID_CHARS:
+        raise EventError(field, f"is {len(value)} characters long; at most {MAX_EVENT_ID_CHARS}")
+    return value
+
+
+def check_event(
+    user_id: object,
+    item_id: object,
+    event_type: object,
+    ts: object,
+    now: float,
+    event_id: object = None,
+    properties_json: str | None = None,
+    allowed_event_types: tuple[str, ...] | None = DEFAULT_EVENT_TYPES,
+) -> None:
+    """Raise ``EventError`` naming the first invalid field of one event.
+
+    The SDK checks an event with this before sending it (``allowed_event_types=None``: which types
+    a server accepts is its own config) and ``track`` checks it again with its allowed types: ids
+    non-empty and at most ``MAX_EVENT_ID_CHARS``, a finite ``ts`` at most ``EVENT_FUTURE_SLACK_S``
+    after ``now`` (and after 1970), properties at most ``MAX_PROPERTIES_BYTES`` of JSON.
+    """
+    _event_text("user_id", user_id)
+    _event_text("item_id", item_id)
+    _event_text("event_type", event_type)
+    if allowed_event_types is not None and event_type not in allowed_event_types:
+        raise EventError("event_type", f"{event_type!r} is not one of {', '.join(allowed_event_types)}")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise EventError("ts", f"must be a finite number of unix seconds, got {ts!r}")
+    if ts < 0:
+        raise EventError("ts", f"{ts!r} is before 1970")
+    if ts > now + EVENT_FUTURE_SLACK_S:
+        raise EventError("ts", f"{ts!r} is {ts - now:.0f} s in the future (at most {EVENT_FUTURE_SLACK_S:.0f} s)")
+    if event_id is not None:
+        _event_text("event_id", event_id)
+    if properties_json is not None and len(properties_json.encode("utf-8")) > MAX_PROPERTIES_BYTES:
+        raise EventError("properties", f"is more than {MAX_PROPERTIES_BYTES} bytes of JSON")

@@ -1,4 +1,4 @@
-"""The ``aisle`` command: export, index, serve, catalog, finetune, evaluate, demo.
+"""The ``aisle`` command: export, index, serve, catalog, events, finetune, evaluate, demo.
 
 Subcommands import their toolchain lazily, so the SDK install (no torch) still has a working
 ``aisle --help``; a subcommand whose extra is missing says which extra to install.
@@ -7,7 +7,9 @@ Subcommands import their toolchain lazily, so the SDK install (no torch) still h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -131,6 +133,23 @@ def _log_data(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from aisle_server.redis_server import RedisServer
+
+    with contextlib.ExitStack() as stack:
+        state_url = args.state
+        if state_url == "local":
+            data_dir = args.state_dir or args.repo.resolve().parent / "aisle-state"
+            redis = stack.enter_context(RedisServer(data_dir, port=args.state_port))
+            state_url = redis.url
+            print(f"shopper state: {redis.url}, data in {redis.data_dir} (AOF, appendfsync always)", flush=True)
+        elif state_url == "off":
+            state_url = ""  # track answers UNAVAILABLE, USER_ID reads nothing
+        else:
+            print(f"shopper state: {state_url}", flush=True)
+        return _serve_triton(args, state_url)
+
+
+def _serve_triton(args: argparse.Namespace, state_url: str) -> int:
     from aisle_server.tritonserver import TritonServer, serve_forever
 
     server = TritonServer(
@@ -143,9 +162,51 @@ def _serve(args: argparse.Namespace) -> int:
         log_verbose=args.log_verbose,
         model_control_mode=args.model_control,
         extra_args=(["--load-model=*"] if args.model_control == "explicit" else []) + list(args.triton_arg or []),
+        state_url=state_url,
     )
     print(f"serving {args.repo} on grpc {server.grpc_url}, http {server.http_url}", flush=True)
     return serve_forever(server)
+
+
+def _events(args: argparse.Namespace) -> int:
+    """``aisle events export``: drain the state store's event log into an interaction log file."""
+    import numpy as np
+
+    from aisle_server.state import connect, drain_stream, trim_through
+
+    from .interactions import DEFAULT_EVENT_WEIGHTS, Interactions, write_interactions
+
+    out: Path = args.out
+    if out.exists():
+        raise ValueError(f"{out} exists: export writes a new file (the exported events leave the log)")
+    import redis
+
+    client = connect(args.state, timeout_s=30.0)
+    try:
+        entries, last = drain_stream(client)
+    except redis.RedisError as exc:
+        print(f"aisle events: error: state store {args.state}: {exc}", file=sys.stderr)
+        return 1
+    if last is None:
+        print("no events in the log; nothing written", flush=True)
+        return 0
+    types = [entry["event_type"] for entry in entries]
+    interactions = Interactions(
+        user_id=np.array([entry["user_id"] for entry in entries]),
+        item_id=np.array([entry["item_id"] for entry in entries]),
+        weight=np.array([DEFAULT_EVENT_WEIGHTS.get(t, 1.0) for t in types]),  # row weight 1 × the type's weight
+        timestamp=np.array([float(entry["ts"]) for entry in entries]),
+        event_type=np.array(types),
+    )
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")  # same suffix: it picks the format
+    write_interactions(interactions, partial)
+    with open(partial, "rb") as f:
+        os.fsync(f.fileno())
+    partial.replace(out)
+    removed = 0 if args.keep else trim_through(client, last)
+    kept = "kept in the log" if args.keep else f"{removed} removed from the log"
+    print(f"{len(entries)} events → {out} ({kept}; events tracked meanwhile stay)", flush=True)
+    return 0
 
 
 def _headers(pairs: list[str] | None) -> dict[str, str]:
@@ -393,7 +454,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARG",
         help="extra tritonserver flag, repeatable (TLS, --grpc-restricted-protocol=...)",
     )
+
+    p.add_argument(
+        "--state",
+        default="local",
+        metavar="local|off|redis://HOST:PORT",
+        help="shopper state (track, recommend(user_id=...)): local (default) starts a redis-server of its own, "
+        "stopped with the server; or a running Redis; off: none",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="with --state local: Redis's data directory (default: aisle-state/ beside --repo)",
+    )
+    p.add_argument("--state-port", type=int, default=0, help="with --state local: its port (default: a free one)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("events", help="the shopper event log: export (drain) it into an interaction log file")
+    p.add_argument("action", choices=("export",))
+    p.add_argument(
+        "--state", required=True, metavar="redis://HOST:PORT", help="the state store (`aisle serve` prints it)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="new .parquet, .csv or .jsonl file (`aisle finetune --interactions` reads it)",
+    )
+    p.add_argument("--keep", action="store_true", help="leave the exported events in the log (default: remove them)")
+    p.set_defaults(func=_events)
 
     p = sub.add_parser("catalog", help="hot swap or roll back the served catalog (server in explicit model control)")
     p.add_argument(
@@ -472,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except RuntimeError as exc:
-        if type(exc).__name__ != "TensorRTUnavailable":
+        if type(exc).__name__ not in ("TensorRTUnavailable", "RedisServerError"):  # said plainly, not as a traceback
             raise
         print(f"aisle {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -45,6 +45,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from aisle_contract import DEFAULT_EVENT_WEIGHTS as CONTRACT_EVENT_WEIGHTS
+
 from .catalog import (
     _READERS,
     MAX_SKIP_REASONS,
@@ -61,13 +63,9 @@ REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
 OPTIONAL_COLUMNS = ("event_type", "weight")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
-#: Relative weight of each event type; any other type weighs 1.0 unless configured.
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "purchase": 1.0,
-    "add_to_cart": 0.5,
-    "click": 0.25,
-    "view": 0.1,
-}
+#: Relative weight of each event type; any other type weighs 1.0 unless configured. One table with
+#: the weights ``rerank`` gives the events it reads from the state store (``aisle_contract``).
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = dict(CONTRACT_EVENT_WEIGHTS)
 #: The event type of rows that have none.
 DEFAULT_EVENT = "interaction"
 

@@ -28,7 +28,24 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from aisle_contract import FILTER_NAMES, INTEREST_OUTPUT, MAX_BATCH, OUTPUT_NAMES, OVERRIDABLE, RankingConfig
+from aisle_contract import (
+    DEFAULT_EVENT_TYPES,
+    EVENT_ID,
+    EVENT_TYPE,
+    FILTER_NAMES,
+    INTEREST_OUTPUT,
+    ITEM_ID,
+    MAX_BATCH,
+    MAX_TRACK_BATCH,
+    OUTPUT_NAMES,
+    OVERRIDABLE,
+    PROPERTIES,
+    STORED,
+    TRACK_MODEL,
+    TS,
+    USER_ID,
+    RankingConfig,
+)
 
 #: The checked-in repository: model.py adapters, generated configs, no artifacts.
 #: The checked-in repository (package data; ``model_repository/`` at the top of the source tree links
@@ -127,6 +144,7 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             _input("HISTORY_EVENTS", STRING, [-1], optional=True, ragged=True),
             _input("K", INT32, [1], optional=True),
             _input("NOW", FP64, [1], optional=True),
+            _input(USER_ID, STRING, [1], optional=True),
             *(_input(name, STRING, [-1], optional=True, ragged=True) for name in FILTER_NAMES),
             *(_input(name.upper(), _KNOB_TYPES[dtype], [1], optional=True) for name, dtype in OVERRIDABLE.items()),
         ],
@@ -140,6 +158,46 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
     )
     _parameters(config, asdict(ranking))
+    return config
+
+
+#: ``track``'s defaults (``aisle_server.state.StateSettings``): events kept per shopper, how long a
+#: shopper's events and an event id's idempotency key live, the per-command Redis timeout.
+TRACK_PARAMETERS = {
+    "event_types": ",".join(DEFAULT_EVENT_TYPES),
+    "max_user_events": 200,
+    "user_ttl_s": 90 * 24 * 3600,
+    "dedupe_ttl_s": 7 * 24 * 3600,
+    "state_timeout_s": 0.5,
+}
+
+
+def track_config(event_types: Iterable[str] | None = None) -> mc.ModelConfig:
+    """``track``: events in, written to the state store (Redis) by ``aisle_server.triton_models.TrackModel``.
+
+    Dynamically batched: the events of every request in a batch go to Redis in one pipeline and
+    share one AOF fsync.
+    """
+    config = mc.ModelConfig(
+        name=TRACK_MODEL,
+        backend="python",
+        max_batch_size=MAX_TRACK_BATCH,
+        input=[
+            _input(USER_ID, STRING, [1]),
+            _input(ITEM_ID, STRING, [1]),
+            _input(EVENT_TYPE, STRING, [1]),
+            _input(TS, FP64, [1], optional=True),
+            _input(EVENT_ID, STRING, [1], optional=True),
+            _input(PROPERTIES, STRING, [1], optional=True),
+        ],
+        output=[_output(EVENT_ID, STRING, [1]), _output(STORED, mc.TYPE_BOOL, [1])],
+        dynamic_batching=_batching(200, MAX_TRACK_BATCH),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+    )
+    parameters = dict(TRACK_PARAMETERS)
+    if event_types is not None:
+        parameters["event_types"] = ",".join(event_types)
+    _parameters(config, parameters)
     return config
 
 
@@ -205,6 +263,7 @@ def all_configs(
         "recommend/config.pbtxt": recommend_config(dim, response_cache),
         "embed_query/config.pbtxt": embed_config("embed_query", "query_encoder", dim, response_cache),
         "embed_item/config.pbtxt": embed_config("embed_item", "item_encoder", dim, response_cache),
+        "track/config.pbtxt": track_config(),
     }
     for encoder in ("query_encoder", "item_encoder"):
         configs[f"{encoder}/config.pbtxt"] = encoder_config(encoder, dim)

@@ -9,3 +9,7 @@ class InvalidInput(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class StateUnavailable(RuntimeError):
+    """The state store (Redis) cannot be reached or failed; becomes UNAVAILABLE (retrying can help)."""

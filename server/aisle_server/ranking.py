@@ -65,6 +65,9 @@ class RankRequest:
     allow_categories: Sequence[str] = ()
     deny_categories: Sequence[str] = ()
     history_events: Sequence[str] = ()  # event type per history item ("" = unknown), or none at all
+    #: per history item, a factor on its recency weight (events read from the state store weigh by
+    #: their type: ``aisle_contract.DEFAULT_EVENT_WEIGHTS``); None: all 1
+    history_weights: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -98,17 +101,25 @@ def _normalize(vector: np.ndarray) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
-def recency_weights(age_s: np.ndarray, half_life_s: float) -> np.ndarray:
-    """``decay`` weights summing to 1 (also what ``aisle finetune`` trains the towers with)."""
+def recency_weights(age_s: np.ndarray, half_life_s: float, factors: np.ndarray | None = None) -> np.ndarray:
+    """``decay`` weights (times ``factors``) summing to 1 (what ``aisle finetune`` trains the towers with)."""
     weights = decay(np.asarray(age_s, dtype=np.float64), half_life_s)
+    if factors is not None:
+        weights = weights * np.asarray(factors, dtype=np.float64)
     if float(weights.sum()) <= 0.0:  # every item infinitely old: fall back to a plain mean
         weights = np.ones_like(weights)
     return weights / weights.sum()
 
 
-def session_interest(embeddings: np.ndarray, history_ts: np.ndarray, now: float, half_life_s: float) -> np.ndarray:
-    """Recency-weighted mean of history embeddings, L2-normalized."""
-    weights = recency_weights(now - history_ts, half_life_s)
+def session_interest(
+    embeddings: np.ndarray,
+    history_ts: np.ndarray,
+    now: float,
+    half_life_s: float,
+    factors: np.ndarray | None = None,
+) -> np.ndarray:
+    """Recency-weighted (times ``factors``, e.g. event-type weights) mean of history embeddings, L2-normalized."""
+    weights = recency_weights(now - history_ts, half_life_s, factors)
     return _normalize((weights[:, None] * embeddings).sum(axis=0))
 
 
@@ -210,6 +221,7 @@ def interest_vector(
                 request.history_ts[known],
                 request.now,
                 config.recency_half_life_s,
+                None if request.history_weights is None else request.history_weights[known],
             )
         )
     if request.query_embedding is not None:
@@ -264,7 +276,8 @@ def cooccurrence_scores(
         or not (config.cooccurrence_weight or config.cooccurrence_candidates)
     ):
         return None
-    weights = recency_weights(request.now - request.history_ts[known], config.recency_half_life_s)
+    factors = None if request.history_weights is None else request.history_weights[known]
+    weights = recency_weights(request.now - request.history_ts[known], config.recency_half_life_s, factors)
     scores = index.cooccurrence.scores(history_rows, weights)
     top = float(scores.max()) if len(scores) else 0.0
     return scores / top if top > 0 else None

@@ -14,6 +14,9 @@ Tensor contract (batch dimension first; ``recommend`` exposes the same names):
                                        ``b""`` = unknown), read by the learned user encoder.
 - ``K``                INT32 [B, 1]   optional; default from the model config.
 - ``NOW``              FP64  [B, 1]   optional; the request's clock (reproducible replays); default: server time.
+- ``USER_ID``          BYTES [B, 1]   optional; the shopper whose newest ``state_events`` stored events
+                                       (``aisle_server.state``) join the row's history, each weighted by
+                                       its event type; ``b""`` = none.
 - ``EXCLUDE_IDS``, ``ALLOW_CATEGORIES``, ``DENY_CATEGORIES``
                        BYTES [B, N]   optional filters; ``b""`` entries are padding.
 - one optional [B, 1] tensor per knob of ``ranking.OVERRIDABLE``, named in upper case
@@ -32,16 +35,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeAlias
 
 import numpy as np
 
-from aisle_contract import FILTER_NAMES, INTEREST_OUTPUT, MAX_QUERY_CHARS, OUTPUT_NAMES, OVERRIDABLE, RankingConfig
+from aisle_contract import (
+    DEFAULT_EVENT_WEIGHTS,
+    FILTER_NAMES,
+    INTEREST_OUTPUT,
+    MAX_EVENT_ID_CHARS,
+    MAX_QUERY_CHARS,
+    OUTPUT_NAMES,
+    OVERRIDABLE,
+    USER_ID,
+    RankingConfig,
+)
 
 from .errors import InvalidInput
 from .ranking import RankRequest, RankResult, validate_k, with_overrides
 from .tokenization import TextDecodeError, decode_utf8
 
 KNOB_NAMES = {name.upper(): name for name in OVERRIDABLE}
+
+#: (item_id, ts, event_type) of one stored event, oldest first (``aisle_server.state.StoredEvent``).
+StoredEvent: TypeAlias = tuple[str, float, str]
+#: Reads the newest ``n`` stored events of each user id: ``(user_ids, n) → {user_id: events}``.
+StateReader: TypeAlias = Callable[[Sequence[str], int], Mapping[str, Sequence[StoredEvent]]]
 
 
 def _rows(name: str, array: np.ndarray | None, batch: int, ndim: int = 2) -> np.ndarray | None:
@@ -73,7 +92,9 @@ def parse_requests(
     catalog_size: int,
     dim: int,
     clock: Callable[[], float] = time.time,
+    state: StateReader | None = None,
 ) -> list[RankRequest]:
+    """``state`` reads the stored events of the rows' ``USER_ID`` (none given: ``USER_ID`` is ignored)."""
     queries = inputs.get("QUERY")
     if queries is None or queries.ndim != 2 or queries.shape[1] != 1:
         raise InvalidInput("QUERY", "required, shape [batch, 1]")
@@ -92,6 +113,10 @@ def parse_requests(
     nows = _rows("NOW", inputs.get("NOW"), batch)
     filters = {name: _rows(name, inputs.get(name), batch) for name in FILTER_NAMES}
     knobs = {name: _rows(name, inputs.get(name), batch) for name in KNOB_NAMES}
+    user_ids = _user_ids(_rows(USER_ID, inputs.get(USER_ID), batch), batch)
+    stored: Mapping[str, Sequence[StoredEvent]] = {}
+    if state is not None and config.state_events and any(user_ids):
+        stored = state(user_ids, config.state_events)
     now_default = clock()
 
     requests = []
@@ -114,6 +139,9 @@ def parse_requests(
                 events = [e for e, k in zip(_decode("HISTORY_EVENTS", history_events[b]), keep) if k][
                     -config.max_history :
                 ]
+        weights = None
+        if stored.get(user_ids[b]):
+            ids, ts, events, weights = merge_history(ids, ts, events, stored[user_ids[b]], config.max_history)
         row_config = with_overrides(
             config, {KNOB_NAMES[name]: _knob(name, values[b]) for name, values in knobs.items() if values is not None}
         )
@@ -135,9 +163,51 @@ def parse_requests(
                 allow_categories=lists["ALLOW_CATEGORIES"],
                 deny_categories=lists["DENY_CATEGORIES"],
                 history_events=events,
+                history_weights=weights,
             )
         )
     return requests
+
+
+def _user_ids(array: np.ndarray | None, batch: int) -> list[str]:
+    if array is None:
+        return [""] * batch
+    if array.shape[1] != 1:
+        raise InvalidInput(USER_ID, f"expected shape [batch, 1], got {list(array.shape)}")
+    users = _decode(USER_ID, array[:, 0])
+    for user in users:
+        if len(user) > MAX_EVENT_ID_CHARS:
+            raise InvalidInput(USER_ID, f"is {len(user)} characters long; at most {MAX_EVENT_ID_CHARS}")
+    return [user.strip() and user for user in users]  # whitespace only: no user
+
+
+def merge_history(
+    ids: Sequence[str], ts: np.ndarray, events: Sequence[str], stored: Sequence[StoredEvent], max_history: int
+) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """A request's own history merged with the shopper's stored events, in time order, newest ``max_history``.
+
+    Stored events weigh by their type (``DEFAULT_EVENT_WEIGHTS``, 1 for other types); the request's
+    own items keep weight 1, as without a store. A stored event that the request also carries (same
+    item and timestamp: the caller sent what it tracked) counts once. On equal timestamps the
+    request's items come after the stored ones. Event types: the stored ones, and the request's
+    (``""`` where it sent none).
+    """
+    own = set(zip(ids, ts.tolist()))
+    merged = [
+        (float(t), 0, item, event, DEFAULT_EVENT_WEIGHTS.get(event, 1.0))
+        for item, t, event in stored
+        if (item, float(t)) not in own
+    ]
+    own_events = list(events) if len(events) == len(ids) else [""] * len(ids)
+    merged += [(float(t), 1, item, event, 1.0) for item, t, event in zip(ids, ts.tolist(), own_events)]
+    merged.sort(key=lambda row: (row[0], row[1]))  # stable: each side keeps its own order on ties
+    merged = merged[-max_history:]
+    return (
+        [row[2] for row in merged],
+        np.array([row[0] for row in merged], dtype=np.float64),
+        [row[3] for row in merged],
+        np.array([row[4] for row in merged], dtype=np.float64),
+    )
 
 
 def _knob(name: str, values: np.ndarray) -> object:

@@ -2,8 +2,8 @@
 
 ``pb_utils`` (``triton_python_backend_utils``) exists only inside the Triton stub, so it is passed in
 rather than imported; everything else here is plain Python. Errors stay with their own request:
-``InvalidInput`` → INVALID_ARGUMENT naming the field, any other exception → INTERNAL for that
-request only (logged with its traceback), and the model keeps serving everyone else.
+``InvalidInput`` → INVALID_ARGUMENT naming the field, ``StateUnavailable`` → UNAVAILABLE (the state
+store is down: retry later), any other exception → INTERNAL for that request only (logged with its traceback), and the model keeps serving everyone else.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInput
+from .errors import InvalidInput, StateUnavailable
 
 LOG = logging.getLogger("aisle.triton")
 
@@ -37,16 +37,19 @@ def read_inputs(pb_utils: Any, request: Any, names: Sequence[str]) -> dict[str, 
     return inputs
 
 
-def _error_response(pb_utils: Any, exc: BaseException) -> Any:
+def error_response(pb_utils: Any, exc: BaseException) -> Any:
+    """The response of a request that failed with ``exc`` (see the module docstring for the codes)."""
     if isinstance(exc, InvalidInput):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+    if isinstance(exc, StateUnavailable):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.UNAVAILABLE))
     LOG.exception("request failed")
     return pb_utils.InferenceResponse(
         error=pb_utils.TritonError(f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
     )
 
 
-def _response(pb_utils: Any, outputs: Mapping[str, np.ndarray]) -> Any:
+def response(pb_utils: Any, outputs: Mapping[str, np.ndarray]) -> Any:
     return pb_utils.InferenceResponse([pb_utils.Tensor(name, array) for name, array in outputs.items()])
 
 
@@ -55,9 +58,9 @@ def handle_each(pb_utils: Any, requests: Sequence[Any], names: Sequence[str], ha
     responses = []
     for request in requests:
         try:
-            responses.append(_response(pb_utils, handler(read_inputs(pb_utils, request, names))))
+            responses.append(response(pb_utils, handler(read_inputs(pb_utils, request, names))))
         except Exception as exc:  # noqa: BLE001 - any handler failure fails this batch's requests, not the model - one request's failure must not fail the batch
-            responses.append(_error_response(pb_utils, exc))
+            responses.append(error_response(pb_utils, exc))
     return responses
 
 
@@ -81,13 +84,13 @@ def handle_batched(
         inputs = read_inputs(pb_utils, request, names)
         missing = [name for name, array in inputs.items() if array is None]
         if missing:
-            responses[i] = _error_response(pb_utils, InvalidInput(missing[0], "required input is missing"))
+            responses[i] = error_response(pb_utils, InvalidInput(missing[0], "required input is missing"))
             continue
         if validate is not None:
             try:
                 validate(inputs)
             except Exception as exc:  # noqa: BLE001 - any handler failure fails this batch's requests, not the model - this request only
-                responses[i] = _error_response(pb_utils, exc)
+                responses[i] = error_response(pb_utils, exc)
                 continue
         key = tuple(inputs[name].shape[1:] for name in names)
         groups.setdefault(key, []).append((i, inputs))
@@ -98,9 +101,9 @@ def handle_batched(
             outputs = handler(merged)
         except Exception as exc:  # noqa: BLE001 - any handler failure fails this batch's requests, not the model
             for i, _ in members:
-                responses[i] = _error_response(pb_utils, exc)
+                responses[i] = error_response(pb_utils, exc)
             continue
         offsets = np.cumsum([0, *sizes])
         for (i, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
-            responses[i] = _response(pb_utils, {name: array[start:stop] for name, array in outputs.items()})
+            responses[i] = response(pb_utils, {name: array[start:stop] for name, array in outputs.items()})
     return responses

@@ -38,8 +38,11 @@ from .processes import kill_process_group
 LOG = logging.getLogger(__name__)
 
 #: The Python backend's stub loads model.py in Debian's Python in isolated mode, which ignores
-#: PYTHONPATH; our model.py files read this variable and add the environment's site-packages.
+#: PYTHONPATH; our model.py files read this variable (directories joined by ``os.pathsep``) and add
+#: each with ``site.addsitedir``: see ``stub_path``.
 SITE_PACKAGES_ENV = "AISLE_SITE_PACKAGES"
+#: The state store (``redis://HOST:PORT``) that ``rerank`` and ``track`` use (``aisle_server.state``).
+STATE_URL_ENV = "AISLE_STATE_URL"
 
 
 class TritonServerError(RuntimeError):
@@ -56,6 +59,23 @@ def _pytriton_root() -> Path:
 
 def _site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
+
+
+def stub_path() -> list[str]:
+    """What the stubs put on ``sys.path``: the directories of the aisle packages this process runs,
+    then its environment's site-packages.
+
+    So the models run the very code of the launcher: from a source checkout or a git worktree with
+    ``PYTHONPATH=server:contract``, that checkout's ``aisle_server``, ahead of whatever an editable
+    install in site-packages maps to (its finder comes after ``sys.path``); from an installed wheel,
+    site-packages alone (the packages live there).
+    """
+    import aisle_contract
+
+    site_packages = _site_packages()
+    packages = (Path(__file__).resolve().parent, Path(aisle_contract.__file__).resolve().parent)
+    roots = [str(package.parent) for package in packages]
+    return [*dict.fromkeys(root for root in roots if Path(root) != Path(site_packages).resolve()), site_packages]
 
 
 def free_port() -> int:
@@ -112,6 +132,8 @@ class TritonServer:
     #: Only models whose config has ``response_cache { enable: true }`` use it (see
     #: ``aisle_export.repository``: off by default).
     response_cache_bytes: int = 0
+    #: The state store the models use (``AISLE_STATE_URL``); None: whatever the environment says.
+    state_url: str | None = None
     startup_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
@@ -166,7 +188,9 @@ class TritonServer:
         env = dict(os.environ)
         libs = str(_pytriton_root().parent / "nvidia_pytriton.libs")
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"), libs) if p)
-        env[SITE_PACKAGES_ENV] = _site_packages()
+        env[SITE_PACKAGES_ENV] = os.pathsep.join(stub_path())
+        if self.state_url is not None:
+            env[STATE_URL_ENV] = self.state_url
         # The Python-backend stubs inherit this: rerank's per-request numpy work (MMR/DPP rows,
         # candidate scoring) is too small to split across threads, and a multi-threaded OpenBLAS
         # makes each of DPP's per-pick matrix-vector products wait for a core that ONNX Runtime is

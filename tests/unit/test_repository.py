@@ -108,6 +108,7 @@ def test_expected_models_and_variants():
         "recommend",
         "embed_query",
         "embed_item",
+        "track",
     }
     assert set(ENSEMBLES) == {"recommend", "embed_query", "embed_item"}
     for encoder in ("query_encoder", "item_encoder"):
@@ -167,6 +168,7 @@ def test_recommend_exposes_rerank_contract_without_query_embedding():
         "HISTORY_EVENTS",
         "K",
         "NOW",
+        "USER_ID",
         *FILTER_NAMES,
         *knobs,
     ]
@@ -200,6 +202,7 @@ EXPECTED_ADAPTER = {
     "query_encoder": "EncoderModel",
     "item_encoder": "EncoderModel",
     "rerank": "RerankModel",
+    "track": "TrackModel",
 }
 
 
