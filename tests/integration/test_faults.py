@@ -113,8 +113,9 @@ FAULTY_MODEL_PY = textwrap.dedent('''
     import os
     import site
 
-    if os.environ.get("AISLE_SITE_PACKAGES"):
-        site.addsitedir(os.environ["AISLE_SITE_PACKAGES"])
+    for directory in os.environ.get("AISLE_SITE_PACKAGES", "").split(os.pathsep):  # as the real model.py files
+        if directory:
+            site.addsitedir(directory)
 
     import numpy as np
 
