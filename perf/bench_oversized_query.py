@@ -30,9 +30,7 @@ import argparse
 import filecmp
 import json
 import os
-import platform
 import random
-import shlex
 import shutil
 import statistics
 import sys
@@ -50,6 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import percentile
+from run_info import command_line, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -774,13 +773,6 @@ def answers_match_prefix(client: object, texts: Sequence[str], max_chars: int) -
     return {"checked": len(texts), "equal": equal}
 
 
-def command_line(argv: Sequence[str]) -> str:
-    """The command as typed from the repository root, for the report."""
-    python = Path(sys.executable)
-    shown = os.path.relpath(python, ROOT) if python.is_relative_to(ROOT) else str(python)
-    return shlex.join([shown, "perf/bench_oversized_query.py", *argv])
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Resolve the repository, start a server, time the schedule, write md/json/png."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -875,14 +867,8 @@ def main(argv: list[str] | None = None) -> dict:
             finally:
                 stats_client.close()
         report = {
-            "command": command_line(argv),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": f"{platform.machine()} {platform.system()}",
-                "python": platform.python_version(),
-                "load_before": list(load_before),
-                "load_after": list(os.getloadavg()),
-            },
+            "command": command_line("perf/bench_oversized_query.py", argv),
+            "machine": machine(load_before),
             "repo": str(repo),
             "repo_origin": origin,
             "catalog_items": len(titles),

@@ -18,8 +18,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -32,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
+from run_info import command_line, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("with", "without")  # with the user encoder / without it (recency-weighted mean)
@@ -409,13 +408,6 @@ def run_schedule(url: str, slots: Iterable[Slot], requests: Sequence[dict], seco
     return runs
 
 
-def command_line(argv: Sequence[str]) -> str:
-    """The command as typed from the repository root, for the report."""
-    python = Path(sys.executable)
-    shown = os.path.relpath(python, ROOT) if python.is_relative_to(ROOT) else str(python)
-    return shlex.join([shown, "perf/bench_user_encoder.py", *argv])
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Check the repository, load the feeds, time the schedule on one server, write md/json/png.
 
@@ -459,14 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
         runs = run_schedule(server.grpc_url, schedule(args.rounds, phases), requests, args.seconds)
     report = {
-        "command": command_line(argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": f"{platform.machine()} {platform.system()}",
-            "python": platform.python_version(),
-            "load_before": list(load_before),
-            "load_after": list(os.getloadavg()),
-        },
+        "command": command_line("perf/bench_user_encoder.py", argv),
+        "machine": machine(load_before),
         "repo": str(args.repo),
         "encoder": encoder,
         "rounds": args.rounds,
