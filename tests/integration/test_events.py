@@ -242,7 +242,7 @@ def test_redis_down_then_restarted(state_server, redis_server, client):
         client.track(user, "7", "view")
     assert caught.value.retryable
     assert _metric(state_server, "aisle_state_read_failures_total") == failures_before + 3
-    log = state_server.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+    log = state_server.log_path.read_text(errors="replace")  # type: ignore[attr-defined]  # the fixture sets it on the server it started
     assert log.count("recommend answers from each request's own history") == 1  # logged once
 
     redis_server.start()  # same port, same data directory

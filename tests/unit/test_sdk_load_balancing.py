@@ -61,9 +61,9 @@ def test_an_explicit_policy_wins_and_a_bad_one_is_refused():
     assert lb_policy("dns:///pods:8001", "pick_first") == "pick_first"
     for bad in ("roundrobin", "", None, "grpclb"):
         with pytest.raises(InvalidRequest, match="load_balancing"):
-            lb_policy("127.0.0.1:8001", bad)  # type: ignore[arg-type]
+            lb_policy("127.0.0.1:8001", bad)  # type: ignore[arg-type]  # a wrong value on purpose
     with pytest.raises(InvalidRequest, match="load_balancing"):
-        RecClient("127.0.0.1:8001", load_balancing="random")  # type: ignore[arg-type]
+        RecClient("127.0.0.1:8001", load_balancing="random")  # type: ignore[arg-type]  # a wrong value on purpose
 
 
 def test_a_plain_address_keeps_exactly_the_channel_options_it_had():
