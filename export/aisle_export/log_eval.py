@@ -456,7 +456,9 @@ def evaluate_log(
     if finetuned is not None:
         trained, served = finetuned_rows(data, Path(finetuned), signals, index, progress)
         rows_spec += trained
-        chosen["finetuned"] = json.loads((Path(finetuned) / "ranking.json").read_text())
+        from .log_training import load_choice  # log_training imports this module
+
+        chosen["finetuned"] = load_choice(Path(finetuned))
         baselines.append(trained[0][0])  # the trained towers with the recency mean
     rows_spec += source_ablations(data.split, *served)
     rows = []
@@ -476,7 +478,7 @@ def finetuned_rows(
     from aisle_server.user_encoder import UserEncoder
 
     from .evaluate import embed_catalog
-    from .log_training import load_knobs, served_stack
+    from .log_training import knobs_of, load_choice, stack_of
 
     report = json.loads((finetuned / "finetune_report.json").read_text())
     towers = "pretrained towers" if "pretrained" in report.get("towers", {}) else "fine-tuned"
@@ -490,16 +492,18 @@ def finetuned_rows(
             f"{towers} + user encoder + log signals",
         ),
     }
-    served = served_stack(finetuned)
+    choice = load_choice(finetuned)
+    served = stack_of(choice)
     rows = [
-        (label, aisle_ranker(index, data.split, load_knobs(finetuned, name)))
+        (label, aisle_ranker(index, data.split, knobs_of(choice, name)))
         for name, (index, label) in stacks.items()
         if name != "pretrained"
     ]
     index, label = stacks[served]
-    knobs = load_knobs(finetuned, served)
-    rows.append((f"served after aisle finetune (validation chose {label})", aisle_ranker(index, data.split, knobs)))
-    return rows, (index, knobs, rows[-1][0].split(" (")[0])
+    knobs = knobs_of(choice, served)
+    served_label = "served after aisle finetune"
+    rows.append((f"{served_label} (validation chose {label})", aisle_ranker(index, data.split, knobs)))
+    return rows, (index, knobs, served_label)
 
 
 def source_ablations(

@@ -39,6 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -221,14 +222,24 @@ def load_choice(finetuned: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def served_stack(finetuned: Path, stack: str | None = None) -> str:
-    """``stack``, checked, or the one ``finetune_log`` chose on validation."""
-    stack = stack or load_choice(finetuned).get("served", "user_encoder")  # before the choice, the encoder was served
+def stack_of(choice: Mapping[str, Any], stack: str | None = None) -> str:
+    """``stack``, checked, or the one ``finetune_log`` chose on validation (``choice``: ``ranking.json``)."""
+    stack = stack or str(choice.get("served", "user_encoder"))  # before the choice, the encoder was served
     if stack not in STACKS:
         raise ValueError(f"stack {stack!r}: choose one of {', '.join(STACKS)}")
     return stack
 
 
+def knobs_of(choice: Mapping[str, Any], stack: str | None = None) -> RankingConfig:
+    """The feed knobs ``choice`` (``ranking.json``) holds for ``stack`` (default: the served one)."""
+    return replace(RankingConfig(), **choice[stack_of(choice, stack)])
+
+
+def served_stack(finetuned: Path, stack: str | None = None) -> str:
+    """``stack``, checked, or the one ``finetune_log`` chose on validation."""
+    return stack_of(load_choice(finetuned), stack)
+
+
 def load_knobs(finetuned: Path, stack: str | None = None) -> RankingConfig:
     """The feed knobs ``finetune_log`` chose on validation for ``stack`` (default: the served one)."""
-    return replace(RankingConfig(), **load_choice(finetuned)[served_stack(finetuned, stack)])
+    return knobs_of(load_choice(finetuned), stack)

@@ -120,12 +120,13 @@ def export_repository(
     ranking = None
     if finetuned is not None:
         from .finetune import ITEM_TOWER, QUERY_TOWER
-        from .log_training import load_choice, load_knobs, served_stack
+        from .log_training import knobs_of, load_choice, stack_of
 
-        stack = served_stack(finetuned, stack)
-        ranking = load_knobs(finetuned, stack)
+        choice = load_choice(finetuned)
+        stack = stack_of(choice, stack)
+        ranking = knobs_of(choice, stack)
         if stack == "pretrained":  # training did not beat the pretrained towers on validation
-            query_tower = item_tower = load_choice(finetuned).get("base")
+            query_tower = item_tower = choice.get("base")
         else:
             query_tower, item_tower = str(Path(finetuned) / QUERY_TOWER), str(Path(finetuned) / ITEM_TOWER)
         print(f"[export] serving {finetuned}'s {stack} stack", flush=True)
