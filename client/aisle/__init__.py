@@ -23,8 +23,8 @@ from .errors import (
     StateUnavailable,
 )
 from .policy import CallInfo, RetryPolicy
-from .requests import RankingKnobs, RecommendRequest, TrackEvent
-from .types import Recommendation, Recommendations, Tracked
+from .requests import ItemUpdate, RankingKnobs, RecommendRequest, TrackEvent
+from .types import ItemChanged, Recommendation, Recommendations, Tracked
 
 __all__ = [
     "AisleError",
@@ -34,6 +34,8 @@ __all__ = [
     "ClientClosed",
     "DeadlineExceeded",
     "InvalidRequest",
+    "ItemChanged",
+    "ItemUpdate",
     "ModelNotReady",
     "Overloaded",
     "PermissionDenied",

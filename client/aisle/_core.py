@@ -23,7 +23,16 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.grpc import InferInput, KeepAliveOptions
 
-from aisle_contract import EMBED_MODELS, MAX_BATCH, MAX_MESSAGE_BYTES, MAX_TRACK_BATCH, RECOMMEND_MODEL, TRACK_MODEL
+from aisle_contract import (
+    CATALOG_MODEL,
+    EMBED_MODELS,
+    MAX_BATCH,
+    MAX_CATALOG_BATCH,
+    MAX_MESSAGE_BYTES,
+    MAX_TRACK_BATCH,
+    RECOMMEND_MODEL,
+    TRACK_MODEL,
+)
 
 from .batching import Pending, plan_batches, settle
 from .cache import MISSING, Flights, ResultCache, embed_key, fail_waiters, recommend_key
@@ -32,19 +41,29 @@ from .plans import Call, Gather, Plan, Sleep, Wait
 from .policy import CallInfo, Deadline, RetryPolicy
 from .requests import (
     HistoryItem,
+    ItemUpdate,
     RankingKnobs,
     RecommendRequest,
     Tensor,
     TrackEvent,
     batch_recommend_tensors,
+    catalog_tensors,
     embed_tensors,
     track_tensors,
     validate_texts,
     validate_timeout,
     validate_tower,
 )
-from .responses import InferResult, Vector, copy_recommendations, embeddings_from, recommendations_from, tracked_from
-from .types import Recommendations, Tracked
+from .responses import (
+    InferResult,
+    Vector,
+    changed_from,
+    copy_recommendations,
+    embeddings_from,
+    recommendations_from,
+    tracked_from,
+)
+from .types import ItemChanged, Recommendations, Tracked
 
 LOG = logging.getLogger("aisle")
 T = TypeVar("T")
@@ -663,6 +682,33 @@ class ClientCore:
         info.batch_rows = len(events)
         result = yield from self._infer(TRACK_MODEL, track_tensors(events), deadline, info)
         return tracked_from(result)
+
+    # -- catalog ---------------------------------------------------------------------------------
+    def _plan_update_items(
+        self, items: Sequence[ItemUpdate | Mapping[str, Any]], *, timeout_s: float | None = None
+    ) -> Plan[list[ItemChanged]]:
+        """Change the live catalog: insert, change fields of, hide or delete items (``ItemUpdate`` or
+        flat mappings: ``item_id``, optional ``op``, the fields), without a re-index.
+
+        Durable once it returns (logged in the state store); every ``rerank`` instance serves the
+        change within its poll interval (0.2 s by default). New items and changed titles or
+        descriptions are embedded by the server's item tower. All changes are checked before
+        anything is sent; they go in order, ≤ 64 per Triton request, each request all or nothing.
+        A bad field raises ``InvalidRequest`` naming it; a state store that is down,
+        ``StateUnavailable`` (retryable: sending the same changes again is harmless).
+        """
+        with self._recorded("update_items") as info:
+            deadline = self._deadline(timeout_s)
+            if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence) or not items:
+                raise InvalidRequest("items must be a non-empty sequence of ItemUpdate or mappings")
+            rows = [ItemUpdate.coerce(item, i) for i, item in enumerate(items)]
+            info.batch_rows = len(rows)
+            changed: list[ItemChanged] = []
+            for start in range(0, len(rows), MAX_CATALOG_BATCH):  # in order: later changes may build on earlier
+                chunk = rows[start : start + MAX_CATALOG_BATCH]
+                result = yield from self._infer(CATALOG_MODEL, catalog_tensors(chunk), deadline, CallInfo("catalog"))
+                changed.extend(changed_from(result, [u.item_id for u in chunk]))
+        return changed
 
     # -- embed -----------------------------------------------------------------------------------
     def _plan_embed(

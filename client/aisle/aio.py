@@ -99,6 +99,7 @@ class AsyncRecClient(ClientCore):
     embed = _awaitable(ClientCore._plan_embed)
     track = _awaitable(ClientCore._plan_track)
     track_many = _awaitable(ClientCore._plan_track_many)
+    update_items = _awaitable(ClientCore._plan_update_items)
 
     # -- the driver ------------------------------------------------------------------------------
     async def _drive(self, plan: Plan[T]) -> T:

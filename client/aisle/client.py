@@ -78,6 +78,7 @@ class RecClient(ClientCore):
     embed = _blocking(ClientCore._plan_embed)
     track = _blocking(ClientCore._plan_track)
     track_many = _blocking(ClientCore._plan_track_many)
+    update_items = _blocking(ClientCore._plan_update_items)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _open_channel(self) -> grpcclient.InferenceServerClient:

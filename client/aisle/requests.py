@@ -20,9 +20,12 @@ import numpy as np
 import numpy.typing as npt
 
 from aisle_contract import (
+    CATALOG_OPS,
     FILTER_NAMES,
     MAX_BATCH,
+    MAX_CATALOG_BATCH,
     MAX_EVENT_ID_CHARS,
+    MAX_FIELDS_BYTES,
     MAX_K,
     MAX_MESSAGE_BYTES,
     MAX_QUERY_CHARS,
@@ -30,8 +33,10 @@ from aisle_contract import (
     OVERRIDABLE,
     USER_ID,
     EventError,
+    ItemChangeError,
     RankingConfig,
     check_event,
+    check_item_change,
 )
 
 from .errors import InvalidRequest
@@ -411,3 +416,71 @@ def track_tensors(events: Sequence[TrackEvent]) -> list[Tensor]:
     if any(e.properties for e in events):
         tensors.append(Tensor("PROPERTIES", column(cast(str, e.properties) for e in events), "BYTES"))
     return checked_size(tensors)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemUpdate:
+    """One live catalog change, checked on construction (``aisle_contract.check_item_change``).
+
+    ``op="upsert"`` inserts the item (``fields`` must then hold a ``title``) or sets the ``fields``
+    it names — ``title``, ``description``, ``category``, ``created_at``, ``popularity``,
+    ``in_stock``, ``hidden``; a changed title or description is re-embedded by the server.
+    ``op="delete"`` removes the item for good (``fields`` empty).
+    """
+
+    item_id: str
+    fields: Mapping[str, Any] | None = None
+    op: str = "upsert"
+
+    def __post_init__(self) -> None:
+        try:
+            fields = check_item_change(self.item_id, self.op, dict(self.fields or {}))
+        except ItemChangeError as exc:
+            raise InvalidRequest(str(exc)) from None
+        except TypeError as exc:
+            raise InvalidRequest(f"fields: {exc}") from None
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode("utf-8")) > MAX_FIELDS_BYTES:
+            raise InvalidRequest(f"fields: more than {MAX_FIELDS_BYTES} bytes as compact JSON")
+        _utf8("item_id", self.item_id)
+        object.__setattr__(self, "fields", fields)
+
+    @classmethod
+    def coerce(cls, value: ItemUpdate | Mapping[str, Any], index: int | None = None) -> ItemUpdate:
+        """An ``ItemUpdate`` from itself or a flat mapping: ``item_id``, optional ``op``, the fields."""
+        if isinstance(value, ItemUpdate):
+            return value
+        where = "" if index is None else f"items[{index}]: "
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(f"{where}expected an ItemUpdate or a mapping, got {type(value).__name__}")
+        fields = {k: v for k, v in value.items() if k not in ("item_id", "op")}
+        if "item_id" not in value:
+            raise InvalidRequest(f"{where}item_id: missing")
+        op = value.get("op", "upsert")
+        if op not in CATALOG_OPS:
+            raise InvalidRequest(f"{where}op: {op!r} is not one of {', '.join(CATALOG_OPS)}")
+        try:
+            return cls(value["item_id"], fields, op)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{where}{exc}") from None
+
+
+def catalog_tensors(updates: Sequence[ItemUpdate]) -> list[Tensor]:
+    """Tensors of one ``catalog`` request, one row per change."""
+    if not updates or len(updates) > MAX_CATALOG_BATCH:
+        raise InvalidRequest(f"a catalog request needs 1..{MAX_CATALOG_BATCH} changes, got {len(updates)}")
+
+    def column(values: Iterable[str]) -> npt.NDArray[Any]:
+        return np.array([[v.encode("utf-8")] for v in values], dtype=object)
+
+    return checked_size(
+        [
+            Tensor("ITEM_ID", column(u.item_id for u in updates), "BYTES"),
+            Tensor("OP", column(u.op for u in updates), "BYTES"),
+            Tensor(
+                "FIELDS",
+                column(json.dumps(u.fields, separators=(",", ":"), ensure_ascii=False) for u in updates),
+                "BYTES",
+            ),
+        ]
+    )

@@ -6,13 +6,14 @@ in ``_core`` use it the same way whichever client drives them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import ServerError
-from .types import Recommendation, Recommendations, Tracked
+from .types import ItemChanged, Recommendation, Recommendations, Tracked
 
 Vector: TypeAlias = npt.NDArray[np.float32]
 Array: TypeAlias = npt.NDArray[Any]
@@ -64,6 +65,14 @@ def tracked_from(result: InferResult) -> list[Tracked]:
     if ids is None or stored is None:
         raise ServerError("the track answer has no EVENT_ID or STORED output")
     return [Tracked(raw.decode("utf-8"), bool(flag)) for raw, flag in zip(ids[:, 0], stored[:, 0], strict=True)]
+
+
+def changed_from(result: InferResult, item_ids: Sequence[str]) -> list[ItemChanged]:
+    """One ``ItemChanged`` per change of a ``catalog`` answer, in request order."""
+    ids = result.as_numpy("CHANGE_ID")
+    if ids is None:
+        raise ServerError("the catalog answer has no CHANGE_ID output")
+    return [ItemChanged(item, raw.decode("utf-8")) for item, raw in zip(item_ids, ids[:, 0], strict=True)]
 
 
 def copy_recommendations(recs: Recommendations) -> Recommendations:

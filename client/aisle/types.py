@@ -20,6 +20,17 @@ class Tracked:
     stored: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ItemChanged:
+    """A logged catalog change: the item, and the id it was logged under (ordered, like a log offset).
+
+    Every ``rerank`` instance serves the change within its poll interval (0.2 s by default).
+    """
+
+    item_id: str
+    change_id: str
+
+
 class Recommendations(list[Recommendation]):
     """A list of ``Recommendation``, best first, with what the server reported about the request.
 

@@ -93,6 +93,8 @@ class RankingConfig:
     user_encoder: bool = True
     #: a ``USER_ID`` request's newest stored events that join its history (0: the store is not read)
     state_events: int = 50
+    #: how often each instance reads the live catalog changes logged since its last read (seconds)
+    catalog_poll_s: float = 0.2
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> RankingConfig:
@@ -127,6 +129,7 @@ class RankingConfig:
             "popular_candidates": self.popular_candidates >= 0,
             "cooccurrence_candidates": self.cooccurrence_candidates >= 0,
             "state_events": self.state_events >= 0,
+            "catalog_poll_s": self.catalog_poll_s > 0,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -231,3 +234,108 @@ def check_event(
         _event_text("event_id", event_id)
     if properties_json is not None and len(properties_json.encode("utf-8")) > MAX_PROPERTIES_BYTES:
         raise EventError("properties", f"is more than {MAX_PROPERTIES_BYTES} bytes of JSON")
+
+
+# --------------------------------------------------------------------------- live catalog changes
+
+CATALOG_MODEL = "catalog"
+#: ``catalog`` inputs, BYTES [B, 1]: ``ITEM_ID`` (shared with ``track``), ``OP`` (one of ``CATALOG_OPS``)
+#: and ``FIELDS`` (a JSON object's text: the fields an upsert sets; ``{}`` for a delete).
+OP, FIELDS = "OP", "FIELDS"
+#: ``catalog`` output, BYTES [B, 1]: the id the change was logged under (a Redis stream id, ordered).
+CHANGE_ID = "CHANGE_ID"
+#: ``upsert`` inserts an item or changes the fields it names; ``delete`` removes it for good.
+CATALOG_OPS = ("upsert", "delete")
+#: The fields an upsert may set, and their JSON types. ``title``/``description``/``category`` are
+#: the item's text (a change of title or description re-embeds it); ``hidden`` takes an item out of
+#: every answer without deleting it (a takedown that may be undone).
+ITEM_FIELD_TYPES: dict[str, str] = {
+    "title": "str",
+    "description": "str",
+    "category": "str",
+    "created_at": "number",
+    "popularity": "number",
+    "in_stock": "bool",
+    "hidden": "bool",
+}
+#: Fields whose change re-embeds the item through the item tower.
+TEXT_FIELDS = ("title", "description")
+#: Bytes of one change's ``FIELDS`` as compact JSON.
+MAX_FIELDS_BYTES = 16 * 1024
+#: Changes per ``catalog`` request (``update_items`` sends more in several requests).
+MAX_CATALOG_BATCH = MAX_BATCH
+#: datetime.max as unix seconds: a larger ``created_at`` is almost always milliseconds by mistake.
+MAX_UNIX_SECONDS = 253_402_300_799.0
+
+
+class ItemChangeError(EventError):
+    """A catalog change's field is invalid; ``field`` names it (``item_id``, ``op``, ``popularity``, ...)."""
+
+
+def check_item_change(item_id: object, op: object, fields: object) -> dict[str, object]:
+    """The change's fields, normalized (numbers as float, text stripped); ``ItemChangeError`` names
+    the first invalid field. The SDK checks a change with this before sending it and ``catalog``
+    checks it again: unknown fields, wrong types, NaN/infinite or negative numbers, an empty title,
+    text longer than ``MAX_QUERY_CHARS``, a delete with fields or an upsert without any.
+    """
+    try:
+        _event_text("item_id", item_id)
+    except EventError as exc:
+        raise ItemChangeError(exc.field, exc.reason) from None
+    if op not in CATALOG_OPS:
+        raise ItemChangeError("op", f"{op!r} is not one of {', '.join(CATALOG_OPS)}")
+    if not isinstance(fields, Mapping):
+        raise ItemChangeError("fields", f"must be a mapping (a JSON object), got {type(fields).__name__}")
+    if op == "delete":
+        if fields:
+            raise ItemChangeError("fields", f"a delete takes no fields, got {sorted(fields)}")
+        return {}
+    if not fields:
+        raise ItemChangeError("fields", f"an upsert needs at least one of {', '.join(ITEM_FIELD_TYPES)}")
+    normalized: dict[str, object] = {}
+    for name, value in fields.items():
+        kind = ITEM_FIELD_TYPES.get(name)
+        if kind is None:
+            raise ItemChangeError(str(name), f"unknown field; the fields are {', '.join(ITEM_FIELD_TYPES)}")
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ItemChangeError(name, f"must be a str, got {type(value).__name__}")
+            value = value.strip()
+            if name == "title" and not value:
+                raise ItemChangeError(name, "must be a non-empty string")
+            if len(value) > MAX_QUERY_CHARS:
+                raise ItemChangeError(name, f"is {len(value)} characters long; at most {MAX_QUERY_CHARS}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ItemChangeError(name, f"must be true or false, got {value!r}")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ItemChangeError(name, f"must be a finite number, got {value!r}")
+            value = float(value)
+            if name == "popularity" and value < 0:
+                raise ItemChangeError(name, f"{value!r} is negative")
+            if name == "created_at" and abs(value) > MAX_UNIX_SECONDS:
+                raise ItemChangeError(name, f"{value!r} is not unix seconds (milliseconds by mistake?)")
+        normalized[name] = value
+    return normalized
+
+
+def item_text(title: str, description: str = "", category: str = "") -> str:
+    """The text the item tower embeds for an item — at indexing and for a live change alike.
+
+    ``"{title}. {description}. {category}"`` with empty parts left out, e.g.
+    ``"Toy Story (1995). Animation, Children's, Comedy"``. The category is also left out when the
+    title or description already mentions it: mean pooling weighs repeated words more, and a
+    repeated category would pull every item of a category towards the same point. No ``". "`` is
+    inserted after a part that already ends a sentence (``"That Darn Cat!"``).
+    """
+    parts = [title]
+    if description:
+        parts.append(description)
+    mentioned = f"{title} {description}".casefold()
+    if category and category.casefold() not in mentioned:
+        parts.append(category)
+    text = parts[0]
+    for part in parts[1:]:
+        text += (" " if text.endswith((".", "!", "?")) else ". ") + part
+    return text

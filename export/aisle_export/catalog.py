@@ -44,6 +44,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from aisle_contract import MAX_UNIX_SECONDS, item_text
+
 REQUIRED_COLUMNS = ("item_id", "title")
 OPTIONAL_COLUMNS = ("description", "category", "created_at", "popularity", "in_stock")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
@@ -51,8 +53,6 @@ KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 #: How many skip reasons :class:`Catalog` keeps: enough to diagnose, bounded for huge bad files.
 MAX_SKIP_REASONS = 10
 
-# datetime.max as unix seconds. Larger "seconds" are almost always milliseconds by mistake.
-_MAX_UNIX_SECONDS = 253_402_300_799.0
 
 _TRUE_WORDS = frozenset({"true", "1", "yes", "y"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "n"})
@@ -113,16 +113,9 @@ class Catalog:
         return len(self.item_ids)
 
     def texts(self) -> list[str]:
-        """The text the item tower embeds for each item.
-
-        Format: ``"{title}. {description}. {category}"`` with empty parts left out, e.g.
-        ``"Toy Story (1995). Animation, Children's, Comedy"``. The category is also left out when
-        the title or description already mentions it: mean pooling weighs repeated words more,
-        and a repeated category would pull every item of a category towards the same point.
-        No ``". "`` is inserted after a part that already ends a sentence (``"That Darn Cat!"``).
-        """
+        """The text the item tower embeds for each item (``aisle_contract.item_text``)."""
         return [
-            _join_sentences(_text_parts(title, description, category))
+            item_text(title, description, category)
             for title, description, category in zip(
                 self.titles.tolist(), self.descriptions.tolist(), self.categories.tolist()
             )
@@ -345,7 +338,7 @@ def _parse_created_at(value: Any, name: str = "created_at") -> float:
         raise bad
     if not math.isfinite(seconds):
         raise bad
-    if abs(seconds) > _MAX_UNIX_SECONDS:
+    if abs(seconds) > MAX_UNIX_SECONDS:
         raise _RowError(name, f"{name} {value!r} is past year 9999 as unix seconds (milliseconds?)")
     return seconds
 
@@ -420,20 +413,3 @@ def _to_catalog(rows: list[_Row], skipped: int, skip_reasons: list[str]) -> Cata
         skipped=skipped,
         skip_reasons=skip_reasons,
     )
-
-
-def _text_parts(title: str, description: str, category: str) -> list[str]:
-    parts = [title]
-    if description:
-        parts.append(description)
-    mentioned = f"{title} {description}".casefold()
-    if category and category.casefold() not in mentioned:
-        parts.append(category)
-    return parts
-
-
-def _join_sentences(parts: list[str]) -> str:
-    text = parts[0]
-    for part in parts[1:]:
-        text += (" " if text.endswith((".", "!", "?")) else ". ") + part
-    return text

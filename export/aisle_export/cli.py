@@ -224,19 +224,58 @@ def _catalog(args: argparse.Namespace) -> int:
 
     from tritonclient.utils import InferenceServerException
 
+    from aisle import AisleError
+
     from . import swap
 
     headers = _headers(args.header)
     try:
         out = _catalog_action(args, headers, swap)
-    except InferenceServerException as exc:
+    except (InferenceServerException, AisleError, ValueError, OSError) as exc:
         print(f"aisle catalog {args.action}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(out))
     return 0
 
 
+def _catalog_update(args: argparse.Namespace, headers: dict[str, str]) -> dict:
+    """``aisle catalog update --file F``: each JSON line one change (``item_id``, optional ``op``, fields)."""
+    import json
+
+    from aisle import InvalidRequest, RecClient
+
+    if args.file is None:
+        raise ValueError("update needs --file (JSON Lines: item_id, optional op, the fields to set)")
+    items = []
+    with open(args.file, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except ValueError as exc:
+                    raise ValueError(f"{args.file} line {number}: not JSON: {exc}") from None
+    if not items:
+        raise ValueError(f"{args.file} holds no change")
+    with RecClient(args.url, timeout_s=args.timeout_s, headers=headers or None) as client:
+        try:
+            changed = client.update_items(items)
+        except InvalidRequest as exc:
+            raise ValueError(f"{args.file}: {exc}") from None
+    return {"changed": len(changed), "last_change_id": changed[-1].change_id}
+
+
 def _catalog_action(args: argparse.Namespace, headers: dict[str, str], swap) -> dict:
+    if args.action == "update":
+        return _catalog_update(args, headers)
+    if args.action == "compact":
+        from .compaction import compact
+
+        if args.repo is None or args.state is None:
+            raise ValueError("compact needs --repo (the served repository) and --state (its state store)")
+        out = compact(args.repo, args.state)
+        if args.load and out["compacted"]:
+            out["ready"] = swap.load(args.url, headers, args.timeout_s)
+        return out
     if args.action == "status":
         out = {
             "on_disk": swap.version_dirs(args.repo) if args.repo else None,
@@ -484,13 +523,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the exported events in the log (default: remove them)")
     p.set_defaults(func=_events)
 
-    p = sub.add_parser("catalog", help="hot swap or roll back the served catalog (server in explicit model control)")
+    p = sub.add_parser(
+        "catalog",
+        help="change the served catalog live, compact the changes, hot swap or roll back versions",
+    )
     p.add_argument(
         "action",
-        choices=("status", "load", "rollback"),
-        help="status: versions on disk and served; load: serve the newest rerank/<v>/; "
-        "rollback: retire the newest version directory and reload",
+        choices=("update", "compact", "status", "load", "rollback"),
+        help="update: apply the changes in --file live (no re-index); compact: fold the live changes into "
+        "a new rerank/<v>/ (--load: and serve it); status: versions on disk and served; load: serve the "
+        "newest rerank/<v>/ (server in explicit model control); rollback: retire the newest version and reload",
     )
+    p.add_argument("--file", type=Path, help="update: JSON Lines, one change per line (item_id, op, fields)")
+    p.add_argument("--state", metavar="redis://HOST:PORT", help="compact: the state store holding the change log")
+    p.add_argument("--load", action="store_true", help="compact: load the new version on --url once written")
     p.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port")
     p.add_argument("--repo", type=Path, help="the served repository (rollback renames its newest rerank/<v>/)")
     p.add_argument("--to", type=int, help="rollback: the version to serve (retires every version above it)")

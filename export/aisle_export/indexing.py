@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.encoder import OnnxEncoder
-from aisle_server.index import INDEX_DIRNAME, CatalogIndex
+from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn
 from aisle_server.lexical import LexicalIndex
 from aisle_server.tokenization import TextTokenizer
 
@@ -49,6 +49,7 @@ def catalog_index(catalog: Catalog, embeddings: np.ndarray, **extra: object) -> 
         created_at=catalog.created_at,
         popularity=catalog.popularity,
         in_stock=catalog.in_stock,
+        descriptions=TextColumn.of(catalog.descriptions.tolist()),
         **extra,
     )
 
@@ -190,34 +191,30 @@ def write_index(
         lexical=lexical,
         ann=AnnIndex.build(embeddings, kind=ann_kind, nprobe=ann_nprobe, refine=ann_refine) if use_ann else None,
     )
-    version_dir = repo / "rerank" / version
+    path = save_version(index, repo, version)
+    if server is not None:
+        shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]  # set whenever server is
+    print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version), "path": str(path)}))
+    return index
+
+
+def save_version(index: CatalogIndex, repo: Path, version: str) -> Path:
+    """Write ``index`` as ``<repo>/rerank/<version>/index``; its path.
+
+    A new version appears complete (model.py + index/) or not at all: built under a hidden name and
+    renamed into place, so a server polling the repository never loads a half-written one. An
+    existing version's index is replaced by renames (``replace_directory``).
+    """
+    version_dir = Path(repo) / "rerank" / version
     if not version_dir.exists():
-        # A new version appears complete (model.py + index/) or not at all: built under a hidden name
-        # and renamed into place, so a server polling the repository never loads a half-written one.
-        building = repo / "rerank" / f".{version}.building"
+        building = Path(repo) / "rerank" / f".{version}.building"
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir(parents=True)
         shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", building / "model.py")
         index.save(building / INDEX_DIRNAME)
         building.rename(version_dir)
-        if server is not None:
-            shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]  # set whenever server is
-        print(
-            json.dumps(
-                {
-                    "indexed": len(index),
-                    "skipped": catalog.skipped,
-                    "version": int(version),
-                    "path": str(version_dir / INDEX_DIRNAME),
-                }
-            )
-        )
-        return index
+        return version_dir / INDEX_DIRNAME
     model_py = version_dir / "model.py"
     if not model_py.exists():
         shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", model_py)
-    final = replace_directory(version_dir / INDEX_DIRNAME, index.save)
-    if server is not None:
-        shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]  # set whenever server is
-    print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version), "path": str(final)}))
-    return index
+    return replace_directory(version_dir / INDEX_DIRNAME, index.save)

@@ -29,14 +29,19 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aisle_contract import (
+    CATALOG_MODEL,
+    CHANGE_ID,
     DEFAULT_EVENT_TYPES,
     EVENT_ID,
     EVENT_TYPE,
+    FIELDS,
     FILTER_NAMES,
     INTEREST_OUTPUT,
     ITEM_ID,
     MAX_BATCH,
+    MAX_CATALOG_BATCH,
     MAX_TRACK_BATCH,
+    OP,
     OUTPUT_NAMES,
     OVERRIDABLE,
     PROPERTIES,
@@ -201,6 +206,25 @@ def track_config(event_types: Iterable[str] | None = None) -> mc.ModelConfig:
     return config
 
 
+def catalog_config() -> mc.ModelConfig:
+    """``catalog``: live item changes in, logged to the state store by ``aisle_server.triton_models.CatalogModel``.
+
+    Each request of a dynamic batch is handled alone: one transaction in the store and, for new
+    texts, one ``embed_item`` call.
+    """
+    config = mc.ModelConfig(
+        name=CATALOG_MODEL,
+        backend="python",
+        max_batch_size=MAX_CATALOG_BATCH,
+        input=[_input(ITEM_ID, STRING, [1]), _input(OP, STRING, [1]), _input(FIELDS, STRING, [1])],
+        output=[_output(CHANGE_ID, STRING, [1])],
+        dynamic_batching=_batching(200, MAX_CATALOG_BATCH),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+    )
+    _parameters(config, {"state_timeout_s": 2.0})
+    return config
+
+
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> mc.ModelEnsembling.Step:
     return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
 
@@ -264,6 +288,7 @@ def all_configs(
         "embed_query/config.pbtxt": embed_config("embed_query", "query_encoder", dim, response_cache),
         "embed_item/config.pbtxt": embed_config("embed_item", "item_encoder", dim, response_cache),
         "track/config.pbtxt": track_config(),
+        "catalog/config.pbtxt": catalog_config(),
     }
     for encoder in ("query_encoder", "item_encoder"):
         configs[f"{encoder}/config.pbtxt"] = encoder_config(encoder, dim)

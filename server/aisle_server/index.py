@@ -4,9 +4,13 @@ Layout of ``<repo>/rerank/<version>/index/``:
 
 - ``embeddings.npy``  float32 (N, d), L2-normalized item-tower embeddings (memory-mapped);
 - ``items/``          one ``.npy`` per item field — ids, titles, categories, created_at,
-  popularity, in_stock — plus the lookups derived from them at build time (ids in sorted order
-  with their rows, category codes): all memory-mapped, so a replica's heap does not grow with
-  the width of a title (numpy strings are fixed-width UTF-32) and holds no per-item Python object;
+  popularity, in_stock, hidden — plus the lookups derived from them at build time (ids in sorted
+  order with their rows, category codes): all memory-mapped, so a replica's heap does not grow
+  with the width of a title (numpy strings are fixed-width UTF-32) and holds no per-item Python
+  object; the descriptions as one UTF-8 blob with offsets (``TextColumn``: descriptions are long
+  and of very different lengths, fixed-width strings would be mostly padding). ``hidden`` and the
+  descriptions are only read by live catalog changes (``aisle_server.live_catalog``); indexes
+  written before them load with nothing hidden and empty descriptions;
 - ``manifest.json``   counts, dimension, checksums of the catalog and of the item tower;
 - ``lexical/``        BM25 over the item texts (``aisle_server.lexical``), for hybrid search;
 - ``ann.faiss``       an IVF index (``aisle_server.ann``), only for catalogs above the exact-search size.
@@ -38,6 +42,46 @@ LEXICAL_DIRNAME = "lexical"
 ITEMS_DIRNAME = "items"
 LEGACY_ITEMS_FILE = "items.npz"  # the item fields of indexes written before ``items/``
 _ITEM_FIELDS = ("item_ids", "titles", "categories", "created_at", "popularity", "in_stock")
+DESCRIPTIONS = "descriptions"
+HIDDEN = "hidden"
+
+
+class TextColumn:
+    """Strings of very different lengths as one UTF-8 blob plus offsets (both memory-mappable)."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray):
+        self.blob = blob  # uint8
+        self.offsets = offsets  # int64, len(strings) + 1
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> TextColumn:
+        encoded = [t.encode("utf-8") for t in texts]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int) -> str:
+        start, end = int(self.offsets[row]), int(self.offsets[row + 1])
+        return bytes(self.blob[start:end]).decode("utf-8")
+
+    def tolist(self) -> list[str]:
+        return [self[row] for row in range(len(self))]
+
+    def save(self, items: Path, name: str) -> None:
+        np.save(items / f"{name}.utf8.npy", np.asarray(self.blob, dtype=np.uint8), allow_pickle=False)
+        np.save(items / f"{name}.offsets.npy", np.asarray(self.offsets, dtype=np.int64), allow_pickle=False)
+
+    @classmethod
+    def load(cls, items: Path, name: str, mmap_mode: Any = "r") -> TextColumn | None:
+        if not (items / f"{name}.offsets.npy").exists():
+            return None
+        return cls(
+            np.load(items / f"{name}.utf8.npy", mmap_mode=mmap_mode, allow_pickle=False),
+            np.load(items / f"{name}.offsets.npy", mmap_mode=mmap_mode, allow_pickle=False),
+        )
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: no element-wise array comparison hiding in ==
@@ -101,10 +145,16 @@ class CatalogIndex:
     log_popularity: np.ndarray | None = None  # per row; replaces the catalog's popularity column
     cooccurrence: Cooccurrence | None = None
     user_encoder: Any = None  # aisle_server.user_encoder.UserEncoder (imported only when present)
+    hidden: np.ndarray | None = None  # bool per row: taken out of every answer; None: nothing hidden
+    descriptions: TextColumn | None = None  # None: not kept (indexes written before them)
+    #: rows the ANN index does not cover (added or re-embedded by live changes): searched exactly
+    exact_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
-        for name in (*_ITEM_FIELDS, "embeddings"):
+        if self.hidden is None:
+            self.hidden = np.zeros(n, dtype=bool)
+        for name in (*_ITEM_FIELDS, "embeddings", HIDDEN):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"index field {name} has {len(getattr(self, name))} rows, expected {n}")
         if self.lookups is None:
@@ -113,6 +163,11 @@ class CatalogIndex:
         self.popularity_prior = popularity_prior(
             self.popularity if self.log_popularity is None else self.log_popularity
         )
+
+    @cached_property
+    def available(self) -> np.ndarray:
+        """Rows an answer may show: in stock and not hidden."""
+        return np.asarray(self.in_stock, dtype=bool) & ~np.asarray(self.hidden, dtype=bool)
 
     @cached_property
     def popular_rows(self) -> np.ndarray:
@@ -144,9 +199,10 @@ class CatalogIndex:
             self.ann.save(directory)
         save_item_fields(
             directory,
-            {name: getattr(self, name) for name in _ITEM_FIELDS},
+            {name: getattr(self, name) for name in (*_ITEM_FIELDS, HIDDEN)},
             {**self.manifest, "dim": self.dim, "lexical": self.lexical is not None, "ann": self.ann is not None},
             self.lookups,
+            self.descriptions,
         )
         return directory
 
@@ -163,6 +219,9 @@ class CatalogIndex:
                 for name in _ITEM_FIELDS + _LOOKUP_FIELDS
             }
             lookups = ItemLookups(**{name: arrays.pop(name) for name in _LOOKUP_FIELDS})
+            if (items / f"{HIDDEN}.npy").exists():
+                arrays[HIDDEN] = np.load(items / f"{HIDDEN}.npy", mmap_mode=mode, allow_pickle=False)
+            arrays[DESCRIPTIONS] = TextColumn.load(items, DESCRIPTIONS, mode)
         elif (directory / LEGACY_ITEMS_FILE).exists():
             # written before the mapped layout: still served (an upgraded image must not refuse the
             # shared repository), from RAM as it was then; `aisle index` rewrites it mapped
@@ -187,9 +246,10 @@ def save_item_fields(
     item_fields: Mapping[str, np.ndarray],
     manifest: Mapping[str, object],
     lookups: ItemLookups | None = None,
+    descriptions: TextColumn | Sequence[str] | None = None,
 ) -> None:
-    """Write ``items/`` (the fields and their lookups) and ``manifest.json`` (``count`` from the
-    fields) into ``directory``.
+    """Write ``items/`` (the fields, ``hidden`` when given, the descriptions when given, and the
+    lookups) and ``manifest.json`` (``count`` from the fields) into ``directory``.
 
     :meth:`CatalogIndex.save` calls it after the vectors; an index whose ``embeddings.npy`` and
     ``ann.faiss`` were written separately (streamed to disk, too large for RAM) calls it alone.
@@ -201,11 +261,14 @@ def save_item_fields(
     items.mkdir(parents=True, exist_ok=True)
     lookups = lookups or ItemLookups.of(item_fields["item_ids"], item_fields["categories"])
     arrays = {
-        **{name: item_fields[name] for name in _ITEM_FIELDS},
+        **{name: item_fields[name] for name in (*_ITEM_FIELDS, HIDDEN) if name in item_fields},
         **{name: getattr(lookups, name) for name in _LOOKUP_FIELDS},
     }
     for name, array in arrays.items():
         np.save(items / f"{name}.npy", np.asarray(array), allow_pickle=False)
+    if descriptions is not None:
+        column = descriptions if isinstance(descriptions, TextColumn) else TextColumn.of(descriptions)
+        column.save(items, DESCRIPTIONS)
     count = len(item_fields["item_ids"])
     (Path(directory) / "manifest.json").write_text(
         json.dumps({**manifest, "count": count}, indent=2, sort_keys=True) + "\n"

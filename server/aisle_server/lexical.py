@@ -17,7 +17,8 @@ import numpy as np
 STOPWORDS = "en"
 
 
-def _tokenize(texts: Sequence[str]) -> list[list[str]]:
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """The terms BM25 indexes and looks up (lowercased, English stopwords removed)."""
     import bm25s
 
     return bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
@@ -47,7 +48,7 @@ class LexicalIndex:
 
     def scores(self, query: str) -> np.ndarray | None:
         """BM25 score of every item scaled to [0, 1] by the best one; None if no query term is known."""
-        tokens = [t for t in _tokenize([query])[0] if t in self.vocab]
+        tokens = [t for t in tokenize([query])[0] if t in self.vocab]
         if not tokens:
             return None
         raw = np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]  # bm25s ships no type hints

@@ -143,7 +143,7 @@ def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray) -> np.ndarray:
-    allowed = np.asarray(index.in_stock, dtype=bool).copy()
+    allowed = index.available.copy()
     if request.config.exclude_history:
         allowed[history_rows] = False  # don't recommend back what the shopper just interacted with
     excluded = index.rows_of(request.exclude_ids)
@@ -167,6 +167,10 @@ def dense_candidates(
     if index.ann is not None:
         rows = index.ann.search(interest, n, allowed)
         if len(rows) >= n:
+            if index.exact_rows is not None and len(index.exact_rows):  # live changes the ANN has not seen
+                extra = index.exact_rows[allowed[index.exact_rows]]
+                extra_scores = np.asarray(index.embeddings[extra] @ interest, dtype=np.float32)
+                rows = np.union1d(rows, extra[np.argsort(-extra_scores, kind="stable")[:n]])
             return rows
     if exact_scores is None:
         exact_scores = np.asarray(index.embeddings @ interest, dtype=np.float32)

@@ -13,13 +13,15 @@ from typing import Any
 
 from aisle_contract import FILTER_NAMES, USER_ID, RankingConfig
 
+from .catalog_io import CATALOG_INPUTS, pack_changed, parse_changes
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput, StateUnavailable
 from .index import INDEX_DIRNAME, CatalogIndex
 from .learned import LEARNED_DIRNAME, attach_learned
+from .live_catalog import CatalogChanges, CatalogWriter, LiveCatalog
 from .ranking import rank_many
 from .rerank_io import KNOB_NAMES, pack_results, parse_requests
-from .state import ShopperState, StateReads, StateSettings
+from .state import STATE_URL_ENV, ShopperState, StateReads, StateSettings, connect
 from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_utf8
 from .track_io import TRACK_INPUTS, pack_tracked, parse_event_types, parse_events
 from .triton_adapter import Arrays, error_response, handle_batched, handle_each, model_parameters, read_inputs, response
@@ -112,9 +114,17 @@ class RerankModel(_Model):
     def setup(self) -> None:
         self.config = RankingConfig.from_parameters(self.parameters)
         index = CatalogIndex.load(os.path.join(self.directory, INDEX_DIRNAME))
-        self.index = attach_learned(index, os.path.join(os.path.dirname(self.directory), LEARNED_DIRNAME))
+        base = attach_learned(index, os.path.join(os.path.dirname(self.directory), LEARNED_DIRNAME))
         state = ShopperState.from_environment()  # AISLE_STATE_URL; without it USER_ID reads nothing
         self.state = None if state is None else StateReads(state, self._failure_counter())
+        # live catalog changes from the same store, applied in the background (aisle_server.live_catalog)
+        changes = None if state is None else CatalogChanges(state.redis, state.url)
+        self.live = LiveCatalog(base, changes, self.config.catalog_poll_s).start()
+
+    @property
+    def index(self) -> CatalogIndex:
+        """The catalog as of the last change applied (one reference: a request never mixes two)."""
+        return self.live.index
 
     def _failure_counter(self) -> Any:
         """``aisle_state_read_failures_total`` on Triton's metrics endpoint (None where unsupported)."""
@@ -132,11 +142,15 @@ class RerankModel(_Model):
         return lambda: metric.increment(1)
 
     def rank(self, inputs: Arrays) -> dict:
-        requests = parse_requests(inputs, self.config, len(self.index), self.index.dim, state=self.state)
-        return pack_results(rank_many(self.index, requests), self.index.dim)
+        index = self.index
+        requests = parse_requests(inputs, self.config, len(index), index.dim, state=self.state)
+        return pack_results(rank_many(index, requests), index.dim)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)
+
+    def finalize(self) -> None:
+        self.live.stop()
 
 
 class TrackModel(_Model):
@@ -181,3 +195,62 @@ class TrackModel(_Model):
                     responses[i] = response(self.pb_utils, pack_tracked(events, stored[start : start + len(events)]))
                     start += len(events)
         return responses
+
+
+def newest_index(repository: str) -> CatalogIndex | None:
+    """The index of ``rerank``'s newest version in ``repository`` (None: there is none yet)."""
+    root = os.path.join(repository, "rerank")
+    versions = sorted(
+        (int(name) for name in os.listdir(root) if name.isdigit() and int(name) > 0) if os.path.isdir(root) else ()
+    )
+    for version in reversed(versions):
+        directory = os.path.join(root, str(version), INDEX_DIRNAME)
+        if os.path.isdir(directory):
+            return CatalogIndex.load(directory)
+    return None
+
+
+class CatalogModel(_Model):
+    """Live catalog changes → the change log every ``rerank`` instance applies (``aisle_server.live_catalog``).
+
+    New items and changed texts are embedded by the item tower through ``embed_item`` (a BLS call),
+    so a live item's vector comes from the very graphs that indexed the catalog. Each request is
+    one MULTI/EXEC in the store: all its changes are logged or none. The items the catalog already
+    has come from the newest ``rerank`` version's index, read at load; items changed since are in
+    the store. With the store unreachable every request is UNAVAILABLE (``aisle.StateUnavailable``).
+    """
+
+    def setup(self) -> None:
+        url = os.environ.get(STATE_URL_ENV, "").strip()
+        if not url:
+            LOG.warning("no state store (%s unset): catalog answers UNAVAILABLE", STATE_URL_ENV)
+        timeout_s = float(self.parameters.get("state_timeout_s", "2.0"))
+        changes = CatalogChanges(connect(url, timeout_s), url) if url else None
+        base = newest_index(os.path.dirname(os.path.dirname(self.directory)))  # <repo>/catalog/<v> → <repo>
+        self.writer = None if changes is None else CatalogWriter(changes, base, self.embed)
+
+    def embed(self, texts: list[str]) -> Any:
+        """Item-tower vectors of ``texts`` through ``embed_item`` (BLS), ≤ one batch per call."""
+        import numpy as np
+
+        out = []
+        for start in range(0, len(texts), 64):
+            chunk = np.array([[t.encode("utf-8")] for t in texts[start : start + 64]], dtype=object)
+            reply = self.pb_utils.InferenceRequest(
+                model_name="embed_item",
+                requested_output_names=["EMBEDDING"],
+                inputs=[self.pb_utils.Tensor("TEXT", chunk)],
+            ).exec()
+            if reply.has_error():
+                raise RuntimeError(f"embed_item failed: {reply.error().message()}")
+            out.append(self.pb_utils.get_output_tensor_by_name(reply, "EMBEDDING").as_numpy())
+        return np.concatenate(out)
+
+    def change(self, inputs: Arrays) -> dict:
+        changes = parse_changes(inputs)
+        if self.writer is None:
+            raise StateUnavailable(f"state store unavailable: none configured ({STATE_URL_ENV})")
+        return pack_changed(self.writer.write(changes))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return handle_each(self.pb_utils, requests, CATALOG_INPUTS, self.change)

@@ -109,6 +109,7 @@ def test_expected_models_and_variants():
         "embed_query",
         "embed_item",
         "track",
+        "catalog",
     }
     assert set(ENSEMBLES) == {"recommend", "embed_query", "embed_item"}
     for encoder in ("query_encoder", "item_encoder"):
@@ -203,6 +204,7 @@ EXPECTED_ADAPTER = {
     "item_encoder": "EncoderModel",
     "rerank": "RerankModel",
     "track": "TrackModel",
+    "catalog": "CatalogModel",
 }
 
 

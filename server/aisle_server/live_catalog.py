@@ -1,0 +1,547 @@
+"""Live catalog changes: inserts, field changes, hides and deletes served without a re-index.
+
+A store's catalog changes all day — a product launches, sells out, is taken down. Re-indexing and
+swapping a version for each change re-embeds every item; instead a change is logged once in the
+state store and every ``rerank`` instance applies it to the index it serves within a second.
+
+Key layout (the state store of ``aisle_server.state``, prefix ``aisle:``):
+
+=========================  ====================================================================
+``aisle:catalog``          Stream: every acknowledged change, in order — ``item_id``, ``op``
+                           (upsert / delete), ``fields`` (JSON: only the fields this change
+                           sets), ``embedding`` (base64 float32, set when the text changed).
+``aisle:catalog:items``    Hash: item id → the item's merged fields after its last change
+                           (``{"deleted": true}`` once deleted). The ``catalog`` model reads it
+                           to validate a change and to build the text it re-embeds.
+=========================  ====================================================================
+
+Changes carry only the fields they set and are applied in stream order, so two replicas changing
+different fields of one item at once lose neither. The stream is the record: a ``rerank``
+instance starts from its base index, reads the stream after the id the base was compacted through
+(``manifest["overlay_through"]``) and then polls it (``LiveCatalog``). ``aisle catalog compact``
+writes overlay and base into a new base version and hot-swaps it (``aisle_export.compaction``).
+
+How a change is served (``live_index``): the base index's arrays are copied once per batch of
+changes, changed rows are edited in place, new items are appended; deleted items drop out of the
+id lookup (a history naming one counts as unknown) and are never shown, hidden ones stay known
+but are never shown. An ANN index covers the base rows only, so new and re-embedded rows are
+searched exactly beside it (``CatalogIndex.exact_rows``). BM25 is not rebuilt until compaction:
+a changed or new item's lexical score is the share of the query's terms its text contains.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aisle_contract import TEXT_FIELDS, item_text
+
+from .cooccurrence import Cooccurrence
+from .errors import StateUnavailable
+from .index import CatalogIndex, ItemLookups, TextColumn
+from .lexical import LexicalIndex, tokenize
+from .state import PREFIX
+
+LOG = logging.getLogger("aisle.catalog")
+
+CHANGES_KEY = f"{PREFIX}catalog"
+ITEMS_KEY = f"{PREFIX}catalog:items"
+#: The stream id before every change: a base index never compacted reads the whole stream.
+START = "0-0"
+#: What an item inserted live has for a field no change set (as a catalog file's defaults).
+DEFAULTS: dict[str, object] = {
+    "description": "",
+    "category": "",
+    "created_at": float("nan"),
+    "popularity": 0.0,
+    "in_stock": True,
+    "hidden": False,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Change:
+    """One logged change. ``fields``: only what it sets; ``embedding``: the re-embedded text's vector."""
+
+    item_id: str
+    op: str  # "upsert" | "delete"
+    fields: Mapping[str, object] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+    change_id: str = ""  # the stream id, once logged
+
+    def to_stream(self) -> dict[str, str]:
+        vector = "" if self.embedding is None else base64.b64encode(np.asarray(self.embedding, "<f4").tobytes())
+        return {
+            "item_id": self.item_id,
+            "op": self.op,
+            "fields": json.dumps(dict(self.fields), separators=(",", ":"), ensure_ascii=False),
+            "embedding": vector if isinstance(vector, str) else vector.decode("ascii"),
+        }
+
+    @classmethod
+    def from_stream(cls, change_id: str, entry: Mapping[str, str]) -> Change:
+        raw = entry.get("embedding", "")
+        embedding = np.frombuffer(base64.b64decode(raw), dtype="<f4").astype(np.float32) if raw else None
+        return cls(entry["item_id"], entry["op"], json.loads(entry.get("fields") or "{}"), embedding, change_id)
+
+
+@dataclass
+class ItemOverlay:
+    """What the changes so far say about one item."""
+
+    fields: dict[str, object] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+    deleted: bool = False
+    #: the base row no longer counts: inserted again after a delete, so it starts from ``DEFAULTS``
+    replaces_base: bool = False
+
+
+class Overlay:
+    """The changes read so far, folded per item (pure; ``LiveCatalog`` feeds it from the stream)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, ItemOverlay] = {}
+        self.changes = 0
+        self.first_ts: float | None = None  # unix time of the oldest change (from its stream id)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            self.changes += 1
+            if self.first_ts is None and change.change_id:
+                self.first_ts = int(change.change_id.split("-")[0]) / 1000.0
+            if change.op == "delete":
+                self.items[change.item_id] = ItemOverlay(deleted=True)
+                continue
+            item = self.items.get(change.item_id)
+            if item is None or item.deleted:
+                item = ItemOverlay(replaces_base=item is not None)
+                self.items[change.item_id] = item
+            item.fields.update(change.fields)
+            if change.embedding is not None:
+                item.embedding = change.embedding
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def overlay_text(fields: Mapping[str, object]) -> str:
+    return item_text(str(fields.get("title", "")), str(fields.get("description", "")), str(fields.get("category", "")))
+
+
+class OverlayLexical:
+    """BM25 of the base rows, with a term-match score for the rows live changes added or re-texted.
+
+    A new item's score is the share of the query's terms its text contains, in [0, 1] like the
+    base scores (which ``LexicalIndex.scores`` scales by the query's best match).
+    """
+
+    def __init__(self, base: LexicalIndex | None, n_rows: int, rows: np.ndarray, texts: Sequence[str]):
+        self.base = base
+        self.n_rows = n_rows
+        self.rows = rows
+        self.terms = [frozenset(tokens) for tokens in tokenize(texts)] if len(texts) else []
+
+    def scores(self, query: str) -> np.ndarray | None:
+        base = self.base.scores(query) if self.base is not None else None
+        terms = set(tokenize([query])[0])
+        if not terms or not self.terms:
+            if base is None:
+                return None
+            return np.concatenate([base, np.zeros(self.n_rows - len(base), dtype=np.float32)])
+        out = np.zeros(self.n_rows, dtype=np.float32)
+        if base is not None:
+            out[: len(base)] = base
+        out[self.rows] = [len(terms & doc) / len(terms) for doc in self.terms]
+        return out if float(out.max()) > 0 else None
+
+
+class OverlayLookups:
+    """Ids → rows of a live index: the base lookups minus deleted rows, plus the appended items."""
+
+    def __init__(
+        self,
+        base: ItemLookups,
+        deleted: np.ndarray,
+        appended: Mapping[str, int],
+        categories: np.ndarray,
+        recategorized: np.ndarray,
+    ):
+        self.base = base
+        self.deleted = deleted  # bool per base row
+        self.appended = dict(appended)
+        self.categories = categories  # per row of the live index
+        self.n_base = len(deleted)
+        self.recategorized = recategorized  # base rows whose category a change set
+
+    def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        rows = self.base.rows_of(item_ids)
+        rows[rows >= 0] = np.where(self.deleted[rows[rows >= 0]], -1, rows[rows >= 0])
+        if self.appended:
+            for i in np.flatnonzero(rows < 0):
+                rows[i] = self.appended.get(str(item_ids[i]), -1)
+        return rows
+
+    def category_mask(self, categories: Sequence[str]) -> np.ndarray:
+        wanted = np.asarray(list(categories), dtype=str)
+        mask = np.concatenate([self.base.category_mask(categories), np.isin(self.categories[self.n_base :], wanted)])
+        mask[self.recategorized] = np.isin(self.categories[self.recategorized], wanted)
+        return mask
+
+
+def _with_rows(array: np.ndarray, n_new: int, fill: object) -> np.ndarray:
+    """A writable copy of ``array`` with ``n_new`` rows of ``fill`` appended."""
+    extra = np.full((n_new, *array.shape[1:]), fill, dtype=array.dtype)
+    return np.concatenate([np.asarray(array), extra])
+
+
+def _text_array(array: np.ndarray, values: Mapping[int, str], n_new: int) -> np.ndarray:
+    """Strings with some rows replaced and ``n_new`` appended (widened to fit the longest)."""
+    width = max([len(v) for v in values.values()] + [1])
+    out = _with_rows(np.asarray(array).astype(f"<U{max(width, np.asarray(array).dtype.itemsize // 4, 1)}"), n_new, "")
+    for row, value in values.items():
+        out[row] = value
+    return out
+
+
+def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
+    """The index ``rerank`` serves: ``base`` with every change of ``overlay`` applied (base untouched)."""
+    if not overlay.items:
+        return base
+    n_base = len(base)
+    ids = list(overlay.items)
+    base_rows = base.lookups.rows_of(ids) if n_base else np.full(len(ids), -1, dtype=np.int64)
+    appended = [item for item, row in zip(ids, base_rows) if row < 0 and not overlay.items[item].deleted]
+    row_of = {item: int(row) for item, row in zip(ids, base_rows) if row >= 0}
+    row_of.update({item: n_base + i for i, item in enumerate(appended)})
+    n_new, n = len(appended), n_base + len(appended)
+
+    created_at = _with_rows(np.asarray(base.created_at, dtype=np.float64), n_new, np.nan)
+    popularity = _with_rows(np.asarray(base.popularity, dtype=np.float64), n_new, 0.0)
+    in_stock = _with_rows(np.asarray(base.in_stock, dtype=bool), n_new, True)
+    hidden = _with_rows(np.asarray(base.hidden, dtype=bool), n_new, False)
+    embeddings = _with_rows(np.asarray(base.embeddings, dtype=np.float32), n_new, 0.0)
+    deleted = np.zeros(n_base, dtype=bool)
+    titles: dict[int, str] = {}
+    categories: dict[int, str] = {}
+    descriptions: dict[int, str] = {}
+    texts: dict[int, str] = {}  # rows whose lexical text changed
+    reembedded: list[int] = []
+    for item, change in overlay.items.items():
+        if item not in row_of:
+            continue  # deleted before it was ever in the base
+        row = row_of[item]
+        if change.deleted:
+            deleted[row], hidden[row] = True, True
+            continue
+        fields = dict(change.fields)
+        if row >= n_base or change.replaces_base:
+            fields = {**DEFAULTS, **fields}
+        if "title" in fields:
+            titles[row] = str(fields["title"])
+        if "category" in fields:
+            categories[row] = str(fields["category"])
+        if "description" in fields:
+            descriptions[row] = str(fields["description"])
+        for name, array in (("created_at", created_at), ("popularity", popularity)):
+            if name in fields:
+                array[row] = float(fields[name])  # type: ignore[arg-type]  # checked by check_item_change
+        if "in_stock" in fields:
+            in_stock[row] = bool(fields["in_stock"])
+        if "hidden" in fields:
+            hidden[row] = bool(fields["hidden"])
+        if change.embedding is not None:
+            embeddings[row] = change.embedding
+            reembedded.append(row)
+        if {"title", "description", "category"} & set(fields):
+            texts[row] = ""  # filled below, once titles/descriptions/categories are merged
+    item_ids = _text_array(base.item_ids, {n_base + i: item for i, item in enumerate(appended)}, n_new)
+    title_array = _text_array(base.titles, titles, n_new)
+    category_array = _text_array(base.categories, categories, n_new)
+    old_descriptions = base.descriptions
+    for row in texts:
+        description = descriptions.get(row)
+        if description is None:
+            description = old_descriptions[row] if old_descriptions is not None and row < n_base else ""
+        texts[row] = item_text(str(title_array[row]), description, str(category_array[row]))
+    text_rows = np.array(sorted(texts), dtype=np.int64)
+    all_descriptions = None
+    if old_descriptions is not None or descriptions:
+        kept = old_descriptions.tolist() if old_descriptions is not None else [""] * n_base
+        all_descriptions = TextColumn.of([descriptions.get(r, kept[r] if r < n_base else "") for r in range(n)])
+
+    log_popularity = None if base.log_popularity is None else _with_rows(base.log_popularity, n_new, 0.0)
+    cooccurrence = base.cooccurrence
+    if cooccurrence is not None and n_new:
+        cooccurrence = Cooccurrence(
+            _with_rows(cooccurrence.neighbors, n_new, -1), _with_rows(cooccurrence.weights, n_new, 0.0)
+        )
+    exact = np.union1d(np.arange(n_base, n, dtype=np.int64), np.asarray(reembedded, dtype=np.int64))
+    return CatalogIndex(
+        item_ids=item_ids,
+        embeddings=embeddings,
+        titles=title_array,
+        categories=category_array,
+        created_at=created_at,
+        popularity=popularity,
+        in_stock=in_stock,
+        hidden=hidden,
+        descriptions=all_descriptions,
+        manifest={**base.manifest, "overlay": {"changes": overlay.changes, "items": len(overlay)}},
+        lexical=OverlayLexical(base.lexical, n, text_rows, [texts[r] for r in text_rows.tolist()])  # type: ignore[arg-type]
+        if base.lexical is not None or len(text_rows)
+        else None,
+        ann=base.ann,
+        lookups=OverlayLookups(  # type: ignore[arg-type]  # the same two methods as ItemLookups
+            base.lookups,
+            deleted,
+            {item: n_base + i for i, item in enumerate(appended)},
+            category_array,
+            np.array(sorted(r for r in categories if r < n_base), dtype=np.int64),
+        ),
+        log_popularity=log_popularity,
+        cooccurrence=cooccurrence,
+        user_encoder=base.user_encoder,
+        exact_rows=exact if base.ann is not None else None,
+    )
+
+
+class CatalogChanges:
+    """The change log in Redis: append (``catalog`` model) and read after an id (``rerank``)."""
+
+    def __init__(self, redis_client: Any, url: str = ""):
+        self.redis = redis_client
+        self.url = url
+
+    def _unavailable(self, exc: Exception) -> StateUnavailable:
+        return StateUnavailable(f"state store {self.url} unavailable: {type(exc).__name__}: {exc}")
+
+    def states(self, item_ids: Sequence[str]) -> list[dict[str, object] | None]:
+        """The merged fields of each item after its last change (None: never changed live)."""
+        import redis
+
+        try:
+            raw = self.redis.hmget(ITEMS_KEY, list(item_ids)) if item_ids else []
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return [None if r is None else json.loads(r) for r in raw]
+
+    def append(self, changes: Sequence[Change], states: Sequence[Mapping[str, object]]) -> list[str]:
+        """Log ``changes`` with each item's merged state, all or none (MULTI/EXEC); their stream ids."""
+        import redis
+
+        pipe = self.redis.pipeline(transaction=True)
+        for change, state in zip(changes, states, strict=True):
+            pipe.xadd(CHANGES_KEY, change.to_stream())
+            pipe.hset(ITEMS_KEY, change.item_id, json.dumps(dict(state), separators=(",", ":"), ensure_ascii=False))
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return [str(r) for r in replies[::2]]
+
+    def read_after(self, last_id: str, count: int = 10_000) -> list[Change]:
+        """Every change logged after ``last_id``, oldest first."""
+        import redis
+
+        out: list[Change] = []
+        start = f"({last_id}"
+        try:
+            while True:
+                batch = self.redis.xrange(CHANGES_KEY, min=start, max="+", count=count)
+                out.extend(Change.from_stream(entry_id, fields) for entry_id, fields in batch)
+                if len(batch) < count:
+                    return out
+                start = f"({batch[-1][0]}"
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    def trim_before(self, first_kept: str) -> int:
+        """Delete the changes logged before ``first_kept`` (a compacted base holds them)."""
+        return int(self.redis.xtrim(CHANGES_KEY, minid=first_kept, approximate=False))
+
+
+def next_id(change_id: str) -> str:
+    ms, seq = change_id.split("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+class LiveCatalog:
+    """The index one ``rerank`` instance serves: its base plus the change log, polled in the background.
+
+    ``index`` is replaced whole after each batch of new changes, so a request reads one consistent
+    index (it takes the reference once). With the store down the last index keeps serving; the
+    failure is logged once, and again when the store is back.
+    """
+
+    def __init__(
+        self,
+        base: CatalogIndex,
+        changes: CatalogChanges | None,
+        poll_s: float = 0.2,
+        on_refresh: Callable[[LiveCatalog], None] | None = None,
+    ):
+        self.base = base
+        self.index = base
+        self.changes = changes
+        self.poll_s = poll_s
+        self.on_refresh = on_refresh
+        self.overlay = Overlay()
+        self.last_id = str(base.manifest.get("overlay_through") or START)
+        self.applied_at = time.time()
+        self.down = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> int:
+        """Apply the changes logged since the last refresh; how many there were."""
+        if self.changes is None:
+            return 0
+        try:
+            new = self.changes.read_after(self.last_id)
+        except StateUnavailable as exc:
+            if not self.down:
+                self.down = True
+                LOG.warning("%s; serving the catalog as of change %s until it is back", exc, self.last_id)
+            return 0
+        if self.down:
+            self.down = False
+            LOG.warning("catalog change log is back at %s", self.changes.url)
+        if new:
+            self.overlay.apply(new)
+            self.index = live_index(self.base, self.overlay)
+            self.last_id = new[-1].change_id
+            self.applied_at = time.time()
+        if self.on_refresh is not None:
+            self.on_refresh(self)
+        return len(new)
+
+    def start(self) -> LiveCatalog:
+        """Refresh now, then every ``poll_s`` in a daemon thread until :meth:`stop`."""
+        self.refresh()
+        if self.changes is not None:
+            self._thread = threading.Thread(target=self._poll, name="aisle-live-catalog", daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:
+                LOG.exception("applying catalog changes after %s failed", self.last_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def overlay_age_s(self, now: float | None = None) -> float:
+        """Seconds since the oldest change not yet compacted into the base (0: none)."""
+        first = self.overlay.first_ts
+        return 0.0 if first is None else max(0.0, (now or time.time()) - first)
+
+
+def merge_state(current: Mapping[str, object] | None, change: Change) -> dict[str, object]:
+    """An item's merged fields after ``change`` (what ``aisle:catalog:items`` keeps)."""
+    if change.op == "delete":
+        return {"deleted": True}
+    base = {} if current is None or current.get("deleted") else dict(current)
+    return {**base, **change.fields}
+
+
+def needs_embedding(change: Change, known: bool) -> bool:
+    """A new item, or a change of its title or description, is (re-)embedded."""
+    return change.op == "upsert" and (not known or any(name in change.fields for name in TEXT_FIELDS))
+
+
+class CatalogWriter:
+    """What the ``catalog`` model does with one request's changes (Triton-free, unit-tested).
+
+    Each change is checked against the item's current state — the change log's merged fields, or
+    the base index's row for an item never changed live: an upsert of an item the catalog does not
+    have (or has deleted) must bring a title, a delete must name an item the catalog has had.
+    New items and title/description changes are embedded through ``embed`` (the item tower:
+    ``embed_item`` inside Triton), then all changes are logged at once.
+    """
+
+    def __init__(self, changes: CatalogChanges, base: CatalogIndex | None, embed: Callable[[list[str]], np.ndarray]):
+        self.changes = changes
+        self.base = base
+        self.embed = embed
+
+    def base_state(self, item_id: str) -> dict[str, object] | None:
+        """The base index's fields of ``item_id`` (None: not in it)."""
+        if self.base is None or not len(self.base):
+            return None
+        row = int(self.base.rows_of([item_id])[0])
+        if row < 0:
+            return None
+        b = self.base
+        return {
+            "title": str(b.titles[row]),
+            "description": b.descriptions[row] if b.descriptions is not None else "",
+            "category": str(b.categories[row]),
+            "created_at": float(b.created_at[row]),
+            "popularity": float(b.popularity[row]),
+            "in_stock": bool(b.in_stock[row]),
+            "hidden": bool(b.hidden[row]),  # type: ignore[index]  # set in __post_init__
+        }
+
+    def write(self, changes: Sequence[Change]) -> list[str]:
+        """Check, embed and log ``changes`` (in order); their change ids. ``InvalidInput`` names the row."""
+        from .errors import InvalidInput
+
+        ids = list(dict.fromkeys(c.item_id for c in changes))
+        current = {
+            item: state if state is not None else self.base_state(item)
+            for item, state in zip(ids, self.changes.states(ids))
+        }
+        merged: list[dict[str, object]] = []
+        texts: list[str] = []
+        embed_rows: list[int] = []
+        for b, change in enumerate(changes):
+            state = current[change.item_id]
+            known = state is not None and not state.get("deleted")
+            if change.op == "delete" and state is None:
+                raise InvalidInput("ITEM_ID", f"row {b}: the catalog has no item {change.item_id!r} to delete")
+            if change.op == "upsert" and not known and "title" not in change.fields:
+                again = " (it was deleted)" if state is not None else ""
+                raise InvalidInput(
+                    "TITLE", f"row {b}: {change.item_id!r} is a new item{again}: inserting it needs a title"
+                )
+            after = merge_state(state, change)
+            if needs_embedding(change, known):
+                embed_rows.append(b)
+                texts.append(overlay_text(after))
+            current[change.item_id] = after
+            merged.append(after)
+        logged = list(changes)
+        if texts:
+            vectors = np.asarray(self.embed(texts), dtype=np.float32)
+            for b, vector in zip(embed_rows, vectors, strict=True):
+                change = logged[b]
+                logged[b] = Change(change.item_id, change.op, change.fields, vector)
+        return self.changes.append(logged, merged)
+
+
+__all__ = [
+    "CHANGES_KEY",
+    "ITEMS_KEY",
+    "CatalogChanges",
+    "CatalogWriter",
+    "Change",
+    "LiveCatalog",
+    "Overlay",
+    "live_index",
+    "merge_state",
+    "needs_embedding",
+    "next_id",
+]
