@@ -139,15 +139,25 @@ def overlay_text(fields: Mapping[str, object]) -> str:
 class OverlayLexical:
     """BM25 of the base rows, with a term-match score for the rows live changes added or re-texted.
 
-    A new item's score is the share of the query's terms its text contains, in [0, 1] like the
-    base scores (which ``LexicalIndex.scores`` scales by the query's best match).
+    A changed item's score is the share of the query's terms its text contains. The base scores,
+    which ``LexicalIndex.scores`` scales to 1 at the query's best base match, are scaled by that
+    match's own share of the query's terms, so both are on one [0, 1] scale: a new item with every
+    term of the query outranks an old one with a single term.
     """
 
-    def __init__(self, base: LexicalIndex | None, n_rows: int, rows: np.ndarray, texts: Sequence[str]):
+    def __init__(
+        self,
+        base: LexicalIndex | None,
+        n_rows: int,
+        rows: np.ndarray,
+        texts: Sequence[str],
+        base_text: Callable[[int], str],
+    ):
         self.base = base
         self.n_rows = n_rows
         self.rows = rows
         self.terms = [frozenset(tokens) for tokens in tokenize(texts)] if len(texts) else []
+        self.base_text = base_text
 
     def scores(self, query: str) -> np.ndarray | None:
         base = self.base.scores(query) if self.base is not None else None
@@ -158,7 +168,8 @@ class OverlayLexical:
             return np.concatenate([base, np.zeros(self.n_rows - len(base), dtype=np.float32)])
         out = np.zeros(self.n_rows, dtype=np.float32)
         if base is not None:
-            out[: len(base)] = base
+            best = set(tokenize([self.base_text(int(np.argmax(base)))])[0])
+            out[: len(base)] = base * (len(terms & best) / len(terms))
         out[self.rows] = [len(terms & doc) / len(terms) for doc in self.terms]
         return out if float(out.max()) > 0 else None
 
@@ -295,7 +306,17 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
         hidden=hidden,
         descriptions=all_descriptions,
         manifest={**base.manifest, "overlay": {"changes": overlay.changes, "items": len(overlay)}},
-        lexical=OverlayLexical(base.lexical, n, text_rows, [texts[r] for r in text_rows.tolist()])  # type: ignore[arg-type]
+        lexical=OverlayLexical(  # type: ignore[arg-type]  # the one method ranking calls
+            base.lexical,
+            n,
+            text_rows,
+            [texts[r] for r in text_rows.tolist()],
+            lambda row: item_text(
+                str(base.titles[row]),
+                old_descriptions[row] if old_descriptions is not None else "",
+                str(base.categories[row]),
+            ),
+        )
         if base.lexical is not None or len(text_rows)
         else None,
         ann=base.ann,

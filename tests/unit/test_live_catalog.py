@@ -63,6 +63,8 @@ def test_an_inserted_item_is_found_by_id_search_and_category():
     assert live.category_mask(["scarves"]).tolist() == [False] * len(base) + [True]
     assert search(live, vector, k=1, deny_categories=["scarves"]) != ["new"]
     assert live.lexical.scores("green scarf")[len(base)] == pytest.approx(1.0)  # term match, no BM25 rebuild
+    mixed = live.lexical.scores("green shoe scarf")  # the best base match holds 1 of the 3 terms
+    assert mixed[: len(base)].max() == pytest.approx(1 / 3) and mixed[len(base)] == pytest.approx(2 / 3)
     assert len(base) == 6 and base.rows_of(["new"]).tolist() == [-1]  # the base is untouched
 
 
