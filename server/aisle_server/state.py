@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -232,18 +233,29 @@ class StateReads:
     """``rerank``'s reader: with the store down, a row keeps only its request's own history.
 
     A failure is counted (``failures``, and ``on_failure`` — the ``aisle_state_read_failures_total``
-    metric inside Triton) and logged once, until a read succeeds again (logged too).
+    metric inside Triton) and logged once, until a read succeeds again (logged too). Every read,
+    failed or not, reports its seconds to ``on_lookup`` (``metrics.StateLookups.observe``).
     """
 
-    def __init__(self, state: ShopperState, on_failure: Any = None):
+    def __init__(self, state: ShopperState, on_failure: Any = None, on_lookup: Any = None, clock: Any = None):
         self.state = state
         self.on_failure = on_failure
+        self.on_lookup = on_lookup
+        self.clock = clock or time.perf_counter
         self.failures = 0
         self.down = False
 
+    def _recent(self, user_ids: Sequence[str], n: int) -> dict[str, list[StoredEvent]]:
+        began = self.clock()
+        try:
+            return self.state.recent(user_ids, n)
+        finally:
+            if self.on_lookup is not None:
+                self.on_lookup(self.clock() - began)
+
     def __call__(self, user_ids: Sequence[str], n: int) -> dict[str, list[StoredEvent]]:
         try:
-            found = self.state.recent(user_ids, n)
+            found = self._recent(user_ids, n)
         except StateUnavailable as exc:
             self.failures += 1
             if self.on_failure is not None:

@@ -19,6 +19,7 @@ from .errors import InvalidInput, StateUnavailable
 from .index import INDEX_DIRNAME, CatalogIndex
 from .learned import LEARNED_DIRNAME, attach_learned
 from .live_catalog import CatalogChanges, CatalogWriter, LiveCatalog
+from .metrics import EventCounts, StateLookups, TritonMetrics, reject_reason, request_rows
 from .ranking import rank_many
 from .rerank_io import KNOB_NAMES, pack_results, parse_requests
 from .state import STATE_URL_ENV, ShopperState, StateReads, StateSettings, connect
@@ -116,7 +117,7 @@ class RerankModel(_Model):
         index = CatalogIndex.load(os.path.join(self.directory, INDEX_DIRNAME))
         base = attach_learned(index, os.path.join(os.path.dirname(self.directory), LEARNED_DIRNAME))
         state = ShopperState.from_environment()  # AISLE_STATE_URL; without it USER_ID reads nothing
-        self.state = None if state is None else StateReads(state, self._failure_counter())
+        self.state = None if state is None else self._state_reads(state)
         # live catalog changes from the same store, applied in the background (aisle_server.live_catalog)
         changes = None if state is None else CatalogChanges(state.redis, state.url)
         self.live = LiveCatalog(base, changes, self.config.catalog_poll_s).start()
@@ -126,20 +127,11 @@ class RerankModel(_Model):
         """The catalog as of the last change applied (one reference: a request never mixes two)."""
         return self.live.index
 
-    def _failure_counter(self) -> Any:
-        """``aisle_state_read_failures_total`` on Triton's metrics endpoint (None where unsupported)."""
-        try:
-            family = self.pb_utils.MetricFamily(
-                name="aisle_state_read_failures_total",
-                description="recommend calls whose USER_ID events could not be read from the state store",
-                kind=self.pb_utils.MetricFamily.COUNTER,
-            )
-            metric = family.Metric(labels={"model": "rerank"})
-        except Exception:  # noqa: BLE001 - a server without custom metrics still serves
-            LOG.warning("custom metrics unavailable; state read failures are only logged")
-            return None
-        self._metric_family = family  # the metric lives as long as its family
-        return lambda: metric.increment(1)
+    def _state_reads(self, state: ShopperState) -> StateReads:
+        """Reads counted and timed on Triton's metrics endpoint (``aisle_server.metrics``)."""
+        self.metrics = TritonMetrics(self.pb_utils)  # holds the metric families: they live as long as the model
+        self.lookups = StateLookups(self.metrics)
+        return StateReads(state, on_failure=self.lookups.failed, on_lookup=self.lookups.observe)
 
     def rank(self, inputs: Arrays) -> dict:
         index = self.index
@@ -165,6 +157,8 @@ class TrackModel(_Model):
     def setup(self) -> None:
         settings = StateSettings.from_parameters(self.parameters)
         self.event_types = parse_event_types(self.parameters.get("event_types"))
+        self.metrics = TritonMetrics(self.pb_utils)  # holds the metric families: they live as long as the model
+        self.counts = EventCounts(self.metrics)
         self.state = ShopperState.from_environment(settings)
         if self.state is None:
             LOG.warning("no state store (%s unset): track answers UNAVAILABLE", "AISLE_STATE_URL")
@@ -177,9 +171,12 @@ class TrackModel(_Model):
         responses: list[Any] = [None] * len(requests)
         parsed = []
         for i, request in enumerate(requests):
+            inputs = {}
             try:
-                parsed.append((i, parse_events(read_inputs(self.pb_utils, request, TRACK_INPUTS), self.event_types)))
+                inputs = read_inputs(self.pb_utils, request, TRACK_INPUTS)
+                parsed.append((i, parse_events(inputs, self.event_types)))
             except Exception as exc:  # noqa: BLE001 - this request only
+                self.counts.refused(reject_reason(exc), request_rows(inputs))
                 responses[i] = error_response(self.pb_utils, exc)
         if parsed:
             try:
@@ -187,9 +184,11 @@ class TrackModel(_Model):
                     raise StateUnavailable("state store unavailable: none configured (AISLE_STATE_URL)")
                 stored = self.state.store([event for _, events in parsed for event in events])
             except Exception as exc:  # noqa: BLE001 - every request that wrote fails alike, the model serves on
+                self.counts.refused(reject_reason(exc), sum(len(events) for _, events in parsed))
                 for i, _ in parsed:
                     responses[i] = error_response(self.pb_utils, exc)
             else:
+                self.counts.stored(stored)
                 start = 0
                 for i, events in parsed:
                     responses[i] = response(self.pb_utils, pack_tracked(events, stored[start : start + len(events)]))

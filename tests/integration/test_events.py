@@ -218,12 +218,56 @@ def test_events_export_is_an_interaction_log(client, redis, redis_server, tmp_pa
     assert client.recommend(user_id=user, k=5, now=NOW)  # the shopper's state is not the log: still read
 
 
-def _metric(server: TritonServer, name: str) -> float:
+def _metric(server: TritonServer, name: str, **labels: str) -> float:
+    """The value of the series ``name`` with (at least) ``labels`` on the server's metrics endpoint; 0 if absent."""
     with urllib.request.urlopen(f"http://{server.host}:{server.metrics_port}/metrics", timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name):
-                return float(line.rsplit(" ", 1)[1])
+        text = response.read().decode()
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        found, _, rest = series.partition("{")
+        pairs = {k: v.strip('"') for k, _, v in (p.partition("=") for p in rest.rstrip("}").split(",") if p)}
+        if found == name and all(pairs.get(k) == v for k, v in labels.items()):
+            return float(value)
     return 0.0
+
+
+def test_events_and_state_lookups_are_counted_on_the_metrics_endpoint(state_server, client):
+    """``aisle_server.metrics``: accepted, duplicate and rejected events from ``track``, and the count
+    and latency histogram of ``rerank``'s state reads, as Prometheus scrapes them."""
+    names = {
+        "accepted": ("aisle_events_accepted_total", {"model": "track"}),
+        "duplicate": ("aisle_events_duplicate_total", {"model": "track"}),
+        "invalid": ("aisle_events_rejected_total", {"model": "track", "reason": "invalid"}),
+        "lookups": ("aisle_state_lookups_total", {"model": "rerank"}),
+        "histogram": ("aisle_state_lookup_seconds_count", {"model": "rerank"}),
+        "inf_bucket": ("aisle_state_lookup_seconds_bucket", {"model": "rerank", "le": "+Inf"}),
+        "fast_bucket": ("aisle_state_lookup_seconds_bucket", {"model": "rerank", "le": "0.5"}),
+        "seconds": ("aisle_state_lookup_seconds_sum", {"model": "rerank"}),
+    }
+
+    def scrape() -> dict[str, float]:
+        return {key: _metric(state_server, name, **labels) for key, (name, labels) in names.items()}
+
+    before = scrape()
+    user, first, second = _user(), uuid.uuid4().hex, uuid.uuid4().hex
+    client.track_many(
+        [TrackEvent(user, TOY_STORY, "view", NOW - 30, first), TrackEvent(user, STAR_WARS, "click", NOW - 20, second)]
+    )
+    assert [t.stored for t in client.track_many([TrackEvent(user, TOY_STORY, "view", NOW - 30, first)])] == [False]
+    raw = grpcclient.InferenceServerClient(state_server.grpc_url)
+    try:
+        for event_type in (b"purchse", b"clik"):
+            with pytest.raises(InferenceServerException):
+                _raw_track(raw, USER_ID=user.encode(), ITEM_ID=TOY_STORY.encode(), EVENT_TYPE=event_type)
+    finally:
+        raw.close()
+    for _ in range(3):
+        assert client.recommend(user_id=user, k=5, now=NOW)
+    assert client.recommend(query="space", k=3)  # no USER_ID: no lookup
+    delta = {key: value - before[key] for key, value in scrape().items()}
+    assert (delta["accepted"], delta["duplicate"], delta["invalid"]) == (2, 1, 2), delta
+    assert delta["lookups"] == delta["histogram"] == delta["inf_bucket"] == delta["fast_bucket"] == 3, delta
+    assert 0 < delta["seconds"] < 1.5, delta
 
 
 def test_redis_down_then_restarted(state_server, redis_server, client):
@@ -238,9 +282,11 @@ def test_redis_down_then_restarted(state_server, redis_server, client):
     for _ in range(3):
         answer = client.recommend(user_id=user, history=own, k=10, now=NOW)
         assert _ids(answer) == _ids(client.recommend(history=own, k=10, now=NOW))  # its own history only
+    unavailable_before = _metric(state_server, "aisle_events_rejected_total", reason="unavailable")
     with pytest.raises(StateUnavailable) as caught:
         client.track(user, "7", "view")
     assert caught.value.retryable
+    assert _metric(state_server, "aisle_events_rejected_total", reason="unavailable") == unavailable_before + 1
     assert _metric(state_server, "aisle_state_read_failures_total") == failures_before + 3
     log = state_server.log_path.read_text(errors="replace")  # type: ignore[attr-defined]  # the fixture sets it on the server it started
     assert log.count("recommend answers from each request's own history") == 1  # logged once

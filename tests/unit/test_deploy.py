@@ -47,6 +47,9 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
+REDIS_SERVICE = "aisle-redis"
+
+
 def test_hadolint_passes():
     result = subprocess.run([tool("hadolint"), str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -91,6 +94,7 @@ def test_core_kinds_validate_against_kubernetes_schemas(rendered):
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "StatefulSet",
     }
     for doc in core:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises ValidationError
@@ -158,6 +162,8 @@ def test_objects_refer_to_each_other(rendered):
     [container] = pod["spec"]["containers"]
     port_names = {p["name"] for p in container["ports"]}
     for service in by_kind(docs, "Service"):
+        if service["metadata"]["name"] == REDIS_SERVICE:
+            continue  # selects the Redis pods: test_the_models_find_a_durable_redis_through_its_service
         assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
     [pdb] = by_kind(docs, "PodDisruptionBudget")
@@ -225,3 +231,51 @@ def test_hpa_metric_is_the_one_the_adapter_exposes(rendered):
     exposed = {rule["name"]["as"] for rule in rules}
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] in exposed
     assert all("nv_inference_queue_duration_us" in rule["metricsQuery"] for rule in rules)
+
+
+def _args(container: dict) -> dict[str, str]:
+    """``redis-server --name value ...`` as ``{name: value}``."""
+    args = container["args"]
+    assert args[0] == "redis-server" and len(args) % 2 == 1, args
+    return {args[i].removeprefix("--"): args[i + 1] for i in range(1, len(args), 2)}
+
+
+def test_the_models_find_a_durable_redis_through_its_service(rendered):
+    """Shopper state: the Deployment's AISLE_STATE_URL names the Redis Service, which selects the
+    StatefulSet's pods; Redis fsyncs its AOF before every answer, onto a PersistentVolumeClaim."""
+    from urllib.parse import urlsplit
+
+    from aisle_server.state import STATE_URL_ENV
+
+    _, docs = rendered
+    [deployment] = by_kind(docs, "Deployment")
+    [triton] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in triton.get("env", [])}
+    url = urlsplit(env[STATE_URL_ENV]["value"])
+    assert url.scheme == "redis" and url.hostname == REDIS_SERVICE and url.path == "/0", url
+
+    [statefulset] = by_kind(docs, "StatefulSet")
+    spec, pod = statefulset["spec"], statefulset["spec"]["template"]
+    service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == REDIS_SERVICE)
+    assert spec["serviceName"] == REDIS_SERVICE and spec["replicas"] == 1
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert all(pod["metadata"]["labels"].get(k) == v for k, v in service["spec"]["selector"].items())
+    # ... and only those: neither the Triton Services nor the PDB take the Redis pod, nor Redis's the Triton pods
+    triton_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not all(triton_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    [redis] = pod["spec"]["containers"]
+    [port] = service["spec"]["ports"]
+    ports = {p["name"]: p["containerPort"] for p in redis["ports"]}
+    assert port["port"] == url.port == ports[port["targetPort"]] == 6379
+
+    assert redis["image"].split(":")[1].split(".")[0] == "7"
+    args = _args(redis)
+    assert args["appendonly"] == "yes" and args["appendfsync"] == "always", "no acknowledged event may be lost"
+    assert args["save"] == "" and args["maxmemory-policy"] == "noeviction"
+    [claim] = spec["volumeClaimTemplates"]
+    [mount] = [m for m in redis["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert mount["mountPath"] == args["dir"], "the AOF is written on the persistent volume"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and claim["spec"]["resources"]["requests"]["storage"]
+    probe = " ".join(redis["readinessProbe"]["exec"]["command"])
+    assert "redis-cli ping" in probe and "PONG" in probe
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
