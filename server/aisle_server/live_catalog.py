@@ -407,7 +407,7 @@ class LiveCatalog:
         base: CatalogIndex,
         changes: CatalogChanges | None,
         poll_s: float = 0.2,
-        on_refresh: Callable[[LiveCatalog], None] | None = None,
+        on_refresh: Callable[[int, int, float, float], None] | None = None,
     ):
         self.base = base
         self.index = base
@@ -417,6 +417,7 @@ class LiveCatalog:
         self.overlay = Overlay()
         self.last_id = str(base.manifest.get("overlay_through") or START)
         self.applied_at = time.time()
+        self.read_at = time.time()  # the last successful read of the log
         self.down = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -431,7 +432,9 @@ class LiveCatalog:
             if not self.down:
                 self.down = True
                 LOG.warning("%s; serving the catalog as of change %s until it is back", exc, self.last_id)
+            self._report(0)
             return 0
+        self.read_at = time.time()
         if self.down:
             self.down = False
             LOG.warning("catalog change log is back at %s", self.changes.url)
@@ -440,9 +443,13 @@ class LiveCatalog:
             self.index = live_index(self.base, self.overlay)
             self.last_id = new[-1].change_id
             self.applied_at = time.time()
-        if self.on_refresh is not None:
-            self.on_refresh(self)
+        self._report(len(new))
         return len(new)
+
+    def _report(self, applied: int) -> None:
+        if self.on_refresh is not None:
+            now = time.time()
+            self.on_refresh(applied, len(self.overlay), self.overlay_age_s(now), now - self.read_at)
 
     def start(self) -> LiveCatalog:
         """Refresh now, then every ``poll_s`` in a daemon thread until :meth:`stop`."""

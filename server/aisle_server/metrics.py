@@ -15,9 +15,16 @@ endpoint, or a recording fake in the unit tests.
                                                   with ``USER_ID``; a read covers the request's rows)
 ``aisle_state_lookup_seconds``         histogram  how long each read took, failed ones included
 ``aisle_state_read_failures_total``    counter    reads that failed (the request fell back to its own history)
+``aisle_catalog_changes_applied_total`` counter   live catalog changes a ``rerank`` instance applied
+``aisle_catalog_overlay_items``        gauge      items the live changes touch, not yet compacted into the base
+``aisle_catalog_overlay_age_seconds``  gauge      age of the oldest change not yet compacted (0: none);
+                                                  alert when compaction stopped running
+``aisle_catalog_change_lag_seconds``   gauge      since the instance last read the change log (a read that
+                                                  found nothing counts): grows while the store is down
 =====================================  =========  ==========================================================
 
-Every metric has the label ``model`` (``track`` or ``rerank``). Where the server has no histogram
+Every metric has the label ``model`` (``track``, ``rerank``); the catalog ones also ``instance``
+(Triton's model instance name: each instance applies the log itself). Where the server has no histogram
 metrics, ``aisle_state_lookup_seconds_total`` (a counter of seconds) stands in for the histogram;
 divided by ``aisle_state_lookups_total`` it is the mean. A server without custom metrics at all
 still serves: the sink then hands out no-ops and logs that once.
@@ -64,6 +71,8 @@ def request_rows(inputs: Mapping[str, Any]) -> int:
 class MetricSink(Protocol):
     def counter(self, name: str, description: str, labels: Mapping[str, str]) -> Record: ...
 
+    def gauge(self, name: str, description: str, labels: Mapping[str, str]) -> Record: ...
+
     def histogram(
         self, name: str, description: str, labels: Mapping[str, str], buckets: Sequence[float]
     ) -> Record | None: ...
@@ -73,6 +82,9 @@ class NullSink:
     """No endpoint: every metric is a no-op; no histograms."""
 
     def counter(self, name: str, description: str, labels: Mapping[str, str]) -> Record:
+        return _nothing
+
+    def gauge(self, name: str, description: str, labels: Mapping[str, str]) -> Record:
         return _nothing
 
     def histogram(
@@ -113,6 +125,15 @@ class TritonMetrics:
             return _nothing
         self._metrics.append(metric)
         return metric.increment  # type: ignore[no-any-return]  # pb_utils is untyped
+
+    def gauge(self, name: str, description: str, labels: Mapping[str, str]) -> Record:
+        try:
+            metric = self._family(name, description, "GAUGE").Metric(labels=dict(labels))
+        except Exception as exc:  # noqa: BLE001 - a server without custom metrics still serves
+            self._unavailable(name, exc)
+            return _nothing
+        self._metrics.append(metric)
+        return metric.set  # type: ignore[no-any-return]  # pb_utils is untyped
 
     def histogram(
         self, name: str, description: str, labels: Mapping[str, str], buckets: Sequence[float]
@@ -202,3 +223,30 @@ class StateLookups:
     def failed(self) -> None:
         self.failures += 1
         self._failures(1)
+
+
+class CatalogOverlay:
+    """A ``rerank`` instance's live catalog: changes applied, overlay size and age, log read lag.
+
+    ``refreshed`` is what ``live_catalog.LiveCatalog`` calls after each read of the change log.
+    """
+
+    def __init__(self, sink: MetricSink, instance: str, model: str = "rerank") -> None:
+        labels = {"model": model, "instance": instance}
+        self._applied = sink.counter(
+            "aisle_catalog_changes_applied_total", "live catalog changes this instance applied", labels
+        )
+        self._items = sink.gauge("aisle_catalog_overlay_items", "items changed live, not yet compacted", labels)
+        self._age = sink.gauge(
+            "aisle_catalog_overlay_age_seconds", "age of the oldest live change not yet compacted", labels
+        )
+        self._lag = sink.gauge("aisle_catalog_change_lag_seconds", "seconds since the change log was last read", labels)
+        self.applied = 0
+
+    def refreshed(self, applied: int, items: int, age_s: float, lag_s: float) -> None:
+        if applied:
+            self.applied += applied
+            self._applied(applied)
+        self._items(float(items))
+        self._age(age_s)
+        self._lag(lag_s)

@@ -19,7 +19,7 @@ from .errors import InvalidInput, StateUnavailable
 from .index import INDEX_DIRNAME, CatalogIndex
 from .learned import LEARNED_DIRNAME, attach_learned
 from .live_catalog import CatalogChanges, CatalogWriter, LiveCatalog
-from .metrics import EventCounts, StateLookups, TritonMetrics, reject_reason, request_rows
+from .metrics import CatalogOverlay, EventCounts, StateLookups, TritonMetrics, reject_reason, request_rows
 from .ranking import rank_many
 from .rerank_io import KNOB_NAMES, pack_results, parse_requests
 from .state import STATE_URL_ENV, ShopperState, StateReads, StateSettings, connect
@@ -49,6 +49,7 @@ class _Model:
 
         self.pb_utils = triton_python_backend_utils
         self.directory = os.path.join(args["model_repository"], args["model_version"])
+        self.instance_name = args.get("model_instance_name", "")
         self.parameters = model_parameters(args)
         self.setup()
 
@@ -120,7 +121,8 @@ class RerankModel(_Model):
         self.state = None if state is None else self._state_reads(state)
         # live catalog changes from the same store, applied in the background (aisle_server.live_catalog)
         changes = None if state is None else CatalogChanges(state.redis, state.url)
-        self.live = LiveCatalog(base, changes, self.config.catalog_poll_s).start()
+        overlay = CatalogOverlay(getattr(self, "metrics", None) or TritonMetrics(self.pb_utils), self.instance_name)
+        self.live = LiveCatalog(base, changes, self.config.catalog_poll_s, overlay.refreshed).start()
 
     @property
     def index(self) -> CatalogIndex:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,7 +98,7 @@ def _new_id() -> str:
     return f"live-{uuid.uuid4().hex[:10]}"
 
 
-def test_an_inserted_item_is_found_by_search_on_every_instance(client):
+def test_an_inserted_item_is_found_by_search_on_every_instance(client, live_server):
     item = _new_id()
     title = f"Zorblax quantum espresso machine {item}"
     assert all(item not in ids for ids in _burst(client, query=title, k=5))
@@ -109,6 +110,23 @@ def test_an_inserted_item_is_found_by_search_on_every_instance(client):
     print(f"insert visible on every instance after {delay:.2f} s")
     lexical = client.recommend(title, k=5, search_mode="lexical", cache=False)
     assert lexical[0].item_id == item  # the lexical half finds a live item before any BM25 rebuild
+    # each rerank instance applied the change itself: two instances, each with the item in its overlay
+    applied = _series(live_server, "aisle_catalog_changes_applied_total")
+    assert len(applied) == 2 and all(value >= 1 for value in applied.values()), applied
+    assert all(value >= 1 for value in _series(live_server, "aisle_catalog_overlay_items").values())
+
+
+def _series(server, name: str) -> dict[str, float]:
+    """``{instance: value}`` of the metric ``name`` on the server's metrics endpoint."""
+    with urllib.request.urlopen(f"http://{server.host}:{server.metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+            instance = dict(part.split("=", 1) for part in labels.split(","))["instance"].strip('"')
+            found[instance] = float(value)
+    return found
 
 
 def test_out_of_stock_and_hidden_items_disappear_and_come_back(client):

@@ -9,6 +9,7 @@ import pytest
 from aisle_server.errors import InvalidInput, StateUnavailable
 from aisle_server.metrics import (
     LOOKUP_BUCKETS,
+    CatalogOverlay,
     EventCounts,
     NullSink,
     StateLookups,
@@ -42,6 +43,13 @@ class Recording:
     def histogram(self, name, description, labels, buckets):
         assert list(buckets) == sorted(buckets)
         return self._record(name, labels) if self.histograms else None
+
+    def gauge(self, name, description, labels):
+        assert description
+        return self._record(name, labels)
+
+    def last(self, name: str, **labels: str) -> float:
+        return self.values[(name, tuple(sorted(labels.items())))][-1]
 
     def total(self, name: str, **labels: str) -> float:
         return sum(self.values[(name, tuple(sorted(labels.items())))])
@@ -296,3 +304,15 @@ def test_track_model_counts_what_each_request_of_a_batch_came_to():
     unconfigured = _track_model(Recording(), None)
     unconfigured.execute([_request(("u", "9", "view", "h"))])
     assert unconfigured.counts.rejected["unavailable"] == 1
+
+
+def test_catalog_overlay_reports_what_each_read_of_the_change_log_found():
+    sink = Recording()
+    overlay = CatalogOverlay(sink, "rerank_0_1")
+    overlay.refreshed(applied=3, items=2, age_s=12.5, lag_s=0.1)
+    overlay.refreshed(applied=0, items=2, age_s=13.0, lag_s=4.0)
+    labels = {"model": "rerank", "instance": "rerank_0_1"}
+    assert overlay.applied == 3 and sink.total("aisle_catalog_changes_applied_total", **labels) == 3
+    assert sink.last("aisle_catalog_overlay_items", **labels) == 2
+    assert sink.last("aisle_catalog_overlay_age_seconds", **labels) == 13.0
+    assert sink.last("aisle_catalog_change_lag_seconds", **labels) == 4.0
