@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from aisle_contract import FILTER_NAMES, USER_ID, RankingConfig
+from aisle_contract import EXPLAIN, FILTER_NAMES, USER_ID, RankingConfig
 
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput, StateUnavailable
@@ -37,6 +37,7 @@ RERANK_INPUTS = (
     USER_ID,
     *FILTER_NAMES,
     *KNOB_NAMES,
+    EXPLAIN,
 )
 
 
@@ -133,7 +134,7 @@ class RerankModel(_Model):
 
     def rank(self, inputs: Arrays) -> dict:
         requests = parse_requests(inputs, self.config, len(self.index), self.index.dim, state=self.state)
-        return pack_results(rank_many(self.index, requests), self.index.dim)
+        return pack_results(rank_many(self.index, requests), self.index.dim, explanations=True)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)
