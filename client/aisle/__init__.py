@@ -7,6 +7,8 @@
 ``AsyncRecClient`` is the asyncio twin with the same methods.
 """
 
+from aisle_contract.experiments import Arm, Assignment, Experiment, ExperimentError
+
 from .aio import AsyncRecClient
 from .cache import CacheStats
 from .client import RecClient
@@ -24,15 +26,19 @@ from .errors import (
 )
 from .policy import CallInfo, RetryPolicy
 from .requests import RankingKnobs, RecommendRequest, TrackEvent
-from .types import Recommendation, Recommendations, Tracked
+from .types import Recommendation, Recommendations, ScoreComponents, Tracked
 
 __all__ = [
     "AisleError",
+    "Arm",
+    "Assignment",
     "AsyncRecClient",
     "CacheStats",
     "CallInfo",
     "ClientClosed",
     "DeadlineExceeded",
+    "Experiment",
+    "ExperimentError",
     "InvalidRequest",
     "ModelNotReady",
     "Overloaded",
@@ -43,6 +49,7 @@ __all__ = [
     "Recommendation",
     "Recommendations",
     "RetryPolicy",
+    "ScoreComponents",
     "ServerError",
     "ServerUnavailable",
     "StateUnavailable",

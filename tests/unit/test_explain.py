@@ -128,3 +128,22 @@ def test_rank_many_explains_only_the_rows_that_ask():
     rows = rank_many(INDEX, [request(**CASES["feed"]), request(**CASES["feed"], explain=False)])
     assert rows[0].components is not None and rows[1].components is None
     np.testing.assert_allclose(rows[0].components.sum(axis=1), rows[1].scores, atol=1e-5)
+
+
+def test_the_sdk_reads_explanations_of_the_rows_that_asked():
+    from aisle.responses import split_recommendations
+
+    ids = np.array([[b"a", b"b"], [b"c", b""]], dtype=object)
+    scores = np.array([[1.5, 0.5], [0.7, np.nan]], dtype=np.float32)
+    components = np.full((2, 2, len(SCORE_COMPONENT_NAMES)), np.nan, dtype=np.float32)
+    components[0] = [[1.0, 0.25, 0, 0, 0.125, 0.125, 0], [0.5, 0, 0, 0, 0, 0, 0]]
+    ranks = np.array([[0, 3], [-1, -1]], dtype=np.int32)
+    first, second = split_recommendations(ids, scores, None, components, ranks)
+    assert [r.explanation.pre_diversity_rank for r in first] == [0, 3]
+    assert first[0].explanation.as_dict() == dict(zip(SCORE_COMPONENT_NAMES, [1.0, 0.25, 0, 0, 0.125, 0.125, 0]))
+    assert first[0].explanation.total == pytest.approx(first[0].score)
+    assert [r.explanation for r in second] == [None]
+    empty = np.zeros((2, 0, len(SCORE_COMPONENT_NAMES)), dtype=np.float32)
+    assert all(
+        r.explanation is None for row in split_recommendations(ids, scores, None, empty, ranks[:, :0]) for r in row
+    )
