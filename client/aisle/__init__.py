@@ -24,6 +24,7 @@ from .errors import (
     ServerUnavailable,
     StateUnavailable,
 )
+from .exposures import exposure_event
 from .policy import CallInfo, RetryPolicy
 from .requests import RankingKnobs, RecommendRequest, TrackEvent
 from .types import Recommendation, Recommendations, ScoreComponents, Tracked
@@ -55,5 +56,6 @@ __all__ = [
     "StateUnavailable",
     "TrackEvent",
     "Tracked",
+    "exposure_event",
 ]
 __version__ = "0.1.0"

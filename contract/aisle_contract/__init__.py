@@ -182,8 +182,14 @@ ITEM_ID, EVENT_TYPE, TS, EVENT_ID, PROPERTIES = "ITEM_ID", "EVENT_TYPE", "TS", "
 #: ``track`` outputs: the event's id and whether this call stored it (False: the id was stored before).
 STORED = "STORED"
 
+#: An answer shown to a shopper (``aisle.exposure_event``): its properties carry the ``request_id``,
+#: ``experiment``, ``arm`` and ``items``; ``aisle experiment report`` joins outcomes to it.
+EXPOSURE_EVENT = "exposure"
 #: Event types ``track`` accepts unless its config's ``event_types`` says otherwise.
-DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", EXPOSURE_EVENT)
+#: Event types that go to the event log only: never into a shopper's history (``recommend(user_id=…)``
+#: would exclude every item shown) nor into the interaction log ``aisle events export`` writes.
+LOG_ONLY_EVENT_TYPES = (EXPOSURE_EVENT,)
 #: Relative weight of each event type (a purchase says more about a shopper than a view); any other
 #: type weighs 1.0. The interaction log's weights (``aisle_export.interactions``) and those of the
 #: events ``rerank`` reads from the state store are this one table.

@@ -196,6 +196,12 @@ def _events(args: argparse.Namespace) -> int:
         removed = 0 if args.keep else trim_through(client, last)
         print(f"{len(entries)} events → {out} (raw; {removed} removed from the log)", flush=True)
         return 0
+    from aisle_contract import LOG_ONLY_EVENT_TYPES
+
+    entries = [entry for entry in entries if entry["event_type"] not in LOG_ONLY_EVENT_TYPES]  # not interactions
+    if not entries:
+        print("only exposures in the log; no interaction log written (export them with --raw)", flush=True)
+        return 0
     types = [entry["event_type"] for entry in entries]
     interactions = Interactions(
         user_id=np.array([entry["user_id"] for entry in entries]),

@@ -199,3 +199,25 @@ def test_every_answer_has_its_own_request_id():
     ids.add(hit.value.value.request_id)
     assert len(ids) == 5 and all(len(i) == 32 for i in ids)
     assert isinstance(hit.value.value, Recommendations) and "request_id=" in repr(hit.value.value)
+
+
+def test_an_exposure_event_carries_the_answer_and_fits_the_contract():
+    from aisle import Recommendation, exposure_event
+    from aisle_contract import EXPOSURE_EVENT, MAX_PROPERTIES_BYTES
+
+    recs = Recommendations([Recommendation(f"item-{i}", 1.0) for i in range(3)], experiment="e", arm="b")
+    event = exposure_event(recs, "u1")
+    props = json.loads(event.properties)
+    assert (event.event_type, event.item_id, event.event_id) == (EXPOSURE_EVENT, "item-0", recs.request_id)
+    assert props == {
+        "request_id": recs.request_id,
+        "experiment": "e",
+        "arm": "b",
+        "k": 3,
+        "items": ["item-0", "item-1", "item-2"],
+    }
+    long = Recommendations([Recommendation("x" * 200 + str(i), 1.0) for i in range(1000)])
+    cut = json.loads(exposure_event(long, "u1").properties)
+    assert cut["truncated"] is True and cut["k"] == 1000 and 0 < len(cut["items"]) < 1000
+    assert len(exposure_event(long, "u1").properties.encode()) <= MAX_PROPERTIES_BYTES
+    assert exposure_event(Recommendations([]), "u1").item_id == "-"
