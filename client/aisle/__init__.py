@@ -7,6 +7,8 @@
 ``AsyncRecClient`` is the asyncio twin with the same methods.
 """
 
+from aisle_contract.experiments import Arm, Assignment, Experiment, ExperimentError
+
 from .aio import AsyncRecClient
 from .cache import CacheStats
 from .client import RecClient
@@ -22,17 +24,22 @@ from .errors import (
     ServerUnavailable,
     StateUnavailable,
 )
+from .exposures import exposure_event
 from .policy import CallInfo, RetryPolicy
 from .requests import ItemUpdate, RankingKnobs, RecommendRequest, TrackEvent
-from .types import ItemChanged, Recommendation, Recommendations, Tracked
+from .types import ItemChanged, Recommendation, Recommendations, ScoreComponents, Tracked
 
 __all__ = [
     "AisleError",
+    "Arm",
+    "Assignment",
     "AsyncRecClient",
     "CacheStats",
     "CallInfo",
     "ClientClosed",
     "DeadlineExceeded",
+    "Experiment",
+    "ExperimentError",
     "InvalidRequest",
     "ItemChanged",
     "ItemUpdate",
@@ -45,10 +52,12 @@ __all__ = [
     "Recommendation",
     "Recommendations",
     "RetryPolicy",
+    "ScoreComponents",
     "ServerError",
     "ServerUnavailable",
     "StateUnavailable",
     "TrackEvent",
     "Tracked",
+    "exposure_event",
 ]
 __version__ = "0.1.0"

@@ -33,6 +33,7 @@ from aisle_contract import (
     RECOMMEND_MODEL,
     TRACK_MODEL,
 )
+from aisle_contract.experiments import Experiment
 
 from .batching import Pending, plan_batches, settle
 from .cache import MISSING, Flights, ResultCache, embed_key, fail_waiters, recommend_key
@@ -53,6 +54,7 @@ from .requests import (
     validate_texts,
     validate_timeout,
     validate_tower,
+    validate_user_id,
 )
 from .responses import (
     InferResult,
@@ -198,6 +200,7 @@ class ClientCore:
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
         on_call: Callable[[CallInfo], None] | None = None,
+        experiment: Experiment | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise InvalidRequest(f"url must be a non-empty 'host:port' or gRPC target str, got {url!r}")
@@ -235,6 +238,9 @@ class ClientCore:
         }
         self.headers = {str(k): str(v) for k, v in (headers or {}).items()}
         self._on_call = on_call
+        if experiment is not None and not isinstance(experiment, Experiment):
+            raise InvalidRequest(f"experiment must be an aisle.Experiment or None, got {type(experiment).__name__}")
+        self.experiment = experiment  # every recommend with a user_id and no experiment of its own
         self._last_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
             f"aisle_last_call_{id(self)}", default=None
         )
@@ -494,6 +500,8 @@ class ClientCore:
         user_id: str | None = None,
         timeout_s: float | None = None,
         cache: bool = True,
+        explain: bool = False,
+        experiment: Experiment | None = None,
         **ranking: Unpack[RankingKnobs],
     ) -> Plan[Recommendations]:
         """The ``k`` best items for a search ``query`` and/or a shopper's recent ``history``.
@@ -508,14 +516,32 @@ class ClientCore:
         ``user_id`` adds that shopper's most recent tracked events (``track``) to ``history`` on the
         server, read at the time of the call: a tracked event shows in the very next recommend (such
         calls never use the recommend cache). With the server's state store down, the call is
-        answered from ``history`` alone.
+        answered from ``history`` alone. ``explain=True``: each ``Recommendation.explanation`` holds
+        the ``ScoreComponents`` its score adds up from (off by default, and then free).
+        ``experiment`` (or, for a call with ``user_id``, the client's): the arm ``user_id`` is assigned applies its
+        knobs (over the caller's for the knobs it sets) and model variant, and the answer records
+        ``experiment`` and ``arm``. Every answer has a new ``request_id``.
         """
         with self._recorded("recommend") as info:
             deadline = self._deadline(timeout_s)
+            if experiment is not None and not isinstance(experiment, Experiment):
+                raise InvalidRequest(f"experiment must be an aisle.Experiment, got {type(experiment).__name__}")
+            if experiment is not None and user_id is None:
+                raise InvalidRequest("experiment needs user_id: arms are assigned by shopper")
+            if experiment is None and user_id is not None:
+                experiment = self.experiment  # the client's: anonymous calls stay outside it
+            assignment = None
+            model = RECOMMEND_MODEL
+            if experiment is not None:
+                assignment = experiment.assign(validate_user_id(user_id) or "")
+                ranking = {**ranking, **assignment.knobs}  # type: ignore[typeddict-item]  # the arm's knobs are checked by Experiment
+                model = assignment.model or RECOMMEND_MODEL
             request = RecommendRequest(
-                query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking, user_id
+                query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking, user_id, explain, model
             )
             result = yield from self._recommend_one(request, deadline, cache, info)
+            if assignment is not None:
+                result.experiment, result.arm = assignment.experiment, assignment.arm
         return result
 
     def _recommend_one(
@@ -568,7 +594,7 @@ class ClientCore:
         """One Triton request for ``requests``; on INVALID_ARGUMENT, row by row so only its owner fails."""
         info.batch_rows = len(requests)
         try:
-            result = yield from self._infer(RECOMMEND_MODEL, batch_recommend_tensors(requests), deadline, info)
+            result = yield from self._infer(requests[0].model, batch_recommend_tensors(requests), deadline, info)
         except InvalidRequest as error:
             if len(requests) == 1:
                 return [error]

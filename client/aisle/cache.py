@@ -111,7 +111,7 @@ def recommend_key(request: RecommendRequest, bucket_s: float) -> tuple[Any, ...]
     )
     now = None if request.now is None else _bucket(request.now, bucket_s)
     filters = (request.exclude_ids, request.allow_categories, request.deny_categories)
-    return ("recommend", query, history, request.k, now, filters, request.ranking)
+    return ("recommend", request.model, query, history, request.k, now, filters, request.ranking, request.explain)
 
 
 def embed_key(tower: str, text: str) -> tuple[str, str]:

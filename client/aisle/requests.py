@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from aisle_contract import (
     CATALOG_OPS,
+    EXPLAIN,
     FILTER_NAMES,
     MAX_BATCH,
     MAX_CATALOG_BATCH,
@@ -31,6 +32,7 @@ from aisle_contract import (
     MAX_QUERY_CHARS,
     MAX_TRACK_BATCH,
     OVERRIDABLE,
+    RECOMMEND_MODEL,
     USER_ID,
     EventError,
     ItemChangeError,
@@ -201,9 +203,15 @@ class RecommendRequest:
     deny_categories: Sequence[str] = ()
     ranking: Mapping[str, object] | KnobPairs = ()  # RankingKnobs; normalized to sorted (name, value) pairs
     user_id: str | None = None  # the shopper whose tracked events the server adds to ``history``
+    explain: bool = False  # the answer carries each item's score components
+    model: str = RECOMMEND_MODEL  # the ensemble that answers (an experiment arm's model variant)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "user_id", validate_user_id(self.user_id))
+        if not isinstance(self.explain, bool):
+            raise InvalidRequest(f"explain must be a bool, got {self.explain!r}")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InvalidRequest(f"model must be a non-empty str, got {self.model!r}")
         query = "" if self.query is None else self.query
         _utf8("query", query)
         object.__setattr__(self, "query", query[:MAX_QUERY_CHARS])  # the server reads no more than this
@@ -232,8 +240,8 @@ class RecommendRequest:
 
     @property
     def batch_signature(self) -> tuple[object, ...]:
-        """Rows of one Triton request must carry the same optional tensors: NOW and the knobs."""
-        return (self.now is not None, tuple(name for name, _ in self.knobs))
+        """Rows of one Triton request go to one model and carry the same optional tensors: NOW and the knobs."""
+        return (self.model, self.now is not None, tuple(name for name, _ in self.knobs))
 
     @classmethod
     def coerce(cls, value: RecommendRequest | Mapping[str, object], index: int | None = None) -> RecommendRequest:
@@ -243,7 +251,7 @@ class RecommendRequest:
         where = "" if index is None else f"requests[{index}]: "
         if not isinstance(value, Mapping):
             raise InvalidRequest(f"{where}expected a RecommendRequest or a mapping, got {type(value).__name__}")
-        unknown = set(value) - {"query", "history", "k", "now", "user_id", *FILTERS, *OVERRIDABLE}
+        unknown = set(value) - {"query", "history", "k", "now", "user_id", "explain", *FILTERS, *OVERRIDABLE}
         if unknown:
             raise InvalidRequest(f"{where}unknown argument(s) {sorted(unknown)}")
         fields = {key: v for key, v in value.items() if key not in OVERRIDABLE}
@@ -290,6 +298,8 @@ def batch_recommend_tensors(requests: Sequence[RecommendRequest]) -> list[Tensor
         tensors.append(Tensor("HISTORY_TS", stamps, "FP64"))
         if has_events:
             tensors.append(Tensor("HISTORY_EVENTS", events, "BYTES"))
+    if any(r.explain for r in requests):
+        tensors.append(Tensor(EXPLAIN, np.array([[r.explain] for r in requests], dtype=np.bool_), "BOOL"))
     if any(r.user_id for r in requests):
         users = np.array([[(r.user_id or "").encode("utf-8")] for r in requests], dtype=object)  # b"": none
         tensors.append(Tensor(USER_ID, users, "BYTES"))

@@ -12,8 +12,10 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from aisle_contract import PRE_DIVERSITY_RANK, SCORE_COMPONENTS
+
 from .errors import ServerError
-from .types import ItemChanged, Recommendation, Recommendations, Tracked
+from .types import ItemChanged, Recommendation, Recommendations, ScoreComponents, Tracked
 
 Vector: TypeAlias = npt.NDArray[np.float32]
 Array: TypeAlias = npt.NDArray[Any]
@@ -25,30 +27,60 @@ class InferResult(Protocol):
     def as_numpy(self, name: str) -> Array | None: ...
 
 
-def parse_recommendations(ids: Array, scores: Array, unknown: Array | None, row: int = 0) -> Recommendations:
+def parse_recommendations(
+    ids: Array,
+    scores: Array,
+    unknown: Array | None,
+    row: int = 0,
+    components: Array | None = None,
+    ranks: Array | None = None,
+) -> Recommendations:
     """Row ``row`` of a ``recommend`` answer; empty ids (and their NaN scores) are padding and dropped.
 
     Rows of a batched answer are padded to the widest row, so every row is parsed this way.
+    ``components``/``ranks`` (``SCORE_COMPONENTS``, ``PRE_DIVERSITY_RANK``) explain the row's items
+    when the row asked for it (its ranks are not -1).
     """
+    explained = (
+        components is not None
+        and ranks is not None
+        and components.ndim == 3
+        and ranks.ndim == 2
+        and components.shape[1] > 0
+        and ranks[row][0] >= 0
+    )
     items = [
-        Recommendation(item_id=raw.decode("utf-8"), score=float(score))
-        for raw, score in zip(ids[row], scores[row], strict=False)
+        Recommendation(
+            item_id=raw.decode("utf-8"),
+            score=float(score),
+            explanation=_explanation(components[row][j], int(ranks[row][j])) if explained else None,  # type: ignore[index]  # explained ⇒ both arrays are set
+        )
+        for j, (raw, score) in enumerate(zip(ids[row], scores[row], strict=False))
         if raw
     ]
     return Recommendations(items, unknown_history=int(unknown[row][0]) if unknown is not None else 0)
 
 
-def split_recommendations(ids: Array, scores: Array, unknown: Array | None) -> list[Recommendations]:
+def _explanation(parts: Array, rank: int) -> ScoreComponents:
+    dense, lexical, shopper, cooccurrence, freshness, popularity, diversity = (float(part) for part in parts)
+    return ScoreComponents(dense, lexical, shopper, cooccurrence, freshness, popularity, diversity, rank)
+
+
+def split_recommendations(
+    ids: Array, scores: Array, unknown: Array | None, components: Array | None = None, ranks: Array | None = None
+) -> list[Recommendations]:
     """Every row of a batched ``recommend`` answer, in request order."""
-    return [parse_recommendations(ids, scores, unknown, row) for row in range(ids.shape[0])]
+    return [parse_recommendations(ids, scores, unknown, row, components, ranks) for row in range(ids.shape[0])]
 
 
 def recommendations_from(result: InferResult) -> list[Recommendations]:
-    """Every row of a ``recommend`` answer as the transport returned it."""
+    """Every row of a ``recommend`` answer as the transport returned it (a server without
+    explanations answers without their outputs: no row is explained)."""
     ids, scores = result.as_numpy("ITEM_IDS"), result.as_numpy("SCORES")
     if ids is None or scores is None:
         raise ServerError("the recommend answer has no ITEM_IDS or SCORES output")
-    return split_recommendations(ids, scores, result.as_numpy("UNKNOWN_HISTORY"))
+    components, ranks = result.as_numpy(SCORE_COMPONENTS), result.as_numpy(PRE_DIVERSITY_RANK)
+    return split_recommendations(ids, scores, result.as_numpy("UNKNOWN_HISTORY"), components, ranks)
 
 
 def embeddings_from(result: InferResult) -> list[Vector]:
@@ -77,4 +109,4 @@ def changed_from(result: InferResult, item_ids: Sequence[str]) -> list[ItemChang
 
 def copy_recommendations(recs: Recommendations) -> Recommendations:
     """A shallow copy, so a caller mutating its list never changes what the cache holds."""
-    return Recommendations(list(recs), unknown_history=recs.unknown_history)
+    return Recommendations(list(recs), unknown_history=recs.unknown_history)  # a new answer: a new request_id

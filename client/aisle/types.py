@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from aisle_contract import SCORE_COMPONENT_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreComponents:
+    """Why an item scored what it did (``recommend(..., explain=True)``): additive parts of its score.
+
+    ``dense``: the query's share of the item's cosine with the request's interest; ``lexical``:
+    ``lexical_weight`` × BM25; ``shopper_interest``: the history's share of the cosine;
+    ``cooccurrence``, ``freshness``, ``popularity``: weight × signal; ``diversity``: always 0 (MMR
+    and DPP choose the page, never change a score). ``total`` is their sum, the item's score within
+    float32 rounding. ``pre_diversity_rank``: the item's 0-based place by score alone, before
+    diversity and the category cap picked the page (its rank in the page when they are off).
+    """
+
+    dense: float
+    lexical: float
+    shopper_interest: float
+    cooccurrence: float
+    freshness: float
+    popularity: float
+    diversity: float
+    pre_diversity_rank: int
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.as_dict().values()))
+
+    def as_dict(self) -> dict[str, float]:
+        """The score components by name, in ``aisle_contract.SCORE_COMPONENT_NAMES`` order."""
+        return {name: getattr(self, name) for name in SCORE_COMPONENT_NAMES}
 
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     item_id: str
     score: float
+    #: with ``explain=True``: the parts ``score`` adds up from
+    explanation: ScoreComponents | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +70,28 @@ class Recommendations(list[Recommendation]):
     """A list of ``Recommendation``, best first, with what the server reported about the request.
 
     ``unknown_history`` counts history item ids the catalog does not know (they were ignored).
+    ``request_id`` names this answer (a new uuid4 hex per answer, cache hits included): exposure and
+    outcome events join to it. ``experiment`` and ``arm`` say which experiment arm served it (None:
+    no experiment).
     """
 
-    def __init__(self, items: Iterable[Recommendation] = (), unknown_history: int = 0) -> None:
+    def __init__(
+        self,
+        items: Iterable[Recommendation] = (),
+        unknown_history: int = 0,
+        request_id: str | None = None,
+        experiment: str | None = None,
+        arm: str | None = None,
+    ) -> None:
         super().__init__(items)
         self.unknown_history = unknown_history
+        self.request_id = request_id or uuid.uuid4().hex
+        self.experiment = experiment
+        self.arm = arm
 
     def __repr__(self) -> str:
-        return f"Recommendations({list.__repr__(self)}, unknown_history={self.unknown_history})"
+        arm = "" if self.arm is None else f", experiment={self.experiment!r}, arm={self.arm!r}"
+        return (
+            f"Recommendations({list.__repr__(self)}, unknown_history={self.unknown_history}, "
+            f"request_id={self.request_id!r}{arm})"
+        )

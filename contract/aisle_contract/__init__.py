@@ -27,6 +27,24 @@ OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
 INTEREST_OUTPUT = "INTEREST"  # rerank only: the vector each row was ranked with
 EMBED_INPUT, EMBED_OUTPUT = "TEXT", "EMBEDDING"
 
+# --------------------------------------------------------------------------- explanations
+
+#: ``recommend``/``rerank``: optional BOOL [B, 1]; true: that row's answer carries its explanation.
+EXPLAIN = "EXPLAIN"
+#: FP32 [B, k_max, len(SCORE_COMPONENT_NAMES)]: each result's score split into additive parts that
+#: sum to its ``SCORES`` entry (NaN padding). ``[B, 0, C]`` when no row of the request asked.
+SCORE_COMPONENTS = "SCORE_COMPONENTS"
+#: INT32 [B, k_max]: each result's 0-based position by score alone, before MMR/DPP and the category
+#: cap picked the page (-1 padding): where diversity moved it. ``[B, 0]`` when no row asked.
+PRE_DIVERSITY_RANK = "PRE_DIVERSITY_RANK"
+EXPLAIN_OUTPUTS = (SCORE_COMPONENTS, PRE_DIVERSITY_RANK)
+#: The order of ``SCORE_COMPONENTS``' last axis. ``dense``: the query's share of the cosine between
+#: the item and the request's interest vector; ``shopper_interest``: the history's share (a feed's
+#: whole cosine); ``lexical``: ``lexical_weight`` × BM25 (BM25 alone in ``search_mode=lexical``);
+#: ``cooccurrence``, ``freshness``, ``popularity``: weight × signal; ``diversity``: always 0, since
+#: MMR/DPP choose and order the page but never change a score (see ``PRE_DIVERSITY_RANK``).
+SCORE_COMPONENT_NAMES = ("dense", "lexical", "shopper_interest", "cooccurrence", "freshness", "popularity", "diversity")
+
 # --------------------------------------------------------------------------- limits of one request
 
 #: Results per row.
@@ -167,8 +185,14 @@ ITEM_ID, EVENT_TYPE, TS, EVENT_ID, PROPERTIES = "ITEM_ID", "EVENT_TYPE", "TS", "
 #: ``track`` outputs: the event's id and whether this call stored it (False: the id was stored before).
 STORED = "STORED"
 
+#: An answer shown to a shopper (``aisle.exposure_event``): its properties carry the ``request_id``,
+#: ``experiment``, ``arm`` and ``items``; ``aisle experiment report`` joins outcomes to it.
+EXPOSURE_EVENT = "exposure"
 #: Event types ``track`` accepts unless its config's ``event_types`` says otherwise.
-DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", EXPOSURE_EVENT)
+#: Event types that go to the event log only: never into a shopper's history (``recommend(user_id=…)``
+#: would exclude every item shown) nor into the interaction log ``aisle events export`` writes.
+LOG_ONLY_EVENT_TYPES = (EXPOSURE_EVENT,)
 #: Relative weight of each event type (a purchase says more about a shopper than a view); any other
 #: type weighs 1.0. The interaction log's weights (``aisle_export.interactions``) and those of the
 #: events ``rerank`` reads from the state store are this one table.

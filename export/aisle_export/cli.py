@@ -1,4 +1,4 @@
-"""The ``aisle`` command: export, index, serve, catalog, events, finetune, evaluate, demo.
+"""The ``aisle`` command: export, index, serve, catalog, events, experiment, finetune, evaluate, demo.
 
 Subcommands import their toolchain lazily, so the SDK install (no torch) still has a working
 ``aisle --help``; a subcommand whose extra is missing says which extra to install.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -190,6 +191,17 @@ def _events(args: argparse.Namespace) -> int:
     if last is None:
         print("no events in the log; nothing written", flush=True)
         return 0
+    if args.raw:
+        _write_raw_events(entries, out)
+        removed = 0 if args.keep else trim_through(client, last)
+        print(f"{len(entries)} events → {out} (raw; {removed} removed from the log)", flush=True)
+        return 0
+    from aisle_contract import LOG_ONLY_EVENT_TYPES
+
+    entries = [entry for entry in entries if entry["event_type"] not in LOG_ONLY_EVENT_TYPES]  # not interactions
+    if not entries:
+        print("only exposures in the log; no interaction log written (export them with --raw)", flush=True)
+        return 0
     types = [entry["event_type"] for entry in entries]
     interactions = Interactions(
         user_id=np.array([entry["user_id"] for entry in entries]),
@@ -206,6 +218,32 @@ def _events(args: argparse.Namespace) -> int:
     removed = 0 if args.keep else trim_through(client, last)
     kept = "kept in the log" if args.keep else f"{removed} removed from the log"
     print(f"{len(entries)} events → {out} ({kept}; events tracked meanwhile stay)", flush=True)
+    return 0
+
+
+def _write_raw_events(entries: list[dict[str, str]], out: Path) -> None:
+    """The event log as it is, one JSON object a line: properties (exposures, prices) included."""
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise ValueError(f"{out}: --raw writes JSON lines (.jsonl)")
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+    with open(partial, "w", encoding="utf-8") as f:
+        for entry in entries:
+            row = {key: entry.get(key, "") for key in ("event_id", "user_id", "item_id", "event_type")}
+            row["ts"] = float(entry["ts"])
+            row["properties"] = json.loads(entry["properties"]) if entry.get("properties") else {}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    partial.replace(out)
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    """``aisle experiment report``: per-arm metrics, intervals, SRM and MDE from the event log."""
+    from .experiment_report import run
+
+    paths = run(args.events, args.experiment, args.out, args.config, args.window_s, args.alpha, args.power, args.lift)
+    for path in paths:
+        print(path, flush=True)
     return 0
 
 
@@ -521,7 +559,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="new .parquet, .csv or .jsonl file (`aisle finetune --interactions` reads it)",
     )
     p.add_argument("--keep", action="store_true", help="leave the exported events in the log (default: remove them)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write every event as it is, properties included, as JSON lines (`aisle experiment report` reads it)",
+    )
     p.set_defaults(func=_events)
+
+    p = sub.add_parser("experiment", help="A/B experiments: per-arm report from the event log")
+    p.add_argument("action", choices=("report",))
+    p.add_argument("--events", type=Path, nargs="+", required=True, help="event files (.jsonl, .csv, .parquet)")
+    p.add_argument("--experiment", required=True, help="the experiment's name (exposures' properties.experiment)")
+    p.add_argument("--config", type=Path, help="the experiment's JSON (arms, shares, control): SRM against its shares")
+    p.add_argument("--out", type=Path, required=True, help="directory for report.md, report.json, report.png")
+    p.add_argument("--window-s", type=float, default=86400.0, help="outcome-to-exposure join window without request_id")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--lift", type=float, default=0.05, help="relative lift whose needed sample size is reported")
+    p.set_defaults(func=_experiment)
 
     p = sub.add_parser(
         "catalog",

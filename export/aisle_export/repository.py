@@ -34,6 +34,8 @@ from aisle_contract import (
     DEFAULT_EVENT_TYPES,
     EVENT_ID,
     EVENT_TYPE,
+    EXPLAIN,
+    EXPLAIN_OUTPUTS,
     FIELDS,
     FILTER_NAMES,
     INTEREST_OUTPUT,
@@ -44,7 +46,10 @@ from aisle_contract import (
     OP,
     OUTPUT_NAMES,
     OVERRIDABLE,
+    PRE_DIVERSITY_RANK,
     PROPERTIES,
+    SCORE_COMPONENT_NAMES,
+    SCORE_COMPONENTS,
     STORED,
     TRACK_MODEL,
     TS,
@@ -152,13 +157,16 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             _input(USER_ID, STRING, [1], optional=True),
             *(_input(name, STRING, [-1], optional=True, ragged=True) for name in FILTER_NAMES),
             *(_input(name.upper(), _KNOB_TYPES[dtype], [1], optional=True) for name, dtype in OVERRIDABLE.items()),
+            _input(EXPLAIN, mc.TYPE_BOOL, [1], optional=True),
         ],
         output=[
             _output("ITEM_IDS", STRING, [-1]),
             _output("SCORES", FP32, [-1]),
             _output("UNKNOWN_HISTORY", INT32, [1]),
-            _output(INTEREST_OUTPUT, FP32, [dim]),
-        ],  # rerank only: the ensemble leaves it out
+            _output(INTEREST_OUTPUT, FP32, [dim]),  # rerank only: the ensemble leaves it out
+            _output(SCORE_COMPONENTS, FP32, [-1, len(SCORE_COMPONENT_NAMES)]),
+            _output(PRE_DIVERSITY_RANK, INT32, [-1]),
+        ],
         dynamic_batching=_batching(200),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
     )
@@ -239,7 +247,7 @@ def _tokenize_and_encode(text: str, encoder: str, embedding: str) -> list[mc.Mod
 def recommend_config(dim: int, response_cache: bool = False) -> mc.ModelConfig:
     rerank = rerank_config(dim, RankingConfig())
     passthrough = [i.name for i in rerank.input if i.name not in ("QUERY", "QUERY_EMBEDDING")]
-    outputs = [o for o in rerank.output if o.name in OUTPUT_NAMES]
+    outputs = [o for o in rerank.output if o.name in (*OUTPUT_NAMES, *EXPLAIN_OUTPUTS)]
     steps = _tokenize_and_encode("QUERY", "query_encoder", "_query_embedding")
     steps.append(
         _step(

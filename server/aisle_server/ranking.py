@@ -68,6 +68,7 @@ class RankRequest:
     #: per history item, a factor on its recency weight (events read from the state store weigh by
     #: their type: ``aisle_contract.DEFAULT_EVENT_WEIGHTS``); None: all 1
     history_weights: np.ndarray | None = None
+    explain: bool = False  # also return each result's score components (``aisle_server.explain``)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class RankResult:
     scores: np.ndarray  # float32, in result order (relevance + priors)
     unknown_history: int
     interest: np.ndarray | None = None  # the vector the request was ranked with; None: the cold fallback
+    #: with ``RankRequest.explain``: float64 [k, len(SCORE_COMPONENT_NAMES)], summing to ``scores``
+    components: np.ndarray | None = None
+    #: with ``RankRequest.explain``: each result's position by score alone, before diversification
+    pre_diversity_rank: np.ndarray | None = None
 
 
 def with_overrides(config: RankingConfig, overrides: Mapping[str, object]) -> RankingConfig:
@@ -214,8 +219,21 @@ def interest_vector(
     session: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """The request's interest; ``session`` is the history's vector when the user encoder made it."""
+    return interest_parts(index, request, history_rows, known, session)[0]
+
+
+def interest_parts(
+    index: CatalogIndex,
+    request: RankRequest,
+    history_rows: np.ndarray,
+    known: np.ndarray,
+    session: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(interest, query_part)``: :func:`interest_vector` and the query's share of it (None: no query);
+    ``interest − query_part`` is the history's share (what explanations split a cosine by)."""
     config = request.config
     interest = None
+    query_part = None
     if len(history_rows):
         interest = (
             session
@@ -230,12 +248,13 @@ def interest_vector(
         )
     if request.query_embedding is not None:
         query = _normalize(np.asarray(request.query_embedding, dtype=np.float32))
-        interest = (
-            query
-            if interest is None
-            else _normalize(config.query_weight * query + (1.0 - config.query_weight) * interest)
-        )
-    return interest
+        if interest is None:
+            interest = query_part = query
+        else:
+            mixed = config.query_weight * query + (1.0 - config.query_weight) * interest
+            norm = float(np.linalg.norm(mixed)) or 1.0  # _normalize's rule: a zero vector stays zero
+            interest, query_part = _normalize(mixed), config.query_weight * query / norm
+    return interest, query_part
 
 
 def encode_users(
@@ -298,6 +317,7 @@ class _Prepared:
     allowed: np.ndarray
     interest: np.ndarray | None  # None: no query and no known history (the fallback)
     cooccurrence: np.ndarray | None = None  # feeds with learned log signals: score per row in [0, 1]
+    query_part: np.ndarray | None = None  # the query's share of ``interest`` (None: no query)
 
 
 def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[_Prepared]:
@@ -305,14 +325,13 @@ def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[
     known = [history >= 0 for history in found]
     rows = [history[k] for history, k in zip(found, known)]
     sessions = encode_users(index, requests, rows, known)
-    return [
-        _Prepared(
-            k,
-            allowed_mask(index, request, r),
-            interest_vector(index, request, r, k, sessions.get(i)),
-            cooccurrence_scores(index, request, r, k),
-        )
+    parts = [
+        interest_parts(index, request, r, k, sessions.get(i))
         for i, (request, r, k) in enumerate(zip(requests, rows, known))
+    ]
+    return [
+        _Prepared(k, allowed_mask(index, request, r), interest, cooccurrence_scores(index, request, r, k), query_part)
+        for (request, r, k), (interest, query_part) in zip(zip(requests, rows, known), parts)
     ]
 
 
@@ -385,11 +404,18 @@ def _finish(
         config.category_cap or None,
     )
     top = candidates[picked]
+    components = ranks = None
+    if request.explain:  # off by default: nothing of this runs
+        from .explain import score_components  # explain imports this module
+
+        components, ranks = score_components(index, request, prepared, top), np.asarray(picked, dtype=np.int32)
     return RankResult(
         item_ids=[str(item_id) for item_id in index.item_ids[top].tolist()],  # one gather from the mapped ids
         scores=np.asarray(candidate_scores[picked], dtype=np.float32),
         unknown_history=int((~known).sum()),
         interest=interest,
+        components=components,
+        pre_diversity_rank=ranks,
     )
 
 

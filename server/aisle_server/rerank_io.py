@@ -22,13 +22,16 @@ Tensor contract (batch dimension first; ``recommend`` exposes the same names):
 - one optional [B, 1] tensor per knob of ``ranking.OVERRIDABLE``, named in upper case
   (``DIVERSITY`` FP32, ``DIVERSITY_METHOD`` BYTES, ``RECENCY_HALF_LIFE_S`` FP64, ...): the
   request's override of the model-config default, validated like the config itself.
+- ``EXPLAIN``          BOOL  [B, 1]   optional; true: the row's results come with their score components.
 
 Outputs: ``ITEM_IDS`` BYTES [B, k_max], ``SCORES`` FP32 [B, k_max] (rows with fewer than ``k_max``
 results are padded with ``b""`` and NaN), ``UNKNOWN_HISTORY`` INT32 [B, 1] (ids not in the catalog,
 ignored and counted), and — ``rerank`` only, not the ensemble — ``INTEREST`` FP32 [B, d], the
 vector each row was ranked with (query, user encoder, recency mean or their mix; zeros for the cold
 fallback), to check the served user encoder against the offline one. History longer than
-``max_history`` keeps its most recent items.
+``max_history`` keeps its most recent items. ``SCORE_COMPONENTS`` FP32 [B, k_max, C] and
+``PRE_DIVERSITY_RANK`` INT32 [B, k_max] (``aisle_contract``; ``aisle_server.explain``) explain the rows
+that set ``EXPLAIN``; NaN / -1 elsewhere, and ``[B, 0, C]`` / ``[B, 0]`` when no row did.
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ import numpy as np
 
 from aisle_contract import (
     DEFAULT_EVENT_WEIGHTS,
+    EXPLAIN,
+    EXPLAIN_OUTPUTS,
     FILTER_NAMES,
     INTEREST_OUTPUT,
     MAX_EVENT_ID_CHARS,
     MAX_QUERY_CHARS,
     OUTPUT_NAMES,
     OVERRIDABLE,
+    SCORE_COMPONENT_NAMES,
     USER_ID,
     RankingConfig,
 )
@@ -114,6 +120,7 @@ def parse_requests(
     filters = {name: _rows(name, inputs.get(name), batch) for name in FILTER_NAMES}
     knobs = {name: _rows(name, inputs.get(name), batch) for name in KNOB_NAMES}
     user_ids = _user_ids(_rows(USER_ID, inputs.get(USER_ID), batch), batch)
+    explain = _explain_flags(_rows(EXPLAIN, inputs.get(EXPLAIN), batch), batch)
     stored: Mapping[str, Sequence[StoredEvent]] = {}
     if state is not None and config.state_events and any(user_ids):
         stored = state(user_ids, config.state_events)
@@ -164,9 +171,18 @@ def parse_requests(
                 deny_categories=lists["DENY_CATEGORIES"],
                 history_events=events,
                 history_weights=weights,
+                explain=explain[b],
             )
         )
     return requests
+
+
+def _explain_flags(array: np.ndarray | None, batch: int) -> list[bool]:
+    if array is None:
+        return [False] * batch
+    if array.shape[1] != 1 or array.dtype != np.bool_:
+        raise InvalidInput(EXPLAIN, f"expected BOOL of shape [batch, 1], got {array.dtype} {list(array.shape)}")
+    return [bool(flag) for flag in array[:, 0]]
 
 
 def _user_ids(array: np.ndarray | None, batch: int) -> list[str]:
@@ -224,8 +240,11 @@ def _knob(name: str, values: np.ndarray) -> object:
     return float(_finite(name, np.array([value]))[0])
 
 
-def pack_results(results: Sequence[RankResult], dim: int | None = None) -> dict[str, np.ndarray]:
-    """The output tensors; with ``dim``, also ``INTEREST`` (zeros for rows ranked without one)."""
+def pack_results(
+    results: Sequence[RankResult], dim: int | None = None, explanations: bool = False
+) -> dict[str, np.ndarray]:
+    """The output tensors; with ``dim``, also ``INTEREST`` (zeros for rows ranked without one); with
+    ``explanations``, also ``EXPLAIN_OUTPUTS`` (empty when no row was explained)."""
     width = max((len(r.item_ids) for r in results), default=0)
     ids = np.full((len(results), width), b"", dtype=object)
     scores = np.full((len(results), width), np.nan, dtype=np.float32)
@@ -241,4 +260,20 @@ def pack_results(results: Sequence[RankResult], dim: int | None = None) -> dict[
             if result.interest is not None:
                 interest[b] = result.interest
         outputs[INTEREST_OUTPUT] = interest
+    if explanations:
+        outputs.update(pack_explanations(results, width))
     return outputs
+
+
+def pack_explanations(results: Sequence[RankResult], width: int) -> dict[str, np.ndarray]:
+    """``SCORE_COMPONENTS`` and ``PRE_DIVERSITY_RANK``: padded like ``SCORES``, zero-width when no row asked."""
+    if all(result.components is None for result in results):
+        width = 0  # nothing to explain: no padding either
+    components = np.full((len(results), width, len(SCORE_COMPONENT_NAMES)), np.nan, dtype=np.float32)
+    ranks = np.full((len(results), width), -1, dtype=np.int32)
+    for b, result in enumerate(results):
+        if result.components is not None and result.pre_diversity_rank is not None:
+            n = len(result.item_ids)
+            components[b, :n] = result.components
+            ranks[b, :n] = result.pre_diversity_rank
+    return dict(zip(EXPLAIN_OUTPUTS, (components, ranks)))

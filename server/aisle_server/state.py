@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aisle_contract import LOG_ONLY_EVENT_TYPES
+
 from .errors import StateUnavailable
 
 LOG = logging.getLogger("aisle.state")
@@ -91,16 +93,19 @@ class StateSettings:
 
 
 # KEYS: event key, stream, user key. ARGV: event_id user_id item_id event_type ts properties
-#       member dedupe_ttl_s max_user_events user_ttl_s. Returns {stored (1/0), stream id}.
+#       member dedupe_ttl_s max_user_events user_ttl_s. Returns {stored (1/0), stream id}. An empty
+#       member (a log-only event type: exposures) goes to the stream only, not to the shopper's history.
 TRACK_SCRIPT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 local id = redis.call('XADD', KEYS[2], '*', 'event_id', ARGV[1], 'user_id', ARGV[2], 'item_id', ARGV[3],
                       'event_type', ARGV[4], 'ts', ARGV[5], 'properties', ARGV[6])
 redis.call('SET', KEYS[1], id, 'EX', ARGV[8])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[9]) + 1))
-redis.call('EXPIRE', KEYS[3], ARGV[10])
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[9]) + 1))
+  redis.call('EXPIRE', KEYS[3], ARGV[10])
+end
 return {1, id}
 """
 
@@ -143,6 +148,8 @@ class ShopperState:
         pipe = self.redis.pipeline(transaction=False)
         for e in events:
             member = json.dumps([e.event_id, e.item_id, e.event_type], ensure_ascii=False)
+            if e.event_type in LOG_ONLY_EVENT_TYPES:
+                member = ""  # the event log only: never the shopper's history
             self._track(
                 keys=[event_key(e.event_id), STREAM_KEY, user_key(e.user_id)],
                 args=[

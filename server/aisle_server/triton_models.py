@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from aisle_contract import FILTER_NAMES, USER_ID, RankingConfig
+from aisle_contract import EXPLAIN, FILTER_NAMES, USER_ID, RankingConfig
 
 from .catalog_io import CATALOG_INPUTS, pack_changed, parse_changes
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
@@ -40,6 +40,7 @@ RERANK_INPUTS = (
     USER_ID,
     *FILTER_NAMES,
     *KNOB_NAMES,
+    EXPLAIN,
 )
 
 
@@ -138,7 +139,7 @@ class RerankModel(_Model):
     def rank(self, inputs: Arrays) -> dict:
         index = self.index
         requests = parse_requests(inputs, self.config, len(index), index.dim, state=self.state)
-        return pack_results(rank_many(index, requests), index.dim)
+        return pack_results(rank_many(index, requests), index.dim, explanations=True)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)

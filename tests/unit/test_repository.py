@@ -172,10 +172,12 @@ def test_recommend_exposes_rerank_contract_without_query_embedding():
         "USER_ID",
         *FILTER_NAMES,
         *knobs,
+        "EXPLAIN",
     ]
-    assert [o.name for o in recommend.output] == ["ITEM_IDS", "SCORES", "UNKNOWN_HISTORY"]
-    assert list(recommend.output) == list(rerank.output)[:3]
-    assert [o.name for o in rerank.output][3:] == ["INTEREST"]  # rerank only: the served user vector
+    outputs = ["ITEM_IDS", "SCORES", "UNKNOWN_HISTORY", "SCORE_COMPONENTS", "PRE_DIVERSITY_RANK"]
+    assert [o.name for o in recommend.output] == outputs
+    assert list(recommend.output) == [o for o in rerank.output if o.name != "INTEREST"]
+    assert [o.name for o in rerank.output][3] == "INTEREST"  # rerank only: the served user vector
     for i in recommend.input:
         assert i.optional == (i.name != "QUERY")
 
