@@ -15,7 +15,9 @@ under ``build/bench_realtime/`` (reused by later runs).
     ``recommend(history=h)`` with the same events ``h`` in the call, one after the other (order
     alternating A-B, B-A), one caller, caches off. The added p50 is p50(user_id) − p50(history),
     per round; the paired per-call differences are reported too. Target ≤ 1 ms.
-(c) **Catalog update visibility**: a hook (``measure_catalog_visibility``), filled in separately.
+(c) **Catalog update visibility**: ``update_items`` inserts an item, then takes it out of stock or
+    hides it; the delay from the call returning to the first ``recommend`` that shows the change
+    (``rerank`` polls the change log every ``catalog_poll_s``, 0.2 s). Target p99 ≤ 1 s.
 
 Writes ``<out>/bench_realtime.{md,json,png}``.
 """
@@ -46,6 +48,7 @@ from run_info import command_line, machine
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_PER_S_TARGET = 5000.0
 ADDED_P50_TARGET_MS = 1.0
+VISIBILITY_P99_TARGET_MS = 1000.0
 EVENT_TYPES = ("view", "view", "view", "click", "click", "add_to_cart", "purchase")
 HISTORY_LEN = 20
 K = 10
@@ -321,16 +324,21 @@ def ensure_repo(repo: Path | None, workdir: Path) -> tuple[Path, list[str]]:
     catalog = read_catalog(catalog_csv)
     items = [str(i) for i in catalog.item_ids]
     target = repo or workdir / "model_repository"
-    has_track = (target / "track" / "config.pbtxt").is_file() and (target / "rerank" / "1" / "index").is_dir()
-    if repo is not None and not has_track:
-        raise SystemExit(f"error: {repo} has no track model or no index: `aisle export` + `aisle index` it again")
-    if not has_track:
+    ready = all((target / m / "config.pbtxt").is_file() for m in ("track", "catalog"))
+    ready = ready and (target / "rerank" / "1" / "index").is_dir()
+    if repo is not None and not ready:
+        raise SystemExit(f"error: {repo} has no track or catalog model or no index: `aisle export` + `aisle index` it")
+    if not ready:
         from aisle_export.indexing import write_index
         from aisle_export.pipeline import export_repository
 
         print(f"[bench] exporting and indexing a repository in {target} (once)", flush=True)
         export_repository(target)
         write_index(catalog, target, source=catalog_csv, progress=False)
+    elif repo is None:
+        from aisle_export.repository import copy_template
+
+        copy_template(target)  # this version's configs and adapters over the kept artifacts
     return target, items
 
 
@@ -419,16 +427,73 @@ def same_answers(client: object, histories: Mapping[str, Sequence[tuple]], now: 
 
 
 # --------------------------------------------------------------------------- (c) catalog update visibility
-#
-# HOOK (another engineer fills this in): the delay between a live catalog change (a new item, a
-# price or stock change) and the first `recommend` that reflects it, measured on the same servers.
-# Return None (not measured) or {"summary": "<one line for the report table>", ...figures...};
-# `main` stores it under report["catalog_visibility"] and the Markdown table shows the summary.
+
+#: Words for live items' titles: nonsense, so only the item itself matches its title query.
+TITLE_WORDS = ("zorblax", "quibbit", "flangor", "mizzle", "trundok", "wobbin", "glaxo", "pernish", "snurf", "blivet")
+
+
+def visibility_summary(delays: Mapping[str, Sequence[float]]) -> dict:
+    """p50/p99/max (ms) per kind of change and over all, against the p99 ≤ 1 s target."""
+
+    def stats(values: Sequence[float]) -> dict:
+        ordered = sorted(values)
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        return {"n": len(ordered), "p50_ms": statistics.median(ordered), "p99_ms": p99, "max_ms": ordered[-1]}
+
+    every = [d for values in delays.values() for d in values]
+    counts = ", ".join(f"{kind} {len(values)}" for kind, values in delays.items() if values)
+    kinds = {kind: stats(values) for kind, values in delays.items() if values}
+    total = stats(every)
+    return {
+        "kinds": kinds,
+        "all": total,
+        "summary": f"p50 {total['p50_ms']:.0f} ms, p99 {total['p99_ms']:.0f} ms, max {total['max_ms']:.0f} ms over "
+        f"{total['n']} changes ({counts}); target p99 ≤ "
+        f"{VISIBILITY_P99_TARGET_MS:,.0f} ms: {verdict(total['p99_ms'] <= VISIBILITY_P99_TARGET_MS)}",
+    }
 
 
 def measure_catalog_visibility(url: str, metrics_url: str, repo: Path, args: argparse.Namespace) -> dict | None:
-    """(c) Catalog update visibility delay: not measured yet."""
-    return None
+    """(c) From ``update_items`` returning to the first ``recommend`` that shows the change.
+
+    Each cycle inserts an item with a unique nonsense title (visible: it is the top result for its
+    title), then takes it out of stock or hides it, alternately (visible: it is no longer there).
+    One caller polls ``recommend(title, k=1)`` back to back (no sleep: the resolution is one call).
+    A random pause before each change keeps the changes out of step with ``rerank``'s poll (sent
+    right after a poll found the last one, every change would wait almost a whole interval).
+    """
+    from aisle import RecClient
+
+    rng = random.Random(11)
+    delays: dict[str, list[float]] = {"insert": [], "out_of_stock": [], "hide": []}
+    acks: list[float] = []
+
+    def wait(title: str, shown: Callable[[str], bool], since: float) -> float:
+        deadline = since + 30.0
+        while time.perf_counter() < deadline:
+            top = client.recommend(title, k=1, cache=False)[0].item_id
+            if shown(top):
+                return (time.perf_counter() - since) * 1000.0
+        raise RuntimeError(f"change for {title!r} not visible after 30 s")
+
+    with RecClient(url, timeout_s=30, retry=None, recommend_cache_size=0, embed_cache_size=0) as client:
+        for i in range(args.changes):
+            item = f"bench-live-{uuid.uuid4().hex[:10]}"
+            title = " ".join(rng.sample(TITLE_WORDS, 4)) + f" {item}"
+            time.sleep(rng.uniform(0.0, 0.25))
+            sent = time.perf_counter()
+            client.update_items([{"item_id": item, "title": title, "category": "bench"}])
+            acked = time.perf_counter()
+            acks.append((acked - sent) * 1000.0)
+            delays["insert"].append(wait(title, lambda top: top == item, acked))  # noqa: B023 - called at once
+            kind, fields = ("out_of_stock", {"in_stock": False}) if i % 2 == 0 else ("hide", {"hidden": True})
+            time.sleep(rng.uniform(0.0, 0.25))
+            client.update_items([{"item_id": item, **fields}])
+            acked = time.perf_counter()
+            delays[kind].append(wait(title, lambda top: top != item, acked))  # noqa: B023 - called at once
+            if (i + 1) % 10 == 0:
+                print(f"[{time.strftime('%H:%M:%S')}] (c) {i + 1}/{args.changes} cycles", flush=True)
+    return {**visibility_summary(delays), "delays_ms": delays, "update_call_p50_ms": statistics.median(acks)}
 
 
 # --------------------------------------------------------------------------- main
@@ -445,6 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pairs", type=int, default=300, help="(b) user_id/history pairs per round")
     parser.add_argument("--users", type=int, default=10_000, help="(a) synthetic shoppers")
     parser.add_argument("--shoppers", type=int, default=200, help="(b) shoppers with stored events")
+    parser.add_argument("--changes", type=int, default=60, help="(c) insert + stock/hide cycles")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)

@@ -17,9 +17,9 @@ Key layout (one Redis database; ``PREFIX`` = ``aisle:``):
                              again (idempotent ``track``, safe client retries).
 ===========================  ===================================================================
 
-One event is one Lua script (``TRACK_SCRIPT``): the idempotency check, the stream entry and the
-shopper's sorted set change together or not at all. A request's events go in one pipeline, so with
-``appendfsync always`` they share one fsync. Every Redis failure becomes ``StateUnavailable``.
+A batch of events is one Lua script call (``TRACK_SCRIPT``): per event the idempotency check, the
+stream entry and the shopper's sorted set change together, and with ``appendfsync always`` the
+batch shares one fsync. Every Redis failure becomes ``StateUnavailable``.
 """
 
 from __future__ import annotations
@@ -92,21 +92,32 @@ class StateSettings:
         return settings
 
 
-# KEYS: event key, stream, user key. ARGV: event_id user_id item_id event_type ts properties
-#       member dedupe_ttl_s max_user_events user_ttl_s. Returns {stored (1/0), stream id}. An empty
-#       member (a log-only event type: exposures) goes to the stream only, not to the shopper's history.
+# KEYS: the stream, then per event its event key and its user key.
+# ARGV: dedupe_ttl_s max_user_events user_ttl_s, then per event event_id user_id item_id event_type ts
+#       properties member. Returns per event {stored (1/0), stream id}. An empty member (a log-only
+#       event type: exposures) goes to the stream only, not to the shopper's history. One script call
+#       for a whole batch: the per-command cost of the client and the server is paid once, not per event.
 TRACK_SCRIPT = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
-local id = redis.call('XADD', KEYS[2], '*', 'event_id', ARGV[1], 'user_id', ARGV[2], 'item_id', ARGV[3],
-                      'event_type', ARGV[4], 'ts', ARGV[5], 'properties', ARGV[6])
-redis.call('SET', KEYS[1], id, 'EX', ARGV[8])
-if ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[9]) + 1))
-  redis.call('EXPIRE', KEYS[3], ARGV[10])
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local event_key, user_key, a = KEYS[2 * i], KEYS[2 * i + 1], 3 + (i - 1) * 7
+  local existing = redis.call('GET', event_key)
+  if existing then
+    out[i] = {0, existing}
+  else
+    local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[a + 1], 'user_id', ARGV[a + 2],
+                          'item_id', ARGV[a + 3], 'event_type', ARGV[a + 4], 'ts', ARGV[a + 5],
+                          'properties', ARGV[a + 6])
+    redis.call('SET', event_key, id, 'EX', ARGV[1])
+    if ARGV[a + 7] ~= '' then
+      redis.call('ZADD', user_key, ARGV[a + 5], ARGV[a + 7])
+      redis.call('ZREMRANGEBYRANK', user_key, 0, -(tonumber(ARGV[2]) + 1))
+      redis.call('EXPIRE', user_key, ARGV[3])
+    end
+    out[i] = {1, id}
+  end
 end
-return {1, id}
+return out
 """
 
 
@@ -141,33 +152,22 @@ class ShopperState:
         return cls(url, settings) if url else None
 
     def store(self, events: Sequence[Event]) -> list[bool]:
-        """Store ``events`` (one pipeline); per event, True if stored now, False if its id was stored before."""
+        """Store ``events`` (one script call); per event, True if stored now, False if its id was stored before."""
         import redis
 
         s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
+        if not events:
+            return []
+        keys = [STREAM_KEY]
+        args: list[object] = [s.dedupe_ttl_s, s.max_user_events, s.user_ttl_s]
         for e in events:
             member = json.dumps([e.event_id, e.item_id, e.event_type], ensure_ascii=False)
             if e.event_type in LOG_ONLY_EVENT_TYPES:
                 member = ""  # the event log only: never the shopper's history
-            self._track(
-                keys=[event_key(e.event_id), STREAM_KEY, user_key(e.user_id)],
-                args=[
-                    e.event_id,
-                    e.user_id,
-                    e.item_id,
-                    e.event_type,
-                    repr(float(e.ts)),
-                    e.properties,
-                    member,
-                    s.dedupe_ttl_s,
-                    s.max_user_events,
-                    s.user_ttl_s,
-                ],
-                client=pipe,
-            )
+            keys += [event_key(e.event_id), user_key(e.user_id)]
+            args += [e.event_id, e.user_id, e.item_id, e.event_type, repr(float(e.ts)), e.properties, member]
         try:
-            replies = pipe.execute()
+            replies = self._track(keys=keys, args=args)
         except redis.RedisError as exc:
             raise StateUnavailable(f"state store {self.url} unavailable: {type(exc).__name__}: {exc}") from exc
         return [int(reply[0]) == 1 for reply in replies]

@@ -153,5 +153,10 @@ def test_report_survives_json_and_plots(tmp_path):
     assert not math.isnan(report["reads"]["ratio_p50"])
 
 
-def test_the_catalog_visibility_hook_is_there_and_unmeasured():
-    assert brt.measure_catalog_visibility("h:1", "http://h:2/metrics", Path("/tmp"), None) is None
+def test_visibility_summary_takes_percentiles_over_every_change_and_checks_the_target():
+    summary = brt.visibility_summary({"insert": [100.0, 300.0, 200.0], "hide": [1500.0], "out_of_stock": []})
+    assert summary["kinds"]["insert"] == {"n": 3, "p50_ms": 200.0, "p99_ms": 300.0, "max_ms": 300.0}
+    assert "out_of_stock" not in summary["kinds"]
+    assert summary["all"]["n"] == 4 and summary["all"]["max_ms"] == 1500.0 and summary["all"]["p99_ms"] == 1500.0
+    assert "not met" in summary["summary"] and "insert 3, hide 1" in summary["summary"]
+    assert "not met" not in brt.visibility_summary({"insert": [10.0, 900.0]})["summary"]
