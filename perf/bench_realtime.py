@@ -276,13 +276,17 @@ def render_markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> Path:
-    """Left: events/s per ingest phase against the target. Right: p50 of both sides per round."""
+    """Events/s per ingest phase against the target; p50 of both sides per round; with (c), the
+    visibility delays of catalog changes against the p99 target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 4.2))
+    visibility = report.get("catalog_visibility")
+    panels = 3 if visibility else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.75 * panels, 4.2))
+    left, right = axes[0], axes[1]
     names = list(report["ingest"])
     values = [report["ingest"][n]["events_per_s"] for n in names]
     low = [v - report["ingest"][n]["events_per_s_range"][0] for n, v in zip(names, values)]
@@ -304,6 +308,18 @@ def plot(report: dict, path: Path) -> Path:
     right.set_title(f"(b) added p50 {report['reads']['added_p50_ms']:+.3f} ms", fontsize=9)
     right.legend(fontsize=8)
     right.grid(True, alpha=0.3)
+    if visibility:
+        third = axes[2]
+        for kind, delays in visibility["delays_ms"].items():
+            if delays:
+                third.hist(delays, bins=20, alpha=0.6, label=f"{kind} ({len(delays)})")
+        third.axvline(VISIBILITY_P99_TARGET_MS, color="tab:red", linestyle="--", label="p99 target")
+        third.axvline(visibility["all"]["p99_ms"], color="black", linestyle=":", label="p99 measured")
+        third.set_xlabel("ms from update_items returning to the first answer showing it")
+        third.set_ylabel("changes")
+        third.set_title("(c) catalog change visibility", fontsize=9)
+        third.legend(fontsize=8)
+        third.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
