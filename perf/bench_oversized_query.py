@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
 import os
 import random
 import shutil
@@ -48,7 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import percentile
-from run_info import command_line, machine
+from run_info import command_line, machine, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -891,11 +890,7 @@ def main(argv: list[str] | None = None) -> dict:
             "before_fix": BEFORE_FIX,
             "runs": runs,
         }
-    (args.out / "bench_oversized_query.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = render_markdown(report)
-    (args.out / "bench_oversized_query.md").write_text(markdown)
-    plot(report, args.out / "bench_oversized_query.png")
-    print(markdown)
+    write_report(args.out, "bench_oversized_query", report, render_markdown, plot)
     if check["equal"] != check["checked"]:
         raise SystemExit("error: an oversized query's answer differs from its bounded prefix's (see the report)")
     return report

@@ -25,7 +25,6 @@ Writes ``<out>/bench_realtime.{md,json,png}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -43,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from run_info import command_line, machine
+from run_info import command_line, machine, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_PER_S_TARGET = 5000.0
@@ -617,11 +616,7 @@ def main(argv: list[str] | None = None) -> dict:
         "lookup": {"count": count, "mean_ms": seconds / count * 1000.0 if count else float("nan")},
         "catalog_visibility": visibility,
     }
-    (args.out / "bench_realtime.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = render_markdown(report)
-    (args.out / "bench_realtime.md").write_text(markdown)
-    plot(report, args.out / "bench_realtime.png")
-    print(markdown)
+    write_report(args.out, "bench_realtime", report, render_markdown, plot)
     return report
 
 

@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from run_info import command_line, machine
+from run_info import command_line, machine, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("with", "without")  # with the user encoder / without it (recency-weighted mean)
@@ -467,11 +467,7 @@ def main(argv: list[str] | None = None) -> dict:
         "phases": summarize(runs, phases),
         "runs": runs,
     }
-    (args.out / "bench_user_encoder.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = render_markdown(report)
-    (args.out / "bench_user_encoder.md").write_text(markdown)
-    plot(report, args.out / "bench_user_encoder.png")
-    print(markdown)
+    write_report(args.out, "bench_user_encoder", report, render_markdown, plot)
     return report
 
 

@@ -408,14 +408,17 @@ class TrackEvent:
             raise InvalidRequest(f"{where}{exc}") from None
 
 
+def _bytes_column(values: Iterable[str]) -> npt.NDArray[Any]:
+    """A BYTES [B, 1] column of UTF-8 strings."""
+    return np.array([[v.encode("utf-8")] for v in values], dtype=object)
+
+
 def track_tensors(events: Sequence[TrackEvent]) -> list[Tensor]:
     """Tensors of one ``track`` request, one row per event (``PROPERTIES`` when any event has some)."""
     if not events or len(events) > MAX_TRACK_BATCH:
         raise InvalidRequest(f"a track request needs 1..{MAX_TRACK_BATCH} events, got {len(events)}")
 
-    def column(values: Iterable[str]) -> npt.NDArray[Any]:
-        return np.array([[v.encode("utf-8")] for v in values], dtype=object)
-
+    column = _bytes_column
     tensors = [
         Tensor("USER_ID", column(e.user_id for e in events), "BYTES"),
         Tensor("ITEM_ID", column(e.item_id for e in events), "BYTES"),
@@ -480,9 +483,7 @@ def catalog_tensors(updates: Sequence[ItemUpdate]) -> list[Tensor]:
     if not updates or len(updates) > MAX_CATALOG_BATCH:
         raise InvalidRequest(f"a catalog request needs 1..{MAX_CATALOG_BATCH} changes, got {len(updates)}")
 
-    def column(values: Iterable[str]) -> npt.NDArray[Any]:
-        return np.array([[v.encode("utf-8")] for v in values], dtype=object)
-
+    column = _bytes_column
     return checked_size(
         [
             Tensor("ITEM_ID", column(u.item_id for u in updates), "BYTES"),
