@@ -32,7 +32,7 @@ from aisle_server.state import connect
 from .indexing import rerank_versions, resolve_version, save_version
 
 
-def compacted(base: CatalogIndex, overlay: Overlay, through: str) -> CatalogIndex:
+def compacted(base: CatalogIndex, overlay: Overlay, through: str, base_version: int | None = None) -> CatalogIndex:
     """``base`` with ``overlay`` applied and deleted items dropped, its lexical and ANN indexes rebuilt."""
     live = live_index(base, overlay)
     n_base = len(base)
@@ -62,6 +62,7 @@ def compacted(base: CatalogIndex, overlay: Overlay, through: str) -> CatalogInde
         manifest={
             **manifest,
             "overlay_through": through,
+            "compacted_from": base_version,
             "compacted_changes": overlay.changes,
             "compacted_at": time.time(),
         },
@@ -85,7 +86,7 @@ def compact(repo: Path, state_url: str, version: str = "next") -> dict[str, obje
     overlay = Overlay()
     overlay.apply(logged)
     through = logged[-1].change_id
-    index = compacted(base, overlay, through)
+    index = compacted(base, overlay, through, base_version)
     new_version = resolve_version(repo, version)
     path = save_version(index, repo, new_version)
     trimmed = changes.trim_before(next_id(since)) if since != START else 0

@@ -207,7 +207,9 @@ class CatalogIndex:
         return directory
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = True) -> CatalogIndex:
+    def load(cls, directory: Path, mmap: bool = True, searchable: bool = True) -> CatalogIndex:
+        """The index in ``directory``; ``searchable=False`` skips BM25 and the ANN index (for a
+        reader of the item fields only, such as the ``catalog`` model)."""
         directory = Path(directory)
         mode = "r" if mmap else None
         embeddings = np.load(directory / "embeddings.npy", mmap_mode=mode, allow_pickle=False)
@@ -230,12 +232,14 @@ class CatalogIndex:
         else:
             raise FileNotFoundError(f"{items} is missing: not an index written by `aisle index`")
         manifest = json.loads((directory / "manifest.json").read_text())
-        lexical = LexicalIndex.load(directory / LEXICAL_DIRNAME) if (directory / LEXICAL_DIRNAME).is_dir() else None
+        lexical = None
+        if searchable and (directory / LEXICAL_DIRNAME).is_dir():
+            lexical = LexicalIndex.load(directory / LEXICAL_DIRNAME)
         return cls(
             embeddings=embeddings,
             manifest=manifest,
             lexical=lexical,
-            ann=AnnIndex.load(directory, embeddings),
+            ann=AnnIndex.load(directory, embeddings) if searchable else None,
             lookups=lookups,
             **arrays,
         )

@@ -208,7 +208,7 @@ def newest_index(repository: str) -> CatalogIndex | None:
     for version in reversed(versions):
         directory = os.path.join(root, str(version), INDEX_DIRNAME)
         if os.path.isdir(directory):
-            return CatalogIndex.load(directory)
+            return CatalogIndex.load(directory, searchable=False)  # the item fields are all it reads
     return None
 
 
