@@ -1,7 +1,8 @@
 """An A/B experiment end to end: real tritonserver, real redis-server, the CLI's export and report.
 
 60 synthetic shoppers under a two-arm ``Experiment`` whose knobs differ; each gets two pages from
-``recommend(user_id=…, experiment=…)``, their exposures are logged, and a hidden click model clicks
+``recommend(user_id=…, experiment=…)`` (a third from ``recommend_many``), their exposures are
+logged (by the caller, or by the client's background log), and a hidden click model clicks
 shown items — far more often in the ``diverse`` arm. Half of the clicks carry the page's
 ``request_id``, the others join by shopper and item within the window. Then ``aisle events export
 --raw`` and ``aisle experiment report`` run as subprocesses, and the report must count exactly what
@@ -10,6 +11,7 @@ was sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from aisle import Arm, Experiment, RecClient, TrackEvent, exposure_event
+from aisle import Arm, AsyncRecClient, Experiment, ExposureStats, RecClient, TrackEvent, exposure_event
 from aisle_server.redis_server import RedisServer
 from aisle_server.tritonserver import TritonServer
 
@@ -59,38 +61,74 @@ def experiment_server(repo, experiment_redis, tmp_path_factory):
         yield running
 
 
-def _shop(client: RecClient, shopper: str, rng: random.Random, sent: dict) -> None:
-    """Two pages for ``shopper``: recommend, log the exposure, click by the hidden model."""
-    for _ in range(PAGES):
-        recs = client.recommend(user_id=shopper, k=K, experiment=EXPERIMENT)
-        assert recs.arm == EXPERIMENT.arm_of(shopper) and recs.experiment == EXPERIMENT.name
-        assert len(recs) == K
-        client.track_many([exposure_event(recs, shopper)])
-        sent["exposures"][recs.arm] += 1
-        clicks = []
-        for rec in recs:
-            if rng.random() >= CLICK_P[recs.arm]:
-                continue
-            by_request = rng.random() < 0.5
-            properties = {"request_id": recs.request_id} if by_request else None
-            clicks.append(TrackEvent(shopper, rec.item_id, "click", properties=properties))
-            sent["clicks"][recs.arm] += 1
-            sent["by_request_id" if by_request else "by_window"] += 1
-        if clicks:
-            client.track_many(clicks)
+def _clicks(recs, shopper: str, rng: random.Random, sent: dict) -> list[TrackEvent]:
+    """Count the page shown; the hidden click model's clicks on it (half carry the page's request_id)."""
+    assert recs.arm == EXPERIMENT.arm_of(shopper) and recs.experiment == EXPERIMENT.name
+    assert len(recs) == K
+    sent["exposures"][recs.arm] += 1
+    clicks = []
+    for rec in recs:
+        if rng.random() >= CLICK_P[recs.arm]:
+            continue
+        by_request = rng.random() < 0.5
+        properties = {"request_id": recs.request_id} if by_request else None
+        clicks.append(TrackEvent(shopper, rec.item_id, "click", properties=properties))
+        sent["clicks"][recs.arm] += 1
+        sent["by_request_id" if by_request else "by_window"] += 1
+    return clicks
+
+
+def _shop_explicitly(url: str, shoppers: list[str], rng: random.Random, sent: dict) -> None:
+    """The caller sends each exposure itself (``exposure_event`` + ``track_many``)."""
+    with RecClient(url, timeout_s=20, retry=None) as client:
+        for shopper in shoppers:
+            for _ in range(PAGES):
+                recs = client.recommend(user_id=shopper, k=K, experiment=EXPERIMENT)
+                client.track_many([exposure_event(recs, shopper), *_clicks(recs, shopper, rng, sent)])
+        assert client.exposure_stats() is None
+
+
+def _shop_logged(url: str, shoppers: list[str], rng: random.Random, sent: dict) -> ExposureStats:
+    """``log_exposures=True``: the client sends every exposure in the background; only clicks are sent here."""
+    with RecClient(url, timeout_s=20, retry=None, log_exposures=True, exposure_flush_ms=50) as client:
+        for shopper in shoppers:
+            for _ in range(PAGES):
+                clicks = _clicks(client.recommend(user_id=shopper, k=K, experiment=EXPERIMENT), shopper, rng, sent)
+                if clicks:
+                    client.track_many(clicks)
+    return client.exposure_stats()
+
+
+def _shop_async_many(url: str, shoppers: list[str], rng: random.Random, sent: dict) -> ExposureStats:
+    """The asyncio client, logging exposures, with one ``recommend_many(experiment=…)`` per round of pages."""
+
+    async def scenario() -> ExposureStats:
+        async with AsyncRecClient(url, timeout_s=20, retry=None, log_exposures=True) as client:
+            for _ in range(PAGES):
+                pages = await client.recommend_many([{"user_id": s, "k": K} for s in shoppers], experiment=EXPERIMENT)
+                clicks = [c for s, recs in zip(shoppers, pages, strict=True) for c in _clicks(recs, s, rng, sent)]
+                if clicks:
+                    await client.track_many(clicks)
+        return client.exposure_stats()
+
+    return asyncio.run(scenario())
 
 
 @pytest.fixture(scope="module")
 def report(experiment_server, experiment_redis, tmp_path_factory) -> tuple[dict, dict, Path]:
-    """Run the experiment, export the raw log and report on it: (report.json, what was sent, out dir)."""
+    """Run the experiment, export the raw log and report on it: (report.json, what was sent, out dir).
+
+    A third of the shoppers each: exposures sent by the caller, by a ``RecClient`` logging them, by
+    an ``AsyncRecClient`` logging them (its pages from ``recommend_many``).
+    """
     work = tmp_path_factory.mktemp("experiment")
     shoppers = [f"e2e-shopper-{i:03d}" for i in range(SHOPPERS)]
     sent: dict = {"exposures": Counter(), "clicks": Counter(), "by_request_id": 0, "by_window": 0}
     sent["shoppers"] = Counter(EXPERIMENT.arm_of(s) for s in shoppers)
     rng = random.Random(18)
-    with RecClient(experiment_server.grpc_url, timeout_s=20, retry=None) as client:
-        for shopper in shoppers:
-            _shop(client, shopper, rng, sent)
+    url = experiment_server.grpc_url
+    _shop_explicitly(url, shoppers[0::3], rng, sent)
+    sent["logged"] = [_shop_logged(url, shoppers[1::3], rng, sent), _shop_async_many(url, shoppers[2::3], rng, sent)]
     config = work / "exp.json"
     config.write_text(
         json.dumps(
@@ -109,7 +147,13 @@ def report(experiment_server, experiment_redis, tmp_path_factory) -> tuple[dict,
         "experiment", "report", "--events", str(events), "--experiment", EXPERIMENT.name,
         "--config", str(config), "--out", str(out),
     )  # fmt: skip
-    return json.loads((out / "report.json").read_text()), sent, out
+    figures = json.loads((out / "report.json").read_text())
+    for arm, row in figures["arms"].items():  # shown with pytest -s
+        ctr = row["per_impression"]["ctr"]
+        print(f"{arm}: shoppers={row['shoppers']} exposures={row['exposures']} clicks={row['clicks']} "
+              f"ctr={ctr['value']:.3f} [{ctr['low']:.3f}, {ctr['high']:.3f}]")  # fmt: skip
+    print("versus control:", figures["arms"]["diverse"]["versus_control"]["ctr_per_impression"], figures["join"])
+    return figures, sent, out
 
 
 def test_both_arms_have_shoppers_and_their_knobs_change_the_answers(experiment_server):
@@ -123,6 +167,14 @@ def test_both_arms_have_shoppers_and_their_knobs_change_the_answers(experiment_s
             if all(v is not None for v in by_arm.values()):
                 break
     assert by_arm["control"] != by_arm["diverse"]
+
+
+def test_the_exposure_logs_sent_every_page_in_the_background(report):
+    _, sent, _ = report
+    for stats in sent["logged"]:
+        assert stats.logged == stats.sent == SHOPPERS // 3 * PAGES
+        assert (stats.queued, stats.dropped, stats.failed) == (0, 0, 0)
+        assert 1 <= stats.batches <= stats.sent
 
 
 def test_the_report_counts_every_exposure_sent_per_arm(report):
