@@ -24,6 +24,7 @@ from .errors import (
     ServerUnavailable,
     StateUnavailable,
 )
+from .exposure_log import ExposureStats
 from .exposures import exposure_event
 from .policy import CallInfo, RetryPolicy
 from .requests import ItemUpdate, RankingKnobs, RecommendRequest, TrackEvent
@@ -40,6 +41,7 @@ __all__ = [
     "DeadlineExceeded",
     "Experiment",
     "ExperimentError",
+    "ExposureStats",
     "InvalidRequest",
     "ItemChanged",
     "ItemUpdate",

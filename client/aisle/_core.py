@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,11 +34,13 @@ from aisle_contract import (
     RECOMMEND_MODEL,
     TRACK_MODEL,
 )
-from aisle_contract.experiments import Experiment
+from aisle_contract.experiments import Assignment, Experiment
 
 from .batching import Pending, plan_batches, settle
 from .cache import MISSING, Flights, ResultCache, embed_key, fail_waiters, recommend_key
 from .errors import AisleError, ClientClosed, DeadlineExceeded, InvalidRequest, ServerUnavailable, from_triton
+from .exposure_log import DEFAULT_CAPACITY, DEFAULT_FLUSH_MS, ExposureBuffer, ExposureStats
+from .exposures import exposure_event
 from .plans import Call, Gather, Plan, Sleep, Wait
 from .policy import CallInfo, Deadline, RetryPolicy
 from .requests import (
@@ -54,7 +57,6 @@ from .requests import (
     validate_texts,
     validate_timeout,
     validate_tower,
-    validate_user_id,
 )
 from .responses import (
     InferResult,
@@ -163,21 +165,36 @@ def _many_signature(pair: tuple[int, RecommendRequest]) -> tuple[Any, ...]:
     return pair[1].batch_signature
 
 
+def _check_experiment(experiment: object) -> None:
+    if experiment is not None and not isinstance(experiment, Experiment):
+        raise InvalidRequest(f"experiment must be an aisle.Experiment, got {type(experiment).__name__}")
+
+
 class Batcher(Protocol):
     """What the core needs of a micro-batcher (``ThreadBatcher``, ``AsyncBatcher``)."""
 
     def submit(self, item: Pending) -> None: ...
 
 
+class ExposureLog(Protocol):
+    """What the core needs of an exposure log shell (``ThreadExposureLog``, ``AsyncExposureLog``)."""
+
+    def add(self, event: TrackEvent) -> None: ...
+
+    def stats(self) -> ExposureStats: ...
+
+
 class ClientCore:
     """Configuration, caches, timing and every operation's plan; a subclass drives the plans.
 
     A driver sets ``_new_future`` (a future another thread or task can wait on), ``_new_batcher``
-    (its micro-batcher class) and implements ``_open_channel`` and ``_drive``.
+    (its micro-batcher class), ``_new_exposure_log`` (its exposure log shell) and implements
+    ``_open_channel`` and ``_drive``.
     """
 
     _new_future: Callable[[], Any]
     _new_batcher: Callable[..., Batcher]
+    _new_exposure_log: Callable[..., ExposureLog]
 
     def __init__(
         self,
@@ -201,6 +218,9 @@ class ClientCore:
         headers: Mapping[str, str] | None = None,
         on_call: Callable[[CallInfo], None] | None = None,
         experiment: Experiment | None = None,
+        log_exposures: bool = False,
+        exposure_capacity: int = DEFAULT_CAPACITY,
+        exposure_flush_ms: float = DEFAULT_FLUSH_MS,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise InvalidRequest(f"url must be a non-empty 'host:port' or gRPC target str, got {url!r}")
@@ -241,6 +261,14 @@ class ClientCore:
         if experiment is not None and not isinstance(experiment, Experiment):
             raise InvalidRequest(f"experiment must be an aisle.Experiment or None, got {type(experiment).__name__}")
         self.experiment = experiment  # every recommend with a user_id and no experiment of its own
+        if not isinstance(log_exposures, bool):
+            raise InvalidRequest(f"log_exposures must be a bool, got {log_exposures!r}")
+        if not (
+            isinstance(exposure_flush_ms, (int, float)) and math.isfinite(exposure_flush_ms) and exposure_flush_ms > 0
+        ):
+            raise InvalidRequest(f"exposure_flush_ms must be a number > 0, got {exposure_flush_ms!r}")
+        self._exposure_buffer = ExposureBuffer(exposure_capacity) if log_exposures else None
+        self.exposure_flush_ms = float(exposure_flush_ms)
         self._last_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
             f"aisle_last_call_{id(self)}", default=None
         )
@@ -256,6 +284,10 @@ class ClientCore:
         if self.max_delay_ms is not None:
             window_s = self.max_delay_ms / 1e3
             self._batcher = self._new_batcher(self._run_batch, self.max_batch, window_s, _batch_signature)
+        self._exposures: ExposureLog | None = None
+        if self._exposure_buffer is not None:
+            flush_s = self.exposure_flush_ms / 1e3
+            self._exposures = self._new_exposure_log(self._send_exposures, self._exposure_buffer, flush_s)
 
     def _open_channel(self) -> Any:
         """The tritonclient of this client (or ``None`` until first use)."""
@@ -295,6 +327,22 @@ class ClientCore:
     def _run_batch(self, items: list[Pending]) -> Any:
         """The micro-batcher's callback: drive one batch's plan (a coroutine on the asyncio client)."""
         return self._drive(self._batch_plan(items))
+
+    def _send_exposures(self, events: list[TrackEvent]) -> Any:
+        """The exposure log's callback: one ``track`` request of ≤ 64 events (a coroutine on the asyncio client).
+
+        Not a public call: it runs after ``close()`` began (the final flush) and records no ``CallInfo``.
+        """
+        return self._drive(self._track_rows(events, self._deadline(None), CallInfo("exposures")))
+
+    def exposure_stats(self) -> ExposureStats | None:
+        """Counts of the exposure log (``log_exposures=True``): logged, sent, queued, dropped, failed,
+        retried, batches; ``None`` when it is off."""
+        return self._exposures.stats() if self._exposures is not None else None
+
+    def _log_exposure(self, recs: Recommendations, user_id: str | None) -> None:
+        if self._exposures is not None and user_id:
+            self._exposures.add(exposure_event(recs, user_id))
 
     # -- timing ----------------------------------------------------------------------------------
     @property
@@ -524,25 +572,32 @@ class ClientCore:
         """
         with self._recorded("recommend") as info:
             deadline = self._deadline(timeout_s)
-            if experiment is not None and not isinstance(experiment, Experiment):
-                raise InvalidRequest(f"experiment must be an aisle.Experiment, got {type(experiment).__name__}")
+            _check_experiment(experiment)
             if experiment is not None and user_id is None:
                 raise InvalidRequest("experiment needs user_id: arms are assigned by shopper")
-            if experiment is None and user_id is not None:
-                experiment = self.experiment  # the client's: anonymous calls stay outside it
-            assignment = None
-            model = RECOMMEND_MODEL
-            if experiment is not None:
-                assignment = experiment.assign(validate_user_id(user_id) or "")
-                ranking = {**ranking, **assignment.knobs}  # type: ignore[typeddict-item]  # the arm's knobs are checked by Experiment
-                model = assignment.model or RECOMMEND_MODEL
             request = RecommendRequest(
-                query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking, user_id, explain, model
+                query, history, k, now, exclude_ids, allow_categories, deny_categories, ranking, user_id, explain
             )
+            request, assignment = self._in_arm(request, experiment)
             result = yield from self._recommend_one(request, deadline, cache, info)
             if assignment is not None:
                 result.experiment, result.arm = assignment.experiment, assignment.arm
+            self._log_exposure(result, request.user_id)
         return result
+
+    def _in_arm(
+        self, request: RecommendRequest, experiment: Experiment | None
+    ) -> tuple[RecommendRequest, Assignment | None]:
+        """``request`` as the arm of its shopper asks (the arm's knobs over the caller's, its model), and the arm.
+
+        ``experiment`` defaults to the client's; a request without ``user_id`` stays outside it.
+        """
+        experiment = experiment or self.experiment
+        if experiment is None or request.user_id is None:
+            return request, None
+        assignment = experiment.assign(request.user_id)
+        knobs = {**dict(request.knobs), **assignment.knobs}  # the arm's knobs are checked by Experiment
+        return dataclasses.replace(request, ranking=knobs, model=assignment.model or request.model), assignment
 
     def _recommend_one(
         self, request: RecommendRequest, deadline: Deadline, use_cache: bool, info: CallInfo
@@ -627,6 +682,7 @@ class ClientCore:
         timeout_s: float | None = None,
         cache: bool = True,
         return_exceptions: bool = False,
+        experiment: Experiment | None = None,
     ) -> Plan[list[Recommendations | AisleError]]:
         """Many ``recommend`` requests in as few Triton requests as possible (≤ 64 rows each).
 
@@ -635,12 +691,19 @@ class ClientCore:
         anything is sent. Results come back in order. A row the server rejects fails alone: with
         ``return_exceptions=True`` its ``AisleError`` takes its place in the list, otherwise the
         first error is raised. The asyncio client sends the Triton requests of a large call concurrently.
+        ``experiment`` (default: the client's) applies to the rows with a ``user_id``, as in ``recommend``;
+        rows without one stay outside it.
         """
         with self._recorded("recommend_many") as info:
             deadline = self._deadline(timeout_s)
             if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
                 raise InvalidRequest("requests must be a sequence of RecommendRequest or mappings")
-            rows = [RecommendRequest.coerce(r, i) for i, r in enumerate(requests)]
+            _check_experiment(experiment)
+            rows, arms = [], []
+            for i, r in enumerate(requests):
+                row, assignment = self._in_arm(RecommendRequest.coerce(r, i), experiment)
+                rows.append(row)
+                arms.append(assignment)
             looked_up = [self._recommend_lookup(row, cache, CallInfo("recommend")) for row in rows]
             results: list[Any] = [value for _, value in looked_up]
             todo = [(i, rows[i]) for i, value in enumerate(results) if value is MISSING]
@@ -651,6 +714,12 @@ class ClientCore:
                 for (i, _), result in zip(group, outcome, strict=False):
                     results[i] = result
                     self._recommend_store(looked_up[i][0], result)
+            for row, assignment, result in zip(rows, arms, results, strict=True):
+                if isinstance(result, AisleError):
+                    continue
+                if assignment is not None:
+                    result.experiment, result.arm = assignment.experiment, assignment.arm
+                self._log_exposure(result, row.user_id)
             if not return_exceptions:
                 for result in results:
                     if isinstance(result, AisleError):

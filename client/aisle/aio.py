@@ -16,6 +16,7 @@ import tritonclient.grpc.aio as aioclient
 
 from ._core import ClientCore
 from .batching import AsyncBatcher
+from .exposure_log import AsyncExposureLog
 from .plans import Call, Gather, Plan, Run, Sleep, Step, Wait, public
 
 P = ParamSpec("P")
@@ -55,6 +56,7 @@ class AsyncRecClient(ClientCore):
 
     _new_future = staticmethod(_loop_future)
     _new_batcher = AsyncBatcher
+    _new_exposure_log = AsyncExposureLog
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _open_channel(self) -> None:
@@ -75,11 +77,14 @@ class AsyncRecClient(ClientCore):
         return self
 
     async def close(self) -> None:
-        """Refuse new calls, let the micro-batcher's batches in flight finish, close the channel."""
+        """Refuse new calls, let the micro-batcher's batches in flight finish, send the exposures
+        still waiting (for at most ``timeout_s``), close the channel."""
         if not self._begin_close():
             return
         if self._batcher is not None:
             await self._batcher.close()  # type: ignore[attr-defined]  # the core holds it as the Batcher protocol; this driver made an AsyncBatcher
+        if self._exposures is not None:
+            await self._exposures.close(self.timeout_s)  # type: ignore[attr-defined]  # this driver made an AsyncExposureLog
         if self._triton is not None:
             await self._triton.close()
 

@@ -20,6 +20,7 @@ from aisle_contract import EMBED_MODELS, RECOMMEND_MODEL
 
 from ._core import ClientCore
 from .batching import ThreadBatcher
+from .exposure_log import ThreadExposureLog
 from .plans import Call, Gather, Plan, Run, Sleep, Step, Wait, public
 from .responses import parse_recommendations
 
@@ -66,11 +67,16 @@ class RecClient(ClientCore):
     the server's stages overlap — 3.1x single calls' throughput vs 2.6x at 64
     (``perf/bench_sdk.py --workload feed``). ``ssl``/``root_certificates``/``private_key``/``certificate_chain``: TLS
     (file paths). ``headers``: sent with every call (e.g. Triton's restricted-protocol key).
-    ``on_call``: called with a ``CallInfo`` after every call. A closed client raises ``ClientClosed``.
+    ``on_call``: called with a ``CallInfo`` after every call. ``experiment``: an ``Experiment`` for
+    every call with a ``user_id``. ``log_exposures=True``: the exposure of every answer to a call
+    with a ``user_id`` is sent in the background (``track`` batches of ≤ 64, at least every
+    ``exposure_flush_ms``; at most ``exposure_capacity`` wait, the oldest dropped beyond;
+    ``exposure_stats()`` counts sent, dropped, failed). A closed client raises ``ClientClosed``.
     """
 
     _new_future = concurrent.futures.Future
     _new_batcher = ThreadBatcher
+    _new_exposure_log = ThreadExposureLog
 
     # -- calls -----------------------------------------------------------------------------------
     recommend = _blocking(ClientCore._plan_recommend)
@@ -94,11 +100,14 @@ class RecClient(ClientCore):
                 raise
 
     def close(self) -> None:
-        """Refuse new calls, let the micro-batcher's batches in flight finish, close the channel."""
+        """Refuse new calls, let the micro-batcher's batches in flight finish, send the exposures
+        still waiting (for at most ``timeout_s``), close the channel."""
         if not self._begin_close():
             return
         if self._batcher is not None:
             self._batcher.close()  # type: ignore[attr-defined]  # the core holds it as the Batcher protocol; this driver made a ThreadBatcher
+        if self._exposures is not None:
+            self._exposures.close(self.timeout_s)  # type: ignore[attr-defined]  # this driver made a ThreadExposureLog
         self._triton.close()
 
     def __enter__(self) -> Self:

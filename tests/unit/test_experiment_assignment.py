@@ -221,3 +221,70 @@ def test_an_exposure_event_carries_the_answer_and_fits_the_contract():
     assert cut["truncated"] is True and cut["k"] == 1000 and 0 < len(cut["items"]) < 1000
     assert len(exposure_event(long, "u1").properties.encode()) <= MAX_PROPERTIES_BYTES
     assert exposure_event(Recommendations([]), "u1").item_id == "-"
+
+
+def many(core, requests, **kwargs):
+    """The Calls a recommend_many plan makes (one per Triton request), and the answers it returns."""
+    plan = core._plan_recommend_many(requests, **kwargs)
+    gather = next(plan)
+    calls, outcomes = [], []
+    for sub in gather.plans:
+        calls.append(next(sub))
+        try:
+            sub.send(Answer())
+        except StopIteration as stop:
+            outcomes.append(stop.value)
+    with pytest.raises(StopIteration) as done:
+        plan.send(outcomes)
+    return calls, done.value.value
+
+
+def test_recommend_many_applies_each_rows_arm():
+    core = BareCore("127.0.0.1:1")
+    rows = [
+        {"query": "q", "user_id": shopper_in("ranker_b")},
+        {"query": "q", "user_id": shopper_in("ranker_c")},
+        {"query": "q"},  # anonymous: outside the experiment
+    ]
+    calls, answers = many(core, rows, experiment=EXPERIMENT)
+    assert sorted(call.args[0] for call in calls) == ["recommend", "recommend", "recommend_c"]
+    diversity = [c for c in calls if "DIVERSITY" in {i.name() for i in c.args[1]}]
+    assert len(diversity) == 1  # only ranker_b's row carries its knobs
+    assert [(a.experiment, a.arm) for a in answers] == [
+        ("feed-ranker", "ranker_b"),
+        ("feed-ranker", "ranker_c"),
+        (None, None),
+    ]
+    _, answers = many(BareCore("127.0.0.1:1", experiment=EXPERIMENT), rows[:1])  # the client's experiment
+    assert answers[0].arm == "ranker_b"
+
+
+class ListLog:
+    """An exposure log shell that keeps what the core hands it."""
+
+    def __init__(self, send, buffer, flush_s):
+        self.events = []
+
+    def add(self, event):
+        self.events.append(event)
+
+    def stats(self):
+        return None
+
+
+class LoggingCore(BareCore):
+    _new_exposure_log = ListLog
+
+
+def test_log_exposures_logs_every_answer_to_a_shopper_and_no_other():
+    core = LoggingCore("127.0.0.1:1", log_exposures=True, experiment=EXPERIMENT)
+    shopper = shopper_in("ranker_b")
+    _, recs = sent(core, query="q", user_id=shopper)
+    sent(core, query="q")  # anonymous: nobody to attribute an exposure to
+    _, answers = many(core, [{"query": "q", "user_id": shopper}, {"query": "q"}])
+    events = core._exposures.events
+    assert [e.event_id for e in events] == [recs.request_id, answers[0].request_id]
+    assert all(e.event_type == "exposure" and e.user_id == shopper for e in events)
+    properties = json.loads(events[0].properties)
+    assert properties["arm"] == "ranker_b" and properties["items"] == ["x", "y"]
+    assert BareCore("127.0.0.1:1")._exposures is None  # off by default
