@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("build/distill"), help="teacher ONNX and vector caches")
     p.add_argument("--products", type=Path, help="BigBasket products.csv for the search gate (default ../shared/data)")
     p.add_argument("--queries", type=int, default=20000, help="query-like texts derived from the corpus")
-    p.add_argument("--steps", type=_positive_int, help="optimizer steps (default: layers 600, static 2000)")
+    p.add_argument("--steps", type=_positive_int, help="optimizer steps (default: layers 300, static 2000)")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
     p.add_argument("--kl-weight", type=float, help="weight of the listwise KL term (default 1; 0 = cosine alone)")
