@@ -44,20 +44,23 @@ from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE, TextTokenizer
 from run_info import command_line, machine
 
-TARGETS = {"layers student": 2.5, "static student": 20.0}  # throughput vs teacher FP32, from the issue
+TARGETS = {
+    "layers student": 2.5,
+    "layers student INT8": 2.5,
+    "static student": 20.0,
+}  # throughput vs teacher FP32, from the issue
 BATCHES = (1, 32)
 
 
-def int8_teacher(teacher: Path, workdir: Path) -> Path:
-    """The teacher's CPU INT8 graph (the ``--precision int8`` quantizer) in a directory of its own."""
+def int8_of(source: Path, directory: Path) -> Path:
+    """``source``'s CPU INT8 graph (the ``--precision int8`` quantizer) as ``directory/model.onnx``."""
     from aisle_export.quantize import quantize_int8_dynamic
 
-    directory = workdir / f"{teacher.name}-int8"
     if not (directory / "model.onnx").is_file():
         directory.mkdir(parents=True, exist_ok=True)
         for name in (TOKENIZER_FILE, SETTINGS_FILE):
-            shutil.copyfile(teacher / name, directory / name)
-        quantize_int8_dynamic(teacher / "model.onnx", directory / "model.onnx")
+            shutil.copyfile(source / name, directory / name)
+        quantize_int8_dynamic(source / "model.onnx", directory / "model.onnx")
     return directory
 
 
@@ -102,10 +105,12 @@ def indexing(dirs: dict[str, Path], texts: list[str]) -> dict:
     return out
 
 
-def quality(teacher: Path, int8: Path, students: dict[str, Path], workdir: Path, products: Path) -> dict:
-    """BigBasket nDCG@10 over the teacher's index: the teacher, its INT8 query tower, each student's gate."""
-    int8_figures = search_figures(teacher, int8, products, workdir)
-    rows = {"teacher FP32": int8_figures["teacher"], "teacher INT8": int8_figures["student"]}
+def quality(teacher: Path, int8: dict[str, Path], students: dict[str, Path], workdir: Path, products: Path) -> dict:
+    """BigBasket nDCG@10 over the teacher's index: the teacher, the INT8 query towers, each student's gate."""
+    rows = {}
+    for name, directory in int8.items():
+        figures = search_figures(teacher, directory, products, workdir)
+        rows["teacher FP32"], rows[name] = figures["teacher"], figures["student"]
     for name, directory in students.items():
         record = read_record(directory) or {}
         search = record.get("gate", {}).get("search_bigbasket")
@@ -189,10 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     teacher = args.workdir / f"tower-{teacher_fingerprint(resolve_tower(None))[:12]}"
     students = {"layers student": args.layers, "static student": args.static}
     student_onnx = {name: d / (read_record(d) or {}).get("onnx", ".") for name, d in students.items()}
-    dirs = {"teacher FP32": teacher, "teacher INT8": int8_teacher(teacher, args.workdir), **student_onnx}
-    missing = [str(d / "model.onnx") for d in dirs.values() if not (d / "model.onnx").is_file()]
+    missing = [str(d / "model.onnx") for d in (teacher, *student_onnx.values()) if not (d / "model.onnx").is_file()]
     if missing:
         raise SystemExit(f"missing {missing}: run `aisle distill` for both students first (see the docstring)")
+    int8 = {
+        "teacher INT8": int8_of(teacher, args.workdir / f"{teacher.name}-int8"),
+        "layers student INT8": int8_of(student_onnx["layers student"], args.layers / "onnx-int8"),
+    }
+    dirs = {"teacher FP32": teacher, "teacher INT8": int8["teacher INT8"], **student_onnx}
+    dirs["layers student INT8"] = int8["layers student INT8"]
     result: dict = {"command": command_line("perf/bench_distill.py", sys.argv[1:] if argv is None else argv)}
     result["speed"] = speed(dirs, args.rounds, args.seconds)
     base = result["speed"]["teacher FP32"]
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     texts = read_catalog(catalog_csv).texts()
     texts = [texts[i] for i in np.random.default_rng(0).choice(len(texts), args.items, replace=False)]
     result["indexing_items_per_s"] = indexing(dirs, texts)
-    result["quality"] = quality(teacher, dirs["teacher INT8"], students, args.workdir, args.products)
+    result["quality"] = quality(teacher, int8, students, args.workdir, args.products)
     result["targets_batch_32"] = {
         k: {"target": v, "met": result["ratios"][k]["batch_32"] >= v} for k, v in TARGETS.items()
     }
