@@ -202,3 +202,14 @@ def test_aisle_export_refuses_a_student_of_another_item_tower_before_exporting(t
     assert code == 1
     assert "distilled for the item tower" in capsys.readouterr().err
     assert not (repo / "item_encoder" / "1" / "model.onnx").exists()
+
+
+def test_a_finetune_dir_teaches_with_its_query_tower_and_pairs_with_its_item_tower(tmp_path):
+    from aisle_export.distill import resolve_teacher
+
+    query = _tower(tmp_path / "finetuned" / "query_tower", b"query weights")
+    item = _tower(tmp_path / "finetuned" / "item_tower", b"item weights")
+    pair = resolve_teacher(tmp_path / "finetuned")
+    assert (pair.query, pair.item) == (query, item)
+    assert resolve_teacher(query) == resolve_teacher(str(query)) and resolve_teacher(query).item == query
+    assert resolve_teacher(None).query == default_tower_path()
