@@ -50,12 +50,48 @@ def _export(args: argparse.Namespace) -> int:
         gate_catalog=args.gate_catalog,
         finetuned=args.finetuned,
         stack=args.stack,
+        allow_below_gate=args.allow_below_gate,
     )
     if args.engine == "tensorrt":
         from aisle_export.tensorrt_engine import build_repository_engines
 
         dim = report["query_encoder"]["dim"]
         build_repository_engines(args.repo, engine_precisions[0], dim)
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from aisle_export.distill import distill
+    from aisle_export.distill_train import DEFAULTS
+
+    given = {name: getattr(args, name) for name in ("steps", "batch_size", "lr", "kl_weight", "seed")}
+    config = replace(DEFAULTS[args.student], **{k: v for k, v in given.items() if v is not None})
+    record = distill(
+        args.student,
+        args.out,
+        teacher=args.teacher,
+        corpus=args.corpus or (),
+        workdir=args.workdir,
+        products=args.products,
+        config=config,
+        queries=args.queries,
+    )
+    gate = record["gate"]
+    search = gate.get("search_bigbasket", {})
+    print(
+        json.dumps(
+            {
+                "student": str(args.out),
+                "held_out_mean_cosine": gate["held_out"]["mean_cosine"],
+                "top10_agreement": gate["top10_agreement"]["agreement"],
+                "bigbasket_ndcg@10": {k: search.get(k) for k in ("teacher", "student")},
+                "gate": gate["verdict"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -457,7 +493,36 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pretrained", "mean", "user_encoder"),
         help="with --finetuned: serve this stack instead of the one chosen on validation",
     )
+    p.add_argument(
+        "--allow-below-gate",
+        action="store_true",
+        help="serve a distilled --query-tower whose gate failed (its teacher must still be the item tower)",
+    )
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("distill", help="distill a smaller, faster query tower into the item tower's space")
+    p.add_argument("--student", choices=("layers", "static"), required=True)
+    p.add_argument(
+        "--teacher",
+        help="the served tower, or an `aisle finetune --out` dir (its query tower taught, its item tower paired; "
+        "default: all-MiniLM-L6-v2)",
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        nargs="+",
+        help="training text: catalogs (.csv/.jsonl/.parquet) or plain text, one a line (default: the BigBasket proxy)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the student directory (`aisle export --query-tower` it)")
+    p.add_argument("--workdir", type=Path, default=Path("build/distill"), help="teacher ONNX and vector caches")
+    p.add_argument("--products", type=Path, help="BigBasket products.csv for the search gate (default ../shared/data)")
+    p.add_argument("--queries", type=int, default=20000, help="query-like texts derived from the corpus")
+    p.add_argument("--steps", type=_positive_int, help="optimizer steps (default: layers 300, static 2000)")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--kl-weight", type=float, help="weight of the listwise KL term (default 1; 0 = cosine alone)")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=_distill)
 
     p = sub.add_parser("index", help="embed a catalog (CSV, JSONL, Parquet) into the repository's index")
     p.add_argument("--catalog", type=Path, required=True)

@@ -76,14 +76,27 @@ def build_index(catalog: Catalog, encoder_dir: Path, cache: Path) -> CatalogInde
     return catalog_index(catalog, embeddings, lexical=LexicalIndex.build(texts))
 
 
-def evaluate(index: CatalogIndex, queries: dict[str, list[str]], query_dir: Path, k: int = 10) -> dict:
-    tokenizer, encoder = TextTokenizer.from_directory(query_dir), OnnxEncoder(query_dir / "model.onnx")
-    texts = list(queries)
-    vectors = encode_texts(encoder, tokenizer, texts)
+def all_systems() -> dict[str, RankingConfig]:
+    """BM25 alone, dense alone and hybrid at each of :data:`WEIGHTS`, by name."""
     systems = {"BM25 alone": RankingConfig(search_mode="lexical"), "dense alone": RankingConfig(search_mode="dense")}
     systems.update(
         {f"hybrid (lexical_weight={w})": RankingConfig(search_mode="hybrid", lexical_weight=w) for w in WEIGHTS}
     )
+    return systems
+
+
+def evaluate(
+    index: CatalogIndex,
+    queries: dict[str, list[str]],
+    query_dir: Path,
+    k: int = 10,
+    systems: dict[str, RankingConfig] | None = None,
+) -> dict:
+    """nDCG@k and Recall@k of each system (default :func:`all_systems`) with ``query_dir``'s query tower."""
+    tokenizer, encoder = TextTokenizer.from_directory(query_dir), OnnxEncoder(query_dir / "model.onnx")
+    texts = list(queries)
+    vectors = encode_texts(encoder, tokenizer, texts)
+    systems = systems if systems is not None else all_systems()
     kinds = {"brand + type": [q for q in texts if q not in _types(queries)], "type": _types(queries)}
     results: dict = {}
     for name, config in tqdm(systems.items(), desc="search systems"):
