@@ -14,6 +14,7 @@ from aisle_export.catalog import read_catalog
 from aisle_export.indexing import write_index
 from aisle_export.movielens import fetch_movielens, write_catalog_csv
 from aisle_export.pipeline import export_repository
+from aisle_server.redis_server import RedisServer
 from aisle_server.tritonserver import TritonServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,3 +66,10 @@ def raw(server):
     triton = grpcclient.InferenceServerClient(server.grpc_url)
     yield triton
     triton.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A real redis-server (AOF, ``appendfsync always``) of the module's own: state tests may kill it."""
+    with RedisServer(tmp_path_factory.mktemp("state")) as running:
+        yield running

@@ -23,7 +23,6 @@ from tritonclient.utils import InferenceServerException
 
 from aisle import AsyncRecClient, InvalidRequest, RecClient, StateUnavailable, TrackEvent
 from aisle_export.interactions import read_interactions
-from aisle_server.redis_server import RedisServer
 from aisle_server.state import STREAM_KEY, connect, user_key
 from aisle_server.tritonserver import TritonServer
 
@@ -32,12 +31,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 NOW = time.time()  # events of this module happen just before it: recent, never in the future
 STAR_WARS, TOY_STORY = "50", "1"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    with RedisServer(tmp_path_factory.mktemp("state")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

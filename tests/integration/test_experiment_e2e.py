@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from aisle import Arm, AsyncRecClient, Experiment, ExposureStats, RecClient, TrackEvent, exposure_event
-from aisle_server.redis_server import RedisServer
 from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -49,15 +48,9 @@ def _aisle(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def experiment_redis(tmp_path_factory):
-    with RedisServer(tmp_path_factory.mktemp("experiment-state")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def experiment_server(repo, experiment_redis, tmp_path_factory):
+def experiment_server(repo, redis_server, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "tritonserver-experiment.log"
-    with TritonServer(repo, log_file=log, state_url=experiment_redis.url) as running:
+    with TritonServer(repo, log_file=log, state_url=redis_server.url) as running:
         yield running
 
 
@@ -115,7 +108,7 @@ def _shop_async_many(url: str, shoppers: list[str], rng: random.Random, sent: di
 
 
 @pytest.fixture(scope="module")
-def report(experiment_server, experiment_redis, tmp_path_factory) -> tuple[dict, dict, Path]:
+def report(experiment_server, redis_server, tmp_path_factory) -> tuple[dict, dict, Path]:
     """Run the experiment, export the raw log and report on it: (report.json, what was sent, out dir).
 
     A third of the shoppers each: exposures sent by the caller, by a ``RecClient`` logging them, by
@@ -141,7 +134,7 @@ def report(experiment_server, experiment_redis, tmp_path_factory) -> tuple[dict,
         )
     )
     events = work / "events.jsonl"
-    _aisle("events", "export", "--state", experiment_redis.url, "--raw", "--out", str(events))
+    _aisle("events", "export", "--state", redis_server.url, "--raw", "--out", str(events))
     out = work / "report"
     _aisle(
         "experiment", "report", "--events", str(events), "--experiment", EXPERIMENT.name,

@@ -28,7 +28,6 @@ from tritonclient.utils import InferenceServerException
 
 from aisle import InvalidRequest, RecClient
 from aisle_server.live_catalog import CHANGES_KEY
-from aisle_server.redis_server import RedisServer
 from aisle_server.state import connect
 from aisle_server.tritonserver import TritonServer
 
@@ -38,12 +37,6 @@ AISLE = [sys.executable, "-m", "aisle_export.cli"]
 NOW = time.time()
 LIVENESS_S = 15.0  # a change not visible by then is lost, not slow
 BURST = 8  # concurrent calls per read: more than one instance answers
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    with RedisServer(tmp_path_factory.mktemp("live-state")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
