@@ -26,8 +26,8 @@ from aisle_contract import item_text
 from aisle_server.ann import AnnIndex
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn
 from aisle_server.lexical import LexicalIndex
-from aisle_server.live_catalog import START, CatalogChanges, Overlay, live_index, next_id
-from aisle_server.state import connect
+from aisle_server.live_catalog import START, CatalogChanges, Overlay, live_index
+from aisle_server.state import connect, next_id
 
 from .indexing import rerank_versions, resolve_version, save_version
 

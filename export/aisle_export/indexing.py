@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.encoder import OnnxEncoder
-from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn
+from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn, rerank_versions
 from aisle_server.lexical import LexicalIndex
 from aisle_server.tokenization import TextTokenizer
 
@@ -107,14 +107,6 @@ def replace_directory(final: Path, write: Callable[[Path], object]) -> Path:
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def rerank_versions(repo: Path) -> list[int]:
-    """The numbered version directories of ``<repo>/rerank``, ascending (what Triton can load)."""
-    root = Path(repo) / "rerank"
-    if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
 
 
 def resolve_version(repo: Path, version: str) -> str:

@@ -20,14 +20,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from aisle_server.index import rerank_versions as version_dirs
+
 MODEL = "rerank"
-
-
-def version_dirs(repo: Path) -> list[int]:
-    root = Path(repo) / MODEL
-    if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
 
 
 def _client(url: str):

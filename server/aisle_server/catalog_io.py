@@ -31,36 +31,30 @@ from aisle_contract import (
 
 from .errors import InvalidInput
 from .live_catalog import Change
-from .tokenization import TextDecodeError, decode_utf8
+from .tokenization import decode_field
+from .track_io import batch_column
 
 CATALOG_INPUTS = (ITEM_ID, OP, FIELDS)
 
 
 def _column(name: str, array: np.ndarray | None, batch: int | None) -> np.ndarray:
-    if array is None or array.ndim != 2 or array.shape[1] != 1 or (batch is not None and array.shape[0] != batch):
-        shape = "missing" if array is None else list(array.shape)
-        raise InvalidInput(name, f"required, shape [{batch if batch is not None else 'batch'}, 1], got {shape}")
-    return array[:, 0]
-
-
-def _texts(name: str, column: np.ndarray, max_chars: int | None) -> list[str]:
-    try:
-        return decode_utf8(column, max_chars)
-    except TextDecodeError as exc:
-        raise InvalidInput(name, str(exc)) from None
+    column = batch_column(name, array, batch)
+    if column is None:
+        raise InvalidInput(name, "required, shape [batch, 1]")
+    return column
 
 
 def parse_changes(inputs: Mapping[str, np.ndarray | None]) -> list[Change]:
     """One ``Change`` per row (no embedding yet), every field checked by ``check_item_change``."""
     ids = _column(ITEM_ID, inputs.get(ITEM_ID), None)
     batch = len(ids)
-    item_ids = _texts(ITEM_ID, ids, MAX_EVENT_ID_CHARS + 1)
-    ops = _texts(OP, _column(OP, inputs.get(OP), batch), 16)
+    item_ids = decode_field(ITEM_ID, ids, MAX_EVENT_ID_CHARS + 1)
+    ops = decode_field(OP, _column(OP, inputs.get(OP), batch), 16)
     raw_fields = _column(FIELDS, inputs.get(FIELDS), batch)
     for b, raw in enumerate(raw_fields):
         if len(raw) > 4 * MAX_FIELDS_BYTES:  # bounded work before any JSON parsing
             raise InvalidInput(FIELDS, f"row {b}: {len(raw)} bytes; at most {MAX_FIELDS_BYTES} as compact JSON")
-    texts = _texts(FIELDS, raw_fields, None)
+    texts = decode_field(FIELDS, raw_fields, None)
     changes = []
     for b in range(batch):
         try:

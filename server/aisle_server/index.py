@@ -121,6 +121,14 @@ class ItemLookups:
 _LOOKUP_FIELDS = tuple(f.name for f in fields(ItemLookups))
 
 
+def rerank_versions(repo: Path | str) -> list[int]:
+    """The numbered version directories of ``<repo>/rerank``, ascending (what Triton can load)."""
+    root = Path(repo) / "rerank"
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+
 def popularity_prior(popularity: np.ndarray) -> np.ndarray:
     """``log1p(popularity)`` scaled to [0, 1] by the most popular item (all zeros when nothing is popular)."""
     logs = np.log1p(np.maximum(np.nan_to_num(np.asarray(popularity, dtype=np.float64)), 0.0))

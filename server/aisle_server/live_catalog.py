@@ -48,7 +48,7 @@ from .cooccurrence import Cooccurrence
 from .errors import StateUnavailable
 from .index import CatalogIndex, ItemLookups, TextColumn
 from .lexical import LexicalIndex, tokenize
-from .state import PREFIX
+from .state import PREFIX, next_id, read_stream
 
 LOG = logging.getLogger("aisle.catalog")
 
@@ -372,26 +372,15 @@ class CatalogChanges:
         """Every change logged after ``last_id``, oldest first."""
         import redis
 
-        out: list[Change] = []
-        start = f"({last_id}"
         try:
-            while True:
-                batch = self.redis.xrange(CHANGES_KEY, min=start, max="+", count=count)
-                out.extend(Change.from_stream(entry_id, fields) for entry_id, fields in batch)
-                if len(batch) < count:
-                    return out
-                start = f"({batch[-1][0]}"
+            entries = read_stream(self.redis, CHANGES_KEY, last_id, count)
         except redis.RedisError as exc:
             raise self._unavailable(exc) from exc
+        return [Change.from_stream(entry_id, fields) for entry_id, fields in entries]
 
     def trim_before(self, first_kept: str) -> int:
         """Delete the changes logged before ``first_kept`` (a compacted base holds them)."""
         return int(self.redis.xtrim(CHANGES_KEY, minid=first_kept, approximate=False))
-
-
-def next_id(change_id: str) -> str:
-    ms, seq = change_id.split("-")
-    return f"{ms}-{int(seq) + 1}"
 
 
 class LiveCatalog:
@@ -416,7 +405,6 @@ class LiveCatalog:
         self.on_refresh = on_refresh
         self.overlay = Overlay()
         self.last_id = str(base.manifest.get("overlay_through") or START)
-        self.applied_at = time.time()
         self.read_at = time.time()  # the last successful read of the log
         self.down = False
         self._stop = threading.Event()
@@ -442,7 +430,6 @@ class LiveCatalog:
             self.overlay.apply(new)
             self.index = live_index(self.base, self.overlay)
             self.last_id = new[-1].change_id
-            self.applied_at = time.time()
         self._report(len(new))
         return len(new)
 

@@ -117,23 +117,23 @@ class TritonMetrics:
             self._warned = True
             LOG.warning("custom metric %s unavailable (%s: %s); it is not exported", name, type(exc).__name__, exc)
 
-    def counter(self, name: str, description: str, labels: Mapping[str, str]) -> Record:
+    def _metric(self, name: str, description: str, kind_name: str, labels: Mapping[str, str]) -> Any:
+        """The ``Metric`` of ``labels`` in family ``name`` (kept alive here); None where unsupported."""
         try:
-            metric = self._family(name, description, "COUNTER").Metric(labels=dict(labels))
+            metric = self._family(name, description, kind_name).Metric(labels=dict(labels))
         except Exception as exc:  # noqa: BLE001 - a server without custom metrics still serves
             self._unavailable(name, exc)
-            return _nothing
+            return None
         self._metrics.append(metric)
-        return metric.increment  # type: ignore[no-any-return]  # pb_utils is untyped
+        return metric
+
+    def counter(self, name: str, description: str, labels: Mapping[str, str]) -> Record:
+        metric = self._metric(name, description, "COUNTER", labels)
+        return _nothing if metric is None else metric.increment
 
     def gauge(self, name: str, description: str, labels: Mapping[str, str]) -> Record:
-        try:
-            metric = self._family(name, description, "GAUGE").Metric(labels=dict(labels))
-        except Exception as exc:  # noqa: BLE001 - a server without custom metrics still serves
-            self._unavailable(name, exc)
-            return _nothing
-        self._metrics.append(metric)
-        return metric.set  # type: ignore[no-any-return]  # pb_utils is untyped
+        metric = self._metric(name, description, "GAUGE", labels)
+        return _nothing if metric is None else metric.set
 
     def histogram(
         self, name: str, description: str, labels: Mapping[str, str], buckets: Sequence[float]

@@ -59,7 +59,7 @@ from aisle_contract import (
 
 from .errors import InvalidInput
 from .ranking import RankRequest, RankResult, validate_k, with_overrides
-from .tokenization import TextDecodeError, decode_utf8
+from .tokenization import decode_field
 
 KNOB_NAMES = {name.upper(): name for name in OVERRIDABLE}
 
@@ -75,13 +75,6 @@ def _rows(name: str, array: np.ndarray | None, batch: int, ndim: int = 2) -> np.
     if array.ndim != ndim or array.shape[0] != batch:
         raise InvalidInput(name, f"expected shape [{batch}, ...] with {ndim} dims, got {list(array.shape)}")
     return array
-
-
-def _decode(name: str, values: Sequence[bytes], max_chars: int | None = None) -> list[str]:
-    try:
-        return decode_utf8(values, max_chars)
-    except TextDecodeError as exc:
-        raise InvalidInput(name, str(exc)) from None
 
 
 def _finite(name: str, array: np.ndarray) -> np.ndarray:
@@ -128,7 +121,7 @@ def parse_requests(
 
     requests = []
     for b in range(batch):
-        text = _decode("QUERY", queries[b], MAX_QUERY_CHARS)[0]  # bounded work, like the tokenizer's
+        text = decode_field("QUERY", queries[b], MAX_QUERY_CHARS)[0]  # bounded work, like the tokenizer's
         query_embedding = None
         if text.strip():
             query_embedding = _finite("QUERY_EMBEDDING", embeddings[b]).astype(np.float32)
@@ -137,13 +130,13 @@ def parse_requests(
         events: list[str] = []
         ts = np.zeros(0)
         if history_ids is not None:
-            ids = _decode("HISTORY_IDS", history_ids[b])
+            ids = decode_field("HISTORY_IDS", history_ids[b])
             ts = _finite("HISTORY_TS", history_ts[b]) if history_ts is not None else np.full(len(ids), now)
             keep = np.array([bool(i) for i in ids], dtype=bool)  # b"" is padding
             ids = [i for i, k in zip(ids, keep) if k][-config.max_history :]
             ts = ts[keep][-config.max_history :]
             if history_events is not None:
-                events = [e for e, k in zip(_decode("HISTORY_EVENTS", history_events[b]), keep) if k][
+                events = [e for e, k in zip(decode_field("HISTORY_EVENTS", history_events[b]), keep) if k][
                     -config.max_history :
                 ]
         weights = None
@@ -154,7 +147,7 @@ def parse_requests(
         )
         k = int(ks[b][0]) if ks is not None else config.default_k
         lists = {
-            name: [v for v in _decode(name, values[b]) if v] if values is not None else []
+            name: [v for v in decode_field(name, values[b]) if v] if values is not None else []
             for name, values in filters.items()
         }
         requests.append(
@@ -190,7 +183,7 @@ def _user_ids(array: np.ndarray | None, batch: int) -> list[str]:
         return [""] * batch
     if array.shape[1] != 1:
         raise InvalidInput(USER_ID, f"expected shape [batch, 1], got {list(array.shape)}")
-    users = _decode(USER_ID, array[:, 0])
+    users = decode_field(USER_ID, array[:, 0])
     for user in users:
         if len(user) > MAX_EVENT_ID_CHARS:
             raise InvalidInput(USER_ID, f"is {len(user)} characters long; at most {MAX_EVENT_ID_CHARS}")
@@ -232,7 +225,7 @@ def _knob(name: str, values: np.ndarray) -> object:
         raise InvalidInput(name, f"expected shape [batch, 1], got a row of shape {list(values.shape)}")
     value = values[0]
     if isinstance(value, (bytes, np.bytes_)):
-        return _decode(name, [value])[0]
+        return decode_field(name, [value])[0]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (np.integer, int)):

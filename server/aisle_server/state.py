@@ -212,28 +212,35 @@ class ShopperState:
         return None
 
 
+def read_stream(
+    client: Any, key: str, after: str | None = None, count: int = 10_000
+) -> list[tuple[str, dict[str, str]]]:
+    """Every entry of stream ``key`` now (after the id ``after``; None: from the start), oldest first."""
+    entries: list[tuple[str, dict[str, str]]] = []
+    start = "-" if after is None else f"({after}"  # "(": exclusive
+    while True:
+        batch = client.xrange(key, min=start, max="+", count=count)
+        entries.extend(batch)
+        if len(batch) < count:
+            return entries
+        start = f"({batch[-1][0]}"
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id``."""
+    ms, seq = entry_id.split("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
 def drain_stream(client: Any, count: int = 10_000) -> tuple[list[dict[str, str]], str | None]:
     """Every entry of the event log now, oldest first, and the id of the last (None: empty)."""
-    entries: list[dict[str, str]] = []
-    last: str | None = None
-    start = "-"
-    while True:
-        batch = client.xrange(STREAM_KEY, min=start, max="+", count=count)
-        if not batch:
-            break
-        for entry_id, fields in batch:
-            entries.append(fields)
-            last = entry_id
-        if len(batch) < count:
-            break
-        start = f"({last}"  # exclusive: after the last one read
-    return entries, last
+    entries = read_stream(client, STREAM_KEY, None, count)
+    return [fields for _, fields in entries], (entries[-1][0] if entries else None)
 
 
 def trim_through(client: Any, last_id: str) -> int:
     """Delete the log's entries up to and including ``last_id`` (entries added since stay)."""
-    ms, seq = last_id.split("-")
-    return int(client.xtrim(STREAM_KEY, minid=f"{ms}-{int(seq) + 1}", approximate=False))  # exact, not "~"
+    return int(client.xtrim(STREAM_KEY, minid=next_id(last_id), approximate=False))  # exact, not "~"
 
 
 class StateReads:

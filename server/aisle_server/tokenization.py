@@ -52,6 +52,16 @@ class TokenizerSettings:
         return cls(**json.loads(path.read_text())) if path.exists() else cls()
 
 
+def decode_field(name: str, values: Sequence[bytes | str], max_chars: int | None = None) -> list[str]:
+    """``decode_utf8`` for a request field: a bad value is ``InvalidInput`` naming ``name``."""
+    from .errors import InvalidInput
+
+    try:
+        return decode_utf8(values, max_chars)
+    except TextDecodeError as exc:
+        raise InvalidInput(name, str(exc)) from None
+
+
 def decode_utf8(values: Sequence[bytes | str], max_chars: int | None = None) -> list[str]:
     """Decode raw BYTES tensor elements, naming the first element that is not UTF-8.
 

@@ -40,7 +40,7 @@ from aisle_contract import (
 
 from .errors import InvalidInput
 from .state import Event
-from .tokenization import TextDecodeError, decode_utf8
+from .tokenization import decode_field
 
 #: Raw ``PROPERTIES`` bytes read at all (pretty-printed JSON may shrink to the limit once compacted).
 _MAX_RAW_PROPERTIES_BYTES = 4 * MAX_PROPERTIES_BYTES
@@ -53,7 +53,8 @@ def parse_event_types(text: str | None) -> tuple[str, ...]:
     return types or DEFAULT_EVENT_TYPES
 
 
-def _column(name: str, array: np.ndarray | None, batch: int | None) -> np.ndarray | None:
+def batch_column(name: str, array: np.ndarray | None, batch: int | None) -> np.ndarray | None:
+    """The [B] values of a [B, 1] input (``batch``: the B it must have; None: any); None if absent."""
     if array is None:
         return None
     if array.ndim != 2 or array.shape[1] != 1 or (batch is not None and array.shape[0] != batch):
@@ -65,10 +66,7 @@ def _column(name: str, array: np.ndarray | None, batch: int | None) -> np.ndarra
 
 def _texts(name: str, column: np.ndarray, max_chars: int | None = MAX_EVENT_ID_CHARS + 1) -> list[str]:
     """Decoded, at most ``max_chars`` characters each (one more than allowed: the length check sees it)."""
-    try:
-        return decode_utf8(column, max_chars)
-    except TextDecodeError as exc:
-        raise InvalidInput(name, str(exc)) from None
+    return decode_field(name, column, max_chars)
 
 
 def parse_events(
@@ -77,21 +75,21 @@ def parse_events(
     clock: Callable[[], float] = time.time,
     new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
 ) -> list[Event]:
-    users = _column(USER_ID, inputs.get(USER_ID), None)
+    users = batch_column(USER_ID, inputs.get(USER_ID), None)
     if users is None:
         raise InvalidInput(USER_ID, "required, shape [batch, 1]")
     batch = len(users)
     columns = {}
     for name in (ITEM_ID, EVENT_TYPE):
-        column = _column(name, inputs.get(name), batch)
+        column = batch_column(name, inputs.get(name), batch)
         if column is None:
             raise InvalidInput(name, "required, shape [batch, 1]")
         columns[name] = _texts(name, column)
     user_ids = _texts(USER_ID, users)
-    stamps = _column(TS, inputs.get(TS), batch)
-    ids = _column(EVENT_ID, inputs.get(EVENT_ID), batch)
+    stamps = batch_column(TS, inputs.get(TS), batch)
+    ids = batch_column(EVENT_ID, inputs.get(EVENT_ID), batch)
     event_ids = _texts(EVENT_ID, ids) if ids is not None else [""] * batch
-    props = _column(PROPERTIES, inputs.get(PROPERTIES), batch)
+    props = batch_column(PROPERTIES, inputs.get(PROPERTIES), batch)
     if props is not None:
         for b, raw in enumerate(props):
             if len(raw) > _MAX_RAW_PROPERTIES_BYTES:  # bounded work before any JSON parsing

@@ -16,7 +16,7 @@ from aisle_contract import EXPLAIN, FILTER_NAMES, USER_ID, RankingConfig
 from .catalog_io import CATALOG_INPUTS, pack_changed, parse_changes
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput, StateUnavailable
-from .index import INDEX_DIRNAME, CatalogIndex
+from .index import INDEX_DIRNAME, CatalogIndex, rerank_versions
 from .learned import LEARNED_DIRNAME, attach_learned
 from .live_catalog import CatalogChanges, CatalogWriter, LiveCatalog
 from .metrics import CatalogOverlay, EventCounts, StateLookups, TritonMetrics, reject_reason, request_rows
@@ -201,12 +201,8 @@ class TrackModel(_Model):
 
 def newest_index(repository: str) -> CatalogIndex | None:
     """The index of ``rerank``'s newest version in ``repository`` (None: there is none yet)."""
-    root = os.path.join(repository, "rerank")
-    versions = sorted(
-        (int(name) for name in os.listdir(root) if name.isdigit() and int(name) > 0) if os.path.isdir(root) else ()
-    )
-    for version in reversed(versions):
-        directory = os.path.join(root, str(version), INDEX_DIRNAME)
+    for version in reversed(rerank_versions(repository)):
+        directory = os.path.join(repository, "rerank", str(version), INDEX_DIRNAME)
         if os.path.isdir(directory):
             return CatalogIndex.load(directory, searchable=False)  # the item fields are all it reads
     return None
