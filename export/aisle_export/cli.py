@@ -66,7 +66,7 @@ def _distill(args: argparse.Namespace) -> int:
     from aisle_export.distill import distill
     from aisle_export.distill_train import DEFAULTS
 
-    given = {name: getattr(args, name) for name in ("steps", "batch_size", "lr", "kl_weight", "seed")}
+    given = {name: getattr(args, name) for name in ("steps", "batch_size", "lr", "kl_weight", "seed", "layers")}
     config = replace(DEFAULTS[args.student], **{k: v for k, v in given.items() if v is not None})
     record = distill(
         args.student,
@@ -77,21 +77,19 @@ def _distill(args: argparse.Namespace) -> int:
         products=args.products,
         config=config,
         queries=args.queries,
+        judge_only=args.judge,
     )
     gate = record["gate"]
-    search = gate.get("search_bigbasket", {})
-    print(
-        json.dumps(
-            {
-                "student": str(args.out),
-                "held_out_mean_cosine": gate["held_out"]["mean_cosine"],
-                "top10_agreement": gate["top10_agreement"]["agreement"],
-                "bigbasket_ndcg@10": {k: search.get(k) for k in ("teacher", "student")},
-                "gate": gate["verdict"],
-            },
-            indent=2,
-        )
-    )
+    summary = {
+        "student": str(args.out),
+        "held_out_mean_cosine": gate["held_out"]["mean_cosine"],
+        "top10_agreement": gate["top10_agreement"]["agreement"],
+    }
+    for name in ("search_bigbasket", "search_movielens"):
+        if name in gate:
+            summary[f"{name} nDCG@10"] = {k: gate[name][k] for k in ("teacher", "student", "student_both_towers")}
+    summary |= {"gate (query tower)": gate["verdict"], "gate (item tower)": gate["item_verdict"]}
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -170,7 +168,10 @@ def _log_data(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from aisle_export.distill import check_served_spaces
     from aisle_server.redis_server import RedisServer
+
+    check_served_spaces(args.repo)  # a student beside another space's tower or index: refused before starting
 
     with contextlib.ExitStack() as stack:
         state_url = args.state
@@ -522,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--kl-weight", type=float, help="weight of the listwise KL term (default 1; 0 = cosine alone)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--layers", type=_positive_int, help="layers student: the teacher's layers kept (default 2)")
+    p.add_argument("--judge", action="store_true", help="no training: judge the student already in --out again")
     p.set_defaults(func=_distill)
 
     p = sub.add_parser("index", help="embed a catalog (CSV, JSONL, Parquet) into the repository's index")

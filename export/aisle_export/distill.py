@@ -4,11 +4,12 @@ The student learns the teacher's L2-normalized sentence vectors (1 − cosine, p
 term on query→catalog score distributions), so it runs against the index the teacher's item tower
 built — no re-index. Hence the pairing rule: a student is valid only with the item tower it was
 distilled for. ``distill.json`` in the student directory records that teacher's checksum
-(:func:`teacher_fingerprint`) and the student's gate figures; ``aisle export --query-tower STUDENT``
-refuses a student whose teacher is not the item tower being exported, or one below its gate
-(:func:`check_pairing`).
+(:func:`teacher_fingerprint`: the student's *space*) and the student's gate figures; ``aisle export``
+refuses a student (as ``--query-tower`` or ``--item-tower``) beside a tower of another space, or one
+below its gate (:func:`check_pairing`), and records the space beside each exported encoder
+(``space.json``) so ``aisle serve`` refuses a repository assembled by hand from mismatched parts.
 
-Students (:data:`STUDENTS`): ``layers`` (every other transformer layer of the teacher, fine-tuned)
+Students (:data:`STUDENTS`): ``layers`` (a few of the teacher's transformer layers, fine-tuned)
 and ``static`` (a token table, mean pooled: :mod:`.static_student`). Training lives in
 :mod:`.distill_train` (torch); everything here but :func:`distill` is plain Python and numpy.
 """
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 DISTILL_FILE = "distill.json"
+SPACE_FILE = "space.json"  # beside each exported encoder and in each index manifest: the space its vectors live in
 #: weight files whose bytes identify a tower (the first present ones, sorted by name, are hashed)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HELD_OUT_EVERY = 20  # one text in 20 (by checksum) never trained on: the gate's held-out text
-GATE_SYSTEM = "dense alone"  # the encoder alone decides the ranking: the strictest retention figure
-SERVED_SYSTEM = "hybrid (lexical_weight=0.5)"  # the served default (search_mode=hybrid)
+DENSE_SYSTEM = "dense alone"  # the encoder alone decides the ranking: reported beside the gate, the strictest figure
+SERVED_SYSTEM = "hybrid (lexical_weight=0.5)"  # the served default (search_mode=hybrid): what the gate judges
 _WORD = re.compile(r"[^\W_][\w'&-]*", re.UNICODE)
 
 
@@ -50,7 +52,8 @@ class Student:
 STUDENTS: dict[str, Student] = {
     "layers": Student(
         "layers",
-        "every other layer of the teacher (6 → 3), fine-tuned: about half the query-tower cost, nearly its quality",
+        "a few of the teacher's layers (default 2 of 6: the first and the last), fine-tuned: a fraction of the "
+        "query-tower cost at nearly its quality",
         0.97,
     ),
     "static": Student(
@@ -158,10 +161,10 @@ def judge(kind: str, teacher_ndcg: float | None, student_ndcg: float | None) -> 
     """
     required = STUDENTS[kind].min_retention
     if teacher_ndcg is None or student_ndcg is None or teacher_ndcg <= 0:
-        return {"metric": f"{GATE_SYSTEM} nDCG@10", "retention": None, "required": required, "passed": False}
+        return {"metric": f"{SERVED_SYSTEM} nDCG@10", "retention": None, "required": required, "passed": False}
     retention = student_ndcg / teacher_ndcg
     return {
-        "metric": f"{GATE_SYSTEM} nDCG@10",
+        "metric": f"{SERVED_SYSTEM} nDCG@10",
         "retention": round(retention, 4),
         "required": required,
         "passed": retention >= required,
@@ -174,24 +177,103 @@ def read_record(directory: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def check_pairing(record: dict, item_tower: Path, allow_below_gate: bool = False) -> None:
-    """Refuse (:class:`DistillError`) a student not distilled for ``item_tower``, or one below its gate."""
+def check_gate(record: dict, role: str, allow_below_gate: bool = False) -> None:
+    """Refuse (:class:`DistillError`) a record that is not a known student, or one below its gate."""
     kind = record.get("student")
     if kind not in STUDENTS:
         raise DistillError(f"{DISTILL_FILE}: unknown student {kind!r}; expected one of {sorted(STUDENTS)}")
-    served = teacher_fingerprint(item_tower)
-    if record.get("item_tower_sha256") != served:
-        raise DistillError(
-            f"the {kind} student was distilled for the item tower {record.get('item_tower')!r} "
-            f"(sha256 {str(record.get('item_tower_sha256'))[:12]}…), but the item tower here is {str(item_tower)!r} "
-            f"(sha256 {served[:12]}…): a distilled query tower only matches the index of its own teacher; "
-            f"export with --item-tower {record.get('item_tower')} or distill again from this item tower"
-        )
-    gate = record.get("gate", {}).get("verdict", {})
+    gate = record.get("gate", {}).get("item_verdict" if role == "item" else "verdict", {})
     if not gate.get("passed") and not allow_below_gate:
         raise DistillError(
-            f"the {kind} student is below its gate: {gate.get('metric')} retention {gate.get('retention')} "
-            f"(need ≥ {gate.get('required')}); pass --allow-below-gate to serve it anyway"
+            f"the {kind} student (as the {role} tower) is below its gate: {gate.get('metric')} retention "
+            f"{gate.get('retention')} (need ≥ {gate.get('required')}); pass --allow-below-gate to serve it anyway"
+        )
+
+
+@dataclass(frozen=True)
+class Side:
+    """One tower of a pairing: where it came from, the space its vectors live in, its ``distill.json``."""
+
+    tower: str
+    space: str  # the fingerprint of the item tower whose index these vectors are compared with
+    record: dict | None = None
+
+
+def side_of(tower: str | Path | None) -> Side:
+    """A student lives in the space of the item tower it was distilled for; any other tower in its own."""
+    from .towers import resolve_tower
+
+    record = read_record(Path(tower)) if tower is not None else None
+    if record is not None:
+        return Side(str(tower), str(record.get("item_tower_sha256")), record)
+    path = resolve_tower(tower)
+    return Side(str(path), teacher_fingerprint(path))
+
+
+def check_pairing(query_tower: str | Path | None, item_tower: str | Path | None, allow_below_gate: bool = False) -> str:
+    """The space a query tower and an item tower share; :class:`DistillError` for a pairing that must not serve.
+
+    Valid: a student (on either side, or both) beside a tower of the space it was distilled for —
+    a query student with its teacher's item tower (no re-index), an item student with its teacher's
+    query tower (a fast re-index), two students of one teacher. Refused: a student beside any other
+    tower, and a student below its gate unless ``allow_below_gate``. Two plain towers (pretrained,
+    or an ``aisle finetune`` pair) are trusted as given; their space is the item tower's.
+    """
+    query, item = side_of(query_tower), side_of(item_tower)
+    for side, role in ((query, "query"), (item, "item")):
+        if side.record is not None:
+            check_gate(side.record, role, allow_below_gate)
+    if (query.record is not None or item.record is not None) and query.space != item.space:
+        student, role, other, other_role = (
+            (query, "query", item, "item") if query.record else (item, "item", query, "query")
+        )
+        assert student.record is not None
+        raise DistillError(
+            f"the {student.record['student']} {role} tower {student.tower!r} was distilled for the item tower "
+            f"{student.record.get('item_tower')!r} (sha256 {student.space[:12]}…), but the {other_role} tower here "
+            f"is {other.tower!r} (its space: sha256 {other.space[:12]}…): a distilled tower only works beside "
+            f"the towers of its teacher's space; pair it with {student.record.get('item_tower')} or distill again"
+        )
+    return item.space
+
+
+def write_space(encoder_dir: Path, space: str, tower: str, record: dict | None) -> None:
+    """Record beside an exported encoder which space its vectors live in (and whether it is a student)."""
+    doc = {"space": space, "tower": tower, "student": record.get("student") if record else None}
+    (Path(encoder_dir) / SPACE_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def read_space(encoder_dir: Path) -> str | None:
+    """The space recorded beside an exported encoder; ``None`` for one exported before spaces were recorded."""
+    path = Path(encoder_dir) / SPACE_FILE
+    return json.loads(path.read_text(encoding="utf-8")).get("space") if path.is_file() else None
+
+
+def check_served_spaces(repo: Path) -> None:
+    """Refuse a repository whose query encoder, item encoder and newest index live in different spaces.
+
+    ``aisle export`` never writes such a repository; this catches one put together by hand (a student
+    copied over ``query_encoder/1``, an index built before the item tower was swapped). Parts written
+    before spaces were recorded are not judged.
+    """
+    from aisle_server.index import INDEX_DIRNAME, rerank_versions
+
+    repo = Path(repo)
+    spaces = {
+        "query_encoder/1": read_space(repo / "query_encoder" / "1"),
+        "item_encoder/1": read_space(repo / "item_encoder" / "1"),
+    }
+    versions = rerank_versions(repo)
+    manifest = repo / "rerank" / str(versions[-1]) / INDEX_DIRNAME / "manifest.json" if versions else None
+    if manifest is not None and manifest.is_file():
+        spaces[f"rerank/{versions[-1]} (the index)"] = json.loads(manifest.read_text(encoding="utf-8")).get("space")
+    known = {part: space for part, space in spaces.items() if space}
+    if len(set(known.values())) > 1:
+        parts = ", ".join(f"{part}: {space[:12]}…" for part, space in known.items())
+        raise DistillError(
+            f"{repo}: the towers and the index live in different embedding spaces ({parts}); a query tower "
+            "only matches an index built in its own space: re-export the towers together (`aisle export`) "
+            "and re-index (`aisle index`)"
         )
 
 
@@ -203,10 +285,15 @@ class Teacher:
     item: Path
 
 
-def resolve_teacher(teacher: str | Path | None) -> Teacher:
-    """``None`` → the default tower on both sides; an ``aisle finetune --out`` dir → its two towers; a tower → itself."""
+def resolve_teacher(teacher: str | Path | None, cache_dir: Path = Path("build/towers")) -> Teacher:
+    """``None`` → the default tower on both sides; ``all-mpnet-base-v2`` → the larger teacher (fetched
+    into ``cache_dir``); an ``aisle finetune --out`` dir → its two towers; a tower → itself."""
     from .finetune import ITEM_TOWER, QUERY_TOWER
-    from .towers import resolve_tower
+    from .towers import LARGE_TEACHER, fetch_large_teacher, resolve_tower
+
+    if str(teacher) == LARGE_TEACHER and not Path(LARGE_TEACHER).is_dir():
+        tower = fetch_large_teacher(cache_dir)
+        return Teacher(tower, tower)
 
     if teacher is not None and (Path(teacher) / QUERY_TOWER).is_dir() and (Path(teacher) / ITEM_TOWER).is_dir():
         return Teacher(resolve_tower(Path(teacher) / QUERY_TOWER), resolve_tower(Path(teacher) / ITEM_TOWER))
@@ -274,11 +361,14 @@ def distill(
     config: object | None = None,
     queries: int = 20000,
     held_out_cap: int = 500,
+    judge_only: bool = False,
 ) -> dict:
     """Train student ``kind`` into ``out``, judge it against the teacher, write ``out/distill.json``; the record.
 
     Without ``corpus`` the BigBasket proxy catalog (``products``, default ``../shared/data``) is the
     training text. ``config``: a :class:`aisle_export.distill_train.TrainConfig` (default: per kind).
+    ``judge_only``: no training; judge the student already in ``out`` again (same teacher, corpus
+    and held-out text), e.g. after the gate gained a benchmark.
     """
     from aisle_server.encoder import token_limits
     from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE, TextTokenizer
@@ -304,7 +394,12 @@ def distill(
     data = prepare_data(read_corpus(corpus), query_onnx, item_onnx, queries, getattr(config, "seed", 0))
     tokenizer = TextTokenizer.from_directory(query_onnx)
     print(f"[aisle distill] {kind}: {len(data.train)} training texts, {len(data.items)} catalog items", flush=True)
-    if kind == "layers":
+    previous = read_record(out) if judge_only else None
+    if judge_only:
+        if previous is None or previous.get("student") != kind:
+            raise DistillError(f"--judge: {out} holds no {kind} student (no {DISTILL_FILE} of one)")
+        report, student_onnx = previous["train"], out / previous["onnx"]
+    elif kind == "layers":
         report = train_layers(pair.query, out, tokenizer, data.train, data.targets, data.items, config)  # type: ignore[arg-type]
         student_onnx = out / "onnx"
         export_tower(out, student_onnx)

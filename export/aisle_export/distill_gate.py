@@ -4,8 +4,8 @@
 - top-10 agreement: the student's query against the *teacher's* catalog vectors (the index it will
   serve against) vs the teacher's query against the same vectors;
 - served search nDCG@10 on the BigBasket proxy (:mod:`.search_eval`: the served ``rank`` code over
-  the teacher's item index) for the teacher's query tower and the student's, dense alone (the
-  gate: the encoder alone decides) and hybrid at the served default.
+  the teacher's item index) for the teacher's query tower and the student's, hybrid at the served
+  default (the gate: what shoppers get) and dense alone (the encoder alone decides; reported).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from aisle_server.encoder import OnnxEncoder
 from aisle_server.ranking import RankingConfig
 from aisle_server.tokenization import TextTokenizer
 
-from .distill import GATE_SYSTEM, SERVED_SYSTEM, judge
+from .distill import DENSE_SYSTEM, SERVED_SYSTEM, judge
 from .indexing import encode_texts
 from .precision_gate import cosines, top_k, top_k_agreement
 
@@ -56,29 +56,72 @@ def agreement(teacher_dir: Path, student_dir: Path, queries: Sequence[str], item
     return top_k_agreement(reference, top_k(onnx_vectors(student_dir, queries), items, k))
 
 
-def search_figures(teacher_dir: Path, student_dir: Path, products: Path, workdir: Path) -> dict:
-    """nDCG@10 (all queries) of teacher and student query towers on the BigBasket proxy, teacher's index."""
+#: the two served search modes every student is scored in (the gate judges the served default)
+SYSTEMS = {
+    DENSE_SYSTEM: RankingConfig(search_mode="dense"),
+    SERVED_SYSTEM: RankingConfig(search_mode="hybrid", lexical_weight=0.5),
+}
+
+
+def search_ndcg(
+    index_dir: Path,
+    query_dirs: dict[str, Path],
+    catalog_csv: Path,
+    queries: dict[str, list[str]],
+    systems: dict[str, RankingConfig] = SYSTEMS,
+) -> dict[str, dict[str, float]]:
+    """nDCG@10 (all queries) of each query tower over the index ``index_dir``'s graph builds of ``catalog_csv``.
+
+    Ranking is the served ``rank`` code (:func:`aisle_export.search_eval.evaluate`), dense alone and
+    hybrid; the index vectors are cached beside ``index_dir``.
+    """
     from aisle_server.lexical import LexicalIndex
 
     from .catalog import read_catalog
     from .indexing import catalog_index
-    from .search_eval import evaluate, write_proxy_catalog
+    from .search_eval import evaluate
 
-    catalog_csv, queries = write_proxy_catalog(products, Path(workdir) / "bigbasket_catalog.csv")
     catalog = read_catalog(catalog_csv)
     texts = catalog.texts()
-    items = onnx_vectors(teacher_dir, texts, cache_dir=teacher_dir)
+    items = onnx_vectors(index_dir, texts, cache_dir=index_dir)
     index = catalog_index(catalog, items, lexical=LexicalIndex.build(texts))
-    systems = {
-        GATE_SYSTEM: RankingConfig(search_mode="dense"),
-        SERVED_SYSTEM: RankingConfig(search_mode="hybrid", lexical_weight=0.5),
+    return {
+        name: {
+            system: round(r["all"]["ndcg@10"], 4) for system, r in evaluate(index, queries, d, systems=SYSTEMS).items()
+        }
+        for name, d in query_dirs.items()
     }
-    figures: dict = {"queries": len(queries), "items": len(texts)}
-    for name, tower in (("teacher", teacher_dir), ("student", student_dir)):
-        results = evaluate(index, queries, tower, systems=systems)
-        figures[name] = {system: round(results[system]["all"]["ndcg@10"], 4) for system in systems}
-    figures["proxy_query_top10_agreement"] = round(agreement(teacher_dir, student_dir, list(queries), items), 4)
+
+
+def search_figures(teacher_dir: Path, student_dir: Path, catalog_csv: Path, queries: dict[str, list[str]]) -> dict:
+    """nDCG@10 of one search benchmark: the teacher; the student's queries over the teacher's index (a
+    query tower); the student on both sides over its own index (an item tower); retention of each."""
+    figures: dict = {"queries": len(queries)}
+    figures |= search_ndcg(teacher_dir, {"teacher": teacher_dir, "student": student_dir}, catalog_csv, queries)
+    figures |= search_ndcg(student_dir, {"student_both_towers": student_dir}, catalog_csv, queries)
+    figures["retention"] = {
+        side: {system: round(figures[name][system] / max(figures["teacher"][system], 1e-9), 4) for system in SYSTEMS}
+        for side, name in (("query", "student"), ("both_towers", "student_both_towers"))
+    }
     return figures
+
+
+def search_benchmarks(products: Path | None, workdir: Path) -> dict[str, tuple[Path, dict[str, list[str]]]]:
+    """The gate's search benchmarks: (catalog CSV, queries → relevant ids) of the BigBasket proxy (when
+    its data is there) and of MovieLens title search (fetched from the recbole wheel)."""
+    from .movielens import fetch_movielens, title_search_queries, write_catalog_csv
+    from .search_eval import write_proxy_catalog
+
+    workdir = Path(workdir)
+    benchmarks = {}
+    if products is not None and Path(products).is_file():
+        benchmarks["search_bigbasket"] = write_proxy_catalog(Path(products), workdir / "bigbasket_catalog.csv")
+    movies = fetch_movielens(workdir / "data")
+    benchmarks["search_movielens"] = (
+        write_catalog_csv(movies, workdir / "movielens_catalog.csv"),
+        title_search_queries(movies),
+    )
+    return benchmarks
 
 
 def gate(
@@ -91,7 +134,12 @@ def gate(
     products: Path | None,
     workdir: Path,
 ) -> dict:
-    """Every figure of one student against its teacher, and the verdict (:func:`aisle_export.distill.judge`)."""
+    """Every figure of one student against its teacher, and the verdicts (:func:`aisle_export.distill.judge`).
+
+    ``verdict`` judges the student as a query tower (over the teacher's index), ``item_verdict`` as
+    an item tower (on both sides, over its own index): the served default's nDCG@10 retention, the
+    worst over the benchmarks, with the BigBasket proxy required (without it: not measured, failed).
+    """
     cos = cosines(onnx_vectors(teacher_dir, held_out), onnx_vectors(student_dir, held_out))
     worst = int(np.argmin(cos))
     figures: dict = {
@@ -107,10 +155,18 @@ def gate(
             "agreement": round(agreement(teacher_dir, student_dir, held_out_queries, items), 4),
         },
     }
-    teacher_ndcg = student_ndcg = None
-    if products is not None and Path(products).is_file():
-        figures["search_bigbasket"] = search = search_figures(teacher_dir, student_dir, Path(products), workdir)
-        teacher_ndcg, student_ndcg = search["teacher"][GATE_SYSTEM], search["student"][GATE_SYSTEM]
-        search["served_retention"] = round(search["student"][SERVED_SYSTEM] / search["teacher"][SERVED_SYSTEM], 4)
-    figures["verdict"] = judge(kind, teacher_ndcg, student_ndcg)
+    for name, (catalog_csv, queries) in search_benchmarks(products, workdir).items():
+        figures[name] = search_figures(teacher_dir, student_dir, catalog_csv, queries)
+    measured = "search_bigbasket" in figures
+    for verdict, side in (("verdict", "student"), ("item_verdict", "student_both_towers")):
+        worst_name = min(
+            (n for n in figures if n.startswith("search_")),
+            key=lambda n: figures[n][side][SERVED_SYSTEM] / max(figures[n]["teacher"][SERVED_SYSTEM], 1e-9),
+        )
+        search = figures[worst_name] if measured else None
+        figures[verdict] = judge(
+            kind,
+            search["teacher"][SERVED_SYSTEM] if search else None,
+            search[side][SERVED_SYSTEM] if search else None,
+        ) | {"benchmark": worst_name if measured else None}
     return figures

@@ -35,12 +35,13 @@ class TrainConfig:
     temperature: float = 0.05  # of the listwise softmax (the towers' cosines live in [-1, 1])
     items_per_step: int = 2048  # catalog vectors the listwise term ranks against
     seed: int = 0
+    layers: int = 2  # layers student: transformer layers kept of the teacher's (evenly spread, last one kept)
 
 
 #: per student: the layers student fine-tunes a pretrained transformer (small steps); the static
 #: table starts from per-token vectors and moves a long way (large steps, cheap ones)
 DEFAULTS = {
-    "layers": TrainConfig(steps=300, batch_size=32, lr=3e-4),
+    "layers": TrainConfig(steps=1500, batch_size=32, lr=3e-4),
     "static": TrainConfig(steps=2000, batch_size=128, lr=3e-3),
 }
 
@@ -68,6 +69,8 @@ def fit(
     rng = np.random.default_rng(config.seed)
     item_bank = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))
     losses: list[float] = []
+    # cosine decay to zero: large early steps, then settling in (no warmup: the students start close)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     started = time.perf_counter()
     with tqdm(range(config.steps), desc=desc, unit="step") as bar:
         for _ in bar:
@@ -82,6 +85,7 @@ def fit(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
             losses.append(float(loss))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     return {
@@ -93,10 +97,16 @@ def fit(
     }
 
 
-def halve_layers(model: torch.nn.Module) -> list[int]:
-    """Keep every other transformer layer of a BERT-family ``model`` in place (0, 2, 4 of 6); the kept indices."""
+def keep_layers(model: torch.nn.Module, count: int) -> list[int]:
+    """Keep ``count`` evenly spread transformer layers of a BERT-family ``model`` in place; their indices.
+
+    The first and the last layer are always kept (2 of 6 → 0, 5; 3 of 6 → 0, 2, 5): the first sits on
+    the token table, the last writes the space the teacher's index lives in.
+    """
     layers = model.encoder.layer
-    keep = list(range(0, len(layers), 2))
+    if not 1 <= count <= len(layers):
+        raise ValueError(f"layers: keep 1 … {len(layers)} of the teacher's {len(layers)} layers, not {count}")
+    keep = sorted({round(i * (len(layers) - 1) / max(count - 1, 1)) for i in range(count)})
     model.encoder.layer = torch.nn.ModuleList(layers[i] for i in keep)
     model.config.num_hidden_layers = len(keep)
     return keep
@@ -124,14 +134,14 @@ def train_layers(
     items: np.ndarray,
     config: TrainConfig,
 ) -> dict:
-    """Every other layer of the teacher, fine-tuned to its vectors, saved as a sentence-transformers dir."""
+    """``config.layers`` of the teacher's layers, fine-tuned to its vectors, saved as a sentence-transformers dir."""
     from transformers import AutoModel
 
     from .onnx_export import PooledEncoder
 
     torch.manual_seed(config.seed)
     model = AutoModel.from_pretrained(teacher_dir, attn_implementation="eager")
-    kept = halve_layers(model)
+    kept = keep_layers(model, config.layers)
     encoder = PooledEncoder(model).eval()  # eval: no dropout; the targets are deterministic vectors
     # the token table stays the teacher's (2/3 of the weights; most of an AdamW step's cost on CPU)
     model.embeddings.word_embeddings.weight.requires_grad_(False)

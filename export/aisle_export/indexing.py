@@ -28,6 +28,7 @@ from aisle_server.lexical import LexicalIndex
 from aisle_server.tokenization import TextTokenizer
 
 from .catalog import Catalog
+from .distill import read_space
 from .repository import TEMPLATE_DIR
 
 
@@ -134,8 +135,10 @@ def write_index(
     ann_kind: str = "ivf_flat",
     ann_nprobe: int | None = None,
     ann_refine: int | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> CatalogIndex:
-    """Embed ``catalog``, build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF.
+    """Embed ``catalog`` (or take its ``embeddings``, one row per item, already computed by this
+    repository's item encoder), build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF.
 
     With ``server`` (gRPC ``host:port`` of a running deployment) the item tower runs there, through
     ``embed_item``, resumably (:mod:`.remote_index`; ``checkpoint`` defaults to
@@ -146,11 +149,14 @@ def write_index(
     repo = Path(repo)
     version = resolve_version(repo, version)  # "next": a new version directory, for a hot swap
     encoder_dir = repo / "item_encoder" / "1"
-    if server is None and not (encoder_dir / "model.onnx").exists():
+    if server is None and embeddings is None and not (encoder_dir / "model.onnx").exists():
         raise FileNotFoundError(f"{encoder_dir / 'model.onnx'} not found: run `aisle export --repo {repo}` first")
     started = time.time()
     texts = catalog.texts()
-    if server is not None:
+    if embeddings is not None:
+        if embeddings.shape[0] != len(catalog):
+            raise ValueError(f"embeddings: {embeddings.shape[0]} rows for {len(catalog)} catalog items")
+    elif server is not None:
         from .remote_index import embed_remote
 
         checkpoint = (
@@ -171,7 +177,8 @@ def write_index(
         "item_encoder_sha256": sha256_file(encoder_dir / "model.onnx")
         if (encoder_dir / "model.onnx").exists()
         else None,
-        "embedded_by": server or "local item_encoder",
+        "space": read_space(encoder_dir),  # which query towers may search this index (aisle_export.distill)
+        "embedded_by": "given embeddings" if embeddings is not None else server or "local item_encoder",
         "skipped_rows": catalog.skipped,
         "built_at": started,
         "embed_seconds": round(time.time() - started, 2),

@@ -233,6 +233,23 @@ def write_catalog_csv(directory: Path, out_csv: Path, interactions: Interactions
     return out_csv
 
 
+def title_search_queries(directory: Path) -> dict[str, list[str]]:
+    """MovieLens title search: each title typed as people type it → the movies of that title.
+
+    The query is the title without its year, lower-cased, a trailing article moved to the front
+    ("Godfather, The (1972)" → "the godfather"); every movie of that title is relevant (remakes
+    share one: "sabrina" → 1954 and 1995).
+    """
+    queries: dict[str, list[str]] = {}
+    for movie in load_movies(directory):
+        title = movie.title.strip()
+        head, _, article = title.rpartition(", ")
+        if article in ("The", "A", "An", "Les", "La", "Le", "Il", "El") and head:
+            title = f"{article} {head}"
+        queries.setdefault(title.lower(), []).append(movie.item_id)
+    return queries
+
+
 def _catalog_row(movie: Movie, rating_count: int) -> list[str]:
     created_at = str(int(dt.datetime(movie.year, 1, 1, tzinfo=dt.UTC).timestamp())) if movie.year is not None else ""
     return [

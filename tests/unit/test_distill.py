@@ -20,12 +20,14 @@ from aisle_export.distill import (
     STUDENTS,
     DistillError,
     check_pairing,
+    check_served_spaces,
     derive_queries,
     is_held_out,
     judge,
     read_corpus,
     split_held_out,
     teacher_fingerprint,
+    write_space,
 )
 from aisle_export.static_student import install_static, static_graph, static_reference, table_of, write_static_onnx
 from aisle_export.towers import default_tower_path
@@ -113,6 +115,25 @@ def test_the_static_graph_serves_through_the_encoder_the_query_tower_runs(tmp_pa
     np.testing.assert_array_equal(table_of(path), table)
 
 
+@pytest.mark.parametrize("count, kept", [(1, [0]), (2, [0, 5]), (3, [0, 2, 5]), (6, [0, 1, 2, 3, 4, 5])])
+def test_the_layers_student_keeps_evenly_spread_layers_with_the_first_and_the_last(count, kept):
+    from transformers import BertConfig, BertModel
+
+    from aisle_export.distill_train import keep_layers
+
+    def config():
+        return BertConfig(
+            vocab_size=30, hidden_size=8, num_hidden_layers=6, num_attention_heads=2, intermediate_size=16
+        )
+
+    model = BertModel(config())
+    originals = list(model.encoder.layer)
+    assert keep_layers(model, count) == kept
+    assert list(model.encoder.layer) == [originals[i] for i in kept] and model.config.num_hidden_layers == count
+    with pytest.raises(ValueError, match="keep 1 … 6"):
+        keep_layers(BertModel(config()), 7)
+
+
 def test_the_torch_static_student_computes_the_served_function():
     import torch
 
@@ -171,7 +192,10 @@ def _student(directory: Path, item_tower: Path, passed: bool) -> Path:
         "student": "static",
         "item_tower": str(item_tower),
         "item_tower_sha256": teacher_fingerprint(item_tower),
-        "gate": {"verdict": {"metric": "dense alone nDCG@10", "retention": 0.8, "required": 0.9, "passed": passed}},
+        "gate": {
+            side: {"metric": "hybrid nDCG@10", "retention": 0.8, "required": 0.9, "passed": passed}
+            for side in ("verdict", "item_verdict")
+        },
     }
     (directory / DISTILL_FILE).write_text(json.dumps(record))
     return directory
@@ -179,19 +203,49 @@ def _student(directory: Path, item_tower: Path, passed: bool) -> Path:
 
 def test_a_student_is_refused_with_an_item_tower_other_than_its_teacher(tmp_path):
     teacher, other = _tower(tmp_path / "teacher", b"weights A"), _tower(tmp_path / "other", b"weights B")
-    record = json.loads((_student(tmp_path / "s", teacher, passed=True) / DISTILL_FILE).read_text())
-    check_pairing(record, teacher)
+    student = _student(tmp_path / "s", teacher, passed=True)
+    assert check_pairing(student, teacher) == teacher_fingerprint(teacher)
     with pytest.raises(DistillError, match="distilled for the item tower"):
-        check_pairing(record, other, allow_below_gate=True)
+        check_pairing(student, other, allow_below_gate=True)
     assert teacher_fingerprint(teacher) != teacher_fingerprint(other)
+
+
+def test_an_item_student_pairs_with_its_teachers_query_tower_or_a_sibling_student_only(tmp_path):
+    teacher, other = _tower(tmp_path / "teacher", b"weights A"), _tower(tmp_path / "other", b"weights B")
+    student, sibling = _student(tmp_path / "s", teacher, passed=True), _student(tmp_path / "s2", teacher, passed=True)
+    stranger = _student(tmp_path / "s3", other, passed=True)
+    assert check_pairing(teacher, student) == check_pairing(student, sibling) == teacher_fingerprint(teacher)
+    with pytest.raises(DistillError, match=r"item tower .* was distilled for the item tower"):
+        check_pairing(other, student)
+    with pytest.raises(DistillError, match="distilled for the item tower"):
+        check_pairing(stranger, student)
 
 
 def test_a_student_below_its_gate_is_refused_unless_allowed(tmp_path):
     teacher = _tower(tmp_path / "teacher", b"weights A")
-    record = json.loads((_student(tmp_path / "s", teacher, passed=False) / DISTILL_FILE).read_text())
-    with pytest.raises(DistillError, match="below its gate"):
-        check_pairing(record, teacher)
-    check_pairing(record, teacher, allow_below_gate=True)
+    student = _student(tmp_path / "s", teacher, passed=False)
+    for query, item, role in ((student, teacher, "query"), (teacher, student, "item")):
+        with pytest.raises(DistillError, match=f"as the {role} tower\\) is below its gate"):
+            check_pairing(query, item)
+        check_pairing(query, item, allow_below_gate=True)
+
+
+def test_serve_refuses_a_repository_whose_towers_or_index_live_in_different_spaces(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    for part in ("query_encoder/1", "item_encoder/1", "rerank/1/index", "rerank/2/index"):
+        (repo / part).mkdir(parents=True)
+    write_space(repo / "query_encoder" / "1", "a" * 64, "q", None)
+    write_space(repo / "item_encoder" / "1", "a" * 64, "i", None)
+    (repo / "rerank" / "1" / "index" / "manifest.json").write_text(json.dumps({"space": "b" * 64}))
+    (repo / "rerank" / "2" / "index" / "manifest.json").write_text(json.dumps({"space": None}))
+    check_served_spaces(repo)  # the newest index predates spaces: not judged; the towers agree
+    (repo / "rerank" / "2" / "index" / "manifest.json").write_text(json.dumps({"space": "b" * 64}))
+    with pytest.raises(DistillError, match="rerank/2 \\(the index\\): bbbbbbbbbbbb"):
+        check_served_spaces(repo)
+    write_space(repo / "item_encoder" / "1", "b" * 64, "i", None)
+    (repo / "rerank" / "2" / "index" / "manifest.json").write_text(json.dumps({"space": "b" * 64}))
+    assert main(["serve", "--repo", str(repo), "--state", "off"]) == 1
+    assert "query_encoder/1: aaaaaaaaaaaa" in capsys.readouterr().err
 
 
 def test_aisle_export_refuses_a_student_of_another_item_tower_before_exporting(tmp_path, capsys):
@@ -213,3 +267,54 @@ def test_a_finetune_dir_teaches_with_its_query_tower_and_pairs_with_its_item_tow
     assert (pair.query, pair.item) == (query, item)
     assert resolve_teacher(query) == resolve_teacher(str(query)) and resolve_teacher(query).item == query
     assert resolve_teacher(None).query == default_tower_path()
+
+
+def _static_student(directory: Path) -> Path:
+    """The untrained static student of the default tower (its input token table), recorded as passing."""
+    from safetensors.numpy import load_file
+
+    tower = default_tower_path()
+    table = next(
+        v for k, v in load_file(str(tower / "model.safetensors")).items() if k.endswith("word_embeddings.weight")
+    )
+    directory.mkdir(parents=True)
+    write_static_onnx(table, directory / "model.onnx")
+    (directory / TOKENIZER_FILE).write_bytes((tower / TOKENIZER_FILE).read_bytes())
+    TokenizerSettings(max_length=128).save(directory)
+    passed = {"passed": True, "metric": "hybrid nDCG@10", "retention": 0.95, "required": 0.9}
+    record = {
+        "student": "static",
+        "onnx": ".",
+        "item_tower": str(tower),
+        "item_tower_sha256": teacher_fingerprint(tower),
+        "gate": {"verdict": passed, "item_verdict": passed},
+    }
+    (directory / DISTILL_FILE).write_text(json.dumps(record))
+    return directory
+
+
+def test_a_static_student_exports_as_both_towers_indexes_and_records_one_space(tmp_path):
+    from aisle_export.catalog import read_catalog
+    from aisle_export.indexing import write_index
+    from aisle_export.pipeline import export_repository
+    from aisle_server.index import CatalogIndex
+    from aisle_server.tokenization import TextTokenizer
+
+    student = _static_student(tmp_path / "static")
+    repo = tmp_path / "repo"
+    export_repository(repo, str(student), str(student))
+    item_graph = repo / "item_encoder" / "1" / "model.onnx"
+    assert item_graph.read_bytes() == (student / "model.onnx").read_bytes()  # no transformer on the item side
+    spaces = {
+        json.loads((repo / m / "1" / "space.json").read_text())["space"] for m in ("query_encoder", "item_encoder")
+    }
+    assert spaces == {teacher_fingerprint(default_tower_path())}
+    path = tmp_path / "catalog.jsonl"
+    path.write_text("".join(json.dumps({"item_id": str(i), "title": t}) + "\n" for i, t in enumerate(TITLES)))
+    catalog = read_catalog(path)
+    write_index(catalog, repo, progress=False)
+    index = CatalogIndex.load(repo / "rerank" / "1" / "index")
+    assert index.manifest["space"] in spaces
+    expected = OnnxEncoder(student / "model.onnx")(*TextTokenizer.from_directory(student)(catalog.texts()))
+    np.testing.assert_allclose(index.embeddings, expected, atol=1e-5)  # the static graph embedded the catalog
+    check_served_spaces(repo)

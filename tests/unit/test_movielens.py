@@ -197,3 +197,19 @@ def test_catalog_popularity_counts_the_given_interactions(
     counts = dict(zip(*np.unique(train.item_id, return_counts=True)))
     for item, pop in zip(catalog.item_ids.tolist(), catalog.popularity.tolist()):
         assert pop == counts.get(item, 0)
+
+
+def test_title_search_queries_are_titles_as_typed_and_remakes_share_one(tmp_path):
+    from aisle_export.movielens import title_search_queries
+
+    directory = tmp_path / "ml-100k"
+    directory.mkdir()
+    header = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    rows = [
+        ("1", "Godfather, The", "1972", "Crime Drama"),
+        ("2", "Sabrina", "1954", "Comedy Romance"),
+        ("3", "Sabrina", "1995", "Comedy Romance"),
+        ("4", "Toy Story", "1995", "Animation"),
+    ]
+    (directory / "ml-100k.item").write_text(header + "".join("\t".join(r) + "\n" for r in rows))
+    assert title_search_queries(directory) == {"the godfather": ["1"], "sabrina": ["2", "3"], "toy story": ["4"]}
