@@ -87,7 +87,7 @@ def search_ndcg(
     index = catalog_index(catalog, items, lexical=LexicalIndex.build(texts))
     return {
         name: {
-            system: round(r["all"]["ndcg@10"], 4) for system, r in evaluate(index, queries, d, systems=SYSTEMS).items()
+            system: round(r["all"]["ndcg@10"], 4) for system, r in evaluate(index, queries, d, systems=systems).items()
         }
         for name, d in query_dirs.items()
     }
