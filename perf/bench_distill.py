@@ -161,20 +161,28 @@ def bench_repository(
 
 
 def served(repos: dict[str, tuple[Path, Path]], queries: list[str], rounds: int, seconds: float, logs: Path) -> dict:
-    """``recommend`` search at concurrency 16 per tower: (repository, query graph swapped in), alternating rounds."""
+    """``recommend`` search at concurrency 16 per tower: (repository, query graph swapped in), alternating
+    rounds; with Triton's busy time per request of each stage (where the time goes)."""
+    import tritonclient.grpc as grpcclient
+
     from aisle_server.tritonserver import TritonServer
+    from bench_oversized_query import STAT_MODELS, per_request_ms, server_stats, stats_delta
 
     requests = [{"query": q, "k": 10} for q in queries]
     samples: dict[str, list[loadgen.LoadResult]] = {name: [] for name in repos}
+    busy: dict[str, list[dict[str, float]]] = {name: [] for name in repos}
     for _ in range(rounds):
         for name, (repo, graph) in repos.items():
             target = repo / "query_encoder" / "1" / "model.onnx"
             if not target.samefile(graph):
                 shutil.copyfile(graph, target)
             log = logs / f"tritonserver-{name.replace(' ', '_')}.log"
-            with TritonServer(repo, log_file=log) as server:
+            with TritonServer(repo, log_file=log) as server, grpcclient.InferenceServerClient(server.grpc_url) as stats:
+                before = server_stats(stats)
                 result = loadgen.run(loadgen.make_triton(server.grpc_url), requests, CONCURRENCY, seconds, 3.0)
+                delta = stats_delta(server_stats(stats), before)
             samples[name].append(result)
+            busy[name].append({model: per_request_ms(delta[model])["busy_ms"] for model in STAT_MODELS})
             print(f"served {name}: {result.throughput:.1f} req/s, p50 {result.p50_ms:.1f} ms, {result.errors} errors")
     return {
         name: {
@@ -183,6 +191,9 @@ def served(repos: dict[str, tuple[Path, Path]], queries: list[str], rounds: int,
             "p99_ms": round(statistics.median(r.p99_ms for r in runs), 1),
             "errors": sum(r.errors for r in runs),
             "rounds": [round(r.throughput, 1) for r in runs],
+            "busy_ms_per_request": {
+                model: round(statistics.median(b[model] for b in busy[name]), 2) for model in busy[name][0]
+            },
         }
         for name, runs in samples.items()
     }
@@ -216,6 +227,16 @@ def to_markdown(result: dict) -> str:
                 else "– | – | – |"
             )
         )
+    lines += [
+        "",
+        "Where a served search's time goes: Triton's busy time per request of each stage (ms, median of rounds; "
+        "`recommend` is the whole ensemble, queueing included).",
+        "",
+        "| tower | " + " | ".join(next(iter(result["served"].values()))["busy_ms_per_request"]) + " |",
+        "|---|" + "---|" * len(next(iter(result["served"].values()))["busy_ms_per_request"]),
+    ]
+    for name, v in result["served"].items():
+        lines.append(f"| {name} | " + " | ".join(str(x) for x in v["busy_ms_per_request"].values()) + " |")
     for bench, rows in result["quality"].items():
         lines += [
             "",
