@@ -107,7 +107,8 @@ def _install_student(record: dict, student_dir: Path, target: Path) -> dict:
     """Put a distilled tower in ``target``: the static graph as it is, a layers student exported."""
     from .onnx_export import DEFAULT_PARITY_SENTENCES, export_tower
 
-    summary = {"student": record["student"], "gate": record.get("gate", {}).get("verdict")}
+    gate = record.get("gate", {})
+    summary = {"student": record["student"], "gate": {"query": gate.get("verdict"), "item": gate.get("item_verdict")}}
     if record["student"] == "static":
         from .static_student import install_static
 
