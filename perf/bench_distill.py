@@ -279,10 +279,13 @@ def plot(result: dict, path: Path) -> None:
     rows = list(next(iter(result["quality"].values())))
     y = np.arange(len(rows))
     for offset, (bench, table) in zip((-0.2, 0.2), result["quality"].items()):
-        right.barh(y + offset, [table[r]["hybrid_ndcg@10"] for r in rows], 0.4, label=bench.replace("search_", ""))
+        right.barh(y + offset, [table[r]["hybrid_retention"] for r in rows], 0.4, label=bench.replace("search_", ""))
+    right.axvline(0.97, color="grey", linestyle="--", linewidth=1)
+    right.axvline(0.90, color="grey", linestyle=":", linewidth=1)
+    right.set_xlim(0.85, 1.01)
     right.set_yticks(y, rows, fontsize=7)
-    right.set_xlabel("nDCG@10, hybrid (served)")
-    right.legend()
+    right.set_xlabel("hybrid nDCG@10 ÷ teacher FP32 (lines: gates)")
+    right.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
