@@ -153,6 +153,7 @@ def write_index(
         raise FileNotFoundError(f"{encoder_dir / 'model.onnx'} not found: run `aisle export --repo {repo}` first")
     started = time.time()
     texts = catalog.texts()
+    given = embeddings is not None
     if embeddings is not None:
         if embeddings.shape[0] != len(catalog):
             raise ValueError(f"embeddings: {embeddings.shape[0]} rows for {len(catalog)} catalog items")
@@ -178,7 +179,7 @@ def write_index(
         if (encoder_dir / "model.onnx").exists()
         else None,
         "space": read_space(encoder_dir),  # which query towers may search this index (aisle_export.distill)
-        "embedded_by": "given embeddings" if embeddings is not None else server or "local item_encoder",
+        "embedded_by": "given embeddings" if given else server or "local item_encoder",
         "skipped_rows": catalog.skipped,
         "built_at": started,
         "embed_seconds": round(time.time() - started, 2),

@@ -318,3 +318,7 @@ def test_a_static_student_exports_as_both_towers_indexes_and_records_one_space(t
     expected = OnnxEncoder(student / "model.onnx")(*TextTokenizer.from_directory(student)(catalog.texts()))
     np.testing.assert_allclose(index.embeddings, expected, atol=1e-5)  # the static graph embedded the catalog
     check_served_spaces(repo)
+    given = write_index(catalog, repo, version="2", progress=False, embeddings=expected)  # vectors computed before
+    assert given.manifest["embedded_by"] == "given embeddings" and index.manifest["embedded_by"] == "local item_encoder"
+    with pytest.raises(ValueError, match="embeddings: 3 rows for 4 catalog items"):
+        write_index(catalog, repo, version="3", progress=False, embeddings=expected[:3])
