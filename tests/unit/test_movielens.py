@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aisle_export import movielens
+from aisle_export import wheels
 from aisle_export.catalog import read_catalog
 from aisle_export.interactions import read_interactions
 from aisle_export.movielens import (
@@ -56,7 +56,7 @@ def test_fetch_uses_the_cache(ml_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("downloaded although cached")
 
-    monkeypatch.setattr(movielens.subprocess, "run", no_download)
+    monkeypatch.setattr(wheels.subprocess, "run", no_download)
     assert fetch_movielens(ml_dir.parent) == ml_dir
 
 
@@ -67,7 +67,7 @@ def test_fetch_failure_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         calls.append(command)
         raise subprocess.CalledProcessError(1, command, stderr="ERROR: No matching distribution")
 
-    monkeypatch.setattr(movielens.subprocess, "run", failing_pip)
+    monkeypatch.setattr(wheels.subprocess, "run", failing_pip)
     with pytest.raises(RuntimeError) as info:
         fetch_movielens(tmp_path)
     assert "recbole==1.2.1" in str(info.value)
