@@ -154,7 +154,7 @@ def write_index(
     started = time.time()
     texts = catalog.texts()
     given = embeddings is not None
-    if embeddings is not None:
+    if given:
         if embeddings.shape[0] != len(catalog):
             raise ValueError(f"embeddings: {embeddings.shape[0]} rows for {len(catalog)} catalog items")
     elif server is not None:

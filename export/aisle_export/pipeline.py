@@ -103,23 +103,30 @@ def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = Tru
     return report | {"log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
 
 
-def _install_student(record: dict, student_dir: Path, target: Path) -> dict:
-    """Put a distilled tower in ``target``: the static graph as it is, a layers student exported."""
+def _install_tower(tower: str | None, record: dict | None, target: Path) -> dict:
+    """Put a tower in ``target``: a static student's graph as it is (checked against its table), any
+    transformer tower (a ``layers`` student too) exported to ONNX; what was installed, for the report."""
     from .onnx_export import DEFAULT_PARITY_SENTENCES, export_tower
 
-    gate = record.get("gate", {})
-    summary = {"student": record["student"], "gate": {"query": gate.get("verdict"), "item": gate.get("item_verdict")}}
-    if record["student"] == "static":
+    if record is not None and record["student"] == "static":
         from .static_student import install_static
 
-        return install_static(student_dir, target, list(DEFAULT_PARITY_SENTENCES)) | summary
-    result = export_tower(student_dir, target)
-    return {
-        "tower": str(result.tower.path),
-        "dim": result.tower.dim,
-        "max_length": result.tower.max_length,
-        "parity": json.loads(result.parity.to_json()),
-    } | summary
+        report = install_static(Path(str(tower)), target, list(DEFAULT_PARITY_SENTENCES))
+    else:
+        result = export_tower(tower, target)
+        report = {
+            "tower": str(result.tower.path),
+            "dim": result.tower.dim,
+            "max_length": result.tower.max_length,
+            "parity": json.loads(result.parity.to_json()),
+        }
+    if record is not None:
+        gate = record.get("gate", {})
+        report |= {
+            "student": record["student"],
+            "gate": {"query": gate.get("verdict"), "item": gate.get("item_verdict")},
+        }
+    return report
 
 
 def export_repository(
@@ -139,7 +146,6 @@ def export_repository(
     below its gate unless ``allow_below_gate`` (:func:`aisle_export.distill.check_pairing`); a static
     student's graph is copied as it is (:func:`aisle_export.static_student.install_static`)."""
     from .distill import check_pairing, read_record, write_space
-    from .onnx_export import export_tower  # torch: imported only when a tower is actually exported
 
     repo = copy_template(Path(repo))
     ranking = None
@@ -166,15 +172,7 @@ def export_repository(
             print(
                 f"[export] {TOWERS[model]} tower: the {record['student']} student of {record['item_tower']}", flush=True
             )
-            report[model] = _install_student(record, Path(str(tower)), repo / model / "1")
-        else:
-            result = export_tower(tower, repo / model / "1")
-            report[model] = {
-                "tower": str(result.tower.path),
-                "dim": result.tower.dim,
-                "max_length": result.tower.max_length,
-                "parity": json.loads(result.parity.to_json()),
-            }
+        report[model] = _install_tower(tower, record, repo / model / "1")
         dims.add(report[model]["dim"])
         write_space(repo / model / "1", space, report[model].get("tower", str(tower)), record)
     if len(dims) != 1:
