@@ -43,7 +43,7 @@ import numpy as np
 
 import loadgen
 from aisle_export.catalog import read_catalog
-from aisle_export.distill import read_record, teacher_fingerprint
+from aisle_export.distill import read_record, resolve_teacher, teacher_fingerprint
 from aisle_export.distill_gate import SYSTEMS, onnx_vectors, search_benchmarks, search_ndcg
 from aisle_export.indexing import encode_texts, write_index
 from aisle_export.precision_texts import RETRIEVAL_QUERIES
@@ -322,9 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     both = {"layers student, both towers": graphs["layers student"], "static student, both towers": args.static}
     if large is not None:
-        large_teacher = (
-            workdir / f"tower-{teacher_fingerprint(resolve_tower(workdir.parent / 'towers' / LARGE_TEACHER))[:12]}"
-        )
+        large_teacher = workdir / f"tower-{teacher_fingerprint(resolve_teacher(LARGE_TEACHER).query)[:12]}"
         dirs[f"{LARGE_TEACHER} FP32"] = large_teacher
         dirs[f"static student of {LARGE_TEACHER}"] = large
         both[f"{LARGE_TEACHER} (its own index)"] = large_teacher
@@ -345,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     result["index_ratios"] = {
         n: round(v / result["indexing_items_per_s"][TEACHER], 2) for n, v in result["indexing_items_per_s"].items()
     }
-    result["quality"] = quality(teacher, {n: d for n, d in dirs.items() if "mpnet" not in n}, both, benchmarks)
+    result["quality"] = quality(teacher, {n: d for n, d in dirs.items() if LARGE_TEACHER not in n}, both, benchmarks)
 
     repo = bench_repository(
         workdir / "bench_repository", None, None, catalog_csv, onnx_vectors(teacher, texts, cache_dir=teacher)
