@@ -12,6 +12,12 @@ that tritonserver forks. When tritonserver dies without draining (SIGKILL, a cra
 are orphaned, ignore SIGTERM and keep their memory (each is a Python process holding its model).
 tritonserver is therefore started as the leader of a new process group, which its stubs inherit,
 and stopping always ends with SIGKILL to the whole group, so nothing it started outlives it.
+
+Why a shared-memory prefix: each stub talks to tritonserver through a POSIX shared-memory region
+(``/dev/shm``, 1 MB and up). A drained server unlinks its regions; a killed one leaves them, and
+they hold memory until the machine reboots, in a ``/dev/shm`` that is small in a container (Docker:
+64 MB). Each server names its regions with a prefix of its own (the Python backend's
+``shm-region-prefix-name``), and ``stop`` unlinks whatever is left under it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +50,8 @@ LOG = logging.getLogger(__name__)
 SITE_PACKAGES_ENV = "AISLE_SITE_PACKAGES"
 #: The state store (``redis://HOST:PORT``) that ``rerank`` and ``track`` use (``aisle_server.state``).
 STATE_URL_ENV = "AISLE_STATE_URL"
+#: Where POSIX shared-memory objects live on Linux (``shm_open``).
+SHARED_MEMORY_DIR = Path("/dev/shm")
 
 
 class TritonServerError(RuntimeError):
@@ -139,6 +148,8 @@ class TritonServer:
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
+    #: The Python backend's shared-memory region prefix, new at each start (see the module docstring).
+    shm_prefix: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
@@ -176,6 +187,7 @@ class TritonServer:
             f"--log-verbose={self.log_verbose}",
             "--exit-on-error=true",
             "--strict-readiness=true",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         if self.model_config_name:
             cmd.append(f"--model-config-name={self.model_config_name}")
@@ -203,6 +215,7 @@ class TritonServer:
         if not self.repo.is_dir():
             raise TritonServerError(f"model repository {self.repo} does not exist")
         self._workdir = Path(tempfile.mkdtemp(prefix="aisle-triton-"))
+        self.shm_prefix = f"aisle_triton_{uuid.uuid4().hex[:12]}_"
         prepare_backend_directory(self._workdir / "backends")
         if self.log_file is not None:
             self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop(
@@ -217,12 +230,31 @@ class TritonServer:
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # its own process group: see the module docstring
         )
+        started_at = self._log_handle.tell() if self._log_handle is not None else 0  # type: ignore[attr-defined]
         try:
             self.wait_ready(self.startup_timeout_s)
+        except TritonServerError as exc:
+            self.stop()
+            raise TritonServerError(f"{exc}{self._log_tail(started_at)}") from None
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _log_tail(self, offset: int) -> str:
+        """What this start logged (from ``offset`` of ``log_file``) that says why it failed, for the
+        error message: its error lines and its last lines; a CI run keeps only the test's output."""
+        if self.log_file is None:
+            return ""
+        try:
+            with open(self.log_file, "rb") as log:
+                log.seek(offset)
+                lines = log.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line for line in lines if line.startswith("E") and "CudaDriverHelper" not in line]
+        shown = list(dict.fromkeys(errors[-10:] + lines[-5:]))  # in order, once each
+        return f"; from {self.log_file}:\n" + "\n".join(shown) if shown else ""
 
     def wait_ready(self, timeout_s: float) -> None:
         """Poll ``/v2/health/ready`` (strict: every model loaded) until it answers 200."""
@@ -240,6 +272,12 @@ class TritonServer:
                 pass
             time.sleep(0.25)
         raise TritonServerError(f"tritonserver was not ready after {timeout_s:.0f}s")
+
+    def shared_memory_regions(self) -> list[Path]:
+        """The shared-memory regions this server's Python-backend stubs hold (or a kill left behind)."""
+        if not self.shm_prefix:
+            return []
+        return sorted(SHARED_MEMORY_DIR.glob(f"{self.shm_prefix}*"))
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -269,6 +307,8 @@ class TritonServer:
             code = self._process.returncode
             kill_process_group(self._process.pid)
             self._process = None
+            for region in self.shared_memory_regions():
+                region.unlink(missing_ok=True)
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]  # a file opened in start()
             self._log_handle = None

@@ -2,10 +2,13 @@
 
 1. SIGKILL under load: while the server is down every SDK call raises a typed error within its
    deadline (never hangs, never leaks a grpc/tritonclient exception); once a new server is up on
-   the same port, the same client — same process, same channel — answers again.
+   the same port, the same client — same process, same channel — answers again. ``stop()`` ends
+   the orphaned stubs and unlinks the shared memory the kill left in ``/dev/shm``.
 2. A test-only Python model (written here into a tiny repository, built on
    ``aisle_server.triton_adapter.handle_each``) raises on a magic input: the requests batched with
    it in the same dynamic batch succeed, that one gets ``ServerError``, and the model keeps serving.
+3. A repository with a model that cannot load: ``TritonServer.start`` fails at once (the server
+   exits, nothing is left running) and its error carries the log lines that say which model and why.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from aisle import AisleError, DeadlineExceeded, RecClient, RetryPolicy, ServerError, ServerUnavailable
 from aisle.errors import from_triton
 from aisle_server.processes import process_group_members
-from aisle_server.tritonserver import TritonServer, free_port
+from aisle_server.tritonserver import TritonServer, TritonServerError, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -65,12 +68,17 @@ def test_kill_mid_load_raises_within_deadline_and_recovers(repo, tmp_path):
                 t.start()
             time.sleep(2.0)
             stubs = set(process_group_members(server.pid)) - {server.pid}
+            regions = server.shared_memory_regions()
             killed_at = time.monotonic()
             server._process.kill()  # SIGKILL mid-load: no drain
             server._process.wait()
+            left_by_the_kill = server.shared_memory_regions()
             server.stop()
             assert stubs, "the Python-backend models' stubs run in tritonserver's process group"
             assert not stubs & set(process_group_members(server.pid)), "stop() must end the orphaned stubs"
+            # the stubs' shared memory carries this server's prefix; a kill leaves it, stop() removes it
+            assert len(regions) >= len(stubs) and left_by_the_kill, (regions, left_by_the_kill)
+            assert not server.shared_memory_regions(), "stop() must unlink the regions the kill left"
             time.sleep(4.0)  # down for a while: calls must fail fast, within their deadline
             restarting_at = time.monotonic()
             server = TritonServer(repo, log_file=log, **ports).start()
@@ -204,3 +212,16 @@ def test_a_raising_python_model_fails_only_that_request(tmp_path):
             assert int(triton.infer("faulty", [_text(b"still fine")]).as_numpy("LENGTH")[0, 0]) == 10
         finally:
             triton.close()
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    repo = tmp_path / "broken_repository"
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "config.pbtxt").write_text('name: "broken"\nbackend: "no_such_backend"\nmax_batch_size: 0\n')
+    server = TritonServer(repo, log_file=tmp_path / "tritonserver.log")
+    with pytest.raises(TritonServerError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert "exited with code" in message, message
+    assert "failed to load 'broken'" in message and "no_such_backend" in message, message
+    assert not server.is_running()
