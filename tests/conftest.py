@@ -1,8 +1,14 @@
-"""Session-wide: no process the tests started may outlive the session.
+"""Session-wide: no process the tests started may outlive the session; integration tests run in order.
 
 Every process the session starts (tritonservers, their Python-backend stubs, redis-servers, CLI
 subprocesses) inherits ``AISLE_TEST_SESSION``. At the end, any of them still alive is listed, killed
 so the machine stays clean, and fails the session.
+
+``make test`` runs two pytest-xdist workers (``-n 2``): the integration tests are one scope, run in
+order by one worker over one set of session fixtures (one exported repository, one served
+tritonserver), while the other worker takes the unit tests. (Not ``--dist loadgroup``: xdist 3.8
+marks a group in ``item._nodeid``, which pytest 9.2 no longer reads.) Workers inherit the controller's
+marker, so only the controller checks for leftovers, after every worker has exited.
 """
 
 from __future__ import annotations
@@ -17,13 +23,29 @@ import pytest
 from aisle_server.processes import processes_with_env
 
 MARKER = "AISLE_TEST_SESSION"
+INTEGRATION = "integration"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(MARKER, uuid.uuid4().hex)
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called only with -n
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling, every integration test in one scope: one worker runs them in order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class IntegrationInOrder(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:  # the scope a test is scheduled with
+            return INTEGRATION if nodeid.startswith(f"tests/{INTEGRATION}/") else nodeid
+
+    return IntegrationInOrder(config, log)
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own sessionfinish has stopped its workers
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: its processes carry the controller's marker, which checks them
     leftovers = processes_with_env(MARKER, os.environ[MARKER])
     if not leftovers:
         return
