@@ -24,7 +24,8 @@ picks the top ``k`` with optional diversification.
    (``popularity_weight`` with a text query, ``feed_popularity_weight`` without) + for feeds
    ``cooccurrence_weight`` · co-occurrence score scaled to [0, 1] per request, where relevance is
    the dense cosine plus ``lexical_weight`` × BM25 scaled to [0, 1] per query (``search_mode``
-   hybrid, the default), the cosine alone (dense) or BM25 alone (lexical).
+   hybrid, the default), the cosine alone (dense) or BM25 alone (lexical). Each term is computed
+   once, in ``aisle_server.scoring``; this module sums them and ``aisle_server.explain`` reports them.
 5. Pick ``k``: by score, or MMR/DPP with strength ``diversity`` (``aisle_server.diversity``),
    with an optional per-category cap.
 
@@ -35,7 +36,6 @@ always gets the same answer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -43,11 +43,11 @@ import numpy as np
 
 from aisle_contract import OVERRIDABLE, SEARCH_MODES, RankingConfig  # noqa: F401 - re-exported: the server's names for them
 
+from . import explain, scoring
 from .diversity import diversify
 from .errors import InvalidInput
 from .index import CatalogIndex
-
-LN2 = math.log(2.0)
+from .scoring import LN2, ScoreTerms, decay, freshness  # noqa: F401 - re-exported: callers import them from here
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,6 @@ def with_overrides(config: RankingConfig, overrides: Mapping[str, object]) -> Ra
     return updated
 
 
-def decay(age_s: np.ndarray, half_life_s: float) -> np.ndarray:
-    """``exp(-ln2 · age / half_life)``; ages in the future count as 0 (weight 1)."""
-    return np.exp(-LN2 * np.maximum(age_s, 0.0) / half_life_s)
-
-
 def _normalize(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 0 else vector
@@ -128,16 +123,9 @@ def session_interest(
     return _normalize((weights[:, None] * embeddings).sum(axis=0))
 
 
-def freshness(index: CatalogIndex, rows: np.ndarray | slice, now: float, half_life_s: float) -> np.ndarray:
-    """``decay(now − created_at)`` per item; 0 for items without a creation time."""
-    created = index.created_at[rows]
-    return np.where(np.isfinite(created), decay(now - np.nan_to_num(created), half_life_s), 0.0)
-
-
 def fallback_scores(index: CatalogIndex, config: RankingConfig, now: float) -> np.ndarray:
-    """Popularity prior in [0, 1] plus weighted freshness, for cold requests."""
-    fresh = freshness(index, slice(None), now, config.freshness_half_life_s)
-    return index.popularity_prior + config.fallback_freshness_weight * fresh
+    """Popularity prior in [0, 1] plus weighted freshness, for cold requests (``scoring.fallback_terms``)."""
+    return scoring.fallback_terms(index, config, now).total()
 
 
 def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
@@ -188,8 +176,8 @@ def search_relevance(
     interest: np.ndarray | None,
     allowed: np.ndarray,
     exact_scores: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate rows and their relevance (dense, lexical or hybrid), in no particular order."""
+) -> ScoreTerms:
+    """Candidate rows and their relevance terms (dense, lexical or hybrid), in no particular order."""
     config = request.config
     n = max(config.candidates, request.k)
     lexical = None
@@ -197,18 +185,12 @@ def search_relevance(
         lexical = index.lexical.scores(request.query_text)
     if config.search_mode == "lexical" and lexical is not None:
         rows = _top(lexical, np.flatnonzero(allowed), n)
-        relevance = lexical[rows].astype(np.float64)
     else:
+        assert interest is not None, "dense or hybrid retrieval needs an interest vector"
         rows = dense_candidates(index, interest, allowed, n, exact_scores)
         if lexical is not None:
             rows = np.union1d(rows, _top(lexical, np.flatnonzero(allowed & (lexical > 0)), n))
-        if exact_scores is not None and lexical is None:
-            relevance = exact_scores[rows].astype(np.float64)  # the batch's scan already scored them
-        else:
-            relevance = np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
-        if lexical is not None:
-            relevance += config.lexical_weight * lexical[rows]
-    return rows, relevance
+    return scoring.relevance_terms(index, rows, interest, lexical, config, exact_scores)
 
 
 def interest_vector(
@@ -374,24 +356,21 @@ def _finish(
     config = request.config
     known, allowed, interest = prepared.known, prepared.allowed, prepared.interest
 
+    # ``terms``: the additive score terms of the rows scored (``aisle_server.scoring``); their sum
+    # orders, diversifies and is returned. ``order``: the candidates' positions in ``terms``, best first.
     if interest is None:
-        scores = fallback_scores(index, config, request.now)
-        candidates = _top(scores, np.flatnonzero(allowed), max(config.candidates, request.k))
-        candidate_scores = scores[candidates]
+        terms = scoring.fallback_terms(index, config, request.now)  # every row: position = row
+        scores = terms.total()
+        order = _top(scores, np.flatnonzero(allowed), max(config.candidates, request.k))
     else:
-        candidates, candidate_scores = search_relevance(index, request, interest, allowed, exact_scores)
+        terms = search_relevance(index, request, interest, allowed, exact_scores)
         feed = request.query_embedding is None
         if feed:
-            candidates, candidate_scores = _feed_sources(index, request, prepared, candidates, candidate_scores)
-        if config.freshness_weight:
-            candidate_scores += config.freshness_weight * freshness(
-                index, candidates, request.now, config.freshness_half_life_s
-            )
-        popularity_weight = config.feed_popularity_weight if feed else config.popularity_weight
-        if popularity_weight:
-            candidate_scores += popularity_weight * index.popularity_prior[candidates]
-        order = np.lexsort((candidates, -candidate_scores))  # best first, ties by row
-        candidates, candidate_scores = candidates[order], candidate_scores[order]
+            terms = _feed_sources(index, request, prepared, terms)
+        terms = scoring.prior_terms(index, terms, config, request.now, feed, prepared.cooccurrence)
+        scores = terms.total()
+        order = np.lexsort((terms.rows, -scores))  # best first, ties by row
+    candidates, candidate_scores = terms.rows[order], scores[order]
 
     picked = diversify(
         config.diversity_method,
@@ -406,9 +385,9 @@ def _finish(
     top = candidates[picked]
     components = ranks = None
     if request.explain:  # off by default: nothing of this runs
-        from .explain import score_components  # explain imports this module
-
-        components, ranks = score_components(index, request, prepared, top), np.asarray(picked, dtype=np.int32)
+        picked_terms = terms.take(order[np.asarray(picked, dtype=np.int64)])  # the very terms summed above
+        components = explain.score_components(index, picked_terms, interest, prepared.query_part)
+        ranks = np.asarray(picked, dtype=np.int32)
     return RankResult(
         item_ids=[str(item_id) for item_id in index.item_ids[top].tolist()],  # one gather from the mapped ids
         scores=np.asarray(candidate_scores[picked], dtype=np.float32),
@@ -432,10 +411,9 @@ def popular_candidates(index: CatalogIndex, allowed: np.ndarray, n: int) -> np.n
     return head[index.popularity_prior[head] > 0]
 
 
-def _feed_sources(
-    index: CatalogIndex, request: RankRequest, prepared: _Prepared, candidates: np.ndarray, relevance: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """A feed's embedding candidates joined with popular and co-occurring items, all scored alike."""
+def _feed_sources(index: CatalogIndex, request: RankRequest, prepared: _Prepared, terms: ScoreTerms) -> ScoreTerms:
+    """A feed's embedding candidates joined with popular and co-occurring items, all scored alike
+    (their cosine here; their priors, co-occurrence included, by ``scoring.prior_terms``)."""
     config = request.config
     extra = [popular_candidates(index, prepared.allowed, config.popular_candidates)]
     cooccurrence = prepared.cooccurrence
@@ -443,13 +421,9 @@ def _feed_sources(
         extra.append(
             _top(cooccurrence, np.flatnonzero(prepared.allowed & (cooccurrence > 0)), config.cooccurrence_candidates)
         )
-    new = np.setdiff1d(np.concatenate(extra), candidates)
-    if len(new):
-        candidates = np.concatenate([candidates, new])
-        relevance = np.concatenate([relevance, np.asarray(index.embeddings[new] @ prepared.interest, dtype=np.float64)])
-    if cooccurrence is not None and config.cooccurrence_weight:
-        relevance = relevance + config.cooccurrence_weight * cooccurrence[candidates]
-    return candidates, relevance
+    new = np.setdiff1d(np.concatenate(extra), terms.rows)
+    assert prepared.interest is not None, "a feed's candidates are scored against its interest"
+    return terms.extend(new, scoring.cosine(index, new, prepared.interest)) if len(new) else terms
 
 
 def validate_k(k: int, config: RankingConfig, catalog_size: int) -> int:
