@@ -18,12 +18,20 @@ Why a shared-memory prefix: each stub talks to tritonserver through a POSIX shar
 they hold memory until the machine reboots, in a ``/dev/shm`` that is small in a container (Docker:
 64 MB). Each server names its regions with a prefix of its own (the Python backend's
 ``shm-region-prefix-name``), and ``stop`` unlinks whatever is left under it.
+
+Why a ``python3`` of our own first on the server's PATH: see :func:`prepare_stub_python`.
+
+Why a failed start reads the log: Triton reports a model that did not load as one log line with the
+Python traceback escaped into it (``\\n``), after many others; :func:`load_failures` turns those
+into one line each (which model, which module failed to import, and the exception), and that is
+what ``TritonServerError`` says first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +60,9 @@ SITE_PACKAGES_ENV = "AISLE_SITE_PACKAGES"
 STATE_URL_ENV = "AISLE_STATE_URL"
 #: Where POSIX shared-memory objects live on Linux (``shm_open``).
 SHARED_MEMORY_DIR = Path("/dev/shm")
+#: Debian's interpreter for the ``libpython3.X.so.1.0`` the stubs link (``ldd triton_python_backend_stub``):
+#: its prefix, ``/usr``, holds the standard library built for that libpython. See ``prepare_stub_python``.
+SYSTEM_PYTHON = "/usr/bin/python{version}"
 
 
 class TritonServerError(RuntimeError):
@@ -64,6 +75,11 @@ def _pytriton_root() -> Path:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise TritonServerError("nvidia-pytriton is not installed: pip install 'aisle[server]'") from exc
     return Path(pytriton.__file__).resolve().parent
+
+
+def _python_version() -> str:
+    """``3.11``: the stub (and so the libpython) matches the Python that runs this launcher."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def _site_packages() -> str:
@@ -101,7 +117,7 @@ def prepare_backend_directory(target: Path) -> Path:
     match the Python that runs model.py (Debian's system Python 3.11 here).
     """
     tritonserver_dir = _pytriton_root() / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    version = _python_version()
     sources = [
         tritonserver_dir / "backends" / "python" / "libtriton_python.so",
         tritonserver_dir / "backends" / "python" / "triton_python_backend_utils.py",
@@ -117,6 +133,137 @@ def prepare_backend_directory(target: Path) -> Path:
             link.unlink()
         link.symlink_to(source)
     return target
+
+
+def prepare_stub_python(target: Path, version: str | None = None) -> Path | None:
+    """``target`` holding one ``python3``, a link to Debian's interpreter, for the front of the server's PATH.
+
+    Why: the stub starts its embedded Python (Debian's ``libpython3.X``) isolated
+    (``PyConfig_InitIsolatedConfig``: PYTHONHOME and PYTHONPATH are ignored) without a program name,
+    so CPython's getpath takes ``python3``, looks it up on PATH, follows its symlinks and takes the
+    prefix from what it finds: the ``home`` of a ``pyvenv.cfg`` beside it, or the nearest
+    ``lib/python3.X/os.py`` above it, else the library's own ``/usr``. Whatever ``python3`` came first
+    on the launcher's PATH decided which standard library Debian's libpython ran: with a virtual
+    environment over another Python first (``source .venv/bin/activate``, the venv made by pyenv's
+    3.11), the stubs loaded pyenv's, whose C extensions do not fit Debian's libpython (``_ssl``:
+    undefined symbol), ``import ssl`` failed inside redis, and ``rerank``, ``track`` and ``catalog``
+    never loaded. The link makes that lookup find Debian's interpreter, whatever the PATH: the
+    stubs' standard library is Debian's, and every other name on PATH resolves as it did.
+
+    Returns None (PATH left alone, with a warning) where Debian's interpreter is not there.
+    """
+    interpreter = Path(SYSTEM_PYTHON.format(version=version or _python_version()))
+    if not interpreter.is_file():
+        LOG.warning(
+            "%s not found: the Python-backend stubs take their standard library from the first python3 on PATH",
+            interpreter,
+        )
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    link = target / "python3"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(interpreter)
+    return target
+
+
+#: ``failed to load 'rerank' version 1: Internal: AttributeError: …\\n\\nAt:\\n  file(line): function…``
+_LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<error>.*?)\"?$")
+#: Triton's status codes, ahead of the Python exception in a load failure.
+_STATUS_PREFIX = re.compile(
+    r"^(?:Internal|Invalid argument|Not found|Unavailable|Unknown|Unsupported|Already exists|Unimplemented): "
+)
+#: One frame of the traceback Triton appends after ``At:``, innermost first: ``  /path/x.py(12): func``.
+_FRAME = re.compile(r"^\s+(?P<file>.+)\((?P<line>\d+)\): (?P<function>.+)$")
+#: What a stub whose Python could not initialize prints (CPython's path dump, or its fatal error).
+_STUB_START_FAILURE = ("Python path configuration:", "Fatal Python error:")
+
+
+def _unescape(text: str) -> str:
+    """Triton's log quotes a message: ``\\n`` for a newline, ``\\"`` for a quote."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else "\t" if m[1] == "t" else m[1], text)
+
+
+def _module_name(path: str, roots: Sequence[str]) -> str:
+    """``redis.asyncio.connection`` for ``…/site-packages/redis/asyncio/connection.py``; else the path."""
+    for root in sorted(roots, key=len, reverse=True):
+        root = root.rstrip("/") + "/"
+        if path.startswith(root) and path.endswith(".py"):
+            parts = path[len(root) : -3].split("/")
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts and all(part.isidentifier() for part in parts):
+                return ".".join(parts)
+    return path
+
+
+def _why(error: str, roots: Sequence[str]) -> str:
+    """One line for one load failure's error: the module that failed to import and the exception."""
+    head, _, trace = _unescape(error).partition("\n")
+    head = _STATUS_PREFIX.sub("", head.strip())
+    frames = [m for m in (_FRAME.match(line) for line in trace.splitlines()) if m]
+    frames = [m for m in frames if not m["file"].startswith("<frozen")]
+    if not frames:
+        return head
+    where = f"{frames[0]['file']}:{frames[0]['line']}"
+    module = next((m["file"] for m in frames if m["function"] == "<module>"), None)
+    if module is None:  # raised by a function, not while importing
+        return f"{head} (at {where}, in {frames[0]['function']})"
+    where = f"line {frames[0]['line']}" if frames[0]["file"] == module else f"at {where}"
+    return f"importing {_module_name(module, roots)} raised {head} ({where})"
+
+
+def _stub_start_failure(lines: Sequence[str]) -> str | None:
+    """One line for a stub whose embedded Python could not start; None if none failed."""
+    if not any(line.startswith(_STUB_START_FAILURE) for line in lines):
+        return None
+    settings: dict[str, str] = {}
+    for line in lines:  # from CPython's "Python path configuration:" dump
+        match = re.match(r"^\s+(stdlib dir|sys\.executable) = '(.*)'$", line)
+        if match:
+            settings[match[1]] = match[2]
+    reason = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in lines
+            if line.strip().startswith(("what():", "Fatal Python error:"))
+        ),
+        "its Python did not initialize",
+    )
+    found = f" (standard library {settings['stdlib dir']!r}" if "stdlib dir" in settings else ""
+    if found and "sys.executable" in settings:
+        found += f", from the python3 found on PATH: {settings['sys.executable']!r}"
+    return f"a stub's Python could not start: {reason}{found + ')' if found else ''}"
+
+
+def load_failures(lines: Sequence[str], roots: Sequence[str] = ()) -> list[str]:
+    """What a start's log says did not load, one line per cause, models with the same cause together.
+
+    ``models 'catalog', 'rerank' could not load: importing redis.asyncio.connection raised
+    AttributeError: 'NoneType' object has no attribute 'VerifyMode' (line 1913)``.
+    ``roots``: the stubs' ``sys.path`` entries, to name a module by its dotted name (default:
+    :func:`stub_path`).
+    """
+    if not roots:
+        try:
+            roots = stub_path()
+        except ImportError:  # pragma: no cover - aisle_contract is always there with the server
+            roots = []
+    causes: dict[str, list[str]] = {}
+    for line in lines:
+        match = _LOAD_FAILURE.search(line)
+        if match:
+            models = causes.setdefault(_why(match["error"], roots), [])
+            if match["model"] not in models:
+                models.append(match["model"])
+    summary = []
+    stub = _stub_start_failure(lines)
+    if stub:
+        summary.append(stub)
+    for why, models in causes.items():
+        names = ", ".join(f"'{model}'" for model in sorted(models))
+        summary.append(f"{'models' if len(models) > 1 else 'model'} {names} could not load: {why}")
+    return summary
 
 
 @dataclass
@@ -139,7 +286,7 @@ class TritonServer:
     extra_args: Sequence[str] = ()
     #: Bytes for Triton's local response cache (``--cache-config local,size=N``); 0 = no cache.
     #: Only models whose config has ``response_cache { enable: true }`` use it (see
-    #: ``aisle_export.repository``: off by default).
+    #: ``aisle_export.build.repository``: off by default).
     response_cache_bytes: int = 0
     #: The state store the models use (``AISLE_STATE_URL``); None: whatever the environment says.
     state_url: str | None = None
@@ -148,6 +295,9 @@ class TritonServer:
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
+    _log_offset: int = field(default=0, init=False, repr=False)  # where this start's lines begin in log_file
+    _log_scanned: int = field(default=0, init=False, repr=False)  # how far ``_stub_failed`` has read it
+    _stub_python: Path | None = field(default=None, init=False, repr=False)  # see prepare_stub_python
     #: The Python backend's shared-memory region prefix, new at each start (see the module docstring).
     shm_prefix: str = field(default="", init=False)
 
@@ -201,6 +351,8 @@ class TritonServer:
         libs = str(_pytriton_root().parent / "nvidia_pytriton.libs")
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"), libs) if p)
         env[SITE_PACKAGES_ENV] = os.pathsep.join(stub_path())
+        if self._stub_python is not None:  # the stubs' python3, whatever came first: see prepare_stub_python
+            env["PATH"] = os.pathsep.join([str(self._stub_python), env.get("PATH", os.defpath)])
         if self.state_url is not None:
             env[STATE_URL_ENV] = self.state_url
         # The Python-backend stubs inherit this: rerank's per-request numpy work (MMR/DPP rows,
@@ -217,6 +369,7 @@ class TritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="aisle-triton-"))
         self.shm_prefix = f"aisle_triton_{uuid.uuid4().hex[:12]}_"
         prepare_backend_directory(self._workdir / "backends")
+        self._stub_python = prepare_stub_python(self._workdir / "python")
         if self.log_file is not None:
             self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop(
             out = self._log_handle
@@ -230,28 +383,34 @@ class TritonServer:
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # its own process group: see the module docstring
         )
-        started_at = self._log_handle.tell() if self._log_handle is not None else 0  # type: ignore[attr-defined]
+        self._log_offset = self._log_handle.tell() if self._log_handle is not None else 0  # type: ignore[attr-defined]
+        self._log_scanned = self._log_offset
         try:
             self.wait_ready(self.startup_timeout_s)
         except TritonServerError as exc:
             self.stop()
-            raise TritonServerError(f"{exc}{self._log_tail(started_at)}") from None
+            lines = self._start_log()
+            why = "; ".join(load_failures(lines))
+            raise TritonServerError(f"{exc}{': ' + why if why else ''}{self._log_tail(lines)}") from None
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _log_tail(self, offset: int) -> str:
-        """What this start logged (from ``offset`` of ``log_file``) that says why it failed, for the
-        error message: its error lines and its last lines; a CI run keeps only the test's output."""
+    def _start_log(self) -> list[str]:
+        """What this start wrote to ``log_file`` so far (nothing without one)."""
         if self.log_file is None:
-            return ""
+            return []
         try:
             with open(self.log_file, "rb") as log:
-                log.seek(offset)
-                lines = log.read().decode("utf-8", "replace").splitlines()
+                log.seek(self._log_offset)
+                return log.read().decode("utf-8", "replace").splitlines()
         except OSError:
-            return ""
+            return []
+
+    def _log_tail(self, lines: list[str]) -> str:
+        """What this start logged that says why it failed, for the error message: its error lines and
+        its last lines; a CI run keeps only the test's output."""
         errors = [line for line in lines if line.startswith("E") and "CudaDriverHelper" not in line]
         shown = list(dict.fromkeys(errors[-10:] + lines[-5:]))  # in order, once each
         return f"; from {self.log_file}:\n" + "\n".join(shown) if shown else ""
@@ -264,6 +423,8 @@ class TritonServer:
             if self._process is None or self._process.poll() is not None:
                 code = None if self._process is None else self._process.returncode
                 raise TritonServerError(f"tritonserver exited with code {code} before it was ready")
+            if self._stub_failed():  # tritonserver would wait for the dead stub until our deadline
+                raise TritonServerError("a Python-backend stub exited before its model loaded")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:  # loopback URL
                     if response.status == 200:
@@ -272,6 +433,22 @@ class TritonServer:
                 pass
             time.sleep(0.25)
         raise TritonServerError(f"tritonserver was not ready after {timeout_s:.0f}s")
+
+    def _stub_failed(self) -> bool:
+        """Whether this start's log shows a stub whose Python could not initialize (read from where
+        the last call stopped, less a marker's length in case one was cut)."""
+        if self.log_file is None:
+            return False
+        start = max(self._log_offset, self._log_scanned - max(map(len, _STUB_START_FAILURE)))
+        try:
+            with open(self.log_file, "rb") as log:
+                log.seek(start)
+                data = log.read()
+        except OSError:
+            return False
+        self._log_scanned = start + len(data)
+        text = data.decode("utf-8", "replace")
+        return any(marker in text for marker in _STUB_START_FAILURE)
 
     def shared_memory_regions(self) -> list[Path]:
         """The shared-memory regions this server's Python-backend stubs hold (or a kill left behind)."""
