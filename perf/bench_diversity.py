@@ -1,6 +1,6 @@
 """MMR and DPP picking 10 of 1,000 candidates (384-d), in-process: p50/p95 per call.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python perf/bench_diversity.py [--repeats 500]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python -m perf.bench_diversity [--repeats 500]
 
 Writes perf/results/bench_diversity.json. A benchmark, not a test: the machine is shared. Run it
 with one BLAS thread as well as without: on a busy 2-core machine multithreaded BLAS makes DPP's
@@ -14,11 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-from aisle_export.evaluate import diversity_latency
+from aisle_export.judge.content_study import diversity_latency
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_diversity", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("perf/results/bench_diversity.json"))
     args = parser.parse_args()

@@ -3,7 +3,7 @@
 Why both: the encoder ratio is what INT8 buys in isolation; ``recommend`` also pays for
 tokenization, gRPC, the ensemble and ranking, so its gain is smaller and is the one users see.
 
-    .venv/bin/python perf/bench_encoders.py --repo build/model_repository [--calls 200]
+    .venv/bin/python -m perf.bench_encoders --repo build/model_repository [--calls 200]
 
 Needs an exported, indexed repository with ``model.int8.onnx`` (``aisle export --precision int8``,
 then ``aisle index``). Writes ``perf/results/encoders.json``. Both servers use the same index, so
@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from aisle import RecClient
-from aisle_export.precision_texts import HELD_OUT_TEXTS, RETRIEVAL_QUERIES
+from aisle_export.build.precision_texts import HELD_OUT_TEXTS, RETRIEVAL_QUERIES
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import TextTokenizer
 from aisle_server.tritonserver import TritonServer
+from perf.lib.run_info import RESULTS as RESULTS_DIR
+from perf.lib.timing import call_times
 
 BATCH = 32
-RESULTS = Path(__file__).resolve().parent / "results" / "encoders.json"
+RESULTS = RESULTS_DIR / "encoders.json"
 
 
 def encoder_throughput(directory: Path, filename: str, seconds: float) -> dict:
@@ -37,14 +39,7 @@ def encoder_throughput(directory: Path, filename: str, seconds: float) -> dict:
     texts = (list(HELD_OUT_TEXTS) * 2)[:BATCH]
     ids, mask = TextTokenizer.from_directory(directory)(texts)
     encoder = OnnxEncoder(directory / filename)
-    for _ in range(3):
-        encoder(ids, mask)
-    timings = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(timings) < 10:
-        t = time.perf_counter()
-        encoder(ids, mask)
-        timings.append(time.perf_counter() - t)
+    timings = call_times(lambda: encoder(ids, mask), seconds)
     median = statistics.median(timings)
     return {
         "batch": BATCH,
@@ -79,7 +74,7 @@ def recommend_latency(repo: Path, config_name: str | None, calls: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_encoders", description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=Path("build/model_repository"))
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per encoder graph")
     parser.add_argument("--calls", type=int, default=200, help="recommend calls per server")

@@ -21,10 +21,10 @@ codes, the popularity prior) and ``RssFile`` (pages of the mapped files that req
 mostly ``embeddings.npy`` for re-scoring; page cache the kernel may drop, not heap, but a dropped
 page is a disk read on the next request that needs it). The truth phase reads the whole
 ``embeddings.npy`` just before, so the serve phase runs on a warm page cache where it fits.
-Vectors and queries follow ``perf/bench_retrieval.py``: clusters overlap and each query mixes
+Vectors and queries follow ``perf.bench_retrieval``: clusters overlap and each query mixes
 three catalog items, so queries fall between clusters.
 
-    .venv/bin/python perf/bench_index_scale.py --sizes 1000000 3000000 10000000 --workdir /tmp/aisle-scale
+    .venv/bin/python -m perf.bench_index_scale --sizes 1000000 3000000 10000000 --workdir /tmp/aisle-scale
 """
 
 from __future__ import annotations
@@ -43,21 +43,11 @@ import numpy as np
 from aisle_server.ann import AnnIndex
 from aisle_server.index import CatalogIndex, save_item_fields
 from aisle_server.ranking import RankRequest, rank
-from bench_retrieval import timed  # its sibling in perf/ (this script's directory): one timing loop
-
-ROOT = Path(__file__).resolve().parents[1]
+from perf.lib.procstats import status_mib
+from perf.lib.run_info import RESULTS, ROOT
+from perf.lib.timing import timed
 
 CHUNK = 250_000
-
-
-def proc_status() -> dict[str, float]:
-    """VmHWM, VmRSS, RssAnon, RssFile of this process, in MiB."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-            out[key] = round(int(value.split()[0]) / 1024, 1)
-    return out
 
 
 def write_vectors(path: Path, items: int, dim: int, clusters: int, seed: int = 0) -> None:
@@ -125,7 +115,7 @@ def phase_build(args: argparse.Namespace) -> dict:
         "pq_m": int(ann.index.pq.M),
         "ann_file_mib": round((directory / "ann.faiss").stat().st_size / 2**20, 1),
         "embeddings_file_mib": round((directory / "embeddings.npy").stat().st_size / 2**20, 1),
-        "build_memory_mib": proc_status(),
+        "build_memory_mib": status_mib(),
     }
 
 
@@ -152,11 +142,11 @@ def phase_truth(args: argparse.Namespace) -> dict:
 
 def phase_serve(args: argparse.Namespace) -> dict:
     directory = Path(args.dir)
-    before = proc_status()
+    before = status_mib()
     started = time.perf_counter()
     index = CatalogIndex.load(directory)
     load_s = time.perf_counter() - started
-    after_load = proc_status()
+    after_load = status_mib()
     default = index.ann
     queries = np.load(directory / "queries.npy")
     truth = np.load(directory / "truth.npy")
@@ -179,7 +169,7 @@ def phase_serve(args: argparse.Namespace) -> dict:
         "load_s": round(load_s, 2),
         "memory_before_load_mib": before,
         "memory_after_load_mib": after_load,
-        "memory_after_queries_mib": proc_status(),
+        "memory_after_queries_mib": status_mib(),
         "queries": rows,
     }
 
@@ -218,7 +208,8 @@ def rank_latency(index: CatalogIndex, queries: np.ndarray, k: int = 10) -> dict:
 def run_phase(phase: str, args: argparse.Namespace, items: int, directory: Path) -> dict:
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "perf.bench_index_scale",
         "--phase",
         phase,
         "--items",
@@ -239,7 +230,9 @@ def run_phase(phase: str, args: argparse.Namespace, items: int, directory: Path)
         *map(str, args.serve_refine),
     ]
     started = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    # from any working directory (its paths are the caller's): the repository root makes ``perf`` importable
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     sys.stderr.write(out.stderr[-2000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(time.perf_counter() - started, 1)
@@ -247,7 +240,7 @@ def run_phase(phase: str, args: argparse.Namespace, items: int, directory: Path)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_index_scale", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=2000)
@@ -262,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="re-scoring factors to sweep (the index itself keeps ann.DEFAULT_REFINE)",
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/aisle-index-scale"))
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the generated indexes")
     parser.add_argument("--phase", choices=("build", "truth", "serve"), help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, help=argparse.SUPPRESS)

@@ -9,7 +9,7 @@ shopper's session does — so queries fall between clusters, the hard case for a
 For each ``nprobe`` it reports p50/p95 latency of retrieving 200 candidates for one query and
 recall@200 against exact search, plus the exact scan's own latency — side by side, one run.
 
-    .venv/bin/python perf/bench_retrieval.py --items 1000000
+    .venv/bin/python -m perf.bench_retrieval --items 1000000
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aisle_server.ann import AnnIndex
+from perf.lib.timing import timed
 
 
 def synthetic(items: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
@@ -37,17 +38,8 @@ def synthetic(items: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
     return vectors
 
 
-def timed(fn, queries):
-    out, times = [], []
-    for q in queries:
-        t = time.perf_counter()
-        out.append(fn(q))
-        times.append(time.perf_counter() - t)
-    return out, np.array(times) * 1000
-
-
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_retrieval", description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=2000)

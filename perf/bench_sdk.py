@@ -1,8 +1,9 @@
 """SDK benchmark (not a test): micro-batching throughput and cache-hit cost, side by side in one run.
 
-    .venv/bin/python perf/bench_sdk.py [--workload search|feed] [--max-batch 16] [--seconds 6] [--rounds 2]
+    .venv/bin/python -m perf.bench_sdk [--workload search|feed] [--max-batch 16] [--seconds 6] [--rounds 2]
 
-Starts its own tritonserver over ``--repo`` (built like ``make demo`` if it does not exist), then
+Starts its own tritonserver over ``--repo`` (exported and indexed first if it has none:
+:func:`perf.lib.repository.ensure`), then
 alternates unbatched and micro-batched rounds (32 threads, distinct calls, caches off) so both
 modes see the same noise on a shared machine, and times cache hits. ``search`` calls carry a text
 query (the query tower runs for each); ``feed`` calls carry only a shopper's history (the home
@@ -25,40 +26,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from aisle import RecClient
 from aisle_server.tritonserver import TritonServer
+from perf.lib import repository, triton_stats
+from perf.lib.run_info import RESULTS
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tokenizer", "query_encoder", "rerank", "recommend")
-
-
-def build_repo(repo: Path) -> None:
-    """Export the towers and index MovieLens-100K into ``repo`` (what ``make demo`` does)."""
-    from aisle_export.catalog import read_catalog
-    from aisle_export.indexing import write_index
-    from aisle_export.movielens import fetch_movielens, write_catalog_csv
-    from aisle_export.pipeline import export_repository
-
-    export_repository(repo)
-    data = fetch_movielens(repo.parent / "data")
-    csv = write_catalog_csv(data, data.parent / "movielens_catalog.csv")
-    write_index(read_catalog(csv), repo, source=csv, progress=False)
+#: The counters of each model kept with every round (``rounds[i]["per_model"]``).
+COUNTERS = ("inferences", "executions", "requests", "compute_infer_ns")
 
 
 def model_stats(client: RecClient) -> dict[str, dict[str, int]]:
-    out = {}
-    for model in MODELS:
-        stats = client.inference_statistics(model)["model_stats"][0]
-        infer = stats["inference_stats"]
-        out[model] = {
-            "inferences": int(stats.get("inference_count", 0)),
-            "executions": int(stats.get("execution_count", 0)),
-            "requests": int(infer["success"].get("count", 0)),
-            "compute_infer_ns": int(infer["compute_infer"].get("ns", 0)),
-        }
-    return out
-
-
-def diff(after: dict, before: dict) -> dict:
-    return {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in after}
+    return triton_stats.snapshot(client, MODELS, COUNTERS)
 
 
 def make_call(workload: str, n: int, i: int, tag: str) -> tuple[str, list[tuple[str, float]]]:
@@ -106,7 +83,7 @@ def throughput(
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
-        per_model = diff(model_stats(client), before)
+        per_model = triton_stats.diff(model_stats(client), before)
     calls = sum(counts)
     enc = per_model["query_encoder"]
     return {
@@ -116,17 +93,9 @@ def throughput(
         "mean_rows_per_triton_request": round(statistics.fmean(rows), 1) if rows else 0,
         "encoder_executions": enc["executions"],
         "encoder_mean_batch": round(enc["inferences"] / enc["executions"], 1) if enc["executions"] else 0,
-        "encoder_busy_share": round(_exec_busy_s(per_model["query_encoder"]) / elapsed, 2),
+        "encoder_busy_share": round(triton_stats.busy_ns(per_model["query_encoder"]) / 1e9 / elapsed, 2),
         "per_model": per_model,
     }
-
-
-def _exec_busy_s(stats: dict) -> float:
-    """Triton's compute_infer counts each request's share of its batch; requests × share = busy time."""
-    if not stats["requests"] or not stats["executions"]:
-        return 0.0
-    per_request = stats["compute_infer_ns"] / stats["requests"]
-    return per_request * stats["executions"] / 1e9
 
 
 def cache_hit_cost(url: str, n: int = 20000) -> dict:
@@ -153,8 +122,8 @@ def cache_hit_cost(url: str, n: int = 20000) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, default=ROOT / "build" / "model_repository")
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_sdk", description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=repository.DEMO)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -170,11 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
         default="search",
         help="search: distinct text queries; feed: distinct histories, no query",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not (args.repo / "rerank" / "1" / "index").exists():
-        print(f"building {args.repo} (export + MovieLens index)", flush=True)
-        build_repo(args.repo)
+    repository.ensure(args.repo)
     args.out.mkdir(parents=True, exist_ok=True)
     rounds = []
     with TritonServer(args.repo, log_file=args.out / "bench_sdk_tritonserver.log") as server:

@@ -1,12 +1,13 @@
 """Hostile-input fuzzing at scale (not a unit test): 10,000+ hypothesis cases against a live server.
 
-    .venv/bin/python perf/fuzz.py [--cases 10000] [--repo build/reliability/model_repository]
+    .venv/bin/python -m perf.fuzz [--cases 10000] [--repo DIR]
 
-The strategies and checks are ``perf/fuzzing.py``'s, the same ones ``tests/integration/test_fuzz.py``
-runs a few hundred of in CI. Starts its own tritonserver (loopback), samples the RSS of tritonserver
-and its stubs before and after, checks liveness every 250 cases, and writes a summary (cases,
-results by kind, failures with examples, server alive, RSS before/after) to
-``perf/results/fuzz.json``. Exits 1 on any failure or if the server died.
+The strategies and checks are :mod:`perf.fuzzing`'s, the same ones ``tests/integration/test_fuzz.py``
+runs a few hundred of in CI. Starts its own tritonserver (loopback) over ``--repo`` (exported and
+indexed first if it has no index; default: the benchmarks' own, ``build/perf/model_repository``),
+samples the RSS of tritonserver and its stubs before and after, checks liveness every 250 cases,
+and writes a summary (cases, results by kind, failures with examples, server alive, RSS
+before/after) to ``perf/results/fuzz.json``. Exits 1 on any failure or if the server died.
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from aisle import RecClient
 from aisle_server.tritonserver import TritonServer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fuzzing
-from procstats import tree_rss
-from soak import build_repo
-
-ROOT = Path(__file__).resolve().parents[1]
+from perf import fuzzing
+from perf.lib import repository
+from perf.lib.procstats import tree_rss
+from perf.lib.run_info import RESULTS
 
 
 def fuzz(
@@ -81,14 +79,15 @@ def fuzz(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.fuzz", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000, help="total; 40%% SDK, 60%% raw gRPC")
     parser.add_argument("--seed", type=int, default=20251122)
-    parser.add_argument("--repo", type=Path, default=ROOT / "build" / "reliability" / "model_repository")
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "fuzz.json")
+    parser.add_argument(
+        "--repo", type=Path, default=None, help="default: the benchmarks' own, build/perf/model_repository"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "fuzz.json")
     args = parser.parse_args(argv)
-    if not (args.repo / "rerank" / "1" / "index").exists():
-        build_repo(args.repo)
+    args.repo = repository.cached() if args.repo is None else repository.ensure(args.repo)
     log = args.out.with_name("fuzz_tritonserver.log")
     log.unlink(missing_ok=True)
     outcomes: collections.Counter[str] = collections.Counter()

@@ -1,5 +1,5 @@
 """Hostile-input fuzzing shared by ``tests/integration/test_fuzz.py`` (a few hundred cases) and
-``perf/fuzz.py`` (10,000+): hypothesis strategies and the check of each outcome.
+``perf.fuzz`` (10,000+): hypothesis strategies and the check of each outcome.
 
 Two targets:
 

@@ -1,12 +1,12 @@
 """Simulated A/A and A/B experiments through `aisle experiment report`'s statistics, in one run.
 
-Shoppers with a hidden click model (aisle_export.experiment_sim), assigned to arms by the SDK's
+Shoppers with a hidden click model (aisle_export.experiments.simulation), assigned to arms by the SDK's
 hashing. Figures: the A/A false-positive rate (how often the report calls a difference where there
 is none; nominal 5%), the shoppers per arm the report says a known lift needs, the share of A/B
 experiments at that size that detect it (power asked: 80%), and the same at a quarter of that size;
 plus the arm shares on 100,000 shopper ids. Writes perf/results/sim_experiments.{json,md,png}.
 
-    .venv/bin/python perf/sim_experiments.py            # ~2 min on 2 busy cores
+    .venv/bin/python -m perf.sim_experiments            # ~2 min on 2 busy cores
 """
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ import time
 from pathlib import Path
 
 from aisle_contract.experiments import HOLDOUT, Arm, Experiment
-from aisle_export.experiment_sim import PRIMARY, aa_false_positive_rate, ab_detection_rate, needed_shoppers
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_info import command_line, machine
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from aisle_export.experiments.simulation import PRIMARY, aa_false_positive_rate, ab_detection_rate, needed_shoppers
+from perf.lib.run_info import RESULTS, command_line, machine
 
 
 def share_deviation(ids: int) -> dict[str, float]:
@@ -34,7 +30,7 @@ def share_deviation(ids: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.sim_experiments", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--shoppers", type=int, default=2000, help="shoppers per A/A experiment (both arms)")
     parser.add_argument("--lift", type=float, default=0.10, help="the A/B's true relative lift of the click rate")
@@ -49,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     quarter = ab_detection_rate(args.runs, needed // 4, args.lift, seed=2)
     shares = share_deviation(100_000)
     result = {
-        "command": command_line("perf/sim_experiments.py", argv if argv is not None else sys.argv[1:]),
+        "command": command_line("perf.sim_experiments", argv if argv is not None else sys.argv[1:]),
         "metric": PRIMARY,
         "runs": args.runs,
         "aa_shoppers": args.shoppers,

@@ -1,9 +1,9 @@
 """Soak test (not a unit test): minutes of moderate load, memory and latency sampled, trends fitted.
 
-    .venv/bin/python perf/soak.py [--minutes 10] [--rps 20] [--repo build/reliability/model_repository]
+    .venv/bin/python -m perf.soak [--minutes 10] [--rps 20] [--repo DIR]
 
-Starts its own tritonserver (loopback, free ports) over ``--repo`` (built like ``make demo`` if
-missing) and sends ``--rps`` ``recommend`` calls per second from a few threads through the SDK —
+Starts its own tritonserver (loopback, free ports) over ``--repo`` (exported and indexed first if it
+has no index; default: the benchmarks' own, ``build/perf/model_repository``) and sends ``--rps`` ``recommend`` calls per second from a few threads through the SDK —
 searches, personalized feeds, ranking knobs, different ``k`` — with caches off. Every
 ``--sample-s`` seconds it records the RSS of tritonserver and of its Python-backend stubs, the
 window's latency percentiles, and the shared-memory regions the server maps. At the end it fits a
@@ -30,11 +30,10 @@ import numpy as np
 
 from aisle import RecClient
 from aisle_server.tritonserver import TritonServer
+from perf.lib import repository
+from perf.lib.procstats import mapped_shm_regions, shm_regions, slope_per_minute, tree_rss
+from perf.lib.run_info import RESULTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstats import mapped_shm_regions, shm_regions, slope_per_minute, tree_rss
-
-ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
     "star wars",
     "romantic comedy in paris",
@@ -48,18 +47,6 @@ QUERIES = [
     "war documentary",
     "",
 ]
-
-
-def build_repo(repo: Path) -> None:
-    from aisle_export.catalog import read_catalog
-    from aisle_export.indexing import write_index
-    from aisle_export.movielens import fetch_movielens, write_catalog_csv
-    from aisle_export.pipeline import export_repository
-
-    export_repository(repo)
-    data = fetch_movielens(repo.parent / "data")
-    csv = write_catalog_csv(data, data.parent / "movielens_catalog.csv")
-    write_index(read_catalog(csv), repo, source=csv, progress=False)
 
 
 def request_for(i: int) -> dict:
@@ -126,7 +113,7 @@ class Load:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rps", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=4)
@@ -135,13 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repo",
         type=Path,
-        default=ROOT / "build" / "reliability" / "model_repository",
-        help="built like make demo if it has no index (default: build/reliability/model_repository)",
+        default=None,
+        help="exported and indexed first if it has no index (default: the benchmarks' own, build/perf/model_repository)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "soak")
+    parser.add_argument("--out", type=Path, default=RESULTS / "soak")
     args = parser.parse_args(argv)
-    if not (args.repo / "rerank" / "1" / "index").exists():
-        build_repo(args.repo)
+    args.repo = repository.cached() if args.repo is None else repository.ensure(args.repo)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     warmup_s = min(args.warmup_s, args.minutes * 60 / 4)
 

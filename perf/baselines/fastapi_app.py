@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from perf.baselines.search import SearchModel
 from pydantic import BaseModel, Field
+
+from perf.baselines.search import SearchModel
 
 app = FastAPI(title="aisle FastAPI baseline")
 _model: SearchModel | None = None

@@ -1,7 +1,7 @@
 """What the baselines serve: the same query tower, catalog and ``recommend`` semantics for a search.
 
 ``SearchModel(repo)`` loads the query tower with sentence-transformers on PyTorch (CPU) — the
-all-MiniLM-L6-v2 directory that ``aisle export`` exported (``aisle_export.towers``) — and the item
+all-MiniLM-L6-v2 directory that ``aisle export`` exported (``aisle_export.core.towers``) — and the item
 embeddings and ids of ``<repo>/rerank/1/index/`` (the very vectors Aisle's ``rerank`` searches).
 ``search(query, k)`` encodes the query (L2-normalized), scores every item by inner product and
 returns the ``k`` best ids and scores with ``np.argpartition`` + a sort of the ``k``.
@@ -33,7 +33,7 @@ class SearchModel:
     def __init__(self, repo: Path, tower: Path | None = None, device: str = "cpu"):
         from sentence_transformers import SentenceTransformer
 
-        from aisle_export.towers import default_tower_path
+        from aisle_export.core.towers import default_tower_path
 
         index_dir = Path(repo) / "rerank" / "1" / "index"
         self.embeddings = np.load(index_dir / "embeddings.npy")

@@ -46,7 +46,7 @@ for variant in $VARIANTS; do
   done
   curl -sf "http://127.0.0.1:$HTTP_PORT/v2/health/ready" >/dev/null || { docker logs "$NAME" | tail -50; exit 1; }
   uptime
-  $PY perf/bench.py --url "127.0.0.1:$GRPC_PORT" --label "$variant-tensorrt" --repo "$REPO" \
+  $PY -m perf.bench --url "127.0.0.1:$GRPC_PORT" --label "$variant-tensorrt" --repo "$REPO" \
     --concurrency "$CONCURRENCY" --out "$OUT" --work "build/bench/gpu-$variant"
 done
 echo "reports: $OUT/bench_*-tensorrt_report.md"

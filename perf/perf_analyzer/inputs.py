@@ -120,7 +120,7 @@ def pa_rerank(queries: list[str], embeddings: np.ndarray) -> dict:
 
 def load_demo_data(repo: Path, data_dir: Path) -> tuple[list[str], dict]:
     """Catalog titles from the served index, user histories from the MovieLens ratings."""
-    from aisle_export.movielens import fetch_movielens, load_interactions, user_histories
+    from aisle_export.data.movielens import fetch_movielens, load_interactions, user_histories
     from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 
     index = CatalogIndex.load(Path(repo) / "rerank" / "1" / INDEX_DIRNAME)
@@ -160,7 +160,7 @@ def write_all(repo: Path, out_dir: Path, data_dir: Path, count: int = 512, seed:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.perf_analyzer.inputs", description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=Path("build/model_repository"))
     parser.add_argument("--data-dir", type=Path, default=Path("build/data"))
     parser.add_argument("--out", type=Path, default=Path("build/bench/inputs"))

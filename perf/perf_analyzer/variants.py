@@ -2,14 +2,14 @@
 
 Each variant is a copy of ``build/model_repository`` (files hard-linked, so a copy costs no disk)
 whose ``config.pbtxt`` files are regenerated from the typed configs of
-:func:`aisle_export.repository.all_configs` — copies of the ``model_config_pb2`` objects, modified
+:func:`aisle_export.build.repository.all_configs` — copies of the ``model_config_pb2`` objects, modified
 field by field (no dynamic batching: ``ClearField("dynamic_batching")``; N instances:
-``instance_group[0].count = N``), then printed with :func:`aisle_export.repository.render`.
+``instance_group[0].count = N``), then printed with :func:`aisle_export.build.repository.render`.
 
 INT8 variants select ``<encoder>/configs/int8.pbtxt`` at start (``TritonServer(model_config_name=
 "int8")``); the INT8 graph ``model.int8.onnx`` is taken from the source repository when
 ``aisle export --precision int8`` wrote it there, and otherwise quantized once (ONNX Runtime dynamic
-INT8, :func:`aisle_export.quantize.quantize_int8_dynamic`) into ``build/bench/int8-cache/``.
+INT8, :func:`aisle_export.build.quantize.quantize_int8_dynamic`) into ``build/bench/int8-cache/``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def modified(config: mc.ModelConfig, variant: Variant) -> mc.ModelConfig:
 
 
 def variant_configs(variant: Variant, dim: int) -> dict[str, mc.ModelConfig]:
-    from aisle_export.repository import all_configs  # heavy import chain
+    from aisle_export.build.repository import all_configs  # heavy import chain
 
     return {path: modified(config, variant) for path, config in all_configs(dim).items()}
 
@@ -115,7 +115,7 @@ def int8_graph(source_repo: Path, encoder: str, cache_dir: Path) -> Path:
     key = f"{fp32.stat().st_size}:{fp32.stat().st_mtime_ns}"
     if cached.is_file() and stamp.is_file() and stamp.read_text() == key:
         return cached
-    from aisle_export.quantize import quantize_int8_dynamic
+    from aisle_export.build.quantize import quantize_int8_dynamic
 
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(cached.name + ".partial")
@@ -127,7 +127,7 @@ def int8_graph(source_repo: Path, encoder: str, cache_dir: Path) -> Path:
 
 def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 384) -> Path:
     """Write ``root/<variant.name>/`` — a hard-linked copy of ``source_repo`` with the variant's configs."""
-    from aisle_export.repository import render
+    from aisle_export.build.repository import render
 
     source_repo, target = Path(source_repo), Path(root) / variant.name
     if target.exists():
@@ -145,10 +145,13 @@ def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 38
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write variant repositories (used by ``gpu_suite.sh``; ``perf/bench.py`` calls build_variant itself)."""
+    """Write variant repositories (used by ``gpu_suite.sh``; ``perf.bench`` calls build_variant itself)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write benchmark config variants of a model repository.")
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.perf_analyzer.variants",
+        description="Write benchmark config variants of a model repository.",
+    )
     parser.add_argument("--repo", type=Path, default=Path("build/model_repository"))
     parser.add_argument("--out", type=Path, default=Path("build/bench/repos"))
     parser.add_argument("--only", nargs="*", help="variant names, e.g. aisle-fp32-db-1i aisle-fp32-nodb-1i")

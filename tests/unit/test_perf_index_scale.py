@@ -1,16 +1,12 @@
-"""``perf/bench_index_scale.py`` end to end at a size CI affords: the three phases run as their own
+"""``perf.bench_index_scale`` end to end at a size CI affords: the three phases run as their own
 processes, the replica loads the index the way ``rerank`` does, and the report has every figure."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
-
-import bench_index_scale
 from aisle_server.ann import DEFAULT_REFINE
+from perf import bench_index_scale
 
 
 def test_small_run_reports_build_memory_recall_and_rank_latency(tmp_path):

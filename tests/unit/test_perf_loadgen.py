@@ -1,33 +1,29 @@
-"""Load generator math and bookkeeping (perf/loadgen.py); no assertion on wall-clock time."""
+"""Load generator math and bookkeeping (perf/lib/loadgen.py, perf/lib/timing.py); no assertion on wall-clock time."""
 
 from __future__ import annotations
 
 import math
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from perf import loadgen
+from perf.lib import loadgen, timing
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 95, 99, 100])
 @pytest.mark.parametrize("n", [1, 2, 7, 100, 1001])
 def test_percentile_matches_numpy_linear(q, n):
     values = np.random.default_rng(n).exponential(10.0, n).tolist()
-    assert loadgen.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert timing.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
 
 
 def test_percentile_edges():
-    assert math.isnan(loadgen.percentile([], 50))
-    assert loadgen.percentile([3.0], 99) == 3.0
-    assert loadgen.percentile([1, 2, 3, 4], 50) == 2.5
+    assert math.isnan(timing.percentile([], 50))
+    assert timing.percentile([3.0], 99) == 3.0
+    assert timing.percentile([1, 2, 3, 4], 50) == 2.5
     with pytest.raises(ValueError):
-        loadgen.percentile([1.0], 101)
+        timing.percentile([1.0], 101)
 
 
 def test_summarize_converts_to_ms_and_rates():

@@ -1,4 +1,4 @@
-"""``perf/bench_oversized_query.py``'s pure parts on small fake numbers: the queries it builds, the
+"""``perf.bench_oversized_query``'s pure parts on small fake numbers: the queries it builds, the
 interleaving, the statistics arithmetic, the in-round ratios, the repository check and the report.
 No server: the benchmark itself is run by hand."""
 
@@ -6,48 +6,46 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
+from perf.bench_oversized_query import report as rendering
+from perf.bench_oversized_query import scenario
+from perf.lib import procstats, repository, triton_stats
 
-import bench_oversized_query as boq
-
-MB = boq.MB
+MB = procstats.MB
 
 
 # --------------------------------------------------------------------------- queries and schedule
 
 
 def test_search_text_drops_the_year_and_lowers_the_case():
-    assert boq.search_text("Usual Suspects, The (1995)") == "usual suspects, the"
-    assert boq.search_text("Heat") == "heat"
-    assert boq.search_text("Brazil (the film)") == "brazil (the film)"  # not a year: kept
+    assert scenario.search_text("Usual Suspects, The (1995)") == "usual suspects, the"
+    assert scenario.search_text("Heat") == "heat"
+    assert scenario.search_text("Brazil (the film)") == "brazil (the film)"  # not a year: kept
 
 
 def test_oversized_text_is_real_words_of_the_requested_size_and_seeded():
     titles = ["Toy Story (1995)", "Amélie (2001)", "Heat (1995)"]
-    text = boq.oversized_text(titles, 10_000, seed=3)
+    text = scenario.oversized_text(titles, 10_000, seed=3)
     assert len(text.encode()) <= 10_000 and len(text.encode()) >= 10_000 - 3  # never cut inside "é"
     assert set(text.split()[:-1]) <= {w for t in titles for w in t.split()}  # the last word may be cut
-    assert text == boq.oversized_text(titles, 10_000, seed=3)
-    assert text != boq.oversized_text(titles, 10_000, seed=4)
+    assert text == scenario.oversized_text(titles, 10_000, seed=3)
+    assert text != scenario.oversized_text(titles, 10_000, seed=4)
     # The smaller text of a seed is the start of the larger one: prefix, 1 MB and 5 MB share their first characters.
-    assert boq.oversized_text(titles, 50_000, seed=3).startswith(text[:9_000])
+    assert scenario.oversized_text(titles, 50_000, seed=3).startswith(text[:9_000])
     with pytest.raises(ValueError):
-        boq.oversized_text([], 10, seed=0)
+        scenario.oversized_text([], 10, seed=0)
 
 
 def test_schedule_alternates_the_order_of_sizes_every_other_round():
-    slots = boq.schedule(2, concurrencies=(1, 16))
-    assert len(slots) == 2 * 2 * len(boq.SIZES)
+    slots = scenario.schedule(2, concurrencies=(1, 16))
+    assert len(slots) == 2 * 2 * len(scenario.SIZES)
     first = [s.size for s in slots if s.round == 0 and s.concurrency == 1]
     second = [s.size for s in slots if s.round == 1 and s.concurrency == 1]
-    assert first == list(boq.SIZES) and second == list(reversed(boq.SIZES))
+    assert first == list(scenario.SIZES) and second == list(reversed(scenario.SIZES))
     with pytest.raises(ValueError):
-        boq.schedule(0)
+        scenario.schedule(0)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -72,7 +70,7 @@ def test_stats_delta_and_per_request_figures():
             "compute_input_ns": 16_000_000,
         }
     }
-    delta = boq.stats_delta(after, before)["tokenizer"]
+    delta = triton_stats.diff(after, before)["tokenizer"]
     assert delta == {
         "requests": 16,
         "inferences": 16,
@@ -80,12 +78,12 @@ def test_stats_delta_and_per_request_figures():
         "compute_infer_ns": 32_000_000,
         "compute_input_ns": 16_000_000,
     }
-    figures = boq.per_request_ms(delta)
+    figures = triton_stats.per_request_ms(delta)
     assert figures["compute_infer_ms"] == pytest.approx(2.0)  # Triton charges each batched request its execution
     assert figures["compute_input_ms"] == pytest.approx(1.0)
     assert figures["busy_ms"] == pytest.approx(0.5)  # 4 executions of 2 ms over 16 rows
     assert figures["rows_per_execution"] == pytest.approx(4.0)
-    empty = boq.per_request_ms({"requests": 0, "inferences": 0, "executions": 0, "compute_infer_ns": 0})
+    empty = triton_stats.per_request_ms({"requests": 0, "inferences": 0, "executions": 0, "compute_infer_ns": 0})
     assert all(math.isnan(v) for v in empty.values())
 
 
@@ -125,10 +123,10 @@ def _runs() -> list[dict]:
 
 
 def test_summarize_takes_ratios_inside_each_round_against_both_references():
-    phases = boq.summarize(_runs())
+    phases = scenario.summarize(_runs())
     assert set(phases) == {"c1", "c16"}
     c16 = phases["c16"]
-    assert c16["rounds"] == 3 and list(c16["sizes"]) == list(boq.SIZES)
+    assert c16["rounds"] == 3 and list(c16["sizes"]) == list(scenario.SIZES)
     assert c16["sizes"]["normal"]["p50_ms"] == pytest.approx(15.0)  # median of 10, 20, 15
     assert c16["sizes"]["1MB"]["rss_peak_growth_mb"] == pytest.approx(40.0)
     assert c16["sizes"]["5MB"]["text_compute_ms"] == pytest.approx(12.0)
@@ -143,22 +141,22 @@ def test_summarize_takes_ratios_inside_each_round_against_both_references():
 
 def test_summarize_skips_a_reference_missing_from_every_round():
     runs = [r for r in _runs() if r["size"] != "prefix"]
-    c1 = boq.summarize(runs)["c1"]
+    c1 = scenario.summarize(runs)["c1"]
     assert set(c1["ratio"]["5MB"]) == {"vs_normal"} and "prefix" not in c1["sizes"]
 
 
 def test_ratio_of_a_zero_reference_is_nan_not_a_crash():
     runs = [_run(0, 1, "normal", 0.0, 0.0, 0.0), _run(0, 1, "1MB", 5.0, 1.0, 1.0)]
-    ratio = boq.summarize(runs)["c1"]["ratio"]["1MB"]["vs_normal"]
+    ratio = scenario.summarize(runs)["c1"]["ratio"]["1MB"]["vs_normal"]
     assert math.isnan(ratio["p50"]) and math.isnan(ratio["text_compute"])
 
 
 def test_rss_summary_measures_growth_against_both_warm_ups():
-    rss = boq.rss_summary([(0.0, 1100.0), (1.0, 1250.0), (2.0, 1180.0)], baseline_mb=1000.0, bounded_mb=1150.0)
+    rss = scenario.rss_summary([(0.0, 1100.0), (1.0, 1250.0), (2.0, 1180.0)], baseline_mb=1000.0, bounded_mb=1150.0)
     assert rss["end_growth_mb"] == pytest.approx(180.0) and rss["peak_growth_mb"] == pytest.approx(250.0)
     assert rss["end_growth_over_bounded_mb"] == pytest.approx(30.0)
     assert rss["peak_growth_over_bounded_mb"] == pytest.approx(100.0)
-    assert boq.rss_summary([], 1000.0, 1150.0)["end_growth_over_bounded_mb"] == 0.0
+    assert scenario.rss_summary([], 1000.0, 1150.0)["end_growth_over_bounded_mb"] == 0.0
 
 
 def _memory(server: float, tokenizer: float, encoder: float, shm: float = 0.0) -> dict:
@@ -170,7 +168,7 @@ def _memory(server: float, tokenizer: float, encoder: float, shm: float = 0.0) -
 
 
 def test_memory_growth_counts_shared_memory_once_and_sums_the_text_path():
-    growth = boq.memory_growth(_memory(50, 30, 300), _memory(80, 30, 400, shm=100))
+    growth = scenario.memory_growth(_memory(50, 30, 300), _memory(80, 30, 400, shm=100))
     assert growth["tritonserver"] == pytest.approx(80.0) and growth["tokenizer"] == pytest.approx(50.0)
     assert growth["query_encoder"] == pytest.approx(100.0)
     assert growth["text_path"] == pytest.approx(130.0)  # the 100 MB region once, not in both processes
@@ -181,21 +179,21 @@ def test_memory_growth_counts_shared_memory_once_and_sums_the_text_path():
 
 
 def test_repo_problems_names_missing_artifacts_and_stale_adapters(tmp_path):
-    from aisle_export.repository import TEMPLATE_DIR
+    from aisle_export.build.repository import TEMPLATE_DIR
 
     repo = tmp_path / "repo"
     shutil.copytree(TEMPLATE_DIR, repo, ignore=shutil.ignore_patterns("__pycache__"))
-    problems = boq.repo_problems(repo)
+    problems = repository.problems(repo)
     assert "missing query_encoder/1/model.onnx" in problems and "missing rerank/1/index/manifest.json" in problems
     assert not any("differs" in p for p in problems)
     (repo / "tokenizer" / "1" / "model.py").write_text("# an older adapter\n")
-    assert "tokenizer/1/model.py differs from the template's" in boq.repo_problems(repo)
+    assert "tokenizer/1/model.py differs from the template's" in repository.problems(repo)
 
 
 def _report() -> dict:
     runs = _runs()
     return {
-        "command": ".venv/bin/python perf/bench_oversized_query.py --rounds 3",
+        "command": ".venv/bin/python -m perf.bench_oversized_query --rounds 3",
         "machine": {
             "cpus": 2,
             "platform": "x86_64 Linux",
@@ -212,8 +210,8 @@ def _report() -> dict:
         "requests": 12,
         "per_caller": 2,
         "check": {"checked": 2, "equal": 2},
-        "phases": boq.summarize(runs),
-        "rss": boq.rss_summary([(0.0, 1100.0), (1.0, 1250.0), (2.0, 1180.0)], 1000.0, 1150.0),
+        "phases": scenario.summarize(runs),
+        "rss": scenario.rss_summary([(0.0, 1100.0), (1.0, 1250.0), (2.0, 1180.0)], 1000.0, 1150.0),
         "rss_interval_s": 0.1,
         "memory": {
             "normal_warm_up": _memory(50, 30, 300),
@@ -226,8 +224,8 @@ def _report() -> dict:
 
 
 def test_markdown_shows_each_ratio_with_its_range_and_every_run():
-    markdown = boq.render_markdown(_report())
-    x = boq.TIMES
+    markdown = rendering.render_markdown(_report())
+    x = rendering.TIMES
     assert (
         f"| 16 callers | 1MB | 45.0 | 3.00 | 6.00 | 3.00{x} (3.00 … 3.00) | 3.00{x} (3.00 … 3.00) | "
         f"1.50{x} (1.50 … 1.50) | 1.50{x} (1.50 … 1.50) |"
@@ -239,10 +237,10 @@ def test_markdown_shows_each_ratio_with_its_range_and_every_run():
     assert "| tritonserver | 50 | 50 | 130 | +80 | +50 |" in markdown
     assert "| **text path** (tritonserver + tokenizer + rerank) | 80 | 80 | 210 | +130 | +100 |" in markdown
     assert "| **total** | 380 | 480 | 610 | +130 | +100 |" in markdown
-    assert markdown.count("\n| 2 | 16 | ") == len(boq.SIZES)  # every run listed
+    assert markdown.count("\n| 2 | 16 | ") == len(scenario.SIZES)  # every run listed
 
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    path = boq.plot(_report(), tmp_path / "oversized.png")
+    path = rendering.plot(_report(), tmp_path / "oversized.png")
     assert path.stat().st_size > 0

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from perf import report
 from perf.baselines.search import top_k
-from perf.perf_analyzer import inputs, runner, stats, variants
+from perf.bench import report
+from perf.lib import triton_stats as stats
+from perf.perf_analyzer import inputs, runner, variants
 
 
 def _stage(requests, request_ns, queue_ns, batch_ns, inferences, executions):
@@ -212,7 +209,7 @@ def test_scenario_command_modes(tmp_path):
 
 
 def test_variant_configs_are_modified_copies():
-    from aisle_export.repository import all_configs
+    from aisle_export.build.repository import all_configs
 
     original = all_configs(384)
     v = variants.Variant("int8", dynamic_batching=False, instances=2, threads=1)

@@ -1,18 +1,15 @@
-"""``perf/bench_user_encoder.py``'s pure parts on small fake numbers: the feeds it sends, the A/B
+"""``perf.bench_user_encoder``'s pure parts on small fake numbers: the feeds it sends, the A/B
 interleaving, the in-round ratio math and the report. No server: the benchmark itself is run by hand."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
-
-import bench_user_encoder as bue
+from perf.bench_user_encoder import report as rendering
+from perf.bench_user_encoder import scenario
 
 
 def _result(p50: float, p95: float, throughput: float, errors: int = 0) -> dict:
@@ -40,7 +37,7 @@ def _runs(phase: str, pairs: list[tuple[tuple, tuple]]) -> list[dict]:
             "rerank_busy_ms_per_feed": 2.0 if side == "with" else 1.5,
         }
         for r, pair in enumerate(pairs)
-        for side, figures in zip(bue.SIDES, pair)
+        for side, figures in zip(scenario.SIDES, pair)
     ]
 
 
@@ -54,7 +51,7 @@ def test_feed_requests_keep_the_most_recent_items_with_their_events_and_skip_sho
         "short": [("x", 1.0), ("y", 2.0)],
     }
     events = {"b": [f"rated_{i % 5 + 1}" for i in range(60)], "a": ["rated_4"] * 5, "short": ["rated_1"] * 2}
-    requests = bue.feed_requests(histories, events, now=500)
+    requests = scenario.feed_requests(histories, events, now=500)
     assert [r["user"] for r in requests] == ["a", "b"]  # sorted, "short" left out
     b = requests[1]["history"]
     assert len(b) == 50 and b[0] == ("10", 110.0, "rated_1") and b[-1] == ("59", 159.0, "rated_5")
@@ -64,10 +61,10 @@ def test_feed_requests_keep_the_most_recent_items_with_their_events_and_skip_sho
 
 def test_feed_requests_send_pairs_when_events_do_not_cover_the_history_and_refuse_no_shoppers():
     histories = {"a": [(str(i), float(i)) for i in range(6)]}
-    assert bue.feed_requests(histories, {"a": ["rated_1"] * 3}, now=9.0)[0]["history"][0] == ("0", 0.0)
-    assert bue.feed_requests(histories, {}, now=9.0, max_len=2)[0]["history"] == [("4", 4.0), ("5", 5.0)]
+    assert scenario.feed_requests(histories, {"a": ["rated_1"] * 3}, now=9.0)[0]["history"][0] == ("0", 0.0)
+    assert scenario.feed_requests(histories, {}, now=9.0, max_len=2)[0]["history"] == [("4", 4.0), ("5", 5.0)]
     with pytest.raises(ValueError, match="at least 7"):
-        bue.feed_requests(histories, {}, now=9.0, min_len=7)
+        scenario.feed_requests(histories, {}, now=9.0, min_len=7)
 
 
 def test_feed_call_sends_an_uncached_feed_with_the_sides_knob():
@@ -78,34 +75,34 @@ def test_feed_call_sends_an_uncached_feed_with_the_sides_knob():
             calls.append((args, kwargs))
 
     request = {"history": [("1", 2.0, "rated_3")], "now": 7.0}
-    for side in bue.SIDES:
-        bue.feed_call(FakeClient(), side)(request)
+    for side in scenario.SIDES:
+        scenario.feed_call(FakeClient(), side)(request)
     assert [c[1]["user_encoder"] for c in calls] == [True, False]
     assert all(
-        c[0] == (None, request["history"]) and c[1]["cache"] is False and c[1]["now"] == 7.0 and c[1]["k"] == bue.K
+        c[0] == (None, request["history"]) and c[1]["cache"] is False and c[1]["now"] == 7.0 and c[1]["k"] == scenario.K
         for c in calls
     )
-    assert not hasattr(bue.feed_call(FakeClient(), "with"), "close"), "loadgen would close the shared client"
+    assert not hasattr(scenario.feed_call(FakeClient(), "with"), "close"), "loadgen would close the shared client"
     with pytest.raises(ValueError, match="side"):
-        bue.knobs("both")
+        scenario.knobs("both")
 
 
 # --------------------------------------------------------------------------- interleaving
 
 
 def test_schedule_alternates_sides_within_every_round_and_phase():
-    slots = bue.schedule(2)
-    assert len(slots) == 2 * len(bue.PHASES) * 2
+    slots = scenario.schedule(2)
+    assert len(slots) == 2 * len(scenario.PHASES) * 2
     assert [s.side for s in slots] == ["with", "without"] * (len(slots) // 2)
     assert [(s.round, s.phase.name) for s in slots[:4]] == [(0, "c1"), (0, "c1"), (0, "c16"), (0, "c16")]
     assert [s.round for s in slots] == sorted(s.round for s in slots)
-    assert slots[-1].round == 1 and slots[-1].phase == bue.PHASES[-1]
+    assert slots[-1].round == 1 and slots[-1].phase == scenario.PHASES[-1]
     with pytest.raises(ValueError):
-        bue.schedule(0)
+        scenario.schedule(0)
 
 
 def test_phases_are_what_the_brief_measures():
-    c1, c16, batched = bue.PHASES
+    c1, c16, batched = scenario.PHASES
     assert (c1.concurrency, c1.max_delay_ms) == (1, None) and (c16.concurrency, c16.max_delay_ms) == (16, None)
     assert (batched.concurrency, batched.max_delay_ms, batched.max_batch) == (16, 2.0, 16)
     assert "unbatched" in c16.label and "max_delay_ms=2" in batched.label
@@ -123,7 +120,7 @@ def test_summarize_phase_takes_medians_of_rounds_and_ratios_inside_each_round():
             ((11.0, 18.0, 90.0), (10.0, 18.0, 90.0)),
         ],
     )
-    s = bue.summarize_phase(runs)
+    s = scenario.summarize_phase(runs)
     assert s["rounds"] == 3
     assert s["sides"]["with"] == {"p50_ms": 12.0, "p95_ms": 20.0, "throughput": 80.0}
     assert s["sides"]["without"] == {"p50_ms": 10.0, "p95_ms": 18.0, "throughput": 100.0}
@@ -140,12 +137,14 @@ def test_summarize_pairs_rounds_counts_errors_and_ignores_a_round_missing_a_side
     runs = _runs("c16", [((20.0, 40.0, 500.0), (10.0, 20.0, 1000.0))])
     runs[0]["result"]["errors"], runs[1]["result"]["errors"] = 2, 1
     runs.append({"round": 1, "phase": "c16", "side": "with", "result": _result(99.0, 99.0, 1.0)})
-    s = bue.summarize(runs)
+    s = scenario.summarize(runs)
     assert list(s) == ["c16"] and s["c16"]["rounds"] == 1
     assert s["c16"]["ratio"]["throughput"] == 0.5 and s["c16"]["errors"] == {"with": 2, "without": 1}
-    assert math.isnan(bue.summarize_phase(_runs("c1", [((1.0, 1.0, 1.0), (1.0, 1.0, 0.0))]))["ratio"]["throughput"])
+    assert math.isnan(
+        scenario.summarize_phase(_runs("c1", [((1.0, 1.0, 1.0), (1.0, 1.0, 0.0))]))["ratio"]["throughput"]
+    )
     with pytest.raises(ValueError, match="both sides"):
-        bue.summarize_phase(runs[2:])
+        scenario.summarize_phase(runs[2:])
 
 
 # --------------------------------------------------------------------------- report
@@ -156,7 +155,7 @@ def _report(added: float = 1.0) -> dict:
         "c16", [((30.0, 50.0, 450.0), (25.0, 40.0, 600.0))] * 2
     )
     return {
-        "command": ".venv/bin/python perf/bench_user_encoder.py --rounds 2 --seconds 5",
+        "command": ".venv/bin/python -m perf.bench_user_encoder --rounds 2 --seconds 5",
         "machine": {
             "cpus": 2,
             "platform": "x86_64 Linux",
@@ -170,14 +169,14 @@ def _report(added: float = 1.0) -> dict:
         "seconds": 5.0,
         "feeds": {"shoppers": 108, "events": True, "mean_history": 45.25, "now": 1.0},
         "check": {"sampled": 20, "differ": 19},
-        "phases": bue.summarize(runs),
+        "phases": scenario.summarize(runs),
         "runs": runs,
     }
 
 
 def test_markdown_says_how_where_and_what_was_measured():
-    text = bue.render_markdown(_report(added=1.0))
-    assert "`.venv/bin/python perf/bench_user_encoder.py --rounds 2 --seconds 5`" in text
+    text = rendering.render_markdown(_report(added=1.0))
+    assert "`.venv/bin/python -m perf.bench_user_encoder --rounds 2 --seconds 5`" in text
     assert "2 cores" in text and "before 1.50 / 1.25 / 1.00, after 3.00 / 2.00 / 1.00" in text
     assert "| c=1, unbatched: p50 with / without | 11.00 / 10.00 ms |" in text
     assert "added p50 (target ≤ 2 ms) | +1.00 ms (+1.00 … +1.00): met |" in text
@@ -190,19 +189,19 @@ def test_markdown_says_how_where_and_what_was_measured():
 
 
 def test_markdown_flags_a_missed_latency_target():
-    assert "+3.00 ms (+3.00 … +3.00): **not met**" in bue.render_markdown(_report(added=3.0))
+    assert "+3.00 ms (+3.00 … +3.00): **not met**" in rendering.render_markdown(_report(added=3.0))
 
 
 def test_report_survives_json_and_plots_both_panels(tmp_path):
     report = json.loads(json.dumps(_report()))
-    path = bue.plot(report, tmp_path / "bench_user_encoder.png")
+    path = rendering.plot(report, tmp_path / "bench_user_encoder.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
 def test_a_repository_without_a_user_encoder_is_refused_with_how_to_build_one(tmp_path):
     (tmp_path / "rerank" / "1" / "index").mkdir(parents=True)
     with pytest.raises(SystemExit) as exc:
-        bue.check_repo(tmp_path)
+        scenario.check_repo(tmp_path)
     message = str(exc.value)
     assert str(tmp_path / "rerank" / "learned" / "user_encoder") in message
     assert "make demo" in message and "aisle export --finetuned" in message
@@ -210,4 +209,4 @@ def test_a_repository_without_a_user_encoder_is_refused_with_how_to_build_one(tm
     encoder.mkdir(parents=True)
     (encoder / "model.onnx").write_bytes(b"onnx")
     (encoder / "config.json").write_text(json.dumps({"max_len": 50, "dim": 384}))
-    assert bue.check_repo(tmp_path) == {"path": str(encoder), "max_len": 50, "dim": 384, "model_bytes": 4}
+    assert scenario.check_repo(tmp_path) == {"path": str(encoder), "max_len": 50, "dim": 384, "model_bytes": 4}

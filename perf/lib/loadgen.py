@@ -2,8 +2,8 @@
 
 ``concurrency`` worker threads each send the next request of the shared mix as soon as their
 previous one returns (perf_analyzer's concurrency mode, so the numbers line up), after a warm-up.
-It reports throughput over the measurement window and p50/p95/p99 of the latencies of the
-requests *completed* in it; errors are counted, never timed.
+It reports throughput over the measurement window and p50/p95/p99 (:func:`perf.lib.timing.percentile`)
+of the latencies of the requests *completed* in it; errors are counted, never timed.
 
 Targets (``make_*`` return a ``call(request) -> None`` per worker, each with its own connection):
 
@@ -24,23 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
+from perf.lib.timing import percentile
+
 Call = Callable[[dict], None]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0–100) by linear interpolation between closest ranks (numpy's default).
-
-    ``nan`` for no values. Written out so the report's numbers do not depend on a numpy default.
-    """
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} outside [0, 100]")
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass

@@ -1,34 +1,14 @@
-"""Real-time benchmark (not a test): event ingest through ``track_many`` and what reading a shopper's
-stored events adds to ``recommend``, against a real tritonserver and a real redis-server.
-
-    .venv/bin/python perf/bench_realtime.py [--repo DIR] [--rounds 2] [--seconds 8] [--pairs 300]
-
-Starts its own redis-server (AOF, ``appendfsync always``: every acknowledged event is fsynced, as
-``aisle serve`` runs it) and a tritonserver that uses it (``AISLE_STATE_URL``). ``--repo`` must be
-a repository with the ``track`` model; without it one is exported and indexed on MovieLens-100K
-under ``build/bench_realtime/`` (reused by later runs).
-
-(a) **Ingest**: closed-loop threads call ``client.track_many`` with batches of new events (fresh
-    event ids, synthetic shoppers, catalog items); events/s = acknowledged events per second,
-    checked against ``aisle_events_accepted_total`` on the metrics endpoint. Target ≥ 5,000/s.
-(b) **State read cost**: for shoppers whose events are stored, ``recommend(user_id=u)`` and
-    ``recommend(history=h)`` with the same events ``h`` in the call, one after the other (order
-    alternating A-B, B-A), one caller, caches off. The added p50 is p50(user_id) − p50(history),
-    per round; the paired per-call differences are reported too. Target ≤ 1 ms.
-(c) **Catalog update visibility**: ``update_items`` inserts an item, then takes it out of stock or
-    hides it; the delay from the call returning to the first ``recommend`` that shows the change
-    (``rerank`` polls the change log every ``catalog_poll_s``, 0.2 s). Target p99 ≤ 1 s.
-
-Writes ``<out>/bench_realtime.{md,json,png}``.
-"""
+"""What ``python -m perf.bench_realtime`` runs (see :mod:`perf.bench_realtime`): ingest, state reads
+and catalog-update visibility against one tritonserver and one redis-server; returns the report dict
+that :mod:`perf.bench_realtime.report` renders."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import random
+import shutil
 import statistics
-import sys
 import threading
 import time
 import urllib.request
@@ -39,12 +19,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf.lib import loadgen, repository
+from perf.lib.run_info import machine, stamp
+from perf.lib.timing import percentile
 
-import loadgen
-from run_info import command_line, machine, write_report
-
-ROOT = Path(__file__).resolve().parents[1]
 EVENTS_PER_S_TARGET = 5000.0
 ADDED_P50_TARGET_MS = 1.0
 VISIBILITY_P99_TARGET_MS = 1000.0
@@ -159,14 +137,14 @@ def summarize_pairs(rounds: Sequence[Mapping[str, Sequence[float]]]) -> dict:
         a, b = list(r["user_id"]), list(r["history"])
         if not a or len(a) != len(b):
             raise ValueError("each round needs the same number (> 0) of calls per side")
-        p50_a, p50_b = loadgen.percentile(a, 50), loadgen.percentile(b, 50)
+        p50_a, p50_b = percentile(a, 50), percentile(b, 50)
         per_round.append(
             {
                 "pairs": len(a),
                 "user_id_p50_ms": p50_a,
                 "history_p50_ms": p50_b,
-                "user_id_p95_ms": loadgen.percentile(a, 95),
-                "history_p95_ms": loadgen.percentile(b, 95),
+                "user_id_p95_ms": percentile(a, 95),
+                "history_p95_ms": percentile(b, 95),
                 "added_p50_ms": p50_a - p50_b,
                 "paired_median_ms": statistics.median(x - y for x, y in zip(a, b)),
                 "ratio_p50": p50_a / p50_b if p50_b else float("nan"),
@@ -189,172 +167,23 @@ def verdict(met: bool) -> str:
     return "met" if met else "**not met**"
 
 
-# --------------------------------------------------------------------------- report
-
-
-def render_markdown(report: dict) -> str:
-    """Headline figures against their targets, then how they were measured and every run."""
-    m, reads = report["machine"], report["reads"]
-    best = max(report["ingest"].values(), key=lambda s: s["events_per_s"])
-    lines = [
-        f"# Real time: event ingest and state reads ({m['cpus']} cores, {m['platform']})",
-        "",
-        "Medians over rounds; the range in brackets is over rounds.",
-        "",
-        "| what | figure |",
-        "| --- | --- |",
-    ]
-    phases = {p.name: p for p in INGEST_PHASES}
-    for name, s in report["ingest"].items():
-        label = phases[name].label if name in phases else name
-        lines.append(
-            f"| (a) ingest, {label}: events/s | {s['events_per_s']:,.0f} "
-            f"({s['events_per_s_range'][0]:,.0f} … {s['events_per_s_range'][1]:,.0f}); "
-            f"server's accepted counter {s['accepted_per_s']:,.0f}/s; call p50 / p95 "
-            f"{s['call_p50_ms']:.1f} / {s['call_p95_ms']:.1f} ms; errors {s['errors']} |"
-        )
-    lines += [
-        f"| (a) best ingest vs target ≥ {EVENTS_PER_S_TARGET:,.0f} events/s | {best['events_per_s']:,.0f}/s: "
-        f"{verdict(best['events_per_s'] >= EVENTS_PER_S_TARGET)} |",
-        f"| (b) `recommend` p50, `user_id=` / `history=` | {reads['user_id_p50_ms']:.2f} / "
-        f"{reads['history_p50_ms']:.2f} ms ({reads['ratio_p50']:.3f}×) |",
-        f"| (b) added p50 of `user_id=` (target ≤ {ADDED_P50_TARGET_MS:g} ms) | {reads['added_p50_ms']:+.3f} ms "
-        f"({reads['added_p50_ms_range'][0]:+.3f} … {reads['added_p50_ms_range'][1]:+.3f}): "
-        f"{verdict(reads['added_p50_ms'] <= ADDED_P50_TARGET_MS)} |",
-        f"| (b) median of paired differences | {reads['paired_median_ms']:+.3f} ms |",
-        f"| (b) server-side state lookup (`aisle_state_lookup_seconds`), mean | "
-        f"{report['lookup']['mean_ms']:.3f} ms over {report['lookup']['count']:,.0f} lookups |",
-    ]
-    visibility = report.get("catalog_visibility")
-    lines.append(
-        "| (c) catalog update visibility delay | "
-        + (f"{visibility['summary']} |" if visibility else "not measured yet (`measure_catalog_visibility`) |")
-    )
-    load = lambda xs: " / ".join(f"{x:.2f}" for x in xs)
-    setup = report["setup"]
-    lines += [
-        "",
-        f"- command: `{report['command']}`",
-        f"- machine: {m['cpus']} cores, {m['platform']}, Python {m['python']}; load average (1/5/15 min) "
-        f"before {load(m['load_before'])}, after {load(m['load_after'])}; client, tritonserver and "
-        "redis-server share these cores",
-        f"- repository: `{report['repo']}`; redis-server {setup['redis_version']} with appendonly "
-        f"{setup['appendonly']}, appendfsync {setup['appendfsync']} (every acknowledged event fsynced)",
-        f"- (a) {setup['users']:,} synthetic shoppers × {setup['items']:,} catalog items, event types mixed "
-        f"{'/'.join(sorted(set(EVENT_TYPES)))}, a fresh event id each (nothing deduplicated); "
-        f"{report['rounds']} round(s) × {report['seconds']:g} s per phase after 1 s warm-up; the SDK splits a call "
-        "into Triton requests of ≤ 64 events sent together; events in Redis after the run: "
-        f"{setup['stream_len']:,} in the log",
-        f"- (b) {setup['shoppers']} shoppers with {HISTORY_LEN} stored `{READ_EVENT_TYPE}` events each (tracked "
-        "before timing; the type weighing 1, as a request's own history items do, so both ways rank alike), "
-        f"k={K}, `now` fixed, SDK cache off, one caller; {reads['rounds'][0]['pairs']} pairs per round; "
-        f"check: {report['check']['same']} of {report['check']['sampled']} sampled shoppers got the same "
-        "top k both ways",
-        "",
-        "| round | (a) phase | events/s | accepted/s | calls/s | call p50 ms | call p95 ms | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in report["ingest_runs"]:
-        r = run["result"]
-        lines.append(
-            f"| {run['round']} | {run['phase']} | {run['events_per_s']:,.0f} | {run['accepted_per_s']:,.0f} | "
-            f"{r['throughput']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['errors']} |"
-        )
-    lines += [
-        "",
-        "| round | (b) pairs | user_id p50 / p95 ms | history p50 / p95 ms | added p50 ms | paired median ms |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for i, r in enumerate(reads["rounds"]):
-        lines.append(
-            f"| {i} | {r['pairs']} | {r['user_id_p50_ms']:.2f} / {r['user_id_p95_ms']:.2f} | "
-            f"{r['history_p50_ms']:.2f} / {r['history_p95_ms']:.2f} | {r['added_p50_ms']:+.3f} | "
-            f"{r['paired_median_ms']:+.3f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: Path) -> Path:
-    """Events/s per ingest phase against the target; p50 of both sides per round; with (c), the
-    visibility delays of catalog changes against the p99 target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    visibility = report.get("catalog_visibility")
-    panels = 3 if visibility else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.75 * panels, 4.2))
-    left, right = axes[0], axes[1]
-    names = list(report["ingest"])
-    values = [report["ingest"][n]["events_per_s"] for n in names]
-    low = [v - report["ingest"][n]["events_per_s_range"][0] for n, v in zip(names, values)]
-    high = [report["ingest"][n]["events_per_s_range"][1] - v for n, v in zip(names, values)]
-    left.bar(range(len(names)), values, yerr=[low, high], capsize=6, color="tab:blue")
-    left.axhline(EVENTS_PER_S_TARGET, color="tab:red", linestyle="--", label=f"target {EVENTS_PER_S_TARGET:,.0f}/s")
-    left.set_xticks(range(len(names)), names)
-    left.set_ylabel("events acknowledged per second")
-    left.set_title("(a) ingest through track_many", fontsize=9)
-    left.legend(fontsize=8)
-    left.grid(True, axis="y", alpha=0.3)
-    rounds = report["reads"]["rounds"]
-    x = range(len(rounds))
-    right.plot(x, [r["user_id_p50_ms"] for r in rounds], "o-", color="tab:orange", label="recommend(user_id=)")
-    right.plot(x, [r["history_p50_ms"] for r in rounds], "s-", color="tab:blue", label="recommend(history=)")
-    right.set_xticks(list(x), [str(i) for i in x])
-    right.set_xlabel("round")
-    right.set_ylabel("p50 latency (ms)")
-    right.set_title(f"(b) added p50 {report['reads']['added_p50_ms']:+.3f} ms", fontsize=9)
-    right.legend(fontsize=8)
-    right.grid(True, alpha=0.3)
-    if visibility:
-        third = axes[2]
-        for kind, delays in visibility["delays_ms"].items():
-            if delays:
-                third.hist(delays, bins=20, alpha=0.6, label=f"{kind} ({len(delays)})")
-        third.axvline(VISIBILITY_P99_TARGET_MS, color="tab:red", linestyle="--", label="p99 target")
-        third.axvline(visibility["all"]["p99_ms"], color="black", linestyle=":", label="p99 measured")
-        third.set_xlabel("ms from update_items returning to the first answer showing it")
-        third.set_ylabel("changes")
-        third.set_title("(c) catalog change visibility", fontsize=9)
-        third.legend(fontsize=8)
-        third.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------- servers and repository
 
+#: What ``--repo`` must hold: the event and catalog models, and an index.
+REQUIRED = ("track/config.pbtxt", "catalog/config.pbtxt", "rerank/1/index/manifest.json")
 
-def ensure_repo(repo: Path | None, workdir: Path) -> tuple[Path, list[str]]:
-    """A repository with ``track`` (exported and indexed on MovieLens-100K under ``workdir`` when
-    ``repo`` is None and none is there yet) and its catalog's item ids."""
-    from aisle_export.catalog import read_catalog
-    from aisle_export.movielens import fetch_movielens, write_catalog_csv
 
-    data = fetch_movielens(workdir / "data")
-    catalog_csv = write_catalog_csv(data, workdir / "movielens_catalog.csv")
-    catalog = read_catalog(catalog_csv)
-    items = [str(i) for i in catalog.item_ids]
-    target = repo or workdir / "model_repository"
-    ready = all((target / m / "config.pbtxt").is_file() for m in ("track", "catalog"))
-    ready = ready and (target / "rerank" / "1" / "index").is_dir()
-    if repo is not None and not ready:
+def resolve_repo(repo: Path | None) -> tuple[Path, list[str]]:
+    """``repo`` (which must have ``track``, ``catalog`` and an index), or the benchmarks' own
+    (:func:`perf.lib.repository.cached`); and the item ids of MovieLens-100K's catalog."""
+    from aisle_export.data.catalog import read_catalog
+
+    items = [str(i) for i in read_catalog(repository.movielens_catalog()).item_ids]
+    if repo is None:
+        return repository.cached(), items
+    if repository.missing(repo, REQUIRED):
         raise SystemExit(f"error: {repo} has no track or catalog model or no index: `aisle export` + `aisle index` it")
-    if not ready:
-        from aisle_export.indexing import write_index
-        from aisle_export.pipeline import export_repository
-
-        print(f"[bench] exporting and indexing a repository in {target} (once)", flush=True)
-        export_repository(target)
-        write_index(catalog, target, source=catalog_csv, progress=False)
-    elif repo is None:
-        from aisle_export.repository import copy_template
-
-        copy_template(target)  # this version's configs and adapters over the kept artifacts
-    return target, items
+    return repo, items
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -511,33 +340,18 @@ def measure_catalog_visibility(url: str, metrics_url: str, repo: Path, args: arg
     return {**visibility_summary(delays), "delays_ms": delays, "update_call_p50_ms": statistics.median(acks)}
 
 
-# --------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------- the run
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repo", type=Path, default=None, help="a repository with the track model (default: build one)"
-    )
-    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_realtime")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per ingest phase and round")
-    parser.add_argument("--pairs", type=int, default=300, help="(b) user_id/history pairs per round")
-    parser.add_argument("--users", type=int, default=10_000, help="(a) synthetic shoppers")
-    parser.add_argument("--shoppers", type=int, default=200, help="(b) shoppers with stored events")
-    parser.add_argument("--changes", type=int, default=60, help="(c) insert + stock/hide cycles")
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit("error: --rounds must be >= 1")
+def run(args: argparse.Namespace, command: str) -> dict:
+    """(a), (b) and (c) on one tritonserver and one redis-server; the report dict (``command``: as typed)."""
     from aisle import RecClient
     from aisle_server.redis_server import RedisServer
     from aisle_server.state import connect
     from aisle_server.tritonserver import TritonServer
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    repo, items = ensure_repo(args.repo, args.workdir)
+    repo, items = resolve_repo(args.repo)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
     users = [f"bench-user-{u:06d}" for u in range(args.users)]
@@ -545,8 +359,6 @@ def main(argv: list[str] | None = None) -> dict:
     histories = shopper_histories(rng, items, args.shoppers, HISTORY_LEN, now)
     state_dir = args.workdir / "state"
     if state_dir.exists():
-        import shutil
-
         shutil.rmtree(state_dir)  # a fresh store each run: the log's length is this run's
     load_before = os.getloadavg()
     log = args.out / "bench_realtime_tritonserver.log"
@@ -564,24 +376,24 @@ def main(argv: list[str] | None = None) -> dict:
             measure_reads(client, histories, min(50, args.pairs), now)  # warm-up, not kept
             for r in range(args.rounds):
                 for phase in INGEST_PHASES:
-                    run = {
+                    one = {
                         "round": r,
                         **measure_ingest(server.grpc_url, metrics_url, phase, users, items, args.seconds),
                     }
-                    ingest_runs.append(run)
-                    res = run["result"]
+                    ingest_runs.append(one)
+                    res = one["result"]
                     print(
-                        f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] round {r} {phase.name}: "
-                        f"{run['events_per_s']:,.0f} events/s (accepted {run['accepted_per_s']:,.0f}/s), "
+                        f"[{stamp()}] round {r} {phase.name}: "
+                        f"{one['events_per_s']:,.0f} events/s (accepted {one['accepted_per_s']:,.0f}/s), "
                         f"call p50 {res['p50_ms']:.1f} ms, errors {res['errors']}",
                         flush=True,
                     )
                 times = measure_reads(client, histories, args.pairs, now)
                 read_rounds.append(times)
-                one = summarize_pairs([times])
+                pairs = summarize_pairs([times])
                 print(
-                    f"[{time.strftime('%H:%M:%S')}] round {r} reads: user_id p50 {one['user_id_p50_ms']:.2f} ms, "
-                    f"history p50 {one['history_p50_ms']:.2f} ms, added {one['added_p50_ms']:+.3f} ms",
+                    f"[{time.strftime('%H:%M:%S')}] round {r} reads: user_id p50 {pairs['user_id_p50_ms']:.2f} ms, "
+                    f"history p50 {pairs['history_p50_ms']:.2f} ms, added {pairs['added_p50_ms']:+.3f} ms",
                     flush=True,
                 )
             after_lookups = scrape(metrics_url)
@@ -594,8 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = series(after_lookups, "aisle_state_lookup_seconds_sum") - series(
         before_lookups, "aisle_state_lookup_seconds_sum"
     )
-    report = {
-        "command": command_line("perf/bench_realtime.py", argv),
+    return {
+        "command": command,
         "machine": machine(load_before),
         "repo": str(repo),
         "rounds": args.rounds,
@@ -616,9 +428,3 @@ def main(argv: list[str] | None = None) -> dict:
         "lookup": {"count": count, "mean_ms": seconds / count * 1000.0 if count else float("nan")},
         "catalog_visibility": visibility,
     }
-    write_report(args.out, "bench_realtime", report, render_markdown, plot)
-    return report
-
-
-if __name__ == "__main__":
-    main()

@@ -12,17 +12,19 @@ import os
 import platform
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "perf" / "results"
 
 
-def command_line(script: str, argv: Sequence[str]) -> str:
-    """The command as typed from the repository root (``script`` relative to it), for the report."""
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """The command as typed from the repository root, ``python -m <module> <argv>``, for the report."""
     python = Path(sys.executable)
     shown = os.path.relpath(python, ROOT) if python.is_relative_to(ROOT) else str(python)
-    return shlex.join([shown, script, *argv])
+    return shlex.join([shown, "-m", module, *argv])
 
 
 def machine(load_before: Sequence[float]) -> dict[str, object]:
@@ -34,6 +36,31 @@ def machine(load_before: Sequence[float]) -> dict[str, object]:
         "load_before": list(load_before),
         "load_after": list(os.getloadavg()),
     }
+
+
+def machine_details() -> dict[str, object]:
+    """The CPU model, cores, kernel and Python (``make bench``'s report heads with them)."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "gpu": "none",
+    }
+
+
+def stamp() -> str:
+    """``HH:MM:SS load L``: the time and the 1-minute load average, to prefix a progress line."""
+    return f"{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}"
 
 
 def write_report(

@@ -1,30 +1,6 @@
-"""``make bench``: every system answers the same MovieLens search requests; one report.
-
-    .venv/bin/python perf/bench.py [--repo build/model_repository] [--out perf/results]
-
-Systems, each over the same tower and catalog:
-
-1. **in-process**: sentence-transformers (PyTorch CPU) + numpy top-k, no server (``perf/baselines``);
-2. **FastAPI**: the same code behind FastAPI/uvicorn on 127.0.0.1;
-3. **Aisle**: the ``recommend`` ensemble on tritonserver, ORT FP32 and ORT INT8 (when the INT8
-   config variant exists), with and without dynamic batching, 1 and 2 instances per model, plus
-   2 instances with one ORT thread each (no oversubscription of 2 cores).
-
-Phases: (a) concurrency sweeps — perf_analyzer for Aisle, ``perf/loadgen.py`` for the baselines;
-(b) on the default configuration, the component models' sweeps, a feed (history) mix and a
-Poisson request-rate sweep; (c) *paired rounds* at concurrency 16: FastAPI, Aisle's best
-configuration (perf_analyzer and the same Python load generator as FastAPI) and FP32 with/without
-dynamic batching, interleaved round by round so a shared machine's noise hits all alike — the
-headline ratios come from these. Triton's statistics give the component breakdown.
-
-Outputs in ``--out``: ``bench_results.json`` (everything), ``bench_summary.csv``,
-``bench_csv/*.csv`` (perf_analyzer's own CSVs), ``bench_report.md``, ``bench_throughput_p99.png``,
-``bench_components.png``.
-
-External server (the GPU suite, ``perf/perf_analyzer/gpu_suite.sh``): ``--url HOST:8001`` runs the
-Aisle scenarios against a server started elsewhere (e.g. the Triton container with
-``--model-config-name tensorrt``), labelled ``--label``.
-"""
+"""What ``make bench`` runs (see :mod:`perf.bench`): builds the Aisle variants, sweeps them with
+perf_analyzer, the baselines with :mod:`perf.lib.loadgen`, then the paired rounds; returns the results
+dict that :mod:`perf.bench.report` renders."""
 
 from __future__ import annotations
 
@@ -32,62 +8,22 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from perf import loadgen  # noqa: E402 - after the sys.path insert above
-from perf.perf_analyzer import inputs, runner, stats, variants  # noqa: E402 - after the sys.path insert above
+from perf.lib import loadgen, repository, run_info, triton_stats
+from perf.perf_analyzer import inputs, runner, variants
 
 HEADLINE_CONCURRENCY = 16
-COMPONENTS = ("tokenizer", "query_encoder", "rerank")
+COMPONENTS = triton_stats.STAGES
 RATE_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
 
 
 def say(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {message}", flush=True)
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "system": f"{platform.system()} {platform.release()}",
-        "gpu": "none",
-    }
-
-
-def ensure_repo(repo: Path) -> None:
-    """Build ``repo`` like ``make demo`` does (export + MovieLens index) when it is missing."""
-    if (repo / "rerank" / "1" / "index" / "embeddings.npy").is_file():
-        return
-    from aisle_export.catalog import read_catalog
-    from aisle_export.indexing import write_index
-    from aisle_export.movielens import fetch_movielens, write_catalog_csv
-    from aisle_export.pipeline import export_repository
-
-    say(f"{repo} has no index: exporting and indexing MovieLens-100K (what make demo does)")
-    export_repository(repo)
-    data = fetch_movielens(repo.parent / "data")
-    csv_path = write_catalog_csv(data, data.parent / "movielens_catalog.csv")
-    write_index(read_catalog(csv_path), repo, source=csv_path, progress=False)
+    print(f"[bench {run_info.stamp()}] {message}", flush=True)
 
 
 class Bench:
@@ -99,7 +35,7 @@ class Bench:
         self.log = self.work / "perf_analyzer.log"
         self.started = time.monotonic()
         self.results: dict = {
-            "machine": machine(),
+            "machine": run_info.machine_details(),
             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "settings": {
                 "concurrency": args.concurrency,
@@ -159,16 +95,16 @@ class Bench:
         if self.log.exists():
             self.log.unlink()
         if not self.args.url:
-            ensure_repo(self.args.repo)
+            repository.ensure(self.args.repo, data_dir=self.args.data_dir)
         say("writing input data from MovieLens")
         self.paths = inputs.write_all(self.args.repo, self.work / "inputs", self.args.data_dir, self.args.requests)
         self.requests = json.loads(self.paths["requests"].read_text())
 
     def variants(self) -> list[variants.Variant]:
         """The sweep, most informative first (what a tight time budget cuts is the tail)."""
-        from aisle_export import repository
+        from aisle_export.build import repository as configs
 
-        int8 = "int8" in getattr(repository, "CONFIG_VARIANTS", ()) and not self.args.no_int8
+        int8 = "int8" in getattr(configs, "CONFIG_VARIANTS", ()) and not self.args.no_int8
         if not int8:
             self.results["notes"].append("INT8 rows skipped: this checkout has no int8 encoder config variant.")
         V = variants.Variant
@@ -203,11 +139,11 @@ class Bench:
             url = server.grpc_url
             self.pa("recommend", "recommend_search", url, f"{variant.name}_warmup", concurrency=1)
             for c in self.args.concurrency:
-                before = stats.snapshot(url)
+                before = triton_stats.snapshot(url)
                 t0 = time.monotonic()
                 point = self.pa("recommend", "recommend_search", url, variant.name, concurrency=c)
-                delta = stats.diff(stats.snapshot(url), before)
-                point.update(concurrency=c, breakdown=stats.breakdown(delta, time.monotonic() - t0))
+                delta = triton_stats.diff(triton_stats.snapshot(url), before)
+                point.update(concurrency=c, breakdown=triton_stats.breakdown(delta, time.monotonic() - t0))
                 system["points"].append(point)
                 say(f"{variant.name} c={c}: {point['throughput']:.1f}/s p99 {point['p99_ms']:.0f} ms")
             if default and not self.over_budget():
@@ -306,11 +242,11 @@ class Bench:
                 fast = loadgen.run(http, self.requests, c, duration_s=self.args.duration, warmup_s=self.args.warmup)
                 row["fastapi"] = {**fast.to_dict(), "load1": self.load(f"paired r{r + 1} fastapi")}
                 for name, url in urls.items():
-                    before = stats.snapshot(url)
+                    before = triton_stats.snapshot(url)
                     t0 = time.monotonic()
                     row[name] = self.pa("recommend", "recommend_search", url, f"paired_r{r + 1}_{name}", concurrency=c)
-                    row[name]["breakdown"] = stats.breakdown(
-                        stats.diff(stats.snapshot(url), before), time.monotonic() - t0
+                    row[name]["breakdown"] = triton_stats.breakdown(
+                        triton_stats.diff(triton_stats.snapshot(url), before), time.monotonic() - t0
                     )
                 py = loadgen.run(
                     loadgen.make_triton(urls[best.name]),
@@ -333,11 +269,14 @@ class Bench:
         system = self.system(name, name, "triton")
         self.pa("recommend", "recommend_search", url, f"{name}_warmup", concurrency=1)
         for c in self.args.concurrency:
-            before = stats.snapshot(url)
+            before = triton_stats.snapshot(url)
             t0 = time.monotonic()
             point = self.pa("recommend", "recommend_search", url, name, concurrency=c)
             point.update(
-                concurrency=c, breakdown=stats.breakdown(stats.diff(stats.snapshot(url), before), time.monotonic() - t0)
+                concurrency=c,
+                breakdown=triton_stats.breakdown(
+                    triton_stats.diff(triton_stats.snapshot(url), before), time.monotonic() - t0
+                ),
             )
             system["points"].append(point)
             say(f"{name} c={c}: {point['throughput']:.1f}/s p99 {point['p99_ms']:.0f} ms")
@@ -368,43 +307,3 @@ class Bench:
         self.load("end")
         self.results["duration_s"] = round(self.elapsed(), 1)
         return self.results
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Aisle side-by-side benchmarks (make bench)")
-    p.add_argument("--repo", type=Path, default=ROOT / "build" / "model_repository")
-    p.add_argument("--data-dir", type=Path, default=ROOT / "build" / "data")
-    p.add_argument("--work", type=Path, default=ROOT / "build" / "bench")
-    p.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
-    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 32])
-    p.add_argument("--measurement-ms", type=int, default=1500, help="perf_analyzer window (3 windows a point)")
-    p.add_argument("--duration", type=float, default=4.0, help="load generator seconds a point")
-    p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--rounds", type=int, default=3, help="paired rounds at concurrency 16 (0: none)")
-    p.add_argument("--requests", type=int, default=512, help="distinct requests in the mix")
-    p.add_argument("--variants", nargs="*", help="only these Aisle variants (names as in the report)")
-    p.add_argument("--no-int8", action="store_true")
-    p.add_argument("--skip-baselines", action="store_true")
-    p.add_argument("--budget-s", type=float, default=17 * 60, help="skip what is left past this")
-    p.add_argument("--url", help="run the Aisle scenarios against this already running server (GPU suite)")
-    p.add_argument("--label", default="aisle-external", help="system name for --url")
-    p.add_argument("--no-report", action="store_true")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    results = Bench(args).run()
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench" if not args.url else f"bench_{args.label}"
-    (args.out / f"{stem}_results.json").write_text(json.dumps(results, indent=1) + "\n")
-    if not args.no_report:
-        from perf import report
-
-        for path in report.write(results, args.out, stem):
-            say(f"wrote {path}")
-    return results
-
-
-if __name__ == "__main__":
-    main()

@@ -1,16 +1,6 @@
-"""User-encoder benchmark (not a test): what the learned user encoder adds to a feed call, as ratios.
-
-    .venv/bin/python perf/bench_user_encoder.py [--repo build/model_repository] [--rounds 3] [--seconds 8]
-
-Starts its own tritonserver over ``--repo`` (which must hold ``rerank/learned/user_encoder/``:
-``make demo`` builds one), then times MovieLens shoppers' home feeds (history, no query; each call
-a different shopper) with the encoder (``user_encoder=True``) and without it (``user_encoder=False``:
-the recency-weighted mean of the history's embeddings) on the same server in the same run. Sides
-alternate A/B/A/B within each round, so a shared machine's noise hits both alike; figures are
-medians of rounds and every with/without ratio is taken inside one round. Phases: single calls at
-concurrency 1, 16 threads unbatched, 16 threads micro-batched (``max_delay_ms=2, max_batch=16``);
-caches off throughout. Writes ``<out>/bench_user_encoder.{md,json,png}``.
-"""
+"""What ``python -m perf.bench_user_encoder`` runs (see :mod:`perf.bench_user_encoder`): feeds with
+and without the user encoder, slot by slot on one server; returns the report dict that
+:mod:`perf.bench_user_encoder.report` renders."""
 
 from __future__ import annotations
 
@@ -19,20 +9,15 @@ import json
 import math
 import os
 import statistics
-import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf.lib import loadgen, triton_stats
+from perf.lib.run_info import machine, stamp
 
-import loadgen
-from run_info import command_line, machine, write_report
-
-ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("with", "without")  # with the user encoder / without it (recency-weighted mean)
 MIN_HISTORY, MAX_HISTORY = 5, 50
 ADDED_P50_TARGET_MS = 2.0
@@ -192,124 +177,6 @@ def summarize(runs: Sequence[dict], phases: Sequence[Phase] = PHASES) -> dict[st
     }
 
 
-# --------------------------------------------------------------------------- report
-
-
-def _range(values: Sequence[float], fmt: str) -> str:
-    """``[low, high]`` as ``low … high``: the spread over rounds, shown next to every median."""
-    return f"{format(values[0], fmt)} … {format(values[1], fmt)}"
-
-
-def _phase_rows(phase: Phase, s: dict) -> list[str]:
-    """The figures of one phase: both sides' medians, then the in-round ratios and their range."""
-    w, wo, ratio, spread = s["sides"]["with"], s["sides"]["without"], s["ratio"], s["ratio_range"]
-    rows = [
-        f"| {phase.label}: p50 with / without | {w['p50_ms']:.2f} / {wo['p50_ms']:.2f} ms |",
-        f"| {phase.label}: p50 ratio with/without (rounds) | {ratio['p50']:.2f}× ({_range(spread['p50'], '.2f')}) |",
-        f"| {phase.label}: p95 with / without, ratio | {w['p95_ms']:.2f} / {wo['p95_ms']:.2f} ms, "
-        f"{ratio['p95']:.2f}× ({_range(spread['p95'], '.2f')}) |",
-    ]
-    busy = s["rerank_busy_ms_per_feed"]
-    rows.append(
-        f"| {phase.label}: `rerank` busy per feed with / without (Triton statistics) | "
-        f"{busy['with']:.2f} / {busy['without']:.2f} ms |"
-    )
-    if phase.concurrency == 1:
-        verdict = "met" if s["added_p50_ms"] <= ADDED_P50_TARGET_MS else "**not met**"
-        rows.insert(
-            1,
-            f"| {phase.label}: added p50 (target ≤ {ADDED_P50_TARGET_MS:g} ms) | "
-            f"{s['added_p50_ms']:+.2f} ms ({_range(s['added_p50_ms_range'], '+.2f')}): {verdict} |",
-        )
-    else:
-        rows.insert(
-            0, f"| {phase.label}: throughput with / without | {w['throughput']:.1f} / {wo['throughput']:.1f} calls/s |"
-        )
-        rows.insert(
-            1,
-            f"| {phase.label}: throughput ratio with/without (rounds) | "
-            f"{ratio['throughput']:.2f}× ({_range(spread['throughput'], '.2f')}) |",
-        )
-    return rows
-
-
-def render_markdown(report: dict) -> str:
-    """The report: headline figures per phase, how and where they were measured, every run."""
-    machine, feeds, phases = report["machine"], report["feeds"], {p.name: p for p in PHASES}
-    lines = [
-        f"# User encoder cost on the feed ({machine['cpus']} cores, {machine['platform']})",
-        "",
-        "Ratios are with/without the learned user encoder, taken inside each round (sides run back to back); "
-        "figures are medians of rounds, the range in brackets is over rounds.",
-        "",
-        "| what | figure |",
-        "| --- | --- |",
-    ]
-    for name, s in report["phases"].items():
-        lines += _phase_rows(phases[name], s)
-    load = lambda xs: " / ".join(f"{x:.2f}" for x in xs)
-    lines += [
-        "",
-        f"- command: `{report['command']}`",
-        f"- machine: {machine['cpus']} cores, {machine['platform']}, Python {machine['python']}; load average "
-        f"(1/5/15 min) before {load(machine['load_before'])}, after {load(machine['load_after'])}",
-        f"- repository: `{report['repo']}`; user encoder max_len {report['encoder'].get('max_len')}, "
-        f"dim {report['encoder'].get('dim')}",
-        f"- feeds: {feeds['shoppers']} MovieLens test shoppers' {MIN_HISTORY}–{MAX_HISTORY} most recent ratings "
-        f"(mean {feeds['mean_history']:.1f} items, event types `rated_<n>`: {feeds['events']}), now = the cut; "
-        "each call a different shopper, cycled; k=10; SDK caches off, Triton response cache off",
-        f"- {report['rounds']} round(s) × {report['seconds']:g} s per phase and side (after 1 s warm-up); errors "
-        f"with/without: {sum(s['errors']['with'] for s in report['phases'].values())}/"
-        f"{sum(s['errors']['without'] for s in report['phases'].values())}",
-        f"- check: the encoder changed the top {K} of {report['check']['differ']} of {report['check']['sampled']} "
-        "sampled feeds (it is loaded and used)",
-        "",
-        "| round | load | side | calls/s | p50 ms | p95 ms | errors | rerank busy ms per feed |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in report["runs"]:
-        r = run["result"]
-        lines.append(
-            f"| {run['round']} | {phases[run['phase']].label} | {run['side']} | {r['throughput']:.1f} | "
-            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['errors']} | {run['rerank_busy_ms_per_feed']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: Path) -> Path:
-    """Bars with vs without: p50 at c=1 and throughput at c=16 (and micro-batched), round ranges as whiskers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(name, "p50_ms", "p50 latency (ms)") for name in ("c1",) if name in report["phases"]]
-    panels += [(name, "throughput", "calls/s") for name in ("c16", "c16_batched") if name in report["phases"]]
-    labels = {p.name: p.label for p in PHASES}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    for ax, (name, key, unit) in zip(axes[0], panels):
-        runs = [r for r in report["runs"] if r["phase"] == name]
-        for i, side in enumerate(SIDES):
-            values = [r["result"][key] for r in runs if r["side"] == side]
-            mid = report["phases"][name]["sides"][side][key]
-            ax.bar(
-                i, mid, color=("tab:orange", "tab:blue")[i], yerr=[[mid - min(values)], [max(values) - mid]], capsize=6
-            )
-            ax.annotate(
-                f"{mid:.1f}", (i, mid), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points"
-            )
-        ax.set_xticks(range(len(SIDES)), ["with encoder", "without (mean)"])
-        ax.set_ylabel(unit)
-        ratio = report["phases"][name]["ratio"]["p50" if key == "p50_ms" else "throughput"]
-        ax.set_title(f"{labels[name]}\nwith/without {ratio:.2f}×", fontsize=9)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("feed call with vs without the learned user encoder (medians of rounds, whiskers: range)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------- measuring
 
 
@@ -345,7 +212,7 @@ def check_repo(repo: Path) -> dict:
 
 def load_feeds(workdir: Path) -> list[dict]:
     """MovieLens-100K's test shoppers at the evaluation's temporal cut (``aisle evaluate``'s data)."""
-    from aisle_export.log_eval import load_log, movielens_files
+    from aisle_export.judge.feed import load_log, movielens_files
 
     split = load_log(*movielens_files(workdir)).split
     return feed_requests(split.histories, split.history_events, split.cutoff)
@@ -370,19 +237,18 @@ def encoder_used(client: object, requests: Sequence[dict], n: int = 20) -> dict:
 def measure(url: str, slot: Slot, requests: Sequence[dict], seconds: float) -> dict:
     """One ``loadgen.run`` of ``slot`` on its own client, with the rerank model's busy time per feed.
 
-    Busy time follows ``bench_sdk``'s rule (compute per request × executions = busy), divided by the
-    rows it served: the server-side cost of one feed, batched or not.
+    Busy time is :func:`perf.lib.triton_stats.busy_ns` (compute per request × executions), divided by
+    the rows it served: the server-side cost of one feed, batched or not.
     """
     from aisle import RecClient
-    from bench_sdk import diff, model_stats
 
     phase = slot.phase
     batching = {"max_delay_ms": phase.max_delay_ms, "max_batch": phase.max_batch} if phase.max_delay_ms else {}
     with RecClient(url, timeout_s=30, embed_cache_size=0, recommend_cache_size=0, **batching) as client:
-        before = model_stats(client)
+        before = triton_stats.snapshot(client, ["rerank"])
         result = loadgen.run(lambda: feed_call(client, slot.side), requests, phase.concurrency, duration_s=seconds)
-        rerank = diff(model_stats(client), before)["rerank"]
-    busy_ns = rerank["compute_infer_ns"] / rerank["requests"] * rerank["executions"] if rerank["requests"] else 0.0
+        rerank = triton_stats.diff(triton_stats.snapshot(client, ["rerank"]), before)["rerank"]
+    busy_ns = triton_stats.busy_ns(rerank)
     return {
         "round": slot.round,
         "phase": phase.name,
@@ -399,7 +265,7 @@ def run_schedule(url: str, slots: Iterable[Slot], requests: Sequence[dict], seco
         run = measure(url, slot, requests, seconds)
         r = run["result"]
         print(
-            f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] round {slot.round} {slot.phase.name} "
+            f"[{stamp()}] round {slot.round} {slot.phase.name} "
             f"{slot.side:7s} {r['throughput']:7.1f} calls/s p50 {r['p50_ms']:.2f} ms p95 {r['p95_ms']:.2f} ms "
             f"errors {r['errors']}",
             flush=True,
@@ -408,31 +274,14 @@ def run_schedule(url: str, slots: Iterable[Slot], requests: Sequence[dict], seco
     return runs
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Check the repository, load the feeds, time the schedule on one server, write md/json/png.
+# --------------------------------------------------------------------------- the run
 
-    The server is a context manager so it stops on any error too; returns the report (for tests).
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    """Check the repository, load the feeds, time the schedule on one server; the report dict.
+
+    The server is a context manager so it stops on any error too.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repo",
-        type=Path,
-        default=ROOT / "build" / "model_repository",
-        help="a model repository with rerank/learned/user_encoder/ (`make demo` builds one)",
-    )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per round, phase and side")
-    parser.add_argument("--no-batched", action="store_true", help="skip the micro-batched phase")
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=None,
-        help="where MovieLens-100K's files are (<workdir>/data; fetched if missing); "
-        "default: the repository's parent, where `make demo` put them",
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
     encoder = check_repo(args.repo)
     from aisle import RecClient  # after the repo check, which should fail fast
     from aisle_server.tritonserver import TritonServer
@@ -450,8 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"sampled feeds: is {encoder['path']} loaded? See {server.log_file}"
             )
         runs = run_schedule(server.grpc_url, schedule(args.rounds, phases), requests, args.seconds)
-    report = {
-        "command": command_line("perf/bench_user_encoder.py", argv),
+    return {
+        "command": command,
         "machine": machine(load_before),
         "repo": str(args.repo),
         "encoder": encoder,
@@ -467,9 +316,3 @@ def main(argv: list[str] | None = None) -> dict:
         "phases": summarize(runs, phases),
         "runs": runs,
     }
-    write_report(args.out, "bench_user_encoder", report, render_markdown, plot)
-    return report
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,36 @@
+"""``python -m perf.bench_distill``: parse the options, run the scenario, write md/json/png."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from perf.bench_distill import __doc__ as DOC
+from perf.bench_distill import report, scenario
+from perf.lib.run_info import command_line, write_report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_distill", description=DOC.splitlines()[0])
+    parser.add_argument("--layers", type=Path, default=Path("build/students/layers"))
+    parser.add_argument("--static", type=Path, default=Path("build/students/static"))
+    parser.add_argument("--large-static", type=Path, default=Path("build/students/static-mpnet"))
+    parser.add_argument("--workdir", type=Path, default=Path("build/distill"), help="`aisle distill --workdir`")
+    parser.add_argument("--products", type=Path, default=scenario.PRODUCTS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per encoder, batch and round")
+    parser.add_argument("--served-rounds", type=int, default=2)
+    parser.add_argument("--served-seconds", type=float, default=15.0, help="load window per tower and round")
+    parser.add_argument("--items", type=int, default=2000, help="BigBasket item texts embedded per encoder")
+    parser.add_argument("--out", type=Path, default=Path("perf/results"))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    result = scenario.run(args, command_line("perf.bench_distill", argv))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_report(args.out, "bench_distill", result, report.to_markdown, report.plot)
+    return result
+
+
+if __name__ == "__main__":
+    main()

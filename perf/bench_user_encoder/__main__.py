@@ -1,0 +1,43 @@
+"""``python -m perf.bench_user_encoder``: parse the options, run the scenario, write md/json/png."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from perf.bench_user_encoder import __doc__ as DOC
+from perf.bench_user_encoder import report, scenario
+from perf.lib.repository import DEMO
+from perf.lib.run_info import RESULTS, command_line, write_report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse, run, write; returns the report (for tests)."""
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_user_encoder", description=DOC.splitlines()[0])
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=DEMO,
+        help="a model repository with rerank/learned/user_encoder/ (`make demo` builds one)",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per round, phase and side")
+    parser.add_argument("--no-batched", action="store_true", help="skip the micro-batched phase")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where MovieLens-100K's files are (<workdir>/data; fetched if missing); "
+        "default: the repository's parent, where `make demo` put them",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    result = scenario.run(args, command_line("perf.bench_user_encoder", argv))
+    write_report(args.out, "bench_user_encoder", result, report.render_markdown, report.plot)
+    return result
+
+
+if __name__ == "__main__":
+    main()
