@@ -38,13 +38,13 @@ eval: $(STAMP)
 	$(VENV)/bin/aisle finetune --out build/finetuned
 	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --finetuned build/finetuned --out perf/results
 	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --legacy --towers build/finetuned --out perf/results
-	OPENBLAS_NUM_THREADS=1 $(PY) perf/bench_diversity.py
+	OPENBLAS_NUM_THREADS=1 $(PY) -m perf.bench_diversity
 
 # The same on a real store's raw log kept outside the project (../shared/data/online_retail):
-# convert it (cancellations, anonymous and non-product rows: see aisle_export.online_retail), learn, judge.
+# convert it (cancellations, anonymous and non-product rows: see aisle_export.data.online_retail), learn, judge.
 RETAIL_RAW ?= ../shared/data/online_retail/transactions.csv
 eval-retail: $(STAMP)
-	$(PY) -m aisle_export.online_retail $(RETAIL_RAW) build/online_retail
+	$(PY) -m aisle_export.data.online_retail $(RETAIL_RAW) build/online_retail
 	$(VENV)/bin/aisle finetune --interactions build/online_retail/interactions.csv \
 	  --catalog build/online_retail/catalog.csv --out build/finetuned_retail
 	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --interactions build/online_retail/interactions.csv \
@@ -54,7 +54,7 @@ eval-retail: $(STAMP)
 # in-process and FastAPI baselines, the report and plots in perf/results/bench_*. Reuses
 # build/model_repository from `make demo` (builds it if missing).
 bench: $(STAMP)
-	$(PY) perf/bench.py
+	$(PY) -m perf.bench
 
 setup: $(STAMP)
 

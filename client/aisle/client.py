@@ -65,7 +65,7 @@ class RecClient(ClientCore):
     ``max_batch`` rows per Triton request (also ``recommend_many``'s group size). For
     micro-batching pick about half the concurrent callers (16 for 32): two batches in flight let
     the server's stages overlap — 3.1x single calls' throughput vs 2.6x at 64
-    (``perf/bench_sdk.py --workload feed``). ``ssl``/``root_certificates``/``private_key``/``certificate_chain``: TLS
+    (``python -m perf.bench_sdk --workload feed``). ``ssl``/``root_certificates``/``private_key``/``certificate_chain``: TLS
     (file paths). ``headers``: sent with every call (e.g. Triton's restricted-protocol key).
     ``on_call``: called with a ``CallInfo`` after every call. ``experiment``: an ``Experiment`` for
     every call with a ``user_id``. ``log_exposures=True``: the exposure of every answer to a call

@@ -194,7 +194,7 @@ DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", EXPOSURE_EVEN
 #: would exclude every item shown) nor into the interaction log ``aisle events export`` writes.
 LOG_ONLY_EVENT_TYPES = (EXPOSURE_EVENT,)
 #: Relative weight of each event type (a purchase says more about a shopper than a view); any other
-#: type weighs 1.0. The interaction log's weights (``aisle_export.interactions``) and those of the
+#: type weighs 1.0. The interaction log's weights (``aisle_export.data.interactions``) and those of the
 #: events ``rerank`` reads from the state store are this one table.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"purchase": 1.0, "add_to_cart": 0.5, "click": 0.25, "view": 0.1}
 #: Characters of a user, item or event id, or an event type.

@@ -39,7 +39,7 @@ PQ_MAX_NLIST = 4096
 #: probing, is what loses neighbours: in the sweep recall rises with ``refine`` and stays flat in
 #: ``nprobe``. 16 wins back nearly all of what PQ loses at 10M synthetic items, and each doubling
 #: doubles the rows re-scored from the memory-mapped vectors. Figures: perf/results/index_scale.md
-#: (``perf/bench_index_scale.py``) and docs/results.md ("Design measurements behind code decisions").
+#: (``python -m perf.bench_index_scale``) and docs/results.md ("Design measurements behind code decisions").
 DEFAULT_REFINE = 16
 ADD_CHUNK = 262_144
 

@@ -2,7 +2,7 @@
 
 "Shoppers who bought this also bought" is one of the strongest simple recommenders there is, and
 the one content similarity cannot replace: two products that sell together rarely share words.
-The neighbour lists are built offline from the store's own log (``aisle_export.log_signals``,
+The neighbour lists are built offline from the store's own log (``aisle_export.index.log_signals``,
 cosine-normalized counts of shoppers having both items); here they are plain arrays, so a
 request's score is one gather and one ``bincount`` over its history's neighbours.
 """

@@ -19,7 +19,7 @@ Changes carry only the fields they set and are applied in stream order, so two r
 different fields of one item at once lose neither. The stream is the record: a ``rerank``
 instance starts from its base index, reads the stream after the id the base was compacted through
 (``manifest["overlay_through"]``) and then polls it (``LiveCatalog``). ``aisle catalog compact``
-writes overlay and base into a new base version and hot-swaps it (``aisle_export.compaction``).
+writes overlay and base into a new base version and hot-swaps it (``aisle_export.ops.compaction``).
 
 How a change is served (``live_index``): the base index's arrays are copied once per batch of
 changes, changed rows are edited in place, new items are appended; deleted items drop out of the

@@ -1,4 +1,4 @@
-"""Run the exported time-aware user encoder (``aisle_export.user_encoder``) with ONNX Runtime.
+"""Run the exported time-aware user encoder (``aisle_export.learn.user_encoder``) with ONNX Runtime.
 
 The feed's interest vector can come from this encoder instead of the recency-weighted mean of the
 history's embeddings (``ranking.session_interest``): it reads the shopper's most recent items —

@@ -10,10 +10,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from aisle import RecClient
-from aisle_export.catalog import read_catalog
-from aisle_export.indexing import write_index
-from aisle_export.movielens import fetch_movielens, write_catalog_csv
-from aisle_export.pipeline import export_repository
+from aisle_export.build.pipeline import export_repository
+from aisle_export.data.catalog import read_catalog
+from aisle_export.data.movielens import fetch_movielens, write_catalog_csv
+from aisle_export.index.writing import write_index
 from aisle_server.redis_server import RedisServer
 from aisle_server.tritonserver import TritonServer
 

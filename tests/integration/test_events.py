@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from aisle import AsyncRecClient, InvalidRequest, RecClient, StateUnavailable, TrackEvent
-from aisle_export.interactions import read_interactions
+from aisle_export.data.interactions import read_interactions
 from aisle_server.state import STREAM_KEY, connect, user_key
 from aisle_server.tritonserver import TritonServer
 

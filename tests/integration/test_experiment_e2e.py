@@ -5,7 +5,7 @@
 logged (by the caller, or by the client's background log), and a hidden click model clicks
 shown items — far more often in the ``diverse`` arm. Half of the clicks carry the page's
 ``request_id``, the others join by shopper and item within the window. Then ``aisle events export
---raw`` and ``aisle experiment report`` run as subprocesses, and the report must count exactly what
+--raw`` and ``aisle experiment report`` run through the command's own ``main``, and the report must count exactly what
 was sent.
 """
 
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
+import aisle_cli
 import pytest
 
 from aisle import Arm, AsyncRecClient, Experiment, ExposureStats, RecClient, TrackEvent, exposure_event
@@ -27,7 +25,6 @@ from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle_export.cli"]
 SHOPPERS = 60
 PAGES = 2
 K = 10
@@ -42,9 +39,7 @@ EXPERIMENT = Experiment(
 
 
 def _aisle(*args: str) -> str:
-    done = subprocess.run([*AISLE, *args], capture_output=True, text=True, env=dict(os.environ), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    return aisle_cli.ok(*args).stdout
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,19 @@
 """Property-based fuzzing of the SDK and of raw gRPC requests to every model (a few hundred cases).
 
-The strategies and the per-case checks live in ``perf/fuzzing.py`` and are shared with
-``perf/fuzz.py``, which runs 10,000+ of them. Every case gets a valid result or a clean
+The strategies and the per-case checks live in ``perf.fuzzing`` and are shared with
+``python -m perf.fuzz``, which runs 10,000+ of them. Every case gets a valid result or a clean
 ``InvalidRequest`` / ``INVALID_ARGUMENT``; the server stays alive and its memory bounded.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
 from hypothesis import HealthCheck, Phase, given, settings
 
 from aisle import RecClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
-import fuzzing
-from procstats import tree_rss
+from perf import fuzzing
+from perf.lib.procstats import tree_rss
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +25,7 @@ CI = settings(
     phases=[Phase.explicit, Phase.generate, Phase.shrink],
 )
 # The first multi-MB inputs raise the stubs' allocator high-water mark once: 350 cases here grew RSS by
-# ~410 MB, 10,000 cases in perf/fuzz.py by ~370 MB — growth that does not scale with the case count.
+# ~410 MB, 10,000 cases in perf.fuzz by ~370 MB — growth that does not scale with the case count.
 RSS_GROWTH_LIMIT_MB = 1024
 
 

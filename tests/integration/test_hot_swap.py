@@ -10,14 +10,12 @@ an answer drawn from a mix of versions would be caught.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+import aisle_cli
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -27,7 +25,6 @@ from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle_export.cli"]
 TARGET_RPS = 25.0
 THREADS = 6
 NEW_ITEM = ("v2-new-espresso", "Quantum espresso machine with milk frother", "A brand new kitchen gadget", "Kitchen")
@@ -35,10 +32,7 @@ QUERIES = ["star wars", "toy story", "a romantic comedy", "space adventure", NEW
 
 
 def _aisle(*args: str) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([*AISLE, *args], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return aisle_cli.ok(*args).last_json()
 
 
 def _version_of(ids: list[str]) -> str:

@@ -116,7 +116,7 @@ def test_the_toolchain_runs_from_an_installed_wheel_outside_the_checkout(wheel, 
                 str(python),
                 "-c",
                 "import json, aisle, aisle_export, aisle_server, aisle_contract; "
-                "from aisle_export.repository import TEMPLATE_DIR; print(json.dumps([aisle.__file__, "
+                "from aisle_export.build.repository import TEMPLATE_DIR; print(json.dumps([aisle.__file__, "
                 "aisle_export.__file__, aisle_server.__file__, aisle_contract.__file__, str(TEMPLATE_DIR)]))",
             ],
             cwd=elsewhere,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from aisle import RecClient
-from aisle_export.precision_texts import CALIBRATION_PRODUCTS
-from aisle_export.quantize import VARIANTS, write_variant
+from aisle_export.build.precision_texts import CALIBRATION_PRODUCTS
+from aisle_export.build.quantize import VARIANTS, write_variant
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import TextTokenizer
 from aisle_server.tritonserver import TritonServer

@@ -9,18 +9,16 @@ ranking's top 10, through a real tritonserver.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
+import aisle_cli
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from aisle import InvalidRequest, RecClient
-from aisle_export.log_eval import load_log, movielens_files
-from aisle_export.user_encoder import load_torch_model
+from aisle_export.judge.feed import load_log, movielens_files
+from aisle_export.learn.user_encoder import load_torch_model
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 from aisle_server.learned import LEARNED_DIRNAME, USER_ENCODER_DIRNAME, attach_learned
 from aisle_server.ranking import RankingConfig, RankRequest, rank
@@ -28,14 +26,8 @@ from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle_export.cli"]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([*AISLE, *args], capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, f"aisle {args[0]} failed:\n{done.stderr[-3000:]}"
-    return done
+#: a 2 × 2 knob search instead of the full 6 × 6: the tests check the plumbing, not the knobs
+SMALL_GRID = ("--popularity-weights", "0,1", "--cooccurrence-weights", "0,0.1")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,7 @@ def store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("store")
     interactions, catalog = movielens_files(root)
     finetuned, repo = root / "finetuned", root / "model_repository"
-    trained = _run(
+    trained = aisle_cli.ok(
         "finetune",
         "--interactions",
         str(interactions),
@@ -58,8 +50,9 @@ def store(tmp_path_factory) -> dict:
         "64",
         "--encoder-epochs",
         "1",
+        *SMALL_GRID,
     )
-    _run(
+    aisle_cli.ok(
         "evaluate",
         "--interactions",
         str(interactions),
@@ -69,12 +62,13 @@ def store(tmp_path_factory) -> dict:
         str(finetuned),
         "--out",
         str(root / "results"),
+        *SMALL_GRID,
         "--name",
         "eval",
     )
     # Two steps of training rarely beat the pretrained stack on validation: serve the encoder regardless.
-    _run("export", "--finetuned", str(finetuned), "--repo", str(repo), "--stack", "user_encoder")
-    _run("index", "--catalog", str(catalog), "--repo", str(repo), "--interactions", str(interactions))
+    aisle_cli.ok("export", "--finetuned", str(finetuned), "--repo", str(repo), "--stack", "user_encoder")
+    aisle_cli.ok("index", "--catalog", str(catalog), "--repo", str(repo), "--interactions", str(interactions))
     return {
         "root": root,
         "repo": repo,

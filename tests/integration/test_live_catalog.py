@@ -4,16 +4,13 @@ One redis-server (AOF, ``appendfsync always``) and one tritonserver (explicit mo
 ``aisle catalog compact --load`` can hot-swap) over a copy of the session repository with
 ``rerank``'s instance count set to 2. Each check reads through bursts of concurrent calls, so both
 instances answer, and waits for a change with a generous liveness bound (the visibility delay
-itself is measured by ``perf/bench_realtime.py``, not asserted here).
+itself is measured by ``python -m perf.bench_realtime``, not asserted here).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,6 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aisle_cli
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -33,7 +31,6 @@ from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle_export.cli"]
 NOW = time.time()
 LIVENESS_S = 15.0  # a change not visible by then is lost, not slow
 BURST = 8  # concurrent calls per read: more than one instance answers
@@ -217,9 +214,7 @@ class PacedSearch:
 
 
 def _aisle(*args: str) -> dict:
-    done = subprocess.run([*AISLE, *args], capture_output=True, text=True, env={**os.environ}, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return aisle_cli.ok(*args).last_json()
 
 
 def test_compaction_under_load_loses_no_request_and_no_update(client, live_server, redis_server, served, tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aisle_cli
 import pytest
 
 from aisle import InvalidRequest, RecClient
@@ -17,7 +18,6 @@ from aisle_server.tritonserver import free_port
 
 pytestmark = pytest.mark.integration
 
-AISLE = [sys.executable, "-m", "aisle_export.cli"]
 
 PRODUCTS = [
     ("sku-001", "Trail Running Shoes - Men's, Red", "Lightweight trail runner with grippy outsole", "Footwear"),
@@ -54,20 +54,15 @@ def own_catalog(tmp_path_factory) -> Path:
     return path
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*AISLE, *args], capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalog, tmp_path):
     repo = tmp_path / "my_repository"
     shutil.copytree(exported_repo, repo)
 
-    strict = _run("index", "--catalog", str(own_catalog), "--repo", str(repo))
+    strict = aisle_cli.run("index", "--catalog", str(own_catalog), "--repo", str(repo))
     assert strict.returncode == 1
     assert "line 13" in strict.stderr and "item_id" in strict.stderr
 
-    too_small = _run(
+    too_small = aisle_cli.run(
         "index",
         "--catalog",
         str(own_catalog),
@@ -83,7 +78,7 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
 
     # served below through a (forced) IVF index that probes 3 of its 12 lists: what the lists
     # miss, the exact scan behind it answers, so search results stay exact
-    lenient = _run(
+    lenient = aisle_cli.run(
         "index",
         "--catalog",
         str(own_catalog),
@@ -105,9 +100,15 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
     }
 
     grpc_port = free_port()
+    venv = Path(sys.prefix)  # served as a new user would: `source .venv/bin/activate && aisle serve`
+    activated = {
+        **os.environ,
+        "VIRTUAL_ENV": str(venv),
+        "PATH": os.pathsep.join([str(venv / "bin"), os.environ["PATH"]]),
+    }
     serve = subprocess.Popen(
         [
-            *AISLE,
+            "aisle",
             "serve",
             "--repo",
             str(repo),
@@ -120,6 +121,7 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        env=activated,
     )
     try:
         with RecClient(f"127.0.0.1:{grpc_port}", timeout_s=20) as client:
@@ -138,4 +140,5 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
         serve.send_signal(signal.SIGINT)
         output = serve.communicate(timeout=60)[0].decode(errors="replace")
     assert serve.returncode == 0, output[-2000:]
-    assert "Waiting for in-flight requests to complete" in output
+    assert f"tritonserver log: {tmp_path / 'tritonserver.log'}" in output
+    assert "Waiting for in-flight requests to complete" in (tmp_path / "tritonserver.log").read_text()

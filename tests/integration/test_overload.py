@@ -1,7 +1,7 @@
 """Overload: with queue limits set, a burst far beyond capacity is shed fast as ``aisle.Overloaded``.
 
 A dedicated server over a copy of the repository whose batched models (tokenizer, encoders, rerank)
-get ``max_queue_size`` 4 and a 300 ms queue timeout (``aisle_export.repository.queue_policy``,
+get ``max_queue_size`` 4 and a 300 ms queue timeout (``aisle_export.build.repository.queue_policy``,
 typed config objects). 64 threads fire 400 calls with SDK retries off: the shed ones fail fast with
 ``Overloaded`` (queue full, or waited too long), the admitted ones keep a bounded latency, and
 the server answers normally as soon as the burst is over.
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from aisle import Overloaded, RecClient
-from aisle_export.repository import queue_policy, write_configs
+from aisle_export.build.repository import queue_policy, write_configs
 from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@ first ``MAX_QUERY_CHARS`` characters cost, no more.
 
 The SDK cuts queries client-side, so these requests go through raw ``tritonclient.grpc`` to
 ``recommend``, as an attacker's or a foreign client's would. No wall-clock assertion (that is
-``perf/bench_oversized_query.py``'s job, as ratios): the proof of bounded work is that the answer
+``python -m perf.bench_oversized_query``'s job, as ratios): the proof of bounded work is that the answer
 to the 5 MB query *is* the answer to its bounded prefix, while text past the prefix would change
 the answer if it were read. Memory is asserted, with a generous bound (see ``RSS_GROWTH_BOUND``).
 """

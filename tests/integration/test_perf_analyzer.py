@@ -15,7 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from perf.perf_analyzer import inputs, runner, stats
+from perf.lib import triton_stats as stats
+from perf.perf_analyzer import inputs, runner
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aisle_export.catalog import read_catalog
-from aisle_export.indexing import embed_texts
-from aisle_export.remote_index import MANIFEST, embed_remote
+from aisle_export.core.encoding import embed_texts
+from aisle_export.data.catalog import read_catalog
+from aisle_export.index.remote import MANIFEST, embed_remote
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 
 from aisle import RecClient
-from aisle_export.catalog import read_catalog
-from aisle_export.indexing import write_index
+from aisle_export.data.catalog import read_catalog
+from aisle_export.index.writing import write_index
 from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import ipaddress
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,9 +20,7 @@ from aisle import AisleError, PermissionDenied, RecClient, RetryPolicy
 from aisle.errors import from_triton
 from aisle_export.cli import build_parser
 from aisle_server.tritonserver import TritonServer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
-from procstats import listening_addresses
+from perf.lib.procstats import listening_addresses
 
 pytestmark = pytest.mark.integration
 

@@ -127,3 +127,12 @@ def test_k_is_validated_by_the_sdk_and_by_the_server(client, catalog):
 def test_unencodable_query_is_refused_before_the_network(client):
     with pytest.raises(InvalidRequest, match="query"):
         client.recommend(query="bad \ud800 surrogate", k=3)
+
+
+def test_one_tower_on_both_sides_is_exported_once_and_each_encoder_keeps_its_own_entry_point(exported_repo):
+    """The default pairs all-MiniLM-L6-v2 with itself: the item side is the query side's export, copied."""
+    query, item = exported_repo / "query_encoder" / "1", exported_repo / "item_encoder" / "1"
+    assert (item / "model.onnx").read_bytes() == (query / "model.onnx").read_bytes()
+    assert (item / "parity.json").read_text() == (query / "parity.json").read_text()
+    assert "`item_encoder`" in (item / "model.py").read_text()
+    assert "`query_encoder`" in (query / "model.py").read_text()

@@ -18,10 +18,10 @@ import pytest
 from safetensors.numpy import load_file
 
 from aisle import RecClient
-from aisle_export.distill import DISTILL_FILE, check_pairing, teacher_fingerprint
-from aisle_export.onnx_export import DEFAULT_PARITY_SENTENCES
-from aisle_export.static_student import install_static, write_static_onnx
-from aisle_export.towers import default_tower_path
+from aisle_export.build.onnx_export import DEFAULT_PARITY_SENTENCES
+from aisle_export.build.static_student import install_static, write_static_onnx
+from aisle_export.core.spaces import DISTILL_FILE, check_pairing, teacher_fingerprint
+from aisle_export.core.towers import default_tower_path
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 from aisle_server.ranking import RankingConfig, RankRequest, rank

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aisle_export.catalog import MAX_SKIP_REASONS, Catalog, CatalogError, read_catalog
+from aisle_export.data.catalog import MAX_SKIP_REASONS, Catalog, CatalogError, read_catalog
 
 COLUMNS = [
     "item_id",

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from aisle_export.compaction import compacted
+from aisle_export.ops.compaction import compacted
 from aisle_server.index import CatalogIndex, TextColumn
 from aisle_server.lexical import LexicalIndex
 from aisle_server.live_catalog import Change, Overlay, live_index

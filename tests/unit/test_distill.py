@@ -14,23 +14,26 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from aisle_export.build.static_student import (
+    install_static,
+    static_graph,
+    static_reference,
+    table_of,
+    write_static_onnx,
+)
 from aisle_export.cli import main
-from aisle_export.distill import (
+from aisle_export.core.spaces import (
     DISTILL_FILE,
     STUDENTS,
     DistillError,
     check_pairing,
     check_served_spaces,
-    derive_queries,
-    is_held_out,
     judge,
-    read_corpus,
-    split_held_out,
     teacher_fingerprint,
     write_space,
 )
-from aisle_export.static_student import install_static, static_graph, static_reference, table_of, write_static_onnx
-from aisle_export.towers import default_tower_path
+from aisle_export.core.towers import default_tower_path
+from aisle_export.distill.pipeline import derive_queries, is_held_out, read_corpus, split_held_out
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import TOKENIZER_FILE, TokenizerSettings
 
@@ -119,7 +122,7 @@ def test_the_static_graph_serves_through_the_encoder_the_query_tower_runs(tmp_pa
 def test_the_layers_student_keeps_evenly_spread_layers_with_the_first_and_the_last(count, kept):
     from transformers import BertConfig, BertModel
 
-    from aisle_export.distill_train import keep_layers
+    from aisle_export.distill.train import keep_layers
 
     def config():
         return BertConfig(
@@ -137,7 +140,7 @@ def test_the_layers_student_keeps_evenly_spread_layers_with_the_first_and_the_la
 def test_the_torch_static_student_computes_the_served_function():
     import torch
 
-    from aisle_export.distill_train import StaticEncoder, listwise_kl
+    from aisle_export.distill.train import StaticEncoder, listwise_kl
 
     table = np.random.default_rng(3).normal(size=(30, 4)).astype(np.float32)
     ids, mask = _tokens(np.random.default_rng(4), 30)
@@ -259,7 +262,7 @@ def test_aisle_export_refuses_a_student_of_another_item_tower_before_exporting(t
 
 
 def test_a_finetune_dir_teaches_with_its_query_tower_and_pairs_with_its_item_tower(tmp_path):
-    from aisle_export.distill import resolve_teacher
+    from aisle_export.distill.pipeline import resolve_teacher
 
     query = _tower(tmp_path / "finetuned" / "query_tower", b"query weights")
     item = _tower(tmp_path / "finetuned" / "item_tower", b"item weights")
@@ -294,9 +297,9 @@ def _static_student(directory: Path) -> Path:
 
 
 def test_a_static_student_exports_as_both_towers_indexes_and_records_one_space(tmp_path):
-    from aisle_export.catalog import read_catalog
-    from aisle_export.indexing import write_index
-    from aisle_export.pipeline import export_repository
+    from aisle_export.build.pipeline import export_repository
+    from aisle_export.data.catalog import read_catalog
+    from aisle_export.index.writing import write_index
     from aisle_server.index import CatalogIndex
     from aisle_server.tokenization import TextTokenizer
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from aisle_contract import RankingConfig
-from aisle_export import evaluate
-from aisle_export.catalog import Catalog
-from aisle_export.movielens import Interactions
-from aisle_export.splits import TemporalSplit
+from aisle_export.data.catalog import Catalog
+from aisle_export.data.movielens import Interactions
+from aisle_export.data.splits import TemporalSplit
+from aisle_export.judge import content_study as evaluate
 
 N_ITEMS, DIM = 40, 8
 

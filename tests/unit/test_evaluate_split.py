@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aisle_export.movielens import Interactions
-from aisle_export.splits import temporal_split, validation_split
+from aisle_export.data.movielens import Interactions
+from aisle_export.data.splits import temporal_split, validation_split
 
 
 def _log(rows: list[tuple[str, str, float]]) -> Interactions:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aisle_export.cli import main
-from aisle_export.experiment_report import (
+from aisle_export.experiments.report import (
     ShopperTable,
     build_report,
     proportion_estimate,
@@ -17,7 +17,7 @@ from aisle_export.experiment_report import (
     shopper_table,
     srm_test,
 )
-from aisle_export.experiment_sim import aa_false_positive_rate, ab_detection_rate, needed_shoppers
+from aisle_export.experiments.simulation import aa_false_positive_rate, ab_detection_rate, needed_shoppers
 
 
 def exposure(user, arm, request_id, items, ts, experiment="exp"):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from aisle_export import finetune
-from aisle_export.finetune import CachedTower, Example, FinetuneConfig, batch_loss, make_examples, step_rows
-from aisle_export.towers import default_tower_path, load_tower
+from aisle_export.core.towers import default_tower_path, load_tower
+from aisle_export.learn import tower_training as finetune
+from aisle_export.learn.tower_training import CachedTower, Example, FinetuneConfig, batch_loss, make_examples, step_rows
 
 TEXTS = [
     "Toy Story (1995). Animation, Children's, Comedy",

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aisle_export.catalog import MAX_SKIP_REASONS
-from aisle_export.interactions import (
+from aisle_export.data.catalog import MAX_SKIP_REASONS
+from aisle_export.data.interactions import (
     DEFAULT_EVENT,
     DEFAULT_EVENT_WEIGHTS,
     InteractionLogError,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from aisle_contract import RankingConfig
-from aisle_export import log_eval
-from aisle_export.catalog import Catalog
-from aisle_export.interactions import Interactions, LogReport
-from aisle_export.splits import temporal_split, validation_split
+from aisle_export.data.catalog import Catalog
+from aisle_export.data.interactions import Interactions, LogReport
+from aisle_export.data.splits import temporal_split, validation_split
+from aisle_export.judge import feed as log_eval
 
 N_ITEMS, DIM, DAY = 30, 8, 86400.0
 

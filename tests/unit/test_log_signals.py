@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aisle_export.interactions import Interactions
-from aisle_export.log_signals import DAY, build_log_signals
+from aisle_export.data.interactions import Interactions
+from aisle_export.index.log_signals import DAY, build_log_signals
 from aisle_server.cooccurrence import Cooccurrence
 from aisle_server.index import CatalogIndex
 from aisle_server.learned import LOG_SIGNALS_DIRNAME, LogSignals, attach_learned
@@ -121,7 +121,7 @@ def test_cooccurrence_scores_sum_weighted_neighbours() -> None:
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory) -> Path:
     """A real (briefly trained) user encoder over the 4-d items of ``index_of``."""
-    from aisle_export.user_encoder import UserEncoderConfig, train_user_encoder
+    from aisle_export.learn.user_encoder import UserEncoderConfig, train_user_encoder
 
     ids = [f"i{r}" for r in range(12)]
     index = index_of(ids)
@@ -158,7 +158,7 @@ def replace_manifest(index: CatalogIndex, item_encoder_sha256: str) -> CatalogIn
 
 
 def test_replace_directory_swaps_whole_directories(tmp_path: Path) -> None:
-    from aisle_export.indexing import replace_directory
+    from aisle_export.core.files import replace_directory
 
     def write(files: dict[str, str]):
         def into(directory: Path) -> None:

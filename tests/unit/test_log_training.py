@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from aisle_contract import RankingConfig
-from aisle_export.log_training import RANKING_FILE, STACKS, choose_stack, load_knobs, served_stack
-from aisle_export.pipeline import install_learned
+from aisle_export.build.pipeline import install_learned
+from aisle_export.core.handoff import RANKING_FILE, STACKS, load_knobs, served_stack
+from aisle_export.learn.finetune import choose_stack
 from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from aisle_export import metrics
+from aisle_export.judge import metrics
 
 
 def test_recall_and_ndcg_hand_computed() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aisle_export import wheels
-from aisle_export.catalog import read_catalog
-from aisle_export.interactions import read_interactions
-from aisle_export.movielens import (
+from aisle_export.core import wheels
+from aisle_export.data.catalog import read_catalog
+from aisle_export.data.interactions import read_interactions
+from aisle_export.data.movielens import (
     Interactions,
     Movie,
     fetch_movielens,
@@ -200,7 +200,7 @@ def test_catalog_popularity_counts_the_given_interactions(
 
 
 def test_title_search_queries_are_titles_as_typed_and_remakes_share_one(tmp_path):
-    from aisle_export.movielens import title_search_queries
+    from aisle_export.data.movielens import title_search_queries
 
     directory = tmp_path / "ml-100k"
     directory.mkdir()

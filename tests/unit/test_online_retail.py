@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aisle_export.catalog import read_catalog
-from aisle_export.interactions import read_interactions
-from aisle_export.online_retail import RetailConversion, convert_online_retail, main
+from aisle_export.data.catalog import read_catalog
+from aisle_export.data.interactions import read_interactions
+from aisle_export.data.online_retail import RetailConversion, convert_online_retail, main
 
 # The shared data sits beside the repository (CI: a copy of shared/ next to the fresh clone).
 REAL_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "online_retail" / "transactions.csv"

@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from aisle_export.onnx_export import (
+from aisle_export.build.onnx_export import (
     DEFAULT_PARITY_SENTENCES,
     PARITY_FILE,
     ExportResult,
@@ -23,7 +23,7 @@ from aisle_export.onnx_export import (
     check_parity,
     export_tower,
 )
-from aisle_export.towers import TowerError, load_tower, resolve_tower
+from aisle_export.core.towers import TowerError, load_tower, resolve_tower
 from aisle_server.tokenization import TextTokenizer, TokenizerSettings
 
 ATOL = 1e-5

@@ -16,10 +16,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from aisle_export.catalog import read_catalog
-from aisle_export.movielens import fetch_movielens, write_catalog_csv
-from aisle_export.onnx_export import export_tower
-from aisle_export.precision_gate import (
+from aisle_export.build.onnx_export import export_tower
+from aisle_export.build.precision_gate import (
     MEAN_COSINE,
     MIN_COSINE,
     MIN_TOP10_AGREEMENT,
@@ -31,14 +29,16 @@ from aisle_export.precision_gate import (
     evaluate,
     top_k_agreement,
 )
-from aisle_export.precision_texts import CALIBRATION_PRODUCTS, gate_texts
-from aisle_export.quantize import (
+from aisle_export.build.precision_texts import CALIBRATION_PRODUCTS, gate_texts
+from aisle_export.build.quantize import (
     FP16_KEEP_FP32,
     VARIANTS,
     attention_projection_matmuls,
     ffn_down_matmuls,
     write_variant,
 )
+from aisle_export.data.catalog import read_catalog
+from aisle_export.data.movielens import fetch_movielens, write_catalog_csv
 
 
 @pytest.fixture(scope="module")

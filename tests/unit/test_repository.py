@@ -10,7 +10,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aisle_contract import FILTER_NAMES, OVERRIDABLE
-from aisle_export.repository import (
+from aisle_export.build.repository import (
     CONFIG_VARIANTS,
     DEFAULT_DIM,
     TEMPLATE_DIR,
@@ -22,7 +22,7 @@ from aisle_export.repository import (
 from aisle_server.ranking import RankingConfig
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
-REGENERATE = "run `python -m aisle_export.repository` to regenerate the checked-in configs"
+REGENERATE = "run `python -m aisle_export.build.repository` to regenerate the checked-in configs"
 CONFIGS = all_configs()
 
 

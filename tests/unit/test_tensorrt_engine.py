@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from aisle_export.tensorrt_engine import (
+from aisle_export.build.tensorrt import (
     META_FILE,
     PLAN_FILE,
     EngineVersionMismatch,
@@ -103,10 +103,10 @@ def test_without_tensorrt_the_build_says_where_to_run(tmp_path, capsys):
 @pytest.mark.skipif(not HAS_TENSORRT, reason=NO_TENSORRT)
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_build_and_load_engines(tmp_path_factory, precision):  # pragma: no cover - needs a GPU + TensorRT
-    from aisle_export.onnx_export import export_tower
-    from aisle_export.precision_texts import CALIBRATION_PRODUCTS
-    from aisle_export.quantize import write_variant
-    from aisle_export.tensorrt_engine import load_engine
+    from aisle_export.build.onnx_export import export_tower
+    from aisle_export.build.precision_texts import CALIBRATION_PRODUCTS
+    from aisle_export.build.quantize import write_variant
+    from aisle_export.build.tensorrt import load_engine
 
     repo = tmp_path_factory.mktemp("trt")
     for encoder in ("query_encoder", "item_encoder"):

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from aisle_export.towers import TowerError, default_tower_path, load_tower
+from aisle_export.core.towers import TowerError, default_tower_path, load_tower
 
 
 @pytest.fixture

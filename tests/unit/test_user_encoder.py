@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from aisle_export.user_encoder import (
+from aisle_export.learn.user_encoder import (
     CONFIG_FILE,
     MODEL_FILE,
     UserEncoderConfig,

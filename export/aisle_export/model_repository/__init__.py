@@ -2,6 +2,6 @@
 
 Not Python to import: ``aisle export`` copies this directory (configs, ``model.py`` adapters,
 tokenizer settings) into the repository it builds, from a source checkout or an installed wheel
-alike (``aisle_export.repository.TEMPLATE_DIR``). ``model_repository/`` at the top of the source
+alike (``aisle_export.build.repository.TEMPLATE_DIR``). ``model_repository/`` at the top of the source
 tree is a link here. This file only makes the directory package data.
 """
