@@ -6,7 +6,8 @@ so the machine stays clean, and fails the session.
 
 ``make test`` runs two pytest-xdist workers (``-n 2``): the integration tests are one scope, run in
 order by one worker over one set of session fixtures (one exported repository, one served
-tritonserver), while the other worker takes the unit tests. (Not ``--dist loadgroup``: xdist 3.8
+tritonserver), while the other worker takes the unit tests and the integration modules that share
+none of those fixtures (``SELF_CONTAINED``). (Not ``--dist loadgroup``: xdist 3.8
 marks a group in ``item._nodeid``, which pytest 9.2 no longer reads.) Workers inherit the controller's
 marker, so only the controller checks for leftovers, after every worker has exited.
 """
@@ -24,6 +25,9 @@ from aisle_server.processes import processes_with_env
 
 MARKER = "AISLE_TEST_SESSION"
 INTEGRATION = "integration"
+#: Integration modules that use none of the shared session fixtures (repository, served tritonserver):
+#: a scope of their own, so the worker that runs the unit tests takes them beside the in-order ones.
+SELF_CONTAINED = frozenset({f"tests/{INTEGRATION}/test_learned_feed.py"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,6 +41,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class IntegrationInOrder(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:  # the scope a test is scheduled with
+            module = nodeid.split("::")[0]
+            if module in SELF_CONTAINED:
+                return module
             return INTEGRATION if nodeid.startswith(f"tests/{INTEGRATION}/") else nodeid
 
     return IntegrationInOrder(config, log)

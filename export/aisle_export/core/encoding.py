@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from aisle_export.core.towers import load_tower
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import TextTokenizer
 
@@ -53,4 +54,23 @@ def embed_texts(texts: list[str], encoder_dir: Path, batch_size: int = 64, progr
     encoder = OnnxEncoder(Path(encoder_dir) / "model.onnx")
     return encode_texts(
         encoder, TextTokenizer.from_directory(encoder_dir), texts, batch_size, progress, "embedding items"
+    )
+
+
+def embed_catalog(
+    texts: Sequence[str], tower: str | Path | None, progress: bool = True, desc: str = "embedding"
+) -> np.ndarray:
+    """L2-normalized embeddings of ``texts`` by a tower as trained (sentence-transformers, float32): for
+    offline evaluation and training, where no ONNX export of the tower exists yet (parity ≥ 0.9999)."""
+    from sentence_transformers import SentenceTransformer  # slow to import: only the callers that embed need it
+
+    model = SentenceTransformer(str(load_tower(tower).path), device="cpu")
+    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    return encode_in_batches(
+        lambda batch: model.encode(batch, normalize_embeddings=True, convert_to_numpy=True),
+        texts,
+        dim,
+        128,
+        progress,
+        desc,
     )

@@ -31,20 +31,21 @@ import itertools
 import json
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from aisle_export.core.encoding import encode_in_batches
-from aisle_export.core.towers import load_tower
+from aisle_export.core.encoding import embed_catalog
 from aisle_export.data.catalog import Catalog, read_catalog
 from aisle_export.data.movielens import fetch_movielens, load_interactions, write_catalog_csv
 from aisle_export.data.splits import TemporalSplit, temporal_split, validation_split
 from aisle_export.index.writing import catalog_index
 from aisle_export.judge import metrics
+from aisle_export.judge.feed import CONTENT_ONLY, score
+from aisle_export.judge.feed import Reference as FeedReference
 from aisle_export.judge.statistics import bootstrap_delta
 from aisle_server.diversity import diversify
 from aisle_server.index import CatalogIndex
@@ -57,15 +58,6 @@ FRESHNESS_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 FRESHNESS_HALF_LIFE_S = 365 * DAY
 DIVERSITY_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
 KEEP_NDCG = 0.95
-#: The content-based feed this study measures (and the feed before multi-source candidates): no
-#: popularity or co-occurrence candidates or scores, no user encoder.
-CONTENT_ONLY = RankingConfig(
-    feed_popularity_weight=0.0,
-    cooccurrence_weight=0.0,
-    popular_candidates=0,
-    cooccurrence_candidates=0,
-    user_encoder=False,
-)
 K_EVAL, K_SERVE = 50, 10
 
 
@@ -77,38 +69,18 @@ def movielens_catalog(data_dir: Path, split: TemporalSplit, workdir: Path) -> Pa
     return write_catalog_csv(data_dir, Path(workdir) / "movielens_catalog_train.csv", interactions=split.train)
 
 
-def embed_catalog(
-    texts: Sequence[str], tower: str | Path | None, progress: bool = True, desc: str = "embedding"
-) -> np.ndarray:
-    """L2-normalized embeddings of ``texts`` by a tower (sentence-transformers, float32)."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(load_tower(tower).path), device="cpu")
-    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
-    return encode_in_batches(
-        lambda batch: model.encode(batch, normalize_embeddings=True, convert_to_numpy=True),
-        texts,
-        dim,
-        128,
-        progress,
-        desc,
-    )
-
-
 def build_index(catalog: Catalog, embeddings: np.ndarray) -> CatalogIndex:
     return catalog_index(catalog, embeddings)
 
 
 @dataclass
 class Reference:
-    """What the beyond-accuracy metrics measure against, fixed for every row."""
+    """What the beyond-accuracy metrics measure against, fixed for every row: the feed harness's
+    (the pretrained item space for ILD, training counts for novelty) plus the catalog's genres."""
 
-    row_of: dict[str, int]
-    embeddings: np.ndarray  # pretrained item embeddings (the ILD ruler)
+    feed: FeedReference
     genres: dict[str, tuple[str, ...]]
     n_genres: int
-    users_per_item: dict[str, int]  # distinct training users per item
-    n_users: int
 
     @classmethod
     def build(cls, catalog: Catalog, embeddings: np.ndarray, split: TemporalSplit) -> Reference:
@@ -116,18 +88,14 @@ class Reference:
             item: tuple(g.strip() for g in description.split(",") if g.strip())
             for item, description in zip(catalog.item_ids.tolist(), catalog.descriptions.tolist())
         }
-        pairs = set(zip(split.train.user_id.tolist(), split.train.item_id.tolist()))
-        users_per_item: dict[str, int] = {}
-        for _, item in pairs:
-            users_per_item[item] = users_per_item.get(item, 0) + 1
         return cls(
-            row_of={item: row for row, item in enumerate(catalog.item_ids.tolist())},
-            embeddings=embeddings,
-            genres=genres,
+            FeedReference.of(build_index(catalog, embeddings), split),
+            genres,
             n_genres=len({g for gs in genres.values() for g in gs}),
-            users_per_item=users_per_item,
-            n_users=len(set(split.train.user_id.tolist())),
         )
+
+    def genre_coverage(self, top: list[str]) -> float:
+        return metrics.category_coverage([self.genres[i] for i in top], self.n_genres)
 
 
 # --------------------------------------------------------------------------- one setting
@@ -141,49 +109,51 @@ class Setting:
     popularity_only: bool = False  # rank by the training popularity prior alone (history excluded)
 
 
+def _requests(split: TemporalSplit, setting: Setting) -> Callable[[str, int], RankRequest]:
+    """The study's feed request for (user, k): the user's history before the cut, ``now`` = the cut;
+    the popularity row asks the cold fallback with the history excluded instead."""
+    if setting.popularity_only:
+        config = replace(setting.config, fallback_freshness_weight=0.0)
+
+        def cold(user: str, k: int) -> RankRequest:
+            ids = [item for item, _ in split.histories[user]]
+            return RankRequest(None, (), np.zeros(0), k, split.cutoff, config, exclude_ids=ids)
+
+        return cold
+
+    def feed(user: str, k: int) -> RankRequest:
+        history = split.histories[user]
+        ts = np.array([t for _, t in history], dtype=np.float64)
+        return RankRequest(None, [item for item, _ in history], ts, k, split.cutoff, setting.config)
+
+    return feed
+
+
 def evaluate_setting(
     index: CatalogIndex, split: TemporalSplit, setting: Setting, reference: Reference, timing: bool = True
 ) -> dict:
-    """Per-user metrics of one setting (``per_user``) and their means, plus rank() latency at k=10."""
-    per_user: dict[str, list[float]] = {
-        m: [] for m in ("recall@10", "recall@50", "ndcg@10", "ild@10", "genre_coverage@10", "novelty@10")
-    }
-    latencies: list[float] = []
-    recommended: set[str] = set()
-    for user in split.users:
-        history = split.histories[user]
-        ids = [item for item, _ in history]
-        ts = np.array([t for _, t in history], dtype=np.float64)
-        if setting.popularity_only:
-            config = replace(setting.config, fallback_freshness_weight=0.0)
-            make = lambda k: RankRequest(None, (), np.zeros(0), k, split.cutoff, config, exclude_ids=ids)  # noqa: B023 - used in this iteration only
-        else:
-            make = lambda k: RankRequest(None, ids, ts, k, split.cutoff, setting.config)  # noqa: B023 - used in this iteration only
-        ranked = rank(index, make(K_EVAL)).item_ids
-        if timing:
-            request = make(K_SERVE)
+    """Per-user metrics of one setting (``per_user``, scored by the feed harness's ``score``) and their
+    means, genre and catalog coverage of the top 10, plus rank() latency at k=10."""
+    request = _requests(split, setting)
+    result = score(
+        lambda user, k: rank(index, request(user, k)).item_ids,
+        split,
+        reference.feed,
+        ks=(K_SERVE, K_EVAL),
+        coverage_at=K_SERVE,
+        extra={"genre_coverage@10": reference.genre_coverage},
+    )
+    result["item_coverage@10"] = result.pop("coverage")
+    if timing:
+        latencies = []
+        for user in split.users:
+            one = request(user, K_SERVE)
             started = time.perf_counter()
-            rank(index, request)
+            rank(index, one)
             latencies.append(time.perf_counter() - started)
-        top = ranked[:K_SERVE]
-        recommended.update(top)
-        targets = split.targets[user]
-        per_user["recall@10"].append(metrics.recall_at_k(ranked, targets, 10))
-        per_user["recall@50"].append(metrics.recall_at_k(ranked, targets, 50))
-        per_user["ndcg@10"].append(metrics.ndcg_at_k(ranked, targets, 10))
-        per_user["ild@10"].append(
-            metrics.intra_list_diversity(reference.embeddings[[reference.row_of[i] for i in top]])
-        )
-        per_user["genre_coverage@10"].append(
-            metrics.category_coverage([reference.genres[i] for i in top], reference.n_genres)
-        )
-        per_user["novelty@10"].append(metrics.novelty(top, reference.users_per_item, reference.n_users))
-    result = {name: float(np.mean(values)) for name, values in per_user.items()}
-    result["item_coverage@10"] = len(recommended) / len(index)
-    if latencies:
         result["rank_p50_ms"] = metrics.percentile_ms(latencies, 50)
         result["rank_p95_ms"] = metrics.percentile_ms(latencies, 95)
-    result["per_user"] = per_user
+    result["per_user"] = result.pop("per_user")  # last, as before
     return result
 
 

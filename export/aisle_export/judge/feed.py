@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from aisle_export.core.encoding import embed_catalog
 from aisle_export.core.handoff import knobs_of, load_choice, stack_of
 from aisle_export.data.catalog import Catalog, read_catalog
 from aisle_export.data.interactions import Interactions, LogReport, read_interactions
@@ -47,7 +48,6 @@ from aisle_export.data.splits import TemporalSplit, temporal_split, validation_s
 from aisle_export.index.log_signals import build_log_signals
 from aisle_export.index.writing import catalog_index
 from aisle_export.judge import metrics
-from aisle_export.judge.content_study import CONTENT_ONLY, embed_catalog
 from aisle_export.judge.statistics import bootstrap_delta, mean_interval
 from aisle_server.index import CatalogIndex
 from aisle_server.learned import USER_ENCODER_DIRNAME, LogSignals
@@ -58,6 +58,16 @@ N_TARGETS, MAX_HISTORY = 10, 50
 DEFAULT_KS = (10, 20)
 
 Ranker = Callable[[str, int], list[str]]  # (user, k) → item ids, best first
+
+#: The content-based feed this study measures (and the feed before multi-source candidates): no
+#: popularity or co-occurrence candidates or scores, no user encoder.
+CONTENT_ONLY = RankingConfig(
+    feed_popularity_weight=0.0,
+    cooccurrence_weight=0.0,
+    popular_candidates=0,
+    cooccurrence_candidates=0,
+    user_encoder=False,
+)
 
 
 @dataclass(frozen=True)
@@ -204,10 +214,25 @@ class Reference:
         return cls(index, users_per_item, len({user for user, _ in pairs}))
 
 
+ListMetric = Callable[[list[str]], float]  # one shopper's top 10 → a beyond-accuracy figure
+
+
 def score(
-    ranker: Ranker, split: TemporalSplit, reference: Reference, ks: Sequence[int] = DEFAULT_KS, beyond: bool = True
+    ranker: Ranker,
+    split: TemporalSplit,
+    reference: Reference,
+    ks: Sequence[int] = DEFAULT_KS,
+    beyond: bool = True,
+    coverage_at: int | None = None,
+    extra: Mapping[str, ListMetric] | None = None,
 ) -> dict:
-    """Per-shopper metrics of one ranker (``per_user``), their means, and catalog coverage."""
+    """Per-shopper metrics of one ranker (``per_user``), their means, and catalog coverage.
+
+    The one scoring loop of every offline feed evaluation (this module's rows and the MovieLens
+    content study alike): Recall, nDCG and HitRate at each of ``ks`` and MRR within the deepest;
+    with ``beyond``, novelty and ILD of the top 10, ``extra`` figures of the top 10, and the share
+    of the catalog in anyone's top ``coverage_at`` (default: the deepest ``k``).
+    """
     depth = max(ks)
     per_user: dict[str, list[float]] = {}
     shown: set[str] = set()
@@ -224,7 +249,8 @@ def score(
             top = ranked[:10]
             values["novelty@10"] = metrics.novelty(top, reference.users_per_item, reference.n_users)
             values["ild@10"] = metrics.intra_list_diversity(reference.index.embeddings[reference.index.rows_of(top)])
-            shown.update(ranked)
+            values |= {name: metric(top) for name, metric in (extra or {}).items()}
+            shown.update(ranked[: coverage_at or depth])
         for name, value in values.items():
             per_user.setdefault(name, []).append(value)
     result: dict = {name: float(np.mean(values)) for name, values in per_user.items()}

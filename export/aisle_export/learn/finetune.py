@@ -43,12 +43,12 @@ from pathlib import Path
 import numpy as np
 
 from aisle_contract import RankingConfig
+from aisle_export.core.encoding import embed_catalog
 from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, RANKING_FILE, REPORT_FILE, STACKS
 from aisle_export.core.towers import default_tower_path, load_tower
 from aisle_export.data.interactions import user_sequences
 from aisle_export.data.movielens import user_histories
 from aisle_export.data.splits import TemporalSplit
-from aisle_export.judge.content_study import embed_catalog
 from aisle_export.judge.feed import KnobGrid, LogData, served_index, split_signals, tune_feed
 from aisle_export.judge.statistics import bootstrap_delta
 from aisle_export.learn.tower_training import FinetuneConfig, finetune
