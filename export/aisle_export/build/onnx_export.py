@@ -25,9 +25,8 @@ import onnxruntime as ort
 import torch
 from transformers import AutoModel
 
-from aisle_server.tokenization import TOKENIZER_FILE, TextTokenizer, TokenizerSettings
-
 from aisle_export.core.towers import Tower, TowerError, load_tower
+from aisle_server.tokenization import TOKENIZER_FILE, TextTokenizer, TokenizerSettings
 
 MODEL_FILE = "model.onnx"
 PARITY_FILE = "parity.json"

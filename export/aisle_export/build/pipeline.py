@@ -12,28 +12,25 @@ catalog (:mod:`.precision_gate`); a failing variant stops the export with its fi
 
 from __future__ import annotations
 
-from aisle_export.build.onnx_export import DEFAULT_PARITY_SENTENCES, export_tower
-from aisle_export.build.precision_gate import Fp32Cache, TowerPair, check, evaluate
-from aisle_export.build.precision_texts import gate_texts
-from aisle_export.build.quantize import MODEL_FILE, VARIANTS, write_variant
-from aisle_export.build.static_student import install_static
-from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER
-from aisle_export.core.handoff import knobs_of, load_choice, stack_of
-from aisle_export.core.spaces import check_pairing, read_record, write_space
-from aisle_export.data.catalog import read_catalog
-from aisle_export.data.movielens import fetch_movielens, write_catalog_csv
-
 import filecmp
 import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from aisle_export.build.onnx_export import DEFAULT_PARITY_SENTENCES, export_tower
+from aisle_export.build.precision_gate import Fp32Cache, TowerPair, check, evaluate
+from aisle_export.build.precision_texts import gate_texts
+from aisle_export.build.quantize import MODEL_FILE, VARIANTS, write_variant
+from aisle_export.build.repository import copy_template, write_configs
+from aisle_export.build.static_student import install_static
+from aisle_export.core.files import sha256_file
+from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, knobs_of, load_choice, stack_of
+from aisle_export.core.spaces import check_pairing, read_record, write_space
+from aisle_export.data.catalog import read_catalog
+from aisle_export.data.movielens import fetch_movielens, write_catalog_csv
 from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
 from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE
-
-from aisle_export.core.files import sha256_file
-from aisle_export.build.repository import copy_template, write_configs
 
 TOWERS = {"query_encoder": "query", "item_encoder": "item"}
 REPORT_FILE = "export_report.json"
@@ -174,7 +171,10 @@ def export_repository(
         if model == "item_encoder" and tower == query_tower:
             # One tower on both sides (the default): exported and parity-checked once, then copied.
             shutil.copytree(
-                repo / "query_encoder" / "1", repo / model / "1", dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.py")
+                repo / "query_encoder" / "1",
+                repo / model / "1",
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("model.py"),
             )
             report[model] = dict(report["query_encoder"])
         else:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aisle_export.build.precision_texts import GateTexts
+from aisle_export.core.encoding import encode_texts
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import TextTokenizer
-
-from aisle_export.core.encoding import encode_texts
-from aisle_export.build.precision_texts import GateTexts
 
 MIN_COSINE = 0.98
 MEAN_COSINE = 0.99

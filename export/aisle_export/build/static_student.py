@@ -11,15 +11,14 @@ as a transformer tower: no TensorRT, no new model, just a ``Gather`` and three r
 from __future__ import annotations
 
 import shutil
-import onnxruntime as ort
-
-from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE, TextTokenizer
-
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE, TextTokenizer
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "embedding"
@@ -95,8 +94,6 @@ def install_static(student_dir: Path, target: Path, sentences: list[str]) -> dic
     The check is this tower's export parity: the graph (through the server's tokenizer) against
     :func:`static_reference` of its own table on ``sentences``; a mismatch raises ``ValueError``.
     """
-
-
 
     target.mkdir(parents=True, exist_ok=True)
     for name in ("model.onnx", TOKENIZER_FILE, SETTINGS_FILE):

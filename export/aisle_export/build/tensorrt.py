@@ -18,8 +18,6 @@ elsewhere. ``tensorrt`` is imported only when an engine is built or loaded.
 
 from __future__ import annotations
 
-from aisle_export.build.repository import render
-
 import argparse
 import json
 import time
@@ -27,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from aisle_export.build.repository import MAX_BATCH_SIZE, encoder_config
+from aisle_export.build.repository import MAX_BATCH_SIZE, encoder_config, render
 
 PLAN_FILE = "model.plan"
 META_FILE = "model.plan.json"
