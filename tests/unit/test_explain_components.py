@@ -1,45 +1,20 @@
 """Explanations: each result's score components add up to its score, and cost nothing when off."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
+from tiny_catalog import tiny_index, unit
 
 from aisle_contract import SCORE_COMPONENT_NAMES
 from aisle_server import explain as explain_module
-from aisle_server.cooccurrence import Cooccurrence
-from aisle_server.index import CatalogIndex
-from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankingConfig, RankRequest, rank, rank_many
 
 COLUMN = {name: i for i, name in enumerate(SCORE_COMPONENT_NAMES)}
 N = 40
 
 
-def unit(v):
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.linalg.norm(v)
-
-
 def make_index():
-    rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(N, 8)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = CatalogIndex(
-        item_ids=np.array([f"i{r}" for r in range(N)]),
-        embeddings=vectors,
-        titles=np.array([f"title {r}" for r in range(N)]),
-        categories=np.array([f"c{r % 3}" for r in range(N)]),
-        created_at=np.where(np.arange(N) % 5 == 0, np.nan, 1000.0 - 10.0 * np.arange(N)),
-        popularity=rng.integers(0, 100, size=N).astype(np.float32),
-        in_stock=np.ones(N, dtype=bool),
-    )
-    lexical = LexicalIndex.build([f"red shoe {r}" if r % 4 == 0 else f"blue hat {r}" for r in range(N)])
-    neighbors = np.full((N, 3), -1, dtype=np.int32)
-    weights = np.zeros((N, 3), dtype=np.float32)
-    neighbors[1] = [5, 9, 13]
-    weights[1] = [1.0, 0.5, 0.25]
-    return replace(index, lexical=lexical, cooccurrence=Cooccurrence(neighbors, weights))
+    created_at = np.where(np.arange(N) % 5 == 0, np.nan, 1000.0 - 10.0 * np.arange(N))
+    return tiny_index(N, 8, 7, created_at, 100, 4, {1: ([5, 9, 13], [1.0, 0.5, 0.25])})
 
 
 INDEX = make_index()

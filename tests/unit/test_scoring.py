@@ -2,17 +2,14 @@
 
 import ast
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_catalog import tiny_index, unit
 
 from aisle_contract import SCORE_COMPONENT_NAMES
 from aisle_server import scoring
-from aisle_server.cooccurrence import Cooccurrence
-from aisle_server.index import CatalogIndex
-from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankingConfig, RankRequest, cooccurrence_scores, fallback_scores, rank, rank_many
 from aisle_server.scoring import ScoreTerms
 
@@ -21,30 +18,9 @@ NOW = 1000.0
 COLUMN = {name: i for i, name in enumerate(SCORE_COMPONENT_NAMES)}
 
 
-def unit(v):
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.linalg.norm(v)
-
-
 def make_index():
-    rng = np.random.default_rng(3)
-    vectors = rng.normal(size=(N, 6)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = CatalogIndex(
-        item_ids=np.array([f"i{r}" for r in range(N)]),
-        embeddings=vectors,
-        titles=np.array([f"title {r}" for r in range(N)]),
-        categories=np.array([f"c{r % 3}" for r in range(N)]),
-        created_at=np.where(np.arange(N) % 4 == 0, np.nan, NOW - 25.0 * np.arange(N)),
-        popularity=rng.integers(0, 50, size=N).astype(np.float32),
-        in_stock=np.ones(N, dtype=bool),
-    )
-    lexical = LexicalIndex.build([f"red shoe {r}" if r % 3 == 0 else f"blue hat {r}" for r in range(N)])
-    neighbors = np.full((N, 2), -1, dtype=np.int32)
-    weights = np.zeros((N, 2), dtype=np.float32)
-    neighbors[1], weights[1] = [7, 11], [1.0, 0.5]
-    neighbors[2], weights[2] = [11, 19], [0.8, 0.4]
-    return replace(index, lexical=lexical, cooccurrence=Cooccurrence(neighbors, weights))
+    created_at = np.where(np.arange(N) % 4 == 0, np.nan, NOW - 25.0 * np.arange(N))
+    return tiny_index(N, 6, 3, created_at, 50, 3, {1: ([7, 11], [1.0, 0.5]), 2: ([11, 19], [0.8, 0.4])})
 
 
 INDEX = make_index()

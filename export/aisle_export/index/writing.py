@@ -86,11 +86,11 @@ def write_index(
     if server is None and embeddings is None and not (encoder_dir / "model.onnx").exists():
         raise FileNotFoundError(f"{encoder_dir / 'model.onnx'} not found: run `aisle export --repo {repo}` first")
     started = time.time()
-    texts = catalog.texts()
+    texts = catalog.texts()  # one per item, in catalog order
     given = embeddings is not None
     if given:
-        if embeddings.shape[0] != len(catalog):
-            raise ValueError(f"embeddings: {embeddings.shape[0]} rows for {len(catalog)} catalog items")
+        if embeddings.shape[0] != len(texts):
+            raise ValueError(f"embeddings: {embeddings.shape[0]} rows for {len(texts)} catalog items")
     elif server is not None:
         checkpoint = (
             Path(checkpoint) if checkpoint else repo / "rerank" / version / f".{INDEX_DIRNAME}.embed-checkpoint"
@@ -101,16 +101,16 @@ def write_index(
     else:
         embeddings = embed_texts(texts, encoder_dir, batch_size, progress)
     lexical = LexicalIndex.build(texts)
-    use_ann = ann == "on" or (ann == "auto" and len(catalog) > EXACT_MAX_ITEMS)
+    use_ann = ann == "on" or (ann == "auto" and len(texts) > EXACT_MAX_ITEMS)
     if use_ann and progress:
-        print(f"building faiss IVF index over {len(catalog)} items", flush=True)
+        print(f"building faiss IVF index over {len(texts)} items", flush=True)
     manifest = {
         "catalog": str(source) if source else None,
         "catalog_sha256": sha256_file(source) if source else None,
         "item_encoder_sha256": sha256_file(encoder_dir / "model.onnx")
         if (encoder_dir / "model.onnx").exists()
         else None,
-        "space": read_space(encoder_dir),  # which query towers may search this index (aisle_export.distill.pipeline)
+        "space": read_space(encoder_dir),  # which query towers may search this index (aisle_export.core.spaces)
         "embedded_by": "given embeddings" if given else server or "local item_encoder",
         "skipped_rows": catalog.skipped,
         "built_at": started,
