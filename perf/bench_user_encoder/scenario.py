@@ -212,7 +212,8 @@ def check_repo(repo: Path) -> dict:
 
 def load_feeds(workdir: Path) -> list[dict]:
     """MovieLens-100K's test shoppers at the evaluation's temporal cut (``aisle evaluate``'s data)."""
-    from aisle_export.judge.feed import load_log, movielens_files
+    from aisle_export.data.movielens import movielens_files
+    from aisle_export.data.splits import load_log
 
     split = load_log(*movielens_files(workdir)).split
     return feed_requests(split.histories, split.history_events, split.cutoff)

@@ -120,7 +120,8 @@ def pa_rerank(queries: list[str], embeddings: np.ndarray) -> dict:
 
 def load_demo_data(repo: Path, data_dir: Path) -> tuple[list[str], dict]:
     """Catalog titles from the served index, user histories from the MovieLens ratings."""
-    from aisle_export.data.movielens import fetch_movielens, load_interactions, user_histories
+    from aisle_export.data.interactions import user_histories
+    from aisle_export.data.movielens import fetch_movielens, load_interactions
     from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 
     index = CatalogIndex.load(Path(repo) / "rerank" / "1" / INDEX_DIRNAME)

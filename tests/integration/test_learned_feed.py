@@ -17,7 +17,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from aisle import InvalidRequest, RecClient
-from aisle_export.judge.feed import load_log, movielens_files
+from aisle_export.data.movielens import movielens_files
+from aisle_export.data.splits import load_log
 from aisle_export.learn.user_encoder import load_torch_model
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 from aisle_server.learned import LEARNED_DIRNAME, USER_ENCODER_DIRNAME, attach_learned

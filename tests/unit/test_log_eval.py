@@ -11,7 +11,9 @@ import pytest
 from aisle_contract import RankingConfig
 from aisle_export.data.catalog import Catalog
 from aisle_export.data.interactions import Interactions, LogReport
-from aisle_export.data.splits import temporal_split, validation_split
+from aisle_export.data.splits import LogData, temporal_split, validation_split
+from aisle_export.index.log_signals import split_signals
+from aisle_export.index.writing import served_index
 from aisle_export.judge import feed as log_eval
 
 N_ITEMS, DIM, DAY = 30, 8, 86400.0
@@ -65,7 +67,7 @@ def data() -> log_eval.LogData:
         unknown_examples=[],
         event_counts={"interaction": len(log)},
     )
-    return log_eval.LogData(catalog(), log, report, split, valid)
+    return LogData(catalog(), log, report, split, valid)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def embeddings() -> np.ndarray:
 
 
 def test_baselines_rank_what_they_should(data, embeddings) -> None:
-    index = log_eval.served_index(data.catalog, embeddings, log_eval.split_signals(data.split))
+    index = served_index(data.catalog, embeddings, split_signals(data.split))
     user = data.split.users[0]
     seen = {item for item, _ in data.split.histories[user]}
     popular = log_eval.popularity_ranker(index, data.split)(user, 5)
@@ -96,7 +98,7 @@ def test_baselines_rank_what_they_should(data, embeddings) -> None:
 
 
 def test_score_counts_hits_and_coverage(data, embeddings) -> None:
-    index = log_eval.served_index(data.catalog, embeddings, log_eval.split_signals(data.split))
+    index = served_index(data.catalog, embeddings, split_signals(data.split))
     reference = log_eval.Reference.of(index, data.split)
     oracle = lambda user, k: list(data.split.targets[user])[:k]
     result = log_eval.score(oracle, data.split, reference, (10, 20))
@@ -107,7 +109,7 @@ def test_score_counts_hits_and_coverage(data, embeddings) -> None:
 
 
 def test_knobs_leave_their_defaults_only_for_a_real_gain(data, embeddings) -> None:
-    index = log_eval.served_index(data.catalog, embeddings, log_eval.split_signals(data.valid))
+    index = served_index(data.catalog, embeddings, split_signals(data.valid))
     cold = RankingConfig(feed_popularity_weight=0.0, user_encoder=False)  # content only on random vectors: poor
     chosen, log, per_user = log_eval.tune_feed(index, data.valid, cold, progress=False)
     assert not log["kept_default"] and log["best_vs_default"]["ci95"][0] > 0
@@ -120,7 +122,7 @@ def test_knobs_leave_their_defaults_only_for_a_real_gain(data, embeddings) -> No
 
 
 def test_report_files(data, embeddings, tmp_path: Path) -> None:
-    index = log_eval.served_index(data.catalog, embeddings, log_eval.split_signals(data.split))
+    index = served_index(data.catalog, embeddings, split_signals(data.split))
     reference = log_eval.Reference.of(index, data.split)
     rows = [
         {"name": name, **log_eval.score(ranker, data.split, reference)}

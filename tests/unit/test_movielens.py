@@ -14,14 +14,13 @@ import pytest
 
 from aisle_export.core import wheels
 from aisle_export.data.catalog import read_catalog
-from aisle_export.data.interactions import read_interactions
+from aisle_export.data.interactions import read_interactions, user_histories
 from aisle_export.data.movielens import (
     Interactions,
     Movie,
     fetch_movielens,
     load_interactions,
     load_movies,
-    user_histories,
     write_catalog_csv,
     write_interactions_file,
 )

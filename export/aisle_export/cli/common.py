@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from aisle_export.judge.feed import KnobGrid, LogData
+    from aisle_export.data.splits import LogData
+    from aisle_export.judge.feed import KnobGrid
 
 # The toolchain is imported inside the functions: numpy and its kin must not load for `aisle --help`.
 
@@ -118,7 +119,8 @@ def knob_grid(args: argparse.Namespace) -> KnobGrid:
 
 def log_data(args: argparse.Namespace) -> LogData:
     """The interaction log and catalog of ``--interactions/--catalog`` (or MovieLens-100K), cut in time."""
-    from aisle_export.judge.feed import load_log, movielens_files
+    from aisle_export.data.movielens import movielens_files
+    from aisle_export.data.splits import load_log
 
     if (args.interactions is None) != (args.catalog is None):
         raise ValueError("--interactions and --catalog go together")

@@ -293,6 +293,18 @@ def user_sequences(interactions: Interactions, min_len: int = 1) -> dict[str, tu
     }
 
 
+def user_histories(interactions: Interactions, min_len: int = 1) -> dict[str, list[tuple[str, float]]]:
+    """Each user's ``(item_id, timestamp)`` list, oldest → newest, for users with >= min_len.
+
+    Users appear in order of their first interaction. Does not assume ``interactions`` is sorted
+    (a filtered or split copy may not be); ties in time keep their given order.
+    """
+    return {
+        user: list(zip(items, times.tolist()))
+        for user, (items, times, _) in user_sequences(interactions, min_len).items()
+    }
+
+
 # --------------------------------------------------------------------------- reading
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from aisle_export.core.wheels import download_wheels
-from aisle_export.data.interactions import Interactions, user_sequences, write_interactions
+from aisle_export.data.interactions import Interactions, write_interactions
 
 __all__ = [  # Interactions is re-exported: callers import it from here since before the move
     "Interactions",
@@ -45,7 +45,7 @@ __all__ = [  # Interactions is re-exported: callers import it from here since be
     "fetch_movielens",
     "load_interactions",
     "load_movies",
-    "user_histories",
+    "movielens_files",
     "write_catalog_csv",
     "write_interactions_file",
 ]
@@ -252,13 +252,18 @@ def write_interactions_file(data_dir: Path, out_path: Path) -> Path:
     return write_interactions(load_interactions(data_dir), out_path)
 
 
-def user_histories(interactions: Interactions, min_len: int = 1) -> dict[str, list[tuple[str, float]]]:
-    """Each user's ``(item_id, timestamp)`` list, oldest → newest, for users with >= min_len.
+def movielens_files(workdir: Path) -> tuple[Path, Path]:
+    """ML-100K as a store's files: its ratings as an interaction log and its movies as a catalog.
 
-    Users appear in order of their first interaction. Does not assume ``interactions`` is sorted
-    (a filtered or split copy may not be); ties in time keep their given order.
+    The catalog's ``popularity`` column is left at 0 here: the evaluation and training count
+    popularity from the log's training period themselves, so nothing after the cut can leak in.
     """
-    return {
-        user: list(zip(items, times.tolist()))
-        for user, (items, times, _) in user_sequences(interactions, min_len).items()
-    }
+    data_dir = fetch_movielens(Path(workdir) / "data")
+    log = write_interactions_file(data_dir, Path(workdir) / "data" / "movielens_interactions.csv")
+    ratings = load_interactions(data_dir)
+    catalog = write_catalog_csv(
+        data_dir,
+        Path(workdir) / "data" / "movielens_catalog_log.csv",
+        interactions=ratings.subset(np.zeros(len(ratings), dtype=bool)),
+    )
+    return log, catalog

@@ -19,12 +19,14 @@ A validation split for tuning knobs is the same construction applied to ``train`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from aisle_export.data.interactions import Interactions, user_sequences
-from aisle_export.data.movielens import user_histories
+from aisle_export.data.catalog import Catalog, read_catalog
+from aisle_export.data.interactions import Interactions, LogReport, read_interactions, user_histories, user_sequences
 
 
 @dataclass(frozen=True)
@@ -100,3 +102,48 @@ def temporal_split(
 def validation_split(split: TemporalSplit, quantile: float = 0.8, **kwargs) -> TemporalSplit:
     """A temporal split of the training period only: for tuning knobs without touching the test."""
     return temporal_split(split.train, quantile=quantile, **kwargs)
+
+
+N_TARGETS, MAX_HISTORY = 10, 50
+
+
+@dataclass
+class LogData:
+    """A catalog, its log and the test and validation cuts, read once."""
+
+    catalog: Catalog
+    interactions: Interactions
+    report: LogReport
+    split: TemporalSplit
+    valid: TemporalSplit
+
+    def summary(self) -> dict:
+        return {
+            "log": self.report.to_dict(),
+            "catalog_items": len(self.catalog),
+            "test": self.split.summary(),
+            "validation": self.valid.summary(),
+        }
+
+
+def load_log(
+    interactions: Path,
+    catalog: Path,
+    cutoff: float | None = None,
+    cutoff_quantile: float = 0.8,
+    skip_bad_rows: bool = False,
+    event_weights: Mapping[str, float] | None = None,
+) -> LogData:
+    """Read both files (ids missing from the catalog are counted, not fatal) and cut them in time."""
+    items = read_catalog(catalog, skip_bad_rows=skip_bad_rows)
+    log, report = read_interactions(
+        interactions, skip_bad_rows=skip_bad_rows, event_weights=event_weights, catalog_ids=set(items.item_ids.tolist())
+    )
+    split = temporal_split(log, quantile=cutoff_quantile, cutoff=cutoff, max_history=MAX_HISTORY, n_targets=N_TARGETS)
+    valid = validation_split(split, max_history=MAX_HISTORY, n_targets=N_TARGETS)
+    if not split.users or not valid.users:
+        raise ValueError(
+            f"the cut leaves no shopper active on both sides (test {len(split.users)}, "
+            f"validation {len(valid.users)}): choose another --cutoff"
+        )
+    return LogData(items, log, report, split, valid)

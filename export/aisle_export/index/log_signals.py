@@ -23,6 +23,7 @@ import numpy as np
 
 from aisle_export.core.files import replace_directory
 from aisle_export.data.interactions import read_interactions
+from aisle_export.data.splits import TemporalSplit
 from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, LogSignals
 from aisle_server.ranking import decay
 
@@ -150,3 +151,8 @@ def write_log_signals(
         )
     )
     return final
+
+
+def split_signals(split: TemporalSplit, source: str | None = None, **kwargs: object) -> LogSignals:
+    """Popularity and co-occurrence of the split's training period, as of its cut."""
+    return build_log_signals(split.train, now=split.cutoff, source=source, **kwargs)  # type: ignore[arg-type]  # build_log_signals' own keyword arguments

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from aisle_export.data.catalog import Catalog
 from aisle_export.index.remote import embed_remote
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn, rerank_versions
+from aisle_server.learned import LogSignals
 from aisle_server.lexical import LexicalIndex
 
 
@@ -150,3 +152,16 @@ def save_version(index: CatalogIndex, repo: Path, version: str) -> Path:
     if not model_py.exists():
         shutil.copy2(TEMPLATE_DIR / "rerank" / "1" / "model.py", model_py)
     return replace_directory(version_dir / INDEX_DIRNAME, index.save)
+
+
+def served_index(
+    catalog: Catalog, embeddings: np.ndarray, signals: LogSignals | None = None, user_encoder: object | None = None
+) -> CatalogIndex:
+    """The index ``rerank`` would serve: catalog + embeddings + what the log taught (as of its cut)."""
+    index = catalog_index(catalog, embeddings)
+    if signals is not None:
+        popularity, cooccurrence = signals.aligned(index)
+        index = replace(index, log_popularity=popularity, cooccurrence=cooccurrence)
+    if user_encoder is not None:
+        index = replace(index, user_encoder=user_encoder)
+    return index

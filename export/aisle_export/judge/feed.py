@@ -36,17 +36,9 @@ from tqdm import tqdm
 
 from aisle_export.core.encoding import embed_catalog
 from aisle_export.core.handoff import knobs_of, load_choice, stack_of
-from aisle_export.data.catalog import Catalog, read_catalog
-from aisle_export.data.interactions import Interactions, LogReport, read_interactions
-from aisle_export.data.movielens import (
-    fetch_movielens,
-    load_interactions,
-    write_catalog_csv,
-    write_interactions_file,
-)
-from aisle_export.data.splits import TemporalSplit, temporal_split, validation_split
-from aisle_export.index.log_signals import build_log_signals
-from aisle_export.index.writing import catalog_index
+from aisle_export.data.splits import LogData, TemporalSplit
+from aisle_export.index.log_signals import split_signals
+from aisle_export.index.writing import served_index
 from aisle_export.judge import metrics
 from aisle_export.judge.statistics import bootstrap_delta, mean_interval
 from aisle_server.index import CatalogIndex
@@ -54,7 +46,6 @@ from aisle_server.learned import USER_ENCODER_DIRNAME, LogSignals
 from aisle_server.ranking import RankingConfig, RankRequest, cooccurrence_scores, rank
 from aisle_server.user_encoder import UserEncoder
 
-N_TARGETS, MAX_HISTORY = 10, 50
 DEFAULT_KS = (10, 20)
 
 Ranker = Callable[[str, int], list[str]]  # (user, k) → item ids, best first
@@ -80,66 +71,6 @@ class KnobGrid:
 
     popularity: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
     cooccurrence: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-@dataclass
-class LogData:
-    """A catalog, its log and the test and validation cuts, read once."""
-
-    catalog: Catalog
-    interactions: Interactions
-    report: LogReport
-    split: TemporalSplit
-    valid: TemporalSplit
-
-    def summary(self) -> dict:
-        return {
-            "log": self.report.to_dict(),
-            "catalog_items": len(self.catalog),
-            "test": self.split.summary(),
-            "validation": self.valid.summary(),
-        }
-
-
-def load_log(
-    interactions: Path,
-    catalog: Path,
-    cutoff: float | None = None,
-    cutoff_quantile: float = 0.8,
-    skip_bad_rows: bool = False,
-    event_weights: Mapping[str, float] | None = None,
-) -> LogData:
-    """Read both files (ids missing from the catalog are counted, not fatal) and cut them in time."""
-    items = read_catalog(catalog, skip_bad_rows=skip_bad_rows)
-    log, report = read_interactions(
-        interactions, skip_bad_rows=skip_bad_rows, event_weights=event_weights, catalog_ids=set(items.item_ids.tolist())
-    )
-    split = temporal_split(log, quantile=cutoff_quantile, cutoff=cutoff, max_history=MAX_HISTORY, n_targets=N_TARGETS)
-    valid = validation_split(split, max_history=MAX_HISTORY, n_targets=N_TARGETS)
-    if not split.users or not valid.users:
-        raise ValueError(
-            f"the cut leaves no shopper active on both sides (test {len(split.users)}, "
-            f"validation {len(valid.users)}): choose another --cutoff"
-        )
-    return LogData(items, log, report, split, valid)
-
-
-def served_index(
-    catalog: Catalog, embeddings: np.ndarray, signals: LogSignals | None = None, user_encoder: object | None = None
-) -> CatalogIndex:
-    """The index ``rerank`` would serve: catalog + embeddings + what the log taught (as of its cut)."""
-    index = catalog_index(catalog, embeddings)
-    if signals is not None:
-        popularity, cooccurrence = signals.aligned(index)
-        index = replace(index, log_popularity=popularity, cooccurrence=cooccurrence)
-    if user_encoder is not None:
-        index = replace(index, user_encoder=user_encoder)
-    return index
-
-
-def split_signals(split: TemporalSplit, source: str | None = None, **kwargs: object) -> LogSignals:
-    """Popularity and co-occurrence of the split's training period, as of its cut."""
-    return build_log_signals(split.train, now=split.cutoff, source=source, **kwargs)  # type: ignore[arg-type]  # build_log_signals' own keyword arguments
 
 
 # --------------------------------------------------------------------------- rankers
@@ -572,21 +503,3 @@ def source_ablations(
             aisle_ranker(index, split, replace(config, cooccurrence_candidates=0)),
         ),
     ]
-
-
-def movielens_files(workdir: Path) -> tuple[Path, Path]:
-    """ML-100K as a store's files: its ratings as an interaction log and its movies as a catalog.
-
-    The catalog's ``popularity`` column is left at 0 here: the evaluation and training count
-    popularity from the log's training period themselves, so nothing after the cut can leak in.
-    """
-
-    data_dir = fetch_movielens(Path(workdir) / "data")
-    log = write_interactions_file(data_dir, Path(workdir) / "data" / "movielens_interactions.csv")
-    ratings = load_interactions(data_dir)
-    catalog = write_catalog_csv(
-        data_dir,
-        Path(workdir) / "data" / "movielens_catalog_log.csv",
-        interactions=ratings.subset(np.zeros(len(ratings), dtype=bool)),
-    )
-    return log, catalog

@@ -46,10 +46,11 @@ from aisle_contract import RankingConfig
 from aisle_export.core.encoding import embed_catalog
 from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, RANKING_FILE, REPORT_FILE, STACKS
 from aisle_export.core.towers import default_tower_path, load_tower
-from aisle_export.data.interactions import user_sequences
-from aisle_export.data.movielens import user_histories
-from aisle_export.data.splits import TemporalSplit
-from aisle_export.judge.feed import KnobGrid, LogData, served_index, split_signals, tune_feed
+from aisle_export.data.interactions import user_histories, user_sequences
+from aisle_export.data.splits import LogData, TemporalSplit
+from aisle_export.index.log_signals import split_signals
+from aisle_export.index.writing import served_index
+from aisle_export.judge.feed import KnobGrid, tune_feed
 from aisle_export.judge.statistics import bootstrap_delta
 from aisle_export.learn.tower_training import FinetuneConfig, finetune
 from aisle_export.learn.user_encoder import UserEncoderConfig, train_user_encoder
