@@ -10,7 +10,11 @@ users active on both sides of the cutoff are evaluated.
 - ``train``: every interaction strictly before the cutoff (what fine-tuning and popularity use).
 - ``histories[user]``: the user's last ``max_history`` interactions before the cutoff, with times
   (``history_events[user]``: their event types).
-- ``targets[user]``: the user's next ``n_targets`` distinct items at or after the cutoff.
+- ``targets[user]``: the user's next ``n_targets`` distinct items at or after the cutoff that are
+  *new* to the user (items it had before the cutoff are dropped).
+- ``next_items[user]``: the user's next ``n_targets`` distinct items at or after the cutoff,
+  repeats included; ``repeat_targets[user]``: those of them the user had before the cutoff (any
+  time in the training period). A test user is one with at least one new target, as before.
 - ``now``: the cutoff; the feed of every test user is computed "at" the cutoff.
 
 A validation split for tuning knobs is the same construction applied to ``train`` alone
@@ -36,6 +40,8 @@ class TemporalSplit:
     histories: dict[str, list[tuple[str, float]]]  # test user → (item, ts) oldest → newest, all < cutoff
     targets: dict[str, list[str]]  # test user → next items, all at/after cutoff
     history_events: dict[str, list[str]] = field(default_factory=dict)  # test user → event type per history item
+    next_items: dict[str, list[str]] = field(default_factory=dict)  # test user → next items, repeats included
+    repeat_targets: dict[str, list[str]] = field(default_factory=dict)  # test user → next_items it had before
 
     @property
     def users(self) -> list[str]:
@@ -80,6 +86,8 @@ def temporal_split(
     histories: dict[str, list[tuple[str, float]]] = {}
     history_events: dict[str, list[str]] = {}
     targets: dict[str, list[str]] = {}
+    next_items: dict[str, list[str]] = {}
+    repeat_targets: dict[str, list[str]] = {}
     for user, upcoming_events in future.items():
         if user not in past:
             continue  # a cold user gets the popularity fallback, not a personalized feed: not scored here
@@ -94,8 +102,17 @@ def temporal_split(
             histories[user] = past[user][-max_history:]
             history_events[user] = events[user][-max_history:]
             targets[user] = upcoming
+            following = list(dict.fromkeys(item for item, _ in upcoming_events))[:n_targets]
+            next_items[user] = following
+            repeat_targets[user] = [item for item in following if item in seen]
     return TemporalSplit(
-        cutoff=cutoff, train=train, histories=histories, targets=targets, history_events=history_events
+        cutoff=cutoff,
+        train=train,
+        histories=histories,
+        targets=targets,
+        history_events=history_events,
+        next_items=next_items,
+        repeat_targets=repeat_targets,
     )
 
 
