@@ -27,7 +27,8 @@ from aisle_export.data.catalog import read_catalog
 from aisle_export.data.movielens import movielens_files
 from aisle_export.data.splits import LogData, load_log
 from aisle_export.index.writing import write_index
-from aisle_export.judge.feed import KnobGrid, Ranker, against_popularity
+from aisle_export.judge.feed import KnobGrid, against_popularity
+from aisle_export.judge.rankers import Ranker
 from aisle_export.learn.finetune import finetune_log
 from aisle_export.learn.user_encoder import UserEncoderConfig
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex

@@ -11,7 +11,7 @@ from aisle_export.data.interactions import Interactions
 from aisle_export.data.splits import TemporalSplit, temporal_split
 from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
-from aisle_export.judge import feed
+from aisle_export.judge import feed, rankers
 from aisle_server.index import CatalogIndex
 
 CUT = 1000.0
@@ -49,7 +49,7 @@ def test_gp_topfreq_puts_the_shoppers_most_frequent_item_first_counting_its_whol
     ]
     split, index = _split_and_index(rows, max_history=2)  # the last 2 events only: counts must not stop there
     assert split.histories["u"] == [("i3", 7.0), ("i4", 8.0)]
-    ranked = feed.gp_topfreq_ranker(index, split)("u", 5)
+    ranked = rankers.gp_topfreq_ranker(index, split)("u", 5)
     assert ranked == ["i2", "i3", "i1", "i4", "i9"]  # i3 before i1: same count, had more recently; then popularity
 
 
@@ -64,10 +64,10 @@ def test_item_knn_sums_raw_cooccurrence_counts_over_the_history_and_skips_the_hi
         ("t", "i20", CUT + 1),
     ]
     split, index = _split_and_index(rows)
-    ranked = feed.item_knn_ranker(index, split)("t", 3)
+    ranked = rankers.item_knn_ranker(index, split)("t", 3)
     # summed: i12 = 2 + 2 = 4 beats i11 = 3 (by the best single neighbour i11 would win); then popularity
     assert ranked == ["i12", "i11", "i9"]
-    assert not {"i10", "i13"} & set(feed.item_knn_ranker(index, split)("t", 10))
+    assert not {"i10", "i13"} & set(rankers.item_knn_ranker(index, split)("t", 10))
 
 
 def test_tifu_vectors_decay_baskets_inside_a_group_and_groups_across() -> None:
@@ -80,8 +80,8 @@ def test_tifu_vectors_decay_baskets_inside_a_group_and_groups_across() -> None:
     ]
     split = temporal_split(_log(rows), cutoff=3 * DAY)
     index = served_index(catalog(), np.ones((N_ITEMS, DIM), np.float32), split_signals(split))
-    settings = feed.TifuKnn(group_size=2, within_group_decay=0.4, across_group_decay=0.5)
-    ids, vectors = feed.tifu_vectors(index, split, settings)
+    settings = rankers.TifuKnn(group_size=2, within_group_decay=0.4, across_group_decay=0.5)
+    ids, vectors = rankers.tifu_vectors(index, split, settings)
     assert ids.tolist() == ["u"]
     own = vectors.toarray()[0]
     # baskets newest first: day 2 (group 0, weight 1), day 1 (group 0, 0.4), day 0 (group 1 of one basket, 0.5);
@@ -106,17 +106,17 @@ def _tifu_log() -> list[tuple[str, str, float]]:
 def test_tifu_knn_with_alpha_one_is_the_decayed_personal_frequency_order() -> None:
     split = temporal_split(_log(_tifu_log()), cutoff=CUT * DAY)
     index = served_index(catalog(), np.ones((N_ITEMS, DIM), np.float32), split_signals(split))
-    alone = feed.TifuKnn(alpha=1.0, within_group_decay=0.4)
+    alone = rankers.TifuKnn(alpha=1.0, within_group_decay=0.4)
     # decayed: i3 (newest basket, 1.0) before i1 (0.4 + 0.16), though i1 is the more frequent; then popularity
-    assert feed.tifu_knn_ranker(index, split, alone)("u", 3) == ["i3", "i1", "i6"]
+    assert rankers.tifu_knn_ranker(index, split, alone)("u", 3) == ["i3", "i1", "i6"]
 
 
 def test_tifu_knn_neighbours_bring_what_similar_shoppers_had_when_alpha_is_below_one() -> None:
     split = temporal_split(_log(_tifu_log()), cutoff=CUT * DAY)
     index = served_index(catalog(), np.ones((N_ITEMS, DIM), np.float32), split_signals(split))
-    blended = feed.TifuKnn(neighbours=2, alpha=0.7, within_group_decay=0.4)
+    blended = rankers.TifuKnn(neighbours=2, alpha=0.7, within_group_decay=0.4)
     # i3: 0.7 × 1/3 own + 0.3 × 1 from the neighbours; i5: 0.3 × 1, the neighbours only; i1: 0.7 × 0.56/3
-    assert feed.tifu_knn_ranker(index, split, blended)("u", 4) == ["i3", "i5", "i1", "i6"]
+    assert rankers.tifu_knn_ranker(index, split, blended)("u", 4) == ["i3", "i5", "i1", "i6"]
 
 
 def test_the_three_views_count_repeats_in_all_and_repeat_but_not_in_new() -> None:

@@ -15,6 +15,7 @@ from aisle_export.data.splits import LogData, temporal_split, validation_split
 from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge import feed as log_eval
+from aisle_export.judge import rankers
 
 N_ITEMS, DIM, DAY = 30, 8, 86400.0
 
@@ -80,12 +81,12 @@ def test_baselines_rank_what_they_should(data, embeddings) -> None:
     index = served_index(data.catalog, embeddings, split_signals(data.split))
     user = data.split.users[0]
     seen = {item for item, _ in data.split.histories[user]}
-    popular = log_eval.popularity_ranker(index, data.split)(user, 5)
+    popular = rankers.popularity_ranker(index, data.split)(user, 5)
     assert not seen & set(popular) and len(popular) == 5
     assert set(popular) <= {f"i{r}" for r in range(5)} | set(
         index.item_ids[index.popular_rows[: 5 + len(seen)]].tolist()
     )
-    together = log_eval.cooccurrence_ranker(index, data.split)
+    together = rankers.cooccurrence_ranker(index, data.split)
     for user in data.split.users:
         history = [item for item, _ in data.split.histories[user]]
         last = int(history[-1][1:])
@@ -127,9 +128,9 @@ def test_report_files(data, embeddings, tmp_path: Path) -> None:
     rows = [
         {"name": name, **log_eval.score(ranker, data.split, reference)}
         for name, ranker in (
-            ("popularity", log_eval.popularity_ranker(index, data.split)),
-            ("co-occurrence", log_eval.cooccurrence_ranker(index, data.split)),
-            ("aisle", log_eval.aisle_ranker(index, data.split, RankingConfig())),
+            ("popularity", rankers.popularity_ranker(index, data.split)),
+            ("co-occurrence", rankers.cooccurrence_ranker(index, data.split)),
+            ("aisle", rankers.aisle_ranker(index, data.split, RankingConfig())),
         )
     ]
     report = log_eval.write_report(
