@@ -35,7 +35,7 @@ from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankingConfig, RankRequest, rank
 from aisle_server.tokenization import TextTokenizer
 
-DEFAULT_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bigbasket" / "products.csv"
+DEFAULT_CSV = Path(__file__).resolve().parents[4] / "shared" / "data" / "bigbasket" / "products.csv"
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.8)
 
 
