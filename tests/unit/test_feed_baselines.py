@@ -3,6 +3,8 @@ views (all next items, repeats only, new items only), on tiny hand-made logs."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from test_log_eval import DIM, N_ITEMS, catalog, data  # noqa: F401  (data: the shared fixture)
@@ -164,3 +166,12 @@ def test_evaluate_log_reports_the_new_baselines_and_the_three_views(data, tmp_pa
     assert topfreq["views"]["repeat"]["hit_rate@20"] > 0.0  # repeats recommended by design
     markdown = (tmp_path / "r.md").read_text()
     assert "### Repeat items only" in markdown and "### All next items" in markdown
+    # every row against popularity and GP-TopFreq in each view with shoppers, paired; no per-shopper values in the JSON
+    for view in ("all", "repeat", "new"):
+        against = {(c["row"], c["vs"]) for c in report["view_comparisons"][view]}
+        assert (default["name"], topfreq["name"]) in against and (topfreq["name"], names[0]) in against
+    repeat = {(c["row"], c["vs"]): c for c in report["view_comparisons"]["repeat"]}
+    assert repeat[(default["name"], topfreq["name"])]["hit_rate@20"]["delta"] < 0  # no repeats against the repeats
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert all("per_user" not in scored for row in saved["rows"] for scored in row["views"].values())
+    assert markdown.count("Paired bootstrap") == 1 + 3  # the main table's and one per view

@@ -188,8 +188,7 @@ def score_views(
     result["views"] = {}
     for view, targets in view_targets(split).items():
         scored = score(cached, split, reference, ks, beyond=False, targets=targets)
-        users = len(scored["per_user"].get("mrr", []))
-        result["views"][view] = {"users": users, **{k: v for k, v in scored.items() if k != "per_user"}}
+        result["views"][view] = {"users": len(scored["per_user"].get("mrr", [])), **scored}
     return result
 
 
@@ -256,10 +255,15 @@ def tune_feed(
 # --------------------------------------------------------------------------- report
 
 
-def compare(rows: list[dict], baseline_names: Sequence[str], ks: Sequence[int]) -> list[dict]:
-    """Paired bootstrap of every row against each baseline row, on nDCG@min(k) and HitRate@max(k)."""
+def compare(rows: list[dict], baseline_names: Sequence[str], ks: Sequence[int], view: str | None = None) -> list[dict]:
+    """Paired bootstrap of every row against each baseline row, on nDCG@min(k) and HitRate@max(k):
+    on the new items (the rows' own per-shopper values), or on one of the rows' ``views``."""
     by_name = {row["name"]: row for row in rows}
     keys = (f"ndcg@{min(ks)}", f"hit_rate@{max(ks)}")
+
+    def per_user(row: dict) -> dict:
+        return row["views"][view]["per_user"] if view else row["per_user"]
+
     out = []
     for row in rows:
         for base in baseline_names:
@@ -269,7 +273,7 @@ def compare(rows: list[dict], baseline_names: Sequence[str], ks: Sequence[int]) 
                 {
                     "row": row["name"],
                     "vs": base,
-                    **{key: bootstrap_delta(by_name[base]["per_user"][key], row["per_user"][key]) for key in keys},
+                    **{key: bootstrap_delta(per_user(by_name[base])[key], per_user(row)[key]) for key in keys},
                 }
             )
     return out
@@ -296,20 +300,7 @@ def render_markdown(report: dict) -> str:
     ]
     for row in report["rows"]:
         lines.append(f"| {row['name']} | " + " | ".join(f"{row.get(c, float('nan')):.4f}" for c in columns) + " |")
-    lines += (
-        [
-            "",
-            "Paired bootstrap (shoppers, 2000 resamples), 95% interval:",
-            "",
-            "| row | vs | Δ" + " | Δ".join(k for k in report["comparisons"][0] if "@" in k) + " |",
-            "| --- | --- | ---: | ---: |",
-        ]
-        if report["comparisons"]
-        else []
-    )
-    for c in report["comparisons"]:
-        cells = [f"{d['delta']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" for k, d in c.items() if "@" in k]
-        lines.append(f"| {c['row']} | {c['vs']} | " + " | ".join(cells) + " |")
+    lines += _comparison_table(report["comparisons"])
     lines += _view_tables(report)
     lines += ["", "Chosen on validation: " + json.dumps(report["chosen"], sort_keys=True), ""]
     return "\n".join(lines) + "\n"
@@ -344,6 +335,25 @@ def _view_tables(report: dict) -> list[str]:
             lines.append(
                 f"| {row['name']} | " + " | ".join(f"{scored.get(c, float('nan')):.4f}" for c in columns) + " |"
             )
+        lines += _comparison_table(report.get("view_comparisons", {}).get(view, []))
+    return lines
+
+
+def _comparison_table(comparisons: list[dict]) -> list[str]:
+    """Paired bootstrap intervals of rows against baseline rows, as a markdown table."""
+    if not comparisons:
+        return []
+    keys = [k for k in comparisons[0] if "@" in k]
+    lines = [
+        "",
+        "Paired bootstrap (shoppers, 2000 resamples), 95% interval:",
+        "",
+        "| row | vs | Δ" + " | Δ".join(keys) + " |",
+        "| --- | --- |" + " ---: |" * len(keys),
+    ]
+    for c in comparisons:
+        cells = [f"{c[k]['delta']:+.4f} [{c[k]['ci95'][0]:+.4f}, {c[k]['ci95'][1]:+.4f}]" for k in keys]
+        lines.append(f"| {c['row']} | {c['vs']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -381,10 +391,13 @@ def write_report(
     name: str,
     baselines: Sequence[str],
     extra: dict | None = None,
+    view_baselines: Sequence[str] = (),
 ) -> dict:
-    """Markdown, JSON (without per-shopper values) and PNG of the rows."""
+    """Markdown, JSON (without per-shopper values) and PNG of the rows; with ``view_baselines``, every
+    row of the three views is also compared with those rows, paired, in each view with shoppers."""
     for row in rows:
         row["ci95"] = {key: mean_interval(row["per_user"][key]) for key in (f"ndcg@{min(ks)}", f"hit_rate@{max(ks)}")}
+    viewed = [row for row in rows if "views" in row]
     report = {
         "title": title,
         "ks": list(ks),
@@ -392,14 +405,29 @@ def write_report(
         "chosen": chosen,
         "rows": rows,
         "comparisons": compare(rows, baselines, ks),
+        "view_comparisons": {
+            view: compare(viewed, view_baselines, ks, view)
+            for view in VIEWS
+            if viewed and viewed[0]["views"][view]["users"] >= 2
+        },
         **(extra or {}),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(report, out_dir / f"{name}.png")
-    public = {**report, "rows": [{k: v for k, v in row.items() if k != "per_user"} for row in rows]}
+    public = {**report, "rows": [_without_per_user(row) for row in rows]}
     (out_dir / f"{name}.json").write_text(json.dumps(public, indent=2, default=_json_default) + "\n")
     (out_dir / f"{name}.md").write_text(render_markdown(public))
+    return public
+
+
+def _without_per_user(row: dict) -> dict:
+    """A row as the JSON report keeps it: means and intervals, not each shopper's values."""
+    public = {k: v for k, v in row.items() if k != "per_user"}
+    if "views" in row:
+        public["views"] = {
+            view: {k: v for k, v in scored.items() if k != "per_user"} for view, scored in row["views"].items()
+        }
     return public
 
 
@@ -478,7 +506,16 @@ def evaluate_log(
     for label, ranker in tqdm(rows_spec, desc="scoring rows on test", unit="row", disable=not progress):
         rows.append({"name": label, **score_views(ranker, data.split, reference, ks)})
     return write_report(
-        rows, data, chosen, ks, title, out_dir, name, baselines, {"seconds": round(time.perf_counter() - started, 1)}
+        rows,
+        data,
+        chosen,
+        ks,
+        title,
+        out_dir,
+        name,
+        baselines,
+        {"seconds": round(time.perf_counter() - started, 1)},
+        view_baselines=[rows_spec[0][0], rows_spec[2][0]],  # popularity, and GP-TopFreq: the repeat baseline
     )
 
 
