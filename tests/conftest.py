@@ -25,9 +25,15 @@ from aisle_server.processes import processes_with_env
 
 MARKER = "AISLE_TEST_SESSION"
 INTEGRATION = "integration"
-#: Integration modules that use none of the shared session fixtures (repository, served tritonserver):
-#: a scope of their own, so the worker that runs the unit tests takes them beside the in-order ones.
-SELF_CONTAINED = frozenset({f"tests/{INTEGRATION}/test_learned_feed.py"})
+#: Integration modules and tests that use none of the shared session fixtures (repository, served
+#: tritonserver): a scope of their own, so the worker that runs the unit tests takes them beside the
+#: in-order ones (the integration worker is the suite's critical path).
+SELF_CONTAINED = frozenset(
+    {
+        f"tests/{INTEGRATION}/test_learned_feed.py",
+        f"tests/{INTEGRATION}/test_install.py::test_the_toolchain_runs_from_an_installed_wheel_outside_the_checkout",
+    }
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,6 +50,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             module = nodeid.split("::")[0]
             if module in SELF_CONTAINED:
                 return module
+            if nodeid in SELF_CONTAINED:
+                return nodeid
             return INTEGRATION if nodeid.startswith(f"tests/{INTEGRATION}/") else nodeid
 
     return IntegrationInOrder(config, log)

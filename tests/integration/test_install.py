@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,12 @@ def _venv(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)])
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources, and the two
+    # xdist workers may build at once (this module's tests run on both).
+    source = out / "source"
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=ignore)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)])
     (built,) = out.glob("aisle-*.whl")
     return built
 
