@@ -48,14 +48,25 @@ def _venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
+def _not_sources(directory: str, names: list[str]) -> list[str]:
+    """What a copy of the checkout leaves out: git, the venv, caches, the top-level build/ output."""
+    top = Path(directory) == ROOT
+    return [
+        name
+        for name in names
+        if name in (".git", ".venv", "__pycache__", ".pytest_cache")
+        or name.endswith(".egg-info")
+        or (top and name == "build")
+    ]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # Built from a copy: setuptools writes build/ and *.egg-info beside the sources, and the two
     # xdist workers may build at once (this module's tests run on both).
     source = out / "source"
-    ignore = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache")
-    shutil.copytree(ROOT, source, symlinks=True, ignore=ignore)
+    shutil.copytree(ROOT, source, symlinks=True, ignore=_not_sources)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)])
     (built,) = out.glob("aisle-*.whl")
     return built
