@@ -14,6 +14,7 @@ Run every one the same way, from the repository root, as a module::
   ``bench_user_encoder/``: the longer benchmarks, each a ``scenario`` (runs things, returns the
   data), a ``report`` (Markdown and plots from that data) and ``__main__`` (the command);
 - ``bench_*.py``, ``soak.py``, ``fuzz.py``, ``sim_experiments.py``: the shorter ones, one module each;
+  ``module_walk.py`` follows an ``aisle`` command through the toolchain's modules (docs/toolchain.md);
 - ``baselines/`` (the in-process and FastAPI systems ``perf.bench`` compares against),
   ``perf_analyzer/`` (Triton's C++ load generator: inputs, config variants, runner), ``fuzzing``
   (the strategies ``perf.fuzz`` and tests/integration/test_fuzz.py share).

@@ -53,11 +53,11 @@ def cutoff(text: str | None) -> float | None:
     """``--cutoff``: unix seconds or ISO-8601 (naive = UTC), read as the catalog reads times."""
     if text is None:
         return None
-    from aisle_export.data.catalog import _parse_created_at, _RowError
+    from aisle_export.data.records import RowError, parse_time
 
     try:
-        return _parse_created_at(text, "--cutoff")
-    except _RowError as exc:
+        return parse_time(text, "--cutoff")
+    except RowError as exc:
         raise ValueError(str(exc)) from None
 
 

@@ -5,8 +5,8 @@ ratings (:mod:`aisle_export.data.movielens`) and the Online Retail invoices
 (:mod:`aisle_export.data.online_retail`) are two instances of it; evaluation, fine-tuning and the
 histories sent to the server all start from :class:`Interactions`.
 
-The file formats, readers and row locations are those of :mod:`aisle_export.data.catalog` (its raw
-readers are reused): ``"line N"`` for ``.csv`` (where the record starts) and ``.jsonl``/``.ndjson``,
+The file formats, readers and row locations are those of a catalog (:mod:`aisle_export.data.records`
+reads both): ``"line N"`` for ``.csv`` (where the record starts) and ``.jsonl``/``.ndjson``,
 ``"row N"`` for ``.parquet``.
 
 Columns (unknown extra columns are ignored):
@@ -46,16 +46,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from aisle_contract import DEFAULT_EVENT_WEIGHTS as CONTRACT_EVENT_WEIGHTS
-from aisle_export.data.catalog import (
-    _READERS,
+from aisle_export.data.records import (
     MAX_SKIP_REASONS,
-    CatalogError,
+    READERS,
     RawRecord,
-    _is_missing,
-    _parse_created_at,
-    _parse_item_id,
-    _parse_non_negative,
-    _RowError,
+    RecordFileError,
+    RowError,
+    is_missing,
+    parse_id,
+    parse_non_negative,
+    parse_time,
 )
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
@@ -76,7 +76,7 @@ _FUTURE_SLACK_S = 86_400.0
 
 
 class InteractionLogError(ValueError):
-    """The log cannot be read as given; ``location`` and ``field`` as in ``CatalogError``."""
+    """The log cannot be read as given; ``location`` and ``field`` as in ``RecordFileError``."""
 
     def __init__(self, message: str, location: str | None = None, field: str | None = None):
         super().__init__(message)
@@ -201,11 +201,11 @@ def read_interactions(
     counted in the report.
     """
     path = Path(path)
-    reader = _READERS.get(path.suffix.lower())
+    reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise InteractionLogError(
             f"{path.name}: unsupported interaction log extension {path.suffix or '(none)'!r} "
-            f"(supported: {', '.join(sorted(_READERS))})"
+            f"(supported: {', '.join(sorted(READERS))})"
         )
     rules = _Rules(
         event_weights=_checked_weights(event_weights),
@@ -256,9 +256,9 @@ def write_interactions(
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in _READERS:
+    if suffix not in READERS:
         raise ValueError(
-            f"{path.name}: unsupported extension {path.suffix or '(none)'!r} (supported: {', '.join(sorted(_READERS))})"
+            f"{path.name}: unsupported extension {path.suffix or '(none)'!r} (supported: {', '.join(sorted(READERS))})"
         )
     columns = _output_columns(interactions, _checked_weights(event_weights))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +332,7 @@ def _read_events(
             tally.rows += 1
             try:
                 event = _parse_record(record, rules)
-            except _RowError as exc:
+            except RowError as exc:
                 error = InteractionLogError(f"{path.name} {location}: {exc.reason}", location, exc.field)
                 if not skip_bad_rows:
                     raise error from None
@@ -346,19 +346,19 @@ def _read_events(
                     tally.unknown_examples.append(event.item_id)
                 continue
             events.append(event)
-    except CatalogError as exc:  # empty file, missing column, unreadable CSV
+    except RecordFileError as exc:  # empty file, missing column, unreadable CSV
         raise InteractionLogError(str(exc), exc.location, exc.field) from None
     return events
 
 
-def _parse_record(record: Mapping[str, Any] | _RowError, rules: _Rules) -> _Event:
-    """Validate one raw record from any reader; raises _RowError naming the bad field."""
-    if isinstance(record, _RowError):
+def _parse_record(record: Mapping[str, Any] | RowError, rules: _Rules) -> _Event:
+    """Validate one raw record from any reader; raises RowError naming the bad field."""
+    if isinstance(record, RowError):
         raise record
     event_type = _parse_event_type(record.get("event_type"), rules.allowed)
     return _Event(
-        user_id=_parse_item_id(record.get("user_id"), "user_id"),
-        item_id=_parse_item_id(record.get("item_id"), "item_id"),
+        user_id=parse_id(record.get("user_id"), "user_id"),
+        item_id=parse_id(record.get("item_id"), "item_id"),
         timestamp=_parse_timestamp(record.get("timestamp"), rules.latest),
         event_type=event_type,
         weight=_parse_weight(record.get("weight")) * rules.event_weights.get(event_type, 1.0),
@@ -367,13 +367,13 @@ def _parse_record(record: Mapping[str, Any] | _RowError, rules: _Rules) -> _Even
 
 def _parse_timestamp(value: Any, latest: float) -> float:
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise _RowError("timestamp", "timestamp is missing")
+        raise RowError("timestamp", "timestamp is missing")
     if not _is_finite_or_not_numeric(value):  # else NaN would read as "missing"
-        raise _RowError("timestamp", f"timestamp {value!r} is not a finite number")
-    seconds = _parse_created_at(value, "timestamp")
+        raise RowError("timestamp", f"timestamp {value!r} is not a finite number")
+    seconds = parse_time(value, "timestamp")
     if seconds > latest:
         when = dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
-        raise _RowError(
+        raise RowError(
             "timestamp",
             f"timestamp {value!r} ({when}) is more than a day in the future (milliseconds? a wrong clock?)",
         )
@@ -391,22 +391,22 @@ def _is_finite_or_not_numeric(value: Any) -> bool:
 
 
 def _parse_event_type(value: Any, allowed: frozenset[str] | None) -> str:
-    if _is_missing(value):
+    if is_missing(value):
         event_type = DEFAULT_EVENT
     elif not isinstance(value, str):
-        raise _RowError("event_type", f"event_type {value!r} is not a string")
+        raise RowError("event_type", f"event_type {value!r} is not a string")
     else:
         event_type = value.strip()
     if allowed is not None and event_type not in allowed:
-        given = " (none given)" if _is_missing(value) else ""
-        raise _RowError("event_type", f"event_type {event_type!r}{given} is not one of the allowed {sorted(allowed)}")
+        given = " (none given)" if is_missing(value) else ""
+        raise RowError("event_type", f"event_type {event_type!r}{given} is not one of the allowed {sorted(allowed)}")
     return event_type
 
 
 def _parse_weight(value: Any) -> float:
-    if _is_missing(value) and not isinstance(value, float):  # a float NaN is a bad weight
+    if is_missing(value) and not isinstance(value, float):  # a float NaN is a bad weight
         return 1.0
-    return _parse_non_negative(value, "weight")
+    return parse_non_negative(value, "weight")
 
 
 def _to_interactions(events: list[_Event]) -> Interactions:

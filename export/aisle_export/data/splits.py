@@ -47,6 +47,14 @@ class TemporalSplit:
     def users(self) -> list[str]:
         return list(self.targets)
 
+    def train_sequences(self, min_len: int = 1) -> dict[str, tuple[list[str], np.ndarray, list[str]]]:
+        """Every shopper's training-period sequence (items, times, event types), oldest first."""
+        return user_sequences(self.train, min_len=min_len)
+
+    def train_histories(self, min_len: int = 1) -> dict[str, list[tuple[str, float]]]:
+        """Every shopper's training-period (item, time) history, oldest first."""
+        return user_histories(self.train, min_len=min_len)
+
     def summary(self) -> dict:
         return {
             "cutoff": self.cutoff,

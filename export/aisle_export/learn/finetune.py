@@ -46,7 +46,6 @@ from aisle_contract import RankingConfig
 from aisle_export.core.encoding import embed_catalog
 from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, RANKING_FILE, REPORT_FILE, STACKS
 from aisle_export.core.towers import default_tower_path, load_tower
-from aisle_export.data.interactions import user_histories, user_sequences
 from aisle_export.data.splits import LogData, TemporalSplit
 from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
@@ -74,7 +73,7 @@ def train_encoder(
     return train_user_encoder(
         data.catalog.item_ids.tolist(),
         np.asarray(index.embeddings),
-        user_sequences(split.train),
+        split.train_sequences(),
         out_dir,
         config,
         popularity_prior=index.popularity_prior,
@@ -171,7 +170,7 @@ def finetune_log(
         tower_report = finetune(
             texts,
             ids,
-            user_histories(data.valid.train),
+            data.valid.train_histories(),
             out_dir,
             towers,
             base,
