@@ -6,8 +6,10 @@ so the machine stays clean, and fails the session.
 
 ``make test`` runs two pytest-xdist workers (``-n 2``): the integration tests are one scope, run in
 order by one worker over one set of session fixtures (one exported repository, one served
-tritonserver), while the other worker takes the unit tests and the integration modules that share
-none of those fixtures (``SELF_CONTAINED``). (Not ``--dist loadgroup``: xdist 3.8
+tritonserver), while the other worker takes the unit tests, the integration modules that share
+none of those fixtures (``SELF_CONTAINED``) and, as one scope, those that start servers of their own
+from a copy of the session's repository (``OWN_SERVERS``: that worker builds the repository once
+more, which costs less than running them on the critical path). (Not ``--dist loadgroup``: xdist 3.8
 marks a group in ``item._nodeid``, which pytest 9.2 no longer reads.) Workers inherit the controller's
 marker, so only the controller checks for leftovers, after every worker has exited.
 """
@@ -35,6 +37,15 @@ SELF_CONTAINED = frozenset(
     }
 )
 
+#: Integration modules that use the session's exported and indexed repository but none of its served
+#: tritonserver: each starts servers of its own, and none measures time under load. One scope, so the
+#: worker that takes it builds the repository once.
+OWN_SERVERS = frozenset(
+    f"tests/{INTEGRATION}/{name}.py"
+    for name in ("test_stub_python", "test_int8_serving", "test_static_student_serving", "test_sdk_restart")
+)
+OWN_SERVERS_SCOPE = f"{INTEGRATION}-own-servers"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(MARKER, uuid.uuid4().hex)
@@ -52,6 +63,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
                 return module
             if nodeid in SELF_CONTAINED:
                 return nodeid
+            if module in OWN_SERVERS:
+                return OWN_SERVERS_SCOPE
             return INTEGRATION if nodeid.startswith(f"tests/{INTEGRATION}/") else nodeid
 
     return IntegrationInOrder(config, log)
