@@ -146,6 +146,7 @@ class RankingKnobs(TypedDict, total=False):
     popularity_weight: float  # >= 0
     search_mode: Literal["hybrid", "dense", "lexical"]
     lexical_weight: float  # >= 0: BM25's weight in hybrid search
+    typo_tolerance: bool  # BM25 corrects query terms the catalog never uses (shampo → shampoo)
     feed_popularity_weight: float  # >= 0: popularity prior's weight in feeds (no query)
     cooccurrence_weight: float  # >= 0: weight of co-occurrence with the shopper's history in feeds
     user_encoder: bool  # use the learned user encoder where the repository has one (else the recency mean)

@@ -104,6 +104,8 @@ class RankingConfig:
     category_cap: int = 0
     search_mode: str = "hybrid"
     lexical_weight: float = 0.5
+    #: correct query terms the catalog never uses to the catalog term they most likely meant (BM25)
+    typo_tolerance: bool = True
     feed_popularity_weight: float = 1.0
     cooccurrence_weight: float = 0.0
     popular_candidates: int = 100
@@ -168,6 +170,7 @@ OVERRIDABLE = {
     "category_cap": "INT32",
     "search_mode": "BYTES",
     "lexical_weight": "FP32",
+    "typo_tolerance": "BOOL",
     "feed_popularity_weight": "FP32",
     "cooccurrence_weight": "FP32",
     "user_encoder": "BOOL",

@@ -5,16 +5,27 @@ paraphrases; fusing the two beats either alone on the BigBasket search proxy (fi
 docs/results.md, "Hybrid search"): ``ranking`` adds ``lexical_weight`` × the BM25 score, scaled to
 [0, 1] per query, to the dense cosine. ``bm25s`` keeps the index as sparse
 matrices saved as ``.npy``/JSON, so loading it involves no pickle.
+
+Shoppers misspell, and BM25 matches terms exactly: a query term the catalog never uses
+(``shampo``) would add nothing. :class:`SpellCorrector` maps such a term to the catalog term it most
+likely meant — the one fewest edits away, the most common of those — with ``symspellpy``'s
+symmetric-delete lookup, built from the index's own vocabulary when the index loads. Terms the
+catalog uses are never touched, so a correctly spelled query scores exactly as without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 STOPWORDS = "en"
+#: Terms shorter than this are never corrected: one edit away from a three-letter word is nearly
+#: every other three-letter word.
+MIN_CORRECTED_LENGTH = 4
+#: Terms this long or longer may be two edits from the catalog term; shorter ones one edit.
+TWO_EDITS_FROM_LENGTH = 8
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
@@ -24,10 +35,42 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
 
 
+class SpellCorrector:
+    """Query terms the catalog never uses → the catalog term they most likely meant (or None)."""
+
+    def __init__(self, document_frequency: Mapping[str, int]):
+        from symspellpy import SymSpell
+
+        self.terms = document_frequency
+        self._symspell = SymSpell(max_dictionary_edit_distance=2)
+        for term, count in document_frequency.items():
+            if len(term) >= MIN_CORRECTED_LENGTH - 1 and count > 0 and term.isalpha():
+                self._symspell.create_dictionary_entry(term, count)
+
+    def correct(self, term: str) -> str | None:
+        """``term`` itself when the catalog uses it; else the catalog term fewest edits away (one
+        edit below :data:`TWO_EDITS_FROM_LENGTH` letters, two from it; ties: the one in most items);
+        None for short terms and terms with digits (``500ml`` is not a typo of ``200ml``)."""
+        if term in self.terms:
+            return term
+        if len(term) < MIN_CORRECTED_LENGTH or not term.isalpha():
+            return None
+        from symspellpy import Verbosity
+
+        edits = 2 if len(term) >= TWO_EDITS_FROM_LENGTH else 1
+        found = self._symspell.lookup(term, Verbosity.TOP, max_edit_distance=edits)
+        return found[0].term if found else None
+
+
 class LexicalIndex:
     def __init__(self, retriever: object):
         self.retriever = retriever
         self.vocab = retriever.vocab_dict  # type: ignore[attr-defined]  # bm25s ships no type hints
+        indptr = np.asarray(retriever.scores["indptr"])  # type: ignore[attr-defined]  # CSC over terms
+        in_items = np.diff(indptr)
+        self.speller = SpellCorrector(
+            {term: int(in_items[i]) for term, i in self.vocab.items() if i < len(in_items) and term}
+        )
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> LexicalIndex:
@@ -46,9 +89,16 @@ class LexicalIndex:
 
         return cls(bm25s.BM25.load(str(directory), mmap=False))
 
-    def scores(self, query: str) -> np.ndarray | None:
+    def terms(self, query: str, correct_typos: bool = True) -> list[str]:
+        """The query's terms the index knows, misspelled ones corrected (``correct_typos``)."""
+        terms = tokenize([query])[0]
+        if correct_typos:
+            return [found for term in terms if (found := self.speller.correct(term)) is not None]
+        return [term for term in terms if term in self.vocab]
+
+    def scores(self, query: str, correct_typos: bool = True) -> np.ndarray | None:
         """BM25 score of every item scaled to [0, 1] by the best one; None if no query term is known."""
-        tokens = [t for t in tokenize([query])[0] if t in self.vocab]
+        tokens = self.terms(query, correct_typos)
         if not tokens:
             return None
         raw = np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]  # bm25s ships no type hints

@@ -182,7 +182,7 @@ def search_relevance(
     n = max(config.candidates, request.k)
     lexical = None
     if request.query_text.strip() and index.lexical is not None and config.search_mode != "dense":
-        lexical = index.lexical.scores(request.query_text)
+        lexical = index.lexical.scores(request.query_text, config.typo_tolerance)
     if config.search_mode == "lexical" and lexical is not None:
         rows = _top(lexical, np.flatnonzero(allowed), n)
     else:

@@ -67,6 +67,14 @@ def test_search_modes_differ_and_hybrid_is_default(raw):
     assert lexical != dense
 
 
+def test_a_misspelled_title_finds_the_movie_with_typo_tolerance_and_not_without(client):
+    spelled = [r.item_id for r in client.recommend(query="godfather", k=5, search_mode="lexical")]
+    typo = [r.item_id for r in client.recommend(query="godfahter", k=5, search_mode="lexical")]
+    strict = [r.item_id for r in client.recommend(query="godfahter", k=5, search_mode="lexical", typo_tolerance=False)]
+    assert typo == spelled  # "godfahter" → "godfather": the same BM25 list
+    assert strict != spelled  # without it BM25 knows no query term and the dense side answers alone
+
+
 @pytest.mark.parametrize(
     "knob, values, datatype",
     [

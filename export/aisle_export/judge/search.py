@@ -11,6 +11,10 @@ two kinds of query are generated with their relevant sets:
 
 Ranking runs through ``aisle_server.ranking.rank`` itself — the same code as the served ``rerank``
 model — with ``search_mode`` dense, lexical or hybrid (and a sweep of ``lexical_weight``).
+
+Typos: every query again with one edit (a letter dropped, added, replaced, or two swapped) in one
+of its words of four letters or more (:func:`misspell`, seeded), judged against the same relevant
+items with ``typo_tolerance`` off and on, beside the clean queries (:func:`evaluate_typos`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import csv
 import json
 import random
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +42,13 @@ from aisle_server.tokenization import TextTokenizer
 
 DEFAULT_CSV = Path(__file__).resolve().parents[4] / "shared" / "data" / "bigbasket" / "products.csv"
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.8)
+#: The systems the typo study compares (the default hybrid, and BM25 alone where typos hurt most).
+TYPO_SYSTEMS = {
+    "hybrid (default)": RankingConfig(),
+    "BM25 alone": RankingConfig(search_mode="lexical"),
+    "dense alone": RankingConfig(search_mode="dense"),
+}
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def write_proxy_catalog(products_csv: Path, out_csv: Path) -> tuple[Path, dict[str, list[str]]]:
@@ -115,6 +127,99 @@ def evaluate(
     return results
 
 
+def misspell(query: str, rng: random.Random) -> str:
+    """``query`` with one edit in one of its alphabetic words of four letters or more (unchanged if none)."""
+    words = query.split(" ")
+    candidates = [i for i, word in enumerate(words) if len(word) >= 4 and word.isalpha()]
+    if not candidates:
+        return query
+    i = rng.choice(candidates)
+    word = words[i]
+    while True:
+        at = rng.randrange(1, len(word))  # shoppers rarely get the first letter wrong
+        edit = rng.choice(("delete", "insert", "replace", "swap"))
+        if edit == "delete":
+            typo = word[:at] + word[at + 1 :]
+        elif edit == "insert":
+            typo = word[:at] + rng.choice(_LETTERS) + word[at:]
+        elif edit == "replace":
+            typo = word[:at] + rng.choice(_LETTERS) + word[at + 1 :]
+        else:
+            at = min(at, len(word) - 2)
+            typo = word[:at] + word[at + 1] + word[at] + word[at + 2 :]
+        if typo.lower() != word.lower():
+            break
+    return " ".join([*words[:i], typo, *words[i + 1 :]])
+
+
+def evaluate_typos(
+    index: CatalogIndex, queries: dict[str, list[str]], query_dir: Path, k: int = 10, seed: int = 0
+) -> dict:
+    """nDCG@k of :data:`TYPO_SYSTEMS` on the clean queries and on their misspelled copies, with
+    ``typo_tolerance`` off and on; the misspelled queries are listed in the result."""
+    rng = random.Random(seed)
+    typos = {query: misspell(query, rng) for query in queries}
+    tokenizer, encoder = TextTokenizer.from_directory(query_dir), OnnxEncoder(query_dir / "model.onnx")
+    texts = list(queries)
+    vectors = {
+        "clean": dict(zip(texts, encode_texts(encoder, tokenizer, texts))),
+        "typos": dict(zip(texts, encode_texts(encoder, tokenizer, [typos[q] for q in texts]))),
+    }
+    results: dict = {"queries": len(texts), "changed": sum(typos[q] != q for q in texts), "systems": {}}
+    for name, base in tqdm(TYPO_SYSTEMS.items(), desc="typo study"):
+        results["systems"][name] = {}
+        for tolerance in (False, True):
+            config = replace(base, typo_tolerance=tolerance)
+            for kind in ("clean", "typos"):
+                ndcg = []
+                for query in texts:
+                    text = query if kind == "clean" else typos[query]
+                    request = RankRequest(vectors[kind][query], [], np.zeros(0), k, 0.0, config, text)
+                    ndcg.append(ndcg_at_k(rank(index, request).item_ids, queries[query], k))
+                results["systems"][name][f"{kind}, tolerance {'on' if tolerance else 'off'}"] = float(np.mean(ndcg))
+    results["examples"] = [[q, typos[q]] for q in texts[:: max(1, len(texts) // 20)]]
+    return results
+
+
+def typos_to_markdown(results: dict) -> str:
+    columns = ["clean, tolerance off", "clean, tolerance on", "typos, tolerance off", "typos, tolerance on"]
+    lines = [
+        f"{results['queries']} BigBasket proxy queries, {results['changed']} of them misspelled (one edit in one word); nDCG@10.",
+        "",
+        "| system | " + " | ".join(columns) + " | typos / clean, on |",
+        "|---|" + "---|" * (len(columns) + 1),
+    ]
+    for name, row in results["systems"].items():
+        kept = row["typos, tolerance on"] / row["clean, tolerance on"] if row["clean, tolerance on"] else float("nan")
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + f" | {kept:.1%} |")
+    lines += ["", "| query | misspelled |", "|---|---|"]
+    lines += [f"| {clean} | {typo} |" for clean, typo in results["examples"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_typos(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = ["clean, tolerance off", "typos, tolerance off", "typos, tolerance on"]
+    names = list(results["systems"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(columns)
+    for j, column in enumerate(columns):
+        values = [results["systems"][name][column] for name in names]
+        ax.bar(np.arange(len(names)) + j * width, values, width, label=column)
+    ax.set_xticks(np.arange(len(names)) + width * (len(columns) - 1) / 2, names)
+    ax.set_ylabel("nDCG@10")
+    ax.set_title("BigBasket proxy: one typo per query, typo tolerance off and on")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _types(queries: dict[str, list[str]]) -> list[str]:
     return list(queries)[300:]
 
@@ -151,6 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     table = to_markdown(results)
     (args.out / "search_bigbasket.md").write_text(table)
     print(table)
+    typos = evaluate_typos(index, queries, args.repo / "query_encoder" / "1")
+    (args.out / "search_bigbasket_typos.json").write_text(json.dumps(typos, indent=2) + "\n")
+    (args.out / "search_bigbasket_typos.md").write_text(typos_to_markdown(typos))
+    plot_typos(typos, args.out / "search_bigbasket_typos.png")
+    print(typos_to_markdown(typos))
 
 
 if __name__ == "__main__":
