@@ -10,7 +10,10 @@ Shoppers misspell, and BM25 matches terms exactly: a query term the catalog neve
 (``shampo``) would add nothing. :class:`SpellCorrector` maps such a term to the catalog term it most
 likely meant — the one fewest edits away, the most common of those — with ``symspellpy``'s
 symmetric-delete lookup, built from the index's own vocabulary when the index loads. Terms the
-catalog uses are never touched, so a correctly spelled query scores exactly as without it.
+catalog uses are never touched, so a correctly spelled query scores exactly as without it, and
+nor is a plural or singular of a catalog term (``sauces`` for ``sauce``): that is a word form, not a
+typo, and matching word forms is the index's choice (a stemmer), not the speller's — on the search
+proxy, turning clean plurals into the catalog's singulars lost more queries than it won.
 """
 
 from __future__ import annotations
@@ -49,17 +52,30 @@ class SpellCorrector:
 
     def correct(self, term: str) -> str | None:
         """``term`` itself when the catalog uses it; else the catalog term fewest edits away (one
-        edit below :data:`TWO_EDITS_FROM_LENGTH` letters, two from it; ties: the one in most items);
-        None for short terms and terms with digits (``500ml`` is not a typo of ``200ml``)."""
+        edit below :data:`TWO_EDITS_FROM_LENGTH` letters, two from it; ties: the one in most items)
+        unless the two are singular and plural; None for short terms and terms with digits
+        (``500ml`` is not a typo of ``200ml``)."""
         if term in self.terms:
             return term
         if len(term) < MIN_CORRECTED_LENGTH or not term.isalpha():
             return None
         from symspellpy import Verbosity
 
+        if any(form in self.terms for form in _word_forms(term)):
+            return None
         edits = 2 if len(term) >= TWO_EDITS_FROM_LENGTH else 1
         found = self._symspell.lookup(term, Verbosity.TOP, max_edit_distance=edits)
-        return found[0].term if found else None
+        return str(found[0].term) if found else None
+
+
+def _word_forms(term: str) -> list[str]:
+    """``term``'s English singular or plural (``-s``, ``-es``) forms."""
+    forms = [term + "s", term + "es"]
+    if term.endswith("s"):
+        forms.append(term[:-1])
+    if term.endswith("es"):
+        forms.append(term[:-2])
+    return forms
 
 
 class LexicalIndex:

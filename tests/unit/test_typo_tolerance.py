@@ -76,3 +76,11 @@ def test_misspell_makes_one_edit_in_one_long_word():
         word, wrong = changed[0]
         assert len(word) >= 4 and abs(len(word) - len(wrong)) <= 1 and word[0] == wrong[0]
     assert misspell("Tea & Oil", rng) == "Tea & Oil"  # no word of four letters or more
+
+
+def test_a_plural_is_a_word_form_not_a_typo():
+    speller = SpellCorrector({"sauce": 9, "gherkins": 3, "box": 4})
+    assert speller.correct("sauces") is None  # the catalog says "sauce": matching forms is the index's job
+    assert speller.correct("gherkin") is None
+    assert speller.correct("boxes") is None
+    assert speller.correct("sause") == "sauce"
