@@ -9,7 +9,8 @@ Run every one the same way, from the repository root, as a module::
   serve, exported and indexed once under ``build/``), ``triton_stats`` (Triton's per-model
   statistics), ``procstats`` (memory and shared memory of a tritonserver, from /proc), ``run_info``
   (the command and machine a report records, and how it is written), ``loadgen`` (the closed-loop
-  load generator), ``timing`` (percentiles and timing loops);
+  load generator), ``timing`` (percentiles and timing loops), ``synthetic_catalog`` (vectors, item
+  fields and queries shaped like a store's);
 - ``bench/``, ``bench_distill/``, ``bench_oversized_query/``, ``bench_realtime/``,
   ``bench_user_encoder/``: the longer benchmarks, each a ``scenario`` (runs things, returns the
   data), a ``report`` (Markdown and plots from that data) and ``__main__`` (the command);

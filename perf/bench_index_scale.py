@@ -45,52 +45,8 @@ from aisle_server.index import CatalogIndex, save_item_fields
 from aisle_server.ranking import RankRequest, rank
 from perf.lib.procstats import status_mib
 from perf.lib.run_info import RESULTS, ROOT
+from perf.lib.synthetic_catalog import CHUNK, item_fields, queries_for, write_vectors
 from perf.lib.timing import timed
-
-CHUNK = 250_000
-
-
-def write_vectors(path: Path, items: int, dim: int, clusters: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(items, dim))
-    for start in range(0, items, CHUNK):
-        stop = min(items, start + CHUNK)
-        block = centers[rng.integers(0, clusters, stop - start)] + rng.standard_normal(
-            (stop - start, dim), dtype=np.float32
-        )
-        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    out.flush()
-    del out
-
-
-def item_fields(items: int, seed: int = 2) -> dict[str, np.ndarray]:
-    """Synthetic item fields shaped like a store's: ``sku-`` ids, 6–10-word titles, 500 categories."""
-    rng = np.random.default_rng(seed)
-    vocabulary = [f"word{i}" for i in range(5000)]
-    titles = np.empty(items, dtype=f"U{10 * 9}")
-    for start in range(0, items, CHUNK):  # chunked: 10M titles' words at once would be ~10 GB of str objects
-        stop = min(items, start + CHUNK)
-        words = rng.integers(0, len(vocabulary), (stop - start, 10)).tolist()
-        lengths = rng.integers(6, 11, stop - start).tolist()
-        titles[start:stop] = [" ".join(vocabulary[w] for w in row[:n]) for row, n in zip(words, lengths)]
-    return {
-        "item_ids": np.array([f"sku-{i}" for i in range(items)]),  # as wide as the longest, like a real catalog
-        "titles": titles,
-        "categories": np.array([f"category-{c}" for c in rng.integers(0, 500, items).tolist()]),
-        "created_at": rng.uniform(1.6e9, 1.7e9, items),
-        "popularity": rng.pareto(1.5, items),
-        "in_stock": rng.random(items) > 0.05,
-    }
-
-
-def queries_for(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.integers(0, len(vectors), count * 3))
-    rows = np.asarray(vectors[picks], dtype=np.float32)[rng.permutation(count * 3)].reshape(count, 3, -1)
-    dim = rows.shape[-1]
-    queries = rows.mean(axis=1) + 0.5 * rng.standard_normal((count, dim), dtype=np.float32) / np.sqrt(dim)
-    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
 
 def phase_build(args: argparse.Namespace) -> dict:

@@ -20,22 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from aisle_server.ann import AnnIndex
+from perf.lib.synthetic_catalog import synthetic
 from perf.lib.timing import timed
-
-
-def synthetic(items: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
-    vectors = np.empty((items, dim), dtype=np.float32)
-    for start in tqdm(range(0, items, 100_000), desc="vectors", unit="100k"):
-        stop = min(items, start + 100_000)
-        assign = rng.integers(0, clusters, stop - start)
-        block = centers[assign] + rng.standard_normal((stop - start, dim), dtype=np.float32)
-        vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return vectors
 
 
 def main(argv: list[str] | None = None) -> dict:

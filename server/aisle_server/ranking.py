@@ -165,8 +165,8 @@ def dense_candidates(
                 extra_scores = np.asarray(index.embeddings[extra] @ interest, dtype=np.float32)
                 rows = np.union1d(rows, extra[np.argsort(-extra_scores, kind="stable")[:n]])
             return rows
-    if exact_scores is None:
-        exact_scores = np.asarray(index.embeddings @ interest, dtype=np.float32)
+    if exact_scores is None:  # float32 like the catalog: a float64 interest would copy the catalog up (10× slower)
+        exact_scores = np.asarray(index.embeddings @ interest.astype(np.float32, copy=False), dtype=np.float32)
     return _top(exact_scores, np.flatnonzero(allowed), n)
 
 

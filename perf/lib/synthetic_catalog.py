@@ -1,0 +1,72 @@
+"""Synthetic catalogs shaped like a store's, for the benchmarks that need more items than a real one.
+
+- :func:`synthetic` / :func:`write_vectors`: clustered, L2-normalized vectors (in memory, or written
+  to a ``.npy`` in chunks so a 10M-item catalog never sits in RAM); clusters overlap;
+- :func:`item_fields`: ``sku-`` ids, 6–10-word titles over a 5,000-word vocabulary, 500 categories,
+  times, a heavy-tailed popularity, 5% out of stock;
+- :func:`queries_for`: queries that mix three catalog items, so they fall between clusters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+CHUNK = 250_000
+
+
+def synthetic(items: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
+    vectors = np.empty((items, dim), dtype=np.float32)
+    for start in tqdm(range(0, items, 100_000), desc="vectors", unit="100k"):
+        stop = min(items, start + 100_000)
+        assign = rng.integers(0, clusters, stop - start)
+        block = centers[assign] + rng.standard_normal((stop - start, dim), dtype=np.float32)
+        vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return vectors
+
+
+def write_vectors(path: Path, items: int, dim: int, clusters: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(items, dim))
+    for start in range(0, items, CHUNK):
+        stop = min(items, start + CHUNK)
+        block = centers[rng.integers(0, clusters, stop - start)] + rng.standard_normal(
+            (stop - start, dim), dtype=np.float32
+        )
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    out.flush()
+    del out
+
+
+def item_fields(items: int, seed: int = 2) -> dict[str, np.ndarray]:
+    """Synthetic item fields shaped like a store's: ``sku-`` ids, 6–10-word titles, 500 categories."""
+    rng = np.random.default_rng(seed)
+    vocabulary = [f"word{i}" for i in range(5000)]
+    titles = np.empty(items, dtype=f"U{10 * 9}")
+    for start in range(0, items, CHUNK):  # chunked: 10M titles' words at once would be ~10 GB of str objects
+        stop = min(items, start + CHUNK)
+        words = rng.integers(0, len(vocabulary), (stop - start, 10)).tolist()
+        lengths = rng.integers(6, 11, stop - start).tolist()
+        titles[start:stop] = [" ".join(vocabulary[w] for w in row[:n]) for row, n in zip(words, lengths)]
+    return {
+        "item_ids": np.array([f"sku-{i}" for i in range(items)]),  # as wide as the longest, like a real catalog
+        "titles": titles,
+        "categories": np.array([f"category-{c}" for c in rng.integers(0, 500, items).tolist()]),
+        "created_at": rng.uniform(1.6e9, 1.7e9, items),
+        "popularity": rng.pareto(1.5, items),
+        "in_stock": rng.random(items) > 0.05,
+    }
+
+
+def queries_for(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.integers(0, len(vectors), count * 3))
+    rows = np.asarray(vectors[picks], dtype=np.float32)[rng.permutation(count * 3)].reshape(count, 3, -1)
+    dim = rows.shape[-1]
+    queries = rows.mean(axis=1) + 0.5 * rng.standard_normal((count, dim), dtype=np.float32) / np.sqrt(dim)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
