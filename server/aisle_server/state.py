@@ -180,10 +180,10 @@ class ShopperState:
         users = [u for u in dict.fromkeys(user_ids) if u]
         if not users or n <= 0:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for user in users:
-            pipe.zrange(self.layout.user_key(user), -n, -1, withscores=True)
         try:
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                pipe.zrange(self.layout.user_key(user), -n, -1, withscores=True)
             replies = pipe.execute()
         except store_errors() as exc:
             raise StateUnavailable(f"state store {self.url} unavailable: {type(exc).__name__}: {exc}") from exc
@@ -201,7 +201,10 @@ class ShopperState:
         write, or a cluster whose writes are acknowledged before a replica has them."""
         import redis
 
-        nodes = [node.redis_connection for node in self.redis.get_nodes()] if self.spec.cluster else [self.redis]
+        try:
+            nodes = [node.redis_connection for node in self.redis.get_nodes()] if self.spec.cluster else [self.redis]
+        except store_errors():
+            return None  # unreachable now: the first write will say so
         warnings = []
         if self.spec.cluster and self.spec.replicas == 0:
             warnings.append("replicas=0: an event acknowledged by a master that dies before replicating it is lost")

@@ -146,12 +146,33 @@ def connect(url: str, timeout_s: float = 0.5) -> Any:
         return redis.Redis.from_url(spec.redis_url, **common)
     from redis.cluster import ClusterNode, RedisCluster
 
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
-        username=spec.username,
-        password=spec.password,
-        ssl=spec.tls,
-        reinitialize_steps=1,  # a MOVED after a failover: learn the whole new topology at once
-        topology_refresh_min_interval=0.2,
-        **common,
+    return LazyCluster(
+        lambda: RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
+            username=spec.username,
+            password=spec.password,
+            ssl=spec.tls,
+            reinitialize_steps=1,  # a MOVED after a failover: learn the whole new topology at once
+            topology_refresh_min_interval=0.2,
+            **common,
+        )
     )
+
+
+class LazyCluster:
+    """A ``RedisCluster`` made on first use, and again on each use until one could be made.
+
+    ``RedisCluster()`` reads the slot map from a node as it is made and raises when none answers;
+    one Redis's client connects only on its first command. Made lazily, a model still loads while
+    the cluster is down (``track`` answers UNAVAILABLE, ``recommend`` reads nothing) and uses it once
+    it is back, as it does with one Redis.
+    """
+
+    def __init__(self, make: Any):
+        self._make = make
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()  # RedisClusterException while no node answers: a store error
+        return getattr(self._client, name)

@@ -8,7 +8,7 @@ import pytest
 from aisle_server.errors import StateUnavailable
 from aisle_server.live_catalog import START, CatalogChanges, Change, marks_of, through_of
 from aisle_server.redis_server import RedisServer
-from aisle_server.state import Event, ShopperState, drain_stream, trim_through
+from aisle_server.state import Event, ShopperState, StateSettings, drain_stream, trim_through
 from aisle_server.state_keys import LEGACY, SLOTS, KeyLayout, key_slot, shard_of, shard_tags
 from aisle_server.state_url import parse_state_url
 from aisle_server.state_writes import NotReplicated
@@ -166,3 +166,18 @@ def test_a_write_no_replica_confirms_is_refused_as_retryable_and_its_retry_is_no
     assert plain.redis.xlen("aisle:events") == 1
     with pytest.raises(NotReplicated):
         CatalogChanges(store.redis, url).append([Change("x", "upsert", {"title": "X"})], [{"title": "X"}])
+
+
+def test_a_cluster_down_at_load_is_a_store_error_per_call_not_a_failed_load():
+    from aisle_server.state import StateReads
+    from aisle_server.tritonserver import free_port
+
+    state = ShopperState(f"redis-cluster://127.0.0.1:{free_port()}", StateSettings(timeout_s=0.2))  # nothing there
+    assert state.check_durability() is None
+    with pytest.raises(StateUnavailable, match="unavailable"):
+        state.store([Event("e", "u", "i", "view", NOW)])
+    with pytest.raises(StateUnavailable):
+        state.recent(["u"], 5)
+    assert StateReads(state)(["u"], 5) == {}  # recommend answers from the request's own history
+    with pytest.raises(StateUnavailable):
+        CatalogChanges(state.redis, state.spec).read_after({"aisle:{0.1}:catalog": START})
