@@ -24,9 +24,10 @@ The password (``redis://:PASSWORD@…``) is never printed: :attr:`StateUrl.shown
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 CLUSTER_SCHEMES = ("redis-cluster", "rediss-cluster")
@@ -54,13 +55,16 @@ class StateUrl:
     @property
     def shown(self) -> str:
         """The URL as logs and errors show it: the password masked."""
-        if self.password is None:
-            return self.url
-        return self.url.replace(f":{quote(self.password, safe='')}@", ":***@").replace(f":{self.password}@", ":***@")
+        return masked(self.url)
 
     @property
     def replica_timeout_s(self) -> float:
         return self.replica_timeout_ms / 1000.0
+
+
+def masked(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    return re.sub(r"^([A-Za-z+.-]+://[^:/@]*:)[^@]*@", r"\1***@", url.strip())
 
 
 def _int_param(params: dict[str, str], name: str, default: int, low: int, high: int, url: str) -> int:
@@ -72,7 +76,7 @@ def _int_param(params: dict[str, str], name: str, default: int, low: int, high: 
     except ValueError:
         value = None
     if value is None or not (low <= value <= high):
-        raise ValueError(f"state URL {url!r}: {name}={raw!r} must be an integer in [{low}, {high}]")
+        raise ValueError(f"state URL {masked(url)!r}: {name}={raw!r} must be an integer in [{low}, {high}]")
     return value
 
 
@@ -82,7 +86,7 @@ def parse_state_url(url: str) -> StateUrl:
     scheme = parts.scheme.lower()
     if scheme not in SINGLE_SCHEMES + CLUSTER_SCHEMES:
         raise ValueError(
-            f"state URL {url!r}: scheme must be one of {', '.join(s + '://' for s in SINGLE_SCHEMES + CLUSTER_SCHEMES)}"
+            f"state URL {masked(url)!r}: scheme must be one of {', '.join(s + '://' for s in SINGLE_SCHEMES + CLUSTER_SCHEMES)}"
         )
     cluster = scheme in CLUSTER_SCHEMES
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -97,10 +101,12 @@ def parse_state_url(url: str) -> StateUrl:
         for host in hosts.split(","):
             name, _, port = host.strip().rpartition(":") if ":" in host else (host.strip(), "", "6379")
             if not name or not port.isdigit() or not (0 < int(port) < 65536):
-                raise ValueError(f"state URL {url!r}: {host!r} is not HOST:PORT")
+                raise ValueError(f"state URL {masked(url)!r}: {host!r} is not HOST:PORT")
             nodes.append((name.strip("[]"), int(port)))
         if not cluster and len(nodes) != 1:
-            raise ValueError(f"state URL {url!r}: redis:// names one node; a cluster is redis-cluster://H:P,H:P…")
+            raise ValueError(
+                f"state URL {masked(url)!r}: redis:// names one node; a cluster is redis-cluster://H:P,H:P…"
+            )
     redis_url = parts._replace(query=rest).geturl() if not cluster else ""
     return StateUrl(
         url=url,

@@ -51,6 +51,13 @@ def test_a_bad_state_url_is_refused_naming_what_is_wrong(url, named):
         parse_state_url(url)
 
 
+def test_a_refused_url_never_shows_its_password():
+    with pytest.raises(ValueError, match="shards") as caught:
+        parse_state_url("redis-cluster://:top-secret@a:1?shards=0")
+    assert "top-secret" not in str(caught.value) and ":***@" in str(caught.value)
+    assert parse_state_url("redis-cluster://user:p%40ss@a:1").shown == "redis-cluster://user:***@a:1"
+
+
 # --------------------------------------------------------------------------- key layout
 
 
