@@ -4,7 +4,8 @@ A store's catalog changes all day — a product launches, sells out, is taken do
 swapping a version for each change re-embeds every item; instead a change is logged once in the
 state store and every ``rerank`` instance applies it to the index it serves within a second.
 
-Key layout (the state store of ``aisle_server.state``, prefix ``aisle:``):
+Key layout (the state store of ``aisle_server.state``, prefix ``aisle:``; with ``shards`` > 1 or on
+a cluster, one stream and one hash per shard, items spread by id: ``aisle_server.state_keys``):
 
 =========================  ====================================================================
 ``aisle:catalog``          Stream: every acknowledged change, in order — ``item_id``, ``op``
@@ -18,7 +19,8 @@ Key layout (the state store of ``aisle_server.state``, prefix ``aisle:``):
 Changes carry only the fields they set and are applied in stream order, so two replicas changing
 different fields of one item at once lose neither. The stream is the record: a ``rerank``
 instance starts from its base index, reads the stream after the id the base was compacted through
-(``manifest["overlay_through"]``) and then polls it (``LiveCatalog``). ``aisle catalog compact``
+(``manifest["overlay_through"]``: one id, or one per shard) and then polls it (``LiveCatalog``).
+All of an item's changes are in its shard's stream, so per item they are applied in order. ``aisle catalog compact``
 writes overlay and base into a new base version and hot-swaps it (``aisle_export.ops.compaction``).
 
 How a change is served (``live_index``): the base index's arrays are copied once per batch of
@@ -48,14 +50,56 @@ from .cooccurrence import Cooccurrence
 from .errors import StateUnavailable
 from .index import CatalogIndex, ItemLookups, TextColumn
 from .lexical import LexicalIndex, tokenize
-from .state import PREFIX, next_id, read_stream
+from .state import next_id, read_streams
+from .state_keys import LEGACY, KeyLayout
+from .state_url import StateUrl, parse_state_url, store_errors
+from .state_writes import SlotWrites
 
 LOG = logging.getLogger("aisle.catalog")
 
-CHANGES_KEY = f"{PREFIX}catalog"
-ITEMS_KEY = f"{PREFIX}catalog:items"
+#: The single-node layout's change log and merged fields (``state_keys.LEGACY``).
+CHANGES_KEY = LEGACY.catalog_stream(0)
+ITEMS_KEY = LEGACY.catalog_items(0)
 #: The stream id before every change: a base index never compacted reads the whole stream.
 START = "0-0"
+#: Per change log stream, the id of the last change read (or ``START``).
+Marks = dict[str, str]
+
+# KEYS: the shard's stream, then its hash of merged fields. ARGV: per change item_id op fields
+# embedding state. All changes of one shard are logged together or not at all; their stream ids.
+APPEND_SCRIPT = """
+local out = {}
+for i = 1, #ARGV / 5 do
+  local a = (i - 1) * 5
+  out[i] = redis.call('XADD', KEYS[1], '*', 'item_id', ARGV[a + 1], 'op', ARGV[a + 2], 'fields', ARGV[a + 3],
+                      'embedding', ARGV[a + 4])
+  redis.call('HSET', KEYS[2], ARGV[a + 1], ARGV[a + 5])
+end
+return out
+"""
+
+
+def marks_of(through: object, layout: KeyLayout) -> Marks:
+    """The per-stream marks a base was compacted through (``manifest["overlay_through"]``): one id
+    with one shard, a list of ids (one per shard) with more; None: never compacted."""
+    streams = layout.catalog_streams()
+    if through is None or through == "":
+        return dict.fromkeys(streams, START)
+    ids = [through] if isinstance(through, str) else list(through)  # type: ignore[call-overload]
+    if len(ids) != len(streams):
+        raise ValueError(
+            f"the base index was compacted through {len(ids)} change log shard(s), the state store has "
+            f"{len(streams)} (shards= of the state URL): compact it again with the store's shards"
+        )
+    return {stream: str(i) for stream, i in zip(streams, ids)}
+
+
+def through_of(marks: Marks, layout: KeyLayout) -> str | list[str]:
+    """``marks`` as a manifest records them (see :func:`marks_of`)."""
+    ids = [marks[stream] for stream in layout.catalog_streams()]
+    return ids[0] if len(ids) == 1 else ids
+
+
 #: What an item inserted live has for a field no change set (as a catalog file's defaults).
 DEFAULTS: dict[str, object] = {
     "description": "",
@@ -115,8 +159,9 @@ class Overlay:
     def apply(self, changes: Sequence[Change]) -> None:
         for change in changes:
             self.changes += 1
-            if self.first_ts is None and change.change_id:
-                self.first_ts = int(change.change_id.split("-")[0]) / 1000.0
+            if change.change_id:  # the oldest of every stream's changes
+                ts = int(change.change_id.split("-")[0]) / 1000.0
+                self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             if change.op == "delete":
                 self.items[change.item_id] = ItemOverlay(deleted=True)
                 continue
@@ -335,52 +380,89 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
 
 
 class CatalogChanges:
-    """The change log in Redis: append (``catalog`` model) and read after an id (``rerank``)."""
+    """The change log in Redis: append (``catalog`` model) and read after marks (``rerank``)."""
 
-    def __init__(self, redis_client: Any, url: str = ""):
+    def __init__(self, redis_client: Any, spec: StateUrl | str | None = None):
         self.redis = redis_client
-        self.url = url
+        self.spec = parse_state_url(spec or "redis://localhost") if not isinstance(spec, StateUrl) else spec
+        self.url = self.spec.shown
+        self.layout = KeyLayout.of(self.spec.shards, self.spec.cluster)
+        self.writes = SlotWrites(redis_client, self.spec)
 
     def _unavailable(self, exc: Exception) -> StateUnavailable:
         return StateUnavailable(f"state store {self.url} unavailable: {type(exc).__name__}: {exc}")
 
+    def start(self) -> Marks:
+        """Marks before every change (a base index never compacted)."""
+        return marks_of(None, self.layout)
+
     def states(self, item_ids: Sequence[str]) -> list[dict[str, object] | None]:
         """The merged fields of each item after its last change (None: never changed live)."""
-        import redis
-
+        if not item_ids:
+            return []
+        by_shard: dict[int, list[str]] = {}
+        for item in dict.fromkeys(item_ids):
+            by_shard.setdefault(self.layout.item_shard(item), []).append(item)
         try:
-            raw = self.redis.hmget(ITEMS_KEY, list(item_ids)) if item_ids else []
-        except redis.RedisError as exc:
+            if len(by_shard) == 1:
+                shard, items = next(iter(by_shard.items()))
+                replies = [self.redis.hmget(self.layout.catalog_items(shard), items)]
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for shard, items in by_shard.items():
+                    pipe.hmget(self.layout.catalog_items(shard), items)
+                replies = pipe.execute()
+        except store_errors() as exc:
             raise self._unavailable(exc) from exc
-        return [None if r is None else json.loads(r) for r in raw]
+        found = {item: raw for items, reply in zip(by_shard.values(), replies) for item, raw in zip(items, reply)}
+        return [None if found[i] is None else json.loads(found[i]) for i in item_ids]
 
     def append(self, changes: Sequence[Change], states: Sequence[Mapping[str, object]]) -> list[str]:
-        """Log ``changes`` with each item's merged state, all or none (MULTI/EXEC); their stream ids."""
-        import redis
+        """Log ``changes`` with each item's merged state; their stream ids.
 
-        pipe = self.redis.pipeline(transaction=True)
-        for change, state in zip(changes, states, strict=True):
-            pipe.xadd(CHANGES_KEY, change.to_stream())
-            pipe.hset(ITEMS_KEY, change.item_id, json.dumps(dict(state), separators=(",", ":"), ensure_ascii=False))
+        One script per shard: a shard's changes are logged all or none. Across shards a failure
+        after some shards were logged raises ``StateUnavailable`` too; the caller's retry logs
+        those again, which sets the same fields again (no change is lost, none half-applied).
+        """
+        if len(states) != len(changes):
+            raise ValueError("one merged state per change")
+        by_shard: dict[int, list[int]] = {}
+        for i, change in enumerate(changes):
+            by_shard.setdefault(self.layout.item_shard(change.item_id), []).append(i)
+        calls = []
+        for shard, indices in by_shard.items():
+            args: list[object] = []
+            for i in indices:
+                entry = changes[i].to_stream()
+                state = json.dumps(dict(states[i]), separators=(",", ":"), ensure_ascii=False)
+                args += [entry["item_id"], entry["op"], entry["fields"], entry["embedding"], state]
+            calls.append((APPEND_SCRIPT, [self.layout.catalog_stream(shard), self.layout.catalog_items(shard)], args))
+        replies = self.writes.run_many(calls)
+        ids = [""] * len(changes)
+        for indices, reply in zip(by_shard.values(), replies):
+            for i, change_id in zip(indices, reply):
+                ids[i] = str(change_id)
+        return ids
+
+    def read_after(self, marks: Marks, count: int = 10_000) -> tuple[list[Change], Marks]:
+        """Every change logged after ``marks`` (in order per stream, so per item), and the new marks."""
         try:
-            replies = pipe.execute()
-        except redis.RedisError as exc:
+            read = read_streams(self.redis, dict(marks), count)
+        except store_errors() as exc:
             raise self._unavailable(exc) from exc
-        return [str(r) for r in replies[::2]]
+        after = dict(marks)
+        changes = []
+        for stream, entries in read.items():
+            changes += [Change.from_stream(entry_id, fields) for entry_id, fields in entries]
+            if entries:
+                after[stream] = entries[-1][0]
+        return changes, after
 
-    def read_after(self, last_id: str, count: int = 10_000) -> list[Change]:
-        """Every change logged after ``last_id``, oldest first."""
-        import redis
-
-        try:
-            entries = read_stream(self.redis, CHANGES_KEY, last_id, count)
-        except redis.RedisError as exc:
-            raise self._unavailable(exc) from exc
-        return [Change.from_stream(entry_id, fields) for entry_id, fields in entries]
-
-    def trim_before(self, first_kept: str) -> int:
-        """Delete the changes logged before ``first_kept`` (a compacted base holds them)."""
-        return int(self.redis.xtrim(CHANGES_KEY, minid=first_kept, approximate=False))
+    def trim_before(self, first_kept: Marks) -> int:
+        """Delete each stream's changes logged before its ``first_kept`` id (a compacted base holds them)."""
+        return sum(
+            int(self.redis.xtrim(stream, minid=first, approximate=False)) for stream, first in first_kept.items()
+        )
 
 
 class LiveCatalog:
@@ -404,7 +486,8 @@ class LiveCatalog:
         self.poll_s = poll_s
         self.on_refresh = on_refresh
         self.overlay = Overlay()
-        self.last_id = str(base.manifest.get("overlay_through") or START)
+        layout = changes.layout if changes is not None else LEGACY
+        self.marks = marks_of(base.manifest.get("overlay_through"), layout) if changes is not None else {}
         self.read_at = time.time()  # the last successful read of the log
         self.down = False
         self._stop = threading.Event()
@@ -415,11 +498,11 @@ class LiveCatalog:
         if self.changes is None:
             return 0
         try:
-            new = self.changes.read_after(self.last_id)
+            new, marks = self.changes.read_after(self.marks)
         except StateUnavailable as exc:
             if not self.down:
                 self.down = True
-                LOG.warning("%s; serving the catalog as of change %s until it is back", exc, self.last_id)
+                LOG.warning("%s; serving the catalog as of changes %s until it is back", exc, self.marks)
             self._report(0)
             return 0
         self.read_at = time.time()
@@ -429,7 +512,7 @@ class LiveCatalog:
         if new:
             self.overlay.apply(new)
             self.index = live_index(self.base, self.overlay)
-            self.last_id = new[-1].change_id
+            self.marks = marks
         self._report(len(new))
         return len(new)
 
@@ -451,7 +534,7 @@ class LiveCatalog:
             try:
                 self.refresh()
             except Exception:
-                LOG.exception("applying catalog changes after %s failed", self.last_id)
+                LOG.exception("applying catalog changes after %s failed", self.marks)
 
     def stop(self) -> None:
         self._stop.set()
@@ -556,7 +639,9 @@ __all__ = [
     "LiveCatalog",
     "Overlay",
     "live_index",
+    "marks_of",
     "merge_state",
     "needs_embedding",
     "next_id",
+    "through_of",
 ]

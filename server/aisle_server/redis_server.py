@@ -56,6 +56,8 @@ class RedisServer:
     binary: str = "redis-server"
     startup_timeout_s: float = 30.0
     stop_timeout_s: float = 15.0
+    #: more ``redis-server`` arguments (a cluster node's ``--cluster-enabled yes`` …, ``redis_cluster``)
+    extra_args: tuple[str, ...] = ()
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +92,7 @@ class RedisServer:
             "--logfile",
             str(self.data_dir / "redis.log"),
             *DURABILITY_ARGS,
+            *self.extra_args,
         ]
         setpriv = shutil.which("setpriv")  # util-linux: stop with the parent even if it is killed
         return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else cmd

@@ -1,25 +1,29 @@
 """Shopper state in Redis: the append-only event log and each shopper's most recent events.
 
 ``track`` writes here and ``rerank`` reads here; both find the store at ``AISLE_STATE_URL``
-(``redis://HOST:PORT[/DB]``), which ``aisle serve`` sets for the tritonserver it starts.
+(``redis://HOST:PORT[/DB]`` or ``redis-cluster://HOST:PORT,…``: ``aisle_server.state_url``), which
+``aisle serve`` sets for the tritonserver it starts.
 
-Key layout (one Redis database; ``PREFIX`` = ``aisle:``):
+Keys (``aisle_server.state_keys``; on one Redis with one shard, the names below):
 
 ===========================  ===================================================================
 ``aisle:events``             Stream: the event log, append-only, one entry per stored event
                              (fields ``event_id user_id item_id event_type ts properties``);
                              ``aisle events export`` drains it into an interaction log file.
+                             Split into ``shards`` streams by shopper on a cluster.
 ``aisle:user:{user_id}``     Sorted set: the shopper's most recent ``max_user_events`` events,
                              score ``ts``, member ``["event_id", "item_id", "event_type"]`` (JSON);
                              expires ``user_ttl_s`` after the shopper's last event.
 ``aisle:event:{event_id}``   String: the stream id the event was stored under; expires after
-                             ``dedupe_ttl_s``. While it exists the same event id is not stored
-                             again (idempotent ``track``, safe client retries).
+                             ``dedupe_ttl_s``. While it exists the same event id (of the same
+                             shopper) is not stored again (idempotent ``track``, safe retries).
 ===========================  ===================================================================
 
-A batch of events is one Lua script call (``TRACK_SCRIPT``): per event the idempotency check, the
-stream entry and the shopper's sorted set change together, and with ``appendfsync always`` the
-batch shares one fsync. Every Redis failure becomes ``StateUnavailable``.
+The events of one shopper shard are one Lua script call (``TRACK_SCRIPT``): per event the
+idempotency check, the stream entry and the shopper's sorted set change together, in one hash slot,
+and with ``appendfsync always`` the batch shares one fsync. With ``replicas`` in the URL the call is
+acknowledged only once that many replicas have it (``aisle_server.state_writes``). Every Redis
+failure becomes ``StateUnavailable``.
 """
 
 from __future__ import annotations
@@ -36,24 +40,29 @@ from typing import Any
 from aisle_contract import LOG_ONLY_EVENT_TYPES
 
 from .errors import StateUnavailable
+from .state_keys import LEGACY, KeyLayout
+from .state_url import connect, parse_state_url, store_errors
+from .state_writes import SlotWrites
 
 LOG = logging.getLogger("aisle.state")
 
 #: The environment variable that names the state store (``redis://HOST:PORT``) to the models.
 STATE_URL_ENV = "AISLE_STATE_URL"
-PREFIX = "aisle:"
-STREAM_KEY = f"{PREFIX}events"
+#: The single-node layout's event log (``state_keys.LEGACY``).
+STREAM_KEY = LEGACY.event_stream(0)
 
 #: (item_id, ts, event_type): one stored event as ``rerank`` reads it, oldest first.
 StoredEvent = tuple[str, float, str]
 
 
 def user_key(user_id: str) -> str:
-    return f"{PREFIX}user:{user_id}"
+    """A shopper's sorted set in the single-node layout."""
+    return LEGACY.user_key(user_id)
 
 
 def event_key(event_id: str) -> str:
-    return f"{PREFIX}event:{event_id}"
+    """An event id's dedupe key in the single-node layout."""
+    return LEGACY.event_key("", event_id)
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,8 @@ for i = 1, (#KEYS - 1) / 2 do
   local event_key, user_key, a = KEYS[2 * i], KEYS[2 * i + 1], 3 + (i - 1) * 7
   local existing = redis.call('GET', event_key)
   if existing then
+    -- written again (same value and TTL) so that this call's WAIT also covers the first write
+    redis.call('SET', event_key, existing, 'KEEPTTL')
     out[i] = {0, existing}
   else
     local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[a + 1], 'user_id', ARGV[a + 2],
@@ -121,30 +132,16 @@ return out
 """
 
 
-def connect(url: str, timeout_s: float = StateSettings.timeout_s) -> Any:
-    """A ``redis.Redis`` for ``url``: short timeouts, one immediate retry (a pooled connection
-    that a Redis restart closed is replaced), strings decoded."""
-    import redis  # aisle[server]
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        decode_responses=True,
-    )
-
-
 class ShopperState:
     """Writes and reads of the state store; every Redis error is raised as ``StateUnavailable``."""
 
     def __init__(self, url: str, settings: StateSettings | None = None, client: Any = None):
-        self.url = url
+        self.spec = parse_state_url(url)
+        self.url = self.spec.shown  # the password masked
+        self.layout = KeyLayout.of(self.spec.shards, self.spec.cluster)
         self.settings = settings or StateSettings()
         self.redis = client if client is not None else connect(url, self.settings.timeout_s)
-        self._track = self.redis.register_script(TRACK_SCRIPT)
+        self.writes = SlotWrites(self.redis, self.spec)
 
     @classmethod
     def from_environment(cls, settings: StateSettings | None = None) -> ShopperState | None:
@@ -152,39 +149,43 @@ class ShopperState:
         return cls(url, settings) if url else None
 
     def store(self, events: Sequence[Event]) -> list[bool]:
-        """Store ``events`` (one script call); per event, True if stored now, False if its id was stored before."""
-        import redis
-
-        s = self.settings
+        """Store ``events`` (one script call per shopper shard); per event, True if stored now,
+        False if its id was stored before. ``StateUnavailable``: none of them is acknowledged."""
+        s, layout = self.settings, self.layout
         if not events:
             return []
-        keys = [STREAM_KEY]
-        args: list[object] = [s.dedupe_ttl_s, s.max_user_events, s.user_ttl_s]
-        for e in events:
-            member = json.dumps([e.event_id, e.item_id, e.event_type], ensure_ascii=False)
-            if e.event_type in LOG_ONLY_EVENT_TYPES:
-                member = ""  # the event log only: never the shopper's history
-            keys += [event_key(e.event_id), user_key(e.user_id)]
-            args += [e.event_id, e.user_id, e.item_id, e.event_type, repr(float(e.ts)), e.properties, member]
-        try:
-            replies = self._track(keys=keys, args=args)
-        except redis.RedisError as exc:
-            raise StateUnavailable(f"state store {self.url} unavailable: {type(exc).__name__}: {exc}") from exc
-        return [int(reply[0]) == 1 for reply in replies]
+        by_shard: dict[int, list[int]] = {}
+        for i, e in enumerate(events):
+            by_shard.setdefault(layout.user_shard(e.user_id), []).append(i)
+        calls = []
+        for shard, indices in by_shard.items():
+            keys = [layout.event_stream(shard)]
+            args: list[object] = [s.dedupe_ttl_s, s.max_user_events, s.user_ttl_s]
+            for e in (events[i] for i in indices):
+                member = json.dumps([e.event_id, e.item_id, e.event_type], ensure_ascii=False)
+                if e.event_type in LOG_ONLY_EVENT_TYPES:
+                    member = ""  # the event log only: never the shopper's history
+                keys += [layout.event_key(e.user_id, e.event_id), layout.user_key(e.user_id)]
+                args += [e.event_id, e.user_id, e.item_id, e.event_type, repr(float(e.ts)), e.properties, member]
+            calls.append((TRACK_SCRIPT, keys, args))
+        replies = self.writes.run_many(calls)
+        stored = [False] * len(events)
+        for indices, reply in zip(by_shard.values(), replies):
+            for i, one in zip(indices, reply):
+                stored[i] = int(one[0]) == 1
+        return stored
 
     def recent(self, user_ids: Sequence[str], n: int) -> dict[str, list[StoredEvent]]:
         """Each distinct non-empty user's newest ``n`` events, oldest first (one pipeline)."""
-        import redis
-
         users = [u for u in dict.fromkeys(user_ids) if u]
         if not users or n <= 0:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for user in users:
-            pipe.zrange(user_key(user), -n, -1, withscores=True)
         try:
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                pipe.zrange(self.layout.user_key(user), -n, -1, withscores=True)
             replies = pipe.execute()
-        except redis.RedisError as exc:
+        except store_errors() as exc:
             raise StateUnavailable(f"state store {self.url} unavailable: {type(exc).__name__}: {exc}") from exc
         out: dict[str, list[StoredEvent]] = {}
         for user, pairs in zip(users, replies):
@@ -196,20 +197,29 @@ class ShopperState:
         return out
 
     def check_durability(self) -> str | None:
-        """A warning when the store does not fsync every write (an acknowledged event could be lost)."""
+        """A warning when an acknowledged event could be lost: a node that does not fsync every
+        write, or a cluster whose writes are acknowledged before a replica has them."""
         import redis
 
         try:
-            config = self.redis.config_get("append*")
-        except redis.RedisError:
-            return None  # CONFIG may be renamed or disabled on a managed Redis: nothing to say
-        if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
-            return (
-                f"state store {self.url} has appendonly={config.get('appendonly')} "
-                f"appendfsync={config.get('appendfsync')}: acknowledged events can be lost on a crash "
-                "(want appendonly yes, appendfsync always)"
-            )
-        return None
+            nodes = [node.redis_connection for node in self.redis.get_nodes()] if self.spec.cluster else [self.redis]
+        except store_errors():
+            return None  # unreachable now: the first write will say so
+        warnings = []
+        if self.spec.cluster and self.spec.replicas == 0:
+            warnings.append("replicas=0: an event acknowledged by a master that dies before replicating it is lost")
+        for node in nodes:
+            try:
+                config = node.config_get("append*")
+            except redis.RedisError:
+                continue  # CONFIG may be renamed or disabled on a managed Redis: nothing to say
+            if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+                warnings.append(
+                    f"appendonly={config.get('appendonly')} appendfsync={config.get('appendfsync')}: "
+                    "acknowledged events can be lost on a crash (want appendonly yes, appendfsync always)"
+                )
+                break
+        return f"state store {self.url} has " + "; ".join(warnings) if warnings else None
 
 
 def read_stream(
@@ -232,15 +242,54 @@ def next_id(entry_id: str) -> str:
     return f"{ms}-{int(seq) + 1}"
 
 
-def drain_stream(client: Any, count: int = 10_000) -> tuple[list[dict[str, str]], str | None]:
-    """Every entry of the event log now, oldest first, and the id of the last (None: empty)."""
-    entries = read_stream(client, STREAM_KEY, None, count)
-    return [fields for _, fields in entries], (entries[-1][0] if entries else None)
+def read_streams(
+    client: Any, after: dict[str, str | None], count: int = 10_000
+) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """Every entry of each stream now, after its id (None: from the start), oldest first per stream.
+
+    The first page of every stream is one pipeline (a cluster client sends one per master); a
+    stream with more than ``count`` new entries is paged on its own.
+    """
+    keys = list(after)
+    if len(keys) == 1:
+        return {keys[0]: read_stream(client, keys[0], after[keys[0]], count)}
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.xrange(key, min="-" if after[key] is None else f"({after[key]}", max="+", count=count)
+    out = {}
+    for key, batch in zip(keys, pipe.execute()):
+        entries = list(batch)
+        if len(batch) == count:
+            entries += read_stream(client, key, batch[-1][0], count)
+        out[key] = entries
+    return out
 
 
-def trim_through(client: Any, last_id: str) -> int:
-    """Delete the log's entries up to and including ``last_id`` (entries added since stay)."""
-    return int(client.xtrim(STREAM_KEY, minid=next_id(last_id), approximate=False))  # exact, not "~"
+def stream_order(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+def drain_streams(client: Any, keys: Sequence[str], count: int = 10_000) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """Every entry of the event log's streams now, and the id of each stream's last entry read
+    (streams that were empty are left out). Entries are in stream-id order, which keeps each
+    stream's — each shopper's — own order."""
+    read = read_streams(client, dict.fromkeys(keys), count)
+    marks = {key: entries[-1][0] for key, entries in read.items() if entries}
+    merged = sorted((entry for entries in read.values() for entry in entries), key=lambda e: stream_order(e[0]))
+    return [fields for _, fields in merged], marks
+
+
+def drain_stream(
+    client: Any, count: int = 10_000, layout: KeyLayout = LEGACY
+) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """Every entry of the event log (all of ``layout``'s shards) now, oldest first, and each shard's mark."""
+    return drain_streams(client, layout.event_streams(), count)
+
+
+def trim_through(client: Any, marks: dict[str, str]) -> int:
+    """Delete each stream's entries up to and including its mark (entries added since stay)."""
+    return sum(int(client.xtrim(key, minid=next_id(last), approximate=False)) for key, last in marks.items())
 
 
 class StateReads:

@@ -121,7 +121,7 @@ class RerankModel(_Model):
         state = ShopperState.from_environment()  # AISLE_STATE_URL; without it USER_ID reads nothing
         self.state = None if state is None else self._state_reads(state)
         # live catalog changes from the same store, applied in the background (aisle_server.live_catalog)
-        changes = None if state is None else CatalogChanges(state.redis, state.url)
+        changes = None if state is None else CatalogChanges(state.redis, state.spec)
         overlay = CatalogOverlay(getattr(self, "metrics", None) or TritonMetrics(self.pb_utils), self.instance_name)
         self.live = LiveCatalog(base, changes, self.config.catalog_poll_s, overlay.refreshed).start()
 

@@ -14,6 +14,7 @@ from aisle_export.build.pipeline import export_repository
 from aisle_export.data.catalog import read_catalog
 from aisle_export.data.movielens import fetch_movielens, write_catalog_csv
 from aisle_export.index.writing import write_index
+from aisle_server.redis_cluster import LocalRedisCluster
 from aisle_server.redis_server import RedisServer
 from aisle_server.tritonserver import TritonServer
 
@@ -72,4 +73,13 @@ def raw(server):
 def redis_server(tmp_path_factory):
     """A real redis-server (AOF, ``appendfsync always``) of the module's own: state tests may kill it."""
     with RedisServer(tmp_path_factory.mktemp("state")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real local Redis Cluster: 3 masters with a replica each (AOF, ``appendfsync always``), one
+    for the session; ``redis_cluster.url`` is a ``redis-cluster://`` state URL. A test that kills a
+    node starts it again (``LocalRedisCluster.wait_ok``) before it ends."""
+    with LocalRedisCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=1) as running:
         yield running

@@ -95,6 +95,7 @@ def test_core_kinds_validate_against_kubernetes_schemas(rendered):
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "StatefulSet",
+        "NetworkPolicy",
     }
     for doc in core:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises ValidationError
@@ -279,3 +280,123 @@ def test_the_models_find_a_durable_redis_through_its_service(rendered):
     probe = " ".join(redis["readinessProbe"]["exec"]["command"])
     assert "redis-cli ping" in probe and "PONG" in probe
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # a password from the Secret: Redis requires it, the probe and the models send it
+    assert args["requirepass"] == "$(REDIS_PASSWORD)"
+    redis_env = {e["name"]: e for e in redis["env"]}
+    assert _secret(redis_env["REDIS_PASSWORD"]) == _secret(redis_env["REDISCLI_AUTH"]) == REDIS_SECRET
+    assert url.password == "$(AISLE_STATE_PASSWORD)" and _secret(env["AISLE_STATE_PASSWORD"]) == REDIS_SECRET
+    names = [e["name"] for e in triton["env"]]
+    assert names.index("AISLE_STATE_PASSWORD") < names.index(STATE_URL_ENV)  # $(…) sees only earlier variables
+
+
+REDIS_SECRET = ("aisle-redis-auth", "password")
+
+
+def _secret(env_var: dict) -> tuple[str, str]:
+    ref = env_var["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def _admitted(policy: dict, labels: dict, port: int) -> bool:
+    """Whether ``policy`` lets a pod with ``labels`` (same namespace) open ``port``."""
+    return any(
+        any(_selects(peer["podSelector"], labels) for peer in rule["from"])
+        and any(p["port"] == port and p["protocol"] == "TCP" for p in rule["ports"])
+        for rule in policy["spec"]["ingress"]
+    )
+
+
+def test_only_aisles_pods_reach_the_single_redis(rendered):
+    _, docs = rendered
+    [policy] = by_kind(docs, "NetworkPolicy")
+    [statefulset] = by_kind(docs, "StatefulSet")
+    [deployment] = by_kind(docs, "Deployment")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert _selects(policy["spec"]["podSelector"], statefulset["spec"]["template"]["metadata"]["labels"])
+    triton = deployment["spec"]["template"]["metadata"]["labels"]
+    assert _admitted(policy, triton, 6379) and not _admitted(policy, triton, 16379)
+    stranger = {"app": "something-else"}
+    assert not _admitted(policy, stranger, 6379)
+    same_app = {k: v for k, v in triton.items() if k != "app.kubernetes.io/component"}  # another Aisle pod
+    assert not _admitted(policy, same_app, 6379)
+    assert _admitted(policy, {**same_app, "aisle.dev/state-client": "true"}, 6379)  # export / compact jobs
+
+
+@pytest.fixture(scope="module")
+def cluster_rendered() -> list[dict]:
+    out = subprocess.run(
+        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / "gpu-cluster")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def test_the_cluster_overlay_validates_and_replaces_the_single_redis(cluster_rendered):
+    import kubernetes_validate
+
+    docs = cluster_rendered
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("StatefulSet", REDIS_SERVICE) not in names and ("Service", REDIS_SERVICE) not in names
+    assert {("StatefulSet", "aisle-redis-cluster"), ("Job", "aisle-redis-cluster-bootstrap")} <= names
+    assert ("PodDisruptionBudget", "aisle-redis-cluster") in names
+    assert ("NetworkPolicy", "aisle-redis-cluster") in names and ("NetworkPolicy", REDIS_SERVICE) not in names
+
+
+def test_the_models_reach_every_cluster_node_with_replicated_acknowledgement(cluster_rendered):
+    from aisle_server.state import STATE_URL_ENV
+    from aisle_server.state_url import parse_state_url
+
+    docs = cluster_rendered
+    [deployment] = by_kind(docs, "Deployment")
+    [triton] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in triton["env"]}
+    spec = parse_state_url(env[STATE_URL_ENV]["value"])
+    [statefulset] = by_kind(docs, "StatefulSet")
+    [redis] = statefulset["spec"]["template"]["spec"]["containers"]
+    service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == statefulset["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    name = statefulset["metadata"]["name"]
+    pods = {f"{name}-{i}.{service['metadata']['name']}" for i in range(statefulset["spec"]["replicas"])}
+    ports = {p["name"]: p["containerPort"] for p in redis["ports"]}
+    assert spec.cluster and {host for host, _ in spec.nodes} <= pods and {p for _, p in spec.nodes} == {ports["redis"]}
+    assert spec.replicas >= 1 and spec.shards >= 3  # acknowledged writes are on a replica; shards spread
+    assert spec.password == "$(AISLE_STATE_PASSWORD)" and _secret(env["AISLE_STATE_PASSWORD"]) == REDIS_SECRET
+
+    args = _args(redis)
+    assert args["cluster-enabled"] == "yes" and args["appendonly"] == "yes" and args["appendfsync"] == "always"
+    assert args["cluster-config-file"].startswith(redis["volumeMounts"][0]["mountPath"] + "/")  # identity survives
+    assert args["cluster-announce-hostname"] == f"$(POD_NAME).{service['metadata']['name']}"
+    assert args["requirepass"] == args["masterauth"] == "$(REDIS_PASSWORD)"
+    redis_env = {e["name"]: e for e in redis["env"]}
+    assert _secret(redis_env["REDIS_PASSWORD"]) == REDIS_SECRET
+    assert statefulset["spec"]["replicas"] == 3 * (1 + spec.replicas)  # 3 masters, replicas= each
+
+    [job] = by_kind(docs, "Job")
+    [bootstrap] = job["spec"]["template"]["spec"]["containers"]
+    script = bootstrap["args"][0]
+    job_env = {e["name"]: e for e in bootstrap["env"]}
+    assert int(job_env["NODES"]["value"]) == statefulset["spec"]["replicas"]
+    assert f"--cluster-replicas {spec.replicas}" in script and f"{name}-$i.{service['metadata']['name']}" in script
+    assert "cluster_known_nodes" in script  # an existing cluster is left alone
+    assert _secret(job_env["REDISCLI_AUTH"]) == REDIS_SECRET
+
+    redis_pods = statefulset["spec"]["template"]["metadata"]["labels"]
+    pdb = next(p for p in by_kind(docs, "PodDisruptionBudget") if p["metadata"]["name"] == name)
+    assert _selects(pdb["spec"]["selector"], redis_pods) and pdb["spec"]["maxUnavailable"] == 1
+    [policy] = by_kind(docs, "NetworkPolicy")
+    assert _selects(policy["spec"]["podSelector"], redis_pods)
+    triton_pods = deployment["spec"]["template"]["metadata"]["labels"]
+    job_pods = job["spec"]["template"]["metadata"]["labels"]
+    assert _admitted(policy, triton_pods, 6379) and _admitted(policy, job_pods, 6379)
+    assert _admitted(policy, redis_pods, 16379)
+    assert not _admitted(policy, triton_pods, 16379) and not _admitted(policy, {"app": "other"}, 6379)

@@ -26,7 +26,9 @@ def add_parser(subparsers: Subparsers) -> None:
         "newest rerank/<v>/ (server in explicit model control); rollback: retire the newest version and reload",
     )
     p.add_argument("--file", type=Path, help="update: JSON Lines, one change per line (item_id, op, fields)")
-    p.add_argument("--state", metavar="redis://HOST:PORT", help="compact: the state store holding the change log")
+    p.add_argument(
+        "--state", metavar="redis[-cluster]://HOST:PORT", help="compact: the state store holding the change log"
+    )
     p.add_argument("--load", action="store_true", help="compact: load the new version on --url once written")
     p.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port")
     p.add_argument("--repo", type=Path, help="the served repository (rollback renames its newest rerank/<v>/)")

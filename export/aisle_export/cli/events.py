@@ -15,7 +15,10 @@ def add_parser(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("events", help="the shopper event log: export (drain) it into an interaction log file")
     p.add_argument("action", choices=("export",))
     p.add_argument(
-        "--state", required=True, metavar="redis://HOST:PORT", help="the state store (`aisle serve` prints it)"
+        "--state",
+        required=True,
+        metavar="redis[-cluster]://HOST:PORT",
+        help="the state store (`aisle serve` prints it)",
     )
     p.add_argument(
         "--out",

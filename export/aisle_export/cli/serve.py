@@ -42,9 +42,10 @@ def add_parser(subparsers: Subparsers) -> None:
     p.add_argument(
         "--state",
         default="local",
-        metavar="local|off|redis://HOST:PORT",
+        metavar="local|off|redis://HOST:PORT|redis-cluster://HOST:PORT,...",
         help="shopper state (track, recommend(user_id=...)): local (default) starts a redis-server of its own, "
-        "stopped with the server; or a running Redis; off: none",
+        "stopped with the server; or a running Redis or Redis Cluster (docs/deploy.md: shards=, replicas=); "
+        "off: none",
     )
     p.add_argument(
         "--state-dir",
@@ -71,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         elif state_url == "off":
             state_url = ""  # track answers UNAVAILABLE, USER_ID reads nothing
         else:
-            print(f"shopper state: {state_url}", flush=True)
+            from aisle_server.state_url import parse_state_url
+
+            print(f"shopper state: {parse_state_url(state_url).shown}", flush=True)  # a bad URL: refused here
         return _serve_triton(args, state_url)
 
 

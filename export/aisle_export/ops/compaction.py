@@ -5,7 +5,7 @@ changed rows beside BM25 and the ANN index (``aisle_server.live_catalog``); comp
 overlay small. It reads the change log up to its current end, applies it to the newest base
 exactly as ``rerank`` does (``live_index``), drops deleted items, rebuilds BM25 (and the ANN index
 when the base had one) and writes the result as the next ``rerank`` version, recording the last
-change it holds (``manifest["overlay_through"]``). Loading that version is the existing hot swap
+change it holds (``manifest["overlay_through"]``: one id per change log shard, every shard read). Loading that version is the existing hot swap
 (``aisle catalog load``): requests in flight finish on the old version, new ones go to the new one,
 which reads only the changes logged after its mark — so a change that arrives while compaction
 runs is applied by the new version too, and nothing is lost or applied twice.
@@ -27,11 +27,13 @@ from aisle_export.index.writing import rerank_versions, resolve_version, save_ve
 from aisle_server.ann import AnnIndex
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn
 from aisle_server.lexical import LexicalIndex
-from aisle_server.live_catalog import START, CatalogChanges, Overlay, live_index
+from aisle_server.live_catalog import START, CatalogChanges, Marks, Overlay, live_index, marks_of, through_of
 from aisle_server.state import connect, next_id
 
 
-def compacted(base: CatalogIndex, overlay: Overlay, through: str, base_version: int | None = None) -> CatalogIndex:
+def compacted(
+    base: CatalogIndex, overlay: Overlay, through: str | list[str], base_version: int | None = None
+) -> CatalogIndex:
     """``base`` with ``overlay`` applied and deleted items dropped, its lexical and ANN indexes rebuilt."""
     live = live_index(base, overlay)
     n_base = len(base)
@@ -70,6 +72,11 @@ def compacted(base: CatalogIndex, overlay: Overlay, through: str, base_version: 
     )
 
 
+def _first_kept(since: Marks) -> Marks:
+    """The previous base's marks as trim points: each stream keeps what came after its mark."""
+    return {stream: next_id(mark) for stream, mark in since.items() if mark != START}
+
+
 def compact(repo: Path, state_url: str, version: str = "next") -> dict[str, object]:
     """Write the newest base plus the logged changes as a new version; what was done (a JSON-able dict)."""
     versions = rerank_versions(repo)
@@ -77,18 +84,18 @@ def compact(repo: Path, state_url: str, version: str = "next") -> dict[str, obje
         raise FileNotFoundError(f"{Path(repo) / 'rerank'} has no version to compact: run `aisle index` first")
     base_version = versions[-1]
     base = CatalogIndex.load(Path(repo) / "rerank" / str(base_version) / INDEX_DIRNAME)
-    since = str(base.manifest.get("overlay_through") or START)
     changes = CatalogChanges(connect(state_url, timeout_s=30.0), state_url)
-    logged = changes.read_after(since)
+    since = marks_of(base.manifest.get("overlay_through"), changes.layout)
+    logged, marks = changes.read_after(since)  # every shard's stream
     if not logged:
         return {"compacted": 0, "version": base_version, "items": len(base)}
     overlay = Overlay()
     overlay.apply(logged)
-    through = logged[-1].change_id
+    through = through_of(marks, changes.layout)
     index = compacted(base, overlay, through, base_version)
     new_version = resolve_version(repo, version)
     path = save_version(index, repo, new_version)
-    trimmed = changes.trim_before(next_id(since)) if since != START else 0
+    trimmed = changes.trim_before(_first_kept(since))
     return {
         "compacted": len(logged),
         "from_version": base_version,

@@ -8,7 +8,9 @@ report``.
 
 Nothing is lost or exported twice: the file is written under a hidden name, fsynced and renamed into
 place before the exported entries are trimmed from the stream, and only the entries up to the last
-one read are trimmed — events tracked while the export runs stay for the next one. An existing
+one read are trimmed — events tracked while the export runs stay for the next one. A sharded log
+(``shards`` in the state URL, a Redis Cluster) is read shard by shard, each trimmed through its own
+last entry read; the file holds the entries in stream-id order, each shopper's in the order stored. An existing
 output file is refused rather than overwritten, since the events it holds have already left the log.
 """
 
@@ -25,7 +27,9 @@ import numpy as np
 
 from aisle_contract import LOG_ONLY_EVENT_TYPES
 from aisle_export.data.interactions import DEFAULT_EVENT_WEIGHTS, Interactions, write_interactions
-from aisle_server.state import connect, drain_stream, trim_through
+from aisle_server.state import drain_stream, trim_through
+from aisle_server.state_keys import KeyLayout
+from aisle_server.state_url import connect, parse_state_url, store_errors
 
 #: The fields of a raw event line besides ``ts`` and ``properties``, as the stream stores them.
 RAW_FIELDS = ("event_id", "user_id", "item_id", "event_type")
@@ -124,15 +128,14 @@ def export_events(
     """
     if out.exists():
         raise ValueError(f"{out} exists: export writes a new file (the exported events leave the log)")
-    import redis  # aisle[server]
-
+    spec = parse_state_url(state_url)
     if client is None:
         client = connect(state_url, timeout_s=timeout_s)
     try:
-        entries, last = drain_stream(client)
-    except redis.RedisError as exc:
-        raise EventLogUnreadable(f"state store {state_url}: {exc}") from exc
-    if last is None:
+        entries, last = drain_stream(client, layout=KeyLayout.of(spec.shards, spec.cluster))  # every shard
+    except store_errors() as exc:
+        raise EventLogUnreadable(f"state store {spec.shown}: {exc}") from exc
+    if not last:
         return EventsExport(out, raw, read=0, written=0, removed=0)
     if raw:
         write_raw_events(entries, out)
