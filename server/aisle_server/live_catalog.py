@@ -204,9 +204,14 @@ class OverlayLexical:
         self.terms = [frozenset(tokens) for tokens in tokenize(texts)] if len(texts) else []
         self.base_text = base_text
 
-    def scores(self, query: str) -> np.ndarray | None:
-        base = self.base.scores(query) if self.base is not None else None
-        terms = set(tokenize([query])[0])
+    def scores(self, query: str, correct_typos: bool = True) -> np.ndarray | None:
+        """As ``LexicalIndex.scores``; a query term the base corrects counts as corrected for the
+        changed rows too, and one it does not know stays as typed (a new item may bring the word)."""
+        base = self.base.scores(query, correct_typos) if self.base is not None else None
+        typed = tokenize([query])[0]
+        if correct_typos and self.base is not None:
+            typed = [self.base.speller.correct(term) or term for term in typed]
+        terms = set(typed)
         if not terms or not self.terms:
             if base is None:
                 return None

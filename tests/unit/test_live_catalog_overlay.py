@@ -68,6 +68,15 @@ def test_an_inserted_item_is_found_by_id_search_and_category():
     assert len(base) == 6 and base.rows_of(["new"]).tolist() == [-1]  # the base is untouched
 
 
+def test_a_misspelled_query_reaches_inserted_items_through_the_base_speller():
+    base = base_index()
+    live = live_index(base, overlay(("new", "upsert", {"title": "green shoe"}, unit([1, 1, 1, 1]))))
+    typo = live.lexical.scores("grren shooe")  # "shooe" → "shoe" (a base word); "grren" stays as typed
+    assert typo[len(base)] == pytest.approx(0.5)  # the new item holds "shoe" of the two terms
+    np.testing.assert_array_equal(live.lexical.scores("grren shoe"), typo)
+    assert live.lexical.scores("grren shooe", correct_typos=False) is None
+
+
 def test_hidden_out_of_stock_and_deleted_items_are_never_shown():
     base = base_index()
     target = np.asarray(base.embeddings[2])
