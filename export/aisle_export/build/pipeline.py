@@ -29,7 +29,7 @@ from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, knobs_of, load_ch
 from aisle_export.core.spaces import check_pairing, read_record, write_space
 from aisle_export.data.catalog import read_catalog
 from aisle_export.data.movielens import fetch_movielens, write_catalog_csv
-from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
+from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, RANKER_DIRNAME, USER_ENCODER_DIRNAME
 from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE
 
 TOWERS = {"query_encoder": "query", "item_encoder": "item"}
@@ -103,6 +103,11 @@ def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = Tru
     if (Path(finetuned) / LOG_SIGNALS_DIRNAME).is_dir():
         shutil.rmtree(learned / LOG_SIGNALS_DIRNAME, ignore_errors=True)
         shutil.copytree(Path(finetuned) / LOG_SIGNALS_DIRNAME, learned / LOG_SIGNALS_DIRNAME)
+    # the learned ranker: only what this hand-off gated in; a ranker of an earlier export must not stay
+    shutil.rmtree(learned / RANKER_DIRNAME, ignore_errors=True)
+    if (Path(finetuned) / RANKER_DIRNAME).is_dir():
+        shutil.copytree(Path(finetuned) / RANKER_DIRNAME, learned / RANKER_DIRNAME)
+        report["ranker"] = str(learned / RANKER_DIRNAME)
     return report | {"log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
 
 

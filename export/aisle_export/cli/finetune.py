@@ -70,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
         if "loss_first_20" in towers
         else "pretrained, as they were"
     )
+    from aisle_export.learn.ranker import describe
+
     choice = report["choice"]
     means = ", ".join(f"{name} {value:.4f}" for name, value in choice["means"].items())
     print(
         f"saved {args.out}: towers ({tower_note}), "
         f"user encoder (loss {users['loss_first_epoch']:.3f} → {users['loss_last_epoch']:.3f}, parity "
         f"{users['parity']['min_cosine']:.6f}), log signals, ranking.json; {report['total_seconds']:.0f}s\n"
-        f"validation {choice['metric']}: {means}; `aisle export --finetuned` serves: {report['served']}"
+        f"validation {choice['metric']}: {means}; `aisle export --finetuned` serves: {report['served']}\n"
+        f"{describe(report['ranker'])}"
     )
     return 0
