@@ -48,6 +48,7 @@ from .diversity import diversify
 from .errors import InvalidInput
 from .features import FeedContext, feature_rows
 from .index import CatalogIndex
+from .ranker import LearnedRanker
 from .scoring import LN2, ScoreTerms, decay, freshness  # noqa: F401 - re-exported: callers import them from here
 
 
@@ -390,7 +391,7 @@ def _finish(
         terms, scores, features = _scored(index, request, prepared, exact_scores)
         ranker = index.ranker if features is not None else None
         if ranker is not None:
-            scores = ranker.score(features)
+            scores = reranked(ranker, terms.rows, scores, features)
         order = np.lexsort((terms.rows, -scores))  # best first, ties by row
     candidates, candidate_scores = terms.rows[order], scores[order]
 
@@ -410,7 +411,9 @@ def _finish(
     if request.explain:  # off by default: nothing of this runs
         positions = order[np.asarray(picked, dtype=np.int64)]
         if ranker is not None:  # the ranker's exact per-feature parts, summing to its score
-            contributions = ranker.contributions(features[positions])
+            contributions = np.full((len(positions), features.shape[1] + 1), np.nan)
+            scored = ranker.reranks(features[positions])  # past its depth a result has no parts
+            contributions[scored] = ranker.contributions(features[positions][scored])
             components = np.full((len(positions), len(explain.SCORE_COMPONENT_NAMES)), np.nan)
         else:
             picked_terms = terms.take(positions)  # the very terms summed above
@@ -425,6 +428,20 @@ def _finish(
         pre_diversity_rank=ranks,
         feature_contributions=contributions,
     )
+
+
+def reranked(ranker: LearnedRanker, rows: np.ndarray, hand: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The candidates' scores with the learned ranker: its score for the ones it reranks (the
+    hand-weighted top ``ranker.depth`` and the buy-again ones, ``LearnedRanker.reranks``), and
+    below all of those, in hand-weighted order, the rest (``min − 1 − position``)."""
+    head = ranker.reranks(features)
+    scores = np.empty(len(rows))
+    scores[head] = ranker.score(features[head])
+    rest = np.flatnonzero(~head)
+    rest = rest[np.lexsort((rows[rest], -hand[rest]))]
+    floor = float(scores[head].min()) - 1.0 if head.any() else 0.0
+    scores[rest] = floor - np.arange(len(rest))
+    return scores
 
 
 def popular_candidates(index: CatalogIndex, allowed: np.ndarray, n: int) -> np.ndarray:

@@ -191,3 +191,23 @@ def test_groups_concatenate_windows() -> None:
     a = Groups(np.ones((2, len(FEATURE_NAMES)), np.float32), np.array([1, 0], np.int32), np.array([2]))
     both = Groups.concat([a, a])
     assert both.features.shape[0] == 4 and both.sizes.tolist() == [2, 2]
+
+
+def test_past_its_depth_the_ranker_leaves_the_hand_weighted_order_below_what_it_scored(trained) -> None:
+    split, index, _ = trained
+    shallow = replace(index, ranker=replace(index.ranker, manifest={"depth": 3}))
+    config = RankingConfig(user_encoder=False, exclude_history=True)
+    request = replace(feed_request(split, split.users[0], config, 10), explain=True)
+    served = rank(shallow, request)
+    rows, features = candidate_features(shallow, request)
+    head = shallow.ranker.reranks(features)
+    assert head.sum() == 3  # history hidden: no buy-again rows, only the hand-weighted top 3
+    hand = features[:, COLUMN["hand_score"]]
+    ranked = np.lexsort((rows, -shallow.ranker.score(features)))
+    want = [r for r in rows[ranked] if r in set(rows[head])] + [
+        r for r in rows[np.lexsort((rows, -hand))] if r not in set(rows[head])
+    ]
+    assert served.item_ids == shallow.item_ids[np.array(want[:10])].tolist()
+    assert np.all(np.diff(served.scores) <= 0)
+    explained = ~np.isnan(served.feature_contributions).any(axis=1)
+    assert explained.tolist() == [True] * 3 + [False] * 7

@@ -54,7 +54,7 @@ from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge.feed import KnobGrid, tune_feed
 from aisle_export.judge.statistics import bootstrap_delta
-from aisle_export.learn.ranker import finetune_step
+from aisle_export.learn.ranker import RankerConfig, finetune_step
 from aisle_export.learn.tower_training import FinetuneConfig, finetune
 from aisle_export.learn.user_encoder import UserEncoderConfig, train_user_encoder
 from aisle_server.index import CatalogIndex
@@ -147,6 +147,7 @@ def finetune_log(
     keep_towers: bool = False,
     tune_towers: bool = True,
     grid: KnobGrid = KnobGrid(),
+    ranker: RankerConfig = RankerConfig(),
 ) -> dict:
     """Towers, user encoder, log signals and knobs from ``data``'s training period, into ``out_dir``.
 
@@ -213,7 +214,8 @@ def finetune_log(
             "pretrained": np.asarray((valid_index if pretrained is None else pretrained).embeddings),
         },
         (out_dir / VALIDATION_ENCODER, out_dir / USER_ENCODER_DIRNAME),
-        progress=progress,
+        ranker,
+        progress,
     )
     (out_dir / RANKING_FILE).write_text(json.dumps(knobs, indent=2) + "\n")
     report = {

@@ -6,8 +6,9 @@ cut gives the popularity, co-occurrence and item statistics (``split_signals``) 
 last ≤ 50 items; the shopper's feed is built exactly as ``rerank`` builds it
 (``aisle_server.ranking.candidate_features``: the candidate union, buy-again included, and its
 ``aisle_server.features`` rows), and a candidate is relevant when it is among the shopper's next
-≤ 10 items after the cut, repeats included. A later cut inside the period
-(:attr:`RankerConfig.stop_cut`) early-stops the boosting.
+≤ 10 items after the cut, repeats included; only the candidates the served ranker scores are
+rows (``aisle_server.ranker.DEPTH``). Later cuts inside the period
+(:attr:`RankerConfig.stop_cuts`) early-stop the boosting.
 
 **It must earn its place** (:func:`finetune_step`): a ranker trained on the windows before the
 validation cut orders the validation shoppers' feeds, once with their history hidden and once
@@ -43,7 +44,7 @@ from aisle_export.judge.statistics import bootstrap_delta
 from aisle_server.features import FEATURE_NAMES
 from aisle_server.index import CatalogIndex
 from aisle_server.learned import RANKER_DIRNAME
-from aisle_server.ranker import LearnedRanker
+from aisle_server.ranker import DEPTH, LearnedRanker, reranked_rows
 from aisle_server.ranking import candidate_features
 
 METRIC = "ndcg@10"
@@ -51,16 +52,18 @@ METRIC = "ndcg@10"
 
 @dataclass(frozen=True)
 class RankerConfig:
-    """Windows and LightGBM settings. Defaults: four training cuts and one early-stopping cut, at
+    """Windows and LightGBM settings. Defaults: five training cuts and two early-stopping cuts, at
     quantiles of the period's timestamps; a small learning rate with early stopping."""
 
-    train_cuts: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
-    stop_cut: float = 0.9
-    rounds: int = 400
-    early_stopping: int = 40
+    train_cuts: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
+    stop_cuts: tuple[float, ...] = (0.85, 0.9)
+    rounds: int = 300
+    early_stopping: int = 50
     learning_rate: float = 0.05
     num_leaves: int = 31
     min_data_in_leaf: int = 50
+    #: the candidates the served ranker scores (``aisle_server.ranker.DEPTH``): training rows are exactly those
+    depth: int = DEPTH
     seed: int = 0
     threads: int = 2
 
@@ -88,20 +91,26 @@ def feature_index(
     return served_index(catalog, embeddings, split_signals(split), user_encoder)
 
 
-def split_groups(index: CatalogIndex, split: TemporalSplit, base: RankingConfig) -> Groups:
-    """One window's rows: every shopper's candidates with a relevant one among them (others teach nothing)."""
-    config = replace(base, exclude_history=False)  # the buy-again source on: the model learns repeats too
+def split_groups(
+    index: CatalogIndex, split: TemporalSplit, base: RankingConfig, config: RankerConfig = RankerConfig()
+) -> Groups:
+    """One window's rows: for each shopper, the candidates the served ranker would score (the
+    hand-weighted top ``config.depth`` and the buy-again ones), when one of them is relevant
+    (a shopper without teaches nothing)."""
+    knobs = replace(base, exclude_history=False)  # the buy-again source on: the model learns repeats too
     features, labels, sizes = [], [], []
     for user in split.users:
-        built = candidate_features(index, feed_request(split, user, config, 10))
+        built = candidate_features(index, feed_request(split, user, knobs, 10))
         if built is None:
             continue
         rows, x = built
+        head = reranked_rows(x, config.depth)
+        rows, x = rows[head], x[head]
         relevant = np.isin(rows, index.rows_of(split.next_items.get(user, [])))
         if relevant.any():
             features.append(x.astype(np.float32))
             labels.append(relevant.astype(np.int32))
-            sizes.append(len(rows))
+            sizes.append(len(x))
     return Groups.concat([Groups(f, y, np.array([n])) for f, y, n in zip(features, labels, sizes)])
 
 
@@ -111,6 +120,7 @@ def window_groups(
     period: Interactions,
     cuts: Sequence[float],
     base: RankingConfig,
+    config: RankerConfig,
     user_encoder: object = None,
     progress: bool = True,
 ) -> Groups:
@@ -118,7 +128,7 @@ def window_groups(
     parts = []
     for q in tqdm(cuts, desc="ranker windows", unit="cut", disable=not progress):
         split = temporal_split(period, quantile=q, max_history=50, n_targets=10)
-        parts.append(split_groups(feature_index(catalog, embeddings, split, user_encoder), split, base))
+        parts.append(split_groups(feature_index(catalog, embeddings, split, user_encoder), split, base, config))
     return Groups.concat(parts)
 
 
@@ -133,7 +143,10 @@ def fit(train: Groups, stop: Groups, config: RankerConfig) -> tuple[LearnedRanke
         "learning_rate": config.learning_rate,
         "num_leaves": config.num_leaves,
         "min_data_in_leaf": config.min_data_in_leaf,
-        "feature_fraction": 0.9,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambdarank_truncation_level": 20,
         "seed": config.seed,
         "deterministic": True,
         "num_threads": config.threads,
@@ -159,7 +172,7 @@ def fit(train: Groups, stop: Groups, config: RankerConfig) -> tuple[LearnedRanke
         "fit_seconds": round(time.perf_counter() - started, 1),
     }
     booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-    return LearnedRanker(booster, {"params": params}), report
+    return LearnedRanker(booster, {"params": params, "depth": config.depth}), report
 
 
 def train_ranker(
@@ -173,8 +186,8 @@ def train_ranker(
 ) -> tuple[LearnedRanker, dict]:
     """A ranker from ``period`` alone: rolling windows to train, a later one to stop."""
     started = time.perf_counter()
-    train = window_groups(catalog, embeddings, period, config.train_cuts, base, user_encoder, progress)
-    stop = window_groups(catalog, embeddings, period, (config.stop_cut,), base, user_encoder, False)
+    train = window_groups(catalog, embeddings, period, config.train_cuts, base, config, user_encoder, progress)
+    stop = window_groups(catalog, embeddings, period, config.stop_cuts, base, config, user_encoder, False)
     ranker, report = fit(train, stop, config)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return replace(ranker, manifest={**ranker.manifest, "trained_until": float(period.timestamp.max())}), report
