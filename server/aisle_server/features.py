@@ -16,7 +16,7 @@ Columns, in ``aisle_contract.RANKER_FEATURE_NAMES`` order:
   the stack orders by without a ranker (so a model can only add to it);
 - which sources recalled it: ``from_dense``, ``from_popular``, ``from_cooccurrence``, ``from_history``
   (the buy-again source: the shopper's own items, when history may show);
-- the log's item statistics (``aisle_server.learned.ITEM_STAT_NAMES``): interactions in 7 and 30
+- the log's item statistics (:data:`ITEM_STAT_NAMES`): interactions in 7 and 30
   days and in all, buyers, the share of buyers who bought it again, its typical repurchase
   interval in days, days since the log first saw it;
 - repurchase features of this shopper: ``history_count`` (times in the history),
@@ -36,9 +36,21 @@ import numpy as np
 from aisle_contract import RANKER_FEATURE_NAMES
 
 from .index import CatalogIndex
-from .learned import ITEM_STAT_NAMES
 
 FEATURE_NAMES = RANKER_FEATURE_NAMES
+#: Columns of the log signals' ``item_stats`` (``aisle_server.learned``) (float64 (V, S), NaN = unknown), as of the signals' ``now``:
+#: interactions in the last 7 and 30 days and in all, distinct shoppers, the share of them who had
+#: the item on two days or more, the median over those shoppers of their mean days between two
+#: such days (the item's typical repurchase interval), and days since the log first saw the item.
+ITEM_STAT_NAMES = (
+    "events_7d",
+    "events_30d",
+    "events_all",
+    "buyers",
+    "repeat_share",
+    "repurchase_interval_days",
+    "first_seen_days",
+)
 DAY = 86400.0
 SOURCES = ("dense", "popular", "cooccurrence", "history")
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}

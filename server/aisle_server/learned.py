@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .cooccurrence import Cooccurrence
+from .features import ITEM_STAT_NAMES
 from .index import CatalogIndex
 
 LOG = logging.getLogger("aisle.learned")
@@ -40,19 +41,6 @@ USER_ENCODER_DIRNAME = "user_encoder"
 RANKER_DIRNAME = "ranker"
 _ARRAYS = ("item_ids", "popularity", "neighbors", "weights")
 ITEM_STATS = "item_stats"
-#: Columns of ``item_stats`` (float64 (V, S), NaN = unknown), as of the signals' ``now``:
-#: interactions in the last 7 and 30 days and in all, distinct shoppers, the share of them who had
-#: the item on two days or more, the median over those shoppers of their mean days between two
-#: such days (the item's typical repurchase interval), and days since the log first saw the item.
-ITEM_STAT_NAMES = (
-    "events_7d",
-    "events_30d",
-    "events_all",
-    "buyers",
-    "repeat_share",
-    "repurchase_interval_days",
-    "first_seen_days",
-)
 
 
 @dataclass(frozen=True, eq=False)

@@ -65,7 +65,7 @@ class RankerConfig:
     #: the candidates the served ranker scores (``aisle_server.ranker.DEPTH``): training rows are exactly those
     depth: int = DEPTH
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # one: OpenMP threads spin on a shared machine (fit took ×10 with two here)
 
 
 class Groups(NamedTuple):
