@@ -211,3 +211,25 @@ def test_past_its_depth_the_ranker_leaves_the_hand_weighted_order_below_what_it_
     assert np.all(np.diff(served.scores) <= 0)
     explained = ~np.isnan(served.feature_contributions).any(axis=1)
     assert explained.tolist() == [True] * 3 + [False] * 7
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_finetune_step_writes_the_ranker_and_the_history_choice_only_when_the_gate_passes(
+    trained, tmp_path, monkeypatch, served
+) -> None:
+    from types import SimpleNamespace
+
+    from aisle_export.learn import ranker as step
+
+    _, index, _ = trained
+    (tmp_path / "ranker").mkdir()  # left by an earlier run: must not outlive a failed gate
+    verdict = {"served": served, "exclude_history": False, "fit": {}, "vs_hand_weighted": {}}
+    monkeypatch.setattr(step, "validate", lambda *args, **kwargs: dict(verdict))
+    monkeypatch.setattr(step, "train_ranker", lambda *args, **kwargs: (index.ranker, {"seconds": 0}))
+    choice = {"served": "pretrained", "pretrained": {"exclude_history": True, "user_encoder": False}}
+    data = SimpleNamespace(split=SimpleNamespace(train=None), catalog=None)
+    report = step.finetune_step(data, tmp_path, choice, {"pretrained": np.zeros((1, 1))}, (tmp_path, tmp_path))
+    assert (tmp_path / "ranker" / "model.txt").is_file() is served
+    assert choice["pretrained"]["exclude_history"] is (not served)  # the measured choice, only with the ranker
+    if served:
+        assert LearnedRanker.load(tmp_path / "ranker").manifest["stack"] == "pretrained" and "path" in report
