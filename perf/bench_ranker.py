@@ -5,7 +5,7 @@
 In process, no server: ``aisle_server.ranking.rank`` (what ``rerank`` runs per row) on a synthetic
 store — a catalog of ``--items`` random unit vectors, a log of shoppers who buy popular items and
 their own staples again, its log signals as of a cut — for shoppers' feeds whose candidate union
-(dense 300 + popular 100 + co-occurring 100 + the buy-again history) is about 500 items. The same
+(dense 380 + popular 100 + co-occurring 100 + the buy-again history) is about 500 items. The same
 feeds are ranked with the learned ranker (``learned_ranker=True``: features + LightGBM predict)
 and without it (the hand-weighted sum), sides alternating A/B within each round, at concurrency 1
 and 16 (threads over one index, as rerank's instance serves them). The ranker is trained on the
@@ -74,7 +74,7 @@ def build(args: argparse.Namespace):
     split = temporal_split(log, quantile=0.8)
     index = feature_index(catalog, vectors, split)
     knobs = RankingConfig(
-        candidates=300, popular_candidates=100, cooccurrence_candidates=100, exclude_history=False, user_encoder=False
+        candidates=380, popular_candidates=100, cooccurrence_candidates=100, exclude_history=False, user_encoder=False
     )
     settings = RankerConfig(rounds=args.trees, early_stopping=args.trees + 1, min_data_in_leaf=20, threads=1)
     groups = split_groups(index, split, knobs, settings)

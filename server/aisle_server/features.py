@@ -92,11 +92,28 @@ def _history_features(context: FeedContext, rows: np.ndarray) -> dict[str, np.nd
     return {"history_count": count, "history_recency_weight": weight, "days_since_last": last}
 
 
+def _source_flags(rows: np.ndarray, sources: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``from_<source>``: 1.0 where the source recalled the candidate (one sort, then a search per source)."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    flags = {}
+    for source in SOURCES:
+        recalled = np.asarray(sources.get(source, ()), dtype=np.int64)
+        flag = np.zeros(len(rows))
+        if len(recalled):
+            at = np.minimum(np.searchsorted(ordered, recalled), len(rows) - 1)
+            flag[order[at[ordered[at] == recalled]]] = 1.0
+        flags[f"from_{source}"] = flag
+    return flags
+
+
 def _category_affinity(index: CatalogIndex, context: FeedContext, rows: np.ndarray) -> np.ndarray:
     if not len(context.history_rows) or not len(rows):
         return np.zeros(len(rows))
-    names, counts = np.unique(np.asarray(index.categories[context.history_rows]), return_counts=True)
-    wanted = np.asarray(index.categories[rows])
+    codes = getattr(index.lookups, "category_codes", None)  # ints where the index has them (not an overlay)
+    column = codes if codes is not None and len(codes) == len(index) else index.categories
+    names, counts = np.unique(np.asarray(column[context.history_rows]), return_counts=True)
+    wanted = np.asarray(column[rows])
     at = np.minimum(np.searchsorted(names, wanted), len(names) - 1)
     return np.where(names[at] == wanted, counts[at], 0) / len(context.history_rows)
 
@@ -135,8 +152,7 @@ def feature_rows(
     values["cosine_rank"] = descending_rank(values["cosine"], rows)
     values["cooccurrence_rank"] = descending_rank(values["cooccurrence_raw"], rows)
     values["hand_rank"] = descending_rank(values["hand_score"], rows)
-    for source in SOURCES:
-        values[f"from_{source}"] = np.isin(rows, sources.get(source, ())).astype(np.float64)
+    values |= _source_flags(rows, sources)
     if index.item_stats is not None:
         stats = np.asarray(index.item_stats[rows], dtype=np.float64)
         values |= {name: stats[:, j] for j, name in enumerate(ITEM_STAT_NAMES)}
