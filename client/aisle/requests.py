@@ -150,6 +150,7 @@ class RankingKnobs(TypedDict, total=False):
     feed_popularity_weight: float  # >= 0: popularity prior's weight in feeds (no query)
     cooccurrence_weight: float  # >= 0: weight of co-occurrence with the shopper's history in feeds
     user_encoder: bool  # use the learned user encoder where the repository has one (else the recency mean)
+    learned_ranker: bool  # order a feed by the learned ranker where the repository has one (else the hand-weighted sum)
 
 
 _KNOB_TYPES = {"FP32": float, "FP64": float, "INT32": int, "BOOL": bool, "BYTES": str}

@@ -12,7 +12,13 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from aisle_contract import PRE_DIVERSITY_RANK, SCORE_COMPONENTS
+from aisle_contract import (
+    FEATURE_CONTRIBUTIONS,
+    PRE_DIVERSITY_RANK,
+    RANKER_BIAS,
+    RANKER_FEATURE_NAMES,
+    SCORE_COMPONENTS,
+)
 
 from .errors import ServerError
 from .types import ItemChanged, Recommendation, Recommendations, ScoreComponents, Tracked
@@ -34,12 +40,14 @@ def parse_recommendations(
     row: int = 0,
     components: Array | None = None,
     ranks: Array | None = None,
+    contributions: Array | None = None,
 ) -> Recommendations:
     """Row ``row`` of a ``recommend`` answer; empty ids (and their NaN scores) are padding and dropped.
 
     Rows of a batched answer are padded to the widest row, so every row is parsed this way.
     ``components``/``ranks`` (``SCORE_COMPONENTS``, ``PRE_DIVERSITY_RANK``) explain the row's items
-    when the row asked for it (its ranks are not -1).
+    when the row asked for it (its ranks are not -1); ``contributions`` (``FEATURE_CONTRIBUTIONS``)
+    when the learned ranker ordered the row (not NaN).
     """
     explained = (
         components is not None
@@ -53,7 +61,9 @@ def parse_recommendations(
         Recommendation(
             item_id=raw.decode("utf-8"),
             score=float(score),
-            explanation=_explanation(components[row][j], int(ranks[row][j])) if explained else None,  # type: ignore[index]  # explained ⇒ both arrays are set
+            explanation=_explanation(components[row][j], int(ranks[row][j]), _features(contributions, row, j))  # type: ignore[index]  # explained ⇒ both arrays are set
+            if explained
+            else None,
         )
         for j, (raw, score) in enumerate(zip(ids[row], scores[row], strict=False))
         if raw
@@ -61,16 +71,34 @@ def parse_recommendations(
     return Recommendations(items, unknown_history=int(unknown[row][0]) if unknown is not None else 0)
 
 
-def _explanation(parts: Array, rank: int) -> ScoreComponents:
+def _explanation(parts: Array, rank: int, features: dict[str, float] | None = None) -> ScoreComponents:
     dense, lexical, shopper, cooccurrence, freshness, popularity, diversity = (float(part) for part in parts)
-    return ScoreComponents(dense, lexical, shopper, cooccurrence, freshness, popularity, diversity, rank)
+    return ScoreComponents(dense, lexical, shopper, cooccurrence, freshness, popularity, diversity, rank, features)
+
+
+def _features(contributions: Array | None, row: int, j: int) -> dict[str, float] | None:
+    """The ranker's contributions to item ``j`` of ``row`` by feature name; None: not ranker-ordered."""
+    if contributions is None or contributions.ndim != 3 or contributions.shape[1] <= j:
+        return None
+    values = contributions[row][j]
+    if np.isnan(values).all():
+        return None
+    return dict(zip((*RANKER_FEATURE_NAMES, RANKER_BIAS), (float(v) for v in values), strict=True))
 
 
 def split_recommendations(
-    ids: Array, scores: Array, unknown: Array | None, components: Array | None = None, ranks: Array | None = None
+    ids: Array,
+    scores: Array,
+    unknown: Array | None,
+    components: Array | None = None,
+    ranks: Array | None = None,
+    contributions: Array | None = None,
 ) -> list[Recommendations]:
     """Every row of a batched ``recommend`` answer, in request order."""
-    return [parse_recommendations(ids, scores, unknown, row, components, ranks) for row in range(ids.shape[0])]
+    return [
+        parse_recommendations(ids, scores, unknown, row, components, ranks, contributions)
+        for row in range(ids.shape[0])
+    ]
 
 
 def recommendations_from(result: InferResult) -> list[Recommendations]:
@@ -80,7 +108,8 @@ def recommendations_from(result: InferResult) -> list[Recommendations]:
     if ids is None or scores is None:
         raise ServerError("the recommend answer has no ITEM_IDS or SCORES output")
     components, ranks = result.as_numpy(SCORE_COMPONENTS), result.as_numpy(PRE_DIVERSITY_RANK)
-    return split_recommendations(ids, scores, result.as_numpy("UNKNOWN_HISTORY"), components, ranks)
+    contributions = result.as_numpy(FEATURE_CONTRIBUTIONS)
+    return split_recommendations(ids, scores, result.as_numpy("UNKNOWN_HISTORY"), components, ranks, contributions)
 
 
 def embeddings_from(result: InferResult) -> list[Vector]:

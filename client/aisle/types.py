@@ -19,6 +19,10 @@ class ScoreComponents:
     and DPP choose the page, never change a score). ``total`` is their sum, the item's score within
     float32 rounding. ``pre_diversity_rank``: the item's 0-based place by score alone, before
     diversity and the category cap picked the page (its rank in the page when they are off).
+
+    A feed the learned ranker ordered has no such parts (they are NaN): ``features`` then holds the
+    ranker's exact per-feature contributions (``aisle_contract.RANKER_FEATURE_NAMES`` plus
+    ``"bias"``, tree SHAP), and ``total`` is their sum.
     """
 
     dense: float
@@ -29,9 +33,12 @@ class ScoreComponents:
     popularity: float
     diversity: float
     pre_diversity_rank: int
+    features: dict[str, float] | None = None
 
     @property
     def total(self) -> float:
+        if self.features is not None:
+            return float(sum(self.features.values()))
         return float(sum(self.as_dict().values()))
 
     def as_dict(self) -> dict[str, float]:

@@ -37,13 +37,55 @@ SCORE_COMPONENTS = "SCORE_COMPONENTS"
 #: INT32 [B, k_max]: each result's 0-based position by score alone, before MMR/DPP and the category
 #: cap picked the page (-1 padding): where diversity moved it. ``[B, 0]`` when no row asked.
 PRE_DIVERSITY_RANK = "PRE_DIVERSITY_RANK"
-EXPLAIN_OUTPUTS = (SCORE_COMPONENTS, PRE_DIVERSITY_RANK)
 #: The order of ``SCORE_COMPONENTS``' last axis. ``dense``: the query's share of the cosine between
-#: the item and the request's interest vector; ``shopper_interest``: the history's share (a feed's
+#: the item and the request's interest vector (a feed the learned ranker ordered: NaN, its parts are
+#: in ``FEATURE_CONTRIBUTIONS``); ``shopper_interest``: the history's share (a feed's
 #: whole cosine); ``lexical``: ``lexical_weight`` × BM25 (BM25 alone in ``search_mode=lexical``);
 #: ``cooccurrence``, ``freshness``, ``popularity``: weight × signal; ``diversity``: always 0, since
 #: MMR/DPP choose and order the page but never change a score (see ``PRE_DIVERSITY_RANK``).
 SCORE_COMPONENT_NAMES = ("dense", "lexical", "shopper_interest", "cooccurrence", "freshness", "popularity", "diversity")
+#: The learned ranker's features (``aisle_server.features``), in the order of its model's columns:
+#: each candidate source's score and rank, popularity over several windows, the repurchase features
+#: of the shopper's own history, item age, category affinity and history length (what each means:
+#: ``aisle_server.features``). A feed the ranker ordered explains each result by these features'
+#: exact tree-SHAP contributions plus ``RANKER_BIAS`` (``FEATURE_CONTRIBUTIONS``).
+RANKER_FEATURE_NAMES = (
+    "cosine",
+    "cosine_rank",
+    "cooccurrence",
+    "cooccurrence_raw",
+    "cooccurrence_rank",
+    "popularity_prior",
+    "popularity_rank",
+    "hand_score",
+    "hand_rank",
+    "from_dense",
+    "from_popular",
+    "from_cooccurrence",
+    "from_history",
+    "events_7d",
+    "events_30d",
+    "events_all",
+    "buyers",
+    "repeat_share",
+    "repurchase_interval_days",
+    "first_seen_days",
+    "history_count",
+    "history_recency_weight",
+    "days_since_last",
+    "interval_ratio",
+    "item_age_days",
+    "category_affinity",
+    "history_length",
+)
+#: The last column of ``FEATURE_CONTRIBUTIONS``: the ranker's expected score, the part no feature explains.
+RANKER_BIAS = "bias"
+#: FP32 [B, k_max, len(RANKER_FEATURE_NAMES) + 1]: for a row the learned ranker ordered (with
+#: ``EXPLAIN``), each result's score split into its features' contributions plus ``RANKER_BIAS``,
+#: summing to its ``SCORES`` entry (NaN padding, and NaN for rows the ranker did not order).
+#: ``[B, 0, F + 1]`` when no row asked.
+FEATURE_CONTRIBUTIONS = "FEATURE_CONTRIBUTIONS"
+EXPLAIN_OUTPUTS = (SCORE_COMPONENTS, PRE_DIVERSITY_RANK, FEATURE_CONTRIBUTIONS)
 
 # --------------------------------------------------------------------------- limits of one request
 
@@ -111,6 +153,9 @@ class RankingConfig:
     popular_candidates: int = 100
     cooccurrence_candidates: int = 200
     user_encoder: bool = True
+    #: order a feed's candidates by the learned ranker when ``aisle finetune`` installed one
+    #: (``rerank/learned/ranker``); false: the hand-weighted sum above
+    learned_ranker: bool = True
     #: a ``USER_ID`` request's newest stored events that join its history (0: the store is not read)
     state_events: int = 50
     #: how often each instance reads the live catalog changes logged since its last read (seconds)
@@ -174,6 +219,7 @@ OVERRIDABLE = {
     "feed_popularity_weight": "FP32",
     "cooccurrence_weight": "FP32",
     "user_encoder": "BOOL",
+    "learned_ranker": "BOOL",
 }
 
 # --------------------------------------------------------------------------- events and shopper state

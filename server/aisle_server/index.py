@@ -157,6 +157,9 @@ class CatalogIndex:
     descriptions: TextColumn | None = None  # None: not kept (indexes written before them)
     #: rows the ANN index does not cover (added or re-embedded by live changes): searched exactly
     exact_rows: np.ndarray | None = None
+    #: per row, the log's item statistics (``aisle_server.learned.ITEM_STAT_NAMES``, NaN = unseen)
+    item_stats: np.ndarray | None = None
+    ranker: Any = None  # aisle_server.ranker.LearnedRanker (lightgbm imported only when present)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -181,6 +184,13 @@ class CatalogIndex:
     def popular_rows(self) -> np.ndarray:
         """Rows by popularity prior, most popular first (ties by row): the feed's popular candidates."""
         return np.lexsort((np.arange(len(self)), -self.popularity_prior))
+
+    @cached_property
+    def popularity_rank(self) -> np.ndarray:
+        """int64 per row: its position in :attr:`popular_rows` (0 = most popular)."""
+        rank = np.empty(len(self), dtype=np.int64)
+        rank[self.popular_rows] = np.arange(len(self))
+        return rank
 
     def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
         """The catalog row of each id, ``-1`` where the catalog has no such item."""

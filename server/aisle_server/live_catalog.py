@@ -344,6 +344,7 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
         cooccurrence = Cooccurrence(
             _with_rows(cooccurrence.neighbors, n_new, -1), _with_rows(cooccurrence.weights, n_new, 0.0)
         )
+    item_stats = None if base.item_stats is None else _with_rows(base.item_stats, n_new, np.nan)
     exact = np.union1d(np.arange(n_base, n, dtype=np.int64), np.asarray(reembedded, dtype=np.int64))
     return CatalogIndex(
         item_ids=item_ids,
@@ -381,6 +382,8 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
         cooccurrence=cooccurrence,
         user_encoder=base.user_encoder,
         exact_rows=exact if base.ann is not None else None,
+        item_stats=item_stats,
+        ranker=base.ranker,
     )
 
 

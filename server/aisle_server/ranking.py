@@ -46,7 +46,9 @@ from aisle_contract import OVERRIDABLE, SEARCH_MODES, RankingConfig  # noqa: F40
 from . import explain, scoring
 from .diversity import diversify
 from .errors import InvalidInput
+from .features import FeedContext, feature_rows
 from .index import CatalogIndex
+from .ranker import LearnedRanker
 from .scoring import LN2, ScoreTerms, decay, freshness  # noqa: F401 - re-exported: callers import them from here
 
 
@@ -81,6 +83,10 @@ class RankResult:
     components: np.ndarray | None = None
     #: with ``RankRequest.explain``: each result's position by score alone, before diversification
     pre_diversity_rank: np.ndarray | None = None
+    #: with ``RankRequest.explain`` on a feed the learned ranker ordered: float64 [k, F + 1], each
+    #: feature's tree-SHAP contribution and the bias (``aisle_contract.RANKER_FEATURE_NAMES``),
+    #: summing to ``scores``; ``components`` are then NaN (no hand-weighted terms make that score)
+    feature_contributions: np.ndarray | None = None
 
 
 def with_overrides(config: RankingConfig, overrides: Mapping[str, object]) -> RankingConfig:
@@ -273,6 +279,13 @@ def cooccurrence_scores(
     index: CatalogIndex, request: RankRequest, history_rows: np.ndarray, known: np.ndarray
 ) -> np.ndarray | None:
     """A feed's co-occurrence score per catalog row in [0, 1] (recency-weighted over its history)."""
+    return _scaled(cooccurrence_raw(index, request, history_rows, known))
+
+
+def cooccurrence_raw(
+    index: CatalogIndex, request: RankRequest, history_rows: np.ndarray, known: np.ndarray
+) -> np.ndarray | None:
+    """:func:`cooccurrence_scores` before the scaling to [0, 1] (None where it has none)."""
     config = request.config
     if (
         index.cooccurrence is None
@@ -281,11 +294,18 @@ def cooccurrence_scores(
         or not (config.cooccurrence_weight or config.cooccurrence_candidates)
     ):
         return None
+    return index.cooccurrence.scores(history_rows, history_recency(request, known))
+
+
+def _scaled(raw: np.ndarray | None) -> np.ndarray | None:
+    top = float(raw.max()) if raw is not None and len(raw) else 0.0
+    return raw / top if raw is not None and top > 0 else None
+
+
+def history_recency(request: RankRequest, known: np.ndarray) -> np.ndarray:
+    """The known history's recency weights (times its event weights), summing to 1."""
     factors = None if request.history_weights is None else request.history_weights[known]
-    weights = recency_weights(request.now - request.history_ts[known], config.recency_half_life_s, factors)
-    scores = index.cooccurrence.scores(history_rows, weights)
-    top = float(scores.max()) if len(scores) else 0.0
-    return scores / top if top > 0 else None
+    return recency_weights(request.now - request.history_ts[known], request.config.recency_half_life_s, factors)
 
 
 #: Scores held at once by :func:`rank_many`'s batched scan (8M float32 = 32 MiB), so a large
@@ -300,6 +320,8 @@ class _Prepared:
     interest: np.ndarray | None  # None: no query and no known history (the fallback)
     cooccurrence: np.ndarray | None = None  # feeds with learned log signals: score per row in [0, 1]
     query_part: np.ndarray | None = None  # the query's share of ``interest`` (None: no query)
+    history_rows: np.ndarray | None = None  # the known history's rows, oldest → newest
+    cooccurrence_raw: np.ndarray | None = None  # ``cooccurrence`` before scaling
 
 
 def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[_Prepared]:
@@ -311,10 +333,11 @@ def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[
         interest_parts(index, request, r, k, sessions.get(i))
         for i, (request, r, k) in enumerate(zip(requests, rows, known))
     ]
-    return [
-        _Prepared(k, allowed_mask(index, request, r), interest, cooccurrence_scores(index, request, r, k), query_part)
-        for (request, r, k), (interest, query_part) in zip(zip(requests, rows, known), parts)
-    ]
+    prepared = []
+    for (request, r, k), (interest, query_part) in zip(zip(requests, rows, known), parts):
+        raw = cooccurrence_raw(index, request, r, k)
+        prepared.append(_Prepared(k, allowed_mask(index, request, r), interest, _scaled(raw), query_part, r, raw))
+    return prepared
 
 
 def rank(index: CatalogIndex, request: RankRequest) -> RankResult:
@@ -358,17 +381,17 @@ def _finish(
 
     # ``terms``: the additive score terms of the rows scored (``aisle_server.scoring``); their sum
     # orders, diversifies and is returned. ``order``: the candidates' positions in ``terms``, best first.
+    # With a learned ranker (a feed), its score of the candidates' features replaces that sum.
+    ranker = features = None
     if interest is None:
         terms = scoring.fallback_terms(index, config, request.now)  # every row: position = row
         scores = terms.total()
         order = _top(scores, np.flatnonzero(allowed), max(config.candidates, request.k))
     else:
-        terms = search_relevance(index, request, interest, allowed, exact_scores)
-        feed = request.query_embedding is None
-        if feed:
-            terms = _feed_sources(index, request, prepared, terms)
-        terms = scoring.prior_terms(index, terms, config, request.now, feed, prepared.cooccurrence)
-        scores = terms.total()
+        terms, scores, features = _scored(index, request, prepared, exact_scores)
+        ranker = index.ranker if features is not None else None
+        if ranker is not None:
+            scores = reranked(ranker, terms.rows, scores, features)
         order = np.lexsort((terms.rows, -scores))  # best first, ties by row
     candidates, candidate_scores = terms.rows[order], scores[order]
 
@@ -384,9 +407,17 @@ def _finish(
     )
     top = candidates[picked]
     components = ranks = None
+    contributions = None
     if request.explain:  # off by default: nothing of this runs
-        picked_terms = terms.take(order[np.asarray(picked, dtype=np.int64)])  # the very terms summed above
-        components = explain.score_components(index, picked_terms, interest, prepared.query_part)
+        positions = order[np.asarray(picked, dtype=np.int64)]
+        if ranker is not None:  # the ranker's exact per-feature parts, summing to its score
+            contributions = np.full((len(positions), features.shape[1] + 1), np.nan)
+            scored = ranker.reranks(features[positions])  # past its depth a result has no parts
+            contributions[scored] = ranker.contributions(features[positions][scored])
+            components = np.full((len(positions), len(explain.SCORE_COMPONENT_NAMES)), np.nan)
+        else:
+            picked_terms = terms.take(positions)  # the very terms summed above
+            components = explain.score_components(index, picked_terms, interest, prepared.query_part)
         ranks = np.asarray(picked, dtype=np.int32)
     return RankResult(
         item_ids=[str(item_id) for item_id in index.item_ids[top].tolist()],  # one gather from the mapped ids
@@ -395,7 +426,22 @@ def _finish(
         interest=interest,
         components=components,
         pre_diversity_rank=ranks,
+        feature_contributions=contributions,
     )
+
+
+def reranked(ranker: LearnedRanker, rows: np.ndarray, hand: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The candidates' scores with the learned ranker: its score for the ones it reranks (the
+    hand-weighted top ``ranker.depth`` and the buy-again ones, ``LearnedRanker.reranks``), and
+    below all of those, in hand-weighted order, the rest (``min − 1 − position``)."""
+    head = ranker.reranks(features)
+    scores = np.empty(len(rows))
+    scores[head] = ranker.score(features[head])
+    rest = np.flatnonzero(~head)
+    rest = rest[np.lexsort((rows[rest], -hand[rest]))]
+    floor = float(scores[head].min()) - 1.0 if head.any() else 0.0
+    scores[rest] = floor - np.arange(len(rest))
+    return scores
 
 
 def popular_candidates(index: CatalogIndex, allowed: np.ndarray, n: int) -> np.ndarray:
@@ -411,19 +457,83 @@ def popular_candidates(index: CatalogIndex, allowed: np.ndarray, n: int) -> np.n
     return head[index.popularity_prior[head] > 0]
 
 
-def _feed_sources(index: CatalogIndex, request: RankRequest, prepared: _Prepared, terms: ScoreTerms) -> ScoreTerms:
-    """A feed's embedding candidates joined with popular and co-occurring items, all scored alike
-    (their cosine here; their priors, co-occurrence included, by ``scoring.prior_terms``)."""
+def _feed_sources(
+    index: CatalogIndex, request: RankRequest, prepared: _Prepared, terms: ScoreTerms
+) -> tuple[ScoreTerms, dict[str, np.ndarray]]:
+    """A feed's embedding candidates joined with popular, co-occurring and (when history may show)
+    buy-again items, all scored alike (their cosine here; their priors by ``scoring.prior_terms``);
+    and the rows each source recalled (``aisle_server.features.SOURCES``)."""
     config = request.config
-    extra = [popular_candidates(index, prepared.allowed, config.popular_candidates)]
+    sources = {"dense": terms.rows, "popular": popular_candidates(index, prepared.allowed, config.popular_candidates)}
     cooccurrence = prepared.cooccurrence
     if cooccurrence is not None and config.cooccurrence_candidates:
-        extra.append(
-            _top(cooccurrence, np.flatnonzero(prepared.allowed & (cooccurrence > 0)), config.cooccurrence_candidates)
+        sources["cooccurrence"] = _top(
+            cooccurrence, np.flatnonzero(prepared.allowed & (cooccurrence > 0)), config.cooccurrence_candidates
         )
-    new = np.setdiff1d(np.concatenate(extra), terms.rows)
+    history = prepared.history_rows
+    if history is not None and len(history) and not config.exclude_history:
+        # the buy-again source: the shopper's own items (all of them allowed, or none, by exclude_history)
+        sources["history"] = np.unique(history[prepared.allowed[history]])
+    extra = [rows for name, rows in sources.items() if name != "dense"]
+    new = np.setdiff1d(np.concatenate(extra), terms.rows) if extra else np.zeros(0, dtype=np.int64)
     assert prepared.interest is not None, "a feed's candidates are scored against its interest"
-    return terms.extend(new, scoring.cosine(index, new, prepared.interest)) if len(new) else terms
+    return (terms.extend(new, scoring.cosine(index, new, prepared.interest)) if len(new) else terms), sources
+
+
+def _scored(
+    index: CatalogIndex,
+    request: RankRequest,
+    prepared: _Prepared,
+    exact_scores: np.ndarray | None = None,
+    want_features: bool = False,
+) -> tuple[ScoreTerms, np.ndarray, np.ndarray | None]:
+    """A request with an interest vector: its candidates' terms, their hand-weighted scores, and
+    (a feed, with a learned ranker served and allowed, or ``want_features``) their ranker
+    features (else None)."""
+    config = request.config
+    interest = prepared.interest
+    assert interest is not None, "scored candidates need an interest vector"
+    terms = search_relevance(index, request, interest, prepared.allowed, exact_scores)
+    feed = request.query_embedding is None
+    sources: dict[str, np.ndarray] = {}
+    if feed:
+        terms, sources = _feed_sources(index, request, prepared, terms)
+    terms = scoring.prior_terms(index, terms, config, request.now, feed, prepared.cooccurrence)
+    scores = terms.total()
+    if not (feed and (want_features or (index.ranker is not None and config.learned_ranker))):
+        return terms, scores, None
+    return terms, scores, _features(index, request, prepared, terms, scores, sources)
+
+
+def _features(
+    index: CatalogIndex,
+    request: RankRequest,
+    prepared: _Prepared,
+    terms: ScoreTerms,
+    scores: np.ndarray,
+    sources: dict[str, np.ndarray],
+) -> np.ndarray:
+    history = prepared.history_rows if prepared.history_rows is not None else np.zeros(0, dtype=np.int64)
+    context = FeedContext(
+        history,
+        np.asarray(request.history_ts, dtype=np.float64)[prepared.known],
+        history_recency(request, prepared.known) if len(history) else np.zeros(0),
+        request.now,
+        prepared.cooccurrence_raw,
+    )
+    return feature_rows(index, context, terms.rows, terms.term("cosine"), prepared.cooccurrence, scores, sources)
+
+
+def candidate_features(index: CatalogIndex, request: RankRequest) -> tuple[np.ndarray, np.ndarray] | None:
+    """A feed's candidate rows and their ranker features, exactly as ``rerank`` computes them
+    (what ``aisle finetune`` trains the ranker on); None for a request without an interest vector
+    (no known history: the cold fallback, which the ranker does not order)."""
+    prepared = _prepare_many(index, [request])[0]
+    if prepared.interest is None or request.query_embedding is not None:
+        return None
+    terms, _, features = _scored(index, request, prepared, want_features=True)
+    assert features is not None
+    return terms.rows, features
 
 
 def validate_k(k: int, config: RankingConfig, catalog_size: int) -> int:

@@ -52,6 +52,7 @@ from aisle_contract import (
     MAX_QUERY_CHARS,
     OUTPUT_NAMES,
     OVERRIDABLE,
+    RANKER_FEATURE_NAMES,
     SCORE_COMPONENT_NAMES,
     USER_ID,
     RankingConfig,
@@ -259,14 +260,18 @@ def pack_results(
 
 
 def pack_explanations(results: Sequence[RankResult], width: int) -> dict[str, np.ndarray]:
-    """``SCORE_COMPONENTS`` and ``PRE_DIVERSITY_RANK``: padded like ``SCORES``, zero-width when no row asked."""
+    """``SCORE_COMPONENTS``, ``PRE_DIVERSITY_RANK`` and ``FEATURE_CONTRIBUTIONS``: padded like
+    ``SCORES``, zero-width when no row asked."""
     if all(result.components is None for result in results):
         width = 0  # nothing to explain: no padding either
     components = np.full((len(results), width, len(SCORE_COMPONENT_NAMES)), np.nan, dtype=np.float32)
     ranks = np.full((len(results), width), -1, dtype=np.int32)
+    contributions = np.full((len(results), width, len(RANKER_FEATURE_NAMES) + 1), np.nan, dtype=np.float32)
     for b, result in enumerate(results):
         if result.components is not None and result.pre_diversity_rank is not None:
             n = len(result.item_ids)
             components[b, :n] = result.components
             ranks[b, :n] = result.pre_diversity_rank
-    return dict(zip(EXPLAIN_OUTPUTS, (components, ranks)))
+            if result.feature_contributions is not None:
+                contributions[b, :n] = result.feature_contributions
+    return dict(zip(EXPLAIN_OUTPUTS, (components, ranks, contributions)))

@@ -2,13 +2,14 @@
 
 The log is MovieLens-100K's ratings as a store's file (ratings as event types), trained briefly
 (the point is the hand-off, not the quality: ``aisle evaluate`` measures that). The served user
-encoder must give the offline torch model's user vector (cosine ≥ 0.9999) and the offline
-ranking's top 10, through a real tritonserver.
+encoder must give the offline torch model's user vector (cosine ≥ 0.9999), and the learned ranker
+the offline ranker's scores, order and exact per-feature contributions, through a real tritonserver.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import aisle_cli
 import numpy as np
@@ -19,10 +20,12 @@ from tritonclient.utils import InferenceServerException
 from aisle import InvalidRequest, RecClient
 from aisle_export.data.movielens import movielens_files
 from aisle_export.data.splits import load_log
+from aisle_export.learn.ranker import RankerConfig, fit, split_groups
 from aisle_export.learn.user_encoder import load_torch_model
+from aisle_server.features import FEATURE_NAMES
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex
-from aisle_server.learned import LEARNED_DIRNAME, USER_ENCODER_DIRNAME, attach_learned
-from aisle_server.ranking import RankingConfig, RankRequest, rank
+from aisle_server.learned import LEARNED_DIRNAME, RANKER_DIRNAME, USER_ENCODER_DIRNAME, attach_learned
+from aisle_server.ranking import RankingConfig, RankRequest, candidate_features, rank, reranked
 from aisle_server.tritonserver import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -51,6 +54,8 @@ def store(tmp_path_factory) -> dict:
         "64",
         "--encoder-epochs",
         "1",
+        "--ranker-cuts",
+        "0.8",
         *SMALL_GRID,
     )
     aisle_cli.ok(
@@ -70,6 +75,7 @@ def store(tmp_path_factory) -> dict:
     # Two steps of training rarely beat the pretrained stack on validation: serve the encoder regardless.
     aisle_cli.ok("export", "--finetuned", str(finetuned), "--repo", str(repo), "--stack", "user_encoder")
     aisle_cli.ok("index", "--catalog", str(catalog), "--repo", str(repo), "--interactions", str(interactions))
+    _install_ranker(repo, finetuned, interactions, catalog)
     return {
         "root": root,
         "repo": repo,
@@ -78,6 +84,21 @@ def store(tmp_path_factory) -> dict:
         "catalog": catalog,
         "finetune_stdout": trained.stdout,
     }
+
+
+def _install_ranker(repo, finetuned, interactions, catalog) -> None:
+    """A learned ranker over the served stack's features, fitted on the validation cut's shoppers.
+
+    ``aisle finetune`` installs one only when it beat the hand-weighted stack on validation, for
+    the stack it chose; this repository serves the user encoder regardless, so the test fits its
+    own (what it must show is that served feeds get the offline ranker's scores, not its quality)."""
+    learned = repo / "rerank" / LEARNED_DIRNAME
+    index = attach_learned(CatalogIndex.load(repo / "rerank" / "1" / INDEX_DIRNAME), learned)
+    config = RankingConfig(**json.loads((finetuned / "ranking.json").read_text())["user_encoder"])
+    split = load_log(interactions, catalog).valid
+    groups = split_groups(index, split, config)
+    ranker, _ = fit(groups, groups, RankerConfig(rounds=20, min_data_in_leaf=20, threads=1))
+    ranker.save(learned / RANKER_DIRNAME)
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +223,37 @@ def test_bad_history_events_fail_alone_and_the_server_keeps_serving(served, shop
             client.recommend(history=[("1", now, "")], k=5)
         unknown = client.recommend(history=[(h[0], h[1], "an-event-never-seen") for h in history], k=5, now=now)
         assert len(unknown) == 5  # unseen event types are the encoder's "unknown", not an error
+
+
+def test_served_feeds_get_the_offline_rankers_scores_order_and_contributions(store, served, shoppers):
+    repo = store["repo"]
+    index = attach_learned(CatalogIndex.load(repo / "rerank" / "1" / INDEX_DIRNAME), repo / "rerank" / LEARNED_DIRNAME)
+    assert index.ranker is not None
+    config = RankingConfig(**json.loads((store["finetuned"] / "ranking.json").read_text())["user_encoder"])
+    with RecClient(served.grpc_url, timeout_s=30) as client:
+        for history, now in shoppers:
+            request = RankRequest(
+                None,
+                [h[0] for h in history],
+                np.array([h[1] for h in history]),
+                10,
+                now,
+                config,
+                history_events=[h[2] for h in history],
+            )
+            rows, features = candidate_features(index, request)  # the offline feature rows
+            hand = features[:, FEATURE_NAMES.index("hand_score")]
+            offline = reranked(index.ranker, rows, hand, features)  # the ranker's top 150 + buy-again, then the rest
+            order = np.lexsort((rows, -offline))[:10]
+            got = client.recommend(history=history, k=10, now=now, explain=True)
+            assert [r.item_id for r in got] == index.item_ids[rows[order]].tolist()
+            np.testing.assert_allclose([r.score for r in got], offline[order], atol=1e-5)
+            for r, want in zip(got, index.ranker.contributions(features[order])):
+                assert abs(r.explanation.total - r.score) <= 1e-5  # the parts sum to the served score
+                # each feature's exact contribution equals the offline one: the served rows are the offline rows
+                np.testing.assert_allclose(list(r.explanation.features.values()), want, atol=1e-5)
+            hand = client.recommend(history=history, k=10, now=now, explain=True, learned_ranker=False)
+            assert all(r.explanation.features is None for r in hand)
+            assert [r.item_id for r in hand] == rank(
+                index, replace(request, config=replace(config, learned_ranker=False))
+            ).item_ids

@@ -174,7 +174,14 @@ def test_recommend_exposes_rerank_contract_without_query_embedding():
         *knobs,
         "EXPLAIN",
     ]
-    outputs = ["ITEM_IDS", "SCORES", "UNKNOWN_HISTORY", "SCORE_COMPONENTS", "PRE_DIVERSITY_RANK"]
+    outputs = [
+        "ITEM_IDS",
+        "SCORES",
+        "UNKNOWN_HISTORY",
+        "SCORE_COMPONENTS",
+        "PRE_DIVERSITY_RANK",
+        "FEATURE_CONTRIBUTIONS",
+    ]
     assert [o.name for o in recommend.output] == outputs
     assert list(recommend.output) == [o for o in rerank.output if o.name != "INTEREST"]
     assert [o.name for o in rerank.output][3] == "INTEREST"  # rerank only: the served user vector

@@ -29,7 +29,7 @@ from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, knobs_of, load_ch
 from aisle_export.core.spaces import check_pairing, read_record, write_space
 from aisle_export.data.catalog import read_catalog
 from aisle_export.data.movielens import fetch_movielens, write_catalog_csv
-from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, USER_ENCODER_DIRNAME
+from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, RANKER_DIRNAME, USER_ENCODER_DIRNAME
 from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE
 
 TOWERS = {"query_encoder": "query", "item_encoder": "item"}
@@ -72,7 +72,7 @@ def export_precisions(repo: Path, precisions: Sequence[str], gate_catalog: Path 
     return figures
 
 
-def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = True) -> dict:
+def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = True, stack: str | None = None) -> dict:
     """Put what ``aisle finetune --interactions`` learned (user encoder, log signals) under ``rerank/learned/``.
 
     The user encoder is stamped with the checksum of the item encoder just exported, which the
@@ -103,6 +103,13 @@ def install_learned(repo: Path, finetuned: Path | None, user_encoder: bool = Tru
     if (Path(finetuned) / LOG_SIGNALS_DIRNAME).is_dir():
         shutil.rmtree(learned / LOG_SIGNALS_DIRNAME, ignore_errors=True)
         shutil.copytree(Path(finetuned) / LOG_SIGNALS_DIRNAME, learned / LOG_SIGNALS_DIRNAME)
+    # the learned ranker: only what this hand-off gated in, for the stack served (its features read
+    # that stack's cosine); a ranker of an earlier export must not stay
+    shutil.rmtree(learned / RANKER_DIRNAME, ignore_errors=True)
+    manifest = Path(finetuned) / RANKER_DIRNAME / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("stack") in (None, stack):
+        shutil.copytree(Path(finetuned) / RANKER_DIRNAME, learned / RANKER_DIRNAME)
+        report["ranker"] = str(learned / RANKER_DIRNAME)
     return report | {"log_signals": (learned / LOG_SIGNALS_DIRNAME).is_dir()}
 
 
@@ -190,7 +197,7 @@ def export_repository(
         (repo / "tokenizer" / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(query_dir / name, repo / "tokenizer" / "1" / name)
     write_configs(repo, dims.pop(), ranking)
-    report["learned"] = install_learned(repo, finetuned, user_encoder=stack == "user_encoder")
+    report["learned"] = install_learned(repo, finetuned, user_encoder=stack == "user_encoder", stack=stack)
     if stack is not None:
         report["stack"] = stack
     (repo / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")

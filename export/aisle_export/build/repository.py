@@ -36,6 +36,7 @@ from aisle_contract import (
     EVENT_TYPE,
     EXPLAIN,
     EXPLAIN_OUTPUTS,
+    FEATURE_CONTRIBUTIONS,
     FIELDS,
     FILTER_NAMES,
     INTEREST_OUTPUT,
@@ -48,6 +49,7 @@ from aisle_contract import (
     OVERRIDABLE,
     PRE_DIVERSITY_RANK,
     PROPERTIES,
+    RANKER_FEATURE_NAMES,
     SCORE_COMPONENT_NAMES,
     SCORE_COMPONENTS,
     STORED,
@@ -166,6 +168,7 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             _output(INTEREST_OUTPUT, FP32, [dim]),  # rerank only: the ensemble leaves it out
             _output(SCORE_COMPONENTS, FP32, [-1, len(SCORE_COMPONENT_NAMES)]),
             _output(PRE_DIVERSITY_RANK, INT32, [-1]),
+            _output(FEATURE_CONTRIBUTIONS, FP32, [-1, len(RANKER_FEATURE_NAMES) + 1]),
         ],
         dynamic_batching=_batching(200),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],

@@ -25,6 +25,11 @@ def add_parser(subparsers: Subparsers) -> None:
         help="the MovieLens content-ranking study instead (recency, freshness, MMR/DPP; --towers)",
     )
     p.add_argument("--towers", type=Path, help="--legacy: fine-tuned towers directory")
+    p.add_argument(
+        "--ranker",
+        action="store_true",
+        help="also train the learned ranker as `aisle finetune` does (gate on validation) and judge it",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
     ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
     if not ks or min(ks) < 1:
         raise ValueError(f"--k {args.k!r}: comma-separated cut-offs ≥ 1, e.g. 10,20")
-    evaluate_log(log_data(args), args.out, args.finetuned, ks, name, title, grid=knob_grid(args))
+    data = log_data(args)
+    extra = None
+    if args.ranker:
+        from aisle_export.learn.ranker import evaluation_rows
+
+        def extra(embeddings, knobs):  # type: ignore[no-untyped-def]  # evaluate_log's extra_rows hook
+            return evaluation_rows(data, embeddings, knobs)
+
+    evaluate_log(data, args.out, args.finetuned, ks, name, title, grid=knob_grid(args), extra_rows=extra)
     print(f"wrote {args.out}/{name}.md, {name}.json, {name}.png")
     return 0

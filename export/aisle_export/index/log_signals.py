@@ -8,6 +8,10 @@
   classic item-to-item collaborative filter, computed with ``scipy.sparse``. Each item keeps its
   ``max_neighbors`` strongest neighbours, which is all the served feed reads.
 
+- **Item statistics** (``aisle_server.learned.ITEM_STAT_NAMES``, :func:`item_stats`): windowed
+  counts, buyers, and how often and how regularly each item is bought again — what the learned
+  ranker's repurchase features compare a shopper's own timing with.
+
 Nothing after ``now`` may be in ``interactions``: the callers pass a split's training period.
 """
 
@@ -75,6 +79,48 @@ def item_cosine(
     return neighbors, weights
 
 
+def item_stats(
+    user_index: np.ndarray, item_index: np.ndarray, timestamps: np.ndarray, n_items: int, now: float
+) -> np.ndarray:
+    """float64 (n_items, len(ITEM_STAT_NAMES)) as of ``now`` (NaN: no repurchase interval).
+
+    A repurchase is the same shopper having the item again on another day (several rows of one
+    basket are one purchase); an item's interval is the median, over the shoppers who had it on
+    two days or more, of their mean days between consecutive such days.
+    """
+    age = now - timestamps
+    events = [
+        np.bincount(item_index, weights=(age < days * DAY).astype(np.float64), minlength=n_items) for days in (7, 30)
+    ]
+    events.append(np.bincount(item_index, minlength=n_items).astype(np.float64))
+    day = np.floor(timestamps / DAY).astype(np.int64)
+    triples = np.unique(np.stack([item_index.astype(np.int64), user_index.astype(np.int64), day], axis=1), axis=0)
+    pair_start = np.r_[True, (triples[1:, 0] != triples[:-1, 0]) | (triples[1:, 1] != triples[:-1, 1])]
+    pair = np.cumsum(pair_start) - 1
+    pair_item = triples[pair_start, 0]
+    days = np.bincount(pair, minlength=len(pair_item))
+    first = np.full(len(pair_item), np.iinfo(np.int64).max)
+    last = np.full(len(pair_item), np.iinfo(np.int64).min)
+    np.minimum.at(first, pair, triples[:, 2])
+    np.maximum.at(last, pair, triples[:, 2])
+    buyers = np.bincount(pair_item, minlength=n_items).astype(np.float64)
+    again = days >= 2
+    repeaters = np.bincount(pair_item[again], minlength=n_items).astype(np.float64)
+    gaps = (last[again] - first[again]) / (days[again] - 1)
+    interval = np.full(n_items, np.nan)
+    order = np.lexsort((gaps, pair_item[again]))
+    items, gaps = pair_item[again][order], gaps[order]
+    starts = np.flatnonzero(np.r_[True, items[1:] != items[:-1]]) if len(items) else np.zeros(0, dtype=np.int64)
+    counts = np.diff(np.r_[starts, len(items)])
+    interval[items[starts]] = (gaps[starts + (counts - 1) // 2] + gaps[starts + counts // 2]) / 2.0
+    first_seen = np.full(n_items, np.inf)
+    np.minimum.at(first_seen, item_index, timestamps)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(buyers > 0, repeaters / buyers, np.nan)
+    seen_days = np.where(np.isfinite(first_seen), (now - first_seen) / DAY, np.nan)
+    return np.stack([*events, buyers, share, interval, seen_days], axis=1)
+
+
 def build_log_signals(
     interactions: Interactions,
     now: float | None = None,
@@ -112,7 +158,12 @@ def build_log_signals(
         "built_at": time.time(),
     }
     return LogSignals(
-        item_ids=item_ids.astype(str), popularity=popularity, neighbors=neighbors, weights=weights, manifest=manifest
+        item_ids=item_ids.astype(str),
+        popularity=popularity,
+        neighbors=neighbors,
+        weights=weights,
+        manifest=manifest,
+        item_stats=item_stats(user_index, item_index, timestamps, len(item_ids), now),
     )
 
 

@@ -161,7 +161,9 @@ def served_index(
     index = catalog_index(catalog, embeddings)
     if signals is not None:
         popularity, cooccurrence = signals.aligned(index)
-        index = replace(index, log_popularity=popularity, cooccurrence=cooccurrence)
+        index = replace(
+            index, log_popularity=popularity, cooccurrence=cooccurrence, item_stats=signals.aligned_stats(index)
+        )
     if user_encoder is not None:
         index = replace(index, user_encoder=user_encoder)
     return index

@@ -57,7 +57,8 @@ from aisle_export.judge.rankers import (
 )
 from aisle_export.judge.statistics import bootstrap_delta, mean_interval
 from aisle_server.index import CatalogIndex
-from aisle_server.learned import USER_ENCODER_DIRNAME, LogSignals
+from aisle_server.learned import RANKER_DIRNAME, USER_ENCODER_DIRNAME, LogSignals
+from aisle_server.ranker import LearnedRanker
 from aisle_server.ranking import RankingConfig
 from aisle_server.user_encoder import UserEncoder
 
@@ -451,8 +452,12 @@ def evaluate_log(
     title: str = "Feed on a store's log",
     progress: bool = True,
     grid: KnobGrid = KnobGrid(),
+    extra_rows: Callable[[np.ndarray, RankingConfig], tuple[list[tuple[str, Ranker]], dict]] | None = None,
 ) -> dict:
-    """Baselines, Aisle out of the box, and (with ``finetuned``) the trained models, on the test cut."""
+    """Baselines, Aisle out of the box, and (with ``finetuned``) the trained models, on the test cut.
+
+    ``extra_rows(pretrained embeddings, tuned knobs)``: more rows and what they chose (e.g. the
+    learned ranker, trained by a stage above this one: ``aisle evaluate --ranker``)."""
 
     started = time.perf_counter()
     texts = data.catalog.texts()
@@ -502,6 +507,9 @@ def evaluate_log(
         chosen["finetuned"] = load_choice(Path(finetuned))
         baselines.append(trained[0][0])  # the trained towers with the recency mean
     rows_spec += source_ablations(data.split, *served)
+    if extra_rows is not None:
+        more, chosen["extra"] = extra_rows(pretrained, tuned)
+        rows_spec += more
     rows = []
     for label, ranker in tqdm(rows_spec, desc="scoring rows on test", unit="row", disable=not progress):
         rows.append({"name": label, **score_views(ranker, data.split, reference, ks)})
@@ -515,7 +523,8 @@ def evaluate_log(
         name,
         baselines,
         {"seconds": round(time.perf_counter() - started, 1)},
-        view_baselines=[rows_spec[0][0], rows_spec[2][0]],  # popularity, and GP-TopFreq: the repeat baseline
+        # popularity, co-occurrence, GP-TopFreq and TIFU-KNN (the repeat baselines), the served default
+        view_baselines=[rows_spec[i][0] for i in (0, 1, 2, 4, 6)],
     )
 
 
@@ -546,6 +555,9 @@ def finetuned_rows(
     ]
     index, label = stacks[served]
     knobs = knobs_of(choice, served)
+    if (finetuned / RANKER_DIRNAME).is_dir():  # the learned ranker aisle finetune gated in
+        index = replace(index, ranker=LearnedRanker.load(finetuned / RANKER_DIRNAME))
+        label += " + learned ranker"
     served_label = "served after aisle finetune"
     rows.append((f"{served_label} (validation chose {label})", aisle_ranker(index, data.split, knobs)))
     return rows, (index, knobs, served_label)

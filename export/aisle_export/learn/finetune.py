@@ -8,6 +8,8 @@ One run writes one hand-off directory that ``aisle export --finetuned DIR`` serv
   fine-tuned item embeddings, on the whole training period;
 - ``log_signals/`` — popularity and co-occurrence of the training period (``aisle index
   --interactions`` rebuilds them from the whole log for serving);
+- ``ranker/`` — the learned second stage (:mod:`aisle_export.learn.ranker`), only when it beat the
+  hand-weighted stack on validation;
 - ``ranking.json`` — which stack to serve (``served``) and each stack's feed knobs (popularity and
   co-occurrence weights), all chosen on a validation cut inside the training period;
 - ``validation_user_encoder/`` — the encoder the choice was made with (see below);
@@ -51,6 +53,7 @@ from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge.feed import KnobGrid, tune_feed
 from aisle_export.judge.statistics import bootstrap_delta
+from aisle_export.learn.ranker import RankerConfig, finetune_step
 from aisle_export.learn.tower_training import FinetuneConfig, finetune
 from aisle_export.learn.user_encoder import UserEncoderConfig, train_user_encoder
 from aisle_server.index import CatalogIndex
@@ -143,6 +146,7 @@ def finetune_log(
     keep_towers: bool = False,
     tune_towers: bool = True,
     grid: KnobGrid = KnobGrid(),
+    ranker: RankerConfig = RankerConfig(),
 ) -> dict:
     """Towers, user encoder, log signals and knobs from ``data``'s training period, into ``out_dir``.
 
@@ -200,6 +204,18 @@ def finetune_log(
         progress,
     )
     signals.save(out_dir / LOG_SIGNALS_DIRNAME)
+    ranker_report = finetune_step(
+        data,
+        out_dir,
+        knobs,
+        {
+            "trained": embeddings,
+            "pretrained": np.asarray((valid_index if pretrained is None else pretrained).embeddings),
+        },
+        (out_dir / VALIDATION_ENCODER, out_dir / USER_ENCODER_DIRNAME),
+        ranker,
+        progress,
+    )
     (out_dir / RANKING_FILE).write_text(json.dumps(knobs, indent=2) + "\n")
     report = {
         "data": data.summary(),
@@ -209,6 +225,7 @@ def finetune_log(
         "served": knobs["served"],
         "choice": knobs["validation"]["choice"],
         "knobs": {name: knobs[name] for name in STACKS},
+        "ranker": ranker_report,
         "total_seconds": round(time.perf_counter() - started, 1),
         **(extra_report or {}),
     }

@@ -1,0 +1,347 @@
+"""The learned second stage: a LightGBM LambdaMART ranker trained on the store's own log.
+
+What it learns from: **rolling temporal windows** of the period it may see. At each of several
+cuts (quantiles of the period's timestamps, :attr:`RankerConfig.train_cuts`) the log before the
+cut gives the popularity, co-occurrence and item statistics (``split_signals``) and each shopper's
+last ≤ 50 items; the shopper's feed is built exactly as ``rerank`` builds it
+(``aisle_server.ranking.candidate_features``: the candidate union, buy-again included, and its
+``aisle_server.features`` rows), and a candidate is relevant when it is among the shopper's next
+≤ 10 items after the cut, repeats included; only the candidates the served ranker scores are
+rows (``aisle_server.ranker.DEPTH``). Later cuts inside the period
+(:attr:`RankerConfig.stop_cuts`) early-stop the boosting.
+
+**It must earn its place** (:func:`finetune_step`): a ranker trained on the windows before the
+validation cut orders the validation shoppers' feeds, once with their history hidden and once
+with it shown (the buy-again source). History is shown only when that gains on nDCG@10 over all
+next items with a paired 95% bootstrap interval above zero — a measured per-store choice. The
+ranker is then served only when its gain over the hand-weighted stack (the knobs it is trained
+with, history hidden as served today) has a paired 95% interval above zero; otherwise nothing is
+written and the hand-weighted stack stays. The served model is trained again the same way on the
+whole period given (the validation period included).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from tqdm import tqdm
+
+from aisle_contract import RankingConfig
+from aisle_export.data.catalog import Catalog
+from aisle_export.data.interactions import Interactions
+from aisle_export.data.splits import LogData, TemporalSplit, temporal_split
+from aisle_export.index.log_signals import split_signals
+from aisle_export.index.writing import served_index
+from aisle_export.judge.feed import Reference, score
+from aisle_export.judge.rankers import aisle_ranker, feed_request
+from aisle_export.judge.statistics import bootstrap_delta
+from aisle_server.features import FEATURE_NAMES
+from aisle_server.index import CatalogIndex
+from aisle_server.learned import RANKER_DIRNAME
+from aisle_server.ranker import DEPTH, LearnedRanker, reranked_rows
+from aisle_server.ranking import candidate_features
+
+METRIC = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """Windows and LightGBM settings. Defaults: five training cuts and two early-stopping cuts, at
+    quantiles of the period's timestamps; a small learning rate with early stopping."""
+
+    train_cuts: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
+    stop_cuts: tuple[float, ...] = (0.85, 0.9)
+    rounds: int = 300
+    early_stopping: int = 50
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 50
+    #: the candidates the served ranker scores (``aisle_server.ranker.DEPTH``): training rows are exactly those
+    depth: int = DEPTH
+    seed: int = 0
+    threads: int = 1  # one: OpenMP threads spin on a shared machine (fit took ×10 with two here)
+
+
+class Groups(NamedTuple):
+    """Training rows of one or more windows: features, 0/1 labels, and rows per shopper (query)."""
+
+    features: np.ndarray  # float32 [n, F]
+    labels: np.ndarray  # int32 [n]
+    sizes: np.ndarray  # int64 [shoppers]
+
+    @classmethod
+    def concat(cls, parts: Sequence[Groups]) -> Groups:
+        return cls(
+            np.concatenate([p.features for p in parts]) if parts else np.zeros((0, len(FEATURE_NAMES)), np.float32),
+            np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int32),
+            np.concatenate([p.sizes for p in parts]) if parts else np.zeros(0, np.int64),
+        )
+
+
+def feature_index(
+    catalog: Catalog, embeddings: np.ndarray, split: TemporalSplit, user_encoder: object = None
+) -> CatalogIndex:
+    """The index ``rerank`` would serve at ``split``'s cut: the log's signals before it."""
+    return served_index(catalog, embeddings, split_signals(split), user_encoder)
+
+
+def split_groups(
+    index: CatalogIndex, split: TemporalSplit, base: RankingConfig, config: RankerConfig = RankerConfig()
+) -> Groups:
+    """One window's rows: for each shopper, the candidates the served ranker would score (the
+    hand-weighted top ``config.depth`` and the buy-again ones), when one of them is relevant
+    (a shopper without teaches nothing)."""
+    knobs = replace(base, exclude_history=False)  # the buy-again source on: the model learns repeats too
+    features, labels, sizes = [], [], []
+    for user in split.users:
+        built = candidate_features(index, feed_request(split, user, knobs, 10))
+        if built is None:
+            continue
+        rows, x = built
+        head = reranked_rows(x, config.depth)
+        rows, x = rows[head], x[head]
+        relevant = np.isin(rows, index.rows_of(split.next_items.get(user, [])))
+        if relevant.any():
+            features.append(x.astype(np.float32))
+            labels.append(relevant.astype(np.int32))
+            sizes.append(len(x))
+    return Groups.concat([Groups(f, y, np.array([n])) for f, y, n in zip(features, labels, sizes)])
+
+
+def window_groups(
+    catalog: Catalog,
+    embeddings: np.ndarray,
+    period: Interactions,
+    cuts: Sequence[float],
+    base: RankingConfig,
+    config: RankerConfig,
+    user_encoder: object = None,
+    progress: bool = True,
+) -> Groups:
+    """Rows of the windows at ``cuts`` (quantiles of ``period``'s timestamps)."""
+    parts = []
+    for q in tqdm(cuts, desc="ranker windows", unit="cut", disable=not progress):
+        split = temporal_split(period, quantile=q, max_history=50, n_targets=10)
+        parts.append(split_groups(feature_index(catalog, embeddings, split, user_encoder), split, base, config))
+    return Groups.concat(parts)
+
+
+def fit(train: Groups, stop: Groups, config: RankerConfig) -> tuple[LearnedRanker, dict]:
+    """LambdaMART on ``train``, early-stopped on nDCG@10 of ``stop``."""
+    import lightgbm
+
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "ndcg_eval_at": [10],
+        "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves,
+        "min_data_in_leaf": config.min_data_in_leaf,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambdarank_truncation_level": 20,
+        "seed": config.seed,
+        "deterministic": True,
+        "num_threads": config.threads,
+        "verbosity": -1,
+    }
+    names = list(FEATURE_NAMES)
+    train_set = lightgbm.Dataset(train.features, train.labels, group=train.sizes, feature_name=names)
+    stop_set = lightgbm.Dataset(stop.features, stop.labels, group=stop.sizes, feature_name=names, reference=train_set)
+    started = time.perf_counter()
+    booster = lightgbm.train(
+        params,
+        train_set,
+        num_boost_round=config.rounds,
+        valid_sets=[stop_set],
+        callbacks=[lightgbm.early_stopping(config.early_stopping, verbose=False)],
+    )
+    report = {
+        "rows": len(train.labels),
+        "shoppers": len(train.sizes),
+        "stop_shoppers": len(stop.sizes),
+        "best_iteration": int(booster.best_iteration),
+        "stop_ndcg@10": float(booster.best_score["valid_0"]["ndcg@10"]),
+        "fit_seconds": round(time.perf_counter() - started, 1),
+    }
+    booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+    return LearnedRanker(booster, {"params": params, "depth": config.depth}), report
+
+
+def train_ranker(
+    catalog: Catalog,
+    embeddings: np.ndarray,
+    period: Interactions,
+    base: RankingConfig,
+    config: RankerConfig = RankerConfig(),
+    user_encoder: object = None,
+    progress: bool = True,
+) -> tuple[LearnedRanker, dict]:
+    """A ranker from ``period`` alone: rolling windows to train, a later one to stop."""
+    started = time.perf_counter()
+    train = window_groups(catalog, embeddings, period, config.train_cuts, base, config, user_encoder, progress)
+    stop = window_groups(catalog, embeddings, period, config.stop_cuts, base, config, user_encoder, False)
+    ranker, report = fit(train, stop, config)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return replace(ranker, manifest={**ranker.manifest, "trained_until": float(period.timestamp.max())}), report
+
+
+def per_user(index: CatalogIndex, split: TemporalSplit, config: RankingConfig, views: dict) -> dict[str, list[float]]:
+    """Per-shopper nDCG@10 of the feed ``config`` serves on ``index``, against each view's targets."""
+    ranked = aisle_ranker(index, split, config)
+    lists = {user: ranked(user, 10) for user in split.users}
+    reference = Reference.of(index, split)
+    return {
+        view: score(lambda user, k: lists[user][:k], split, reference, (10,), beyond=False, targets=targets)[
+            "per_user"
+        ][METRIC]
+        for view, targets in views.items()
+    }
+
+
+def validate(
+    data: LogData,
+    embeddings: np.ndarray,
+    base: RankingConfig,
+    config: RankerConfig = RankerConfig(),
+    user_encoder: object = None,
+    progress: bool = True,
+) -> dict:
+    """The ranker's gate on the validation cut (see the module docstring): its choice of showing
+    history, and its gain over the hand-weighted stack on all next items and on new items."""
+    ranker, fit_report = train_ranker(data.catalog, embeddings, data.valid.train, base, config, user_encoder, progress)
+    valid = data.valid
+    index = feature_index(data.catalog, embeddings, valid, user_encoder)
+    learned = replace(index, ranker=ranker)
+    views = {"all": valid.next_items, "new": valid.targets}
+    hand = per_user(index, valid, replace(base, learned_ranker=False), views)
+    hidden = per_user(learned, valid, replace(base, exclude_history=True), views)
+    shown = per_user(learned, valid, replace(base, exclude_history=False), views)
+    return {
+        "metric": f"{METRIC}, validation cut ({len(valid.users)} shoppers)",
+        "fit": fit_report,
+        "means": {
+            name: {view: float(np.mean(values)) for view, values in result.items()}
+            for name, result in (
+                ("hand_weighted", hand),
+                ("ranker_history_hidden", hidden),
+                ("ranker_history_shown", shown),
+            )
+        },
+        **gate(hand, hidden, shown),
+    }
+
+
+def gate(hand: dict, hidden: dict, shown: dict) -> dict:
+    """The two measured choices from per-shopper nDCG@10 (``{view: values}``, views ``all`` and
+    ``new``, the same shoppers in each): history is shown only when that beats hiding it on all
+    next items (paired 95% interval above zero); the ranker is served only when, so chosen, it
+    beats the hand-weighted stack on all next items (interval above zero)."""
+    show_gain = bootstrap_delta(hidden["all"], shown["all"])
+    exclude_history = not show_gain["ci95"][0] > 0
+    chosen = hidden if exclude_history else shown
+    gain = {view: bootstrap_delta(hand[view], chosen[view]) for view in hand}
+    return {
+        "history_shown_vs_hidden": show_gain,
+        "exclude_history": exclude_history,
+        "vs_hand_weighted": gain,
+        "served": gain["all"]["ci95"][0] > 0,
+    }
+
+
+def describe(report: dict) -> str:
+    """One line for ``aisle finetune``: served or not, and why, with the numbers."""
+    gain = report["vs_hand_weighted"]["all"]
+    interval = f"{gain['delta']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]"
+    history = "shown" if not report["exclude_history"] else "hidden"
+    if report["served"]:
+        return f"learned ranker served (history {history}): validation Δ{METRIC} vs hand-weighted {interval}"
+    return (
+        f"learned ranker NOT served: validation Δ{METRIC} vs hand-weighted {interval}, interval not above zero; "
+        "the hand-weighted stack stays"
+    )
+
+
+def evaluation_rows(
+    data: LogData,
+    embeddings: np.ndarray,
+    base: RankingConfig,
+    config: RankerConfig = RankerConfig(),
+    progress: bool = True,
+) -> tuple[list, dict]:
+    """``aisle evaluate --ranker``: the ranker gated on validation and trained on the training period
+    as ``aisle finetune`` does, as test-cut rows (``judge.feed.evaluate_log``'s ``extra_rows``):
+    the stack served after the gate, and the ranker with history hidden and shown regardless of it."""
+    started = time.perf_counter()
+    gate = validate(data, embeddings, base, config, None, progress)
+    knobs = replace(base, exclude_history=gate["exclude_history"])
+    ranker, fit_report = train_ranker(data.catalog, embeddings, data.split.train, knobs, config, None, progress)
+    index = replace(feature_index(data.catalog, embeddings, data.split), ranker=ranker)
+    split = data.split
+    served_knobs = knobs if gate["served"] else replace(base, learned_ranker=False)
+    history = "history shown" if not gate["exclude_history"] else "history hidden"
+    served_label = f"served after the ranker gate ({'ranker, ' + history if gate['served'] else 'hand-weighted kept'})"
+    rows = [
+        ("learned ranker, history hidden", aisle_ranker(index, split, replace(base, exclude_history=True))),
+        ("learned ranker, history shown (buy-again)", aisle_ranker(index, split, replace(base, exclude_history=False))),
+        (served_label, aisle_ranker(index, split, served_knobs)),
+    ]
+    report = {
+        "gate": gate,
+        "serving_fit": fit_report,
+        "train_seconds_total": round(time.perf_counter() - started, 1),
+    }
+    return rows, report
+
+
+def finetune_step(
+    data: LogData,
+    out_dir: Path,
+    choice: dict,
+    embeddings: dict[str, np.ndarray],
+    encoders: tuple[Path, Path],
+    config: RankerConfig = RankerConfig(),
+    progress: bool = True,
+) -> dict:
+    """:func:`learn_ranker` over the stack ``aisle finetune`` chose (``choice``: ``ranking.json``,
+    updated in place with the measured ``exclude_history`` when the ranker is served).
+
+    ``embeddings``: ``pretrained`` and ``trained`` item embeddings; ``encoders``: the validation and
+    the serving user encoder directories (read only when the chosen stack is the user encoder's).
+    """
+    from aisle_server.user_encoder import UserEncoder
+
+    stack = str(choice["served"])
+    base = replace(RankingConfig(), **choice[stack])
+    with_encoder = stack == "user_encoder" and base.user_encoder
+    gate_encoder = UserEncoder.load(encoders[0]) if with_encoder else None
+    serving_encoder = UserEncoder.load(encoders[1]) if with_encoder else None
+    vectors = embeddings["pretrained" if stack == "pretrained" else "trained"]
+    started = time.perf_counter()
+    target = Path(out_dir) / RANKER_DIRNAME
+    shutil.rmtree(target, ignore_errors=True)
+    report = validate(data, vectors, base, config, gate_encoder, progress)
+    if report["served"]:
+        knobs = replace(base, exclude_history=report["exclude_history"])
+        ranker, fit_report = train_ranker(
+            data.catalog, vectors, data.split.train, knobs, config, serving_encoder, progress
+        )
+        manifest = {
+            **ranker.manifest,
+            "stack": stack,
+            "features": list(FEATURE_NAMES),
+            "knobs": asdict(knobs),
+            "validation": {k: v for k, v in report.items() if k != "fit"},
+        }
+        replace(ranker, manifest=manifest).save(target)
+        choice[stack]["exclude_history"] = report["exclude_history"]
+        report |= {"path": str(target), "serving_fit": fit_report}
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report

@@ -1,0 +1,203 @@
+"""Learned-ranker benchmark (not a test): what the ranker adds to a feed with ~500 candidates.
+
+    .venv/bin/python -m perf.bench_ranker [--items 20000] [--rounds 3] [--seconds 3] [--trees 300]
+
+In process, no server: ``aisle_server.ranking.rank`` (what ``rerank`` runs per row) on a synthetic
+store — a catalog of ``--items`` random unit vectors, a log of shoppers who buy popular items and
+their own staples again, its log signals as of a cut — for shoppers' feeds whose candidate union
+(dense 380 + popular 100 + co-occurring 100 + the buy-again history) is about 500 items. The same
+feeds are ranked with the learned ranker (``learned_ranker=True``: features + LightGBM predict)
+and without it (the hand-weighted sum), sides alternating A/B within each round, at concurrency 1
+and 16 (threads over one index, as rerank's instance serves them). The ranker is trained on the
+synthetic log with ``--trees`` boosting rounds and no early stopping: larger than the models
+``aisle finetune`` keeps on the logs here, so the figure is an upper bound. Writes
+``<out>/bench_ranker.{md,json,png}``; the target is an added p50 ≤ 1 ms at concurrency 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from perf.lib import loadgen
+from perf.lib.run_info import RESULTS, command_line, machine, write_report
+
+TARGET_MS = 1.0
+SIDES = ("with", "without")
+CONCURRENCY = (1, 16)
+DAY = 86400.0
+
+
+def synthetic_store(items: int, shoppers: int, seed: int = 0):
+    """A catalog, its log and a cut: popular items by a Zipf law, each shopper's staples bought again."""
+    from aisle_export.data.catalog import Catalog
+    from aisle_export.data.interactions import Interactions
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"p{j}" for j in range(items)])
+    catalog = Catalog(
+        item_ids=ids,
+        titles=ids,
+        descriptions=np.array([""] * items),
+        categories=np.array([f"c{j % 50}" for j in range(items)]),
+        created_at=rng.uniform(0, 300 * DAY, items),
+        popularity=np.zeros(items, dtype=np.float32),
+        in_stock=np.ones(items, dtype=bool),
+    )
+    users, bought, times = [], [], []
+    for u in range(shoppers):
+        staples = rng.integers(0, items, 5)
+        for visit in np.sort(rng.uniform(0, 120 * DAY, rng.integers(4, 12))):
+            basket = np.concatenate([staples[rng.random(5) < 0.5], np.minimum(rng.zipf(1.3, 4) - 1, items - 1)])
+            users += [f"u{u}"] * len(basket)
+            bought += ids[basket].tolist()
+            times += [visit] * len(basket)
+    log = Interactions(np.array(users), np.array(bought), np.ones(len(users), np.float32), np.array(times))
+    vectors = rng.standard_normal((items, 64)).astype(np.float32)
+    return catalog, log, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def build(args: argparse.Namespace):
+    """The index with a trained ranker, the feeds to rank, and the ranking knobs."""
+    from aisle_contract import RankingConfig
+    from aisle_export.data.splits import temporal_split
+    from aisle_export.judge.rankers import feed_request
+    from aisle_export.learn.ranker import RankerConfig, feature_index, fit, split_groups
+
+    catalog, log, vectors = synthetic_store(args.items, args.shoppers)
+    split = temporal_split(log, quantile=0.8)
+    index = feature_index(catalog, vectors, split)
+    knobs = RankingConfig(
+        candidates=380, popular_candidates=100, cooccurrence_candidates=100, exclude_history=False, user_encoder=False
+    )
+    settings = RankerConfig(rounds=args.trees, early_stopping=args.trees + 1, min_data_in_leaf=20, threads=1)
+    groups = split_groups(index, split, knobs, settings)
+    ranker, fitted = fit(groups, groups, settings)
+    index = replace(index, ranker=ranker)
+    requests = [feed_request(split, user, knobs, 10) for user in split.users[: args.feeds]]
+    return index, requests, fitted
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    from aisle_server.ranking import candidate_features, rank
+
+    load_before = os.getloadavg()
+    index, requests, fitted = build(args)
+    candidates = [len(candidate_features(index, request)[0]) for request in requests]  # type: ignore[index]
+    sides = {
+        "with": [replace(r, config=replace(r.config, learned_ranker=True)) for r in requests],
+        "without": [replace(r, config=replace(r.config, learned_ranker=False)) for r in requests],
+    }
+    runs = []
+    for round_ in range(args.rounds):
+        for concurrency in CONCURRENCY:
+            for side in SIDES:
+                mix = [{"i": i} for i in range(len(requests))]
+                feeds = sides[side]
+                result = loadgen.run(
+                    lambda feeds=feeds: lambda request: rank(index, feeds[request["i"]]),
+                    mix,
+                    concurrency,
+                    duration_s=args.seconds,
+                    warmup_s=0.5,
+                )
+                runs.append({"round": round_, "concurrency": concurrency, "side": side, "result": result.__dict__})
+                print(f"round {round_} c={concurrency} {side}: p50 {result.p50_ms:.3f} ms", file=sys.stderr)
+    phases = {}
+    for concurrency in CONCURRENCY:
+        mine = [r for r in runs if r["concurrency"] == concurrency]
+        p50 = {side: [r["result"]["p50_ms"] for r in mine if r["side"] == side] for side in SIDES}
+        added = [w - wo for w, wo in zip(p50["with"], p50["without"])]
+        phases[str(concurrency)] = {
+            "p50_ms": {side: statistics.median(values) for side, values in p50.items()},
+            "added_p50_ms": statistics.median(added),
+            "added_p50_ms_range": [min(added), max(added)],
+            "met": statistics.median(added) <= TARGET_MS,
+        }
+    return {
+        "command": command,
+        "machine": machine(load_before),
+        "items": args.items,
+        "feeds": len(requests),
+        "candidates_mean": float(np.mean(candidates)),
+        "candidates_range": [int(min(candidates)), int(max(candidates))],
+        "trees": int(index.ranker.booster.num_trees()),
+        "fit": fitted,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "phases": phases,
+        "runs": runs,
+    }
+
+
+def render_markdown(report: dict) -> str:
+    lines = [
+        "# Learned ranker cost on a feed (in process, `aisle_server.ranking.rank`)",
+        "",
+        f"{report['feeds']} feeds over a synthetic catalog of {report['items']} items; candidate union "
+        f"{report['candidates_mean']:.0f} on average ({report['candidates_range'][0]}–{report['candidates_range'][1]}); "
+        f"ranker: LightGBM LambdaMART, {report['trees']} trees, native predict, one thread. Medians of "
+        f"{report['rounds']} rounds × {report['seconds']:g} s per side; with/without alternate inside each round.",
+        "",
+        "| concurrency | p50 with | p50 without | added p50 (range over rounds) | target ≤ 1 ms |",
+        "| ---: | ---: | ---: | ---: | --- |",
+    ]
+    for concurrency, phase in report["phases"].items():
+        low, high = phase["added_p50_ms_range"]
+        lines.append(
+            f"| {concurrency} | {phase['p50_ms']['with']:.3f} ms | {phase['p50_ms']['without']:.3f} ms | "
+            f"{phase['added_p50_ms']:+.3f} ms ({low:+.3f} … {high:+.3f}) | {'met' if phase['met'] else '**not met**'} |"
+        )
+    m = report["machine"]
+    lines += ["", f"- command: `{report['command']}`", f"- machine: {m}", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.38
+    for i, side in enumerate(SIDES):
+        values = [phase["p50_ms"][side] for phase in report["phases"].values()]
+        ax.bar(np.arange(len(values)) + (i - 0.5) * width, values, width, label=f"{side} ranker")
+    ax.set_xticks(range(len(report["phases"])), [f"concurrency {c}" for c in report["phases"]])
+    ax.set_ylabel("p50 latency of rank() (ms)")
+    ax.set_title(
+        f"feed with ~{report['candidates_mean']:.0f} candidates: with vs without the learned ranker", fontsize=9
+    )
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_ranker", description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--shoppers", type=int, default=2_000)
+    parser.add_argument("--feeds", type=int, default=200)
+    parser.add_argument("--trees", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    report = run(args, command_line("perf.bench_ranker", argv))
+    write_report(args.out, "bench_ranker", report, render_markdown, plot)
+    return report
+
+
+if __name__ == "__main__":
+    main()

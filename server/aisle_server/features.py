@@ -1,0 +1,168 @@
+"""The learned ranker's features of a feed's candidates: one function, offline and online alike.
+
+``rerank`` calls :func:`feature_rows` on a feed's candidate union (``aisle_server.ranking``) before
+the learned ranker scores it; ``aisle finetune`` builds its training rows by running that very
+ranking path over the log at past cuts (``ranking.candidate_features``), so a model never sees a
+feature computed one way in training and another at serving. Plain numpy, float64, NaN where a
+value is unknown (LightGBM routes missing values itself).
+
+Columns, in ``aisle_contract.RANKER_FEATURE_NAMES`` order:
+
+- each source's score and rank among the candidates: ``cosine`` (the item with the interest vector:
+  the user encoder's when served, else the recency-weighted history mean), ``cooccurrence`` (scaled
+  to [0, 1] per request, as the hand-weighted stack adds it) and ``cooccurrence_raw`` (the
+  recency-weighted sum of neighbour weights before that scaling), ``popularity_prior`` and the
+  item's catalog-wide ``popularity_rank``, and ``hand_score``/``hand_rank``: the hand-weighted sum
+  the stack orders by without a ranker (so a model can only add to it);
+- which sources recalled it: ``from_dense``, ``from_popular``, ``from_cooccurrence``, ``from_history``
+  (the buy-again source: the shopper's own items, when history may show);
+- the log's item statistics (:data:`ITEM_STAT_NAMES`): interactions in 7 and 30
+  days and in all, buyers, the share of buyers who bought it again, its typical repurchase
+  interval in days, days since the log first saw it;
+- repurchase features of this shopper: ``history_count`` (times in the history),
+  ``history_recency_weight`` (its share of the history's recency weights), ``days_since_last`` and
+  ``interval_ratio`` (days since last ÷ the item's typical repurchase interval: near 1, it is due);
+- ``item_age_days`` (from the catalog's ``created_at``), ``category_affinity`` (share of the
+  history in the item's category) and ``history_length``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from aisle_contract import RANKER_FEATURE_NAMES
+
+from .index import CatalogIndex
+
+FEATURE_NAMES = RANKER_FEATURE_NAMES
+#: Columns of the log signals' ``item_stats`` (``aisle_server.learned``) (float64 (V, S), NaN = unknown), as of the signals' ``now``:
+#: interactions in the last 7 and 30 days and in all, distinct shoppers, the share of them who had
+#: the item on two days or more, the median over those shoppers of their mean days between two
+#: such days (the item's typical repurchase interval), and days since the log first saw the item.
+ITEM_STAT_NAMES = (
+    "events_7d",
+    "events_30d",
+    "events_all",
+    "buyers",
+    "repeat_share",
+    "repurchase_interval_days",
+    "first_seen_days",
+)
+DAY = 86400.0
+SOURCES = ("dense", "popular", "cooccurrence", "history")
+_COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True)
+class FeedContext:
+    """What a feed request knows about its shopper, as ranking prepared it."""
+
+    history_rows: np.ndarray  # int64: the known history's catalog rows, oldest → newest
+    history_ts: np.ndarray  # float64: their timestamps
+    recency: np.ndarray  # float64: their recency weights (summing to 1), as the interest used them
+    now: float
+    cooccurrence_raw: np.ndarray | None = None  # per catalog row, before scaling; None: no co-occurrence
+
+
+def descending_rank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """0-based position of each value when sorted best first, ties by catalog row."""
+    order = np.lexsort((rows, -values))
+    rank = np.empty(len(values), dtype=np.float64)
+    rank[order] = np.arange(len(values))
+    return rank
+
+
+def _history_features(context: FeedContext, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per candidate: times in the history, its recency weight and days since the shopper last had it."""
+    n = len(rows)
+    count, weight, last = np.zeros(n), np.zeros(n), np.full(n, np.nan)
+    if len(context.history_rows):
+        distinct, inverse = np.unique(context.history_rows, return_inverse=True)
+        counts = np.bincount(inverse, minlength=len(distinct)).astype(np.float64)
+        weights = np.bincount(inverse, weights=context.recency, minlength=len(distinct))
+        latest = np.full(len(distinct), -np.inf)
+        np.maximum.at(latest, inverse, context.history_ts)
+        at = np.minimum(np.searchsorted(distinct, rows), len(distinct) - 1)
+        seen = distinct[at] == rows
+        count[seen], weight[seen] = counts[at[seen]], weights[at[seen]]
+        last[seen] = np.maximum(context.now - latest[at[seen]], 0.0) / DAY
+    return {"history_count": count, "history_recency_weight": weight, "days_since_last": last}
+
+
+def _source_flags(rows: np.ndarray, sources: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``from_<source>``: 1.0 where the source recalled the candidate (one sort, then a search per source)."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    flags = {}
+    for source in SOURCES:
+        recalled = np.asarray(sources.get(source, ()), dtype=np.int64)
+        flag = np.zeros(len(rows))
+        if len(recalled):
+            at = np.minimum(np.searchsorted(ordered, recalled), len(rows) - 1)
+            flag[order[at[ordered[at] == recalled]]] = 1.0
+        flags[f"from_{source}"] = flag
+    return flags
+
+
+def _category_affinity(index: CatalogIndex, context: FeedContext, rows: np.ndarray) -> np.ndarray:
+    if not len(context.history_rows) or not len(rows):
+        return np.zeros(len(rows))
+    codes = getattr(index.lookups, "category_codes", None)  # ints where the index has them (not an overlay)
+    column = codes if codes is not None and len(codes) == len(index) else index.categories
+    names, counts = np.unique(np.asarray(column[context.history_rows]), return_counts=True)
+    wanted = np.asarray(column[rows])
+    at = np.minimum(np.searchsorted(names, wanted), len(names) - 1)
+    return np.where(names[at] == wanted, counts[at], 0) / len(context.history_rows)
+
+
+def feature_rows(
+    index: CatalogIndex,
+    context: FeedContext,
+    rows: np.ndarray,
+    cosine: np.ndarray,
+    cooccurrence: np.ndarray | None,
+    hand_score: np.ndarray,
+    sources: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """float64 [len(rows), len(FEATURE_NAMES)]: the features of candidate ``rows``.
+
+    ``cosine`` and ``hand_score`` are aligned with ``rows``; ``cooccurrence`` is the request's
+    scaled co-occurrence per catalog row (None: none); ``sources`` maps each of :data:`SOURCES` to
+    the rows it recalled.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full((len(rows), len(FEATURE_NAMES)), np.nan)
+    if not len(rows):
+        return out
+    values: dict[str, np.ndarray] = {
+        "cosine": np.asarray(cosine, dtype=np.float64),
+        "cooccurrence": np.zeros(len(rows)) if cooccurrence is None else np.asarray(cooccurrence[rows], np.float64),
+        "cooccurrence_raw": np.zeros(len(rows))
+        if context.cooccurrence_raw is None
+        else np.asarray(context.cooccurrence_raw[rows], dtype=np.float64),
+        "popularity_prior": np.asarray(index.popularity_prior[rows], dtype=np.float64),
+        "popularity_rank": index.popularity_rank[rows].astype(np.float64),
+        "hand_score": np.asarray(hand_score, dtype=np.float64),
+        "history_length": np.full(len(rows), float(len(context.history_rows))),
+        "category_affinity": _category_affinity(index, context, rows),
+    }
+    values["cosine_rank"] = descending_rank(values["cosine"], rows)
+    values["cooccurrence_rank"] = descending_rank(values["cooccurrence_raw"], rows)
+    values["hand_rank"] = descending_rank(values["hand_score"], rows)
+    values |= _source_flags(rows, sources)
+    if index.item_stats is not None:
+        stats = np.asarray(index.item_stats[rows], dtype=np.float64)
+        values |= {name: stats[:, j] for j, name in enumerate(ITEM_STAT_NAMES)}
+    values |= _history_features(context, rows)
+    interval = values.get("repurchase_interval_days")
+    if interval is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values["interval_ratio"] = np.where(interval > 0, values["days_since_last"] / interval, np.nan)
+    created = np.asarray(index.created_at[rows], dtype=np.float64)
+    values["item_age_days"] = np.where(np.isfinite(created), (context.now - np.nan_to_num(created)) / DAY, np.nan)
+    for name, column in values.items():
+        out[:, _COLUMN[name]] = column
+    return out

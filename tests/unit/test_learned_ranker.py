@@ -1,0 +1,235 @@
+"""The learned second stage: item statistics, the feature function, the buy-again source, the
+ranker served inside ``rank`` (scores, order, exact contributions) and the gate's choices."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from aisle_contract import RANKER_FEATURE_NAMES, RankingConfig
+from aisle_export.data.catalog import Catalog
+from aisle_export.data.interactions import Interactions
+from aisle_export.data.splits import temporal_split
+from aisle_export.index.log_signals import item_stats, split_signals
+from aisle_export.index.writing import served_index
+from aisle_export.judge.rankers import feed_request
+from aisle_export.learn.ranker import Groups, RankerConfig, fit, gate, split_groups
+from aisle_server.features import FEATURE_NAMES, FeedContext, feature_rows
+from aisle_server.learned import ITEM_STAT_NAMES
+from aisle_server.ranker import LearnedRanker
+from aisle_server.ranking import RankRequest, candidate_features, rank
+
+DAY = 86400.0
+N_ITEMS, DIM = 40, 8
+COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def catalog() -> Catalog:
+    ids = [f"i{j}" for j in range(N_ITEMS)]
+    return Catalog(
+        item_ids=np.array(ids),
+        titles=np.array([f"item {j}" for j in range(N_ITEMS)]),
+        descriptions=np.array([""] * N_ITEMS),
+        categories=np.array(["a" if j % 2 else "b" for j in range(N_ITEMS)]),
+        created_at=np.array([j * DAY for j in range(N_ITEMS)], dtype=np.float64),
+        popularity=np.zeros(N_ITEMS),
+        in_stock=np.ones(N_ITEMS, dtype=bool),
+    )
+
+
+def shop_log(seed: int = 0, shoppers: int = 60, days: int = 60) -> Interactions:
+    """Shoppers who buy their own staples again every few days, plus a few random items."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(shoppers):
+        staples = rng.choice(N_ITEMS, 3, replace=False)
+        for day in range(0, days, int(rng.integers(3, 7))):
+            for item in staples[rng.random(3) < 0.7]:
+                rows.append((f"u{u}", f"i{item}", day * DAY + u))
+            rows.append((f"u{u}", f"i{rng.integers(N_ITEMS)}", day * DAY + u + 1))
+    users, items, ts = zip(*rows)
+    return Interactions(np.array(users), np.array(items), np.ones(len(rows), np.float32), np.array(ts, np.float64))
+
+
+def test_item_stats_count_repurchases_by_day_and_take_the_median_interval_across_shoppers() -> None:
+    u = np.array([0, 0, 0, 1, 1, 1, 2])
+    i = np.array([0, 0, 0, 0, 0, 1, 0])
+    t = np.array([0.0, 0.1, 10.0, 0.0, 4.0, 19.0, 5.0]) * DAY  # u0: a basket of two rows, then day 10
+    stats = dict(zip(ITEM_STAT_NAMES, item_stats(u, i, t, 3, now=20 * DAY).T))
+    assert stats["events_all"].tolist() == [6.0, 1.0, 0.0]
+    assert stats["events_7d"].tolist() == [0.0, 1.0, 0.0] and stats["events_30d"][0] == 6.0
+    assert stats["buyers"].tolist() == [3.0, 1.0, 0.0]
+    assert stats["repeat_share"][0] == pytest.approx(2 / 3)  # u0 and u1 had it on two days, u2 once
+    assert stats["repurchase_interval_days"][0] == pytest.approx(7.0)  # median of 10 and 4
+    assert np.isnan(stats["repurchase_interval_days"][1]) and np.isnan(stats["repeat_share"][2])
+    assert stats["first_seen_days"][:2].tolist() == [20.0, 1.0]
+
+
+def _index(log: Interactions, cut: float):
+    split = temporal_split(log, cutoff=cut)
+    vectors = np.random.default_rng(1).standard_normal((N_ITEMS, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return split, served_index(catalog(), vectors, split_signals(split))
+
+
+def test_feature_rows_hold_the_shoppers_repurchase_timing_and_the_items_statistics() -> None:
+    _, index = _index(shop_log(), 50 * DAY)
+    now = 50 * DAY
+    history = index.rows_of(["i3", "i5", "i3"])
+    context = FeedContext(history, np.array([30, 40, 46]) * DAY, np.array([0.2, 0.3, 0.5]), now)
+    rows = np.array([index.rows_of(["i3"])[0], index.rows_of(["i8"])[0], index.rows_of(["i5"])[0]])
+    sources = {"dense": rows[:2], "history": rows[[0, 2]]}
+    x = feature_rows(index, context, rows, np.array([0.1, 0.9, 0.5]), None, np.array([3.0, 1.0, 2.0]), sources)
+    assert x.shape == (3, len(RANKER_FEATURE_NAMES))
+    column = {name: x[:, j] for name, j in COLUMN.items()}
+    assert column["history_count"].tolist() == [2.0, 0.0, 1.0]
+    assert column["history_recency_weight"].tolist() == pytest.approx([0.7, 0.0, 0.3])
+    assert column["days_since_last"][[0, 2]].tolist() == pytest.approx([4.0, 10.0]) and np.isnan(
+        column["days_since_last"][1]
+    )
+    interval = index.item_stats[rows[0], ITEM_STAT_NAMES.index("repurchase_interval_days")]
+    assert column["interval_ratio"][0] == pytest.approx(4.0 / interval)
+    assert column["from_dense"].tolist() == [1, 1, 0] and column["from_history"].tolist() == [1, 0, 1]
+    assert column["from_popular"].tolist() == [0, 0, 0]
+    assert column["cosine_rank"].tolist() == [2, 0, 1] and column["hand_rank"].tolist() == [0, 2, 1]
+    # i3, i5 are odd-numbered ("a"), i8 is "b": two of three history items share i3's category
+    assert column["category_affinity"].tolist() == pytest.approx([1.0, 0.0, 1.0])
+    assert column["history_length"].tolist() == [3, 3, 3]
+    assert column["item_age_days"].tolist() == pytest.approx([47.0, 42.0, 45.0])
+    assert column["events_all"].tolist() == index.item_stats[rows, 2].tolist()
+
+
+def test_the_buy_again_source_brings_the_history_in_only_when_history_may_show() -> None:
+    split, index = _index(shop_log(), 50 * DAY)
+    user = split.users[0]
+    own = set(index.rows_of([item for item, _ in split.histories[user]]).tolist())
+    narrow = RankingConfig(candidates=1, popular_candidates=0, cooccurrence_candidates=0, user_encoder=False)
+    shown = candidate_features(index, feed_request(split, user, replace(narrow, exclude_history=False), 10))
+    hidden = candidate_features(index, feed_request(split, user, narrow, 10))
+    assert shown is not None and hidden is not None
+    assert own <= set(shown[0].tolist()) and not own & set(hidden[0].tolist())
+    flags = shown[1][:, COLUMN["from_history"]]
+    assert set(shown[0][flags == 1].tolist()) == own
+
+
+@pytest.fixture(scope="module")
+def trained():
+    log = shop_log()
+    split, index = _index(log, 50 * DAY)
+    groups = split_groups(index, split, RankingConfig(user_encoder=False))
+    ranker, report = fit(groups, groups, RankerConfig(rounds=30, min_data_in_leaf=5, threads=1))
+    return split, replace(index, ranker=ranker), report
+
+
+def test_training_rows_label_the_next_items_repeats_included(trained) -> None:
+    split, index, report = trained
+    groups = split_groups(index, split, RankingConfig(user_encoder=False))
+    assert (
+        groups.features.shape == (groups.labels.size, len(FEATURE_NAMES)) and groups.sizes.sum() == groups.labels.size
+    )
+    assert report["shoppers"] == len(groups.sizes) > 0
+    repeats = groups.labels.astype(bool) & (groups.features[:, COLUMN["from_history"]] == 1)
+    assert repeats.any()  # staples bought again are positives, recalled by the buy-again source
+
+
+def test_rank_orders_a_feed_by_the_ranker_score_of_the_offline_features_and_explains_it_exactly(trained) -> None:
+    split, index, _ = trained
+    config = RankingConfig(user_encoder=False, exclude_history=False)
+    for user in split.users[:5]:
+        request = replace(feed_request(split, user, config, 10), explain=True)
+        served = rank(index, request)
+        rows, features = candidate_features(index, request)
+        offline = index.ranker.score(features)
+        order = np.lexsort((rows, -offline))[:10]
+        assert served.item_ids == index.item_ids[rows[order]].tolist()
+        np.testing.assert_allclose(served.scores, offline[order], atol=1e-5)
+        assert served.feature_contributions.shape == (10, len(FEATURE_NAMES) + 1)
+        np.testing.assert_allclose(served.feature_contributions.sum(axis=1), served.scores, atol=1e-5)
+        assert np.isnan(served.components).all()  # no hand-weighted terms make a ranker's score
+        hand = rank(index, replace(request, config=replace(config, learned_ranker=False)))
+        assert hand.feature_contributions is None and np.isfinite(hand.components).all()
+
+
+def test_a_search_and_the_cold_fallback_are_not_ranked_by_the_ranker(trained) -> None:
+    split, index, _ = trained
+    query = RankRequest(np.asarray(index.embeddings[0]), [], np.zeros(0), 5, split.cutoff, explain=True)
+    assert rank(index, query).feature_contributions is None
+    assert rank(index, replace(query, query_embedding=None)).feature_contributions is None
+
+
+def test_a_ranker_over_other_features_is_refused(trained, tmp_path) -> None:
+    _, index, _ = trained
+    booster = index.ranker.booster
+    text = booster.model_to_string().replace("feature_names=cosine ", "feature_names=renamed ")
+    import lightgbm
+
+    LearnedRanker(lightgbm.Booster(model_str=text)).save(tmp_path / "bad")
+    with pytest.raises(ValueError, match="trained on features"):
+        LearnedRanker.load(tmp_path / "bad")
+    index.ranker.save(tmp_path / "good")
+    assert LearnedRanker.load(tmp_path / "good").score(np.zeros((2, len(FEATURE_NAMES)))).shape == (2,)
+
+
+def _values(mean: float, n: int = 200, seed: int = 0) -> np.ndarray:
+    return np.clip(mean + 0.05 * np.random.default_rng(seed).standard_normal(n), 0, 1)
+
+
+def test_the_gate_shows_history_and_serves_the_ranker_only_on_gains_above_zero() -> None:
+    hand = {"all": _values(0.30), "new": _values(0.20)}
+    better = {"all": _values(0.30) + 0.05, "new": _values(0.20)}
+    same = {"all": _values(0.30), "new": _values(0.20)}
+    chosen = gate(hand, hidden=same, shown=better)
+    assert chosen["exclude_history"] is False and chosen["served"] is True
+    assert chosen["vs_hand_weighted"]["all"]["ci95"][0] > 0
+    kept = gate(hand, hidden=same, shown=same)
+    assert kept["exclude_history"] is True and kept["served"] is False  # no gain: history hidden, nothing served
+
+
+def test_groups_concatenate_windows() -> None:
+    a = Groups(np.ones((2, len(FEATURE_NAMES)), np.float32), np.array([1, 0], np.int32), np.array([2]))
+    both = Groups.concat([a, a])
+    assert both.features.shape[0] == 4 and both.sizes.tolist() == [2, 2]
+
+
+def test_past_its_depth_the_ranker_leaves_the_hand_weighted_order_below_what_it_scored(trained) -> None:
+    split, index, _ = trained
+    shallow = replace(index, ranker=replace(index.ranker, manifest={"depth": 3}))
+    config = RankingConfig(user_encoder=False, exclude_history=True)
+    request = replace(feed_request(split, split.users[0], config, 10), explain=True)
+    served = rank(shallow, request)
+    rows, features = candidate_features(shallow, request)
+    head = shallow.ranker.reranks(features)
+    assert head.sum() == 3  # history hidden: no buy-again rows, only the hand-weighted top 3
+    hand = features[:, COLUMN["hand_score"]]
+    ranked = np.lexsort((rows, -shallow.ranker.score(features)))
+    want = [r for r in rows[ranked] if r in set(rows[head])] + [
+        r for r in rows[np.lexsort((rows, -hand))] if r not in set(rows[head])
+    ]
+    assert served.item_ids == shallow.item_ids[np.array(want[:10])].tolist()
+    assert np.all(np.diff(served.scores) <= 0)
+    explained = ~np.isnan(served.feature_contributions).any(axis=1)
+    assert explained.tolist() == [True] * 3 + [False] * 7
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_finetune_step_writes_the_ranker_and_the_history_choice_only_when_the_gate_passes(
+    trained, tmp_path, monkeypatch, served
+) -> None:
+    from types import SimpleNamespace
+
+    from aisle_export.learn import ranker as step
+
+    _, index, _ = trained
+    (tmp_path / "ranker").mkdir()  # left by an earlier run: must not outlive a failed gate
+    verdict = {"served": served, "exclude_history": False, "fit": {}, "vs_hand_weighted": {}}
+    monkeypatch.setattr(step, "validate", lambda *args, **kwargs: dict(verdict))
+    monkeypatch.setattr(step, "train_ranker", lambda *args, **kwargs: (index.ranker, {"seconds": 0}))
+    choice = {"served": "pretrained", "pretrained": {"exclude_history": True, "user_encoder": False}}
+    data = SimpleNamespace(split=SimpleNamespace(train=None), catalog=None)
+    report = step.finetune_step(data, tmp_path, choice, {"pretrained": np.zeros((1, 1))}, (tmp_path, tmp_path))
+    assert (tmp_path / "ranker" / "model.txt").is_file() is served
+    assert choice["pretrained"]["exclude_history"] is (not served)  # the measured choice, only with the ranker
+    if served:
+        assert LearnedRanker.load(tmp_path / "ranker").manifest["stack"] == "pretrained" and "path" in report
