@@ -44,6 +44,16 @@ PRE_DIVERSITY_RANK = "PRE_DIVERSITY_RANK"
 #: ``cooccurrence``, ``freshness``, ``popularity``: weight × signal; ``diversity``: always 0, since
 #: MMR/DPP choose and order the page but never change a score (see ``PRE_DIVERSITY_RANK``).
 SCORE_COMPONENT_NAMES = ("dense", "lexical", "shopper_interest", "cooccurrence", "freshness", "popularity", "diversity")
+#: The log's per-item statistics the learned ranker reads (``aisle_server.features`` says what each is).
+ITEM_STAT_NAMES = (
+    "events_7d",
+    "events_30d",
+    "events_all",
+    "buyers",
+    "repeat_share",
+    "repurchase_interval_days",
+    "first_seen_days",
+)
 #: The learned ranker's features (``aisle_server.features``), in the order of its model's columns:
 #: each candidate source's score and rank, popularity over several windows, the repurchase features
 #: of the shopper's own history, item age, category affinity and history length (what each means:
@@ -63,13 +73,7 @@ RANKER_FEATURE_NAMES = (
     "from_popular",
     "from_cooccurrence",
     "from_history",
-    "events_7d",
-    "events_30d",
-    "events_all",
-    "buyers",
-    "repeat_share",
-    "repurchase_interval_days",
-    "first_seen_days",
+    *ITEM_STAT_NAMES,
     "history_count",
     "history_recency_weight",
     "days_since_last",

@@ -33,24 +33,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aisle_contract import RANKER_FEATURE_NAMES
+from aisle_contract import ITEM_STAT_NAMES, RANKER_FEATURE_NAMES
 
 from .index import CatalogIndex
 
 FEATURE_NAMES = RANKER_FEATURE_NAMES
-#: Columns of the log signals' ``item_stats`` (``aisle_server.learned``) (float64 (V, S), NaN = unknown), as of the signals' ``now``:
-#: interactions in the last 7 and 30 days and in all, distinct shoppers, the share of them who had
-#: the item on two days or more, the median over those shoppers of their mean days between two
-#: such days (the item's typical repurchase interval), and days since the log first saw the item.
-ITEM_STAT_NAMES = (
-    "events_7d",
-    "events_30d",
-    "events_all",
-    "buyers",
-    "repeat_share",
-    "repurchase_interval_days",
-    "first_seen_days",
-)
+#: ``ITEM_STAT_NAMES`` are the columns of the log signals' ``item_stats`` (``aisle_server.learned``;
+#: float64 (V, S), NaN = unknown), as of the signals' ``now``: interactions in the last 7 and 30 days
+#: and in all, distinct shoppers, the share of them who had the item on two days or more, the median
+#: over those shoppers of their mean days between two such days (the item's typical repurchase
+#: interval), and days since the log first saw the item.
 DAY = 86400.0
 SOURCES = ("dense", "popular", "cooccurrence", "history")
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}

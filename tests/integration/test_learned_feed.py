@@ -183,21 +183,16 @@ def test_served_user_vector_and_top10_match_the_offline_models(store, served, sh
                 )[0].numpy()
             vector = _rerank_interest(served.grpc_url, history, now, index.dim)
             assert float(vector @ offline / (np.linalg.norm(vector) * np.linalg.norm(offline))) >= 0.9999
-            want = rank(
-                index,
-                RankRequest(
-                    None,
-                    [h[0] for h in history],
-                    np.array([h[1] for h in history]),
-                    10,
-                    now,
-                    config,
-                    history_events=[h[2] for h in history],
-                ),
-            )
+            want = rank(index, _feed_request(history, now, config))
             got = client.recommend(history=history, k=10, now=now)
             assert [r.item_id for r in got] == want.item_ids
             np.testing.assert_allclose([r.score for r in got], want.scores, rtol=1e-4, atol=1e-5)
+
+
+def _feed_request(history, now, config) -> RankRequest:
+    """The top-10 feed request ``rerank`` builds from a shopper's (item, time, event) history."""
+    ids, times, events = zip(*history)
+    return RankRequest(None, list(ids), np.array(times), 10, now, config, history_events=list(events))
 
 
 def test_bad_history_events_fail_alone_and_the_server_keeps_serving(served, shoppers):
@@ -232,15 +227,7 @@ def test_served_feeds_get_the_offline_rankers_scores_order_and_contributions(sto
     config = RankingConfig(**json.loads((store["finetuned"] / "ranking.json").read_text())["user_encoder"])
     with RecClient(served.grpc_url, timeout_s=30) as client:
         for history, now in shoppers:
-            request = RankRequest(
-                None,
-                [h[0] for h in history],
-                np.array([h[1] for h in history]),
-                10,
-                now,
-                config,
-                history_events=[h[2] for h in history],
-            )
+            request = _feed_request(history, now, config)
             rows, features = candidate_features(index, request)  # the offline feature rows
             hand = features[:, FEATURE_NAMES.index("hand_score")]
             offline = reranked(index.ranker, rows, hand, features)  # the ranker's top 150 + buy-again, then the rest
