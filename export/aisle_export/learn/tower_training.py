@@ -311,7 +311,13 @@ def batch_loss(
         batch = Batch.of(batch)
     if not isinstance(rows, StepRows):
         rows = StepRows(rows, torch.zeros(len(rows)))
-    embeddings = tower(rows.rows)
+    return loss_of(tower(rows.rows), batch, rows, temperature, half_life_s)
+
+
+def loss_of(
+    embeddings: torch.Tensor, batch: Batch, rows: StepRows, temperature: float, half_life_s: float
+) -> torch.Tensor:
+    """:func:`batch_loss` given the embeddings of ``rows.rows``."""
     column = np.searchsorted(rows.rows.numpy(), np.where(batch.real, batch.window, 0))
     targets = torch.from_numpy(np.searchsorted(rows.rows.numpy(), batch.target))
     decayed = np.where(batch.real, decay(batch.age_s, half_life_s), 0.0)
@@ -328,6 +334,35 @@ def batch_loss(
     masked[torch.from_numpy(b), index[b, w]] = True
     masked[torch.arange(len(batch)), targets] = False
     return torch.nn.functional.cross_entropy(logits.masked_fill(masked, float("-inf")), targets)
+
+
+def backward_in_chunks(
+    tower: CachedTower, batch: Batch, rows: StepRows, temperature: float, half_life_s: float, chunk: int = 512
+) -> torch.Tensor:
+    """:func:`batch_loss` and its gradients, with the activations of only ``chunk`` rows held at once.
+
+    A step encodes the batch's own items too — up to batch × window rows (tens of thousands over
+    a large catalog) — and backpropagating through all of them at once held every row's layer
+    activations: gigabytes. So (as GradCache, Gao et al. 2021) the rows are first encoded without
+    gradients, the loss's gradient with respect to those embeddings is taken, and each chunk is
+    then encoded again with gradients and given its part: the same gradients (each chunk replays
+    its dropout draws), one extra forward pass of the trainable layers. Returns the loss (detached).
+    """
+    states, parts = [], []
+    with torch.no_grad():
+        for start in range(0, len(rows.rows), chunk):
+            states.append(torch.get_rng_state())
+            parts.append(tower(rows.rows[start : start + chunk]))
+    embeddings = torch.cat(parts).requires_grad_(True)
+    loss = loss_of(embeddings, batch, rows, temperature, half_life_s)
+    loss.backward()
+    assert embeddings.grad is not None
+    resume = torch.get_rng_state()
+    for i, start in enumerate(range(0, len(rows.rows), chunk)):
+        torch.set_rng_state(states[i])
+        tower(rows.rows[start : start + chunk]).backward(embeddings.grad[start : start + chunk])
+    torch.set_rng_state(resume)
+    return loss.detach()
 
 
 def _legacy_pooling_config(saved: Path, base_path: Path) -> None:
@@ -422,9 +457,8 @@ def finetune(
         batch = examples.batch(np.array(order[: config.batch_size], np.int64))
         del order[: config.batch_size]
         rows = step_rows(batch, len(texts), config.max_candidates, generator)
-        loss = batch_loss(tower, batch, rows, config.temperature, config.recency_half_life_s)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = backward_in_chunks(tower, batch, rows, config.temperature, config.recency_half_life_s)
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         scheduler.step()
