@@ -232,10 +232,10 @@ def checks(cases: list[Case]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--events", type=int, nargs="*", help="log sizes for this tree (default 100000 1000000)")
     p.add_argument("--before", metavar="REF", help="also run the code of this git ref (e.g. main)")
     p.add_argument("--before-items", type=int, help="catalog size for the --before runs (default --items)")
-    p.add_argument("--before-events", type=int, nargs="+", default=[100_000])
+    p.add_argument("--before-events", type=int, nargs="+", help="log sizes for --before (default 100000)")
     p.add_argument("--before-timeout", type=float, default=3600.0, help="stop a --before run after this many s")
     p.add_argument("--quick", action="store_true", help="a quick check: 5k items, 10k and 30k events, short training")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/aisle-finetune-scale"))
@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     load_before = os.getloadavg()
     extra: list[str] = []
+    defaults = ([100_000, 1_000_000], [100_000])
     if args.quick:
-        args.items, args.events, args.name = 5_000, [10_000, 30_000], f"{args.name}_quick"
-        args.before_events = [10_000]
+        args.items, args.name, defaults = 5_000, f"{args.name}_quick", ([10_000, 30_000], [10_000])
         extra = [
             "--steps",
             "4",
@@ -256,11 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             "--cooccurrence-weights",
             "0,0.1",
         ]
-    plan = [("this tree", ROOT, args.items, n) for n in args.events]
+    events = defaults[0] if args.events is None else args.events
+    plan = [("this tree", ROOT, args.items, n) for n in events]
     if args.before:
         old = source_tree(args.before, args.workdir)
-        plan += [(args.before, old, args.before_items or args.items, n) for n in args.before_events]
-    cases = []
+        plan += [(args.before, old, args.before_items or args.items, n) for n in args.before_events or defaults[1]]
+    cases: list[Case] = []
+    result: dict = {"cases": []}
     for i, (code, tree, items, events) in enumerate(plan, 1):
         store = args.workdir / f"store-{items}-{events}"
         print(f"[{i}/{len(plan)}] {code}: writing {events:,} events over {items:,} items …", flush=True)
@@ -273,18 +275,25 @@ def main(argv: list[str] | None = None) -> int:
             f"    {case.wall_s:.0f} s, peak RSS {case.peak_rss_mb / 1024:.2f} GB, finished={case.finished}", flush=True
         )
         cases.append(case)
+        result = write(cases, args.name, sys.argv[1:] if argv is None else argv, load_before)  # after every case
+    if cases:
+        print(render(result))
+    return 0
+
+
+def write(cases: list[Case], name: str, argv: list[str], load_before: tuple[float, ...]) -> dict:
+    """``perf/results/<name>.{json,md,png}`` of the cases so far (a long run that is stopped keeps them)."""
     result = {
-        "command": command_line("perf.bench_finetune_scale", sys.argv[1:] if argv is None else argv),
+        "command": command_line("perf.bench_finetune_scale", argv),
         "machine": machine(load_before),
         "cases": [asdict(c) for c in cases],
         "checks": checks(cases),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(render(result))
-    plot(result, RESULTS / f"{args.name}.png")
-    print(render(result))
-    return 0
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(render(result))
+    plot(result, RESULTS / f"{name}.png")
+    return result
 
 
 if __name__ == "__main__":
