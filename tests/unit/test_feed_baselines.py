@@ -10,11 +10,12 @@ import pytest
 from test_log_eval import DIM, N_ITEMS, catalog, data  # noqa: F401  (data: the shared fixture)
 
 from aisle_export.data.interactions import Interactions
-from aisle_export.data.splits import TemporalSplit, temporal_split
+from aisle_export.data.splits import TemporalSplit, sample_shoppers, temporal_split
 from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge import feed, rankers
 from aisle_server.index import CatalogIndex
+from aisle_server.ranking import RankingConfig
 
 CUT = 1000.0
 DAY = 86400.0
@@ -175,3 +176,20 @@ def test_evaluate_log_reports_the_new_baselines_and_the_three_views(data, tmp_pa
     saved = json.loads((tmp_path / "r.json").read_text())
     assert all("per_user" not in scored for row in saved["rows"] for scored in row["views"].values())
     assert markdown.count("Paired bootstrap") == 1 + 3  # the main table's and one per view
+
+
+def test_batched_aisle_ranker_gives_each_shopper_the_lists_of_rank_and_sampling_keeps_whole_shoppers() -> None:
+    rng = np.random.default_rng(3)
+    rows = [(f"u{u}", f"i{int(i)}", float(t)) for u in range(40) for t, i in enumerate(rng.integers(0, N_ITEMS, 6))]
+    rows += [(f"u{u}", f"i{int(rng.integers(0, N_ITEMS))}", CUT + 1.0 + u) for u in range(40)]
+    split, index = _split_and_index(rows)
+    config = RankingConfig(cooccurrence_weight=0.3)
+    plain, batched = rankers.aisle_ranker(index, split, config), rankers.batched_aisle_ranker(index, split, config, 7)
+    assert len(split.users) > 7  # several blocks
+    for k in (3, 10):
+        assert [batched(u, k) for u in split.users] == [plain(u, k) for u in split.users]
+    sampled = sample_shoppers(split, 5, seed=1)
+    assert len(sampled.users) == 5 and set(sampled.users) < set(split.users)
+    for user in sampled.users:  # each drawn shopper keeps all of its own data
+        assert (sampled.histories[user], sampled.targets[user]) == (split.histories[user], split.targets[user])
+    assert sampled.train is split.train and sample_shoppers(split, 10**6) is split

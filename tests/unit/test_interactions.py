@@ -219,6 +219,29 @@ def test_stable_sort_by_timestamp(tmp_path: Path) -> None:
     assert items == [f"i{n}" for t in range(3) for n in range(300) if n % 3 == t]
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_chunked_read_equals_the_whole_read(tmp_path: Path, suffix: str) -> None:
+    """Packing rows into arrays every few rows gives the very log (order, ties, widths, report) of one pack."""
+    rng = np.random.default_rng(0)
+    n = 103
+    log = Interactions(
+        user_id=np.array([f"u{int(u)}" * int(1 + u % 3) for u in rng.integers(0, 9, n)]),  # widths differ by chunk
+        item_id=np.array([f"i{int(i)}" for i in rng.integers(0, 40, n)]),
+        weight=rng.random(n).astype(np.float32),
+        timestamp=np.sort(JAN_5_2024 + rng.integers(0, 20, n)).astype(np.float64),  # many ties
+        event_type=np.array(["view", "purchase", "click"])[rng.integers(0, 3, n)],
+    )
+    path = write_interactions(log, tmp_path / f"log{suffix}")
+    catalog = {f"i{i}" for i in range(30)}  # some rows dropped as unknown items
+    whole, whole_report = read_interactions(path, catalog_ids=catalog, chunk_rows=10**6)
+    for chunk_rows in (1, 7, 64):
+        chunked, report = read_interactions(path, catalog_ids=catalog, chunk_rows=chunk_rows)
+        assert_same(chunked, whole)
+        assert chunked.user_id.dtype == whole.user_id.dtype
+        assert report == whole_report
+    assert 0 < whole_report.unknown_items < n
+
+
 def test_user_sequences() -> None:
     log = Interactions(
         np.array(["b", "a", "b", "a", "c", "b"]),

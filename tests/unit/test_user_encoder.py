@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,16 @@ import torch
 from aisle_export.learn.user_encoder import (
     CONFIG_FILE,
     MODEL_FILE,
+    Negatives,
     UserEncoderConfig,
     UserEncoderModel,
     Windows,
+    _train,
     batch_loss,
     gap_buckets,
     load_torch_model,
     make_windows,
+    proposal,
     train_user_encoder,
 )
 from aisle_server.user_encoder import UserEncoder
@@ -162,6 +166,45 @@ def test_loss_is_the_weighted_full_catalog_softmax_with_history_masked() -> None
                 expected += w * float(-torch.log_softmax(logits, 0)[rows[b, t + 1]])
                 total += w
     assert float(loss.detach()) == pytest.approx(expected / total, rel=1e-5)
+
+
+@pytest.mark.parametrize("skew", [0.0, 3.0])
+def test_sampled_loss_with_log_q_estimates_the_full_softmax_for_any_proposal(skew: float) -> None:
+    """Many logQ-corrected draws give the full-catalog loss (history and accidental hits masked),
+    from a uniform proposal or a popularity-skewed one (half uniform, as :func:`proposal` mixes
+    it) alike: the correction, not the proposal, decides what the loss estimates."""
+    torch.manual_seed(0)
+    n, dim = 40, 8
+    catalog = torch.nn.functional.normalize(torch.randn(n, dim), dim=1)
+    prior = torch.rand(n)
+    model = UserEncoderModel(dim, 2, UserEncoderConfig(max_len=4, hidden=16, dropout=0.0)).eval()
+    rows = np.array([[0, 5, 2, 5, 7], [0, 0, 3, 4, 3], [9, 1, 30, 2, 39]])
+    mask = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], bool)
+    weights = np.array([[1, 1, 2, 0, 1], [0, 0, 1, 0.5, 0], [0, 1, 1, 1, 1]], np.float32)
+    ts = T0 + np.cumsum(np.full((3, 5), 300.0), axis=1)
+    windows = Windows(rows, ts, np.ones((3, 5), np.int64) * mask, weights, mask)
+    skewed = torch.exp(-skew * torch.arange(n, dtype=torch.float64) / 4)
+    q = 0.5 / n + 0.5 * skewed / skewed.sum()  # skew 3: item 0 drawn ~40× as often as item 39
+    with torch.no_grad():
+        full = float(batch_loss(model, catalog, prior, windows, np.arange(3), 0.1))
+        draws = Negatives(q, 20_000, torch.Generator().manual_seed(0))
+        sampled = float(batch_loss(model, catalog, prior, windows, np.arange(3), 0.1, draws))
+    assert sampled == pytest.approx(full, rel=0.01)
+    assert proposal(windows, n).sum() == pytest.approx(1.0) and (proposal(windows, n) > 0).all()
+
+
+def test_sampled_loss_trains_the_encoder_like_the_full_softmax() -> None:
+    """A catalog above ``full_softmax_max`` goes through the sampled loss, and it still learns."""
+    ids, embeddings = _catalog()
+    rng = np.random.default_rng(0)
+    sequences = {}
+    for user in range(100):
+        rows, ts, events = _sequence(rng, int(rng.integers(4, 25)))
+        sequences[f"u{user}"] = ([ids[r] for r in rows], ts, events)
+    config = replace(CONFIG, epochs=8, full_softmax_max=N_ITEMS - 1, negatives=16)
+    _, _, _, report = _train(ids, embeddings, np.zeros(N_ITEMS, np.float32), sequences, config, None, False)
+    assert report["softmax"].startswith("sampled")
+    assert report["loss_last_epoch"] < 0.7 * report["loss_first_epoch"]
 
 
 # --------------------------------------------------------------------------- the trained model

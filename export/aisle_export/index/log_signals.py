@@ -62,9 +62,8 @@ def item_cosine(
     c = (x.T @ x).tocsr()
     c.setdiag(0.0)
     c.eliminate_zeros()
-    norm = np.sqrt(np.maximum(counts, 1.0))
-    c = sparse.diags(1.0 / norm) @ c @ sparse.diags(1.0 / norm)
-    c = c.tocsr()
+    inverse = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+    c.data *= inverse[np.repeat(np.arange(n_items), np.diff(c.indptr))] * inverse[c.indices]  # in place: no copies
     neighbors = np.full((n_items, max_neighbors), -1, dtype=np.int32)
     weights = np.zeros((n_items, max_neighbors), dtype=np.float32)
     for row in range(n_items):

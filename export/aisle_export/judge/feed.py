@@ -49,6 +49,7 @@ from aisle_export.judge import metrics
 from aisle_export.judge.rankers import (
     Ranker,
     aisle_ranker,
+    batched_aisle_ranker,
     cooccurrence_ranker,
     gp_topfreq_ranker,
     item_knn_ranker,
@@ -230,9 +231,8 @@ def tune_feed(
     per_user: dict[tuple[float, float], list[float]] = {}
     for p, c in tqdm(pairs, desc=desc, unit="setting", disable=not progress):
         config = replace(base, feed_popularity_weight=p, cooccurrence_weight=c)
-        per_user[(p, c)] = score(aisle_ranker(index, split, config), split, reference, (10,), beyond=False)["per_user"][
-            metric
-        ]
+        ranker = batched_aisle_ranker(index, split, config)
+        per_user[(p, c)] = score(ranker, split, reference, (10,), beyond=False)["per_user"][metric]
     means = {pair: float(np.mean(values)) for pair, values in per_user.items()}
     best = max(pairs, key=lambda pair: (round(means[pair], 12), -pairs.index(pair)))
     gain = bootstrap_delta(per_user[own], per_user[best])

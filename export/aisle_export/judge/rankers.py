@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from aisle_export.data.splits import TemporalSplit
 from aisle_server.index import CatalogIndex
-from aisle_server.ranking import RankingConfig, RankRequest, cooccurrence_scores, rank
+from aisle_server.ranking import RankingConfig, RankRequest, cooccurrence_scores, rank, rank_many
 
 Ranker = Callable[[str, int], list[str]]  # (user, k) → item ids, best first
 
@@ -38,6 +38,28 @@ def feed_request(split: TemporalSplit, user: str, config: RankingConfig, k: int)
 
 def aisle_ranker(index: CatalogIndex, split: TemporalSplit, config: RankingConfig) -> Ranker:
     return lambda user, k: rank(index, feed_request(split, user, config, k)).item_ids
+
+
+def batched_aisle_ranker(index: CatalogIndex, split: TemporalSplit, config: RankingConfig, batch: int = 256) -> Ranker:
+    """:func:`aisle_ranker` for the split's shoppers, all ranked on first use through ``rank_many``.
+
+    The same lists (``rank_many`` answers each request as ``rank`` does), but each block of
+    shoppers scans the catalog as one matrix product instead of one memory-bound pass per
+    shopper: over a 100,000-item catalog that pass dominated the knob search.
+    """
+    lists: dict[int, dict[str, list[str]]] = {}
+
+    def ranked(user: str, k: int) -> list[str]:
+        if k not in lists:
+            lists[k] = {}
+            users = split.users
+            for start in range(0, len(users), batch):
+                chunk = users[start : start + batch]
+                results = rank_many(index, [feed_request(split, u, config, k) for u in chunk])
+                lists[k].update({u: result.item_ids for u, result in zip(chunk, results)})
+        return lists[k][user]
+
+    return ranked
 
 
 def popularity_ranker(index: CatalogIndex, split: TemporalSplit) -> Ranker:

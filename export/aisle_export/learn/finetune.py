@@ -48,7 +48,7 @@ from aisle_contract import RankingConfig
 from aisle_export.core.encoding import embed_catalog
 from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, RANKING_FILE, REPORT_FILE, STACKS
 from aisle_export.core.towers import default_tower_path, load_tower
-from aisle_export.data.splits import LogData, TemporalSplit
+from aisle_export.data.splits import LogData, TemporalSplit, sample_shoppers
 from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge.feed import KnobGrid, tune_feed
@@ -62,6 +62,9 @@ from aisle_server.user_encoder import UserEncoder
 
 VALIDATION_ENCODER = "validation_user_encoder"
 METRIC = "ndcg@10"
+#: Knob search and stack choice judge at most this many validation shoppers (ML-100K has 102,
+#: Online Retail 834): its cost is shoppers × settings × catalog, not a function of the log.
+MAX_VALIDATION_SHOPPERS = 1000
 
 
 def train_encoder(
@@ -106,13 +109,16 @@ def pick_stack(
     validation_encoder: Path,
     progress: bool = True,
     grid: KnobGrid = KnobGrid(),
+    max_shoppers: int = MAX_VALIDATION_SHOPPERS,
 ) -> dict:
     """Every stack's knobs and the stack to serve, all judged on the validation cut.
 
     ``index`` holds the trained towers' embeddings and the validation cut's signals; ``pretrained``
     the pretrained towers' (``None`` when the towers were not trained: the mean stack is then the
     pretrained one); ``validation_encoder`` was trained on the validation cut's own training rows.
+    The cut is judged on at most ``max_shoppers`` of its shoppers (``sample_shoppers``).
     """
+    data = replace(data, valid=sample_shoppers(data.valid, max_shoppers))
 
     encoder = UserEncoder.load(validation_encoder)
     # The encoder's own default: the popularity weight its training learned (score = cos + w · prior).
@@ -160,6 +166,7 @@ def finetune_log(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     texts, ids = data.catalog.texts(), data.catalog.item_ids.tolist()
+    cached: dict[str, np.ndarray] = {}  # the catalog's embeddings from the towers' training cache
     if keep_towers:
         if not (out_dir / ITEM_TOWER / "modules.json").exists():
             raise FileNotFoundError(f"{out_dir / ITEM_TOWER} is missing: nothing to keep, run without --keep-towers")
@@ -180,17 +187,21 @@ def finetune_log(
             base,
             progress,
             extra_report={"trained_until": data.valid.cutoff},
+            embeddings=cached,
         )
-    embeddings = embed_catalog(texts, out_dir / ITEM_TOWER, progress, "embedding items (trained towers)")
+    embeddings = cached.get("trained")
+    if embeddings is None:
+        embeddings = embed_catalog(texts, out_dir / ITEM_TOWER, progress, "embedding items (trained towers)")
     for name in (VALIDATION_ENCODER, USER_ENCODER_DIRNAME):
         shutil.rmtree(out_dir / name, ignore_errors=True)
     valid_signals = split_signals(data.valid)
     valid_index = served_index(data.catalog, embeddings, valid_signals)
     pretrained = None
     if tune_towers:
-        pretrained = served_index(
-            data.catalog, embed_catalog(texts, base, progress, "embedding items (pretrained)"), valid_signals
-        )
+        before = cached.get("pretrained")
+        if before is None:
+            before = embed_catalog(texts, base, progress, "embedding items (pretrained)")
+        pretrained = served_index(data.catalog, before, valid_signals)
     validation_report = train_encoder(data, data.valid, valid_index, out_dir / VALIDATION_ENCODER, encoder, progress)
     knobs = pick_stack(data, valid_index, pretrained, out_dir / VALIDATION_ENCODER, progress, grid)
     knobs["base"] = str(base) if base is not None else None

@@ -24,7 +24,11 @@ Training is SASRec-style: every position ``t`` of a window of ``max_len + 1`` it
 ``t + 1`` at its real time; the loss is the softmax cross-entropy over the *whole catalog* (as in
 ``aisle finetune``: in-batch negatives are popularity-biased), logits ``u·E/temperature + β·prior``.
 Items already in the window up to ``t`` are masked out (the feed never shows history back) and
-positions whose target is a repeat are not scored (the evaluation scores new items only).
+positions whose target is a repeat are not scored (the evaluation scores new items only). A
+catalog above ``full_softmax_max`` items is not scored whole: each step draws shared negatives
+(half uniform, half by popularity) and corrects their logits by the draw probability (logQ,
+:func:`sampled_loss`), so a step's time and memory follow the batch, not the catalog — over a
+100,000-item catalog the full softmax held positions × 100,000 logits and their gradients.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -85,6 +90,8 @@ class UserEncoderConfig:
     lr: float = 1e-2  # the lever that mattered on validation: 1e-3 underfits (docs/learning.md)
     weight_decay: float = 0.01
     temperature: float = 0.05
+    full_softmax_max: int = 4096  # catalogs up to this size: the exact softmax over every item
+    negatives: int = 2048  # larger catalogs: shared negatives drawn per step, logQ-corrected (sampled_loss)
     seed: int = 0
     threads: int = 0  # torch threads; 0 = torch's default
 
@@ -200,6 +207,15 @@ class UserEncoderModel(nn.Module):
         """L2-normalized user vectors u = normalize(Linear(h→d)(pre_head))."""
         return nn.functional.normalize(self.out(self.pre_head(states, state_ts, target_ts)), p=2.0, dim=-1)
 
+    def logit_factors(
+        self, pre: torch.Tensor, catalog: torch.Tensor, prior: torch.Tensor, temperature: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(left, right)`` with ``left @ right.T`` = :meth:`catalog_logits` (one item's logit: a row dot)."""
+        scale = 1.0 / (self.out(pre).norm(dim=-1, keepdim=True).clamp(min=1e-12) * temperature)  # F.normalize's eps
+        left = torch.cat([pre * scale, scale, self.beta.expand(len(pre), 1)], dim=1)
+        right = torch.cat([catalog @ self.out.weight, (catalog @ self.out.bias)[:, None], prior[:, None]], dim=1)
+        return left, right
+
     def catalog_logits(
         self, pre: torch.Tensor, catalog: torch.Tensor, prior: torch.Tensor, temperature: float
     ) -> torch.Tensor:
@@ -211,9 +227,7 @@ class UserEncoderModel(nn.Module):
         prior pass is needed — on a CPU those full-catalog passes dominate a step.
         Equal to ``head(...) @ catalog.T / temperature + β·prior`` up to rounding.
         """
-        scale = 1.0 / (self.out(pre).norm(dim=-1, keepdim=True).clamp(min=1e-12) * temperature)  # F.normalize's eps
-        left = torch.cat([pre * scale, scale, self.beta.expand(len(pre), 1)], dim=1)
-        right = torch.cat([catalog @ self.out.weight, (catalog @ self.out.bias)[:, None], prior[:, None]], dim=1)
+        left, right = self.logit_factors(pre, catalog, prior, temperature)
         return left @ right.T
 
     def sequence(
@@ -333,6 +347,22 @@ def make_windows(
 # --------------------------------------------------------------------------- training
 
 
+class Negatives(NamedTuple):
+    """What :func:`sampled_loss` draws shared negatives from: ``count`` draws per step from ``proposal``."""
+
+    proposal: torch.Tensor  # float64 (N,), sums to 1, > 0 everywhere
+    count: int
+    generator: torch.Generator
+
+
+def proposal(windows: Windows, n_items: int) -> torch.Tensor:
+    """Half uniform, half the training targets' frequency: popular items — the hard negatives of a
+    popularity-shaped log — are drawn often, and every item can be drawn."""
+    scored = windows.weights[:, 1:] > 0
+    counts = np.bincount(windows.rows[:, 1:][scored], minlength=n_items).astype(np.float64)
+    return torch.from_numpy(0.5 / n_items + 0.5 * counts / max(1.0, counts.sum()))
+
+
 def batch_loss(
     model: UserEncoderModel,
     catalog: torch.Tensor,
@@ -340,11 +370,13 @@ def batch_loss(
     windows: Windows,
     index: np.ndarray,
     temperature: float,
+    negatives: Negatives | None = None,
 ) -> torch.Tensor:
-    """Weighted full-catalog softmax cross-entropy of every scored position of windows ``index``.
+    """Weighted softmax cross-entropy of every scored position of windows ``index``.
 
     Inputs are the first ``max_len`` items of each window, targets the last ``max_len``; position
-    t's softmax masks the catalog rows of the window's items 0..t except its target.
+    t's softmax masks the catalog rows of the window's items 0..t except its target. Over the whole
+    catalog, or (``negatives``) over the target and shared sampled negatives (:func:`sampled_loss`).
     """
     rows = torch.from_numpy(windows.rows[index])
     ts = torch.from_numpy(windows.ts[index])
@@ -358,11 +390,53 @@ def batch_loss(
     seen_at, seen_row = before.nonzero(as_tuple=True)
     seen_item = rows[b, :-1][seen_at, seen_row]  # items at or before t ...
     keep = seen_item != targets[seen_at]  # ... except the target itself
-    logits = model.catalog_logits(model.pre_head(states[b, t], ts[b, t], ts[b, t + 1]), catalog, prior, temperature)
-    logits.index_put_((seen_at[keep], seen_item[keep]), torch.tensor(float("-inf")))  # the mm output: safe in place
-    losses = nn.functional.cross_entropy(logits, targets, reduction="none")
+    pre = model.pre_head(states[b, t], ts[b, t], ts[b, t + 1])
+    if negatives is None:
+        logits = model.catalog_logits(pre, catalog, prior, temperature)
+        logits.index_put_((seen_at[keep], seen_item[keep]), torch.tensor(float("-inf")))  # the mm output: safe in place
+        losses = nn.functional.cross_entropy(logits, targets, reduction="none")
+    else:
+        history = (seen_at[keep], seen_item[keep])
+        losses = sampled_loss(model, pre, catalog, prior, temperature, targets, history, negatives)
     w = weight[b, t]
     return (losses * w).sum() / w.sum().clamp(min=1e-12)
+
+
+def sampled_loss(
+    model: UserEncoderModel,
+    pre: torch.Tensor,
+    catalog: torch.Tensor,
+    prior: torch.Tensor,
+    temperature: float,
+    targets: torch.Tensor,
+    history: tuple[torch.Tensor, torch.Tensor],
+    negatives: Negatives,
+) -> torch.Tensor:
+    """Per-position sampled softmax loss: the target against ``negatives.count`` shared draws.
+
+    Draws are with replacement from ``q`` (:func:`proposal`); a drawn item ``j`` (``c_j`` times)
+    enters with ``logit_j − log(m·q_j) + log c_j`` (the logQ correction, Bengio & Senécal 2008;
+    Yi et al. 2019), the target, always present, with its own logit: the softmax's denominator
+    is then an unbiased (importance-sampled) estimate of the whole catalog's, whatever ``q``, so
+    popular items drawn often are not over-penalized. A draw equal to the position's target or in
+    its history is dropped (as the full softmax masks history). A step costs positions × draws,
+    not positions × catalog.
+    """
+    q, m = negatives.proposal, negatives.count
+    drawn = torch.multinomial(q, m, replacement=True, generator=negatives.generator)
+    items, counts = torch.unique(drawn, return_counts=True)
+    left, right = model.logit_factors(pre, catalog[items], prior[items], temperature)
+    _, target_right = model.logit_factors(pre, catalog[targets], prior[targets], temperature)
+    log_mq = torch.log(m * q).to(left.dtype)
+    positive = (left * target_right).sum(dim=1)
+    sampled = left @ right.T + (torch.log(counts.to(left.dtype)) - log_mq[items])
+    column = torch.full((len(q),), -1, dtype=torch.long)
+    column[items] = torch.arange(len(items))
+    hit_at, hit_item = torch.cat([torch.arange(len(targets)), history[0]]), torch.cat([targets, history[1]])
+    hit = column[hit_item] >= 0
+    sampled = sampled.index_put((hit_at[hit], column[hit_item[hit]]), torch.tensor(float("-inf")))
+    logits = torch.cat([positive[:, None], sampled], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long), reduction="none")
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -387,6 +461,11 @@ def _fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, total, max(1, total // 20)))
     rng = np.random.default_rng(config.seed)
+    negatives = (
+        None
+        if len(catalog) <= config.full_softmax_max
+        else Negatives(proposal(windows, len(catalog)), config.negatives, torch.Generator().manual_seed(config.seed))
+    )
     epoch_losses: list[float] = []
     model.train()
     bar = tqdm(total=total, desc="user encoder", unit="step", disable=not progress)
@@ -395,7 +474,7 @@ def _fit(
         losses = []
         for start in range(0, len(order), config.batch_size):
             loss = batch_loss(
-                model, catalog, prior, windows, order[start : start + config.batch_size], config.temperature
+                model, catalog, prior, windows, order[start : start + config.batch_size], config.temperature, negatives
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -514,6 +593,11 @@ def _train(
         "scored_targets": int((windows.weights[:, 1:] > 0).sum()),
         "skipped_unknown_items": int(skipped),
         "event_types": len(vocabulary) - 1,
+        "softmax": (
+            "full catalog"
+            if len(item_ids) <= config.full_softmax_max
+            else f"sampled: {config.negatives} draws per step, logQ-corrected"
+        ),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "loss_first_epoch": losses[0],
         "loss_last_epoch": losses[-1],
