@@ -85,7 +85,8 @@ def _explanation(
 ) -> ScoreComponents:
     values = [float(part) for part in parts]
     dense, lexical, shopper, cooccurrence, freshness, popularity, diversity = values[:7]
-    rules = values[7] if len(values) > 7 else 0.0  # a server from before the rules component
+    # 0: a server from before the rules component, or a ranker-ordered row no rule touched (NaN parts)
+    rules = values[7] if len(values) > 7 and values[7] == values[7] else 0.0
     return ScoreComponents(
         dense, lexical, shopper, cooccurrence, freshness, popularity, diversity, rank, features, rules, effects
     )

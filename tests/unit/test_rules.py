@@ -396,3 +396,16 @@ def test_an_exposure_event_records_the_explored_positions_of_an_explained_answer
     properties = json.loads(exposure_event(recs, "u1").properties)
     assert properties["explored"] == [{"position": 1, "rule": "new", "arm": "thompson"}]
     assert "explored" not in json.loads(exposure_event(Recommendations([rec("a")]), "u1").properties)
+
+
+def test_the_sdk_reads_a_ranker_ordered_row_without_rules_as_rules_zero():
+    from aisle.responses import split_recommendations
+    from aisle_contract import RANKER_FEATURE_NAMES
+
+    ids = np.array([[b"a"]], dtype=object)
+    scores = np.array([[0.5]], dtype=np.float32)
+    components = np.full((1, 1, len(SCORE_COMPONENT_NAMES)), np.nan, dtype=np.float32)  # the ranker's row
+    contributions = np.zeros((1, 1, len(RANKER_FEATURE_NAMES) + 1), dtype=np.float32)
+    contributions[0, 0, -1] = 0.5
+    (row,) = split_recommendations(ids, scores, None, components, np.zeros((1, 1), np.int32), contributions)
+    assert row[0].explanation.rules == 0.0 and row[0].explanation.total == pytest.approx(0.5)
