@@ -42,7 +42,13 @@ SELF_CONTAINED = frozenset(
 #: worker that takes it builds the repository once.
 OWN_SERVERS = frozenset(
     f"tests/{INTEGRATION}/{name}.py"
-    for name in ("test_stub_python", "test_int8_serving", "test_static_student_serving", "test_sdk_restart")
+    for name in (
+        "test_stub_python",
+        "test_int8_serving",
+        "test_static_student_serving",
+        "test_sdk_restart",
+        "test_rules",
+    )
 )
 OWN_SERVERS_SCOPE = f"{INTEGRATION}-own-servers"
 

@@ -28,7 +28,7 @@ from .exposure_log import ExposureStats
 from .exposures import exposure_event
 from .policy import CallInfo, RetryPolicy
 from .requests import ItemUpdate, RankingKnobs, RecommendRequest, TrackEvent
-from .types import ItemChanged, Recommendation, Recommendations, ScoreComponents, Tracked
+from .types import ItemChanged, Recommendation, Recommendations, RuleSetInfo, ScoreComponents, Tracked
 
 __all__ = [
     "AisleError",
@@ -54,6 +54,7 @@ __all__ = [
     "Recommendation",
     "Recommendations",
     "RetryPolicy",
+    "RuleSetInfo",
     "ScoreComponents",
     "ServerError",
     "ServerUnavailable",

@@ -26,12 +26,14 @@ from tritonclient.grpc import InferInput, KeepAliveOptions
 
 from aisle_contract import (
     CATALOG_MODEL,
+    DEFAULT_RULE_SET,
     EMBED_MODELS,
     MAX_BATCH,
     MAX_CATALOG_BATCH,
     MAX_MESSAGE_BYTES,
     MAX_TRACK_BATCH,
     RECOMMEND_MODEL,
+    RULES_MODEL,
     TRACK_MODEL,
 )
 from aisle_contract.experiments import Assignment, Experiment
@@ -53,6 +55,7 @@ from .requests import (
     batch_recommend_tensors,
     catalog_tensors,
     embed_tensors,
+    rules_tensors,
     track_tensors,
     validate_texts,
     validate_timeout,
@@ -65,9 +68,10 @@ from .responses import (
     copy_recommendations,
     embeddings_from,
     recommendations_from,
+    rule_set_from,
     tracked_from,
 )
-from .types import ItemChanged, Recommendations, Tracked
+from .types import ItemChanged, Recommendations, RuleSetInfo, Tracked
 
 LOG = logging.getLogger("aisle")
 T = TypeVar("T")
@@ -804,6 +808,43 @@ class ClientCore:
                 result = yield from self._infer(CATALOG_MODEL, catalog_tensors(chunk), deadline, CallInfo("catalog"))
                 changed.extend(changed_from(result, [u.item_id for u in chunk]))
         return changed
+
+    # -- merchandising rules ---------------------------------------------------------------------
+    def _plan_set_rules(
+        self,
+        rules: Mapping[str, Any] | Sequence[Mapping[str, Any]] | str,
+        rule_set: str = DEFAULT_RULE_SET,
+        *,
+        check_only: bool = False,
+        timeout_s: float | None = None,
+    ) -> Plan[RuleSetInfo]:
+        """Store ``rules`` (``{"rules": [...]}``, a list of rules or its JSON text; docs/merchandising.md)
+        as the newest version of ``rule_set``; every ``rerank`` instance applies it within its poll
+        interval (0.2 s by default). A malformed rule raises ``InvalidRequest`` naming its place
+        (``rules[2].match, column 7: unknown name 'prise'``) and nothing is stored. ``check_only``:
+        check without storing (version 0 in the answer)."""
+        return (yield from self._rules("check" if check_only else "set", rule_set, rules, timeout_s))
+
+    def _plan_list_rules(
+        self, rule_set: str = DEFAULT_RULE_SET, *, timeout_s: float | None = None
+    ) -> Plan[RuleSetInfo]:
+        """``rule_set``'s newest version, its rules and the history of its versions (version 0: none)."""
+        return (yield from self._rules("list", rule_set, None, timeout_s))
+
+    def _plan_rollback_rules(
+        self, rule_set: str = DEFAULT_RULE_SET, to: int | None = None, *, timeout_s: float | None = None
+    ) -> Plan[RuleSetInfo]:
+        """Put back version ``to`` of ``rule_set`` (default: the one before the newest; 0: no rules),
+        stored as a new version, so a rollback can itself be rolled back."""
+        if to is not None and (isinstance(to, bool) or not isinstance(to, int) or to < 0):
+            raise InvalidRequest(f"to must be a version number >= 0, got {to!r}")
+        return (yield from self._rules("rollback", rule_set, None if to is None else {"to": to}, timeout_s))
+
+    def _rules(self, op: str, rule_set: str, rules: object, timeout_s: float | None) -> Plan[RuleSetInfo]:
+        with self._recorded("rules") as info:
+            deadline = self._deadline(timeout_s)
+            result = yield from self._infer(RULES_MODEL, rules_tensors(op, rule_set, rules), deadline, info)
+        return rule_set_from(result)
 
     # -- embed -----------------------------------------------------------------------------------
     def _plan_embed(

@@ -105,6 +105,9 @@ class AsyncRecClient(ClientCore):
     track = _awaitable(ClientCore._plan_track)
     track_many = _awaitable(ClientCore._plan_track_many)
     update_items = _awaitable(ClientCore._plan_update_items)
+    set_rules = _awaitable(ClientCore._plan_set_rules)
+    list_rules = _awaitable(ClientCore._plan_list_rules)
+    rollback_rules = _awaitable(ClientCore._plan_rollback_rules)
 
     # -- the driver ------------------------------------------------------------------------------
     async def _drive(self, plan: Plan[T]) -> T:

@@ -85,6 +85,9 @@ class RecClient(ClientCore):
     track = _blocking(ClientCore._plan_track)
     track_many = _blocking(ClientCore._plan_track_many)
     update_items = _blocking(ClientCore._plan_update_items)
+    set_rules = _blocking(ClientCore._plan_set_rules)
+    list_rules = _blocking(ClientCore._plan_list_rules)
+    rollback_rules = _blocking(ClientCore._plan_rollback_rules)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _open_channel(self) -> grpcclient.InferenceServerClient:

@@ -19,8 +19,10 @@ def exposure_event(recs: Recommendations, user_id: str, ts: float | None = None)
 
     Its ``event_id`` is the answer's ``request_id``, so sending it twice stores it once; its
     properties carry ``request_id``, ``experiment``, ``arm``, ``items`` (best first; the tail is cut,
-    with ``"truncated": true``, where the list would pass the contract's 4 KiB) and ``k``. The item
-    id is the first item shown. Exposures go to the event log only, never into the shopper's history.
+    with ``"truncated": true``, where the list would pass the contract's 4 KiB) and ``k``; for an
+    answer asked with ``explain=True``, ``explored``: the 0-based positions an ``explore`` rule
+    placed, with the rule and the bandit's arm, so reports can tell them apart. The item id is the
+    first item shown. Exposures go to the event log only, never into the shopper's history.
     """
     items = [rec.item_id for rec in recs]
     properties: dict[str, object] = {
@@ -30,6 +32,15 @@ def exposure_event(recs: Recommendations, user_id: str, ts: float | None = None)
         "k": len(items),
         "items": items,
     }
+    explored = [
+        {"position": j, "rule": effect.get("rule"), "arm": effect.get("arm")}
+        for j, rec in enumerate(recs)
+        if rec.explanation is not None
+        for effect in rec.explanation.rule_effects
+        if effect.get("effect") == "explore"
+    ]
+    if explored:
+        properties["explored"] = explored
     while len(json.dumps(properties, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_PROPERTIES_BYTES:
         if not items:
             raise InvalidRequest("exposure properties do not fit 4 KiB")

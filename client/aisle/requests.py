@@ -30,15 +30,18 @@ from aisle_contract import (
     MAX_K,
     MAX_MESSAGE_BYTES,
     MAX_QUERY_CHARS,
+    MAX_RULES_BYTES,
     MAX_TRACK_BATCH,
     OVERRIDABLE,
     RECOMMEND_MODEL,
+    RULE_OPS,
     USER_ID,
     EventError,
     ItemChangeError,
     RankingConfig,
     check_event,
     check_item_change,
+    valid_rule_set_name,
 )
 
 from .errors import InvalidRequest
@@ -151,6 +154,10 @@ class RankingKnobs(TypedDict, total=False):
     cooccurrence_weight: float  # >= 0: weight of co-occurrence with the shopper's history in feeds
     user_encoder: bool  # use the learned user encoder where the repository has one (else the recency mean)
     learned_ranker: bool  # order a feed by the learned ranker where the repository has one (else the hand-weighted sum)
+    surface: str  # the page the request fills ("home", "pdp", ...): merchandising rules read it
+    segment: str  # the shopper's segment as the caller names it ("vip", ...): merchandising rules read it
+    rule_set: str  # the stored merchandising rule set to apply (default "default")
+    rules: bool  # False: no merchandising rules at all for this request
 
 
 _KNOB_TYPES = {"FP32": float, "FP64": float, "INT32": int, "BOOL": bool, "BYTES": str}
@@ -439,7 +446,8 @@ class ItemUpdate:
 
     ``op="upsert"`` inserts the item (``fields`` must then hold a ``title``) or sets the ``fields``
     it names — ``title``, ``description``, ``category``, ``created_at``, ``popularity``,
-    ``in_stock``, ``hidden``; a changed title or description is re-embedded by the server.
+    ``in_stock``, ``hidden``, and the catalog's declared attributes (``price``, ``tags``, ...; the
+    server checks their types; ``None`` clears one); a changed title or description is re-embedded.
     ``op="delete"`` removes the item for good (``fields`` empty).
     """
 
@@ -449,7 +457,7 @@ class ItemUpdate:
 
     def __post_init__(self) -> None:
         try:
-            fields = check_item_change(self.item_id, self.op, dict(self.fields or {}))
+            fields = check_item_change(self.item_id, self.op, dict(self.fields or {}), attributes=None)
         except ItemChangeError as exc:
             raise InvalidRequest(str(exc)) from None
         except TypeError as exc:
@@ -497,3 +505,32 @@ def catalog_tensors(updates: Sequence[ItemUpdate]) -> list[Tensor]:
             ),
         ]
     )
+
+
+def rules_tensors(op: str, rule_set: str, rules: object = None) -> list[Tensor]:
+    """Tensors of one ``rules`` request: ``op`` on the set ``rule_set``; ``rules`` is the set (a
+    mapping ``{"rules": [...]}``, a list of rules, or their JSON text) or a rollback's target."""
+    if op not in RULE_OPS:
+        raise InvalidRequest(f"op {op!r} is not one of {', '.join(RULE_OPS)}")
+    if not isinstance(rule_set, str) or not valid_rule_set_name(rule_set):
+        raise InvalidRequest(f"rule_set {rule_set!r}: a name is 1-64 letters, digits, '-', '_' or '.'")
+    if rules is None:
+        text = ""
+    elif isinstance(rules, str):
+        text = rules
+    else:
+        try:
+            text = json.dumps(rules, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"rules: not JSON-serializable: {exc}") from None
+    if len(text.encode("utf-8")) > MAX_RULES_BYTES:
+        raise InvalidRequest(f"rules: more than {MAX_RULES_BYTES} bytes as JSON")
+
+    def cell(value: str) -> npt.NDArray[np.object_]:
+        return np.array([[value.encode("utf-8")]], dtype=object)
+
+    return [
+        Tensor("OP", cell(op), "BYTES"),
+        Tensor("RULE_SET", cell(rule_set), "BYTES"),
+        Tensor("RULES", cell(text), "BYTES"),
+    ]

@@ -6,6 +6,7 @@ in ``_core`` use it the same way whichever client drives them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias
 
@@ -17,11 +18,13 @@ from aisle_contract import (
     PRE_DIVERSITY_RANK,
     RANKER_BIAS,
     RANKER_FEATURE_NAMES,
+    RESULT,
+    RULE_EFFECTS,
     SCORE_COMPONENTS,
 )
 
 from .errors import ServerError
-from .types import ItemChanged, Recommendation, Recommendations, ScoreComponents, Tracked
+from .types import ItemChanged, Recommendation, Recommendations, RuleSetInfo, ScoreComponents, Tracked
 
 Vector: TypeAlias = npt.NDArray[np.float32]
 Array: TypeAlias = npt.NDArray[Any]
@@ -41,6 +44,7 @@ def parse_recommendations(
     components: Array | None = None,
     ranks: Array | None = None,
     contributions: Array | None = None,
+    effects: Array | None = None,
 ) -> Recommendations:
     """Row ``row`` of a ``recommend`` answer; empty ids (and their NaN scores) are padding and dropped.
 
@@ -61,7 +65,12 @@ def parse_recommendations(
         Recommendation(
             item_id=raw.decode("utf-8"),
             score=float(score),
-            explanation=_explanation(components[row][j], int(ranks[row][j]), _features(contributions, row, j))  # type: ignore[index]  # explained ⇒ both arrays are set
+            explanation=_explanation(
+                components[row][j],  # type: ignore[index]  # explained ⇒ both arrays are set
+                int(ranks[row][j]),  # type: ignore[index]
+                _features(contributions, row, j),
+                _effects(effects, row, j),
+            )
             if explained
             else None,
         )
@@ -71,9 +80,23 @@ def parse_recommendations(
     return Recommendations(items, unknown_history=int(unknown[row][0]) if unknown is not None else 0)
 
 
-def _explanation(parts: Array, rank: int, features: dict[str, float] | None = None) -> ScoreComponents:
-    dense, lexical, shopper, cooccurrence, freshness, popularity, diversity = (float(part) for part in parts)
-    return ScoreComponents(dense, lexical, shopper, cooccurrence, freshness, popularity, diversity, rank, features)
+def _explanation(
+    parts: Array, rank: int, features: dict[str, float] | None = None, effects: tuple[dict[str, Any], ...] = ()
+) -> ScoreComponents:
+    values = [float(part) for part in parts]
+    dense, lexical, shopper, cooccurrence, freshness, popularity, diversity = values[:7]
+    # 0: a server from before the rules component, or a ranker-ordered row no rule touched (NaN parts)
+    rules = values[7] if len(values) > 7 and values[7] == values[7] else 0.0
+    return ScoreComponents(
+        dense, lexical, shopper, cooccurrence, freshness, popularity, diversity, rank, features, rules, effects
+    )
+
+
+def _effects(effects: Array | None, row: int, j: int) -> tuple[dict[str, Any], ...]:
+    """What each merchandising rule did to item ``j`` of ``row`` (``RULE_EFFECTS``; none: ``()``)."""
+    if effects is None or effects.ndim != 2 or j >= effects.shape[1] or not effects[row][j]:
+        return ()
+    return tuple(json.loads(effects[row][j]))
 
 
 def _features(contributions: Array | None, row: int, j: int) -> dict[str, float] | None:
@@ -93,10 +116,11 @@ def split_recommendations(
     components: Array | None = None,
     ranks: Array | None = None,
     contributions: Array | None = None,
+    effects: Array | None = None,
 ) -> list[Recommendations]:
     """Every row of a batched ``recommend`` answer, in request order."""
     return [
-        parse_recommendations(ids, scores, unknown, row, components, ranks, contributions)
+        parse_recommendations(ids, scores, unknown, row, components, ranks, contributions, effects)
         for row in range(ids.shape[0])
     ]
 
@@ -108,8 +132,10 @@ def recommendations_from(result: InferResult) -> list[Recommendations]:
     if ids is None or scores is None:
         raise ServerError("the recommend answer has no ITEM_IDS or SCORES output")
     components, ranks = result.as_numpy(SCORE_COMPONENTS), result.as_numpy(PRE_DIVERSITY_RANK)
-    contributions = result.as_numpy(FEATURE_CONTRIBUTIONS)
-    return split_recommendations(ids, scores, result.as_numpy("UNKNOWN_HISTORY"), components, ranks, contributions)
+    contributions, effects = result.as_numpy(FEATURE_CONTRIBUTIONS), result.as_numpy(RULE_EFFECTS)
+    return split_recommendations(
+        ids, scores, result.as_numpy("UNKNOWN_HISTORY"), components, ranks, contributions, effects
+    )
 
 
 def embeddings_from(result: InferResult) -> list[Vector]:
@@ -139,3 +165,19 @@ def changed_from(result: InferResult, item_ids: Sequence[str]) -> list[ItemChang
 def copy_recommendations(recs: Recommendations) -> Recommendations:
     """A shallow copy, so a caller mutating its list never changes what the cache holds."""
     return Recommendations(list(recs), unknown_history=recs.unknown_history)  # a new answer: a new request_id
+
+
+def rule_set_from(result: InferResult) -> RuleSetInfo:
+    """The ``rules`` model's answer (a JSON object) as a ``RuleSetInfo``."""
+    raw = result.as_numpy(RESULT)
+    if raw is None:
+        raise ServerError("the rules answer has no RESULT output")
+    answer = json.loads(raw.reshape(-1)[0])
+    return RuleSetInfo(
+        rule_set=str(answer["rule_set"]),
+        version=int(answer.get("version", 0)),
+        rules=tuple(answer["rules"]) if isinstance(answer.get("rules"), list) else (),
+        history=tuple(answer.get("history", ())),
+        restored=answer.get("restored"),
+        raw=answer,
+    )

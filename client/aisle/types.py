@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aisle_contract import SCORE_COMPONENT_NAMES
 
@@ -22,7 +23,11 @@ class ScoreComponents:
 
     A feed the learned ranker ordered has no such parts (they are NaN): ``features`` then holds the
     ranker's exact per-feature contributions (``aisle_contract.RANKER_FEATURE_NAMES`` plus
-    ``"bias"``, tree SHAP), and ``total`` is their sum.
+    ``"bias"``, tree SHAP), and ``total`` is their sum (plus ``rules``).
+
+    ``rules``: what the merchandising rules' boosts and buries added; ``rule_effects``: one mapping
+    per rule that acted on the item (``{"rule", "effect", "delta"}`` for a boost or bury, ``{"rule",
+    "effect": "pin", "position"}`` or ``{"rule", "effect": "slot"}`` for the rule that placed it).
     """
 
     dense: float
@@ -34,11 +39,13 @@ class ScoreComponents:
     diversity: float
     pre_diversity_rank: int
     features: dict[str, float] | None = None
+    rules: float = 0.0
+    rule_effects: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def total(self) -> float:
         if self.features is not None:
-            return float(sum(self.features.values()))
+            return float(sum(self.features.values())) + self.rules
         return float(sum(self.as_dict().values()))
 
     def as_dict(self) -> dict[str, float]:
@@ -52,6 +59,23 @@ class Recommendation:
     score: float
     #: with ``explain=True``: the parts ``score`` adds up from
     explanation: ScoreComponents | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSetInfo:
+    """A merchandising rule set as the server stores it (``set_rules``, ``list_rules``, ``rollback_rules``).
+
+    ``version``: its newest version (0: none stored); ``rules``: that version's rules (``list_rules``
+    only); ``history``: every version, oldest first (``list_rules`` only); ``restored``: the
+    version a rollback put back; ``raw``: the server's whole answer.
+    """
+
+    rule_set: str
+    version: int
+    rules: tuple[Mapping[str, Any], ...] = ()
+    history: tuple[Mapping[str, Any], ...] = ()
+    restored: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 
 # --------------------------------------------------------------------------- models
 
@@ -43,7 +44,17 @@ PRE_DIVERSITY_RANK = "PRE_DIVERSITY_RANK"
 #: whole cosine); ``lexical``: ``lexical_weight`` × BM25 (BM25 alone in ``search_mode=lexical``);
 #: ``cooccurrence``, ``freshness``, ``popularity``: weight × signal; ``diversity``: always 0, since
 #: MMR/DPP choose and order the page but never change a score (see ``PRE_DIVERSITY_RANK``).
-SCORE_COMPONENT_NAMES = ("dense", "lexical", "shopper_interest", "cooccurrence", "freshness", "popularity", "diversity")
+#: ``rules``: what the merchandising rules in force added (boosts and buries, ``aisle_server.rules``).
+SCORE_COMPONENT_NAMES = (
+    "dense",
+    "lexical",
+    "shopper_interest",
+    "cooccurrence",
+    "freshness",
+    "popularity",
+    "diversity",
+    "rules",
+)
 #: The log's per-item statistics the learned ranker reads (``aisle_server.features`` says what each is).
 ITEM_STAT_NAMES = (
     "events_7d",
@@ -89,7 +100,11 @@ RANKER_BIAS = "bias"
 #: summing to its ``SCORES`` entry (NaN padding, and NaN for rows the ranker did not order).
 #: ``[B, 0, F + 1]`` when no row asked.
 FEATURE_CONTRIBUTIONS = "FEATURE_CONTRIBUTIONS"
-EXPLAIN_OUTPUTS = (SCORE_COMPONENTS, PRE_DIVERSITY_RANK, FEATURE_CONTRIBUTIONS)
+#: BYTES [B, k_max]: per result, a JSON list of what each merchandising rule did to it (``[]`` when
+#: nothing; ``b""`` padding): ``{"rule", "effect", "delta"}`` for boosts and buries, ``{"rule",
+#: "effect": "pin", "position"}`` and ``{"rule", "effect": "slot"}`` for the rules that placed it.
+RULE_EFFECTS = "RULE_EFFECTS"
+EXPLAIN_OUTPUTS = (SCORE_COMPONENTS, PRE_DIVERSITY_RANK, FEATURE_CONTRIBUTIONS, RULE_EFFECTS)
 
 # --------------------------------------------------------------------------- limits of one request
 
@@ -114,6 +129,17 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # --------------------------------------------------------------------------- ranking knobs
 
 DIVERSITY_METHODS = ("mmr", "dpp")
+#: The rule set a request gets unless it names another (``rule_set``).
+DEFAULT_RULE_SET = "default"
+#: Characters of a request's ``surface`` or ``segment``.
+MAX_CONTEXT_CHARS = 64
+
+
+def valid_rule_set_name(name: str) -> bool:
+    """1-64 characters of letters, digits, ``-``, ``_`` and ``.``: a rule set's name is a key and a CLI word."""
+    return 1 <= len(name) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+
+
 SEARCH_MODES = ("hybrid", "dense", "lexical")
 
 
@@ -164,6 +190,13 @@ class RankingConfig:
     state_events: int = 50
     #: how often each instance reads the live catalog changes logged since its last read (seconds)
     catalog_poll_s: float = 0.2
+    #: request context the merchandising rules read (``aisle_server.rules``): the page the request
+    #: fills (``home``, ``pdp``, ...) and the shopper's segment, as the caller names them ("" = none)
+    surface: str = ""
+    segment: str = ""
+    #: the stored rule set applied (``aisle rules set --rule-set NAME``); ``rules=False``: none at all
+    rule_set: str = DEFAULT_RULE_SET
+    rules: bool = True
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> RankingConfig:
@@ -199,6 +232,9 @@ class RankingConfig:
             "cooccurrence_candidates": self.cooccurrence_candidates >= 0,
             "state_events": self.state_events >= 0,
             "catalog_poll_s": self.catalog_poll_s > 0,
+            "surface": len(self.surface) <= MAX_CONTEXT_CHARS,
+            "segment": len(self.segment) <= MAX_CONTEXT_CHARS,
+            "rule_set": valid_rule_set_name(self.rule_set),
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -224,6 +260,10 @@ OVERRIDABLE = {
     "cooccurrence_weight": "FP32",
     "user_encoder": "BOOL",
     "learned_ranker": "BOOL",
+    "surface": "BYTES",
+    "segment": "BYTES",
+    "rule_set": "BYTES",
+    "rules": "BOOL",
 }
 
 # --------------------------------------------------------------------------- events and shopper state
@@ -349,11 +389,59 @@ class ItemChangeError(EventError):
     """A catalog change's field is invalid; ``field`` names it (``item_id``, ``op``, ``popularity``, ...)."""
 
 
-def check_item_change(item_id: object, op: object, fields: object) -> dict[str, object]:
+#: The types a catalog's item attributes may be declared with (``aisle_server.attributes``), and
+#: the JSON each takes in a live change: a number, a string, a list of strings, true/false.
+ATTRIBUTE_TYPES = ("number", "string", "string_list", "bool")
+#: Strings in one ``string_list`` attribute value.
+MAX_ATTRIBUTE_LIST = 64
+
+
+def check_attribute(item_id: str, name: str, kind: str, value: object) -> object:
+    """``value`` of attribute ``name`` (declared ``kind``) normalized, or ``ItemChangeError`` naming
+    the item and the field: numbers finite (as float), strings stripped, lists of strings; ``null``
+    clears the attribute (missing)."""
+    where = f"item {item_id!r}: attribute {name!r} is declared {kind}"
+    if value is None:
+        return None
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ItemChangeError(name, f"{where}, got {value!r}")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ItemChangeError(name, f"{where}, got {value!r}")
+        return value
+    if kind == "string":
+        if not isinstance(value, str) or len(value) > MAX_CONTEXT_CHARS * 4:
+            raise ItemChangeError(name, f"{where} (at most {MAX_CONTEXT_CHARS * 4} characters), got {value!r}")
+        return value.strip()
+    if kind == "string_list":
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_ATTRIBUTE_LIST
+            or not all(isinstance(v, str) and "\x1f" not in v for v in value)
+        ):
+            raise ItemChangeError(name, f"{where} (a list of at most {MAX_ATTRIBUTE_LIST} strings), got {value!r}")
+        return [v.strip() for v in value]
+    raise ItemChangeError(name, f"unknown attribute type {kind!r}; the types are {', '.join(ATTRIBUTE_TYPES)}")
+
+
+#: A catalog that declares no item attributes.
+NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+
+
+def check_item_change(
+    item_id: object, op: object, fields: object, attributes: Mapping[str, str] | None = NO_ATTRIBUTES
+) -> dict[str, object]:
     """The change's fields, normalized (numbers as float, text stripped); ``ItemChangeError`` names
     the first invalid field. The SDK checks a change with this before sending it and ``catalog``
     checks it again: unknown fields, wrong types, NaN/infinite or negative numbers, an empty title,
     text longer than ``MAX_QUERY_CHARS``, a delete with fields or an upsert without any.
+
+    ``attributes``: the catalog's declared item attributes (name → one of ``ATTRIBUTE_TYPES``), which
+    a change may set beside the fields (the ``catalog`` model passes its index's). None (the SDK,
+    which does not know the catalog): any other field passes with a JSON-shape check, and the
+    server checks it against the declaration.
     """
     try:
         _event_text("item_id", item_id)
@@ -373,7 +461,8 @@ def check_item_change(item_id: object, op: object, fields: object) -> dict[str, 
     for name, value in fields.items():
         kind = ITEM_FIELD_TYPES.get(name)
         if kind is None:
-            raise ItemChangeError(str(name), f"unknown field; the fields are {', '.join(ITEM_FIELD_TYPES)}")
+            normalized[str(name)] = _attribute_change(str(item_id), str(name), value, attributes)
+            continue
         if kind == "str":
             if not isinstance(value, str):
                 raise ItemChangeError(name, f"must be a str, got {type(value).__name__}")
@@ -395,6 +484,46 @@ def check_item_change(item_id: object, op: object, fields: object) -> dict[str, 
                 raise ItemChangeError(name, f"{value!r} is not unix seconds (milliseconds by mistake?)")
         normalized[name] = value
     return normalized
+
+
+def _attribute_change(item_id: str, name: str, value: object, attributes: Mapping[str, str] | None) -> object:
+    """A change's attribute value: checked against the declaration, or (none known) by its JSON shape."""
+    if attributes is not None:
+        kind = attributes.get(name)
+        if kind is None:
+            declared = ", ".join(sorted(attributes)) or "none"
+            raise ItemChangeError(
+                name,
+                f"item {item_id!r}: unknown field {name!r}; the fields are {', '.join(ITEM_FIELD_TYPES)} "
+                f"and the catalog's attributes ({declared})",
+            )
+        return check_attribute(item_id, name, kind, value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return check_attribute(item_id, name, "number", value)
+    if isinstance(value, str):
+        return check_attribute(item_id, name, "string", value)
+    if isinstance(value, list):
+        return check_attribute(item_id, name, "string_list", value)
+    raise ItemChangeError(
+        name,
+        f"item {item_id!r}: unknown field {name!r} (not an attribute either: a number, string, list of strings or bool); "
+        f"the fields are {', '.join(ITEM_FIELD_TYPES)}",
+    )
+
+
+# --------------------------------------------------------------------------- merchandising rules
+
+#: ``rules`` model (``aisle_server.triton_models.RulesModel``): BYTES [1, 1] inputs ``OP`` (one of
+#: ``RULE_OPS``), ``RULE_SET`` (a name, ``valid_rule_set_name``) and ``RULES`` (``set``/``check``: the
+#: rule set's JSON text; ``rollback``: ``{"to": VERSION}`` or ``{}`` for the version before the
+#: current one); output ``RESULT`` BYTES [1, 1], a JSON object.
+RULES_MODEL = "rules"
+RULE_SET, RULES, RESULT = "RULE_SET", "RULES", "RESULT"
+RULE_OPS = ("set", "check", "list", "rollback")
+#: Bytes of one rule set's JSON text.
+MAX_RULES_BYTES = 256 * 1024
 
 
 def item_text(title: str, description: str = "", category: str = "") -> str:

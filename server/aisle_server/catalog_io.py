@@ -4,7 +4,8 @@ Tensor contract (batch first; names from ``aisle_contract``):
 
 - ``ITEM_ID``  BYTES [B, 1]  required, non-empty, ≤ 256 characters.
 - ``OP``       BYTES [B, 1]  ``upsert`` or ``delete``.
-- ``FIELDS``   BYTES [B, 1]  a JSON object: for an upsert the fields it sets (``ITEM_FIELD_TYPES``),
+- ``FIELDS``   BYTES [B, 1]  a JSON object: for an upsert the fields it sets (``ITEM_FIELD_TYPES``
+  and the catalog's declared attributes, ``aisle_server.attributes``; ``null`` clears an attribute),
   ``{}`` for a delete; at most ``MAX_FIELDS_BYTES`` as compact JSON.
 
 Output: ``CHANGE_ID`` BYTES [B, 1], the id each change was logged under. A violation raises
@@ -24,6 +25,7 @@ from aisle_contract import (
     ITEM_ID,
     MAX_EVENT_ID_CHARS,
     MAX_FIELDS_BYTES,
+    NO_ATTRIBUTES,
     OP,
     ItemChangeError,
     check_item_change,
@@ -44,8 +46,11 @@ def _column(name: str, array: np.ndarray | None, batch: int | None) -> np.ndarra
     return column
 
 
-def parse_changes(inputs: Mapping[str, np.ndarray | None]) -> list[Change]:
-    """One ``Change`` per row (no embedding yet), every field checked by ``check_item_change``."""
+def parse_changes(
+    inputs: Mapping[str, np.ndarray | None], attributes: Mapping[str, str] = NO_ATTRIBUTES
+) -> list[Change]:
+    """One ``Change`` per row (no embedding yet), every field checked by ``check_item_change``
+    (``attributes``: the catalog's declared item attributes, which a change may set too)."""
     ids = _column(ITEM_ID, inputs.get(ITEM_ID), None)
     batch = len(ids)
     item_ids = decode_field(ITEM_ID, ids, MAX_EVENT_ID_CHARS + 1)
@@ -64,7 +69,7 @@ def parse_changes(inputs: Mapping[str, np.ndarray | None]) -> list[Change]:
         if isinstance(value, dict) and len(json.dumps(value, separators=(",", ":")).encode()) > MAX_FIELDS_BYTES:
             raise InvalidInput(FIELDS, f"row {b}: more than {MAX_FIELDS_BYTES} bytes as compact JSON")
         try:
-            fields = check_item_change(item_ids[b], ops[b], value)
+            fields = check_item_change(item_ids[b], ops[b], value, attributes)
         except ItemChangeError as exc:
             raise InvalidInput(exc.field.upper(), f"row {b}: {exc.reason}") from None
         changes.append(Change(item_ids[b], ops[b], fields))

@@ -15,6 +15,8 @@ cannot drift from the score. Parts, in ``aisle_contract.SCORE_COMPONENT_NAMES`` 
   encoder's vector or the recency-weighted mean of the history).
 - ``cooccurrence``, ``freshness``, ``popularity``: each weight × its signal (the cold fallback: the
   popularity prior + ``fallback_freshness_weight`` × freshness).
+- ``rules``: what the merchandising rules' boosts and buries added (``aisle_server.rules``); which
+  rule did what, and which placed an item (pins, slots), is in ``RankResult.rule_effects``.
 - ``diversity``: 0. MMR and DPP choose and order the page from the scored candidates but return each
   item's own score, never a changed one; where diversity moved an item shows in its
   pre-diversity rank (``RankResult.pre_diversity_rank``).
@@ -32,17 +34,21 @@ from aisle_contract import SCORE_COMPONENT_NAMES
 from .index import CatalogIndex
 from .scoring import ScoreTerms, split_cosine
 
-DENSE, LEXICAL, SHOPPER, COOCCURRENCE, FRESHNESS, POPULARITY, DIVERSITY = range(len(SCORE_COMPONENT_NAMES))
+DENSE, LEXICAL, SHOPPER, COOCCURRENCE, FRESHNESS, POPULARITY, DIVERSITY, RULES = range(len(SCORE_COMPONENT_NAMES))
 
 
 def score_components(
-    index: CatalogIndex, terms: ScoreTerms, interest: np.ndarray | None, query_part: np.ndarray | None
+    index: CatalogIndex,
+    terms: ScoreTerms,
+    interest: np.ndarray | None,
+    query_part: np.ndarray | None,
+    rules: np.ndarray | None = None,
 ) -> np.ndarray:
     """float64 [len(terms.rows), C]: the parts of the scores of ``terms.rows``, summing to them.
 
     ``terms`` are the results' own score terms, as ranking summed them; ``interest`` the vector they
     were ranked with and ``query_part`` the query's share of it (``ranking.interest_parts``; None:
-    no query).
+    no query); ``rules`` what the merchandising rules added to each (``aisle_server.merchandising``).
     """
     parts = np.zeros((len(terms.rows), len(SCORE_COMPONENT_NAMES)), dtype=np.float64)
     if not len(terms.rows):
@@ -53,4 +59,6 @@ def score_components(
     parts[:, COOCCURRENCE] = terms.term("cooccurrence")
     parts[:, FRESHNESS] = terms.term("freshness")
     parts[:, POPULARITY] = terms.term("popularity")
+    if rules is not None:
+        parts[:, RULES] = rules
     return parts

@@ -8,7 +8,8 @@ Layout of ``<repo>/rerank/<version>/index/``:
   order with their rows, category codes): all memory-mapped, so a replica's heap does not grow
   with the width of a title (numpy strings are fixed-width UTF-32) and holds no per-item Python
   object; the descriptions as one UTF-8 blob with offsets (``TextColumn``: descriptions are long
-  and of very different lengths, fixed-width strings would be mostly padding). ``hidden`` and the
+  and of very different lengths, fixed-width strings would be mostly padding); the catalog's
+  declared item attributes in ``items/attributes/`` (``aisle_server.attributes``). ``hidden`` and the
   descriptions are only read by live catalog changes (``aisle_server.live_catalog``); indexes
   written before them load with nothing hidden and empty descriptions;
 - ``manifest.json``   counts, dimension, checksums of the catalog and of the item tower;
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .ann import AnnIndex
+from .attributes import Attributes
 from .lexical import LexicalIndex
 
 if TYPE_CHECKING:
@@ -160,6 +162,8 @@ class CatalogIndex:
     #: per row, the log's item statistics (``aisle_server.learned.ITEM_STAT_NAMES``, NaN = unseen)
     item_stats: np.ndarray | None = None
     ranker: Any = None  # aisle_server.ranker.LearnedRanker (lightgbm imported only when present)
+    #: the catalog's declared item attributes (``aisle_server.attributes``); None: it declares none
+    attributes: Attributes | None = None
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -168,6 +172,8 @@ class CatalogIndex:
         for name in (*_ITEM_FIELDS, "embeddings", HIDDEN):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"index field {name} has {len(getattr(self, name))} rows, expected {n}")
+        if self.attributes is not None and self.attributes.schema and len(self.attributes) != n:
+            raise ValueError(f"item attributes have {len(self.attributes)} rows, expected {n}")
         if self.lookups is None:
             self.lookups = ItemLookups.of(self.item_ids, self.categories)
         # Derived once at load, not per request: the popularity prior (the log's counts when given).
@@ -222,6 +228,8 @@ class CatalogIndex:
             self.lookups,
             self.descriptions,
         )
+        if self.attributes is not None:
+            self.attributes.save(directory / ITEMS_DIRNAME)
         return directory
 
     @classmethod
@@ -242,6 +250,7 @@ class CatalogIndex:
             if (items / f"{HIDDEN}.npy").exists():
                 arrays[HIDDEN] = np.load(items / f"{HIDDEN}.npy", mmap_mode=mode, allow_pickle=False)
             arrays[DESCRIPTIONS] = TextColumn.load(items, DESCRIPTIONS, mode)
+            arrays["attributes"] = Attributes.load(items, mode)
         elif (directory / LEGACY_ITEMS_FILE).exists():
             # written before the mapped layout: still served (an upgraded image must not refuse the
             # shared repository), from RAM as it was then; `aisle index` rewrites it mapped

@@ -295,6 +295,8 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
     descriptions: dict[int, str] = {}
     texts: dict[int, str] = {}  # rows whose lexical text changed
     reembedded: list[int] = []
+    schema = base.attributes.schema if base.attributes is not None else {}
+    attribute_changes: dict[int, dict[str, object]] = {}  # row → the declared attributes its changes set
     for item, change in overlay.items.items():
         if item not in row_of:
             continue  # deleted before it was ever in the base
@@ -304,7 +306,9 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
             continue
         fields = dict(change.fields)
         if row >= n_base or change.replaces_base:
-            fields = {**DEFAULTS, **fields}
+            fields = {**DEFAULTS, **dict.fromkeys(schema), **fields}  # attributes start missing
+        if schema and schema.keys() & fields.keys():
+            attribute_changes[row] = {name: fields[name] for name in schema.keys() & fields.keys()}
         if "title" in fields:
             titles[row] = str(fields["title"])
         if "category" in fields:
@@ -384,6 +388,7 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
         exact_rows=exact if base.ann is not None else None,
         item_stats=item_stats,
         ranker=base.ranker,
+        attributes=base.attributes.changed(n, attribute_changes) if base.attributes is not None else None,
     )
 
 
@@ -583,6 +588,13 @@ class CatalogWriter:
         self.base = base
         self.embed = embed
 
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The catalog's declared item attributes (name → type), which changes may set."""
+        if self.base is None or self.base.attributes is None:
+            return {}
+        return dict(self.base.attributes.schema)
+
     def base_state(self, item_id: str) -> dict[str, object] | None:
         """The base index's fields of ``item_id`` (None: not in it)."""
         if self.base is None or not len(self.base):
@@ -599,6 +611,7 @@ class CatalogWriter:
             "popularity": float(b.popularity[row]),
             "in_stock": bool(b.in_stock[row]),
             "hidden": bool(b.hidden[row]),  # type: ignore[index]  # set in __post_init__
+            **(b.attributes.values(row) if b.attributes is not None else {}),
         }
 
     def write(self, changes: Sequence[Change]) -> list[str]:

@@ -26,7 +26,9 @@ picks the top ``k`` with optional diversification.
    the dense cosine plus ``lexical_weight`` × BM25 scaled to [0, 1] per query (``search_mode``
    hybrid, the default), the cosine alone (dense) or BM25 alone (lexical). Each term is computed
    once, in ``aisle_server.scoring``; this module sums them and ``aisle_server.explain`` reports them.
-5. Pick ``k``: by score, or MMR/DPP with strength ``diversity`` (``aisle_server.diversity``),
+5. Merchandising rules (``RankRequest.rules``, ``aisle_server.merchandising``): filters, boosts
+   and buries, pins, slots and exploration, applied to the scored candidates.
+6. Pick ``k``: by score, or MMR/DPP with strength ``diversity`` (``aisle_server.diversity``),
    with an optional per-category cap.
 
 Every knob has a default in the model config (``RankingConfig``) and the overridable ones
@@ -38,12 +40,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from aisle_contract import OVERRIDABLE, SEARCH_MODES, RankingConfig  # noqa: F401 - re-exported: the server's names for them
 
-from . import explain, scoring
+from . import explain, merchandising, scoring
 from .diversity import diversify
 from .errors import InvalidInput
 from .features import FeedContext, feature_rows
@@ -71,6 +74,8 @@ class RankRequest:
     #: their type: ``aisle_contract.DEFAULT_EVENT_WEIGHTS``); None: all 1
     history_weights: np.ndarray | None = None
     explain: bool = False  # also return each result's score components (``aisle_server.explain``)
+    #: the merchandising rule set in force for this request (``aisle_server.rules.RuleSet``); None: none
+    rules: Any = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class RankResult:
     #: feature's tree-SHAP contribution and the bias (``aisle_contract.RANKER_FEATURE_NAMES``),
     #: summing to ``scores``; ``components`` are then NaN (no hand-weighted terms make that score)
     feature_contributions: np.ndarray | None = None
+    #: with ``RankRequest.explain``: per result, what each merchandising rule did to it
+    rule_effects: list[list[dict[str, object]]] | None = None
 
 
 def with_overrides(config: RankingConfig, overrides: Mapping[str, object]) -> RankingConfig:
@@ -395,30 +402,46 @@ def _finish(
         order = np.lexsort((terms.rows, -scores))  # best first, ties by row
     candidates, candidate_scores = terms.rows[order], scores[order]
 
-    picked = diversify(
-        config.diversity_method,
-        candidate_scores,
-        # the candidates' vectors only matter to MMR/DPP: no gather at diversity 0
-        np.asarray(index.embeddings[candidates], dtype=np.float32) if config.diversity > 0 else np.empty((0, 0)),
-        request.k,
-        config.diversity,
-        index.categories[candidates] if config.category_cap else None,
-        config.category_cap or None,
-    )
+    merch = None
+    if request.rules is not None:  # the one place merchandising rules act: scored candidates in, page out
+        merch = merchandising.apply(
+            index,
+            request.rules,
+            merchandising.rules.context_of(bool(request.query_text.strip()), config.surface, config.segment),
+            request.k,
+            request.now,
+            allowed,
+            interest,
+            terms,
+            scores,
+            order,
+            lambda rows, row_scores, n: _pick(index, config, rows, row_scores, n),
+        )
+    if merch is None:
+        picked = _pick(index, config, candidates, candidate_scores, request.k)
+    else:
+        terms, order, picked = merch.terms, merch.order, merch.picked
+        candidates, candidate_scores = terms.rows[order], merch.scores[order]
     top = candidates[picked]
-    components = ranks = None
+    components = ranks = effects = None
     contributions = None
     if request.explain:  # off by default: nothing of this runs
         positions = order[np.asarray(picked, dtype=np.int64)]
+        rule_delta = None if merch is None else merch.delta[positions]
         if ranker is not None:  # the ranker's exact per-feature parts, summing to its score
             contributions = np.full((len(positions), features.shape[1] + 1), np.nan)
-            scored = ranker.reranks(features[positions])  # past its depth a result has no parts
-            contributions[scored] = ranker.contributions(features[positions][scored])
+            featured = positions < len(features)  # a pinned item retrieval did not bring has no features
+            scored = np.zeros(len(positions), dtype=bool)
+            scored[featured] = ranker.reranks(features[positions[featured]])  # past its depth: no parts
+            contributions[scored] = ranker.contributions(features[positions[scored]])
             components = np.full((len(positions), len(explain.SCORE_COMPONENT_NAMES)), np.nan)
+            if rule_delta is not None:  # what the rules added on top of the ranker's score
+                components[:, explain.RULES] = rule_delta
         else:
             picked_terms = terms.take(positions)  # the very terms summed above
-            components = explain.score_components(index, picked_terms, interest, prepared.query_part)
+            components = explain.score_components(index, picked_terms, interest, prepared.query_part, rule_delta)
         ranks = np.asarray(picked, dtype=np.int32)
+        effects = [[] for _ in positions] if merch is None else merch.effects_of(positions)
     return RankResult(
         item_ids=[str(item_id) for item_id in index.item_ids[top].tolist()],  # one gather from the mapped ids
         scores=np.asarray(candidate_scores[picked], dtype=np.float32),
@@ -427,6 +450,21 @@ def _finish(
         components=components,
         pre_diversity_rank=ranks,
         feature_contributions=contributions,
+        rule_effects=effects,
+    )
+
+
+def _pick(index: CatalogIndex, config: RankingConfig, candidates: np.ndarray, scores: np.ndarray, k: int) -> Any:
+    """The page of ``k`` of ``candidates`` (best first): indices into them, by score or diversified."""
+    return diversify(
+        config.diversity_method,
+        scores,
+        # the candidates' vectors only matter to MMR/DPP: no gather at diversity 0
+        np.asarray(index.embeddings[candidates], dtype=np.float32) if config.diversity > 0 else np.empty((0, 0)),
+        k,
+        config.diversity,
+        index.categories[candidates] if config.category_cap else None,
+        config.category_cap or None,
     )
 
 

@@ -31,11 +31,16 @@ vector each row was ranked with (query, user encoder, recency mean or their mix;
 fallback), to check the served user encoder against the offline one. History longer than
 ``max_history`` keeps its most recent items. ``SCORE_COMPONENTS`` FP32 [B, k_max, C] and
 ``PRE_DIVERSITY_RANK`` INT32 [B, k_max] (``aisle_contract``; ``aisle_server.explain``) explain the rows
-that set ``EXPLAIN``; NaN / -1 elsewhere, and ``[B, 0, C]`` / ``[B, 0]`` when no row did.
+that set ``EXPLAIN``; NaN / -1 elsewhere, and ``[B, 0, C]`` / ``[B, 0]`` when no row did; so do
+``FEATURE_CONTRIBUTIONS`` (the learned ranker's) and ``RULE_EFFECTS`` BYTES [B, k_max] (what each
+merchandising rule did, JSON per result, ``b""`` padding). The knobs ``SURFACE``, ``SEGMENT``,
+``RULE_SET`` and ``RULES`` are the request's context for the merchandising rules
+(``aisle_server.rule_store``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias
@@ -260,13 +265,14 @@ def pack_results(
 
 
 def pack_explanations(results: Sequence[RankResult], width: int) -> dict[str, np.ndarray]:
-    """``SCORE_COMPONENTS``, ``PRE_DIVERSITY_RANK`` and ``FEATURE_CONTRIBUTIONS``: padded like
-    ``SCORES``, zero-width when no row asked."""
+    """``SCORE_COMPONENTS``, ``PRE_DIVERSITY_RANK``, ``FEATURE_CONTRIBUTIONS`` and ``RULE_EFFECTS``:
+    padded like ``SCORES``, zero-width when no row asked."""
     if all(result.components is None for result in results):
         width = 0  # nothing to explain: no padding either
     components = np.full((len(results), width, len(SCORE_COMPONENT_NAMES)), np.nan, dtype=np.float32)
     ranks = np.full((len(results), width), -1, dtype=np.int32)
     contributions = np.full((len(results), width, len(RANKER_FEATURE_NAMES) + 1), np.nan, dtype=np.float32)
+    effects = np.full((len(results), width), b"", dtype=object)
     for b, result in enumerate(results):
         if result.components is not None and result.pre_diversity_rank is not None:
             n = len(result.item_ids)
@@ -274,4 +280,6 @@ def pack_explanations(results: Sequence[RankResult], width: int) -> dict[str, np
             ranks[b, :n] = result.pre_diversity_rank
             if result.feature_contributions is not None:
                 contributions[b, :n] = result.feature_contributions
-    return dict(zip(EXPLAIN_OUTPUTS, (components, ranks, contributions)))
+            for j, item in enumerate(result.rule_effects or [[]] * n):
+                effects[b, j] = json.dumps(item, separators=(",", ":")).encode("utf-8")
+    return dict(zip(EXPLAIN_OUTPUTS, (components, ranks, contributions, effects)))

@@ -7,23 +7,38 @@ the Triton stub, so it is imported when a model initializes, never at module imp
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
-from aisle_contract import EXPLAIN, FILTER_NAMES, USER_ID, RankingConfig
+from aisle_contract import (
+    EXPLAIN,
+    FILTER_NAMES,
+    MAX_RULES_BYTES,
+    OP,
+    RESULT,
+    RULE_OPS,
+    RULE_SET,
+    RULES,
+    USER_ID,
+    RankingConfig,
+)
 
 from .catalog_io import CATALOG_INPUTS, pack_changed, parse_changes
 from .encoder import INPUT_NAMES, OUTPUT_NAME, EmptyTextMemo, OnnxEncoder, check_token_inputs, token_limits
 from .errors import InvalidInput, StateUnavailable
+from .exploration import ExposureCounts
 from .index import INDEX_DIRNAME, CatalogIndex, rerank_versions
 from .learned import LEARNED_DIRNAME, attach_learned
 from .live_catalog import CatalogChanges, CatalogWriter, LiveCatalog
 from .metrics import CatalogOverlay, EventCounts, StateLookups, TritonMetrics, reject_reason, request_rows
 from .ranking import rank_many
 from .rerank_io import KNOB_NAMES, pack_results, parse_requests
+from .rule_store import LiveRules, RuleAdmin, RuleStore
 from .state import STATE_URL_ENV, ShopperState, StateReads, StateSettings, connect
-from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_utf8
+from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_field, decode_utf8
 from .track_io import TRACK_INPUTS, pack_tracked, parse_event_types, parse_events
 from .triton_adapter import Arrays, error_response, handle_batched, handle_each, model_parameters, read_inputs, response
 
@@ -124,6 +139,12 @@ class RerankModel(_Model):
         changes = None if state is None else CatalogChanges(state.redis, state.spec)
         overlay = CatalogOverlay(getattr(self, "metrics", None) or TritonMetrics(self.pb_utils), self.instance_name)
         self.live = LiveCatalog(base, changes, self.config.catalog_poll_s, overlay.refreshed).start()
+        # merchandising rule sets from the same store, polled alike (aisle_server.rule_store)
+        # exposure and click counts for explore rules, read from the event log once a set needs them
+        poll = self.config.catalog_poll_s
+        events = None if state is None else ExposureCounts(state.redis, state.layout.event_streams(), poll)
+        self.rules = LiveRules(None if state is None else RuleStore(state.redis, state.spec), poll, events)
+        self.rules.start()
 
     @property
     def index(self) -> CatalogIndex:
@@ -139,6 +160,8 @@ class RerankModel(_Model):
     def rank(self, inputs: Arrays) -> dict:
         index = self.index
         requests = parse_requests(inputs, self.config, len(index), index.dim, state=self.state)
+        schema = index.attributes.schema if index.attributes is not None else {}
+        requests = [replace(r, rules=self.rules.resolve(r.config, schema)) for r in requests]
         return pack_results(rank_many(index, requests), index.dim, explanations=True)
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -146,6 +169,9 @@ class RerankModel(_Model):
 
     def finalize(self) -> None:
         self.live.stop()
+        self.rules.stop()
+        if self.rules.counts is not None:
+            self.rules.counts.stop()
 
 
 class TrackModel(_Model):
@@ -245,10 +271,70 @@ class CatalogModel(_Model):
         return np.concatenate(out)
 
     def change(self, inputs: Arrays) -> dict:
-        changes = parse_changes(inputs)
         if self.writer is None:
+            parse_changes(inputs)  # bad input is still INVALID_ARGUMENT, naming the field
             raise StateUnavailable(f"state store unavailable: none configured ({STATE_URL_ENV})")
-        return pack_changed(self.writer.write(changes))
+        return pack_changed(self.writer.write(parse_changes(inputs, self.writer.attributes)))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return handle_each(self.pb_utils, requests, CATALOG_INPUTS, self.change)
+
+
+class RulesModel(_Model):
+    """Merchandising rule sets: ``set`` / ``check`` / ``list`` / ``rollback`` (``aisle_server.rule_store``).
+
+    A set is checked against the declared attributes of the newest ``rerank`` version's index, read
+    at load, and refused with the place of its first error (INVALID_ARGUMENT) before anything is
+    stored. With the store unreachable every request is UNAVAILABLE (``aisle.StateUnavailable``).
+    """
+
+    def setup(self) -> None:
+        url = os.environ.get(STATE_URL_ENV, "").strip()
+        if not url:
+            LOG.warning("no state store (%s unset): rules answers UNAVAILABLE", STATE_URL_ENV)
+        base = newest_index(os.path.dirname(os.path.dirname(self.directory)))
+        attributes = base.attributes.schema if base is not None and base.attributes is not None else {}
+        timeout_s = float(self.parameters.get("state_timeout_s", "2.0"))
+        self.admin = None if not url else RuleAdmin(RuleStore(connect(url, timeout_s), url), attributes)
+
+    def handle(self, inputs: Arrays) -> dict:
+        import numpy as np
+
+        values = {}
+        for name in (OP, RULE_SET, RULES):
+            array = inputs.get(name)
+            if name != RULES and (array is None or array.size != 1):
+                raise InvalidInput(name, "required, shape [1, 1]")
+            if array is not None and array.size and len(array.reshape(-1)[0]) > MAX_RULES_BYTES:
+                raise InvalidInput(name, f"more than {MAX_RULES_BYTES} bytes")
+            values[name] = "" if array is None or not array.size else decode_field(name, array.reshape(-1)[:1], None)[0]
+        op, name, text = values[OP], values[RULE_SET], values[RULES]
+        if op not in RULE_OPS:
+            raise InvalidInput(OP, f"{op!r} is not one of {', '.join(RULE_OPS)}")
+        if self.admin is None:
+            raise StateUnavailable(f"state store unavailable: none configured ({STATE_URL_ENV})")
+        if op == "check":
+            checked = self.admin.check(name, text)
+            result: dict[str, object] = {"rule_set": name, "rules": len(checked.rules)}
+        elif op == "set":
+            result = self.admin.set(name, text)
+        elif op == "list":
+            result = self.admin.list(name)
+        else:
+            result = self.admin.rollback(name, rollback_target(text))
+        return {RESULT: np.array([[json.dumps(result, ensure_ascii=False).encode("utf-8")]], dtype=object)}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return handle_each(self.pb_utils, requests, (OP, RULE_SET, RULES), self.handle)
+
+
+def rollback_target(text: str) -> int | None:
+    """A rollback's ``RULES``: ``{"to": VERSION}``, or empty / ``{}`` for the version before the newest."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        value = None
+    to = value.get("to") if isinstance(value, dict) else "?"
+    if to is not None and (isinstance(to, bool) or not isinstance(to, int)):
+        raise InvalidInput(RULES, f'a rollback takes {{"to": VERSION}} or nothing, got {text!r}')
+    return to

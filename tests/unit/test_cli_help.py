@@ -10,7 +10,19 @@ import pytest
 
 from aisle_export.cli import build_parser
 
-COMMANDS = ["export", "distill", "index", "serve", "events", "experiment", "catalog", "demo", "finetune", "evaluate"]
+COMMANDS = [
+    "export",
+    "distill",
+    "index",
+    "serve",
+    "events",
+    "experiment",
+    "catalog",
+    "rules",
+    "demo",
+    "finetune",
+    "evaluate",
+]
 # what the handlers import: none of it may load for --help
 HEAVY = {"torch", "onnx", "onnxruntime", "transformers", "sentence_transformers", "numpy", "scipy", "redis"}
 HEAVY |= {"tritonclient", "faiss"}
@@ -70,6 +82,7 @@ def test_python_dash_m_runs_the_command():
         (["catalog", "update"], "aisle catalog update: update needs --file"),
         (["catalog", "compact"], "aisle catalog compact: compact needs --repo"),
         (["catalog", "rollback"], "aisle catalog rollback: rollback needs --repo"),
+        (["rules", "set"], "aisle rules set: set needs --file"),
     ],
 )
 def test_argument_errors_exit_1_with_the_command_named(argv, message, capsys):

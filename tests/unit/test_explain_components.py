@@ -111,11 +111,11 @@ def test_the_sdk_reads_explanations_of_the_rows_that_asked():
     ids = np.array([[b"a", b"b"], [b"c", b""]], dtype=object)
     scores = np.array([[1.5, 0.5], [0.7, np.nan]], dtype=np.float32)
     components = np.full((2, 2, len(SCORE_COMPONENT_NAMES)), np.nan, dtype=np.float32)
-    components[0] = [[1.0, 0.25, 0, 0, 0.125, 0.125, 0], [0.5, 0, 0, 0, 0, 0, 0]]
+    components[0] = [[1.0, 0.25, 0, 0, 0.125, 0.125, 0, 0], [0.5, 0, 0, 0, 0, 0, 0, 0]]
     ranks = np.array([[0, 3], [-1, -1]], dtype=np.int32)
     first, second = split_recommendations(ids, scores, None, components, ranks)
     assert [r.explanation.pre_diversity_rank for r in first] == [0, 3]
-    assert first[0].explanation.as_dict() == dict(zip(SCORE_COMPONENT_NAMES, [1.0, 0.25, 0, 0, 0.125, 0.125, 0]))
+    assert first[0].explanation.as_dict() == dict(zip(SCORE_COMPONENT_NAMES, [1.0, 0.25, 0, 0, 0.125, 0.125, 0, 0]))
     assert first[0].explanation.total == pytest.approx(first[0].score)
     assert [r.explanation for r in second] == [None]
     empty = np.zeros((2, 0, len(SCORE_COMPONENT_NAMES)), dtype=np.float32)

@@ -233,3 +233,23 @@ def test_finetune_step_writes_the_ranker_and_the_history_choice_only_when_the_ga
     assert choice["pretrained"]["exclude_history"] is (not served)  # the measured choice, only with the ranker
     if served:
         assert LearnedRanker.load(tmp_path / "ranker").manifest["stack"] == "pretrained" and "path" in report
+
+
+def test_merchandising_rules_adjust_the_rankers_scores_and_say_so(trained) -> None:
+    from aisle_contract import SCORE_COMPONENT_NAMES
+    from aisle_server.rules import parse
+
+    split, index, _ = trained
+    config = RankingConfig(user_encoder=False, exclude_history=False)
+    request = replace(feed_request(split, split.users[0], config, 10), explain=True)
+    plain = rank(index, request)
+    last = plain.item_ids[-1]
+    lift = float(plain.scores[0] - plain.scores[-1]) + 1.0
+    rules = parse(f'[{{"id": "up", "effect": "boost", "match": "item_id == \'{last}\'", "add": {lift}}}]', {})
+    boosted = rank(index, replace(request, rules=rules))
+    assert boosted.item_ids[0] == last
+    assert boosted.scores[0] == pytest.approx(plain.scores[-1] + lift, abs=1e-4)
+    rules_part = boosted.components[:, SCORE_COMPONENT_NAMES.index("rules")]
+    assert rules_part[0] == pytest.approx(lift) and (rules_part[1:] == 0).all()
+    # the ranker's parts still sum to its own score; the rules' part is on top
+    np.testing.assert_allclose(boosted.feature_contributions.sum(axis=1) + rules_part, boosted.scores, atol=1e-4)

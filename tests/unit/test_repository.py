@@ -110,6 +110,7 @@ def test_expected_models_and_variants():
         "embed_item",
         "track",
         "catalog",
+        "rules",
     }
     assert set(ENSEMBLES) == {"recommend", "embed_query", "embed_item"}
     for encoder in ("query_encoder", "item_encoder"):
@@ -181,6 +182,7 @@ def test_recommend_exposes_rerank_contract_without_query_embedding():
         "SCORE_COMPONENTS",
         "PRE_DIVERSITY_RANK",
         "FEATURE_CONTRIBUTIONS",
+        "RULE_EFFECTS",
     ]
     assert [o.name for o in recommend.output] == outputs
     assert list(recommend.output) == [o for o in rerank.output if o.name != "INTEREST"]
@@ -214,6 +216,7 @@ EXPECTED_ADAPTER = {
     "rerank": "RerankModel",
     "track": "TrackModel",
     "catalog": "CatalogModel",
+    "rules": "RulesModel",
 }
 
 

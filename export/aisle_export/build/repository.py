@@ -50,6 +50,11 @@ from aisle_contract import (
     PRE_DIVERSITY_RANK,
     PROPERTIES,
     RANKER_FEATURE_NAMES,
+    RESULT,
+    RULE_EFFECTS,
+    RULE_SET,
+    RULES,
+    RULES_MODEL,
     SCORE_COMPONENT_NAMES,
     SCORE_COMPONENTS,
     STORED,
@@ -169,6 +174,7 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             _output(SCORE_COMPONENTS, FP32, [-1, len(SCORE_COMPONENT_NAMES)]),
             _output(PRE_DIVERSITY_RANK, INT32, [-1]),
             _output(FEATURE_CONTRIBUTIONS, FP32, [-1, len(RANKER_FEATURE_NAMES) + 1]),
+            _output(RULE_EFFECTS, STRING, [-1]),
         ],
         dynamic_batching=_batching(200),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
@@ -230,6 +236,24 @@ def catalog_config() -> mc.ModelConfig:
         input=[_input(ITEM_ID, STRING, [1]), _input(OP, STRING, [1]), _input(FIELDS, STRING, [1])],
         output=[_output(CHANGE_ID, STRING, [1])],
         dynamic_batching=_batching(200, MAX_CATALOG_BATCH),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+    )
+    _parameters(config, {"state_timeout_s": 2.0})
+    return config
+
+
+def rules_config() -> mc.ModelConfig:
+    """``rules``: merchandising rule sets checked and stored by ``aisle_server.triton_models.RulesModel``.
+
+    One request is one operation on one set (rare, operator-driven calls): batches of 1, each handled alone.
+    """
+    config = mc.ModelConfig(
+        name=RULES_MODEL,
+        backend="python",
+        max_batch_size=1,
+        input=[_input(OP, STRING, [1]), _input(RULE_SET, STRING, [1]), _input(RULES, STRING, [1])],
+        output=[_output(RESULT, STRING, [1])],
+        dynamic_batching=_batching(0, 1),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
     )
     _parameters(config, {"state_timeout_s": 2.0})
@@ -300,6 +324,7 @@ def all_configs(
         "embed_item/config.pbtxt": embed_config("embed_item", "item_encoder", dim, response_cache),
         "track/config.pbtxt": track_config(),
         "catalog/config.pbtxt": catalog_config(),
+        "rules/config.pbtxt": rules_config(),
     }
     for encoder in ("query_encoder", "item_encoder"):
         configs[f"{encoder}/config.pbtxt"] = encoder_config(encoder, dim)

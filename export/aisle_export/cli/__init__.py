@@ -1,4 +1,4 @@
-"""The ``aisle`` command: export, index, serve, catalog, events, experiment, finetune, evaluate, demo.
+"""The ``aisle`` command: export, index, serve, catalog, rules, events, experiment, finetune, evaluate, demo.
 
 One module per command: its ``add_parser(subparsers)`` defines the command's arguments and sets
 ``func``, a handler that only interprets them and calls the toolchain. The toolchain is imported
@@ -13,10 +13,22 @@ import argparse
 import logging
 import sys
 
-from aisle_export.cli import catalog, demo, distill, evaluate, events, experiment, export, finetune, index, serve
+from aisle_export.cli import (
+    catalog,
+    demo,
+    distill,
+    evaluate,
+    events,
+    experiment,
+    export,
+    finetune,
+    index,
+    rules,
+    serve,
+)
 
 #: The commands, in the order ``aisle --help`` lists them.
-COMMANDS = (export, distill, index, serve, events, experiment, catalog, demo, finetune, evaluate)
+COMMANDS = (export, distill, index, serve, events, experiment, catalog, rules, demo, finetune, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,14 @@ Columns (unknown extra columns are ignored):
                because a catalog that does not track stock is selling everything it lists.
 =============  ==========================================================================
 
+Item attributes (price, brand, tags, ...: what merchandising rules read, ``docs/merchandising.md``) are
+declared once per catalog in a side file beside it, ``<name>.attributes.json`` for ``<name>.csv``
+(``.jsonl``, ``.parquet``): ``{"price": "number", "brand": "string", "tags": "string_list",
+"on_sale": "bool"}``. Each declared name is then a column of the catalog, optional per row: a
+number (or numeric string), a string, a list of strings (a JSON list; in CSV ``a|b|c``), a boolean
+(the ``in_stock`` words). A value of the wrong type is a :class:`CatalogError` naming the row and
+the attribute. Without the side file the catalog has no attributes and such columns are ignored.
+
 A malformed row raises :class:`CatalogError` naming the file, the row's location and the field,
 unless ``skip_bad_rows=True``, in which case it is counted in :attr:`Catalog.skipped`. Duplicate
 item ids are always an error (naming both locations): silently keeping one of two products with
@@ -33,6 +41,7 @@ the same id would make search results point at the wrong product.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +49,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from aisle_contract import item_text
+from aisle_contract import ItemChangeError, check_attribute, item_text
 from aisle_export.data.records import (
     MAX_SKIP_REASONS,
     READERS,
@@ -97,6 +106,10 @@ class Catalog:
     in_stock: np.ndarray  # bool
     skipped: int = 0
     skip_reasons: list[str] = field(default_factory=list)
+    #: the declared item attributes (name → type; ``<name>.attributes.json``), empty when none
+    attribute_schema: dict[str, str] = field(default_factory=dict)
+    #: per item, its attributes' checked values (a missing one left out)
+    attribute_values: list[dict[str, object]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -121,13 +134,16 @@ def read_catalog(path: Path | str, skip_bad_rows: bool = False) -> Catalog:
             f"{path.name}: unsupported catalog extension {path.suffix or '(none)'!r} (supported: {supported})"
         )
     rows: list[_Row] = []
+    attributes: list[dict[str, object]] = []
+    schema = read_attribute_schema(path)
     first_seen: dict[str, str] = {}
     skipped = 0
     skip_reasons: list[str] = []
     try:
-        for location, record in reader(path, REQUIRED_COLUMNS, KNOWN_COLUMNS):
+        for location, record in reader(path, REQUIRED_COLUMNS, KNOWN_COLUMNS + tuple(schema)):
             try:
                 row = _parse_record(record)
+                values = _parse_attributes(record, schema, row.item_id)  # type: ignore[arg-type]  # a RowError raised above
             except RowError as exc:
                 error = CatalogError(f"{path.name} {location}: {exc.reason}", location, exc.field)
                 if not skip_bad_rows:
@@ -144,11 +160,72 @@ def read_catalog(path: Path | str, skip_bad_rows: bool = False) -> Catalog:
                 )
             first_seen[row.item_id] = location
             rows.append(row)
+            attributes.append(values)
     except RecordFileError as exc:  # empty file, missing column, unreadable CSV
         raise CatalogError(str(exc), exc.location, exc.field) from None
     if not rows:
         raise CatalogError(f"{path.name}: catalog has no valid rows ({skipped} skipped)")
-    return _to_catalog(rows, skipped, skip_reasons)
+    catalog = _to_catalog(rows, skipped, skip_reasons)
+    catalog.attribute_schema, catalog.attribute_values = schema, attributes if schema else []
+    return catalog
+
+
+def attribute_schema_path(path: Path | str) -> Path:
+    """Where a catalog's attribute declaration lives: ``<name>.attributes.json`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.attributes.json")
+
+
+def read_attribute_schema(path: Path | str) -> dict[str, str]:
+    """The attributes ``path`` declares (``{}`` without a side file); ``CatalogError`` for a bad one."""
+    from aisle_server.attributes import check_schema
+
+    side = attribute_schema_path(path)
+    if not side.exists():
+        return {}
+    try:
+        schema = json.loads(side.read_text(encoding="utf-8"))
+        if not isinstance(schema, dict):
+            raise ValueError("expected a JSON object: attribute name → type")
+        return check_schema(schema)
+    except ValueError as exc:
+        raise CatalogError(f"{side.name}: {exc}") from None
+
+
+def _parse_attributes(record: Mapping[str, Any], schema: Mapping[str, str], item_id: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, kind in schema.items():
+        value = record.get(name)
+        if is_missing(value):
+            continue
+        if isinstance(value, str):
+            value = _attribute_text(value.strip(), kind, name)
+            if value is None:
+                continue
+        try:
+            out[name] = check_attribute(item_id, name, kind, value)
+        except ItemChangeError as exc:
+            raise RowError(name, exc.reason) from None
+    return out
+
+
+def _attribute_text(text: str, kind: str, name: str) -> object:
+    """A CSV cell (or a string in JSON) of a declared attribute as the JSON value it stands for."""
+    if not text:
+        return None
+    if kind == "number":
+        try:
+            return float(text)
+        except ValueError:
+            raise RowError(name, f"attribute {name!r} is declared number, got {text!r}") from None
+    if kind == "bool":
+        word = text.lower()
+        if word in _TRUE_WORDS | _FALSE_WORDS:
+            return word in _TRUE_WORDS
+        raise RowError(name, f"attribute {name!r} is declared bool, got {text!r}")
+    if kind == "string_list":
+        return [part.strip() for part in text.split("|") if part.strip()]
+    return text
 
 
 # --------------------------------------------------------------------------- validation

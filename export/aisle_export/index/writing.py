@@ -26,13 +26,18 @@ from aisle_export.core.spaces import read_space
 from aisle_export.data.catalog import Catalog
 from aisle_export.index.remote import embed_remote
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
+from aisle_server.attributes import Attributes
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn, rerank_versions
 from aisle_server.learned import LogSignals
 from aisle_server.lexical import LexicalIndex
 
 
 def catalog_index(catalog: Catalog, embeddings: np.ndarray, **extra: object) -> CatalogIndex:
-    """The served index of ``catalog`` with its item embeddings (``extra``: manifest, lexical, ann)."""
+    """The served index of ``catalog`` with its item embeddings (``extra``: manifest, lexical, ann)
+    and its declared attributes (``aisle_server.attributes``), when it declares any."""
+    attributes = None
+    if catalog.attribute_schema:
+        attributes = Attributes.of(catalog.attribute_schema, catalog.attribute_values)
     return CatalogIndex(
         item_ids=catalog.item_ids,
         embeddings=embeddings,
@@ -42,6 +47,7 @@ def catalog_index(catalog: Catalog, embeddings: np.ndarray, **extra: object) -> 
         popularity=catalog.popularity,
         in_stock=catalog.in_stock,
         descriptions=TextColumn.of(catalog.descriptions.tolist()),
+        attributes=attributes,
         **extra,
     )
 

@@ -69,6 +69,7 @@ def compacted(
         },
         lexical=LexicalIndex.build(texts),
         ann=ann,
+        attributes=live.attributes.take(rows) if live.attributes is not None else None,  # live-set values kept
     )
 
 
