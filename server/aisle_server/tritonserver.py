@@ -103,6 +103,12 @@ def stub_path() -> list[str]:
     return [*dict.fromkeys(root for root in roots if Path(root) != Path(site_packages).resolve()), site_packages]
 
 
+#: the port fields a ``TritonServer`` fills with free ports when not given
+_PORTS = ("grpc_port", "http_port", "metrics_port")
+#: starts tried when a port the server chose itself was taken before tritonserver bound it
+PORT_ATTEMPTS = 3
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -298,14 +304,20 @@ class TritonServer:
     _log_offset: int = field(default=0, init=False, repr=False)  # where this start's lines begin in log_file
     _log_scanned: int = field(default=0, init=False, repr=False)  # how far ``_stub_failed`` has read it
     _stub_python: Path | None = field(default=None, init=False, repr=False)  # see prepare_stub_python
+    _own_ports: list[str] = field(default_factory=list, init=False, repr=False)  # see __post_init__
     #: The Python backend's shared-memory region prefix, new at each start (see the module docstring).
     shm_prefix: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
-        self.grpc_port = self.grpc_port or free_port()
-        self.http_port = self.http_port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+        #: the ports this server chose itself (none given): another process may take one between the
+        #: choice and tritonserver's bind, and then ``start`` chooses again
+        self._own_ports = [name for name in _PORTS if not getattr(self, name)]
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        for name in self._own_ports:
+            setattr(self, name, free_port())
 
     @property
     def grpc_url(self) -> str:
@@ -364,6 +376,17 @@ class TritonServer:
         return env
 
     def start(self) -> TritonServer:
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start()
+            except TritonServerError as exc:
+                if not self._own_ports or "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                LOG.warning("a port this server chose was taken before tritonserver bound it; choosing again")
+                self._choose_ports()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start(self) -> TritonServer:
         if not self.repo.is_dir():
             raise TritonServerError(f"model repository {self.repo} does not exist")
         self._workdir = Path(tempfile.mkdtemp(prefix="aisle-triton-"))
