@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 from aisle_contract import EXPOSURE_EVENT
 
 from .errors import StateUnavailable
+from .polling import Poller
 from .state import read_streams
 from .state_url import store_errors
 
@@ -75,12 +75,9 @@ class ExposureCounts:
     def __init__(self, client: Any, streams: Sequence[str], poll_s: float = 0.2):
         self.client = client
         self.marks: dict[str, str | None] = dict.fromkeys(streams)
-        self.poll_s = poll_s
         self.counts = ItemCounts()
         self.down = False
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(self.refresh, poll_s, "aisle-event-counts", lambda: "counting events", LOG)
 
     def refresh(self) -> int:
         try:
@@ -102,21 +99,8 @@ class ExposureCounts:
     def started(self) -> ExposureCounts:
         """This counter, its background reads started (once): the first read of a long log is not a
         request's to wait for, so until it is done items count as never shown."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._poll, name="aisle-event-counts", daemon=True)
-                self._thread.start()
+        self._poller.start(refresh_first=True)
         return self
 
-    def _poll(self) -> None:
-        self.refresh()
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.refresh()
-            except Exception:
-                LOG.exception("counting events failed")
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._poller.stop()

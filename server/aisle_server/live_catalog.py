@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from .cooccurrence import Cooccurrence
 from .errors import StateUnavailable
 from .index import CatalogIndex, ItemLookups, TextColumn
 from .lexical import LexicalIndex, tokenize
+from .polling import Poller
 from .state import next_id, read_streams
 from .state_keys import LEGACY, KeyLayout
 from .state_url import StateUrl, parse_state_url, store_errors
@@ -496,15 +496,15 @@ class LiveCatalog:
         self.base = base
         self.index = base
         self.changes = changes
-        self.poll_s = poll_s
         self.on_refresh = on_refresh
         self.overlay = Overlay()
         layout = changes.layout if changes is not None else LEGACY
         self.marks = marks_of(base.manifest.get("overlay_through"), layout) if changes is not None else {}
         self.read_at = time.time()  # the last successful read of the log
         self.down = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(
+            self.refresh, poll_s, "aisle-live-catalog", lambda: f"applying catalog changes after {self.marks}", LOG
+        )
 
     def refresh(self) -> int:
         """Apply the changes logged since the last refresh; how many there were."""
@@ -538,21 +538,11 @@ class LiveCatalog:
         """Refresh now, then every ``poll_s`` in a daemon thread until :meth:`stop`."""
         self.refresh()
         if self.changes is not None:
-            self._thread = threading.Thread(target=self._poll, name="aisle-live-catalog", daemon=True)
-            self._thread.start()
+            self._poller.start()
         return self
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.refresh()
-            except Exception:
-                LOG.exception("applying catalog changes after %s failed", self.marks)
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._poller.stop()
 
     def overlay_age_s(self, now: float | None = None) -> float:
         """Seconds since the oldest change not yet compacted into the base (0: none)."""

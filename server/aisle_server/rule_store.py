@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from aisle_contract import DEFAULT_RULE_SET, RankingConfig, valid_rule_set_name
 
 from .errors import InvalidInput, StateUnavailable
+from .polling import Poller
 from .rules import RuleError, RuleSet, parse
 from .state import read_stream
 from .state_keys import PREFIX
@@ -155,14 +155,14 @@ class LiveRules:
         self.store = store
         #: ``exploration.ExposureCounts``: started by the first set that explores or reads exposures/clicks
         self.counts = counts
-        self.poll_s = poll_s
         self.sets: dict[str, tuple[int, str]] = {}  # name → (version, canonical JSON)
         self.last_id: str | None = None
         self.down = False
         self._compiled: dict[tuple[str, int, tuple[tuple[str, str], ...]], RuleSet | None] = {}
         self._unknown: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(
+            self.refresh, poll_s, "aisle-live-rules", lambda: f"reading rule sets after {self.last_id}", LOG
+        )
 
     def refresh(self) -> int:
         if self.store is None:
@@ -183,21 +183,11 @@ class LiveRules:
     def start(self) -> LiveRules:
         self.refresh()
         if self.store is not None:
-            self._thread = threading.Thread(target=self._poll, name="aisle-live-rules", daemon=True)
-            self._thread.start()
+            self._poller.start()
         return self
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.refresh()
-            except Exception:
-                LOG.exception("reading rule sets after %s failed", self.last_id)
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._poller.stop()
 
     def resolve(self, config: RankingConfig, attributes: Mapping[str, str]) -> RuleSet | None:
         """The rule set a request gets (None: rules off, or none stored under its name).
