@@ -527,15 +527,29 @@ class TritonServer:
 def serve_forever(server: TritonServer) -> int:
     """Run until tritonserver exits; forward SIGINT/SIGTERM/SIGHUP to it so it drains and stops."""
 
+    stopping = threading.Event()
+
     def forward(signum: int, _frame: object) -> None:
         LOG.info("forwarding signal %d to tritonserver", signum)
+        if signum != signal.SIGHUP:
+            stopping.set()
         server.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, forward)
-    server.start()
     try:
+        server.start()
+    except TritonServerError:
+        # Asked to stop while the models were still loading (a deploy rolled back, Ctrl-C at the
+        # wrong moment): tritonserver stopped as told, which is no failure of the start.
+        if stopping.is_set():
+            LOG.info("stopped before every model was ready, as asked")
+            return 0
+        raise
+    try:
+        if stopping.is_set():  # the signal came before tritonserver's process existed to take it
+            return server.stop() or 0
         return server.wait()
     finally:
         server.stop()

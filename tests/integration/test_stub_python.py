@@ -11,6 +11,7 @@ Python's standard library: ``import ssl`` failed inside redis, so ``rerank``, ``
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -204,6 +205,56 @@ def test_aisle_serve_in_an_activated_environment_names_a_model_that_cannot_load_
         "ModuleNotFoundError: No module named 'aisle_no_such_package'"
     ) in first, done.stderr[-3000:]
     assert (tmp_path / "tritonserver.log").is_file()  # beside the repository, by default
+
+
+def test_aisle_serve_stopped_while_its_models_load_exits_cleanly_and_leaves_nothing(tmp_path):
+    """Ctrl-C (or a rollout's SIGTERM) before every model is ready stops the server as asked: exit
+    code 0, not "tritonserver exited before it was ready" (CI once sent it just then)."""
+    repo = tmp_path / "repository"
+    loading = tmp_path / "loading"
+    _python_model(
+        repo,
+        "slow",
+        f"""
+        import os
+        import pathlib
+        import site
+        import time
+
+        for directory in os.environ["AISLE_SITE_PACKAGES"].split(os.pathsep):  # numpy, as aisle's models
+            site.addsitedir(directory)
+
+
+        class TritonPythonModel:
+            def initialize(self, args):
+                pathlib.Path({str(loading)!r}).touch()
+                time.sleep(20)
+
+            def execute(self, requests):
+                return []
+        """,
+    )
+    venv = Path(sys.prefix)
+    serve = subprocess.Popen(
+        [str(venv / "bin" / "aisle"), "serve", "--repo", str(repo), "--state", "off", *_free_ports()],
+        env=_activated(venv),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not loading.exists() and serve.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert loading.exists(), "the model never began to load"
+        serve.send_signal(signal.SIGINT)
+        _, stderr = serve.communicate(timeout=120)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    assert serve.returncode == 0, stderr[-3000:]
+    assert "stopped before every model was ready, as asked" in stderr
+    # ...and the session's own check (tests/conftest.py) fails if it left tritonserver or a stub behind
 
 
 def _free_ports() -> list[str]:
