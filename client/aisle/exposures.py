@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aisle_contract import EXPOSURE_EVENT, MAX_PROPERTIES_BYTES
+from aisle_contract import EXPLORATION_ARM, EXPOSURE_EVENT, MAX_PROPERTIES_BYTES
 
 from .errors import InvalidRequest
 from .requests import TrackEvent
@@ -20,8 +20,8 @@ def exposure_event(recs: Recommendations, user_id: str, ts: float | None = None)
     Its ``event_id`` is the answer's ``request_id``, so sending it twice stores it once; its
     properties carry ``request_id``, ``experiment``, ``arm``, ``items`` (best first; the tail is cut,
     with ``"truncated": true``, where the list would pass the contract's 4 KiB) and ``k``; for an
-    answer asked with ``explain=True``, ``explored``: the 0-based positions an ``explore`` rule
-    placed, with the rule and the bandit's arm, so reports can tell them apart. The item id is the
+    answer with explored positions, ``explored``: the 0-based positions an ``explore`` rule placed,
+    with the rule and the bandit's arm, so reports can tell them apart. The item id is the
     first item shown. Exposures go to the event log only, never into the shopper's history.
     """
     items = [rec.item_id for rec in recs]
@@ -33,11 +33,9 @@ def exposure_event(recs: Recommendations, user_id: str, ts: float | None = None)
         "items": items,
     }
     explored = [
-        {"position": j, "rule": effect.get("rule"), "arm": effect.get("arm")}
+        {"position": j, "rule": rec.explored_by, "arm": EXPLORATION_ARM}
         for j, rec in enumerate(recs)
-        if rec.explanation is not None
-        for effect in rec.explanation.rule_effects
-        if effect.get("effect") == "explore"
+        if rec.explored_by is not None
     ]
     if explored:
         properties["explored"] = explored

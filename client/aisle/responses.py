@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aisle_contract import (
+    EXPLORED,
     FEATURE_CONTRIBUTIONS,
     PRE_DIVERSITY_RANK,
     RANKER_BIAS,
@@ -45,13 +46,15 @@ def parse_recommendations(
     ranks: Array | None = None,
     contributions: Array | None = None,
     effects: Array | None = None,
+    explored: Array | None = None,
 ) -> Recommendations:
     """Row ``row`` of a ``recommend`` answer; empty ids (and their NaN scores) are padding and dropped.
 
     Rows of a batched answer are padded to the widest row, so every row is parsed this way.
     ``components``/``ranks`` (``SCORE_COMPONENTS``, ``PRE_DIVERSITY_RANK``) explain the row's items
     when the row asked for it (its ranks are not -1); ``contributions`` (``FEATURE_CONTRIBUTIONS``)
-    when the learned ranker ordered the row (not NaN).
+    when the learned ranker ordered the row (not NaN); ``explored`` (``EXPLORED``; absent from a
+    server that predates it) names the ``explore`` rule that placed an item.
     """
     explained = (
         components is not None
@@ -73,6 +76,7 @@ def parse_recommendations(
             )
             if explained
             else None,
+            explored_by=_explored_by(explored, row, j),
         )
         for j, (raw, score) in enumerate(zip(ids[row], scores[row], strict=False))
         if raw
@@ -90,6 +94,13 @@ def _explanation(
     return ScoreComponents(
         dense, lexical, shopper, cooccurrence, freshness, popularity, diversity, rank, features, rules, effects
     )
+
+
+def _explored_by(explored: Array | None, row: int, j: int) -> str | None:
+    """The ``explore`` rule that placed item ``j`` of ``row`` (None: ranked by score)."""
+    if explored is None or explored.ndim != 2 or j >= explored.shape[1] or not explored[row][j]:
+        return None
+    return str(explored[row][j].decode("utf-8"))
 
 
 def _effects(effects: Array | None, row: int, j: int) -> tuple[dict[str, Any], ...]:
@@ -117,10 +128,11 @@ def split_recommendations(
     ranks: Array | None = None,
     contributions: Array | None = None,
     effects: Array | None = None,
+    explored: Array | None = None,
 ) -> list[Recommendations]:
     """Every row of a batched ``recommend`` answer, in request order."""
     return [
-        parse_recommendations(ids, scores, unknown, row, components, ranks, contributions, effects)
+        parse_recommendations(ids, scores, unknown, row, components, ranks, contributions, effects, explored)
         for row in range(ids.shape[0])
     ]
 
@@ -133,9 +145,8 @@ def recommendations_from(result: InferResult) -> list[Recommendations]:
         raise ServerError("the recommend answer has no ITEM_IDS or SCORES output")
     components, ranks = result.as_numpy(SCORE_COMPONENTS), result.as_numpy(PRE_DIVERSITY_RANK)
     contributions, effects = result.as_numpy(FEATURE_CONTRIBUTIONS), result.as_numpy(RULE_EFFECTS)
-    return split_recommendations(
-        ids, scores, result.as_numpy("UNKNOWN_HISTORY"), components, ranks, contributions, effects
-    )
+    unknown, explored = result.as_numpy("UNKNOWN_HISTORY"), result.as_numpy(EXPLORED)
+    return split_recommendations(ids, scores, unknown, components, ranks, contributions, effects, explored)
 
 
 def embeddings_from(result: InferResult) -> list[Vector]:

@@ -59,6 +59,9 @@ class Recommendation:
     score: float
     #: with ``explain=True``: the parts ``score`` adds up from
     explanation: ScoreComponents | None = field(default=None, repr=False)
+    #: the ``explore`` rule that placed this item at its position (None: ranked by score); in every
+    #: answer, so exposure logs can tell explored positions apart (``aisle.exposure_event``)
+    explored_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

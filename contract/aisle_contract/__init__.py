@@ -24,7 +24,13 @@ QUERY, QUERY_EMBEDDING = "QUERY", "QUERY_EMBEDDING"
 HISTORY_IDS, HISTORY_TS, HISTORY_EVENTS = "HISTORY_IDS", "HISTORY_TS", "HISTORY_EVENTS"
 K, NOW = "K", "NOW"
 FILTER_NAMES = ("EXCLUDE_IDS", "ALLOW_CATEGORIES", "DENY_CATEGORIES")
-OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
+#: BYTES [B, k_max], in every answer: per result, the id of the ``explore`` rule that placed it there
+#: (``b""``: ranked by score, and padding), so exposure logs mark explored positions without ``EXPLAIN``.
+EXPLORED = "EXPLORED"
+#: The bandit that chooses an ``explore`` rule's items (``aisle_server.exploration.thompson``): the
+#: ``arm`` explanations and exposure logs report for an explored position.
+EXPLORATION_ARM = "thompson"
+OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY", EXPLORED)
 INTEREST_OUTPUT = "INTEREST"  # rerank only: the vector each row was ranked with
 EMBED_INPUT, EMBED_OUTPUT = "TEXT", "EMBEDDING"
 

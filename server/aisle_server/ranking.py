@@ -94,6 +94,8 @@ class RankResult:
     feature_contributions: np.ndarray | None = None
     #: with ``RankRequest.explain``: per result, what each merchandising rule did to it
     rule_effects: list[list[dict[str, object]]] | None = None
+    #: per result, the ``explore`` rule that placed it (``""``: ranked); None: no rule acted
+    explored: list[str] | None = None
 
 
 def with_overrides(config: RankingConfig, overrides: Mapping[str, object]) -> RankingConfig:
@@ -423,6 +425,7 @@ def _finish(
         terms, order, picked = merch.terms, merch.order, merch.picked
         candidates, candidate_scores = terms.rows[order], merch.scores[order]
     top = candidates[picked]
+    explored = None if merch is None else merch.outcome.explored_by(order[np.asarray(picked, dtype=np.int64)])
     components = ranks = effects = None
     contributions = None
     if request.explain:  # off by default: nothing of this runs
@@ -451,6 +454,7 @@ def _finish(
         pre_diversity_rank=ranks,
         feature_contributions=contributions,
         rule_effects=effects,
+        explored=explored,
     )
 
 

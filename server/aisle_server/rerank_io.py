@@ -252,7 +252,11 @@ def pack_results(
         ids[b, :n] = [i.encode("utf-8") for i in result.item_ids]
         scores[b, :n] = result.scores
     unknown = np.array([r.unknown_history for r in results], dtype=np.int32).reshape(-1, 1)
-    outputs = dict(zip(OUTPUT_NAMES, (ids, scores, unknown)))
+    explored = np.full((len(results), width), b"", dtype=object)
+    for b, result in enumerate(results):
+        if result.explored:
+            explored[b, : len(result.explored)] = [rule.encode("utf-8") for rule in result.explored]
+    outputs = dict(zip(OUTPUT_NAMES, (ids, scores, unknown, explored), strict=True))
     if dim is not None:
         interest = np.zeros((len(results), dim), dtype=np.float32)
         for b, result in enumerate(results):

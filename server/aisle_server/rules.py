@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from aisle_contract import EXPLORATION_ARM
+
 from .attributes import SEP
 
 #: Types of values an expression computes. ``list`` is a literal list, only for ``in``.
@@ -540,6 +542,13 @@ class Outcome:
     #: candidate position → the slot and pin rules that placed it
     placed: dict[int, list[dict[str, object]]] = field(default_factory=dict)
 
+    def explored_by(self, positions: Sequence[int]) -> list[str]:
+        """Per candidate at ``positions``, the ``explore`` rule that placed it (``""``: none)."""
+        return [
+            next((str(e["rule"]) for e in self.placed.get(int(p), ()) if e["effect"] == "explore"), "")
+            for p in positions
+        ]
+
     def effects(self, positions: Sequence[int]) -> list[list[dict[str, object]]]:
         """What each rule did to the candidates at ``positions`` (built only for an explanation)."""
         out = []
@@ -703,7 +712,7 @@ def _explore(
                 {
                     "rule": rule.id,
                     "effect": "explore",
-                    "arm": "thompson",
+                    "arm": EXPLORATION_ARM,
                     "draw": float(draws[j]),
                     "exposures": int(exposures[position]),
                     "clicks": int(clicks[position]),

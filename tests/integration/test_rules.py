@@ -19,7 +19,7 @@ from pathlib import Path
 import aisle_cli
 import pytest
 
-from aisle import InvalidRequest, RecClient
+from aisle import InvalidRequest, RecClient, exposure_event
 from aisle_server.attributes import Attributes
 from aisle_server.index import INDEX_DIRNAME, ITEMS_DIRNAME, CatalogIndex, rerank_versions
 from aisle_server.tritonserver import TritonServer
@@ -292,6 +292,11 @@ def test_explore_shows_a_new_item_until_its_tracked_exposures_reach_the_cap(clie
     page = client.recommend(QUERY, cache=False, rule_set="t-explore", explain=True)
     effect = next(dict(e) for r in page for e in r.explanation.rule_effects)
     assert (effect["arm"], effect["exposures"], effect["clicks"]) == ("thompson", 0, 0)
+    unexplained = client.recommend(QUERY, cache=False, rule_set="t-explore")  # every answer says it
+    position = next(j for j, r in enumerate(unexplained) if r.item_id == new)
+    assert [r.explored_by for r in unexplained] == [("new" if j == position else None) for j in range(len(unexplained))]
+    exposure = json.loads(exposure_event(unexplained, "explorer").properties)
+    assert exposure["explored"] == [{"position": position, "rule": "new", "arm": "thompson"}]
     for n in range(2):  # two tracked exposures of it: shown enough, no longer explored
         client.track(f"explorer-{n}", new, "exposure", properties={"items": [new]})
     _wait_until(

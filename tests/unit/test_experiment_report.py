@@ -14,6 +14,7 @@ from aisle_export.experiments.report import (
     build_report,
     proportion_estimate,
     ratio_estimate,
+    render_markdown,
     shopper_table,
     srm_test,
 )
@@ -54,6 +55,30 @@ def test_outcomes_join_by_request_id_or_by_shopper_and_item_within_the_window():
     assert rows["treatment"].clicks.tolist() == [1]
     assert (joined.outcomes_joined_by_request_id, joined.outcomes_joined_by_window) == (2, 2)
     assert joined.outcomes_unattributed == 2 and joined.exposures == 3
+
+
+def test_explored_slots_and_their_clicks_are_counted_apart_from_the_ranked_ones():
+    explored = exposure("u1", "t", "r1", ["a", "new", "b"], 100.0)
+    explored["properties"]["explored"] = [{"position": 1, "rule": "new-items", "arm": "thompson"}]
+    events = [
+        explored,
+        exposure("u2", "t", "r2", ["a", "b"], 100.0),
+        exposure("u2", "t", "r3", ["new", "c"], 300.0),  # shown again, ranked this time
+        outcome("u1", "new", "click", 110.0, request_id="r1"),  # on the explored slot, by request id
+        outcome("u1", "a", "click", 120.0, request_id="r1"),  # on a ranked slot of the same page
+        outcome("u2", "new", "click", 310.0),  # by window: the latest page showing it ranked it
+        outcome("u2", "a", "click", 320.0),
+    ]
+    table, _ = shopper_table(events, "exp")
+    assert table.slots.sum() == 7 and table.explored_slots.sum() == 1 and table.explored_clicks.sum() == 1
+    report = build_report(table, "exp")
+    arm = report["arms"]["t"]
+    assert (arm["slots"], arm["explored_slots"], arm["explored_clicks"], arm["clicks"]) == (7, 1, 1, 4)
+    assert arm["per_slot"]["explored_ctr"]["value"] == pytest.approx(1.0)
+    assert arm["per_slot"]["ranked_ctr"]["value"] == pytest.approx(3 / 6)
+    assert "## Explored positions" in render_markdown(report)
+    plain, _ = shopper_table(EVENTS, "exp")  # no explore rule anywhere: no such section
+    assert "Explored positions" not in render_markdown(build_report(plain, "exp"))
 
 
 def test_interval_formulas_match_known_values():

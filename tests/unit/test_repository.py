@@ -179,6 +179,7 @@ def test_recommend_exposes_rerank_contract_without_query_embedding():
         "ITEM_IDS",
         "SCORES",
         "UNKNOWN_HISTORY",
+        "EXPLORED",
         "SCORE_COMPONENTS",
         "PRE_DIVERSITY_RANK",
         "FEATURE_CONTRIBUTIONS",
@@ -186,7 +187,7 @@ def test_recommend_exposes_rerank_contract_without_query_embedding():
     ]
     assert [o.name for o in recommend.output] == outputs
     assert list(recommend.output) == [o for o in rerank.output if o.name != "INTEREST"]
-    assert [o.name for o in rerank.output][3] == "INTEREST"  # rerank only: the served user vector
+    assert [o.name for o in rerank.output][4] == "INTEREST"  # rerank only: the served user vector
     for i in recommend.input:
         assert i.optional == (i.name != "QUERY")
 

@@ -287,7 +287,8 @@ def test_pack_results_pads_short_rows_with_empty_ids_and_nan():
         RankResult([], np.zeros(0, dtype=np.float32), 1),
     ]
     packed = pack_results(results)
-    assert tuple(packed) == OUTPUT_NAMES == ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY")
+    assert tuple(packed) == OUTPUT_NAMES == ("ITEM_IDS", "SCORES", "UNKNOWN_HISTORY", "EXPLORED")
+    assert packed["EXPLORED"].shape == (3, 3) and not packed["EXPLORED"].any()  # no explore rule placed any
 
     ids, scores, unknown = packed["ITEM_IDS"], packed["SCORES"], packed["UNKNOWN_HISTORY"]
     assert ids.shape == (3, 3) and ids.dtype == object

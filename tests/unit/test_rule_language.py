@@ -12,7 +12,7 @@ from aisle_contract import SCORE_COMPONENT_NAMES, ItemChangeError, check_item_ch
 from aisle_server.attributes import Attributes
 from aisle_server.errors import InvalidInput
 from aisle_server.live_catalog import Change, Overlay, live_index
-from aisle_server.ranking import RankingConfig, RankRequest, rank
+from aisle_server.ranking import RankingConfig, RankRequest, RankResult, rank
 from aisle_server.rule_store import EMPTY, LiveRules, RuleAdmin
 from aisle_server.rules import RuleError, parse
 
@@ -372,6 +372,10 @@ def test_explore_gives_little_shown_matching_items_their_share_spread_over_the_p
     effect = result.rule_effects[explored[0][0]][0]
     assert effect["effect"] == "explore" and effect["arm"] == "thompson" and effect["exposures"] == 0
     assert set(ids(result)) - {item for _, item in explored} <= set(plain)
+    assert [j for j, rule in enumerate(result.explored) if rule] == [j for j, _ in explored]
+    assert {rule for rule in result.explored if rule} == {"new"}
+    unexplained = rank(INDEX, replace(request(k=10, candidates=N, explain=False), rules=rule_set))
+    assert unexplained.rule_effects is None and sum(map(bool, unexplained.explored)) == 2  # said without explain
     for r in range(N):
         counts.exposures[f"i{r}"] = 500  # nothing is new any more: the page is the plain one
     assert ids(rank(INDEX, replace(request(k=10, candidates=N), rules=rule_set))) == plain
@@ -384,18 +388,28 @@ def test_an_explore_rule_is_checked_like_the_others():
         parse('[{"id": "e", "effect": "explore", "match": "has(price)", "share": 0.1, "max_exposures": 0}]', SCHEMA)
 
 
-def test_an_exposure_event_records_the_explored_positions_of_an_explained_answer():
+def test_an_exposure_event_records_the_explored_positions_the_answer_carries_without_explain():
     import json
 
-    from aisle import Recommendation, Recommendations, ScoreComponents, exposure_event
+    from aisle import exposure_event
+    from aisle.responses import split_recommendations
+    from aisle_server.rerank_io import pack_results
 
-    def rec(item, effects=()):
-        return Recommendation(item, 1.0, ScoreComponents(1, 0, 0, 0, 0, 0, 0, 0, rule_effects=effects))
-
-    recs = Recommendations([rec("a"), rec("b", ({"rule": "new", "effect": "explore", "arm": "thompson"},)), rec("c")])
-    properties = json.loads(exposure_event(recs, "u1").properties)
-    assert properties["explored"] == [{"position": 1, "rule": "new", "arm": "thompson"}]
-    assert "explored" not in json.loads(exposure_event(Recommendations([rec("a")]), "u1").properties)
+    packed = pack_results(
+        [
+            RankResult(["a", "b", "c"], np.ones(3, np.float32), 0, explored=["", "new", ""]),
+            RankResult(["d"], np.ones(1, np.float32), 0),  # no rule acted: nothing explored, padded
+        ]
+    )
+    first, second = split_recommendations(
+        packed["ITEM_IDS"], packed["SCORES"], packed["UNKNOWN_HISTORY"], explored=packed["EXPLORED"]
+    )
+    assert [r.explored_by for r in first] == [None, "new", None] and first[1].explanation is None
+    assert json.loads(exposure_event(first, "u1").properties)["explored"] == [
+        {"position": 1, "rule": "new", "arm": "thompson"}
+    ]
+    assert [r.explored_by for r in second] == [None]
+    assert "explored" not in json.loads(exposure_event(second, "u1").properties)
 
 
 def test_the_sdk_reads_a_ranker_ordered_row_without_rules_as_rules_zero():

@@ -36,6 +36,7 @@ from aisle_contract import (
     EVENT_TYPE,
     EXPLAIN,
     EXPLAIN_OUTPUTS,
+    EXPLORED,
     FEATURE_CONTRIBUTIONS,
     FIELDS,
     FILTER_NAMES,
@@ -170,6 +171,7 @@ def rerank_config(dim: int, ranking: RankingConfig) -> mc.ModelConfig:
             _output("ITEM_IDS", STRING, [-1]),
             _output("SCORES", FP32, [-1]),
             _output("UNKNOWN_HISTORY", INT32, [1]),
+            _output(EXPLORED, STRING, [-1]),
             _output(INTEREST_OUTPUT, FP32, [dim]),  # rerank only: the ensemble leaves it out
             _output(SCORE_COMPONENTS, FP32, [-1, len(SCORE_COMPONENT_NAMES)]),
             _output(PRE_DIVERSITY_RANK, INT32, [-1]),

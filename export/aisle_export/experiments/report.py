@@ -9,7 +9,10 @@ one, else to the shopper's latest exposure that showed the item at most ``window
 
 Per arm: exposures (pages shown), shoppers, CTR, add-to-cart and conversion rates per impression
 (outcomes per exposure) and per shopper (share of shoppers with at least one), revenue per shopper
-when purchases carry a ``price`` (× ``quantity``, default 1). Statistics, all two-sided at
+when purchases carry a ``price`` (× ``quantity``, default 1). Positions an ``explore`` rule placed
+(the exposure's ``explored`` positions) are counted apart: per arm, the click rate of explored
+slots beside that of the slots ranked by score, so exploration's cost or gain is visible on its own
+rather than folded into the arm's CTR. Statistics, all two-sided at
 ``alpha`` (0.05):
 
 - the shopper is the unit (assignment is by shopper), so per-impression rates are ratio metrics with
@@ -58,13 +61,23 @@ class ShopperTable:
     add_to_carts: np.ndarray
     purchases: np.ndarray
     revenue: np.ndarray
+    #: items shown (page slots), the slots an ``explore`` rule placed, and the clicks joined to those
+    slots: np.ndarray | None = None
+    explored_slots: np.ndarray | None = None
+    explored_clicks: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in SLOT_COLUMNS:  # a table built without slot counts (simulations): none explored
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(len(self.arm)))
 
     def select(self, arm: str) -> ShopperTable:
         mask = self.arm == arm
-        return ShopperTable(*(getattr(self, f)[mask] for f in ("arm", *COLUMNS)))
+        return ShopperTable(*(getattr(self, f)[mask] for f in ("arm", *COLUMNS, *SLOT_COLUMNS)))
 
 
 COLUMNS = ("exposures", "clicks", "add_to_carts", "purchases", "revenue")
+SLOT_COLUMNS = ("slots", "explored_slots", "explored_clicks")
 
 
 @dataclass
@@ -122,9 +135,11 @@ def shopper_table(
     ordered = sorted(events, key=lambda e: e["ts"])
     joined = JoinStats()
     arm_of: dict[str, str] = {}
-    counts: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COLUMNS, 0.0))
+    counts: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys((*COLUMNS, *SLOT_COLUMNS), 0.0))
     by_request: dict[str, str] = {}  # request_id → shopper
     shown: dict[tuple[str, str], float] = {}  # (shopper, item) → latest exposure time
+    explored_in: dict[str, set[str]] = {}  # request_id → the items explore rules placed on that page
+    explored_when: dict[tuple[str, str], float] = {}  # (shopper, item) → latest exposure that explored it
     several: set[str] = set()
     for event in ordered:
         props, user = event["properties"], event["user_id"]
@@ -136,32 +151,49 @@ def shopper_table(
                 several.add(user)
             joined.exposures += 1
             counts[user]["exposures"] += 1
+            items = [str(item) for item in props.get("items") or [event["item_id"]]]
+            explored = _explored_items(props, items)
+            counts[user]["slots"] += len(items)
+            counts[user]["explored_slots"] += len(explored)
             if props.get("request_id"):
                 by_request[str(props["request_id"])] = user
-            for item in props.get("items") or [event["item_id"]]:
-                shown[(user, str(item))] = event["ts"]
+                explored_in[str(props["request_id"])] = explored
+            for item in items:
+                shown[(user, item)] = event["ts"]
+            for item in explored:
+                explored_when[(user, item)] = event["ts"]
             continue
         column = OUTCOMES.get(event["event_type"])
         if column is None:
             continue
-        request_id = props.get("request_id")
+        request_id, key = props.get("request_id"), (user, event["item_id"])
         if request_id and by_request.get(str(request_id)) == user:
             joined.outcomes_joined_by_request_id += 1
-        elif user in arm_of and event["ts"] - shown.get((user, event["item_id"]), -math.inf) <= window_s:
+            explored_slot = event["item_id"] in explored_in.get(str(request_id), ())
+        elif user in arm_of and event["ts"] - shown.get(key, -math.inf) <= window_s:
             joined.outcomes_joined_by_window += 1
+            explored_slot = explored_when.get(key) == shown[key]  # the latest page showing it explored it
         else:
             joined.outcomes_unattributed += 1
             continue
         counts[user][column] += 1
+        if column == "clicks" and explored_slot:
+            counts[user]["explored_clicks"] += 1
         if column == "purchases" and "price" in props:
             counts[user]["revenue"] += float(props["price"]) * float(props.get("quantity", 1))
     joined.shoppers_in_several_arms = len(several)
     users = list(arm_of)
     table = ShopperTable(
         np.array([arm_of[u] for u in users], dtype=object),
-        *(np.array([counts[u][c] for u in users], dtype=np.float64) for c in COLUMNS),
+        *(np.array([counts[u][c] for u in users], dtype=np.float64) for c in (*COLUMNS, *SLOT_COLUMNS)),
     )
     return table, joined
+
+
+def _explored_items(props: Mapping[str, Any], items: Sequence[str]) -> set[str]:
+    """The items at an exposure's ``explored`` positions (``aisle.exposure_event`` writes them)."""
+    positions = [entry.get("position") for entry in props.get("explored") or () if isinstance(entry, Mapping)]
+    return {items[p] for p in positions if isinstance(p, int) and 0 <= p < len(items)}
 
 
 # --------------------------------------------------------------------------- statistics
@@ -302,6 +334,12 @@ class ArmReport:
     per_shopper: dict[str, Estimate] = field(default_factory=dict)
     revenue_per_shopper: Estimate | None = None
     versus_control: dict[str, Comparison] = field(default_factory=dict)
+    slots: int = 0
+    explored_slots: int = 0
+    explored_clicks: int = 0
+    #: with explored slots: ``explored_ctr`` (clicks per explored slot) and ``ranked_ctr`` (per slot
+    #: ranked by score), each a ratio over shoppers
+    per_slot: dict[str, Estimate] = field(default_factory=dict)
 
 
 def arm_report(table: ShopperTable, arm: str, alpha: float = 0.05) -> ArmReport:
@@ -321,6 +359,15 @@ def arm_report(table: ShopperTable, arm: str, alpha: float = 0.05) -> ArmReport:
         report.per_shopper[metric] = proportion_estimate(int((outcome > 0).sum()), len(outcome), alpha)
     if rows.revenue.any():
         report.revenue_per_shopper = mean_estimate(rows.revenue, alpha)
+    assert rows.slots is not None and rows.explored_slots is not None and rows.explored_clicks is not None
+    report.slots, report.explored_slots = int(rows.slots.sum()), int(rows.explored_slots.sum())
+    report.explored_clicks = int(rows.explored_clicks.sum())
+    if report.explored_slots:
+        ranked_clicks, ranked_slots = rows.clicks - rows.explored_clicks, rows.slots - rows.explored_slots
+        report.per_slot = {
+            "explored_ctr": ratio_estimate(rows.explored_clicks, rows.explored_slots, alpha),
+            "ranked_ctr": ratio_estimate(ranked_clicks, ranked_slots, alpha),
+        }
     return report
 
 
@@ -434,6 +481,25 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {arm} | {metric} | {_pct(c['difference'])} | {_pct(c['relative'])} | "
                 f"[{_pct(c['low'])}, {_pct(c['high'])}] | {p_value} | {_pct(c['mde_relative'])} | {shoppers} |"
+            )
+    explored = {arm: r for arm, r in report["arms"].items() if r.get("per_slot")}
+    if explored:
+        lines += [
+            "",
+            "## Explored positions",
+            "",
+            "Slots an `explore` rule placed, apart from the slots ranked by score (clicks per slot shown).",
+            "",
+            "| arm | slots | explored slots | clicks on explored | CTR explored slots | CTR ranked slots |",
+            "| --- | ---: | ---: | ---: | --- | --- |",
+        ]
+        for arm, r in explored.items():
+            slot = r["per_slot"]
+            lines.append(
+                f"| {arm} | {r['slots']} | {r['explored_slots']} | {r['explored_clicks']} | "
+                f"{_pct(slot['explored_ctr']['value'])} [{_pct(slot['explored_ctr']['low'])}, "
+                f"{_pct(slot['explored_ctr']['high'])}] | {_pct(slot['ranked_ctr']['value'])} "
+                f"[{_pct(slot['ranked_ctr']['low'])}, {_pct(slot['ranked_ctr']['high'])}] |"
             )
     srm = report["srm"]
     verdict = "**MISMATCH: do not trust the other figures**" if srm["mismatch"] else "no mismatch"
