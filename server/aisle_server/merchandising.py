@@ -56,7 +56,8 @@ def apply(
     in_force = rules.active(rule_set, context)
     if not in_force:
         return None
-    pinned = rules.pinned_rows(index, in_force)
+    pins = rules.pin_rows(index, in_force)
+    pinned = np.unique(np.fromiter((row for row in pins.values() if row >= 0), dtype=np.int64))
     pinned = pinned[allowed[pinned]] if len(pinned) else pinned
     base = np.asarray(scores, dtype=np.float64)
     if interest is None:  # the cold fallback scored every row: keep its candidates and the pinned rows
@@ -81,6 +82,7 @@ def apply(
         lambda positions, scores, n: pick(rows[positions], scores, n),
         rule_set.counts,
         rule_set.rng,
+        pins,
     )
     where = np.empty(len(rows), dtype=np.int64)  # position in ``terms`` → its index in the order
     where[outcome.order] = np.arange(len(outcome.order))

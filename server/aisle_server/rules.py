@@ -338,6 +338,10 @@ class RuleSet:
     counts: Any = None
     #: the Thompson draws' generator (None: fresh entropy per request; simulations fix one)
     rng: Any = None
+    #: request context → the rules whose ``when`` holds (``active``): a ``when`` reads the context only
+    in_force: dict[tuple[tuple[str, object], ...], list[Rule]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
 
 def parse(text: str | bytes, attributes: Mapping[str, str], name: str = "", version: int = 0) -> RuleSet:
@@ -567,19 +571,28 @@ class Outcome:
 Pick = Callable[[np.ndarray, np.ndarray, int], Sequence[int]]
 
 
+#: contexts whose active rules a set remembers (surfaces × segments × query or not); past it, it starts over
+MAX_CONTEXTS = 1024
+
+
 def active(rule_set: RuleSet, context: Mapping[str, object]) -> list[Rule]:
-    """The rules whose ``when`` holds for a request."""
-    env = _Env(None, np.zeros(0, dtype=np.int64), np.zeros(0), context, 0.0)
-    return [rule for rule in rule_set.rules if rule.when is None or bool(rule.when.run(env))]
+    """The rules whose ``when`` holds for a request (worked out once per distinct context)."""
+    key = tuple(sorted(context.items()))
+    found = rule_set.in_force.get(key)
+    if found is None:
+        env = _Env(None, np.zeros(0, dtype=np.int64), np.zeros(0), context, 0.0)
+        found = [rule for rule in rule_set.rules if rule.when is None or bool(rule.when.run(env))]
+        if len(rule_set.in_force) >= MAX_CONTEXTS:
+            rule_set.in_force.clear()
+        rule_set.in_force[key] = found
+    return found
 
 
-def pinned_rows(index: Any, rules: Sequence[Rule]) -> np.ndarray:
-    """Rows of the items the active pin rules name (unknown ids left out)."""
-    items = [rule.item for rule in rules if rule.effect == "pin"]
-    if not items:
-        return np.zeros(0, dtype=np.int64)
-    rows = index.rows_of(items)
-    return np.unique(rows[rows >= 0])
+def pin_rows(index: Any, rules: Sequence[Rule]) -> dict[str, int]:
+    """The catalog row of each item the active pin rules name (-1: not in the catalog); looked up
+    once per request, for the candidates (``merchandising``) and for placing the pins (``apply``)."""
+    items = [str(rule.item) for rule in rules if rule.effect == "pin"]
+    return dict(zip(items, index.rows_of(items).tolist())) if items else {}
 
 
 def apply(
@@ -593,12 +606,14 @@ def apply(
     pick: Pick,
     counts: Any = None,
     rng: np.random.Generator | None = None,
+    pins: Mapping[str, int] | None = None,
 ) -> Outcome:
     """The page of ``k`` from candidate ``rows`` scored ``base``, with the active ``rules`` applied.
 
-    ``rows`` must already hold the pinned items that may be shown (``pinned_rows``, where allowed);
+    ``rows`` must already hold the pinned items that may be shown (``pin_rows``, where allowed);
     ``counts``: exposures and clicks per item (``exploration.ItemCounts``) for ``explore`` rules and
-    the ``exposures``/``clicks`` signals; ``rng``: their Thompson draws (default: fresh entropy).
+    the ``exposures``/``clicks`` signals; ``rng``: their Thompson draws (default: fresh entropy);
+    ``pins``: ``pin_rows`` of these rules, when the caller has it already.
     """
     env = _Env(index, rows, base, context, now, counts)
     env.rng = rng
@@ -623,7 +638,8 @@ def apply(
     adjusted = base + delta
     kept = np.flatnonzero(keep)
     order = kept[np.lexsort((rows[kept], -adjusted[kept]))]
-    page = _page(rules, env, order, adjusted, keep, k, pick, placed)
+    pins = pin_rows(index, rules) if pins is None else pins
+    page = _page(rules, env, order, adjusted, keep, k, pick, placed, pins)
     return Outcome(delta, order, page, changes, placed)
 
 
@@ -636,6 +652,7 @@ def _page(
     k: int,
     pick: Pick,
     placed: dict[int, list[dict[str, object]]],
+    pins: Mapping[str, int],
 ) -> list[int]:
     slotted: list[int] = []
     for rule in rules:
@@ -665,18 +682,16 @@ def _page(
         page.insert(at, position)
     for i, position in enumerate(explored):  # spread over the page: never all at the top, nor all at the end
         page.insert(min(len(page), (i + 1) * k // (len(explored) + 1)), position)
-    pins = sorted((rule.position, i, rule) for i, rule in enumerate(rules) if rule.effect == "pin")
-    if pins:
-        pinned = env.index.rows_of([rule.item for _, _, rule in pins])
-        for (target, _, rule), row in zip(pins, pinned.tolist()):
-            hits = np.flatnonzero((env.rows == row) & keep) if row >= 0 else ()
-            if not len(hits):
-                continue  # not in the catalog, not allowed for this request, or filtered out by a rule
-            position = int(hits[0])
-            if position in page:
-                page.remove(position)
-            page.insert(min(target - 1, len(page)), position)
-            placed.setdefault(position, []).append({"rule": rule.id, "effect": "pin", "position": target})
+    for target, _, rule in sorted((rule.position, i, rule) for i, rule in enumerate(rules) if rule.effect == "pin"):
+        row = pins[str(rule.item)]
+        hits = np.flatnonzero((env.rows == row) & keep) if row >= 0 else ()
+        if not len(hits):
+            continue  # not in the catalog, not allowed for this request, or filtered out by a rule
+        position = int(hits[0])
+        if position in page:
+            page.remove(position)
+        page.insert(min(target - 1, len(page)), position)
+        placed.setdefault(position, []).append({"rule": rule.id, "effect": "pin", "position": target})
     return page[:k]
 
 
