@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -29,22 +27,11 @@ from aisle_export.ops.console.app import running
 from aisle_export.ops.console.guard import ConsoleSettings
 from aisle_server.live_catalog import CatalogChanges, Change
 from aisle_server.state import Event, ShopperState
+from perf.lib.browser import chromium
 
 pytestmark = pytest.mark.integration
 
-#: Debian's packages (Makefile system-deps), named explicitly: selenium-manager never downloads a driver or browser.
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 POSITIVE_BAR = np.array([0x2F, 0x6F, 0xDF])  # console.css .bar.pos
-
-
-def chromium() -> webdriver.Chrome:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        assert Path(path).exists(), f"{path} missing: `make system-deps` installs Debian's chromium and chromium-driver"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,9 @@ function what(rule) {
   return keys.filter((k) => rule[k] !== undefined).map((k) => `${k}: ${rule[k]}`).join(", ");
 }
 
+// one rule per line: a set reads and edits as a list
+const ruleSetText = (rules) => `{"rules": [\n${rules.map((r) => "  " + JSON.stringify(r)).join(",\n")}\n]}`;
+
 async function loadRules() {
   showError("rules-error", "");
   const ruleSet = $("rule-set").value || "default";
@@ -116,7 +119,7 @@ async function loadRules() {
     $("rules-version").textContent = `rule set "${data.rule_set}", version ${data.version}, ${data.rules.length} rule(s)`;
     $("rules-table").tBodies[0].replaceChildren(...data.rules.map((r) => el("tr", {},
       el("td", {}, r.id), el("td", {}, r.effect), el("td", {}, el("code", {}, r.when || "")), el("td", {}, el("code", {}, what(r))))));
-    $("draft").value = JSON.stringify({ rules: data.rules }, null, 1);
+    $("draft").value = ruleSetText(data.rules);
   } catch (e) { showError("rules-error", e.message); }
 }
 
