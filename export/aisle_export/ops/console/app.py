@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +36,10 @@ from .views import compare, error_field, result_rows
 STATIC = files("aisle_export.ops.console") / "static"
 #: Results a preview asks for at most: a console page, not a bulk export.
 MAX_PREVIEW_K = 100
+STATE_MISSING = "no state store: start the console with --state URL (`aisle serve` prints it)"
+REPORTS_MISSING = "no reports directory: start the console with --reports DIR"
+#: ``create_app``'s preview call: a ``Preview`` (and extra knobs) → the result rows the page draws
+Recommend = Callable[..., list[dict[str, Any]]]
 
 
 class Preview(BaseModel):
@@ -144,6 +148,16 @@ def create_app(settings: ConsoleSettings, client: RecClient | None = None) -> Fa
         )
         return result_rows(answer, titles)
 
+    _page_routes(app, settings, store, titles, recommend)
+    _rule_routes(app, settings, sdk, recommend)
+    _state_routes(app, store)
+    _report_routes(app, settings.reports)
+    return app
+
+
+def _page_routes(
+    app: FastAPI, settings: ConsoleSettings, store: StoreReads | None, titles: dict[str, str], recommend: Recommend
+) -> None:
     @app.get("/", response_class=HTMLResponse)
     def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"))
@@ -166,6 +180,8 @@ def create_app(settings: ConsoleSettings, client: RecClient | None = None) -> Fa
         except AisleError as exc:
             return _aisle_error(exc, "query")
 
+
+def _rule_routes(app: FastAPI, settings: ConsoleSettings, sdk: RecClient, recommend: Recommend) -> None:
     @app.get("/api/rules", response_model=None)
     def rules(rule_set: Annotated[str, Query(min_length=1, max_length=64)] = DEFAULT_RULE_SET) -> Any:
         try:
@@ -207,43 +223,45 @@ def create_app(settings: ConsoleSettings, client: RecClient | None = None) -> Fa
         except AisleError as exc:
             return _aisle_error(exc, "to")
 
+
+def _state_routes(app: FastAPI, store: StoreReads | None) -> None:
     @app.get("/api/shoppers/{user_id}/events", response_model=None)
     def events(
         user_id: Annotated[str, PathParam(min_length=1, max_length=MAX_EVENT_ID_CHARS)],
         n: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 20,
     ) -> dict[str, Any] | JSONResponse:
         if store is None:
-            return _error(409, "no state store: start the console with --state URL (`aisle serve` prints it)", "state")
+            return _error(409, STATE_MISSING, "state")
         return {"user_id": user_id, "events": store.events(user_id, n)}
 
     @app.get("/api/catalog/changes", response_model=None)
     def changes(n: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 20) -> dict[str, Any] | JSONResponse:
         if store is None:
-            return _error(409, "no state store: start the console with --state URL (`aisle serve` prints it)", "state")
+            return _error(409, STATE_MISSING, "state")
         return {"changes": store.changes(n)}
 
+
+def _report_routes(app: FastAPI, directory: Path | None) -> None:
     @app.get("/api/reports", response_model=None)
     def reports() -> dict[str, Any] | JSONResponse:
-        if settings.reports is None:
-            return _error(409, "no reports directory: start the console with --reports DIR", "reports")
-        return {"reports": report_files.list_reports(settings.reports)}
+        if directory is None:
+            return _error(409, REPORTS_MISSING, "reports")
+        return {"reports": report_files.list_reports(directory)}
 
     @app.get("/api/reports/html", response_model=None)
     def report_html(path: Annotated[str, Query(min_length=1, max_length=1024)]) -> dict[str, Any] | JSONResponse:
-        if settings.reports is None:
-            return _error(409, "no reports directory: start the console with --reports DIR", "reports")
-        md = report_files.resolve(settings.reports, path)
+        if directory is None:
+            return _error(409, REPORTS_MISSING, "reports")
+        md = report_files.resolve(directory, path)
         if md.suffix != ".md":
             raise report_files.NotAReport(f"path {path!r} is not a .md report")
         return {"path": path, "html": report_files.render(md)}
 
     @app.get("/reports/{path:path}", response_model=None)
     def report_file(path: str) -> FileResponse | JSONResponse:
-        if settings.reports is None:
-            return _error(409, "no reports directory: start the console with --reports DIR", "reports")
-        return FileResponse(str(report_files.resolve(settings.reports, path)))
-
-    return app
+        if directory is None:
+            return _error(409, REPORTS_MISSING, "reports")
+        return FileResponse(str(report_files.resolve(directory, path)))
 
 
 class ConsoleServer:
