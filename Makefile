@@ -62,11 +62,15 @@ setup: $(STAMP)
 #   libpython3.11  the Python backend's stub embeds it
 #   redis-server   shopper state: `aisle serve` starts a local one (AOF, appendfsync always); tests start real ones
 #   libb64-0d      tritonclient's bin/perf_analyzer links it (make bench, tests/integration/test_perf_analyzer.py)
+#   chromium, chromium-driver  the headless browser tests/integration/test_console_browser.py drives (`aisle console`);
+#                  Debian's, so no browser or driver is ever downloaded at run time (~35 s to install on a fresh machine)
 system-deps:
 	@missing=""; \
 	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ldconfig -p | grep -q 'libb64.so.0d' || missing="$$missing libb64-0d"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian's$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -82,7 +86,7 @@ $(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0 uv==0.13.9
-	$(VENV)/bin/uv pip install --python $(PY) -q -e ".[server,export,dev,bench,deploy]"
+	$(VENV)/bin/uv pip install --python $(PY) -q -e ".[server,export,dev,bench,deploy,console]"
 	touch $(STAMP)
 
 clean:

@@ -158,6 +158,7 @@ class RankingKnobs(TypedDict, total=False):
     segment: str  # the shopper's segment as the caller names it ("vip", ...): merchandising rules read it
     rule_set: str  # the stored merchandising rule set to apply (default "default")
     rules: bool  # False: no merchandising rules at all for this request
+    draft_rules: str  # a rule set's JSON applied in place of the stored set, for this request only (dry runs)
 
 
 _KNOB_TYPES = {"FP32": float, "FP64": float, "INT32": int, "BOOL": bool, "BYTES": str}

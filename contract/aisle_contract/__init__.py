@@ -203,6 +203,10 @@ class RankingConfig:
     #: the stored rule set applied (``aisle rules set --rule-set NAME``); ``rules=False``: none at all
     rule_set: str = DEFAULT_RULE_SET
     rules: bool = True
+    #: a rule set's JSON applied to this request in place of the stored ``rule_set`` (a dry run: nothing
+    #: is stored; ``aisle console`` shows a page before and after a proposed rule); checked as ``aisle
+    #: rules check`` checks a set, a malformed one refused naming ``DRAFT_RULES`` and the place ("" = none)
+    draft_rules: str = ""
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> RankingConfig:
@@ -241,9 +245,12 @@ class RankingConfig:
             "surface": len(self.surface) <= MAX_CONTEXT_CHARS,
             "segment": len(self.segment) <= MAX_CONTEXT_CHARS,
             "rule_set": valid_rule_set_name(self.rule_set),
+            "draft_rules": len(self.draft_rules.encode("utf-8")) <= MAX_RULES_BYTES,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
+            if name == "draft_rules" and not ok:  # the text itself would drown the message
+                raise ValueError(f"draft_rules is {len(value.encode('utf-8'))} bytes; at most {MAX_RULES_BYTES}")
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise ValueError(f"{name}={value!r} is out of range")
 
@@ -270,6 +277,7 @@ OVERRIDABLE = {
     "segment": "BYTES",
     "rule_set": "BYTES",
     "rules": "BOOL",
+    "draft_rules": "BYTES",
 }
 
 # --------------------------------------------------------------------------- events and shopper state

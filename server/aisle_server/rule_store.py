@@ -44,6 +44,8 @@ LOG = logging.getLogger("aisle.rules")
 RULES_KEY = f"{PREFIX}{{rules}}:log"
 VERSIONS_KEY = f"{PREFIX}{{rules}}:versions"
 EMPTY = '{"rules":[]}'
+#: Compiled ``draft_rules`` sets an instance keeps (oldest dropped first).
+DRAFTS_KEPT = 8
 
 # KEYS: the stream, the versions hash. ARGV: set name, op, canonical rules, of. Returns {version, id}.
 SET_SCRIPT = """
@@ -160,6 +162,7 @@ class LiveRules:
         self.down = False
         self._compiled: dict[tuple[str, int, tuple[tuple[str, str], ...]], RuleSet | None] = {}
         self._unknown: set[str] = set()
+        self._drafts: dict[tuple[str, tuple[tuple[str, str], ...]], RuleSet | None] = {}
         self._poller = Poller(
             self.refresh, poll_s, "aisle-live-rules", lambda: f"reading rule sets after {self.last_id}", LOG
         )
@@ -198,6 +201,8 @@ class LiveRules:
         """
         if not config.rules:
             return None
+        if config.draft_rules:
+            return self.draft(config.draft_rules, attributes)
         stored = self.sets.get(config.rule_set)
         if stored is None:
             if config.rule_set != DEFAULT_RULE_SET and config.rule_set not in self._unknown:
@@ -218,6 +223,26 @@ class LiveRules:
                 compiled = None
             self._compiled[key] = compiled if compiled is None or compiled.rules else None
         return self._compiled[key]
+
+    def draft(self, text: str, attributes: Mapping[str, str]) -> RuleSet | None:
+        """A request's own rule set (``draft_rules``: a dry run), checked as ``rules check`` checks one.
+
+        Nothing is stored; a malformed set fails that request only (INVALID_ARGUMENT naming
+        ``DRAFT_RULES`` and the place). The last few drafts stay compiled: a console asks the same
+        draft for several pages in a row.
+        """
+        key = (text, tuple(sorted(attributes.items())))
+        if key not in self._drafts:
+            try:
+                compiled: RuleSet | None = parse(text, attributes, "draft")
+            except RuleError as exc:
+                raise InvalidInput("DRAFT_RULES", str(exc)) from None
+            if compiled is not None and self.counts is not None and uses_counts(compiled):
+                compiled = replace(compiled, counts=self.counts.started().counts)
+            while len(self._drafts) >= DRAFTS_KEPT:
+                self._drafts.pop(next(iter(self._drafts)))
+            self._drafts[key] = compiled if compiled is not None and compiled.rules else None
+        return self._drafts[key]
 
 
 def uses_counts(rule_set: RuleSet) -> bool:

@@ -19,13 +19,14 @@ COMMANDS = [
     "experiment",
     "catalog",
     "rules",
+    "console",
     "demo",
     "finetune",
     "evaluate",
 ]
 # what the handlers import: none of it may load for --help
 HEAVY = {"torch", "onnx", "onnxruntime", "transformers", "sentence_transformers", "numpy", "scipy", "redis"}
-HEAVY |= {"tritonclient", "faiss"}
+HEAVY |= {"tritonclient", "faiss", "fastapi", "uvicorn"}
 
 PROBE = """
 import json, sys

@@ -423,3 +423,20 @@ def test_the_sdk_reads_a_ranker_ordered_row_without_rules_as_rules_zero():
     contributions[0, 0, -1] = 0.5
     (row,) = split_recommendations(ids, scores, None, components, np.zeros((1, 1), np.int32), contributions)
     assert row[0].explanation.rules == 0.0 and row[0].explanation.total == pytest.approx(0.5)
+
+
+def test_a_draft_rule_set_applies_to_its_request_only_and_a_bad_one_names_draft_rules():
+    store = MemoryStore()
+    RuleAdmin(store, SCHEMA).set("default", '[{"id": "a", "effect": "filter", "match": "featured"}]')
+    live = LiveRules(store)  # type: ignore[arg-type]
+    live.refresh()
+    draft = '[{"id": "cheap", "effect": "filter", "match": "price < 3"}]'
+    assert live.resolve(RankingConfig(draft_rules=draft), SCHEMA).rules[0].id == "cheap"
+    assert live.resolve(RankingConfig(), SCHEMA).rules[0].id == "a", "the stored set is untouched"
+    assert len(store.entries) == 1, "a draft writes nothing"
+    assert live.resolve(RankingConfig(draft_rules='{"rules": []}'), SCHEMA) is None  # an empty draft: no rules
+    assert live.resolve(RankingConfig(draft_rules=draft, rules=False), SCHEMA) is None
+    with pytest.raises(InvalidInput, match=r"DRAFT_RULES.*rules\[0\]\.match, column 1: unknown name 'margin'"):
+        live.resolve(RankingConfig(draft_rules='[{"id": "m", "effect": "filter", "match": "margin > 1"}]'), SCHEMA)
+    with pytest.raises(ValueError, match="draft_rules is 262145 bytes; at most 262144"):
+        RankingConfig(draft_rules="x" * (256 * 1024 + 1)).validate()

@@ -1,4 +1,4 @@
-"""The ``aisle`` command: export, index, serve, catalog, rules, events, experiment, finetune, evaluate, demo.
+"""The ``aisle`` command: export, index, serve, catalog, rules, console, events, experiment, finetune, evaluate, demo.
 
 One module per command: its ``add_parser(subparsers)`` defines the command's arguments and sets
 ``func``, a handler that only interprets them and calls the toolchain. The toolchain is imported
@@ -15,6 +15,7 @@ import sys
 
 from aisle_export.cli import (
     catalog,
+    console,
     demo,
     distill,
     evaluate,
@@ -28,7 +29,7 @@ from aisle_export.cli import (
 )
 
 #: The commands, in the order ``aisle --help`` lists them.
-COMMANDS = (export, distill, index, serve, events, experiment, catalog, rules, demo, finetune, evaluate)
+COMMANDS = (export, distill, index, serve, events, experiment, catalog, rules, console, demo, finetune, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
