@@ -135,6 +135,14 @@ def test_training_rows_label_the_next_items_repeats_included(trained) -> None:
     assert repeats.any()  # staples bought again are positives, recalled by the buy-again source
 
 
+def test_training_rows_for_feeds_with_history_hidden_have_no_buy_again_and_only_new_items_relevant(trained) -> None:
+    split, index, _ = trained
+    groups = split_groups(index, split, RankingConfig(user_encoder=False), history=False)
+    assert len(groups.sizes) > 0 and not (groups.features[:, COLUMN["from_history"]] == 1).any()
+    assert not (groups.labels.astype(bool) & (groups.features[:, COLUMN["history_count"]] > 0)).any()
+    assert groups.labels.sum() > 0
+
+
 def test_rank_orders_a_feed_by_the_ranker_score_of_the_offline_features_and_explains_it_exactly(trained) -> None:
     split, index, _ = trained
     config = RankingConfig(user_encoder=False, exclude_history=False)
