@@ -11,11 +11,12 @@ LightGBM does, else LightGBM's native predict serves, with a warning. Tree-SHAP 
 (``explain=True``) always come from LightGBM.
 
 TL2cgen's predictor "may be called by only one thread at a time": a request takes one from a
-pool (:data:`POOL` of them) and gives it back.
+pool (:data:`POOL` of them) and gives it back; the calls keep the GIL (see :class:`CompiledRanker`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -88,28 +89,58 @@ class CompiledRanker:
     All opened at load from a private copy of the library, never later: ``aisle finetune`` may
     rewrite it under a running server, and the dynamic loader hands out an already open library by
     its path (a reload would get the old model's code).
+
+    The scoring calls go through TL2cgen's C API with the GIL held (``ctypes.PyDLL`` over its own
+    library), not through its Python wrapper, whose ``ctypes.CDLL`` calls release it: a thread that
+    lets go of the GIL for a fraction of a millisecond waits, at concurrency 16, for the thread that
+    took it to give it back — up to Python's 5 ms switch interval, the whole added latency at
+    concurrency 16 here (``perf.bench_ranker``). The predict itself is shorter than that wait.
     """
 
     def __init__(self, library: Path, predictors: int = POOL) -> None:
         import tl2cgen
 
-        self._tl2cgen = tl2cgen
         self.library = Path(library)
+        self._lib = ctypes.PyDLL(tl2cgen.libloader._LIB._name)  # the loaded libtl2cgen; calls keep the GIL
+        self._check = tl2cgen.libloader._check_call
+        self._missing = np.array([np.nan])
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
         with tempfile.TemporaryDirectory(prefix="aisle-ranker-") as private:
             copy = Path(private) / COMPILED_FILE
             shutil.copyfile(self.library, copy)
             for _ in range(predictors):  # the loaded code stays mapped once the copy is gone
-                self._pool.put(tl2cgen.Predictor(str(copy), nthread=1))
+                predictor = tl2cgen.Predictor(str(copy), nthread=1)
+                if (predictor.num_target, list(predictor.num_class), predictor.leaf_output_type) != (1, [1], "float64"):
+                    raise ValueError(f"{library}: not a single-output float64 model")
+                self._pool.put(predictor)
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        matrix = self._tl2cgen.DMatrix(np.ascontiguousarray(features, dtype=np.float64), dtype="float64")
+        rows = np.ascontiguousarray(features, dtype=np.float64)
+        n, columns = rows.shape
+        doubles = ctypes.POINTER(ctypes.c_double)
+        scores = np.zeros(n, dtype=np.float64)
+        matrix = ctypes.c_void_p()
+        self._check(
+            self._lib.TL2cgenDMatrixCreateFromMat(
+                rows.ctypes.data_as(doubles),
+                b"float64",
+                ctypes.c_size_t(n),
+                ctypes.c_size_t(columns),
+                self._missing.ctypes.data_as(doubles),
+                ctypes.byref(matrix),
+            )
+        )
         predictor = self._pool.get()  # waits while every predictor is busy (each call is a fraction of a ms)
         try:
-            scores = predictor.predict(matrix)
+            self._check(
+                self._lib.TL2cgenPredictorPredictBatch(
+                    predictor.handle, matrix, ctypes.c_int(0), ctypes.c_int(0), scores.ctypes.data_as(doubles)
+                )
+            )
         finally:
             self._pool.put(predictor)
-        return np.asarray(scores, dtype=np.float64).reshape(len(features))
+            self._check(self._lib.TL2cgenDMatrixFree(matrix))
+        return scores
 
 
 def load_compiled(directory: Path, manifest: dict, booster: Any) -> CompiledRanker | None:
