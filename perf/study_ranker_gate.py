@@ -1,0 +1,96 @@
+"""The learned ranker's validation gate under training variants (not a benchmark: a quality study).
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python -m perf.study_ranker_gate --variant current \\
+        [--retail build/online_retail] [--workdir build] [--cache DIR] [--out perf/results]
+
+Runs ``aisle_export.learn.ranker.validate`` — the gate ``aisle finetune`` applies: a ranker trained
+on rolling windows before the validation cut, its history choice, and its paired gain over the
+hand-weighted stack on the validation shoppers — on MovieLens-100K (default) or the converted
+Online Retail log (``--retail``), over the untrained stack's knobs (pretrained towers, recency mean,
+log signals; ``RankingConfig(user_encoder=False)``, what ``aisle evaluate`` tuned on both logs).
+``--variant`` picks the training: ``current`` (``RankerConfig()``), ``hidden`` (a second model for
+feeds served with history hidden, ``hidden_model=True``), ``windows`` (11 training windows at
+quantiles 0.30 … 0.80 instead of 5). Writes ``<out>/study_ranker_gate_<log>_<variant>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `aisle serve` runs Triton; before numpy loads OpenBLAS
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from perf.lib.run_info import RESULTS, command_line, machine
+
+WINDOWS = tuple(round(q, 2) for q in np.arange(0.30, 0.801, 0.05))
+
+
+def variants():
+    from aisle_export.learn.ranker import RankerConfig
+
+    return {
+        "current": RankerConfig(),
+        "hidden": RankerConfig(hidden_model=True),
+        "windows": RankerConfig(train_cuts=WINDOWS),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m perf.study_ranker_gate", description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=("current", "hidden", "windows"), default="current")
+    parser.add_argument("--workdir", type=Path, default=Path("build"), help="where MovieLens-100K is fetched")
+    parser.add_argument("--retail", type=Path, help="the converted Online Retail log instead of MovieLens-100K")
+    parser.add_argument("--cache", type=Path, help="keep the pretrained embeddings here between runs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+
+    from aisle_contract import RankingConfig
+    from aisle_export.core.encoding import embed_catalog
+    from aisle_export.data.movielens import movielens_files
+    from aisle_export.data.splits import load_log
+    from aisle_export.learn.ranker import validate
+
+    started, load_before = time.perf_counter(), os.getloadavg()
+    log = "online_retail" if args.retail else "movielens"
+    files = (args.retail / "interactions.csv", args.retail / "catalog.csv") if args.retail else None
+    data = load_log(*(files or movielens_files(args.workdir)))
+    cached = None if args.cache is None else args.cache / f"{log}_{len(data.catalog)}.npy"
+    if cached is not None and cached.exists():
+        vectors = np.load(cached)
+    else:
+        vectors = embed_catalog(data.catalog.texts(), None, True, "embedding items (pretrained)")
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached, vectors)
+    config = variants()[args.variant]
+    gate = validate(data, vectors, RankingConfig(user_encoder=False), config, progress=True)
+    report = {
+        "command": command_line("perf.study_ranker_gate", argv),
+        "machine": machine(load_before),
+        "log": log,
+        "variant": args.variant,
+        "ranker_config": {"train_cuts": list(config.train_cuts), "hidden_model": config.hidden_model},
+        "gate": gate,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"study_ranker_gate_{log}_{args.variant}.json"
+    path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    gain = gate["vs_hand_weighted"]["all"]
+    print(
+        f"{log} {args.variant}: ranker vs hand-weighted (all next items) {gain['delta']:+.4f} "
+        f"[{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}], history "
+        f"{'hidden' if gate['exclude_history'] else 'shown'}, served {gate['served']} → {path}"
+    )
+    return report
+
+
+if __name__ == "__main__":
+    main()
