@@ -46,6 +46,7 @@ FEATURE_NAMES = RANKER_FEATURE_NAMES
 DAY = 86400.0
 SOURCES = ("dense", "popular", "cooccurrence", "history")
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+HAND_RANK = _COLUMN["hand_rank"]  # the candidate's place in the hand-weighted order (ties by row)
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,15 @@ class FeedContext:
     cooccurrence_raw: np.ndarray | None = None  # per catalog row, before scaling; None: no co-occurrence
 
 
-def descending_rank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """0-based position of each value when sorted best first, ties by catalog row."""
-    order = np.lexsort((rows, -values))
+def descending_rank(values: np.ndarray, rows: np.ndarray, by_row: np.ndarray | None = None) -> np.ndarray:
+    """0-based position of each value when sorted best first, ties by catalog row.
+
+    ``by_row`` (``np.argsort(rows)``, shared by a request's columns): a stable sort of the values
+    taken in row order is the same order as ``np.lexsort((rows, -values))``, at a third of its cost.
+    """
+    if by_row is None:
+        by_row = np.argsort(rows, kind="stable")
+    order = by_row[np.argsort(-values[by_row], kind="stable")]
     rank = np.empty(len(values), dtype=np.float64)
     rank[order] = np.arange(len(values))
     return rank
@@ -84,9 +91,8 @@ def _history_features(context: FeedContext, rows: np.ndarray) -> dict[str, np.nd
     return {"history_count": count, "history_recency_weight": weight, "days_since_last": last}
 
 
-def _source_flags(rows: np.ndarray, sources: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``from_<source>``: 1.0 where the source recalled the candidate (one sort, then a search per source)."""
-    order = np.argsort(rows, kind="stable")
+def _source_flags(rows: np.ndarray, sources: Mapping[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray]:
+    """``from_<source>``: 1.0 where the source recalled the candidate (``order`` sorts ``rows``; a search per source)."""
     ordered = rows[order]
     flags = {}
     for source in SOURCES:
@@ -141,10 +147,11 @@ def feature_rows(
         "history_length": np.full(len(rows), float(len(context.history_rows))),
         "category_affinity": _category_affinity(index, context, rows),
     }
-    values["cosine_rank"] = descending_rank(values["cosine"], rows)
-    values["cooccurrence_rank"] = descending_rank(values["cooccurrence_raw"], rows)
-    values["hand_rank"] = descending_rank(values["hand_score"], rows)
-    values |= _source_flags(rows, sources)
+    by_row = np.argsort(rows, kind="stable")
+    values["cosine_rank"] = descending_rank(values["cosine"], rows, by_row)
+    values["cooccurrence_rank"] = descending_rank(values["cooccurrence_raw"], rows, by_row)
+    values["hand_rank"] = descending_rank(values["hand_score"], rows, by_row)
+    values |= _source_flags(rows, sources, by_row)
     if index.item_stats is not None:
         stats = np.asarray(index.item_stats[rows], dtype=np.float64)
         values |= {name: stats[:, j] for j, name in enumerate(ITEM_STAT_NAMES)}

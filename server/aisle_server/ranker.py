@@ -4,9 +4,11 @@
 to ``<repo>/rerank/learned/ranker/`` (``model.txt``, LightGBM's own text format, and
 ``manifest.json``) only when it beat the hand-weighted stack on the validation cut. ``rerank``
 then orders a feed's candidate union by its score; a request can switch it off
-(``learned_ranker=False``). Why native LightGBM: its predict on a few hundred rows is well under
-a millisecond with one thread (``perf.bench_ranker``), and its ``pred_contrib`` gives the exact
-tree-SHAP contributions an explanation needs, summing to the score.
+(``learned_ranker=False``). Scores come from the model compiled to native code at save time
+(``aisle_server.compiled_ranker``, ``model.so``; about half LightGBM's predict time on a feed's
+head, ``perf.bench_ranker``), or from LightGBM's predict where no current library is there; both
+give the same scores. Contributions come from LightGBM's ``pred_contrib``: the exact tree-SHAP
+values an explanation needs, summing to the score.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .compiled_ranker import COMPILED_FILE, CompiledRanker, compile_model, load_compiled
 from .features import FEATURE_NAMES
 
 MODEL_FILE = "model.txt"
@@ -41,6 +44,7 @@ class LearnedRanker:
 
     booster: Any  # lightgbm.Booster
     manifest: dict = field(default_factory=dict)
+    compiled: CompiledRanker | None = None  # the same trees as native code; None: LightGBM's predict
 
     @classmethod
     def load(cls, directory: Path) -> LearnedRanker:
@@ -58,13 +62,19 @@ class LearnedRanker:
                 f"{directory}: the ranker was trained on features {booster.feature_name()}, "
                 f"this server computes {list(FEATURE_NAMES)}: re-run `aisle finetune`"
             )
-        return cls(booster, manifest)
+        return cls(booster, manifest, load_compiled(directory, manifest, booster))
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path, compile_native: bool = True) -> Path:
+        """Write the model, and (``compile_native``) its native library where a C compiler is there."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / MODEL_FILE))
-        (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        (directory / COMPILED_FILE).unlink(missing_ok=True)
+        manifest = {key: value for key, value in self.manifest.items() if key != "compiled"}
+        compiled = compile_model(directory / MODEL_FILE, directory / COMPILED_FILE) if compile_native else None
+        if compiled is not None:
+            manifest["compiled"] = compiled
+        (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return directory
 
     @property
@@ -79,6 +89,8 @@ class LearnedRanker:
         """float64 score per row (higher first)."""
         if not len(features):
             return np.zeros(0)
+        if self.compiled is not None:
+            return self.compiled.score(features)
         return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
 
     def contributions(self, features: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ from aisle_contract import OVERRIDABLE, SEARCH_MODES, RankingConfig  # noqa: F40
 from . import explain, merchandising, scoring
 from .diversity import diversify
 from .errors import InvalidInput
-from .features import FeedContext, feature_rows
+from .features import HAND_RANK, FeedContext, feature_rows
 from .index import CatalogIndex
 from .ranker import LearnedRanker
 from .scoring import LN2, ScoreTerms, decay, freshness  # noqa: F401 - re-exported: callers import them from here
@@ -475,12 +475,13 @@ def _pick(index: CatalogIndex, config: RankingConfig, candidates: np.ndarray, sc
 def reranked(ranker: LearnedRanker, rows: np.ndarray, hand: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The candidates' scores with the learned ranker: its score for the ones it reranks (the
     hand-weighted top ``ranker.depth`` and the buy-again ones, ``LearnedRanker.reranks``), and
-    below all of those, in hand-weighted order, the rest (``min − 1 − position``)."""
+    below all of those, in hand-weighted order, the rest (``min − 1 − position``). ``hand`` (the
+    hand-weighted scores) orders them through their ``hand_rank`` feature, already sorted once."""
     head = ranker.reranks(features)
     scores = np.empty(len(rows))
     scores[head] = ranker.score(features[head])
     rest = np.flatnonzero(~head)
-    rest = rest[np.lexsort((rows[rest], -hand[rest]))]
+    rest = rest[np.argsort(features[rest, HAND_RANK])]  # the hand-weighted order (ranks are distinct)
     floor = float(scores[head].min()) - 1.0 if head.any() else 0.0
     scores[rest] = floor - np.arange(len(rest))
     return scores

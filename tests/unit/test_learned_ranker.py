@@ -16,6 +16,7 @@ from aisle_export.index.log_signals import item_stats, split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge.rankers import feed_request
 from aisle_export.learn.ranker import Groups, RankerConfig, fit, gate, split_groups
+from aisle_server.compiled_ranker import COMPILED_FILE
 from aisle_server.features import FEATURE_NAMES, FeedContext, feature_rows
 from aisle_server.learned import ITEM_STAT_NAMES
 from aisle_server.ranker import LearnedRanker
@@ -134,6 +135,14 @@ def test_training_rows_label_the_next_items_repeats_included(trained) -> None:
     assert repeats.any()  # staples bought again are positives, recalled by the buy-again source
 
 
+def test_training_rows_for_feeds_with_history_hidden_have_no_buy_again_and_only_new_items_relevant(trained) -> None:
+    split, index, _ = trained
+    groups = split_groups(index, split, RankingConfig(user_encoder=False), history=False)
+    assert len(groups.sizes) > 0 and not (groups.features[:, COLUMN["from_history"]] == 1).any()
+    assert not (groups.labels.astype(bool) & (groups.features[:, COLUMN["history_count"]] > 0)).any()
+    assert groups.labels.sum() > 0
+
+
 def test_rank_orders_a_feed_by_the_ranker_score_of_the_offline_features_and_explains_it_exactly(trained) -> None:
     split, index, _ = trained
     config = RankingConfig(user_encoder=False, exclude_history=False)
@@ -165,11 +174,36 @@ def test_a_ranker_over_other_features_is_refused(trained, tmp_path) -> None:
     text = booster.model_to_string().replace("feature_names=cosine ", "feature_names=renamed ")
     import lightgbm
 
-    LearnedRanker(lightgbm.Booster(model_str=text)).save(tmp_path / "bad")
+    LearnedRanker(lightgbm.Booster(model_str=text)).save(tmp_path / "bad", compile_native=False)
     with pytest.raises(ValueError, match="trained on features"):
         LearnedRanker.load(tmp_path / "bad")
     index.ranker.save(tmp_path / "good")
     assert LearnedRanker.load(tmp_path / "good").score(np.zeros((2, len(FEATURE_NAMES)))).shape == (2,)
+
+
+def test_the_saved_ranker_serves_compiled_with_lightgbms_exact_scores_and_falls_back_when_stale(
+    trained, tmp_path
+) -> None:
+    split, index, _ = trained
+    saved = index.ranker.save(tmp_path / "ranker")
+    compiled = LearnedRanker.load(saved)
+    assert compiled.compiled is not None and (saved / COMPILED_FILE).exists()
+    config = RankingConfig(user_encoder=False, exclude_history=False)
+    for user in split.users[:5]:
+        request = replace(feed_request(split, user, config, 10), explain=True)
+        _, features = candidate_features(index, request)
+        native = index.ranker.booster.predict(features, num_threads=1)
+        np.testing.assert_allclose(compiled.score(features), native, rtol=0, atol=1e-12)
+        served = rank(replace(index, ranker=compiled), request)  # the compiled scores, LightGBM's contributions
+        np.testing.assert_allclose(served.feature_contributions.sum(axis=1), served.scores, atol=1e-5)
+        assert served.item_ids == rank(index, request).item_ids
+    (saved / "model.txt").write_text((saved / "model.txt").read_text() + "\n")  # a model the library was not made from
+    assert LearnedRanker.load(saved).compiled is None
+    index.ranker.save(saved)
+    assert LearnedRanker.load(saved).compiled is not None  # compiled again: current
+    (saved / COMPILED_FILE).write_bytes(b"not a library")  # the manifest still names the current model.txt
+    fallback = LearnedRanker.load(saved)
+    assert fallback.compiled is None and fallback.score(np.zeros((2, len(FEATURE_NAMES)))).shape == (2,)
 
 
 def _values(mean: float, n: int = 200, seed: int = 0) -> np.ndarray:
