@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,27 @@ class LexicalIndex:
             return [found for term in terms if (found := self.speller.correct(term)) is not None]
         return [term for term in terms if term in self.vocab]
 
+    def matches(self, query: str, correct_typos: bool = True) -> SparseScores | None:
+        """:meth:`scores` held for the items that contain a query term only: read from the index's
+        postings of the query's terms (its CSC columns), never a score per catalog item. The same
+        float32 sums, added in the same term order as ``bm25s``, so the same values."""
+        tokens = self.terms(query, correct_typos)
+        if not tokens:
+            return None
+        scores = self.retriever.scores  # type: ignore[attr-defined]  # bm25s ships no type hints
+        data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
+        ids = [self.vocab[term] for term in tokens]
+        docs = np.concatenate([indices[indptr[i] : indptr[i + 1]] for i in ids])
+        if not len(docs):
+            return None
+        rows, at = np.unique(docs, return_inverse=True)
+        sums = np.zeros(len(rows), dtype=np.float32)
+        np.add.at(sums, at, np.concatenate([data[indptr[i] : indptr[i + 1]] for i in ids]).astype(np.float32))
+        top = float(sums.max())
+        if top <= 0:
+            return None
+        return SparseScores(rows.astype(np.int64), sums / np.float32(top), int(scores["num_docs"]))
+
     def scores(self, query: str, correct_typos: bool = True) -> np.ndarray | None:
         """BM25 score of every item scaled to [0, 1] by the best one; None if no query term is known."""
         tokens = self.terms(query, correct_typos)
@@ -120,3 +142,56 @@ class LexicalIndex:
         raw = np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]  # bm25s ships no type hints
         top = float(raw.max())
         return raw / top if top > 0 else None
+
+
+class SparseScores:
+    """A query's scaled BM25 over ``size`` catalog rows, held for the rows that match (sorted
+    ``rows``, their ``values``); every other row scores 0. Indexed like the dense array
+    (``scores[rows]``), so the scoring code reads both alike."""
+
+    def __init__(self, rows: np.ndarray, values: np.ndarray, size: int):
+        self.rows = rows
+        self.values = values
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(self.rows):
+            return np.zeros(rows.shape, dtype=np.float32)
+        at = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
+        return np.where(self.rows[at] == rows, self.values[at], np.float32(0.0))
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.size, dtype=np.float32)
+        out[self.rows] = self.values
+        return out
+
+    def best(self, n: int, allowed: Any, pad: bool = False) -> np.ndarray:
+        """The ``n`` best rows with a positive score that ``allowed[rows]`` lets through, best
+        first, ties by row (what ``ranking._top`` over the dense scores gives); with ``pad``, topped
+        up with allowed zero-score rows in row order (``search_mode=lexical`` ranks those too)."""
+        positive = self.values > 0
+        rows, values = self.rows[positive], self.values[positive]
+        order = rows[np.lexsort((rows, -values))]
+        picked: list[np.ndarray] = []
+        found = 0
+        step = max(n, 64)
+        for start in range(0, len(order), step):  # most filters let most rows through: check a chunk at a time
+            chunk = order[start : start + step]
+            chunk = chunk[np.asarray(allowed[chunk], dtype=bool)]
+            picked.append(chunk)
+            found += len(chunk)
+            if found >= n:
+                break
+        out = np.concatenate(picked)[:n] if picked else np.zeros(0, dtype=np.int64)
+        if pad and len(out) < n:
+            for start in range(0, self.size, step):
+                chunk = np.arange(start, min(self.size, start + step), dtype=np.int64)
+                chunk = chunk[np.asarray(allowed[chunk], dtype=bool) & ~np.isin(chunk, rows)]
+                out = np.concatenate([out, chunk[: n - len(out)]])
+                if len(out) >= n:
+                    break
+        return out.astype(np.int64)
