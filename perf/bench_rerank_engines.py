@@ -1,0 +1,306 @@
+"""Today's ``rerank`` ranking stage against candidates from top-k engines, side by side in one run.
+
+Today (``exact_retrieval``): every request scans every item's embedding (faiss IVF above 100,000
+items, as ``aisle index`` builds it), scores BM25 for every item and builds its filters as a mask
+over the whole catalog. The engines: an HNSW graph (``aisle_server.hnsw``), the query terms' BM25
+postings (``LexicalIndex.matches``) and filters asked of the candidates (``aisle_server.row_filter``).
+The two run on the same index object, alternating batch by batch, so load on the shared machine
+falls on both alike.
+
+Per catalog — BigBasket (27,554 products, the search proxy's query texts) and a synthetic catalog
+(``--items``, default 1,000,000, ``perf.lib.synthetic_catalog``) — and per scenario (search, feed,
+search + history; a batch of 1 and a dynamic batch of 16): ``rank_many``'s time per request, p50
+and p99 (what Triton counts as ``rerank``'s compute, less tensor parsing). Then candidate
+recall@200 of the graph against the exact scan (the available items' 200 best by inner product), and
+quality in the same run: BigBasket hybrid nDCG@10 and MovieLens title search (the served defaults,
+``aisle_export.distill.gate.search_benchmarks``) through both paths, with the graph built on both
+catalogs (MovieLens' 1,682 items are below ``--dense-engine auto``'s size: forced here), and the typo
+set's nDCG@10 beside the clean set's (``aisle_export.judge.search.evaluate_typos``).
+
+    .venv/bin/python -m perf.bench_rerank_engines [--items 1000000] [--hnsw-dir DIR] [--rounds 200]
+
+``--hnsw-dir``: the synthetic catalog's faiss IVF and HNSW graph saved by an earlier run (their
+builds are the slow part: built when missing, then saved there). Writes ``perf/results/bench_rerank_engines.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `aisle serve` runs Triton; before numpy loads OpenBLAS
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from aisle_contract import RankingConfig
+from aisle_server.hnsw import HnswIndex, serve_single_threaded
+from aisle_server.index import CatalogIndex
+from aisle_server.lexical import LexicalIndex
+from aisle_server.ranking import RankRequest, allowed_mask, dense_candidates, rank_many
+from perf.bench_rerank_profile import BATCHES, SCENARIOS, bigbasket_index, requests_for
+from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
+from perf.lib.synthetic_catalog import item_fields, queries_for, synthetic
+from perf.lib.timing import percentile
+
+REPO = ROOT / "build" / "model_repository"
+PATHS = {"today (exact scan, BM25 of every item, catalog-wide mask)": True, "top-k engines": False}
+RECALL_AT = 200
+
+
+def _load() -> float:
+    return float(os.getloadavg()[0])
+
+
+def with_exact(requests: Sequence[RankRequest], exact: bool) -> list[RankRequest]:
+    return [replace(r, config=replace(r.config, exact_retrieval=exact)) for r in requests]
+
+
+def time_paths(index: CatalogIndex, texts: Sequence[str], label: str, rounds: int) -> list[dict]:
+    """Per scenario and batch size: ms per request of each path, batches alternating between them."""
+    out = []
+    for scenario in SCENARIOS:
+        for size in BATCHES:
+            count = rounds if size == 1 else max(2, rounds // 4) * size
+            requests = requests_for(index, texts, scenario, count)
+            batches = [requests[i : i + size] for i in range(0, len(requests), size)]
+            ms: dict[str, list[float]] = {name: [] for name in PATHS}
+            for exact in PATHS.values():  # warm-up: first touches of the mapped files and graph
+                rank_many(index, with_exact(batches[0], exact))
+            load = [_load()]
+            for batch in batches:
+                for name, exact in PATHS.items():
+                    batch_of = with_exact(batch, exact)
+                    started = time.perf_counter()
+                    rank_many(index, batch_of)
+                    ms[name].append((time.perf_counter() - started) * 1000 / len(batch))
+            load.append(_load())
+            row = {"catalog": label, "items": len(index), "scenario": scenario, "batch": size, "load": load}
+            for name in PATHS:
+                row[name] = {"p50": percentile(ms[name], 50), "p99": percentile(ms[name], 99), "n": len(ms[name])}
+            today, new = (row[name]["p50"] for name in PATHS)
+            print(
+                f"{label:10s} {scenario:17s} batch {size:2d}: today p50 {today:.2f} ms, engines p50 {new:.2f} ms "
+                f"({today / new:.1f}x); load {load[0]:.1f}-{load[1]:.1f}",
+                flush=True,
+            )
+            out.append(row)
+    return out
+
+
+def candidate_recall(index: CatalogIndex, vectors: np.ndarray, n: int = RECALL_AT) -> float:
+    """Mean share of the exact scan's ``n`` best available items that the graph's candidates hold."""
+    config = RankingConfig()
+    available = np.flatnonzero(index.available)
+    found = []
+    for vector in np.asarray(vectors, dtype=np.float32):
+        request = RankRequest(vector, [], np.zeros(0), 10, 0.0, config)
+        allowed = allowed_mask(index, request, np.zeros(0, dtype=np.int64))
+        graph = dense_candidates(index, vector, allowed, n, engines=True)
+        scores = np.asarray(index.embeddings[available] @ vector, dtype=np.float32)
+        exact = available[np.argpartition(-scores, n - 1)[:n]]
+        found.append(len(np.intersect1d(graph, exact)) / n)
+    return float(np.mean(found))
+
+
+def quality(index: CatalogIndex, queries: dict[str, list[str]], query_dir: Path) -> dict[str, float]:
+    """Hybrid (the served default) and dense nDCG@10 through each path."""
+    from aisle_export.judge.search import evaluate
+
+    systems = {}
+    for name, exact in PATHS.items():
+        systems[f"hybrid, {name}"] = RankingConfig(exact_retrieval=exact)
+        systems[f"dense, {name}"] = RankingConfig(search_mode="dense", exact_retrieval=exact)
+    results = evaluate(index, queries, query_dir, systems=systems)
+    return {system: round(r["all"]["ndcg@10"], 4) for system, r in results.items()}
+
+
+def typo_quality(index: CatalogIndex, queries: dict[str, list[str]], query_dir: Path) -> dict:
+    from aisle_export.judge import search
+
+    held_out = dict(list(queries.items())[1::2])  # the half the speller's rules were not chosen on
+    out = {}
+    for name, exact in PATHS.items():
+        systems = {"hybrid": RankingConfig(exact_retrieval=exact)}
+        saved, search.TYPO_SYSTEMS = search.TYPO_SYSTEMS, systems
+        try:
+            result = search.evaluate_typos(index, held_out, query_dir)
+        finally:
+            search.TYPO_SYSTEMS = saved
+        out[name] = result["systems"]["hybrid"]
+    return out
+
+
+def movielens_index(workdir: Path) -> tuple[CatalogIndex, dict[str, list[str]]]:
+    from aisle_export.data.catalog import read_catalog
+    from aisle_export.distill.gate import onnx_vectors, search_benchmarks
+    from aisle_export.index.writing import catalog_index
+
+    catalog_csv, queries = search_benchmarks(None, workdir)["search_movielens"]
+    catalog = read_catalog(catalog_csv)
+    texts = catalog.texts()
+    items = onnx_vectors(REPO / "item_encoder" / "1", texts, cache_dir=workdir)
+    index = catalog_index(catalog, items, lexical=LexicalIndex.build(texts), hnsw=HnswIndex.build(items))
+    return index, queries
+
+
+def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, list[str]]:
+    """``perf.bench_rerank_profile``'s synthetic catalog (faiss IVF, as ``aisle index`` builds it
+    today above 100,000 items) with the HNSW graph; both indexes loaded from ``saved`` when an
+    earlier run left them there (their builds are minutes), else built (on every core) and saved."""
+    import faiss
+
+    from aisle_server.ann import AnnIndex
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    vectors = synthetic(items, 384, clusters=max(16, items // 1000))
+    ann = AnnIndex.load(saved) if saved is not None else None
+    if ann is None:
+        print("synthetic catalog: faiss IVF …", flush=True)
+        ann = AnnIndex.build(vectors)
+    graph = HnswIndex.load(saved) if saved is not None else None
+    if graph is None:
+        print("synthetic catalog: HNSW graph …", flush=True)
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        graph = HnswIndex.build(vectors, progress=True)
+    if saved is not None:
+        saved.mkdir(parents=True, exist_ok=True)
+        for engine, name in ((ann, "ann.faiss"), (graph, "hnsw.faiss")):
+            if not (saved / name).exists():
+                engine.save(saved)
+    serve_single_threaded()
+    fields = item_fields(items)
+    print(f"synthetic catalog: BM25 over {items:,} titles …", flush=True)
+    index = CatalogIndex(
+        item_ids=fields["item_ids"],
+        embeddings=vectors,
+        titles=fields["titles"],
+        categories=fields["categories"],
+        created_at=fields["created_at"],
+        popularity=fields["popularity"].astype(np.float32),
+        in_stock=fields["in_stock"],
+        lexical=LexicalIndex.build(fields["titles"].tolist()),
+        ann=ann,
+        hnsw=graph,
+    )
+    rng = np.random.default_rng(5)
+    words = [" ".join(title.split()[:3]) for title in fields["titles"][rng.integers(0, items, 400)].tolist()]
+    return index, words
+
+
+def to_markdown(results: dict) -> str:
+    names = list(PATHS)
+    lines = [
+        "# `rerank`'s ranking stage: today's exact scan against the top-k engines",
+        "",
+        f"Command: `{results['command']}`. Machine: {results['machine']}.",
+        "",
+        "Milliseconds of `ranking.rank_many` per request (p50 / p99), the two paths alternating batch by "
+        "batch on one index; the 1-minute load average before and after each row.",
+        "",
+        "| catalog | items | scenario | batch | today p50 / p99 | engines p50 / p99 | speed-up (p50) | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["timings"]:
+        a, b = row[names[0]], row[names[1]]
+        lines.append(
+            f"| {row['catalog']} | {row['items']:,} | {row['scenario']} | {row['batch']} | "
+            f"{a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / {b['p99']:.2f} | {a['p50'] / b['p50']:.1f}× | "
+            f"{row['load'][0]:.1f}–{row['load'][1]:.1f} |"
+        )
+    lines += ["", "Candidate recall@200 of the graph against the exact scan (available items):", ""]
+    lines += [f"- {label}: **{value:.4f}**" for label, value in results["recall"].items()]
+    if results.get("quality"):
+        lines += ["", "nDCG@10 through each path (served defaults; `dense` for reference):", ""]
+        lines += ["| benchmark | system | nDCG@10 |", "|---|---|---|"]
+        for bench, systems in results["quality"].items():
+            lines += [f"| {bench} | {system} | {value:.4f} |" for system, value in systems.items()]
+    if results.get("typos"):
+        lines += ["", "BigBasket typo set (odd-numbered proxy queries, one edit in one word), hybrid nDCG@10:", ""]
+        columns = ["clean, tolerance off", "clean, tolerance on", "typos, tolerance off", "typos, tolerance on"]
+        lines += ["| path | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for name, row in results["typos"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["timings"]
+    names = list(PATHS)
+    labels = [f"{r['catalog']}\n{r['scenario']}\nbatch {r['batch']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(rows)), 4.5))
+    for i, name in enumerate(names):
+        ax.bar(x + (i - 0.5) * 0.4, [r[name]["p50"] for r in rows], 0.4, label=name)
+    ax.set_yscale("log")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("ms per request (p50, log scale)")
+    ax.set_title("rerank's ranking stage: exact scan vs top-k engines")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, default=1_000_000, help="synthetic catalog size (0: skip it)")
+    parser.add_argument(
+        "--hnsw-dir", type=Path, help="the synthetic catalog's IVF and graph: loaded if there, else saved there"
+    )
+    parser.add_argument("--rounds", type=int, default=200, help="requests per scenario at batch 1")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_rerank_engines")
+    parser.add_argument("--no-quality", action="store_true", help="timings and recall only")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"command": command_line("perf.bench_rerank_engines", argv or []), "timings": [], "recall": {}}
+    load_before = os.getloadavg()
+
+    embeddings = ROOT / "build" / "search_eval" / "embeddings.npy"
+    bigbasket, texts = bigbasket_index(embeddings)
+    bigbasket.hnsw = HnswIndex.build(np.asarray(bigbasket.embeddings, dtype=np.float32))
+    serve_single_threaded()  # as a served index loads (HnswIndex.load); the builds above used every core
+    results["timings"] += time_paths(bigbasket, texts, "bigbasket", args.rounds)
+    if not args.no_quality:
+        from aisle_export.distill.gate import onnx_vectors
+        from aisle_export.judge.search import DEFAULT_CSV, write_proxy_catalog
+
+        _, queries = write_proxy_catalog(DEFAULT_CSV, args.workdir / "bigbasket_catalog.csv")
+        query_dir = REPO / "query_encoder" / "1"
+        vectors = onnx_vectors(query_dir, list(queries), cache_dir=args.workdir)
+        results["recall"]["bigbasket, the proxy's query vectors"] = candidate_recall(bigbasket, vectors)
+        results["quality"] = {"BigBasket proxy": quality(bigbasket, queries, query_dir)}
+        results["typos"] = typo_quality(bigbasket, queries, query_dir)
+        movies, movie_queries = movielens_index(args.workdir)
+        results["quality"]["MovieLens titles (graph forced on)"] = quality(movies, movie_queries, query_dir)
+    results["recall"]["bigbasket, mixed-item vectors"] = candidate_recall(
+        bigbasket, queries_for(bigbasket.embeddings, 300, seed=3)
+    )
+    del bigbasket
+
+    if args.items:
+        index, words = synthetic_catalog(args.items, args.hnsw_dir)
+        results["timings"] += time_paths(index, words, "synthetic", args.rounds)
+        results["recall"][f"synthetic {args.items:,}, mixed-item vectors"] = candidate_recall(
+            index, queries_for(index.embeddings, 200, seed=3)
+        )
+    results["machine"] = machine(load_before)
+    for label, value in results["recall"].items():
+        print(f"recall@{RECALL_AT} {label}: {value:.4f}")
+    write_report(args.out, "bench_rerank_engines", results, to_markdown, plot)
+    return results
+
+
+if __name__ == "__main__":
+    main()
