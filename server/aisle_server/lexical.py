@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from .sparse_scores import SparseScores
 
 STOPWORDS = "en"
 #: Terms shorter than this are never corrected: one edit away from a three-letter word is nearly
@@ -142,56 +143,3 @@ class LexicalIndex:
         raw = np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]  # bm25s ships no type hints
         top = float(raw.max())
         return raw / top if top > 0 else None
-
-
-class SparseScores:
-    """A query's scaled BM25 over ``size`` catalog rows, held for the rows that match (sorted
-    ``rows``, their ``values``); every other row scores 0. Indexed like the dense array
-    (``scores[rows]``), so the scoring code reads both alike."""
-
-    def __init__(self, rows: np.ndarray, values: np.ndarray, size: int):
-        self.rows = rows
-        self.values = values
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        if not len(self.rows):
-            return np.zeros(rows.shape, dtype=np.float32)
-        at = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
-        return np.where(self.rows[at] == rows, self.values[at], np.float32(0.0))
-
-    def dense(self) -> np.ndarray:
-        out = np.zeros(self.size, dtype=np.float32)
-        out[self.rows] = self.values
-        return out
-
-    def best(self, n: int, allowed: Any, pad: bool = False) -> np.ndarray:
-        """The ``n`` best rows with a positive score that ``allowed[rows]`` lets through, best
-        first, ties by row (what ``ranking._top`` over the dense scores gives); with ``pad``, topped
-        up with allowed zero-score rows in row order (``search_mode=lexical`` ranks those too)."""
-        positive = self.values > 0
-        rows, values = self.rows[positive], self.values[positive]
-        order = rows[np.lexsort((rows, -values))]
-        picked: list[np.ndarray] = []
-        found = 0
-        step = max(n, 64)
-        for start in range(0, len(order), step):  # most filters let most rows through: check a chunk at a time
-            chunk = order[start : start + step]
-            chunk = chunk[np.asarray(allowed[chunk], dtype=bool)]
-            picked.append(chunk)
-            found += len(chunk)
-            if found >= n:
-                break
-        out = np.concatenate(picked)[:n] if picked else np.zeros(0, dtype=np.int64)
-        if pad and len(out) < n:
-            for start in range(0, self.size, step):
-                chunk = np.arange(start, min(self.size, start + step), dtype=np.int64)
-                chunk = chunk[np.asarray(allowed[chunk], dtype=bool) & ~np.isin(chunk, rows)]
-                out = np.concatenate([out, chunk[: n - len(out)]])
-                if len(out) >= n:
-                    break
-        return out.astype(np.int64)

@@ -48,8 +48,9 @@ from aisle_contract import TEXT_FIELDS, item_text
 from .cooccurrence import Cooccurrence
 from .errors import StateUnavailable
 from .index import CatalogIndex, ItemLookups, TextColumn
-from .lexical import LexicalIndex, SparseScores, tokenize
+from .lexical import LexicalIndex, tokenize
 from .polling import Poller
+from .sparse_scores import SparseScores
 from .state import next_id, read_streams
 from .state_keys import LEGACY, KeyLayout
 from .state_url import StateUrl, parse_state_url, store_errors

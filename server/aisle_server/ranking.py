@@ -54,6 +54,7 @@ from .index import CatalogIndex
 from .ranker import LearnedRanker
 from .row_filter import RowFilter
 from .scoring import LN2, ScoreTerms, decay, freshness  # noqa: F401 - re-exported: callers import them from here
+from .sparse_scores import SparseScores
 
 
 @dataclass(frozen=True)
@@ -332,9 +333,10 @@ def cooccurrence_scores(
 
 
 def cooccurrence_raw(
-    index: CatalogIndex, request: RankRequest, history_rows: np.ndarray, known: np.ndarray
+    index: CatalogIndex, request: RankRequest, history_rows: np.ndarray, known: np.ndarray, sparse: bool = False
 ) -> np.ndarray | None:
-    """:func:`cooccurrence_scores` before the scaling to [0, 1] (None where it has none)."""
+    """:func:`cooccurrence_scores` before the scaling to [0, 1] (None where it has none); ``sparse``:
+    held for the history's neighbours only (``SparseScores``, read like the array)."""
     config = request.config
     if (
         index.cooccurrence is None
@@ -343,6 +345,8 @@ def cooccurrence_raw(
         or not (config.cooccurrence_weight or config.cooccurrence_candidates)
     ):
         return None
+    if sparse:  # the history's neighbours only
+        return index.cooccurrence.matches(history_rows, history_recency(request, known))  # type: ignore[return-value]  # read like the array
     return index.cooccurrence.scores(history_rows, history_recency(request, known))
 
 
@@ -384,7 +388,7 @@ def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[
     ]
     prepared = []
     for (request, r, k), (interest, query_part) in zip(zip(requests, rows, known), parts):
-        raw = cooccurrence_raw(index, request, r, k)
+        raw = cooccurrence_raw(index, request, r, k, sparse=_engines(index, request.config))
         prepared.append(_Prepared(k, allowed_mask(index, request, r), interest, _scaled(raw), query_part, r, raw))
     return prepared
 
@@ -548,7 +552,8 @@ def _feed_sources(
     sources = {"dense": terms.rows, "popular": popular_candidates(index, prepared.allowed, config.popular_candidates)}
     cooccurrence = prepared.cooccurrence
     if cooccurrence is not None and config.cooccurrence_candidates:
-        scored = np.flatnonzero(cooccurrence > 0)  # the history's neighbours; the filters asked of them only
+        # the history's neighbours; the filters asked of them only
+        scored = cooccurrence.positive() if isinstance(cooccurrence, SparseScores) else np.flatnonzero(cooccurrence > 0)
         sources["cooccurrence"] = _top(cooccurrence, scored[prepared.allowed[scored]], config.cooccurrence_candidates)
     history = prepared.history_rows
     if history is not None and len(history) and not config.exclude_history:

@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from aisle_server.cooccurrence import Cooccurrence
 from aisle_server.hnsw import HnswIndex
 from aisle_server.index import CatalogIndex, TextColumn
 from aisle_server.lexical import LexicalIndex
@@ -43,6 +44,7 @@ def base():
         # "flat" storage and a wide search: on 1,500 items the graph finds the exact neighbours,
         # so any difference from the exact path is the candidate path's, not the graph's recall
         hnsw=HnswIndex.build(vectors, ef_search=256, storage="flat"),
+        cooccurrence=Cooccurrence(rng.integers(-1, N, (N, 8)).astype(np.int32), rng.random((N, 8)).astype(np.float32)),
     )
 
 
@@ -101,6 +103,19 @@ def test_a_feed_excludes_its_history_as_the_exact_scan_does(base):
     assert not set(page) & set(history)
     keep = replace(request, config=RankingConfig(exclude_history=False))
     assert_same(base, keep)
+
+
+def test_a_feed_with_cooccurrence_gets_the_exact_scans_page(base):
+    history = [f"i{r}" for r in range(5, 300, 37)]
+    times = np.arange(len(history), dtype=np.float64)
+    for config in (
+        RankingConfig(cooccurrence_weight=0.7),
+        RankingConfig(cooccurrence_weight=0.7, exclude_history=False, diversity=0.3),
+        RankingConfig(cooccurrence_weight=0.2, popular_candidates=0),
+    ):
+        request = RankRequest(None, history, times, 25, 2000.0, config, deny_categories=["c3"])
+        page = assert_same(base, request)
+        assert not {base.categories[r] for r in base.rows_of(page)} & {"c3"}
 
 
 def test_live_inserts_updates_hides_and_deletes_reach_the_engines_page(base):
