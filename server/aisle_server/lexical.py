@@ -18,6 +18,8 @@ proxy, turning clean plurals into the catalog's singulars lost more queries than
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,11 +35,24 @@ MIN_CORRECTED_LENGTH = 4
 TWO_EDITS_FROM_LENGTH = 8
 
 
-def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """The terms BM25 indexes and looks up (lowercased, English stopwords removed)."""
-    import bm25s
+#: ``bm25s.tokenize``'s default term pattern (two or more word characters).
+_TERM = re.compile(r"(?u)\b\w\w+\b")
 
-    return bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """The terms BM25 indexes and looks up (lowercased, English stopwords removed): what
+    ``bm25s.tokenize`` gives (its pattern, its stopwords), without the progress bars and
+    vocabulary it builds on every call — a query's terms in microseconds, not a fraction of a
+    millisecond (a test holds the two equal)."""
+    stop = _stopwords()
+    return [[term for term in _TERM.findall(text.lower()) if term not in stop] for text in texts]
 
 
 class SpellCorrector:

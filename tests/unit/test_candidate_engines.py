@@ -9,7 +9,7 @@ import pytest
 from aisle_server.cooccurrence import Cooccurrence
 from aisle_server.hnsw import HnswIndex
 from aisle_server.index import CatalogIndex, TextColumn
-from aisle_server.lexical import LexicalIndex
+from aisle_server.lexical import STOPWORDS, LexicalIndex, tokenize
 from aisle_server.live_catalog import Change, Overlay, live_index
 from aisle_server.ranking import RankingConfig, RankRequest, allowed_mask, rank
 from aisle_server.row_filter import RowFilter
@@ -181,3 +181,10 @@ def test_the_graph_is_saved_with_the_index_and_loaded_back(base, tmp_path):
     assert (loaded.hnsw.ef_search, loaded.hnsw.storage) == (256, "flat")
     request = RankRequest(query(3), [], np.zeros(0), 10, 2000.0, RankingConfig(), "red hat")
     assert rank(loaded, request).item_ids == rank(base, request).item_ids
+
+
+def test_query_terms_are_bm25s_own_tokens():
+    import bm25s
+
+    texts = ["Amul Taaza Toned Milk, 500 ml", "", "the and of", "Café crème brûlée x2 a-b c_d", "ÜBER straße 42x"]
+    assert tokenize(texts) == bm25s.tokenize(texts, stopwords=STOPWORDS, return_ids=False, show_progress=False)
