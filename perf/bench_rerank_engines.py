@@ -153,6 +153,65 @@ def movielens_index(workdir: Path) -> tuple[CatalogIndex, dict[str, list[str]]]:
     return index, queries
 
 
+SWEEP_STORAGES = ("flat", "fp16", "sq8")
+SWEEP_EF = (200, 300, 400, 600)
+
+
+def graph_sweep(embeddings: np.ndarray, vectors: np.ndarray, n: int = RECALL_AT) -> list[dict]:
+    """The graph's settings on one catalog: per vector storage and ``ef_search``, one query's search
+    time (p50 / p99, one thread) and recall@``n`` of its ``n`` neighbours against the exact scan —
+    how ``aisle_server.hnsw``'s defaults were chosen (the smallest breadth at recall ≥ 0.98)."""
+    import faiss
+
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    exact = [set(np.argpartition(-(embeddings @ v), n - 1)[:n].tolist()) for v in vectors]
+    rows = []
+    for storage in SWEEP_STORAGES:
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        started = time.perf_counter()
+        graph = HnswIndex.build(embeddings, storage=storage)
+        built = time.perf_counter() - started
+        serve_single_threaded()
+        for ef in SWEEP_EF:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+            ms, recall = [], []
+            for v, truth in zip(vectors, exact):
+                started = time.perf_counter()
+                _, found = graph.index.search(v[None].astype(np.float32), n, params=params)  # type: ignore[attr-defined]
+                ms.append((time.perf_counter() - started) * 1000)
+                recall.append(len(truth & set(found[0].tolist())) / n)
+            row = {
+                "storage": storage,
+                "ef_search": ef,
+                "p50_ms": percentile(ms, 50),
+                "p99_ms": percentile(ms, 99),
+                "recall": float(np.mean(recall)),
+                "build_s": built,
+                "load": _load(),
+            }
+            print(f"graph {storage:4s} ef {ef}: p50 {row['p50_ms']:.2f} ms, recall@{n} {row['recall']:.3f}", flush=True)
+            rows.append(row)
+    ms = []
+    for v in vectors:
+        started = time.perf_counter()
+        scores = embeddings @ v
+        np.argpartition(-scores, n - 1)[:n]
+        ms.append((time.perf_counter() - started) * 1000)
+    rows.append(
+        {
+            "storage": "exact scan",
+            "ef_search": 0,
+            "p50_ms": percentile(ms, 50),
+            "p99_ms": percentile(ms, 99),
+            "recall": 1.0,
+            "build_s": 0.0,
+            "load": _load(),
+        }
+    )
+    return rows
+
+
 def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, list[str]]:
     """``perf.bench_rerank_profile``'s synthetic catalog (faiss IVF, as ``aisle index`` builds it
     today above 100,000 items) with the HNSW graph; both indexes loaded from ``saved`` when an
@@ -217,8 +276,24 @@ def to_markdown(results: dict) -> str:
             f"{a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / {b['p99']:.2f} | {a['p50'] / b['p50']:.1f}× | "
             f"{row['load'][0]:.1f}–{row['load'][1]:.1f} |"
         )
+    if results.get("synthetic_graph"):
+        lines += ["", f"The synthetic catalog's graph: {results['synthetic_graph']}."]
     lines += ["", "Candidate recall@200 of the graph against the exact scan (available items):", ""]
     lines += [f"- {label}: **{value:.4f}**" for label, value in results["recall"].items()]
+    if results.get("sweep"):
+        lines += [
+            "",
+            "The graph's settings on BigBasket (mixed-item query vectors; one query, one thread): "
+            "the search alone, and recall@200 of its 200 neighbours against the exact scan:",
+            "",
+            "| vectors | ef_search | p50 / p99 ms | recall@200 | build s | load |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['storage']} | {r['ef_search'] or '—'} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['recall']:.3f} | "
+            f"{r['build_s']:.0f} | {r['load']:.1f} |"
+            for r in results["sweep"]
+        ]
     if results.get("quality"):
         lines += ["", "nDCG@10 through each path (served defaults; `dense` for reference):", ""]
         lines += ["| benchmark | system | nDCG@10 |", "|---|---|---|"]
@@ -266,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=200, help="requests per scenario at batch 1")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_rerank_engines")
     parser.add_argument("--no-quality", action="store_true", help="timings and recall only")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the graph settings sweep on BigBasket")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -289,13 +365,21 @@ def main(argv: list[str] | None = None) -> dict:
         results["typos"] = typo_quality(bigbasket, queries, query_dir)
         movies, movie_queries = movielens_index(args.workdir)
         results["quality"]["MovieLens titles (graph forced on)"] = quality(movies, movie_queries, query_dir)
-    results["recall"]["bigbasket, mixed-item vectors"] = candidate_recall(
-        bigbasket, queries_for(bigbasket.embeddings, 300, seed=3)
-    )
+    mixed = queries_for(bigbasket.embeddings, 300, seed=3)
+    results["recall"]["bigbasket, mixed-item vectors"] = candidate_recall(bigbasket, mixed)
+    if not args.no_sweep:
+        results["sweep"] = graph_sweep(bigbasket.embeddings, mixed)
     del bigbasket
 
     if args.items:
         index, words = synthetic_catalog(args.items, args.hnsw_dir)
+        graph = index.hnsw.index.hnsw  # type: ignore[union-attr]  # faiss's HNSW struct
+        results["synthetic_graph"] = {
+            "M": int(graph.nb_neighbors(1)),
+            "ef_construction": int(graph.efConstruction),
+            "ef_search": index.hnsw.ef_search,  # type: ignore[union-attr]
+            "storage": index.hnsw.storage,  # type: ignore[union-attr]
+        }
         results["timings"] += time_paths(index, words, "synthetic", args.rounds)
         results["recall"][f"synthetic {args.items:,}, mixed-item vectors"] = candidate_recall(
             index, queries_for(index.embeddings, 200, seed=3)

@@ -1,17 +1,18 @@
 """Dense candidates from an HNSW graph (faiss), so a request reads a few thousand vectors, not all.
 
 The exact scan reads every embedding once per request: memory-bound, it grows with the catalog
-(the profile in ``perf.bench_rerank_profile`` gave it 59–93% of ``rerank``'s time on BigBasket).
+(``perf.bench_rerank_profile`` found it owning most of ``rerank``'s time on BigBasket).
 An HNSW graph walks from an entry point towards the query and touches about ``ef_search`` × M
 vectors whatever the catalog's size. ``aisle index`` builds it (``--dense-engine``), beside
 ``embeddings.npy``, as ``hnsw.faiss`` (faiss's own format, no pickle) plus ``hnsw.json``.
 
-Why these settings (``perf.bench_rerank_engines``, figures in ``perf/results``): the graph stores
-8-bit scalar-quantized vectors (``sq8``: a quarter of float32's bytes to read per hop), M = 32
-links per node, and searches with ``ef_search`` = 400 — the smallest breadth that kept candidate
-recall@200 against the exact scan at or above 0.98 on the BigBasket catalog. The quantized scores
-only choose candidates: every candidate's cosine is computed again from the float32 embeddings
-(``scoring.cosine``), so the page's scores are the exact scan's.
+Why these settings: the graph stores 8-bit scalar-quantized vectors (``sq8``: a quarter of
+float32's bytes to read per hop), M = 32 links per node, and searches with ``ef_search`` = 400 —
+the smallest breadth whose candidate recall@200 against the exact scan stayed at or above 0.98 on
+the BigBasket catalog, in ``perf.bench_rerank_engines``' sweep (figures: docs/results.md, "Design
+measurements behind code decisions"). The quantized scores only choose candidates: every
+candidate's cosine is computed again from the float32 embeddings (``scoring.cosine``), so the
+page's scores are the exact scan's.
 
 Filters (out of stock, hidden, exclusions, categories) are applied by over-fetching: a search
 returns ``max(ef_search, n)`` neighbours for the cost of ``ef_search``, the disallowed ones are
@@ -48,9 +49,10 @@ ADD_CHUNK = 100_000
 
 def serve_single_threaded() -> None:
     """One OpenMP thread for faiss in this process. A single query gains nothing from more, and
-    on a loaded machine faiss's threads wait for each other at every search: 6–7 ms instead of
-    1.6 ms per BigBasket request at load 7 on two cores. A ``rerank`` instance is one process
-    (Triton runs more instances for more cores), as OpenBLAS is set to one thread there too."""
+    on a loaded machine faiss's threads wait for each other at every search (a several-fold
+    slower request: docs/results.md, "Design measurements behind code decisions"). A ``rerank``
+    instance is one process (Triton runs more instances for more cores), as OpenBLAS is set to
+    one thread there too."""
     import faiss
 
     faiss.omp_set_num_threads(1)
