@@ -19,8 +19,10 @@ set's nDCG@10 beside the clean set's (``aisle_export.judge.search.evaluate_typos
 
     .venv/bin/python -m perf.bench_rerank_engines [--items 1000000] [--hnsw-dir DIR] [--rounds 200]
 
-``--hnsw-dir``: the synthetic catalog's faiss IVF and HNSW graph saved by an earlier run (their
-builds are the slow part: built when missing, then saved there). Writes ``perf/results/bench_rerank_engines.{md,json,png}``.
+``--hnsw-dir``: the synthetic catalog's faiss IVF saved by an earlier run (built when missing, then
+saved there) and, when it holds one, an HNSW graph of it (``HnswIndex.save``): above
+``HNSW_MAX_ITEMS`` the engines' dense candidates are IVF's, as ``aisle index`` builds it; the graph
+is measured beside it. Writes ``perf/results/bench_rerank_engines.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from aisle_contract import RankingConfig
+from aisle_export.index.writing import use_hnsw_for
 from aisle_server.hnsw import HnswIndex, serve_single_threaded
 from aisle_server.index import CatalogIndex
 from aisle_server.lexical import LexicalIndex
@@ -212,10 +215,11 @@ def graph_sweep(embeddings: np.ndarray, vectors: np.ndarray, n: int = RECALL_AT)
     return rows
 
 
-def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, list[str]]:
-    """``perf.bench_rerank_profile``'s synthetic catalog (faiss IVF, as ``aisle index`` builds it
-    today above 100,000 items) with the HNSW graph; both indexes loaded from ``saved`` when an
-    earlier run left them there (their builds are minutes), else built (on every core) and saved."""
+def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, list[str], HnswIndex | None]:
+    """``perf.bench_rerank_profile``'s synthetic catalog with faiss IVF (what ``aisle index`` builds
+    above ``HNSW_MAX_ITEMS``), and an HNSW graph of it when ``saved`` holds one (the measurement
+    behind that limit); IVF is loaded from ``saved`` when an earlier run left it there (its build
+    is minutes), else built (on every core) and saved."""
     import faiss
 
     from aisle_server.ann import AnnIndex
@@ -226,16 +230,10 @@ def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, lis
     if ann is None:
         print("synthetic catalog: faiss IVF …", flush=True)
         ann = AnnIndex.build(vectors)
+        if saved is not None:
+            saved.mkdir(parents=True, exist_ok=True)
+            ann.save(saved)
     graph = HnswIndex.load(saved) if saved is not None else None
-    if graph is None:
-        print("synthetic catalog: HNSW graph …", flush=True)
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
-        graph = HnswIndex.build(vectors, progress=True)
-    if saved is not None:
-        saved.mkdir(parents=True, exist_ok=True)
-        for engine, name in ((ann, "ann.faiss"), (graph, "hnsw.faiss")):
-            if not (saved / name).exists():
-                engine.save(saved)
     serve_single_threaded()
     fields = item_fields(items)
     print(f"synthetic catalog: BM25 over {items:,} titles …", flush=True)
@@ -249,11 +247,35 @@ def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, lis
         in_stock=fields["in_stock"],
         lexical=LexicalIndex.build(fields["titles"].tolist()),
         ann=ann,
-        hnsw=graph,
+        hnsw=graph if use_hnsw_for(items, "auto") else None,
     )
     rng = np.random.default_rng(5)
     words = [" ".join(title.split()[:3]) for title in fields["titles"][rng.integers(0, items, 400)].tolist()]
-    return index, words
+    return index, words, graph
+
+
+def graph_at_scale(index: CatalogIndex, graph: HnswIndex, vectors: np.ndarray) -> dict:
+    """A graph of a catalog above ``HNSW_MAX_ITEMS``: its candidate recall@200 and search time
+    beside IVF's, through ``dense_candidates`` (the engines' path)."""
+    out: dict = {}
+    for name, hnsw in (("faiss IVF (as served)", None), ("HNSW graph", graph)):
+        trial = replace(index, hnsw=hnsw)
+        request = RankRequest(None, [], np.zeros(0), 10, 0.0)
+        allowed = allowed_mask(trial, request, np.zeros(0, dtype=np.int64))
+        ms = []
+        for vector in np.asarray(vectors, dtype=np.float32):
+            started = time.perf_counter()
+            dense_candidates(trial, vector, allowed, RECALL_AT)
+            ms.append((time.perf_counter() - started) * 1000)
+        out[name] = {"recall": candidate_recall(trial, vectors), "p50_ms": percentile(ms, 50), "load": _load()}
+    params = graph.index.hnsw  # type: ignore[attr-defined]  # faiss's HNSW struct
+    out["graph"] = {
+        "M": int(params.nb_neighbors(1)),
+        "ef_construction": int(params.efConstruction),
+        "ef_search": graph.ef_search,
+        "storage": graph.storage,
+    }
+    return out
 
 
 def to_markdown(results: dict) -> str:
@@ -276,8 +298,18 @@ def to_markdown(results: dict) -> str:
             f"{a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / {b['p99']:.2f} | {a['p50'] / b['p50']:.1f}× | "
             f"{row['load'][0]:.1f}–{row['load'][1]:.1f} |"
         )
-    if results.get("synthetic_graph"):
-        lines += ["", f"The synthetic catalog's graph: {results['synthetic_graph']}."]
+    if results.get("graph_at_scale"):
+        scale = results["graph_at_scale"]
+        lines += [
+            "",
+            f"The synthetic catalog's dense candidates from IVF and from an HNSW graph ({scale['graph']}):",
+            "",
+        ]
+        lines += [
+            f"- {name}: recall@200 {row['recall']:.3f}, p50 {row['p50_ms']:.2f} ms (load {row['load']:.1f})"
+            for name, row in scale.items()
+            if name != "graph"
+        ]
     lines += ["", "Candidate recall@200 of the graph against the exact scan (available items):", ""]
     lines += [f"- {label}: **{value:.4f}**" for label, value in results["recall"].items()]
     if results.get("sweep"):
@@ -336,7 +368,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000, help="synthetic catalog size (0: skip it)")
     parser.add_argument(
-        "--hnsw-dir", type=Path, help="the synthetic catalog's IVF and graph: loaded if there, else saved there"
+        "--hnsw-dir",
+        type=Path,
+        help="the synthetic catalog's IVF (loaded if there, else saved there) and a graph of it to measure",
     )
     parser.add_argument("--rounds", type=int, default=200, help="requests per scenario at batch 1")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_rerank_engines")
@@ -372,18 +406,12 @@ def main(argv: list[str] | None = None) -> dict:
     del bigbasket
 
     if args.items:
-        index, words = synthetic_catalog(args.items, args.hnsw_dir)
-        graph = index.hnsw.index.hnsw  # type: ignore[union-attr]  # faiss's HNSW struct
-        results["synthetic_graph"] = {
-            "M": int(graph.nb_neighbors(1)),
-            "ef_construction": int(graph.efConstruction),
-            "ef_search": index.hnsw.ef_search,  # type: ignore[union-attr]
-            "storage": index.hnsw.storage,  # type: ignore[union-attr]
-        }
+        index, words, graph = synthetic_catalog(args.items, args.hnsw_dir)
         results["timings"] += time_paths(index, words, "synthetic", args.rounds)
-        results["recall"][f"synthetic {args.items:,}, mixed-item vectors"] = candidate_recall(
-            index, queries_for(index.embeddings, 200, seed=3)
-        )
+        vectors = queries_for(index.embeddings, 50, seed=3)
+        results["recall"][f"synthetic {args.items:,}, mixed-item vectors"] = candidate_recall(index, vectors)
+        if graph is not None:
+            results["graph_at_scale"] = graph_at_scale(index, graph, vectors)
     results["machine"] = machine(load_before)
     for label, value in results["recall"].items():
         print(f"recall@{RECALL_AT} {label}: {value:.4f}")

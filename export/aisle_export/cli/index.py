@@ -51,7 +51,7 @@ def add_parser(subparsers: Subparsers) -> None:
         choices=("auto", "hnsw", "exact"),
         default="auto",
         help="dense candidates: hnsw = an HNSW graph (top-k without scanning every item), exact = scan "
-        "every item (faiss IVF with --ann); auto = hnsw from 5,000 to 2,000,000 items",
+        "every item (faiss IVF with --ann); auto = hnsw from 5,000 to 100,000 items",
     )
     p.add_argument(
         "--server", metavar="URL", help="embed through a running deployment's embed_item (gRPC host:port), resumably"
