@@ -17,7 +17,8 @@ quality in the same run: BigBasket hybrid nDCG@10 and MovieLens title search (th
 catalogs (MovieLens' 1,682 items are below ``--dense-engine auto``'s size: forced here), and the typo
 set's nDCG@10 beside the clean set's (``aisle_export.judge.search.evaluate_typos``).
 
-    .venv/bin/python -m perf.bench_rerank_engines [--items 1000000] [--hnsw-dir DIR] [--rounds 200]
+    .venv/bin/python -m perf.bench_rerank_engines [--items 1000000] [--hnsw-dir DIR] [--build-graph 16 40]
+        [--rounds 200]
 
 ``--hnsw-dir``: the synthetic catalog's faiss IVF saved by an earlier run (built when missing, then
 saved there) and, when it holds one, an HNSW graph of it (``HnswIndex.save``): above
@@ -32,6 +33,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `aisle serve` runs Triton; before numpy loads OpenBLAS
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -224,11 +226,14 @@ def graph_sweep(embeddings: np.ndarray, vectors: np.ndarray, n: int = RECALL_AT)
     return rows
 
 
-def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, list[str], HnswIndex | None]:
+def synthetic_catalog(
+    items: int, saved: Path | None, graph_build: tuple[int, int] | None = None
+) -> tuple[CatalogIndex, list[str], HnswIndex | None]:
     """``perf.bench_rerank_profile``'s synthetic catalog with faiss IVF (what ``aisle index`` builds
     above ``HNSW_MAX_ITEMS``), and an HNSW graph of it when ``saved`` holds one (the measurement
-    behind that limit); IVF is loaded from ``saved`` when an earlier run left it there (its build
-    is minutes), else built (on every core) and saved."""
+    behind that limit; ``graph_build``: (M, ef_construction) to build one when ``saved`` has none);
+    IVF is loaded from ``saved`` when an earlier run left it there (its build is minutes), else
+    built (on every core) and saved."""
     import faiss
 
     from aisle_server.ann import AnnIndex
@@ -243,6 +248,12 @@ def synthetic_catalog(items: int, saved: Path | None) -> tuple[CatalogIndex, lis
             saved.mkdir(parents=True, exist_ok=True)
             ann.save(saved)
     graph = HnswIndex.load(saved) if saved is not None else None
+    if graph is None and graph_build is not None:
+        print(f"synthetic catalog: HNSW graph (M, ef_construction = {graph_build}) …", flush=True)
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        graph = HnswIndex.build(vectors, m=graph_build[0], ef_construction=graph_build[1], progress=True)
+        if saved is not None:
+            graph.save(saved)
     serve_single_threaded()
     fields = item_fields(items)
     print(f"synthetic catalog: BM25 over {items:,} titles …", flush=True)
@@ -389,11 +400,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=200, help="requests per scenario at batch 1")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_rerank_engines")
     parser.add_argument("--no-quality", action="store_true", help="timings and recall only")
+    parser.add_argument(
+        "--build-graph",
+        type=int,
+        nargs=2,
+        metavar=("M", "EF_CONSTRUCTION"),
+        help="build an HNSW graph of the synthetic catalog when --hnsw-dir has none (saved there), to measure "
+        "beside IVF; the results' graph: --build-graph 16 40 (13 minutes on the loaded 2-core machine)",
+    )
     parser.add_argument("--no-sweep", action="store_true", help="skip the graph settings sweep on BigBasket")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"command": command_line("perf.bench_rerank_engines", argv or []), "timings": [], "recall": {}}
+    shown = sys.argv[1:] if argv is None else argv
+    results: dict = {"command": command_line("perf.bench_rerank_engines", shown), "timings": [], "recall": {}}
     load_before = os.getloadavg()
 
     embeddings = ROOT / "build" / "search_eval" / "embeddings.npy"
@@ -420,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
     del bigbasket
 
     if args.items:
-        index, words, graph = synthetic_catalog(args.items, args.hnsw_dir)
+        index, words, graph = synthetic_catalog(args.items, args.hnsw_dir, args.build_graph)
         results["timings"] += time_paths(index, words, "synthetic", args.rounds)
         vectors = queries_for(index.embeddings, 50, seed=3)
         results["recall"][f"synthetic {args.items:,}, mixed-item vectors"] = candidate_recall(index, vectors)
