@@ -136,6 +136,12 @@ class LexicalIndex:
         tokens = self.terms(query, correct_typos)
         if not tokens:
             return None
+        if getattr(self.retriever, "nonoccurrence_array", None) is not None:  # a BM25 variant (BM25L, BM25+)
+            dense = self.scores(query, correct_typos)  # where a missing term still scores: every item
+            if dense is None:
+                return None
+            rows = np.flatnonzero(dense)
+            return SparseScores(rows.astype(np.int64), dense[rows], len(dense))
         scores = self.retriever.scores  # type: ignore[attr-defined]  # bm25s ships no type hints
         data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
         ids = [self.vocab[term] for term in tokens]
