@@ -184,6 +184,10 @@ class RankingConfig:
     lexical_weight: float = 0.5
     #: correct query terms the catalog never uses to the catalog term they most likely meant (BM25)
     typo_tolerance: bool = True
+    #: retrieve candidates by scanning every item (the exact inner product over all embeddings, BM25
+    #: of every item, the filters as a whole-catalog mask) even where the index has top-k engines
+    #: (``aisle_server.hnsw``, ``LexicalIndex.top``): the reference the engines are measured against
+    exact_retrieval: bool = False
     feed_popularity_weight: float = 1.0
     cooccurrence_weight: float = 0.0
     popular_candidates: int = 100

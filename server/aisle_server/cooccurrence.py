@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .sparse_scores import SparseScores
+
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare as a bool
 class Cooccurrence:
@@ -34,3 +36,17 @@ class Cooccurrence:
         weights = self.weights[rows] * np.asarray(row_weights, dtype=np.float64)[:, None]
         real = neighbors >= 0
         return np.bincount(neighbors[real], weights=weights[real], minlength=n_items)
+
+    def matches(self, rows: np.ndarray, row_weights: np.ndarray) -> SparseScores:
+        """:meth:`scores` held for the history's neighbours only (the same float64 sums, added in
+        the same order), not an array the size of the catalog."""
+        n_items = len(self.neighbors)
+        if len(rows) == 0:
+            return SparseScores(np.zeros(0, dtype=np.int64), np.zeros(0), n_items)
+        neighbors = self.neighbors[rows]
+        weights = self.weights[rows] * np.asarray(row_weights, dtype=np.float64)[:, None]
+        real = neighbors >= 0
+        found, at = np.unique(neighbors[real], return_inverse=True)
+        return SparseScores(
+            found.astype(np.int64), np.bincount(at, weights=weights[real], minlength=len(found)), n_items
+        )

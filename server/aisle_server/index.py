@@ -14,7 +14,8 @@ Layout of ``<repo>/rerank/<version>/index/``:
   written before them load with nothing hidden and empty descriptions;
 - ``manifest.json``   counts, dimension, checksums of the catalog and of the item tower;
 - ``lexical/``        BM25 over the item texts (``aisle_server.lexical``), for hybrid search;
-- ``ann.faiss``       an IVF index (``aisle_server.ann``), only for catalogs above the exact-search size.
+- ``ann.faiss``       an IVF index (``aisle_server.ann``), only for catalogs above the exact-search size;
+- ``hnsw.faiss``      an HNSW graph (``aisle_server.hnsw``): the dense candidates' top-k engine.
 
 Indexes written before ``items/`` keep their fields in ``items.npz``: they still load, into RAM.
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from .ann import AnnIndex
 from .attributes import Attributes
+from .hnsw import HnswIndex
 from .lexical import LexicalIndex
 
 if TYPE_CHECKING:
@@ -164,6 +166,8 @@ class CatalogIndex:
     ranker: Any = None  # aisle_server.ranker.LearnedRanker (lightgbm imported only when present)
     #: the catalog's declared item attributes (``aisle_server.attributes``); None: it declares none
     attributes: Attributes | None = None
+    #: dense candidates from an HNSW graph (``aisle_server.hnsw``) instead of the exact scan; None: none built
+    hnsw: HnswIndex | None = None
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -221,6 +225,8 @@ class CatalogIndex:
             self.lexical.save(directory / LEXICAL_DIRNAME)
         if self.ann is not None:
             self.ann.save(directory)
+        if self.hnsw is not None:
+            self.hnsw.save(directory)
         save_item_fields(
             directory,
             {name: getattr(self, name) for name in (*_ITEM_FIELDS, HIDDEN)},
@@ -267,6 +273,7 @@ class CatalogIndex:
             manifest=manifest,
             lexical=lexical,
             ann=AnnIndex.load(directory, embeddings) if searchable else None,
+            hnsw=HnswIndex.load(directory) if searchable else None,
             lookups=lookups,
             **arrays,
         )

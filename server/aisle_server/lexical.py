@@ -18,10 +18,14 @@ proxy, turning clean plurals into the catalog's singulars lost more queries than
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .sparse_scores import SparseScores
 
 STOPWORDS = "en"
 #: Terms shorter than this are never corrected: one edit away from a three-letter word is nearly
@@ -31,11 +35,24 @@ MIN_CORRECTED_LENGTH = 4
 TWO_EDITS_FROM_LENGTH = 8
 
 
-def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """The terms BM25 indexes and looks up (lowercased, English stopwords removed)."""
-    import bm25s
+#: ``bm25s.tokenize``'s default term pattern (two or more word characters).
+_TERM = re.compile(r"(?u)\b\w\w+\b")
 
-    return bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """The terms BM25 indexes and looks up (lowercased, English stopwords removed): what
+    ``bm25s.tokenize`` gives (its pattern, its stopwords), without the progress bars and
+    vocabulary it builds on every call — a query's terms in microseconds, not a fraction of a
+    millisecond (a test holds the two equal)."""
+    stop = _stopwords()
+    return [[term for term in _TERM.findall(text.lower()) if term not in stop] for text in texts]
 
 
 class SpellCorrector:
@@ -111,6 +128,33 @@ class LexicalIndex:
         if correct_typos:
             return [found for term in terms if (found := self.speller.correct(term)) is not None]
         return [term for term in terms if term in self.vocab]
+
+    def matches(self, query: str, correct_typos: bool = True) -> SparseScores | None:
+        """:meth:`scores` held for the items that contain a query term only: read from the index's
+        postings of the query's terms (its CSC columns), never a score per catalog item. The same
+        float32 sums, added in the same term order as ``bm25s``, so the same values."""
+        tokens = self.terms(query, correct_typos)
+        if not tokens:
+            return None
+        if getattr(self.retriever, "nonoccurrence_array", None) is not None:  # a BM25 variant (BM25L, BM25+)
+            dense = self.scores(query, correct_typos)  # where a missing term still scores: every item
+            if dense is None:
+                return None
+            rows = np.flatnonzero(dense)
+            return SparseScores(rows.astype(np.int64), dense[rows], len(dense))
+        scores = self.retriever.scores  # type: ignore[attr-defined]  # bm25s ships no type hints
+        data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
+        ids = [self.vocab[term] for term in tokens]
+        docs = np.concatenate([indices[indptr[i] : indptr[i + 1]] for i in ids])
+        if not len(docs):
+            return None
+        rows, at = np.unique(docs, return_inverse=True)
+        sums = np.zeros(len(rows), dtype=np.float32)
+        np.add.at(sums, at, np.concatenate([data[indptr[i] : indptr[i + 1]] for i in ids]).astype(np.float32))
+        top = float(sums.max())
+        if top <= 0:
+            return None
+        return SparseScores(rows.astype(np.int64), sums / np.float32(top), int(scores["num_docs"]))
 
     def scores(self, query: str, correct_typos: bool = True) -> np.ndarray | None:
         """BM25 score of every item scaled to [0, 1] by the best one; None if no query term is known."""

@@ -50,6 +50,7 @@ from .errors import StateUnavailable
 from .index import CatalogIndex, ItemLookups, TextColumn
 from .lexical import LexicalIndex, tokenize
 from .polling import Poller
+from .sparse_scores import SparseScores
 from .state import next_id, read_streams
 from .state_keys import LEGACY, KeyLayout
 from .state_url import StateUrl, parse_state_url, store_errors
@@ -223,6 +224,30 @@ class OverlayLexical:
         out[self.rows] = [len(terms & doc) / len(terms) for doc in self.terms]
         return out if float(out.max()) > 0 else None
 
+    def matches(self, query: str, correct_typos: bool = True) -> SparseScores | None:
+        """:meth:`scores` for the matching rows only (``LexicalIndex.matches``): the base's
+        postings plus the changed rows' shares, never a score per catalog row."""
+        base = self.base.matches(query, correct_typos) if self.base is not None else None
+        typed = tokenize([query])[0]
+        if correct_typos and self.base is not None:
+            typed = [self.base.speller.correct(term) or term for term in typed]
+        terms = set(typed)
+        if not terms or not self.terms:
+            return None if base is None else SparseScores(base.rows, base.values, self.n_rows)
+        rows, values = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if base is not None:
+            best = set(tokenize([self.base_text(int(base.rows[np.argmax(base.values)]))])[0])
+            keep = ~np.isin(base.rows, self.rows)  # a changed row scores by its new text only
+            rows = base.rows[keep]
+            values = base.values[keep] * np.float32(len(terms & best) / len(terms))
+        shares = np.array([len(terms & doc) / len(terms) for doc in self.terms], dtype=np.float32)
+        rows, values = np.concatenate([rows, self.rows]), np.concatenate([values, shares])
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], values[order]
+        if not len(values) or float(values.max()) <= 0:
+            return None
+        return SparseScores(rows, values, self.n_rows)
+
 
 class OverlayLookups:
     """Ids → rows of a live index: the base lookups minus deleted rows, plus the appended items."""
@@ -385,7 +410,8 @@ def live_index(base: CatalogIndex, overlay: Overlay) -> CatalogIndex:
         log_popularity=log_popularity,
         cooccurrence=cooccurrence,
         user_encoder=base.user_encoder,
-        exact_rows=exact if base.ann is not None else None,
+        hnsw=base.hnsw,
+        exact_rows=exact if base.ann is not None or base.hnsw is not None else None,
         item_stats=item_stats,
         ranker=base.ranker,
         attributes=base.attributes.changed(n, attribute_changes) if base.attributes is not None else None,

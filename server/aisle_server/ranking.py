@@ -52,7 +52,9 @@ from .errors import InvalidInput
 from .features import HAND_RANK, FeedContext, feature_rows
 from .index import CatalogIndex
 from .ranker import LearnedRanker
+from .row_filter import RowFilter
 from .scoring import LN2, ScoreTerms, decay, freshness  # noqa: F401 - re-exported: callers import them from here
+from .sparse_scores import SparseScores
 
 
 @dataclass(frozen=True)
@@ -150,29 +152,65 @@ def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     return rows[np.lexsort((rows, -scores[rows]))]
 
 
-def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray) -> np.ndarray:
-    allowed = index.available.copy()
-    if request.config.exclude_history:
-        allowed[history_rows] = False  # don't recommend back what the shopper just interacted with
+def _top_of(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """:func:`_top` with ``scores`` aligned to ``rows`` (not indexed by row): no catalog-wide array."""
+    if len(rows) > n:
+        keep = np.argpartition(-scores, n - 1)[:n]
+        rows, scores = rows[keep], scores[keep]
+    return rows[np.lexsort((rows, -scores))]
+
+
+def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray) -> Any:
+    """The request's filters (``aisle_server.row_filter``): asked per candidate row, or with
+    ``exact_retrieval`` the whole-catalog mask, as the exact scan has always used it."""
     excluded = index.rows_of(request.exclude_ids)
-    allowed[excluded[excluded >= 0]] = False
-    if request.allow_categories:
-        allowed &= index.category_mask(request.allow_categories)
-    if request.deny_categories:
-        allowed &= ~index.category_mask(request.deny_categories)
-    return allowed
+    excluded = excluded[excluded >= 0]
+    if request.config.exclude_history:  # don't recommend back what the shopper just interacted with
+        excluded = np.concatenate([excluded, np.asarray(history_rows, dtype=np.int64)])
+    allowed = RowFilter(
+        index.available,
+        index.categories,
+        excluded,
+        request.allow_categories,
+        request.deny_categories,
+        index.category_mask,
+    )
+    return np.asarray(allowed) if request.config.exact_retrieval else allowed
+
+
+def _engines(index: CatalogIndex, config: RankingConfig) -> bool:
+    """Whether candidates come from the top-k engines (not the exact scan of every item)."""
+    return not config.exact_retrieval
 
 
 def dense_candidates(
-    index: CatalogIndex, interest: np.ndarray, allowed: np.ndarray, n: int, exact_scores: np.ndarray | None = None
+    index: CatalogIndex,
+    interest: np.ndarray,
+    allowed: Any,
+    n: int,
+    exact_scores: np.ndarray | None = None,
+    engines: bool = True,
 ) -> np.ndarray:
-    """The ``n`` best allowed rows by inner product: faiss IVF when the index has one, else exact.
+    """The ``n`` best allowed rows by inner product: the HNSW graph when the index has one (and
+    ``engines``), else faiss IVF when it has one, else exact.
+
+    The graph's neighbours (and the rows live changes added or re-embedded, which it has not seen)
+    are re-scored exactly and the ``n`` best kept: the exact scan's candidates wherever the graph
+    found them.
 
     The ANN index over-fetches and drops what filters remove; if that leaves fewer than ``n``
     (heavy filters), the exact scan answers — correctness over speed. ``exact_scores``
     is that scan (``embeddings @ interest``) when :func:`rank_many` already ran it for a batch.
     """
-    if index.ann is not None:
+    if engines and index.hnsw is not None and exact_scores is None:
+        query = interest.astype(np.float32, copy=False)
+        rows = index.hnsw.search(query, n, allowed.__getitem__)
+        if len(rows) >= n:
+            if index.exact_rows is not None and len(index.exact_rows):  # live changes the graph has not seen
+                extra = index.exact_rows[allowed[index.exact_rows]]
+                rows = np.union1d(rows, extra)
+            return _top_of(np.asarray(index.embeddings[rows] @ query, dtype=np.float32), rows, n)
+    elif index.ann is not None:
         rows = index.ann.search(interest, n, allowed)
         if len(rows) >= n:
             if index.exact_rows is not None and len(index.exact_rows):  # live changes the ANN has not seen
@@ -195,16 +233,21 @@ def search_relevance(
     """Candidate rows and their relevance terms (dense, lexical or hybrid), in no particular order."""
     config = request.config
     n = max(config.candidates, request.k)
-    lexical = None
+    engines = _engines(index, config)
+    lexical: Any = None
     if request.query_text.strip() and index.lexical is not None and config.search_mode != "dense":
-        lexical = index.lexical.scores(request.query_text, config.typo_tolerance)
+        if engines:  # the postings of the query's terms only (``LexicalIndex.matches``)
+            lexical = index.lexical.matches(request.query_text, config.typo_tolerance)
+        else:
+            lexical = index.lexical.scores(request.query_text, config.typo_tolerance)
     if config.search_mode == "lexical" and lexical is not None:
-        rows = _top(lexical, np.flatnonzero(allowed), n)
+        rows = lexical.best(n, allowed, pad=True) if engines else _top(lexical, np.flatnonzero(allowed), n)
     else:
         assert interest is not None, "dense or hybrid retrieval needs an interest vector"
-        rows = dense_candidates(index, interest, allowed, n, exact_scores)
+        rows = dense_candidates(index, interest, allowed, n, exact_scores, engines)
         if lexical is not None:
-            rows = np.union1d(rows, _top(lexical, np.flatnonzero(allowed & (lexical > 0)), n))
+            best = lexical.best(n, allowed) if engines else _top(lexical, np.flatnonzero(allowed & (lexical > 0)), n)
+            rows = np.union1d(rows, best)
     return scoring.relevance_terms(index, rows, interest, lexical, config, exact_scores)
 
 
@@ -292,9 +335,10 @@ def cooccurrence_scores(
 
 
 def cooccurrence_raw(
-    index: CatalogIndex, request: RankRequest, history_rows: np.ndarray, known: np.ndarray
+    index: CatalogIndex, request: RankRequest, history_rows: np.ndarray, known: np.ndarray, sparse: bool = False
 ) -> np.ndarray | None:
-    """:func:`cooccurrence_scores` before the scaling to [0, 1] (None where it has none)."""
+    """:func:`cooccurrence_scores` before the scaling to [0, 1] (None where it has none); ``sparse``:
+    held for the history's neighbours only (``SparseScores``, read like the array)."""
     config = request.config
     if (
         index.cooccurrence is None
@@ -303,6 +347,8 @@ def cooccurrence_raw(
         or not (config.cooccurrence_weight or config.cooccurrence_candidates)
     ):
         return None
+    if sparse:  # the history's neighbours only
+        return index.cooccurrence.matches(history_rows, history_recency(request, known))  # type: ignore[return-value]  # read like the array
     return index.cooccurrence.scores(history_rows, history_recency(request, known))
 
 
@@ -344,7 +390,7 @@ def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[
     ]
     prepared = []
     for (request, r, k), (interest, query_part) in zip(zip(requests, rows, known), parts):
-        raw = cooccurrence_raw(index, request, r, k)
+        raw = cooccurrence_raw(index, request, r, k, sparse=_engines(index, request.config))
         prepared.append(_Prepared(k, allowed_mask(index, request, r), interest, _scaled(raw), query_part, r, raw))
     return prepared
 
@@ -379,7 +425,8 @@ def _scans_catalog(index: CatalogIndex, request: RankRequest, prepared: _Prepare
     lexical_only = (
         request.config.search_mode == "lexical" and index.lexical is not None and bool(request.query_text.strip())
     )
-    return prepared.interest is not None and index.ann is None and not lexical_only
+    engine = index.ann is not None or (index.hnsw is not None and _engines(index, request.config))
+    return prepared.interest is not None and not engine and not lexical_only
 
 
 def _finish(
@@ -510,9 +557,9 @@ def _feed_sources(
     sources = {"dense": terms.rows, "popular": popular_candidates(index, prepared.allowed, config.popular_candidates)}
     cooccurrence = prepared.cooccurrence
     if cooccurrence is not None and config.cooccurrence_candidates:
-        sources["cooccurrence"] = _top(
-            cooccurrence, np.flatnonzero(prepared.allowed & (cooccurrence > 0)), config.cooccurrence_candidates
-        )
+        # the history's neighbours; the filters asked of them only
+        scored = cooccurrence.positive() if isinstance(cooccurrence, SparseScores) else np.flatnonzero(cooccurrence > 0)
+        sources["cooccurrence"] = _top(cooccurrence, scored[prepared.allowed[scored]], config.cooccurrence_candidates)
     history = prepared.history_rows
     if history is not None and len(history) and not config.exclude_history:
         # the buy-again source: the shopper's own items (all of them allowed, or none, by exclude_history)

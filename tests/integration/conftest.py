@@ -44,7 +44,9 @@ def catalog(movielens_catalog):
 def repo(exported_repo, movielens_catalog, catalog, tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("served") / "model_repository"
     shutil.copytree(exported_repo, repo)
-    write_index(catalog, repo, source=movielens_catalog, progress=False)
+    # the HNSW graph although MovieLens is below --dense-engine auto's size: every served test then
+    # reads its dense candidates through the graph rerank loads (the exact path is tested beside it)
+    write_index(catalog, repo, source=movielens_catalog, progress=False, dense_engine="hnsw")
     return repo
 
 

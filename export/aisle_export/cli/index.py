@@ -47,6 +47,13 @@ def add_parser(subparsers: Subparsers) -> None:
         help="ivf_pq: re-score R x candidates exactly (default 16; see docs/deploy.md)",
     )
     p.add_argument(
+        "--dense-engine",
+        choices=("auto", "hnsw", "exact"),
+        default="auto",
+        help="dense candidates: hnsw = an HNSW graph (top-k without scanning every item), exact = scan "
+        "every item (faiss IVF with --ann); auto = hnsw from 5,000 to 100,000 items",
+    )
+    p.add_argument(
         "--server", metavar="URL", help="embed through a running deployment's embed_item (gRPC host:port), resumably"
     )
     p.add_argument("--concurrency", type=int, default=8, help="with --server: requests in flight")
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         ann_kind=args.ann_kind,
         ann_nprobe=args.ann_nprobe,
         ann_refine=args.ann_refine,
+        dense_engine=args.dense_engine,
     )
     if args.interactions is not None:
         from aisle_export.index.log_signals import write_log_signals

@@ -27,9 +27,13 @@ from aisle_export.data.catalog import Catalog
 from aisle_export.index.remote import embed_remote
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.attributes import Attributes
+from aisle_server.hnsw import HNSW_MAX_ITEMS, HNSW_MIN_ITEMS, HnswIndex
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn, rerank_versions
 from aisle_server.learned import LogSignals
 from aisle_server.lexical import LexicalIndex
+
+#: ``aisle index --dense-engine``: where dense candidates come from (``use_hnsw_for``).
+DENSE_ENGINES = ("auto", "hnsw", "exact")
 
 
 def catalog_index(catalog: Catalog, embeddings: np.ndarray, **extra: object) -> CatalogIndex:
@@ -78,6 +82,7 @@ def write_index(
     ann_nprobe: int | None = None,
     ann_refine: int | None = None,
     embeddings: np.ndarray | None = None,
+    dense_engine: str = "auto",
 ) -> CatalogIndex:
     """Embed ``catalog`` (or take its ``embeddings``, one row per item, already computed by this
     repository's item encoder), build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF.
@@ -87,6 +92,10 @@ def write_index(
     ``rerank/<version>/.index.embed-checkpoint``, removed once the index is written).
     ``ann_kind``: ``ivf_flat`` or ``ivf_pq`` (10M+ items; see ``aisle_server.ann``); ``ann_nprobe``
     and ``ann_refine``, the recall/latency dials saved with it (``None``: ``AnnIndex.build``'s defaults).
+    ``dense_engine``: ``hnsw`` builds the HNSW graph dense candidates come from
+    (``aisle_server.hnsw``), ``exact`` none (every request scans every item, or IVF with ``ann``);
+    ``auto``: the graph from ``HNSW_MIN_ITEMS`` to ``HNSW_MAX_ITEMS`` items, where ``ann=auto``
+    then builds no IVF (the graph answers instead).
     """
     repo = Path(repo)
     version = resolve_version(repo, version)  # "next": a new version directory, for a hot swap
@@ -109,7 +118,10 @@ def write_index(
     else:
         embeddings = embed_texts(texts, encoder_dir, batch_size, progress)
     lexical = LexicalIndex.build(texts)
-    use_ann = ann == "on" or (ann == "auto" and len(texts) > EXACT_MAX_ITEMS)
+    use_hnsw = use_hnsw_for(len(texts), dense_engine)
+    use_ann = ann == "on" or (ann == "auto" and len(texts) > EXACT_MAX_ITEMS and not use_hnsw)
+    if use_hnsw and progress:
+        print(f"building the HNSW graph over {len(texts)} items", flush=True)
     if use_ann and progress:
         print(f"building faiss IVF index over {len(texts)} items", flush=True)
     manifest = {
@@ -130,12 +142,20 @@ def write_index(
         manifest=manifest,
         lexical=lexical,
         ann=AnnIndex.build(embeddings, kind=ann_kind, nprobe=ann_nprobe, refine=ann_refine) if use_ann else None,
+        hnsw=HnswIndex.build(embeddings, progress=progress) if use_hnsw else None,
     )
     path = save_version(index, repo, version)
     if server is not None:
         shutil.rmtree(checkpoint, ignore_errors=True)  # type: ignore[arg-type]  # set whenever server is
     print(json.dumps({"indexed": len(index), "skipped": catalog.skipped, "version": int(version), "path": str(path)}))
     return index
+
+
+def use_hnsw_for(items: int, dense_engine: str) -> bool:
+    """Whether ``aisle index --dense-engine`` builds the HNSW graph for a catalog of ``items``."""
+    if dense_engine not in DENSE_ENGINES:
+        raise ValueError(f"dense_engine={dense_engine!r}: expected one of {DENSE_ENGINES}")
+    return dense_engine == "hnsw" or (dense_engine == "auto" and HNSW_MIN_ITEMS <= items <= HNSW_MAX_ITEMS)
 
 
 def save_version(index: CatalogIndex, repo: Path, version: str) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 from aisle_contract import item_text
 from aisle_export.index.writing import rerank_versions, resolve_version, save_version
 from aisle_server.ann import AnnIndex
+from aisle_server.hnsw import HnswIndex
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn
 from aisle_server.lexical import LexicalIndex
 from aisle_server.live_catalog import START, CatalogChanges, Marks, Overlay, live_index, marks_of, through_of
@@ -68,6 +69,9 @@ def compacted(
             "compacted_at": time.time(),
         },
         lexical=LexicalIndex.build(texts),
+        hnsw=None
+        if base.hnsw is None
+        else HnswIndex.build(embeddings, ef_search=base.hnsw.ef_search, storage=base.hnsw.storage),
         ann=ann,
         attributes=live.attributes.take(rows) if live.attributes is not None else None,  # live-set values kept
     )
