@@ -49,7 +49,7 @@ from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankRequest, allowed_mask, dense_candidates, rank_many
 from perf.bench_rerank_profile import BATCHES, SCENARIOS, bigbasket_index, requests_for
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
-from perf.lib.synthetic_catalog import item_fields, queries_for, synthetic
+from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic
 from perf.lib.timing import percentile
 
 REPO = ROOT / "build" / "model_repository"
@@ -257,18 +257,7 @@ def synthetic_catalog(
     serve_single_threaded()
     fields = item_fields(items)
     print(f"synthetic catalog: BM25 over {items:,} titles …", flush=True)
-    index = CatalogIndex(
-        item_ids=fields["item_ids"],
-        embeddings=vectors,
-        titles=fields["titles"],
-        categories=fields["categories"],
-        created_at=fields["created_at"],
-        popularity=fields["popularity"].astype(np.float32),
-        in_stock=fields["in_stock"],
-        lexical=LexicalIndex.build(fields["titles"].tolist()),
-        ann=ann,
-        hnsw=graph if use_hnsw_for(items, "auto") else None,
-    )
+    index = catalog_index(vectors, fields, ann=ann, hnsw=graph if use_hnsw_for(items, "auto") else None)
     rng = np.random.default_rng(5)
     words = [" ".join(title.split()[:3]) for title in fields["titles"][rng.integers(0, items, 400)].tolist()]
     return index, words, graph

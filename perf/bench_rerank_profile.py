@@ -39,10 +39,9 @@ import numpy as np
 from aisle_contract import RankingConfig
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.index import CatalogIndex
-from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankRequest, rank_many
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
-from perf.lib.synthetic_catalog import item_fields, queries_for, synthetic
+from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic
 from perf.lib.timing import percentile
 
 SCENARIOS = ("search", "feed", "search + history")
@@ -68,22 +67,11 @@ def synthetic_index(items: int, dim: int = 384) -> tuple[CatalogIndex, list[str]
     vectors = synthetic(items, dim, clusters=max(16, items // 1000))
     fields = item_fields(items)
     print(f"synthetic catalog: BM25 over {items:,} titles …", flush=True)
-    lexical = LexicalIndex.build(fields["titles"].tolist())
     ann = None
     if items > EXACT_MAX_ITEMS:
         print("synthetic catalog: faiss IVF …", flush=True)
         ann = AnnIndex.build(vectors)
-    index = CatalogIndex(
-        item_ids=fields["item_ids"],
-        embeddings=vectors,
-        titles=fields["titles"],
-        categories=fields["categories"],
-        created_at=fields["created_at"],
-        popularity=fields["popularity"].astype(np.float32),
-        in_stock=fields["in_stock"],
-        lexical=lexical,
-        ann=ann,
-    )
+    index = catalog_index(vectors, fields, ann=ann)
     rng = np.random.default_rng(5)
     words = [" ".join(title.split()[:3]) for title in fields["titles"][rng.integers(0, items, 400)].tolist()]
     return index, words

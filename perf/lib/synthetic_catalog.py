@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from aisle_server.index import CatalogIndex
+from aisle_server.lexical import LexicalIndex
+
 CHUNK = 250_000
 
 
@@ -61,6 +64,22 @@ def item_fields(items: int, seed: int = 2) -> dict[str, np.ndarray]:
         "popularity": rng.pareto(1.5, items),
         "in_stock": rng.random(items) > 0.05,
     }
+
+
+def catalog_index(vectors: np.ndarray, fields: dict[str, np.ndarray], **engines: object) -> CatalogIndex:
+    """A ``CatalogIndex`` as ``rerank`` serves one, over synthetic ``fields`` (``item_fields``) and
+    ``vectors``, with BM25 over the titles; ``engines``: the dense engines (``ann``, ``hnsw``) built."""
+    return CatalogIndex(
+        item_ids=fields["item_ids"],
+        embeddings=vectors,
+        titles=fields["titles"],
+        categories=fields["categories"],
+        created_at=fields["created_at"],
+        popularity=fields["popularity"].astype(np.float32),
+        in_stock=fields["in_stock"],
+        lexical=LexicalIndex.build(fields["titles"].tolist()),
+        **engines,  # type: ignore[arg-type]
+    )
 
 
 def queries_for(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
