@@ -105,8 +105,13 @@ def stub_path() -> list[str]:
 
 #: the port fields a ``TritonServer`` fills with free ports when not given
 _PORTS = ("grpc_port", "http_port", "metrics_port")
-#: starts tried when a port the server chose itself was taken before tritonserver bound it
+#: starts tried when a port the server chose itself was taken before tritonserver bound it, or when
+#: tritonserver aborted in one of ``STARTUP_ABORTS``
 PORT_ATTEMPTS = 3
+#: tritonserver's own intermittent aborts while Python-backend stubs start: a stub's shared-memory
+#: mutex throws and the whole server aborts (signal 6; an open upstream issue, seen once in
+#: this project's fresh-clone test runs, at a stub of `test_stub_python`); the same start, tried again, comes up.
+STARTUP_ABORTS = ("boost::interprocess::lock_exception",)
 
 
 def free_port() -> int:
@@ -380,10 +385,17 @@ class TritonServer:
             try:
                 return self._start()
             except TritonServerError as exc:
-                if not self._own_ports or "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                aborted = next((marker for marker in STARTUP_ABORTS if marker in str(exc)), None)
+                taken = bool(self._own_ports) and "already in use" in str(exc)
+                if attempt == PORT_ATTEMPTS - 1 or not (taken or aborted):
                     raise
-                LOG.warning("a port this server chose was taken before tritonserver bound it; choosing again")
-                self._choose_ports()
+                if taken:
+                    LOG.warning("a port this server chose was taken before tritonserver bound it; choosing again")
+                    self._choose_ports()
+                else:
+                    LOG.warning(
+                        "tritonserver aborted while its Python-backend stubs started (%s); starting it again", aborted
+                    )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _start(self) -> TritonServer:

@@ -27,6 +27,25 @@ def test_a_taken_port_it_chose_is_chosen_again(tmp_path, monkeypatch):
     assert len(seen) == 2 and seen[0] != seen[1]
 
 
+def test_an_abort_of_tritonserver_while_its_stubs_start_is_started_again(tmp_path, monkeypatch, caplog):
+    server = TritonServer(tmp_path, grpc_port=18001, http_port=18000, metrics_port=18002)  # kept as given
+    aborted = TritonServerError(
+        "tritonserver exited with code -6 before it was ready; from log:\n"
+        "terminate called after throwing an instance of 'boost::interprocess::lock_exception'"
+    )
+    calls = []
+
+    def start_once_aborted():
+        calls.append(server.grpc_port)
+        if len(calls) == 1:
+            raise aborted
+        return server
+
+    monkeypatch.setattr(server, "_start", start_once_aborted)
+    assert server.start() is server
+    assert calls == [18001, 18001] and "aborted while its Python-backend stubs started" in caplog.text
+
+
 def test_given_ports_and_other_failures_are_not_retried(tmp_path, monkeypatch):
     fixed = TritonServer(tmp_path, grpc_port=18001, http_port=18000, metrics_port=18002)
     calls = []
