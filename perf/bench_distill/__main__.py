@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from perf.bench_distill import __doc__ as DOC
 from perf.bench_distill import report, scenario
-from perf.lib.run_info import command_line, write_report
+from perf.lib.run_info import benchmark_parser, run_benchmark
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_distill", description=DOC.splitlines()[0])
+    parser = benchmark_parser("bench_distill", DOC)
     parser.add_argument("--layers", type=Path, default=Path("build/students/layers"))
     parser.add_argument("--static", type=Path, default=Path("build/students/static"))
     parser.add_argument("--large-static", type=Path, default=Path("build/students/static-mpnet"))
@@ -23,12 +21,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--served-rounds", type=int, default=2)
     parser.add_argument("--served-seconds", type=float, default=15.0, help="load window per tower and round")
     parser.add_argument("--items", type=int, default=2000, help="BigBasket item texts embedded per encoder")
-    parser.add_argument("--out", type=Path, default=Path("perf/results"))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    result = scenario.run(args, command_line("perf.bench_distill", argv))
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, "bench_distill", result, report.to_markdown, report.plot)
+    result = run_benchmark("bench_distill", parser, argv, scenario.run, report.to_markdown, report.plot)
     return result
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from perf.bench_oversized_query import __doc__ as DOC
 from perf.bench_oversized_query import report, scenario
-from perf.lib.run_info import RESULTS, command_line, write_report
+from perf.lib.run_info import benchmark_parser, run_benchmark
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Resolve the repository, start a server, time the schedule, write md/json/png."""
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_oversized_query", description=DOC.splitlines()[0])
+    parser = benchmark_parser("bench_oversized_query", DOC)
     parser.add_argument(
         "--repo",
         type=Path,
@@ -25,12 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, default=12, help="calls per slot at 1 caller")
     parser.add_argument("--per-caller", type=int, default=2, help="calls per caller per slot at 16 callers")
     parser.add_argument("--rss-interval", type=float, default=0.1, help="seconds between RSS samples")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = scenario.run(args, command_line("perf.bench_oversized_query", argv))
-    write_report(args.out, "bench_oversized_query", result, report.render_markdown, report.plot)
+    result = run_benchmark("bench_oversized_query", parser, argv, scenario.run, report.render_markdown, report.plot)
     check = result["check"]
     if check["equal"] != check["checked"]:
         raise SystemExit("error: an oversized query's answer differs from its bounded prefix's (see the report)")

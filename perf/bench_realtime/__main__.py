@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from perf.bench_realtime import __doc__ as DOC
 from perf.bench_realtime import report, scenario
-from perf.lib.run_info import RESULTS, ROOT, command_line, write_report
+from perf.lib.run_info import ROOT, benchmark_parser, run_benchmark
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_realtime", description=DOC.splitlines()[0])
+    parser = benchmark_parser("bench_realtime", DOC)
     parser.add_argument(
         "--repo",
         type=Path,
@@ -28,13 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--users", type=int, default=10_000, help="(a) synthetic shoppers")
     parser.add_argument("--shoppers", type=int, default=200, help="(b) shoppers with stored events")
     parser.add_argument("--changes", type=int, default=60, help="(c) insert + stock/hide cycles")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit("error: --rounds must be >= 1")
-    result = scenario.run(args, command_line("perf.bench_realtime", argv))
-    write_report(args.out, "bench_realtime", result, report.render_markdown, report.plot)
+    result = run_benchmark("bench_realtime", parser, argv, scenario.run, report.render_markdown, report.plot)
     return result
 
 

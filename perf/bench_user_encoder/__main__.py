@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from perf.bench_user_encoder import __doc__ as DOC
 from perf.bench_user_encoder import report, scenario
 from perf.lib.repository import DEMO
-from perf.lib.run_info import RESULTS, command_line, write_report
+from perf.lib.run_info import benchmark_parser, run_benchmark
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse, run, write; returns the report (for tests)."""
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_user_encoder", description=DOC.splitlines()[0])
+    parser = benchmark_parser("bench_user_encoder", DOC)
     parser.add_argument(
         "--repo",
         type=Path,
@@ -31,11 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="where MovieLens-100K's files are (<workdir>/data; fetched if missing); "
         "default: the repository's parent, where `make demo` put them",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    result = scenario.run(args, command_line("perf.bench_user_encoder", argv))
-    write_report(args.out, "bench_user_encoder", result, report.render_markdown, report.plot)
+    result = run_benchmark("bench_user_encoder", parser, argv, scenario.run, report.render_markdown, report.plot)
     return result
 
 

@@ -7,6 +7,7 @@ are ratios on a shared machine, and the load average before and after says how s
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -77,3 +78,31 @@ def write_report(
     plot(report, out / f"{name}.png")
     print(markdown)
     return markdown
+
+
+def benchmark_parser(package: str, doc: str) -> argparse.ArgumentParser:
+    """The options of ``python -m perf.<package>``, described by its docstring's first line; ``--out``
+    (where the report goes) is every benchmark's."""
+    parser = argparse.ArgumentParser(prog=f"python -m perf.{package}", description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+def run_benchmark(
+    package: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    run: Callable[[argparse.Namespace, str], dict],
+    render_markdown: Callable[[dict], str],
+    plot: Callable[[dict, Path], object],
+) -> dict:
+    """Parse ``argv`` (default: the command line), ``run(args, command)`` the scenario, and write
+    ``<out>/<package>.{json,md,png}``; a ``--rounds`` below 1 is refused before anything runs."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "rounds", 1) < 1:
+        raise SystemExit("error: --rounds must be >= 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = run(args, command_line(f"perf.{package}", argv))
+    write_report(args.out, package, result, render_markdown, plot)
+    return result
