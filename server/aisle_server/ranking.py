@@ -472,11 +472,11 @@ def _finish(
         terms, order, picked = merch.terms, merch.order, merch.picked
         candidates, candidate_scores = terms.rows[order], merch.scores[order]
     top = candidates[picked]
-    explored = None if merch is None else merch.outcome.explored_by(order[np.asarray(picked, dtype=np.int64)])
+    positions = order[np.asarray(picked, dtype=np.int64)]  # the page's places in ``terms``
+    explored = None if merch is None else merch.outcome.explored_by(positions)
     components = ranks = effects = None
     contributions = None
     if request.explain:  # off by default: nothing of this runs
-        positions = order[np.asarray(picked, dtype=np.int64)]
         rule_delta = None if merch is None else merch.delta[positions]
         if ranker is not None:  # the ranker's exact per-feature parts, summing to its score
             contributions = np.full((len(positions), features.shape[1] + 1), np.nan)
