@@ -71,13 +71,12 @@ def synthetic_store(items: int, shoppers: int, seed: int = 0):
     return catalog, log, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def build(args: argparse.Namespace):
-    """The index with a trained ranker, the feeds to rank, and the ranking knobs."""
+def train(args: argparse.Namespace):
+    """The synthetic store, its split at 0.8, the feeds' knobs, and a ranker fitted on it (with its
+    fit record): what the in-process and the served benchmark (``perf.bench_ranker_served``) rank with."""
     from aisle_contract import RankingConfig
     from aisle_export.data.splits import temporal_split
-    from aisle_export.judge.rankers import feed_request
     from aisle_export.learn.ranker import RankerConfig, feature_index, fit, split_groups
-    from aisle_server.ranker import LearnedRanker
 
     catalog, log, vectors = synthetic_store(args.items, args.shoppers)
     split = temporal_split(log, quantile=0.8)
@@ -88,6 +87,15 @@ def build(args: argparse.Namespace):
     settings = RankerConfig(rounds=args.trees, early_stopping=args.trees + 1, min_data_in_leaf=20, threads=1)
     groups = split_groups(index, split, knobs, settings)
     ranker, fitted = fit(groups, groups, settings)
+    return catalog, vectors, split, index, knobs, ranker, fitted
+
+
+def build(args: argparse.Namespace):
+    """The index with a trained ranker, the feeds to rank, and the ranking knobs."""
+    from aisle_export.judge.rankers import feed_request
+    from aisle_server.ranker import LearnedRanker
+
+    _, _, split, index, knobs, ranker, fitted = train(args)
     with tempfile.TemporaryDirectory() as directory:  # as `aisle finetune` writes it and rerank loads it
         ranker = LearnedRanker.load(ranker.save(Path(directory) / "ranker"))
     assert ranker.compiled is not None, "the ranker did not compile (TL2cgen and gcc needed)"
@@ -233,8 +241,8 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_ranker", description=__doc__.splitlines()[0])
+def store_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The synthetic store's and the ranker's options (shared with ``perf.bench_ranker_served``)."""
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--shoppers", type=int, default=2_000)
     parser.add_argument("--feeds", type=int, default=200)
@@ -242,8 +250,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_ranker", description=__doc__.splitlines()[0])
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    args = store_arguments(parser).parse_args(argv)
     report = run(args, command_line("perf.bench_ranker", argv))
     write_report(args.out, "bench_ranker", report, render_markdown, plot)
     return report

@@ -181,6 +181,27 @@ def group_memory(pid: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used, in seconds (0.0 once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
+
+
+def group_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by tritonserver's process group per process name (``tritonserver``, or
+    the model a stub serves, its instances summed): two reads around a window, subtracted, give what
+    each stage really used there — Triton's own compute times are wall time, which on a loaded
+    machine includes waiting for a core."""
+    out: dict[str, float] = {}
+    for member in process_group_members(pid):
+        name = process_name(member, pid)
+        out[name] = out.get(name, 0.0) + cpu_seconds(member)
+    return out
+
+
 class RssSampler:
     """Samples ``group_rss_mb(pid)`` every ``interval_s`` in a background thread."""
 

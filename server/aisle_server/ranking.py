@@ -38,6 +38,7 @@ always gets the same answer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +56,11 @@ from .ranker import LearnedRanker
 from .row_filter import RowFilter
 from .scoring import LN2, ScoreTerms, decay, freshness  # noqa: F401 - re-exported: callers import them from here
 from .sparse_scores import SparseScores
+
+#: The graph's neighbours re-scored with the float32 vectors, as a multiple of the candidates
+#: wanted (:func:`dense_scored`); the smallest that kept the graph's candidate recall@200 of
+#: re-scoring all ``ef_search`` of them (``perf.bench_rerank_engines``).
+RESCORE_FACTOR = 1.25
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,15 @@ def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 def _top_of(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     """:func:`_top` with ``scores`` aligned to ``rows`` (not indexed by row): no catalog-wide array."""
+    return rows[_top_positions(scores, rows, n)]
+
+
+def _top_positions(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """Positions in ``rows`` (and ``scores``) of :func:`_top_of`'s rows, in its order."""
+    positions = np.arange(len(rows))
     if len(rows) > n:
-        keep = np.argpartition(-scores, n - 1)[:n]
-        rows, scores = rows[keep], scores[keep]
-    return rows[np.lexsort((rows, -scores))]
+        positions = np.argpartition(-scores, n - 1)[:n]
+    return positions[np.lexsort((rows[positions], -scores[positions]))]
 
 
 def allowed_mask(index: CatalogIndex, request: RankRequest, history_rows: np.ndarray) -> Any:
@@ -192,11 +203,26 @@ def dense_candidates(
     engines: bool = True,
 ) -> np.ndarray:
     """The ``n`` best allowed rows by inner product: the HNSW graph when the index has one (and
-    ``engines``), else faiss IVF when it has one, else exact.
+    ``engines``), else faiss IVF when it has one, else exact (:func:`dense_scored`'s rows)."""
+    return dense_scored(index, interest, allowed, n, exact_scores, engines)[0]
+
+
+def dense_scored(
+    index: CatalogIndex,
+    interest: np.ndarray,
+    allowed: Any,
+    n: int,
+    exact_scores: np.ndarray | None = None,
+    engines: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(The ``n`` best allowed rows by inner product, best first; their float32 inner products
+    when the graph's re-scoring computed them, else None.)
 
     The graph's neighbours (and the rows live changes added or re-embedded, which it has not seen)
     are re-scored exactly and the ``n`` best kept: the exact scan's candidates wherever the graph
-    found them.
+    found them. Only the first :data:`RESCORE_FACTOR` × ``n`` neighbours (best first by the
+    graph's 8-bit scores) are re-scored: gathering a row's float32 vector costs more than its
+    product, and the rows further down no longer change which ``n`` are kept.
 
     The ANN index over-fetches and drops what filters remove; if that leaves fewer than ``n``
     (heavy filters), the exact scan answers — correctness over speed. ``exact_scores``
@@ -206,10 +232,13 @@ def dense_candidates(
         query = interest.astype(np.float32, copy=False)
         rows = index.hnsw.search(query, n, allowed.__getitem__)
         if len(rows) >= n:
+            rows = rows[: math.ceil(RESCORE_FACTOR * n)]
             if index.exact_rows is not None and len(index.exact_rows):  # live changes the graph has not seen
                 extra = index.exact_rows[allowed[index.exact_rows]]
                 rows = np.union1d(rows, extra)
-            return _top_of(np.asarray(index.embeddings[rows] @ query, dtype=np.float32), rows, n)
+            scores = np.asarray(index.embeddings[rows] @ query, dtype=np.float32)
+            best = _top_positions(scores, rows, n)
+            return rows[best], scores[best]
     elif index.ann is not None:
         rows = index.ann.search(interest, n, allowed)
         if len(rows) >= n:
@@ -217,10 +246,10 @@ def dense_candidates(
                 extra = index.exact_rows[allowed[index.exact_rows]]
                 extra_scores = np.asarray(index.embeddings[extra] @ interest, dtype=np.float32)
                 rows = np.union1d(rows, extra[np.argsort(-extra_scores, kind="stable")[:n]])
-            return rows
+            return rows, None
     if exact_scores is None:  # float32 like the catalog: a float64 interest would copy the catalog up (10× slower)
         exact_scores = np.asarray(index.embeddings @ interest.astype(np.float32, copy=False), dtype=np.float32)
-    return _top(exact_scores, np.flatnonzero(allowed), n)
+    return _top(exact_scores, np.flatnonzero(allowed), n), None
 
 
 def search_relevance(
@@ -235,6 +264,7 @@ def search_relevance(
     n = max(config.candidates, request.k)
     engines = _engines(index, config)
     lexical: Any = None
+    known: tuple[np.ndarray, np.ndarray] | None = None
     if request.query_text.strip() and index.lexical is not None and config.search_mode != "dense":
         if engines:  # the postings of the query's terms only (``LexicalIndex.matches``)
             lexical = index.lexical.matches(request.query_text, config.typo_tolerance)
@@ -244,11 +274,15 @@ def search_relevance(
         rows = lexical.best(n, allowed, pad=True) if engines else _top(lexical, np.flatnonzero(allowed), n)
     else:
         assert interest is not None, "dense or hybrid retrieval needs an interest vector"
-        rows = dense_candidates(index, interest, allowed, n, exact_scores, engines)
+        rows, dense = dense_scored(index, interest, allowed, n, exact_scores, engines)
+        # the graph's re-scored products serve as those rows' cosines where they are the same float32
+        # product (a float64 interest, a feed's history mean, is scored in float64: scoring.cosine)
+        if dense is not None and interest.dtype == np.float32:
+            known = (rows, dense)
         if lexical is not None:
             best = lexical.best(n, allowed) if engines else _top(lexical, np.flatnonzero(allowed & (lexical > 0)), n)
             rows = np.union1d(rows, best)
-    return scoring.relevance_terms(index, rows, interest, lexical, config, exact_scores)
+    return scoring.relevance_terms(index, rows, interest, lexical, config, exact_scores, known)
 
 
 def interest_vector(

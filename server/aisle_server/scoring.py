@@ -49,16 +49,33 @@ def freshness(index: CatalogIndex, rows: np.ndarray | slice, now: float, half_li
 
 
 def cosine(
-    index: CatalogIndex, rows: np.ndarray, interest: np.ndarray, exact_scores: np.ndarray | None = None
+    index: CatalogIndex,
+    rows: np.ndarray,
+    interest: np.ndarray,
+    exact_scores: np.ndarray | None = None,
+    known: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """float64 ``embeddings[rows] · interest``, computed in float32 like the catalog scan.
 
     ``exact_scores``: that scan (``embeddings @ interest`` over every row, batched by
     ``ranking.rank_many``) when the caller already ran it, read instead of multiplying again.
+    ``known``: (rows, their float32 products with ``interest``) the caller already computed (the
+    graph's re-scored candidates); only the other rows' vectors are gathered and multiplied.
     """
     if exact_scores is not None:
         return exact_scores[rows].astype(np.float64)
-    return np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
+    if known is None or not len(known[0]):
+        return np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
+    known_rows, known_scores = known
+    order = np.argsort(known_rows)
+    at = np.minimum(np.searchsorted(known_rows, rows, sorter=order), len(order) - 1)
+    hit = known_rows[order[at]] == rows
+    out = np.empty(len(rows), dtype=np.float64)
+    out[hit] = known_scores[order[at[hit]]]
+    missing = ~hit
+    if missing.any():
+        out[missing] = index.embeddings[rows[missing]] @ interest
+    return out
 
 
 def lexical_term(bm25: np.ndarray, rows: np.ndarray, weight: float = 1.0) -> np.ndarray:
@@ -166,20 +183,22 @@ def relevance_terms(
     bm25: np.ndarray | None,
     config: RankingConfig,
     exact_scores: np.ndarray | None = None,
+    known: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScoreTerms:
     """Relevance of candidate ``rows``: the cosine and/or the lexical term, by ``search_mode``.
 
     ``bm25`` is the query's BM25 over the catalog (None: no text query or no lexical index, or
     ``search_mode=dense``). ``search_mode=lexical`` with BM25 scores by it alone, unweighted.
+    ``known``: products some rows already have (:func:`cosine`).
     """
     if config.search_mode == "lexical" and bm25 is not None:
         return ScoreTerms(rows, lexical=lexical_term(bm25, rows))
     assert interest is not None, "dense or hybrid relevance needs an interest vector"
     if bm25 is None:
-        return ScoreTerms(rows, cosine=cosine(index, rows, interest, exact_scores))
+        return ScoreTerms(rows, cosine=cosine(index, rows, interest, exact_scores, known))
     # hybrid: the cosine by product even after a batched scan, as ranking has always scored it
     lexical = lexical_term(bm25, rows, config.lexical_weight)
-    return ScoreTerms(rows, cosine=cosine(index, rows, interest), lexical=lexical)
+    return ScoreTerms(rows, cosine=cosine(index, rows, interest, known=known), lexical=lexical)
 
 
 def prior_terms(

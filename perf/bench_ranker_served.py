@@ -1,0 +1,286 @@
+"""The learned ranker's cost through a real tritonserver: feeds of ~500 candidates, with and without it.
+
+    .venv/bin/python -m perf.bench_ranker_served [--items 20000] [--rounds 3] [--seconds 10] [--trees 300]
+
+``perf.bench_ranker`` times ``rank`` in process, where 16 Python threads share one GIL and its
+concurrency-16 figure is mostly that queue. Served, ``rerank`` runs one dynamic batch at a time per
+instance, in its own process; this benchmark measures there. The same synthetic store and ranker as
+``perf.bench_ranker`` (:func:`perf.bench_ranker.train`) are written as a repository of ``rerank``
+alone — the catalog's index, the log's signals as of the cut, the ranker as ``aisle finetune``
+installs it (compiled by TL2cgen) and the feeds' knobs in its config — and served by
+``TritonServer``. Shoppers' feeds go straight to ``rerank`` over gRPC (``QUERY`` empty, the
+history, ``NOW`` the cut, ``K`` 10), with ``LEARNED_RANKER`` true on one side and false on the
+other, the sides alternating window by window at concurrency 1 and 16 on the one server. Per
+window: throughput, p50/p99 latency, Triton's busy time of ``rerank`` per request (wall time of
+its batches ÷ requests) and the ``rerank`` process's CPU time per request (``/proc``: the work,
+without the waiting for a core that the wall time includes on this loaded 2-core machine).
+
+Before timing, a few feeds are checked against the offline ranker (``rank`` on the same index):
+the same ids and scores within 1e-5, or the benchmark stops. Issue #25's target: the ranker adds
+≤ 1 ms p50 to a feed at concurrency 16. Writes ``<out>/bench_ranker_served.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from perf.bench_ranker import CONCURRENCY, TARGET_MS, store_arguments, train
+from perf.lib import loadgen, triton_stats
+from perf.lib.procstats import group_cpu_s
+from perf.lib.run_info import ROOT, command_line, machine, write_report
+
+SIDES = ("without", "with")
+CHECKED_FEEDS = 5
+
+
+def write_repository(repo: Path, catalog, vectors: np.ndarray, split, knobs, ranker) -> Path:
+    """``rerank`` alone, as ``aisle index`` + ``aisle finetune`` would leave it for this store."""
+    import shutil
+
+    from aisle_export.build.repository import render, rerank_config
+    from aisle_export.index.log_signals import split_signals
+    from aisle_export.index.writing import catalog_index, save_version
+    from aisle_server.learned import LEARNED_DIRNAME, LOG_SIGNALS_DIRNAME, RANKER_DIRNAME
+
+    shutil.rmtree(repo, ignore_errors=True)
+    (repo / "rerank").mkdir(parents=True)
+    (repo / "rerank" / "config.pbtxt").write_text(render(rerank_config(vectors.shape[1], knobs)))
+    save_version(catalog_index(catalog, vectors), repo, "1")
+    learned = repo / "rerank" / LEARNED_DIRNAME
+    learned.mkdir()
+    split_signals(split).save(learned / LOG_SIGNALS_DIRNAME)
+    ranker.save(learned / RANKER_DIRNAME)
+    return repo
+
+
+class RerankFeed:
+    """One worker's gRPC client sending a feed straight to ``rerank``; its inputs built once per feed."""
+
+    def __init__(self, url: str, dim: int):
+        import tritonclient.grpc as grpcclient
+
+        self.grpc, self.dim = grpcclient, dim
+        self.client = grpcclient.InferenceServerClient(url)
+        self.outputs = [grpcclient.InferRequestedOutput("ITEM_IDS"), grpcclient.InferRequestedOutput("SCORES")]
+        self.built: dict[tuple[int, bool], list] = {}
+
+    def inputs(self, request) -> list:
+        key = (id(request["feed"]), request["learned"])
+        if key not in self.built:
+            self.built[key] = feed_inputs(self.grpc, request["feed"], self.dim, request["learned"])
+        return self.built[key]
+
+    def __call__(self, request: dict):
+        return self.client.infer("rerank", self.inputs(request), outputs=self.outputs, client_timeout=60)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def feed_inputs(grpc, feed, dim: int, learned: bool) -> list:
+    """``rerank``'s input tensors for one feed request (a ``RankRequest`` without a query)."""
+    arrays = [
+        ("QUERY", np.array([[b""]], dtype=object), "BYTES"),
+        ("QUERY_EMBEDDING", np.zeros((1, dim), dtype=np.float32), "FP32"),
+        ("HISTORY_IDS", np.array([[i.encode() for i in feed.history_ids]], dtype=object), "BYTES"),
+        ("HISTORY_TS", np.asarray(feed.history_ts, dtype=np.float64).reshape(1, -1), "FP64"),
+        ("K", np.array([[feed.k]], dtype=np.int32), "INT32"),
+        ("NOW", np.array([[feed.now]], dtype=np.float64), "FP64"),
+        ("LEARNED_RANKER", np.array([[learned]], dtype=bool), "BOOL"),
+    ]
+    if len(feed.history_events):
+        arrays.append(("HISTORY_EVENTS", np.array([[e.encode() for e in feed.history_events]], dtype=object), "BYTES"))
+    tensors = []
+    for name, array, datatype in arrays:
+        tensor = grpc.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
+def check_against_offline(url: str, index, feeds, dim: int) -> int:
+    """The served feeds are the offline ranker's: same ids, scores within 1e-5 (else SystemExit)."""
+    from aisle_server.ranking import rank
+
+    call = RerankFeed(url, dim)
+    try:
+        for feed in feeds[:CHECKED_FEEDS]:
+            result = call({"feed": feed, "learned": True})
+            ids = [i.decode() for i in result.as_numpy("ITEM_IDS")[0]]
+            scores = result.as_numpy("SCORES")[0]
+            want = rank(index, replace(feed, config=replace(feed.config, learned_ranker=True)))
+            if ids != want.item_ids or not np.allclose(scores, want.scores, rtol=0, atol=1e-5):
+                raise SystemExit(f"served feed differs from the offline ranker's: {ids} vs {want.item_ids}")
+    finally:
+        call.close()
+    return min(CHECKED_FEEDS, len(feeds))
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    from aisle_export.judge.rankers import feed_request
+    from aisle_server.index import CatalogIndex
+    from aisle_server.learned import LEARNED_DIRNAME, attach_learned
+    from aisle_server.tritonserver import TritonServer
+
+    load_before = os.getloadavg()
+    catalog, vectors, split, _, knobs, ranker, fitted = train(args)
+    repo = write_repository(args.workdir / "repository", catalog, vectors, split, knobs, ranker)
+    served_index = attach_learned(CatalogIndex.load(repo / "rerank" / "1" / "index"), repo / "rerank" / LEARNED_DIRNAME)
+    if served_index.ranker is None or served_index.ranker.compiled is None:
+        raise SystemExit("the ranker did not load compiled (TL2cgen and gcc needed)")
+    feeds = [feed_request(split, user, knobs, 10) for user in split.users[: args.feeds]]
+    dim = int(vectors.shape[1])
+    runs = []
+    with TritonServer(repo, log_file=args.workdir / "tritonserver.log") as server:
+        checked = check_against_offline(server.grpc_url, served_index, feeds, dim)
+        for round_ in range(args.rounds):
+            for concurrency in CONCURRENCY:
+                for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                    mix = [{"feed": feed, "learned": side == "with"} for feed in feeds]
+                    before, cpu_before = triton_stats.snapshot(server.grpc_url, ["rerank"]), group_cpu_s(server.pid)
+                    result = loadgen.run(
+                        lambda: RerankFeed(server.grpc_url, dim), mix, concurrency, args.seconds, warmup_s=1.0
+                    )
+                    delta = triton_stats.diff(triton_stats.snapshot(server.grpc_url, ["rerank"]), before)["rerank"]
+                    used_s = group_cpu_s(server.pid).get("rerank", 0.0) - cpu_before.get("rerank", 0.0)
+                    requests = max(1, delta["requests"])
+                    row = {
+                        "round": round_,
+                        "concurrency": concurrency,
+                        "side": side,
+                        "result": result.to_dict(),
+                        "busy_ms": triton_stats.per_request_ms(delta)["busy_ms"],
+                        "rerank_cpu_ms": 1e3 * used_s / requests,
+                        "avg_batch": delta["inferences"] / max(1, delta["executions"]),
+                        "load": os.getloadavg()[0],
+                    }
+                    runs.append(row)
+                    print(
+                        f"round {round_} c={concurrency} {side}: {result.throughput:.1f} req/s, p50 {result.p50_ms:.2f} "
+                        f"ms, busy {row['busy_ms']:.3f} ms, CPU {row['rerank_cpu_ms']:.3f} ms/request, "
+                        f"batch {row['avg_batch']:.1f}, load {row['load']:.1f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return {
+        "command": command,
+        "machine": machine(load_before),
+        "items": args.items,
+        "feeds": len(feeds),
+        "checked_feeds": checked,
+        "trees": int(served_index.ranker.booster.num_trees()),
+        "fit": fitted,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "phases": {str(c): phase([r for r in runs if r["concurrency"] == c]) for c in CONCURRENCY},
+        "runs": runs,
+    }
+
+
+def phase(runs: list[dict]) -> dict:
+    """Medians over the rounds of one concurrency, per side, and what the ranker added."""
+    figures = {
+        "p50_ms": lambda r: r["result"]["p50_ms"],
+        "p99_ms": lambda r: r["result"]["p99_ms"],
+        "throughput": lambda r: r["result"]["throughput"],
+        "busy_ms": lambda r: r["busy_ms"],
+        "rerank_cpu_ms": lambda r: r["rerank_cpu_ms"],
+    }
+    out: dict = {
+        name: {side: statistics.median(get(r) for r in runs if r["side"] == side) for side in SIDES}
+        for name, get in figures.items()
+    }
+    for name in ("p50_ms", "busy_ms", "rerank_cpu_ms"):
+        out[f"added_{name}"] = out[name]["with"] - out[name]["without"]
+    out["met"] = out["added_p50_ms"] <= TARGET_MS
+    return out
+
+
+def render_markdown(report: dict) -> str:
+    lines = [
+        "# Learned ranker cost on a served feed (`rerank` through tritonserver)",
+        "",
+        f"{report['feeds']} feeds of a synthetic store of {report['items']:,} items (as `perf.bench_ranker`: "
+        f"candidate union ≈ 500), sent straight to `rerank` with `LEARNED_RANKER` true / false; ranker "
+        f"{report['trees']} trees, compiled (TL2cgen). {report['checked_feeds']} served feeds checked first "
+        f"against the offline ranker: same ids, scores within 1e-5. Medians of {report['rounds']} rounds × "
+        f"{report['seconds']:g} s per side, sides alternating.",
+        "",
+        "| concurrency | side | req/s | p50 ms | p99 ms | `rerank` busy ms / request | `rerank` CPU ms / request |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for concurrency, figures in report["phases"].items():
+        for side in SIDES:
+            lines.append(
+                f"| {concurrency} | {side} | {figures['throughput'][side]:.1f} | {figures['p50_ms'][side]:.2f} | "
+                f"{figures['p99_ms'][side]:.2f} | {figures['busy_ms'][side]:.3f} | {figures['rerank_cpu_ms'][side]:.3f} |"
+            )
+    lines += ["", "What the ranker adds (with − without):", ""]
+    for concurrency, figures in report["phases"].items():
+        lines.append(
+            f"- concurrency {concurrency}: p50 {figures['added_p50_ms']:+.2f} ms "
+            f"(target ≤ {TARGET_MS:g} ms: {'met' if figures['met'] else '**not met**'}), `rerank` busy "
+            f"{figures['added_busy_ms']:+.3f} ms / request, `rerank` CPU {figures['added_rerank_cpu_ms']:+.3f} ms / request"
+        )
+    lines += [
+        "",
+        "At concurrency 16 the feeds queue for the one `rerank` instance: each millisecond a batch takes shows "
+        "in every waiting request's latency, so the added p50 there is the added busy time times the queue, "
+        "not the ranker's own cost (the busy and CPU columns).",
+        "",
+        f"- command: `{report['command']}`",
+        f"- machine: {report['machine']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = report["phases"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, (name, label) in zip(
+        axes, (("p50_ms", "p50 latency (ms)"), ("rerank_cpu_ms", "rerank CPU per request (ms)")), strict=True
+    ):
+        for i, side in enumerate(SIDES):
+            values = [phases[c][name][side] for c in phases]
+            ax.bar(np.arange(len(values)) + (i - 0.5) * 0.4, values, 0.4, label=f"{side} ranker")
+        ax.set_xticks(range(len(phases)), [f"concurrency {c}" for c in phases])
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("served feed (~500 candidates): with vs without the learned ranker", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_ranker_served", description=__doc__.splitlines()[0])
+    store_arguments(parser)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_ranker_served")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be ≥ 1 and --seconds > 0")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = run(args, command_line("perf.bench_ranker_served", argv))
+    write_report(args.out, "bench_ranker_served", report, render_markdown, plot)
+    return report
+
+
+if __name__ == "__main__":
+    main()
