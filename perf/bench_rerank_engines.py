@@ -9,7 +9,7 @@ the shared machine falls on both alike.
 
 Per catalog — BigBasket (27,554 products, the search proxy's query texts) and a synthetic catalog
 (``--items``, default 1,000,000, ``perf.lib.synthetic_catalog``) — and per scenario (search, feed,
-search + history; a batch of 1 and a dynamic batch of 16): ``rank_many``'s time per request, p50
+search + history, cold: no query and no history; a batch of 1 and a dynamic batch of 16): ``rank_many``'s time per request, p50
 and p99 (what Triton counts as ``rerank``'s compute, less tensor parsing). Then candidate
 recall@200 of the graph against the exact scan (the available items' 200 best by inner product), and
 quality in the same run: BigBasket hybrid nDCG@10 and MovieLens title search (the served defaults,

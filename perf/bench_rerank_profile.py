@@ -2,8 +2,8 @@
 
 ``rerank`` runs ``aisle_server.ranking.rank_many`` on each dynamic batch; everything else in the
 model (tensor parsing, the state store) is small beside it. This times ``rank_many`` exactly as the
-model calls it — search (a query embedding and its text), feed (20 history items) and search with
-a history; a batch of 1 and a dynamic batch of 16 — and then runs the same batches under
+model calls it — search (a query embedding and its text), feed (20 history items), search with
+a history and cold (neither: the popularity-and-freshness fallback); a batch of 1 and a dynamic batch of 16 — and then runs the same batches under
 ``cProfile`` and lists the functions that own the time (self time, per request), so every later
 change to the stage is read against this profile.
 
@@ -44,7 +44,7 @@ from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
 from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic
 from perf.lib.timing import percentile
 
-SCENARIOS = ("search", "feed", "search + history")
+SCENARIOS = ("search", "feed", "search + history", "cold")
 BATCHES = (1, 16)
 HISTORY = 20
 TOP_FUNCTIONS = 10
@@ -88,11 +88,12 @@ def requests_for(
     out = []
     for i in range(count):
         history: list[tuple[str, float]] = []
-        if scenario != "search":
+        if scenario in ("feed", "search + history"):
             rows = rng.integers(0, len(index.item_ids), HISTORY)
             history = [(str(index.item_ids[r]), now - 3600.0 * (HISTORY - j)) for j, r in enumerate(rows)]
-        query = vectors[i] if scenario != "feed" else None
-        text = texts[i % len(texts)] if scenario != "feed" else ""
+        searches = scenario in ("search", "search + history")  # "cold": no query, no history (the fallback)
+        query = vectors[i] if searches else None
+        text = texts[i % len(texts)] if searches else ""
         ids = [item for item, _ in history]
         times = np.array([t for _, t in history], dtype=np.float64)
         out.append(RankRequest(query, ids, times, 10, now, RankingConfig(), text))

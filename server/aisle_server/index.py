@@ -196,6 +196,13 @@ class CatalogIndex:
         return np.lexsort((np.arange(len(self)), -self.popularity_prior))
 
     @cached_property
+    def newest_rows(self) -> np.ndarray:
+        """Rows by creation time, newest first (ties by row), those without one last: the cold
+        fallback reads freshness down this order (``ranking.fallback_candidates``)."""
+        created = np.asarray(self.created_at, dtype=np.float64)
+        return np.lexsort((np.arange(len(self)), -np.where(np.isfinite(created), created, -np.inf)))
+
+    @cached_property
     def popularity_rank(self) -> np.ndarray:
         """int64 per row: its position in :attr:`popular_rows` (0 = most popular)."""
         rank = np.empty(len(self), dtype=np.int64)

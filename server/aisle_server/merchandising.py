@@ -5,9 +5,9 @@ adds the pinned items the request may be shown, runs ``rules.apply`` and hands b
 needs to finish the page: the (possibly grown) terms, the scores with the rules' deltas, the new
 order, the page as positions in that order, and per page item what each rule did (explanations).
 
-A pinned item that retrieval did not bring is scored by its cosine alone (no lexical or prior
-terms: those are computed for the retrieved candidates only); the cold fallback scores every row,
-so there a pinned item has its usual score.
+A pinned item that retrieval did not bring gets the terms ``ranking`` gives it (``score_rows``):
+its cosine alone for a search or a feed (no lexical or prior terms: those are computed for the
+retrieved candidates only), its usual score in the cold fallback.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import rules, scoring
+from . import rules
 from .index import CatalogIndex
 from .scoring import ScoreTerms
 
@@ -42,7 +42,7 @@ def apply(
     k: int,
     now: float,
     allowed: np.ndarray,
-    interest: np.ndarray | None,
+    score_rows: Callable[[np.ndarray], ScoreTerms],
     terms: ScoreTerms,
     scores: np.ndarray,
     order: np.ndarray,
@@ -50,6 +50,7 @@ def apply(
 ) -> Merchandised | None:
     """The page with ``rule_set``'s rules applied; None when none of them applies to this request.
 
+    ``score_rows(rows)``: the terms of pinned rows the candidates lack (by ``rows``' order);
     ``scores``: what ranking ordered ``terms.rows`` by (their sum, or the learned ranker's score);
     ``pick(rows, scores, n)``: the ranking stage's diversity step over candidates best first.
     """
@@ -60,15 +61,10 @@ def apply(
     pinned = np.unique(np.fromiter((row for row in pins.values() if row >= 0), dtype=np.int64))
     pinned = pinned[allowed[pinned]] if len(pinned) else pinned
     base = np.asarray(scores, dtype=np.float64)
-    if interest is None:  # the cold fallback scored every row: keep its candidates and the pinned rows
-        kept = np.union1d(order, pinned)
-        terms, base = terms.take(kept), base[kept]
-    else:  # every scored row is an allowed candidate: rules see them all, in their own order
-        new = [row for row in pinned.tolist() if not (terms.rows == row).any()]
-        if new:
-            rows = np.asarray(new, dtype=np.int64)
-            terms = terms.extend(rows, scoring.cosine(index, rows, interest))
-            base = np.concatenate([base, terms.total()[len(base) :]])  # their cosine alone
+    new = pinned[~np.isin(pinned, terms.rows)]  # every scored row is an allowed candidate: rules see them all
+    if len(new):
+        terms = terms.concat(score_rows(new))
+        base = np.concatenate([base, terms.total()[len(base) :]])
 
     rows = terms.rows
     outcome = rules.apply(

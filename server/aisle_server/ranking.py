@@ -151,11 +151,49 @@ def fallback_scores(index: CatalogIndex, config: RankingConfig, now: float) -> n
     return scoring.fallback_terms(index, config, now).total()
 
 
+#: How deep :func:`fallback_candidates` first reads the two orders, as a multiple of the rows wanted
+#: (at least :data:`FALLBACK_MIN_DEPTH`); each further pass reads four times deeper.
+FALLBACK_DEPTH_FACTOR = 4
+FALLBACK_MIN_DEPTH = 1024
+
+
+def fallback_candidates(index: CatalogIndex, config: RankingConfig, now: float, allowed: Any, n: int) -> np.ndarray:
+    """The ``n`` best allowed rows by the cold fallback's score (:func:`fallback_scores`), best first,
+    ties by row — the rows a scan of the whole catalog would keep, without that scan.
+
+    The score is a sum of two parts that each fall along an order the index keeps: the popularity
+    prior along :attr:`CatalogIndex.popular_rows`, freshness along :attr:`CatalogIndex.newest_rows`.
+    Reading both orders to a depth and scoring what they hold, no row further down either can score
+    more than the prior at that depth plus the weighted freshness at that depth (the threshold
+    algorithm, Fagin, Lotem and Naor 2001); once the ``n``-th best score read is above that bound,
+    the answer is exact. Heavy filters read deeper; at the catalog's end it is the whole scan.
+    ``exact_retrieval`` scans the whole catalog, as before.
+    """
+    total = len(index)
+    if config.exact_retrieval:
+        return _top(fallback_scores(index, config, now), np.flatnonzero(allowed), n)
+    depth = min(total, max(FALLBACK_DEPTH_FACTOR * n, FALLBACK_MIN_DEPTH))
+    while True:
+        rows = np.union1d(index.popular_rows[:depth], index.newest_rows[:depth])
+        rows = rows[allowed[rows]]
+        scores = scoring.fallback_terms(index, config, now, rows).total()
+        best = _top_positions(scores, rows, n)
+        if depth >= total:
+            return rows[best]
+        if len(best) >= n:
+            edge = np.array([index.newest_rows[depth - 1]])
+            bound = (
+                config.fallback_freshness_weight * freshness(index, edge, now, config.freshness_half_life_s)[0]
+                + index.popularity_prior[index.popular_rows[depth - 1]]
+            )
+            if scores[best[-1]] > bound:  # strictly: an unread row cannot even tie the n-th
+                return rows[best]
+        depth = min(total, depth * FALLBACK_DEPTH_FACTOR)
+
+
 def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     """The ``n`` best of ``rows`` by ``scores[rows]``, best first, ties broken by row (deterministic)."""
-    if len(rows) > n:
-        rows = rows[np.argpartition(-scores[rows], n - 1)[:n]]
-    return rows[np.lexsort((rows, -scores[rows]))]
+    return rows[_top_positions(scores[rows], rows, n)]
 
 
 def _top_of(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
@@ -164,10 +202,19 @@ def _top_of(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def _top_positions(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
-    """Positions in ``rows`` (and ``scores``) of :func:`_top_of`'s rows, in its order."""
+    """Positions in ``rows`` (and ``scores``) of :func:`_top_of`'s rows, in its order.
+
+    Rows tied with the ``n``-th score are cut by row too, not by where a partial sort left them:
+    the same ``n`` rows however many more rows were scored (what lets a path that scores fewer rows,
+    such as :func:`fallback_candidates`, return the page of one that scores them all)."""
     positions = np.arange(len(rows))
     if len(rows) > n:
-        positions = np.argpartition(-scores, n - 1)[:n]
+        nth = scores[np.argpartition(-scores, n - 1)[n - 1]]
+        above, tied = np.flatnonzero(scores > nth), np.flatnonzero(scores == nth)
+        wanted = n - len(above)
+        if len(tied) > wanted:
+            tied = tied[np.argpartition(rows[tied], wanted - 1)[:wanted]]
+        positions = np.concatenate([above, tied])
     return positions[np.lexsort((rows[positions], -scores[positions]))]
 
 
@@ -473,10 +520,11 @@ def _finish(
     # orders, diversifies and is returned. ``order``: the candidates' positions in ``terms``, best first.
     # With a learned ranker (a feed), its score of the candidates' features replaces that sum.
     ranker = features = None
-    if interest is None:
-        terms = scoring.fallback_terms(index, config, request.now)  # every row: position = row
+    if interest is None:  # the cold fallback's candidates, best first
+        rows = fallback_candidates(index, config, request.now, allowed, max(config.candidates, request.k))
+        terms = scoring.fallback_terms(index, config, request.now, rows)
         scores = terms.total()
-        order = _top(scores, np.flatnonzero(allowed), max(config.candidates, request.k))
+        order = np.arange(len(rows))
     else:
         terms, scores, features = _scored(index, request, prepared, exact_scores)
         ranker = index.ranker if features is not None else None
@@ -494,7 +542,7 @@ def _finish(
             request.k,
             request.now,
             allowed,
-            interest,
+            lambda rows: _pinned_terms(index, config, request.now, interest, rows),
             terms,
             scores,
             order,
@@ -537,6 +585,16 @@ def _finish(
         rule_effects=effects,
         explored=explored,
     )
+
+
+def _pinned_terms(
+    index: CatalogIndex, config: RankingConfig, now: float, interest: np.ndarray | None, rows: np.ndarray
+) -> ScoreTerms:
+    """The terms of pinned ``rows`` retrieval did not bring: their cosine alone, or in the cold
+    fallback (no interest) the fallback's own terms."""
+    if interest is None:
+        return scoring.fallback_terms(index, config, now, rows)
+    return ScoreTerms(rows, cosine=scoring.cosine(index, rows, interest))
 
 
 def _pick(index: CatalogIndex, config: RankingConfig, candidates: np.ndarray, scores: np.ndarray, k: int) -> Any:

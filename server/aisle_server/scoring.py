@@ -153,22 +153,26 @@ class ScoreTerms:
     def extend(self, rows: np.ndarray, cosine: np.ndarray) -> ScoreTerms:
         """These terms plus new ``rows`` that only have a cosine so far (a feed's popular and
         co-occurring candidates, recalled after the embedding and lexical ones): their other terms are 0."""
-        if not len(rows):
+        return self.concat(ScoreTerms(rows, cosine=cosine))
+
+    def concat(self, other: ScoreTerms) -> ScoreTerms:
+        """These rows' terms, then ``other``'s; a term one side lacks is 0 there (None where neither has it)."""
+        if not len(other.rows):
             return self
 
-        def grown(values: np.ndarray | None, new: np.ndarray | None) -> np.ndarray | None:
-            if values is None and new is None:
+        def joined(mine: np.ndarray | None, theirs: np.ndarray | None) -> np.ndarray | None:
+            if mine is None and theirs is None:
                 return None
-            old = np.zeros(len(self.rows)) if values is None else values
-            return np.concatenate([old, np.zeros(len(rows)) if new is None else new])
+            return np.concatenate(
+                [
+                    np.zeros(len(self.rows)) if mine is None else mine,
+                    np.zeros(len(other.rows)) if theirs is None else theirs,
+                ]
+            )
 
         return ScoreTerms(
-            np.concatenate([self.rows, rows]),
-            cosine=grown(self.cosine, cosine),
-            lexical=grown(self.lexical, None),
-            cooccurrence=grown(self.cooccurrence, None),
-            freshness=grown(self.freshness, None),
-            popularity=grown(self.popularity, None),
+            np.concatenate([self.rows, other.rows]),
+            **{name: joined(getattr(self, name), getattr(other, name)) for name in self.ORDER},
         )
 
     def with_terms(self, **terms: np.ndarray | None) -> ScoreTerms:
@@ -219,14 +223,17 @@ def prior_terms(
     )
 
 
-def fallback_terms(index: CatalogIndex, config: RankingConfig, now: float) -> ScoreTerms:
-    """The cold fallback's terms over the whole catalog: the popularity prior in [0, 1] plus
-    ``fallback_freshness_weight`` × freshness — a cold visitor still gets a sensible page."""
-    fresh = freshness(index, slice(None), now, config.freshness_half_life_s)
+def fallback_terms(
+    index: CatalogIndex, config: RankingConfig, now: float, rows: np.ndarray | None = None
+) -> ScoreTerms:
+    """The cold fallback's terms of ``rows`` (None: the whole catalog): the popularity prior in
+    [0, 1] plus ``fallback_freshness_weight`` × freshness — a cold visitor still gets a sensible page."""
+    at: np.ndarray | slice = slice(None) if rows is None else rows
+    fresh = freshness(index, at, now, config.freshness_half_life_s)
     return ScoreTerms(
-        np.arange(len(index)),
+        np.arange(len(index)) if rows is None else np.asarray(rows, dtype=np.int64),
         freshness=config.fallback_freshness_weight * fresh,
-        popularity=index.popularity_prior,
+        popularity=index.popularity_prior[at],
     )
 
 

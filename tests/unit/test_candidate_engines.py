@@ -188,3 +188,61 @@ def test_query_terms_are_bm25s_own_tokens():
 
     texts = ["Amul Taaza Toned Milk, 500 ml", "", "the and of", "Café crème brûlée x2 a-b c_d", "ÜBER straße 42x"]
     assert tokenize(texts) == bm25s.tokenize(texts, stopwords=STOPWORDS, return_ids=False, show_progress=False)
+
+
+def _cold_catalog(n, seed):
+    """Popularity with many ties (zeros among them), creation times with gaps and in the future."""
+    rng = np.random.default_rng(seed)
+    created = rng.uniform(0, 1000, n)
+    created[rng.random(n) < 0.2] = np.nan
+    created[:5] = 2000.0  # "now" is 1500: items from the future count as brand new
+    return CatalogIndex(
+        item_ids=np.array([f"i{r}" for r in range(n)]),
+        embeddings=np.eye(n, 4, dtype=np.float32),
+        titles=np.array([f"t{r}" for r in range(n)]),
+        categories=np.array([f"c{r % 5}" for r in range(n)]),
+        created_at=created,
+        popularity=rng.integers(0, 6, n).astype(np.float64),
+        in_stock=rng.random(n) > 0.15,
+        descriptions=TextColumn.of([""] * n),
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("weight", [0.0, 0.3, 5.0])
+def test_the_cold_fallback_reads_its_candidates_off_two_orders_and_gets_the_full_scans(seed, weight):
+    index = _cold_catalog(3000, seed)
+    config = RankingConfig(fallback_freshness_weight=weight, freshness_half_life_s=300.0)
+    cases = [
+        ({}, 10),
+        ({}, 2500),  # deeper than the first read: the search goes on down both orders
+        ({"allow_categories": ["c3"]}, 40),
+        ({"deny_categories": ["c0", "c1", "c2", "c4"]}, 700),  # past what the category holds: every allowed row
+        ({"exclude_ids": [f"i{r}" for r in range(0, 3000, 2)]}, 30),
+    ]
+    for filters, k in cases:
+        request = RankRequest(None, [], np.zeros(0), k, 1500.0, replace(config, candidates=k), **filters)
+        fast, exact = both(index, request)
+        assert fast.item_ids == exact.item_ids
+        np.testing.assert_array_equal(fast.scores, exact.scores)
+        assert len(fast.item_ids) == min(k, int(np.asarray(allowed_mask(index, request, np.zeros(0, np.int64))).sum()))
+
+
+def test_the_cold_fallback_reads_only_as_deep_as_its_answer_needs():
+    index = _cold_catalog(50_000, 9)
+    config = RankingConfig(fallback_freshness_weight=0.3, freshness_half_life_s=300.0, candidates=20)
+    request = RankRequest(None, [], np.zeros(0), 20, 1500.0, config)
+    read = []
+    original = index.popular_rows
+
+    class Counted(np.ndarray):
+        def __getitem__(self, key):
+            if isinstance(key, slice):
+                read.append(key.stop)
+            return super().__getitem__(key)
+
+    index.__dict__["popular_rows"] = original.view(Counted)
+    fast = rank(index, request)
+    assert read and max(read) < len(index) // 10  # never near the catalog's end
+    index.__dict__["popular_rows"] = original
+    assert fast.item_ids == rank(index, replace(request, config=replace(config, exact_retrieval=True))).item_ids
