@@ -46,7 +46,7 @@ from aisle_export.index.writing import use_hnsw_for
 from aisle_server.hnsw import HnswIndex, serve_single_threaded
 from aisle_server.index import CatalogIndex
 from aisle_server.lexical import LexicalIndex
-from aisle_server.ranking import RankRequest, allowed_mask, dense_candidates, rank_many
+from aisle_server.ranking import RankRequest, allowed_mask, dense_scored, rank_many
 from perf.bench_rerank_profile import BATCHES, SCENARIOS, bigbasket_index, requests_for
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
 from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic
@@ -119,7 +119,7 @@ def candidate_recall(index: CatalogIndex, vectors: np.ndarray, n: int = RECALL_A
     for vector in np.asarray(vectors, dtype=np.float32):
         request = RankRequest(vector, [], np.zeros(0), 10, 0.0, config)
         allowed = allowed_mask(index, request, np.zeros(0, dtype=np.int64))
-        graph = dense_candidates(index, vector, allowed, n, engines=True)
+        graph = dense_scored(index, vector, allowed, n, engines=True)[0]
         scores = np.asarray(index.embeddings[available] @ vector, dtype=np.float32)
         exact = available[np.argpartition(-scores, n - 1)[:n]]
         found.append(len(np.intersect1d(graph, exact)) / n)
@@ -265,7 +265,7 @@ def synthetic_catalog(
 
 def graph_at_scale(index: CatalogIndex, graph: HnswIndex, vectors: np.ndarray) -> dict:
     """A graph of a catalog above ``HNSW_MAX_ITEMS``: its candidate recall@200 and search time
-    beside IVF's, through ``dense_candidates`` (the engines' path)."""
+    beside IVF's, through ``dense_scored`` (the engines' path)."""
     out: dict = {}
     for name, hnsw in (("faiss IVF (as served)", None), ("HNSW graph", graph)):
         trial = replace(index, hnsw=hnsw)
@@ -274,7 +274,7 @@ def graph_at_scale(index: CatalogIndex, graph: HnswIndex, vectors: np.ndarray) -
         ms = []
         for vector in np.asarray(vectors, dtype=np.float32):
             started = time.perf_counter()
-            dense_candidates(trial, vector, allowed, RECALL_AT)
+            dense_scored(trial, vector, allowed, RECALL_AT)
             ms.append((time.perf_counter() - started) * 1000)
         out[name] = {"recall": candidate_recall(trial, vectors), "p50_ms": percentile(ms, 50), "load": _load()}
     params = graph.index.hnsw  # type: ignore[attr-defined]  # faiss's HNSW struct

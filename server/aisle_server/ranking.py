@@ -241,19 +241,6 @@ def _engines(index: CatalogIndex, config: RankingConfig) -> bool:
     return not config.exact_retrieval
 
 
-def dense_candidates(
-    index: CatalogIndex,
-    interest: np.ndarray,
-    allowed: Any,
-    n: int,
-    exact_scores: np.ndarray | None = None,
-    engines: bool = True,
-) -> np.ndarray:
-    """The ``n`` best allowed rows by inner product: the HNSW graph when the index has one (and
-    ``engines``), else faiss IVF when it has one, else exact (:func:`dense_scored`'s rows)."""
-    return dense_scored(index, interest, allowed, n, exact_scores, engines)[0]
-
-
 def dense_scored(
     index: CatalogIndex,
     interest: np.ndarray,
@@ -502,7 +489,7 @@ def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[Rank
 
 
 def _scans_catalog(index: CatalogIndex, request: RankRequest, prepared: _Prepared) -> bool:
-    """Whether :func:`dense_candidates` will run the exact scan for this request."""
+    """Whether :func:`dense_scored` will run the exact scan for this request."""
     lexical_only = (
         request.config.search_mode == "lexical" and index.lexical is not None and bool(request.query_text.strip())
     )
