@@ -7,10 +7,11 @@ so ``aisle index`` only builds an ANN index above that size. Above it, an invert
 ``ann.json`` (kind, nprobe, refine; and the calibration's recall when the build chose ``nprobe``).
 
 How many lists a query needs depends on how the catalog's vectors spread, not on the catalog's size
-alone: on clustered synthetic vectors 12 of 4,000 lists held 99% of the 200 best items, on real
-sentence embeddings (BigBasket) 192 of 663 did. So IVF-Flat's default ``nprobe`` is measured at build
-time (:func:`calibrate_nprobe`): the smallest step of :func:`nprobe_ladder` whose recall@200 against
-the exact scan reaches :data:`NPROBE_RECALL` on sample queries drawn from the catalog itself.
+alone: clustered synthetic vectors need a small share of the lists, real sentence embeddings a
+large one (``python -m perf.bench_ivf_nprobe`` → perf/results/bench_ivf_nprobe.md). No fixed share of
+``nlist`` fits both, so IVF-Flat's default ``nprobe`` is measured at build time
+(:func:`calibrate_nprobe`): the smallest step of :func:`nprobe_ladder` whose recall@200 against the
+exact scan reaches :data:`NPROBE_RECALL` on sample queries drawn from the catalog itself.
 
 Two kinds:
 
@@ -50,7 +51,7 @@ DEFAULT_REFINE = 16
 ADD_CHUNK = 262_144
 #: IVF-Flat's calibrated ``nprobe`` keeps recall@``CALIBRATION_K`` of its sample queries at least
 #: this: issue #26's floor of 0.98 for ``rank_many``'s 200 dense candidates, plus a margin for
-#: queries unlike the sample (BigBasket's real queries lost up to 0.005 against the sample's kind).
+#: queries unlike the sample (real search queries: perf/results/bench_ivf_nprobe.md).
 NPROBE_RECALL = 0.99
 CALIBRATION_K = 200  # ranking's dense candidates per request
 CALIBRATION_QUERIES = 200
@@ -90,9 +91,8 @@ def smallest_reaching(recalls: dict[int, float], target: float) -> int:
 
 def sample_queries(embeddings: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """Query vectors drawn from the catalog: the mean of three random items plus noise, so they fall
-    between the lists (a shopper's interest mixes items). On BigBasket such vectors and the real
-    search queries' reached recall 0.99 at the same step (perf/results/bench_ivf_nprobe.md), the
-    real ones 0.004 lower: :data:`NPROBE_RECALL`'s margin."""
+    between the lists (a shopper's interest mixes items). On BigBasket they chose the same
+    ``nprobe`` as the real search queries did (perf/results/bench_ivf_nprobe.md)."""
     rng = np.random.default_rng(seed)
     n, dim = embeddings.shape
     picks = np.sort(rng.integers(0, n, count * 3))
