@@ -268,6 +268,7 @@ def to_markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> Path:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -281,6 +282,8 @@ def plot(result: dict, path: Path) -> Path:
                 ax.annotate(str(r["nprobe"]), (r["cpu_p50"], r["recall_test"]), fontsize=7)
         ax.axhline(result["target"], color="grey", linestyle="--", linewidth=1, label=f"target {result['target']}")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("CPU ms per search (p50, log scale)")
         ax.set_ylabel("recall@200, test queries")
         ax.set_title(f"{label}, {catalog['items']:,} items (labels: nprobe)")
