@@ -49,12 +49,15 @@ from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankRequest, allowed_mask, dense_scored, rank_many
 from perf.bench_rerank_profile import BATCHES, SCENARIOS, bigbasket_index, requests_for
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
-from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic
+from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, query_like, synthetic
 from perf.lib.timing import percentile
 
 REPO = ROOT / "build" / "model_repository"
 PATHS = {"today (exact scan, BM25 of every item, catalog-wide mask)": True, "top-k engines": False}
 RECALL_AT = 200
+#: BigBasket real queries' median cosine to their nearest item (perf/results/bench_ivf_nprobe.md):
+#: ``query_like``'s distance when this run does not embed the proxy's queries (``--no-quality``)
+REAL_QUERY_COSINE = 0.707
 #: Batches each path runs in turn: alternating blocks share the load on the machine alike, and a
 #: block is long enough that the exact scan streaming the catalog through the caches does not
 #: decide the engines' figures (a served index runs one path, not both).
@@ -69,8 +72,22 @@ def with_exact(requests: Sequence[RankRequest], exact: bool) -> list[RankRequest
     return [replace(r, config=replace(r.config, exact_retrieval=exact)) for r in requests]
 
 
-def time_paths(index: CatalogIndex, texts: Sequence[str], label: str, rounds: int) -> list[dict]:
-    """Per scenario and batch size: ms per request of each path, batches alternating between them."""
+def set_nprobe(index: CatalogIndex, nprobe: int | None) -> None:
+    """IVF's ``nprobe`` on the shared faiss index (and the ``AnnIndex`` over it); ``None``: as it is."""
+    import faiss
+
+    if nprobe is not None and index.ann is not None:
+        index.ann.nprobe = nprobe
+        faiss.extract_index_ivf(index.ann.index).nprobe = nprobe
+
+
+def time_paths(
+    index: CatalogIndex, texts: Sequence[str], label: str, rounds: int, nprobes: dict[str, int] | None = None
+) -> list[dict]:
+    """Per scenario and batch size: ms per request of each path, batches alternating between them.
+    ``nprobes``: IVF's ``nprobe`` per path (today's as indexes were built before calibration, the
+    engines' as ``aisle index`` builds them now), set before each of the path's blocks."""
+    nprobes = nprobes or {}
     out = []
     for scenario in SCENARIOS:
         for size in BATCHES:
@@ -79,11 +96,13 @@ def time_paths(index: CatalogIndex, texts: Sequence[str], label: str, rounds: in
             batches = [requests[i : i + size] for i in range(0, len(requests), size)]
             ms: dict[str, list[float]] = {name: [] for name in PATHS}
             cpu: dict[str, list[float]] = {name: [] for name in PATHS}
-            for exact in PATHS.values():  # warm-up: first touches of the mapped files and graph
+            for name, exact in PATHS.items():  # warm-up: first touches of the mapped files and graph
+                set_nprobe(index, nprobes.get(name))
                 rank_many(index, with_exact(batches[0], exact))
             load = [_load()]
             for start in range(0, len(batches), BLOCK):
                 for name, exact in PATHS.items():
+                    set_nprobe(index, nprobes.get(name))
                     for batch in batches[start : start + BLOCK]:
                         batch_of = with_exact(batch, exact)
                         started, started_cpu = time.perf_counter(), time.thread_time()
@@ -92,6 +111,8 @@ def time_paths(index: CatalogIndex, texts: Sequence[str], label: str, rounds: in
                         cpu[name].append((time.thread_time() - started_cpu) * 1000 / len(batch))
             load.append(_load())
             row = {"catalog": label, "items": len(index), "scenario": scenario, "batch": size, "load": load}
+            if nprobes:
+                row["nprobe"] = dict(nprobes)
             for name in PATHS:
                 row[name] = {
                     "p50": percentile(ms[name], 50),
@@ -112,7 +133,8 @@ def time_paths(index: CatalogIndex, texts: Sequence[str], label: str, rounds: in
 
 
 def candidate_recall(index: CatalogIndex, vectors: np.ndarray, n: int = RECALL_AT) -> float:
-    """Mean share of the exact scan's ``n`` best available items that the graph's candidates hold."""
+    """Mean share of the exact scan's ``n`` best available items that the engines' dense candidates
+    hold (the graph's, or IVF's at its current ``nprobe`` where the index has no graph)."""
     config = RankingConfig()
     available = np.flatnonzero(index.available)
     found = []
@@ -120,7 +142,7 @@ def candidate_recall(index: CatalogIndex, vectors: np.ndarray, n: int = RECALL_A
         request = RankRequest(vector, [], np.zeros(0), 10, 0.0, config)
         allowed = allowed_mask(index, request, np.zeros(0, dtype=np.int64))
         graph = dense_scored(index, vector, allowed, n, engines=True)[0]
-        scores = np.asarray(index.embeddings[available] @ vector, dtype=np.float32)
+        scores = np.asarray(index.embeddings @ vector, dtype=np.float32)[available]  # no copy of the catalog
         exact = available[np.argpartition(-scores, n - 1)[:n]]
         found.append(len(np.intersect1d(graph, exact)) / n)
     return float(np.mean(found))
@@ -228,15 +250,17 @@ def graph_sweep(embeddings: np.ndarray, vectors: np.ndarray, n: int = RECALL_AT)
 
 def synthetic_catalog(
     items: int, saved: Path | None, graph_build: tuple[int, int] | None = None
-) -> tuple[CatalogIndex, list[str], HnswIndex | None]:
+) -> tuple[CatalogIndex, list[str], HnswIndex | None, dict]:
     """``perf.bench_rerank_profile``'s synthetic catalog with faiss IVF (what ``aisle index`` builds
     above ``HNSW_MAX_ITEMS``), and an HNSW graph of it when ``saved`` holds one (the measurement
     behind that limit; ``graph_build``: (M, ef_construction) to build one when ``saved`` has none);
     IVF is loaded from ``saved`` when an earlier run left it there (its build is minutes), else
-    built (on every core) and saved."""
+    built (on every core) and saved. The last item: IVF's ``nprobe`` per path — today's, lists / 32
+    as ``aisle index`` built it before calibration, and the engines', calibrated as it builds it
+    now (``ann.calibrate_nprobe``, run here on a loaded index) — and the calibration's figures."""
     import faiss
 
-    from aisle_server.ann import AnnIndex
+    from aisle_server.ann import AnnIndex, calibrate_nprobe, default_nprobe
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     vectors = synthetic(items, 384, clusters=max(16, items // 1000))
@@ -247,6 +271,13 @@ def synthetic_catalog(
         if saved is not None:
             saved.mkdir(parents=True, exist_ok=True)
             ann.save(saved)
+    started = time.perf_counter()
+    nprobe, recall, curve = calibrate_nprobe(ann.index, vectors)
+    calibration = {"nprobe": nprobe, "recall": recall, "curve": curve, "seconds": time.perf_counter() - started}
+    nlist = int(ann.index.nlist)  # type: ignore[attr-defined]
+    today, engines = PATHS
+    nprobes = {today: default_nprobe(nlist), engines: nprobe}
+    print(f"synthetic catalog: nprobe today {nprobes[today]}, calibrated {nprobe} of {nlist} lists", flush=True)
     graph = HnswIndex.load(saved) if saved is not None else None
     if graph is None and graph_build is not None:
         print(f"synthetic catalog: HNSW graph (M, ef_construction = {graph_build}) …", flush=True)
@@ -260,7 +291,7 @@ def synthetic_catalog(
     index = catalog_index(vectors, fields, ann=ann, hnsw=graph if use_hnsw_for(items, "auto") else None)
     rng = np.random.default_rng(5)
     words = [" ".join(title.split()[:3]) for title in fields["titles"][rng.integers(0, items, 400)].tolist()]
-    return index, words, graph
+    return index, words, graph, {"paths": nprobes, "nlist": nlist, "calibration": calibration}
 
 
 def graph_at_scale(index: CatalogIndex, graph: HnswIndex, vectors: np.ndarray) -> dict:
@@ -324,7 +355,23 @@ def to_markdown(results: dict) -> str:
             for name, row in scale.items()
             if name != "graph"
         ]
-    lines += ["", "Candidate recall@200 of the graph against the exact scan (available items):", ""]
+    if results.get("nprobe"):
+        ivf = results["nprobe"]
+        today, engines = (ivf["paths"][name] for name in names)
+        cal = ivf["calibration"]
+        lines += [
+            "",
+            f"The synthetic catalog's IVF ({ivf['nlist']} lists) answers both paths' dense candidates: today's probes "
+            f"{today} lists (lists / 32, as `aisle index` built it before), the engines' {engines} (calibrated as "
+            f"`aisle index` builds it now: the smallest step reaching recall@200 {cal['recall']:.4f} ≥ 0.99 on the "
+            f"catalog's own sample queries, {cal['seconds']:.1f} s on this loaded index).",
+        ]
+    lines += [
+        "",
+        "Candidate recall@200 of the dense candidates (the graph below 100,000 items, IVF above) against the "
+        "exact scan (available items):",
+        "",
+    ]
     lines += [f"- {label}: **{value:.4f}**" for label, value in results["recall"].items()]
     if results.get("sweep"):
         lines += [
@@ -418,6 +465,8 @@ def main(argv: list[str] | None = None) -> dict:
         query_dir = REPO / "query_encoder" / "1"
         vectors = onnx_vectors(query_dir, list(queries), cache_dir=args.workdir)
         results["recall"]["bigbasket, the proxy's query vectors"] = candidate_recall(bigbasket, vectors)
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        results["real_query_cosine"] = float(np.median(np.max(bigbasket.embeddings @ unit.T, axis=0)))
         results["quality"] = {"BigBasket proxy": quality(bigbasket, queries, query_dir)}
         results["typos"] = typo_quality(bigbasket, queries, query_dir)
         movies, movie_queries = movielens_index(args.workdir)
@@ -429,10 +478,18 @@ def main(argv: list[str] | None = None) -> dict:
     del bigbasket
 
     if args.items:
-        index, words, graph = synthetic_catalog(args.items, args.hnsw_dir, args.build_graph)
-        results["timings"] += time_paths(index, words, "synthetic", args.rounds)
-        vectors = queries_for(index.embeddings, 50, seed=3)
-        results["recall"][f"synthetic {args.items:,}, mixed-item vectors"] = candidate_recall(index, vectors)
+        index, words, graph, ivf = synthetic_catalog(args.items, args.hnsw_dir, args.build_graph)
+        results["nprobe"] = ivf
+        results["timings"] += time_paths(index, words, "synthetic", args.rounds, ivf["paths"])
+        vectors = queries_for(index.embeddings, 100, seed=3)
+        like = query_like(index.embeddings, 100, results.get("real_query_cosine", REAL_QUERY_COSINE), seed=4)
+        for name, nprobe in ivf["paths"].items():
+            set_nprobe(index, nprobe)
+            path = f"IVF nprobe {nprobe}, {name.split(' (')[0]}"
+            results["recall"][f"synthetic {args.items:,}, mixed-item vectors, {path}"] = candidate_recall(
+                index, vectors
+            )
+            results["recall"][f"synthetic {args.items:,}, query-like vectors, {path}"] = candidate_recall(index, like)
         if graph is not None:
             results["graph_at_scale"] = graph_at_scale(index, graph, vectors)
     results["machine"] = machine(load_before)

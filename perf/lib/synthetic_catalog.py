@@ -4,7 +4,8 @@
   to a ``.npy`` in chunks so a 10M-item catalog never sits in RAM); clusters overlap;
 - :func:`item_fields`: ``sku-`` ids, 6–10-word titles over a 5,000-word vocabulary, 500 categories,
   times, a heavy-tailed popularity, 5% out of stock;
-- :func:`queries_for`: queries that mix three catalog items, so they fall between clusters.
+- :func:`queries_for`: queries that mix three catalog items, so they fall between clusters;
+- :func:`query_like`: one item moved off the catalog, as far as a text query sits from its best item.
 """
 
 from __future__ import annotations
@@ -88,4 +89,21 @@ def queries_for(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
     rows = np.asarray(vectors[picks], dtype=np.float32)[rng.permutation(count * 3)].reshape(count, 3, -1)
     dim = rows.shape[-1]
     queries = rows.mean(axis=1) + 0.5 * rng.standard_normal((count, dim), dtype=np.float32) / np.sqrt(dim)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def query_like(vectors: np.ndarray, count: int, cosine: float, seed: int = 1) -> np.ndarray:
+    """Queries shaped like a search query's vector: one catalog item moved off the catalog, at
+    ``cosine`` to that item (a random direction orthogonal to it). A text query's embedding sits
+    farther from its best item than an item does from its neighbours; ``cosine`` is measured on
+    real queries (``perf.bench_ivf_nprobe``: BigBasket's median cosine to the nearest item)."""
+    if not 0 < cosine <= 1:
+        raise ValueError(f"cosine must be in (0, 1]; got {cosine}")
+    rng = np.random.default_rng(seed)
+    items = np.asarray(vectors[np.sort(rng.integers(0, len(vectors), count))], dtype=np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    noise = rng.standard_normal(items.shape, dtype=np.float32)
+    noise -= np.sum(noise * items, axis=1, keepdims=True) * items  # orthogonal to its item
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    queries = cosine * items + np.sqrt(1 - cosine**2) * noise
     return queries / np.linalg.norm(queries, axis=1, keepdims=True)

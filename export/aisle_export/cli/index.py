@@ -38,7 +38,8 @@ def add_parser(subparsers: Subparsers) -> None:
         "--ann-nprobe",
         type=positive_int,
         metavar="N",
-        help="IVF lists scanned per query (default: lists / 32); more = higher recall, slower",
+        help="IVF lists scanned per query; more = higher recall, slower (default: ivf_flat measures the fewest "
+        "reaching recall@200 0.99 on sample queries of the catalog; ivf_pq: lists / 32)",
     )
     p.add_argument(
         "--ann-refine",
