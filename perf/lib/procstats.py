@@ -7,7 +7,7 @@ attributed to *our* server by the processes that map them (tritonserver and its
 
 Two views of "the server": :func:`tree_rss` follows tritonserver's children; the ``group_*``
 functions and :class:`RssSampler` take its process group (``TritonServer`` starts it as a group
-leader), per process name with :func:`group_memory`.
+leader), per process name with :func:`group_memory` and :func:`group_cpu_seconds`.
 """
 
 from __future__ import annotations
@@ -178,6 +178,27 @@ def group_memory(pid: int) -> dict[str, dict[str, float]]:
             parts = line.split()
             if parts and parts[0] in fields:
                 entry[fields[parts[0]]] += int(parts[1]) / 1024
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far, in seconds (0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+
+
+def group_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds used so far per process name of tritonserver's process group (:func:`process_name`:
+    ``tritonserver`` or the model a stub serves, a model's instances summed). Two readings around a
+    window give each Python-backend stub's real CPU time beside Triton's wall-clock "busy" figures,
+    which also count the time a stub waits for the CPU."""
+    out: dict[str, float] = {}
+    for member in process_group_members(pid):
+        name = process_name(member, pid)
+        out[name] = out.get(name, 0.0) + cpu_seconds(member)
     return out
 
 
