@@ -386,8 +386,12 @@ def targets(served_rows: dict, baseline: dict | None, items: int) -> list[dict]:
 
 
 def to_markdown(results: dict) -> str:
+    paths = {name for by_mode in results["served"].values() for name in by_mode}
+    compared = "this checkout's code against `--baseline-code`'s" if BASELINE_CODE in paths else "top-k engines"
+    if list(MODES)[1] in paths:
+        compared = "top-k engines against today's exact path"
     lines = [
-        "# Served `recommend` search over BigBasket: top-k engines against today's exact path",
+        f"# Served `recommend` search over BigBasket: {compared}",
         "",
         f"Catalog: {results['items']:,} items"
         + (" (the BigBasket proxy catalog)" if results["items"] == CATALOG_ITEMS else f" ({CATALOG_NOTE})")
