@@ -35,9 +35,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from perf.lib import loadgen, procstats, triton_stats
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
+
+if TYPE_CHECKING:
+    from aisle_server.tritonserver import TritonServer
 
 CONCURRENCY = 16
 CATALOG_ITEMS = 27_554  # the proxy catalog as is: what the "before" figures of TARGETS were served over
@@ -230,7 +234,7 @@ def baseline_site(checkout: Path) -> tuple[str, ...]:
     return (str(checkout / "server"), str(checkout / "contract"), stub_path()[-1])
 
 
-def _server(repo: Path, log: Path, site: tuple[str, ...] | None):  # type: ignore[no-untyped-def]
+def _server(repo: Path, log: Path, site: tuple[str, ...] | None) -> TritonServer:
     """A ``TritonServer`` whose stubs import ``aisle_server`` from ``site`` when given."""
     from aisle_server.tritonserver import SITE_PACKAGES_ENV, TritonServer
 
@@ -299,11 +303,11 @@ def served(
     return rows, summary(baseline) if baseline else None
 
 
-def _window(server: object, stats: object, requests: list[dict], seconds: float) -> dict:
+def _window(server: TritonServer, stats: Any, requests: list[dict], seconds: float) -> dict:
     """One load window on a started server: the load's result, busy time per request of each model,
     and what each hop cost (``triton_stats.hop_costs``; the processes' CPU time read from /proc)."""
-    pid = server.pid  # type: ignore[attr-defined]
-    url = server.grpc_url  # type: ignore[attr-defined]
+    pid, url = server.pid, server.grpc_url
+    assert pid is not None  # started
     loadgen.run(loadgen.make_triton(url), requests[:CONCURRENCY], CONCURRENCY, 0.5, 0.0)  # every stub warm
     before, cpu_before, t0 = (
         triton_stats.snapshot(stats, STAT_MODELS),
