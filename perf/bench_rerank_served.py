@@ -5,12 +5,22 @@ query and item towers must be the ones that embedded ``--embeddings``), this che
 code and configs, the BigBasket search proxy's catalog indexed with ``--dense-engine hnsw`` — served
 twice per round and query tower: as configured (candidates from the engines) and with the
 ``rerank`` config's ``exact_retrieval`` set (every item scanned, as before). The query towers: the
-teacher FP32 (``--towers``' own) and, with ``--static``, the static student of ``aisle distill
---student static --out DIR`` swapped into ``query_encoder/1`` (the index stays the teacher's, as in
+teacher FP32 (``--towers``' own), with ``--int8`` its CPU INT8 graph (``aisle export --precision
+int8``'s quantizer) and, with ``--static``, the static student of ``aisle distill --student static
+--out DIR``, each swapped into ``query_encoder/1`` (the index stays the teacher's, as in
 ``perf.bench_distill``). ``recommend`` searches (the proxy's query texts, k 10) at concurrency 16 for
 ``--seconds`` per window, every (tower, path) pair once per round, the order reversed every other
 round; throughput, p50, p99, Triton's busy time per request of each stage, and the issue's targets
 (#26: the static student ≥ 3×, the teacher ≥ 1.5× the served figures of ``perf.bench_distill``).
+
+What each Python-backend hop costs (issue #26, the ensemble's own overhead), in every window: per
+stage the compute and queue time per ``recommend`` request, the stage's stub CPU time read from
+/proc beside them, the ensemble's request time less the stages' and ``tritonserver``'s own CPU
+(``perf.lib.triton_stats.hop_costs``). ``--no-exact`` serves the engines only; ``--baseline-code
+DIR`` serves the engines once more with another checkout's model code and configs (``git archive``
+of main, or of a change with a config edited) — one run, old and new code side by side.
+``--quality``: BigBasket hybrid nDCG@10 of each tower (the distillation gate's measure), its
+retention and issue #26's bound (within 0.5% of 0.642) — the figures a default tower is chosen on.
 
 ``make bench``'s FastAPI side by side at catalog scale: ``--items N`` grows the catalog to N items
 (:func:`grow_catalog`; the added rows embedded by the item tower, cached in ``--workdir``) and
@@ -18,7 +28,8 @@ round; throughput, p50, p99, Triton's busy time per request of each stage, and t
 tower and index vectors) in the same rounds, driven by the same Python load generator over HTTP.
 
     .venv/bin/python -m perf.bench_rerank_served --towers build/model_repository \
-        [--static build/students/static] [--items 55108 --fastapi --name NAME] [--rounds 2] [--seconds 15]
+        [--static build/students/static] [--int8] [--no-exact] [--baseline-code DIR] [--quality] \
+        [--items 55108 --fastapi --name NAME] [--rounds 2] [--seconds 15]
 
 Writes ``perf/results/bench_rerank_served.{md,json,png}`` (``--name``: another file name).
 """
