@@ -33,7 +33,7 @@ import numpy as np
 
 from perf.bench_ranker import CONCURRENCY, TARGET_MS, store_arguments, train
 from perf.lib import loadgen, triton_stats
-from perf.lib.procstats import group_cpu_s
+from perf.lib.procstats import group_cpu_seconds
 from perf.lib.run_info import ROOT, command_line, machine, write_report
 
 SIDES = ("without", "with")
@@ -144,12 +144,12 @@ def run(args: argparse.Namespace, command: str) -> dict:
             for concurrency in CONCURRENCY:
                 for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
                     mix = [{"feed": feed, "learned": side == "with"} for feed in feeds]
-                    before, cpu_before = triton_stats.snapshot(server.grpc_url, ["rerank"]), group_cpu_s(server.pid)
+                    before, cpu_before = triton_stats.snapshot(server.grpc_url, ["rerank"]), group_cpu_seconds(server.pid)
                     result = loadgen.run(
                         lambda: RerankFeed(server.grpc_url, dim), mix, concurrency, args.seconds, warmup_s=1.0
                     )
                     delta = triton_stats.diff(triton_stats.snapshot(server.grpc_url, ["rerank"]), before)["rerank"]
-                    used_s = group_cpu_s(server.pid).get("rerank", 0.0) - cpu_before.get("rerank", 0.0)
+                    used_s = group_cpu_seconds(server.pid).get("rerank", 0.0) - cpu_before.get("rerank", 0.0)
                     requests = max(1, delta["requests"])
                     row = {
                         "round": round_,

@@ -5,12 +5,22 @@ query and item towers must be the ones that embedded ``--embeddings``), this che
 code and configs, the BigBasket search proxy's catalog indexed with ``--dense-engine hnsw`` — served
 twice per round and query tower: as configured (candidates from the engines) and with the
 ``rerank`` config's ``exact_retrieval`` set (every item scanned, as before). The query towers: the
-teacher FP32 (``--towers``' own) and, with ``--static``, the static student of ``aisle distill
---student static --out DIR`` swapped into ``query_encoder/1`` (the index stays the teacher's, as in
+teacher FP32 (``--towers``' own), with ``--int8`` its CPU INT8 graph (``aisle export --precision
+int8``'s quantizer) and, with ``--static``, the static student of ``aisle distill --student static
+--out DIR``, each swapped into ``query_encoder/1`` (the index stays the teacher's, as in
 ``perf.bench_distill``). ``recommend`` searches (the proxy's query texts, k 10) at concurrency 16 for
 ``--seconds`` per window, every (tower, path) pair once per round, the order reversed every other
 round; throughput, p50, p99, Triton's busy time per request of each stage, and the issue's targets
 (#26: the static student ≥ 3×, the teacher ≥ 1.5× the served figures of ``perf.bench_distill``).
+
+What each Python-backend hop costs (issue #26, the ensemble's own overhead), in every window: per
+stage the compute and queue time per ``recommend`` request, the stage's stub CPU time read from
+/proc beside them, the ensemble's request time less the stages' and ``tritonserver``'s own CPU
+(``perf.lib.triton_stats.hop_costs``). ``--no-exact`` serves the engines only; ``--baseline-code
+DIR`` serves the engines once more with another checkout's model code and configs (``git archive``
+of main, or of a change with a config edited) — one run, old and new code side by side.
+``--quality``: BigBasket hybrid nDCG@10 of each tower (the distillation gate's measure), its
+retention and issue #26's bound (within 0.5% of 0.642) — the figures a default tower is chosen on.
 
 ``make bench``'s FastAPI side by side at catalog scale: ``--items N`` grows the catalog to N items
 (:func:`grow_catalog`; the added rows embedded by the item tower, cached in ``--workdir``) and
@@ -18,7 +28,8 @@ round; throughput, p50, p99, Triton's busy time per request of each stage, and t
 tower and index vectors) in the same rounds, driven by the same Python load generator over HTTP.
 
     .venv/bin/python -m perf.bench_rerank_served --towers build/model_repository \
-        [--static build/students/static] [--items 55108 --fastapi --name NAME] [--rounds 2] [--seconds 15]
+        [--static build/students/static] [--int8] [--no-exact] [--baseline-code DIR] [--quality] \
+        [--items 55108 --fastapi --name NAME] [--rounds 2] [--seconds 15]
 
 Writes ``perf/results/bench_rerank_served.{md,json,png}`` (``--name``: another file name).
 """
@@ -31,17 +42,28 @@ import os
 import shutil
 import statistics
 import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from perf.lib import loadgen, triton_stats
+from perf.lib import loadgen, procstats, triton_stats
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
+
+if TYPE_CHECKING:
+    from aisle_server.tritonserver import TritonServer
 
 CONCURRENCY = 16
 CATALOG_ITEMS = 27_554  # the proxy catalog as is: what the "before" figures of TARGETS were served over
 STAT_MODELS = ("tokenizer", "query_encoder", "rerank", "recommend")
 MODES = {"top-k engines": "False", "today (exact_retrieval)": "True"}
 FLAG = 'key: "exact_retrieval"\n  value {\n    string_value: "%s"'
-TEACHER, STATIC = "teacher FP32", "static student"
+TEACHER, TEACHER_INT8, STATIC = "teacher FP32", "teacher INT8", "static student"
+#: the engines served by another checkout's model code and configs (``--baseline-code``)
+BASELINE_CODE = "top-k engines, --baseline-code"
+#: issue #26: served quality within 0.5% of BigBasket hybrid nDCG@10 before the engines (perf/results/bench_distill.md)
+QUALITY_BEFORE, QUALITY_TOLERANCE = 0.642, 0.005
 FASTAPI = "FastAPI + sentence-transformers"
 #: the FastAPI side by side (issue #26): Aisle's default (teacher FP32, top-k engines) at ≥ 5× its req/s, p99 no worse
 FASTAPI_TARGET = 5.0
@@ -108,13 +130,23 @@ def set_mode(repo: Path, exact: str) -> None:
     config.write_text(text)
 
 
-def query_graphs(repo: Path, static: Path | None, keep: Path) -> dict[str, Path]:
-    """The query graphs to serve in turn: the repository's own (the teacher's, copied to ``keep``) and,
-    given ``static``, that static student's — refused unless it was distilled for this repository's space."""
+def query_graphs(repo: Path, static: Path | None, keep: Path, int8: bool = False) -> dict[str, Path]:
+    """The query towers to serve in turn, as directories (graph and tokenizer): the repository's own
+    (the teacher's, copied to ``keep``), given ``int8`` its CPU INT8 graph (``aisle export --precision
+    int8``'s quantizer) and, given ``static``, that static student — refused unless it was distilled
+    for this repository's space."""
     from aisle_export.core.spaces import read_record, read_space
 
-    shutil.copyfile(repo / "query_encoder" / "1" / "model.onnx", keep)
+    if keep.exists():
+        shutil.rmtree(keep)
+    shutil.copytree(repo / "query_encoder" / "1", keep, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     graphs = {TEACHER: keep}
+    if int8:
+        from aisle_export.build.quantize import quantize_int8_dynamic
+
+        graphs[TEACHER_INT8] = keep.parent / "teacher_query_encoder_int8"
+        shutil.copytree(keep, graphs[TEACHER_INT8], dirs_exist_ok=True)
+        quantize_int8_dynamic(keep / "model.onnx", graphs[TEACHER_INT8] / "model.onnx")
     if static is not None:
         record = read_record(static)
         if record is None or record.get("student") != "static":
@@ -122,15 +154,111 @@ def query_graphs(repo: Path, static: Path | None, keep: Path) -> dict[str, Path]
         space = read_space(repo / "query_encoder" / "1")
         if space is not None and record.get("item_tower_sha256") != space:
             raise SystemExit(f"{static} was distilled for the item tower {record.get('item_tower')}, not {repo}'s")
-        graphs[STATIC] = static / record["onnx"] / "model.onnx"
+        graphs[STATIC] = static / record["onnx"]
     return graphs
 
 
-def window_order(names: list[str], round_index: int, fastapi: bool = False) -> list[tuple[str, str]]:
-    """Every (tower, rerank path) pair once — and the FastAPI baseline, given ``fastapi`` — reversed every
-    other round so drift in the load hits all alike."""
-    pairs = [(name, mode) for name in names for mode in MODES] + ([(FASTAPI, "")] if fastapi else [])
+def quality(repo: Path, graphs: dict[str, Path], embeddings: Path, workdir: Path) -> dict:
+    """BigBasket hybrid nDCG@10 of each query tower over the index's vectors (``aisle_export.distill.gate.
+    search_ndcg``: the served ranking code, the distillation gate's measure), its retention against the
+    teacher FP32 (the gate) and against issue #26's bound (within 0.5% of 0.642)."""
+    import hashlib
+
+    import numpy as np
+
+    from aisle_export.data.catalog import read_catalog
+    from aisle_export.distill.gate import SYSTEMS, search_ndcg
+    from aisle_export.judge.search import DEFAULT_CSV, write_proxy_catalog
+
+    catalog_csv, relevant = write_proxy_catalog(DEFAULT_CSV, workdir / "bigbasket_catalog.csv")
+    texts = read_catalog(catalog_csv).texts()
+    vectors = graphs[TEACHER] / f"vectors-{hashlib.sha256(chr(10).join(texts).encode()).hexdigest()[:16]}.npy"
+    if not vectors.exists():  # search_ndcg's cache of the index vectors: the ones this benchmark indexed
+        np.save(vectors, np.load(embeddings)[: len(texts)])
+    hybrid = list(SYSTEMS)[1]
+    ndcg = search_ndcg(graphs[TEACHER], graphs, catalog_csv, relevant, systems={hybrid: SYSTEMS[hybrid]})
+    teacher = ndcg[TEACHER][hybrid]
+    return {
+        tower: {
+            "hybrid_ndcg@10": figures[hybrid],
+            "retention": round(figures[hybrid] / teacher, 4),
+            "within_bound": figures[hybrid] >= QUALITY_BEFORE * (1 - QUALITY_TOLERANCE),
+        }
+        for tower, figures in ndcg.items()
+    } | {"queries": len(relevant)}
+
+
+def window_order(
+    names: list[str], round_index: int, fastapi: bool = False, variants: Sequence[str] = tuple(MODES)
+) -> list[tuple[str, str]]:
+    """Every (tower, variant) pair once — and the FastAPI baseline, given ``fastapi`` — reversed every
+    other round so drift in the load hits all alike. ``variants``: the rerank paths of :data:`MODES`,
+    or those a run chose (``--no-exact``, ``--baseline-code``)."""
+    pairs = [(name, variant) for name in names for variant in variants] + ([(FASTAPI, "")] if fastapi else [])
     return pairs if round_index % 2 == 0 else pairs[::-1]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to serve a tower: a repository, its ``exact_retrieval`` flag, and the directories the
+    stubs import ``aisle_server`` from (``None``: this checkout's, as ``TritonServer`` computes them)."""
+
+    repo: Path
+    exact: str
+    site: tuple[str, ...] | None = None
+
+
+def variants(repo: Path, no_exact: bool, baseline_code: Path | None) -> dict[str, Variant]:
+    """The rerank paths of :data:`MODES` (the exact one left out with ``no_exact``) and, given
+    ``baseline_code`` (a checkout of this project), the engines served by that checkout's model
+    code and configs (:func:`baseline_repository`): one run, side by side, old and new code."""
+    engines, exact = list(MODES)
+    out = {engines: Variant(repo, MODES[engines])}
+    if not no_exact:
+        out[exact] = Variant(repo, MODES[exact])
+    if baseline_code is not None:
+        out[BASELINE_CODE] = Variant(
+            baseline_repository(repo, baseline_code), MODES[engines], baseline_site(baseline_code)
+        )
+    return out
+
+
+def baseline_repository(repo: Path, checkout: Path) -> Path:
+    """``repo`` (artifacts and index) with ``checkout``'s model_repository template (model.py, configs)."""
+    target = repo.parent / "model_repository_baseline"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(repo, target, symlinks=True)
+    shutil.copytree(
+        checkout / "model_repository",
+        target,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "__init__.py"),
+    )
+    return target
+
+
+def baseline_site(checkout: Path) -> tuple[str, ...]:
+    """What the stubs put on ``sys.path`` to run ``checkout``'s code (``aisle_server.tritonserver.stub_path``)."""
+    from aisle_server.tritonserver import stub_path
+
+    return (str(checkout / "server"), str(checkout / "contract"), stub_path()[-1])
+
+
+def _server(repo: Path, log: Path, site: tuple[str, ...] | None) -> TritonServer:
+    """A ``TritonServer`` whose stubs import ``aisle_server`` from ``site`` when given."""
+    from aisle_server.tritonserver import SITE_PACKAGES_ENV, TritonServer
+
+    if site is None:
+        return TritonServer(repo, log_file=log)
+
+    class _Server(TritonServer):
+        def environment(self) -> dict[str, str]:
+            env = super().environment()
+            env[SITE_PACKAGES_ENV] = os.pathsep.join(site)
+            return env
+
+    return _Server(repo, log_file=log)
 
 
 def served(
@@ -141,43 +269,42 @@ def served(
     seconds: float,
     logs: Path,
     fastapi: bool = False,
+    paths: dict[str, Variant] | None = None,
 ) -> tuple[dict, dict | None]:
-    """(Aisle's rows: tower → rerank path → summary; the FastAPI baseline's summary, or ``None``)."""
+    """(Aisle's rows: tower → variant → summary; the FastAPI baseline's summary, or ``None``)."""
     import tritonclient.grpc as grpcclient
 
-    from aisle_server.tritonserver import TritonServer
     from perf.baselines.server import FastApiServer
 
+    paths = paths or {name: Variant(repo, exact) for name, exact in MODES.items()}
     requests = [{"query": q, "k": 10} for q in queries]
-    target = repo / "query_encoder" / "1" / "model.onnx"
-    runs: dict[str, dict[str, list[dict]]] = {tower: {name: [] for name in MODES} for tower in graphs}
+    runs: dict[str, dict[str, list[dict]]] = {tower: {name: [] for name in paths} for tower in graphs}
     baseline: list[dict] = []
     for round_index in range(rounds):
-        for tower, name in window_order(list(graphs), round_index, fastapi):
+        for tower, name in window_order(list(graphs), round_index, fastapi, list(paths)):
             load = [os.getloadavg()[0]]
             if tower == FASTAPI:
-                shutil.copyfile(graphs[TEACHER], target)  # the baseline reads the index, not this graph
+                shutil.copyfile(graphs[TEACHER] / "model.onnx", repo / "query_encoder" / "1" / "model.onnx")
                 with FastApiServer(repo, log_file=logs / "fastapi.log") as api:
                     result = loadgen.run(loadgen.make_http(api.url + "/recommend"), requests, CONCURRENCY, seconds, 3.0)
                 load.append(os.getloadavg()[0])
                 baseline.append({**result.to_dict(), "load": load})
                 busy_text = ""
             else:
-                exact = MODES[name]
-                shutil.copyfile(graphs[tower], target)
-                set_mode(repo, exact)
-                log = logs / f"tritonserver-{tower.replace(' ', '_')}-{exact}.log"
+                path = paths[name]
+                shutil.copyfile(graphs[tower] / "model.onnx", path.repo / "query_encoder" / "1" / "model.onnx")
+                set_mode(path.repo, path.exact)
+                log = logs / f"tritonserver-{tower.replace(' ', '_')}-{name.replace(' ', '_')}.log"
                 with (
-                    TritonServer(repo, log_file=log) as server,
+                    _server(path.repo, log, path.site) as server,
                     grpcclient.InferenceServerClient(server.grpc_url) as stats,
                 ):
-                    before = triton_stats.snapshot(stats, STAT_MODELS)
-                    result = loadgen.run(loadgen.make_triton(server.grpc_url), requests, CONCURRENCY, seconds, 3.0)
-                    delta = triton_stats.diff(triton_stats.snapshot(stats, STAT_MODELS), before)
+                    window = _window(server, stats, requests, seconds)
+                result = window.pop("result")
                 load.append(os.getloadavg()[0])
-                busy = {model: triton_stats.per_request_ms(delta[model])["busy_ms"] for model in STAT_MODELS}
-                runs[tower][name].append({**result.to_dict(), "busy_ms": busy, "load": load})
-                busy_text = f"rerank busy {busy['rerank']:.2f} ms, "
+                runs[tower][name].append({**result.to_dict(), **window, "load": load})
+                hops = window["hops"]
+                busy_text = f"rerank busy {window['busy_ms']['rerank']:.2f} ms, cpu {hops['stages']['rerank']['cpu_ms']:.2f} ms, "
             print(
                 f"{tower}, {name or '-'}: {result.throughput:.1f} req/s, p50 {result.p50_ms:.1f} ms, "
                 f"p99 {result.p99_ms:.1f} ms, {busy_text}{result.errors} errors; load {load[0]:.1f}-{load[1]:.1f}",
@@ -187,9 +314,31 @@ def served(
     return rows, summary(baseline) if baseline else None
 
 
-def summary(rs: list[dict]) -> dict:
-    """Medians over the rounds of one (tower, rerank path), the rounds themselves kept."""
+def _window(server: TritonServer, stats: Any, requests: list[dict], seconds: float) -> dict:
+    """One load window on a started server: the load's result, busy time per request of each model,
+    and what each hop cost (``triton_stats.hop_costs``; the processes' CPU time read from /proc)."""
+    pid, url = server.pid, server.grpc_url
+    assert pid is not None  # started
+    loadgen.run(loadgen.make_triton(url), requests[:CONCURRENCY], CONCURRENCY, 0.5, 0.0)  # every stub warm
+    before, cpu_before, t0 = (
+        triton_stats.snapshot(stats, STAT_MODELS),
+        procstats.group_cpu_seconds(pid),
+        time.perf_counter(),
+    )
+    result = loadgen.run(loadgen.make_triton(url), requests, CONCURRENCY, seconds, 3.0)
+    cpu_after, wall = procstats.group_cpu_seconds(pid), time.perf_counter() - t0
+    delta = triton_stats.diff(triton_stats.snapshot(stats, STAT_MODELS), before)
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
     return {
+        "result": result,
+        "busy_ms": {model: triton_stats.per_request_ms(delta[model])["busy_ms"] for model in STAT_MODELS},
+        "hops": triton_stats.hop_costs(delta, wall, cpu),
+    }
+
+
+def summary(rs: list[dict]) -> dict:
+    """Medians over the rounds of one (tower, variant), the rounds themselves kept."""
+    out = {
         "requests_per_s": round(statistics.median(r["throughput"] for r in rs), 1),
         "p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 1),
         "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 1),
@@ -198,6 +347,21 @@ def summary(rs: list[dict]) -> dict:
             m: round(statistics.median(r["busy_ms"][m] for r in rs), 2) for m in STAT_MODELS if "busy_ms" in rs[0]
         },
         "runs": rs,
+    }
+    if "hops" in rs[0]:
+        out["hops"] = median_hops([r["hops"] for r in rs])
+    return out
+
+
+def median_hops(hops: list[dict]) -> dict:
+    """The median over rounds of every figure of ``triton_stats.hop_costs``."""
+    first = hops[0]
+    return {
+        "stages": {
+            stage: {key: round(statistics.median(h["stages"][stage][key] for h in hops), 3) for key in figures}
+            for stage, figures in first["stages"].items()
+        },
+        **{key: round(statistics.median(h[key] for h in hops), 3) for key in first if key != "stages"},
     }
 
 
@@ -228,34 +392,40 @@ def targets(served_rows: dict, baseline: dict | None, items: int) -> list[dict]:
                     "value": value,
                     "target": f"≥ {factor}× {before} = {factor * before:.1f}",
                     "ratio_to_before": round(value / before, 2),
-                    "ratio_to_exact_same_run": round(value / served_rows[tower][exact]["requests_per_s"], 2),
                     "met": value >= factor * before,
                 }
             )
+            if exact in served_rows[tower]:
+                out[-1]["ratio_to_exact_same_run"] = round(value / served_rows[tower][exact]["requests_per_s"], 2)
     return out
 
 
 def to_markdown(results: dict) -> str:
+    paths = {name for by_mode in results["served"].values() for name in by_mode}
+    compared = "this checkout's code against `--baseline-code`'s" if BASELINE_CODE in paths else "top-k engines"
+    if list(MODES)[1] in paths:
+        compared = "top-k engines against today's exact path"
     lines = [
-        "# Served `recommend` search over BigBasket: top-k engines against today's exact path",
+        f"# Served `recommend` search over BigBasket: {compared}",
         "",
         f"Catalog: {results['items']:,} items"
         + (" (the BigBasket proxy catalog)" if results["items"] == CATALOG_ITEMS else f" ({CATALOG_NOTE})")
         + f". Command: `{results['command']}`. Machine: {results['machine']}. Concurrency {CONCURRENCY}, "
         f"{results['seconds']} s windows, {results['rounds']} alternating rounds (medians; the 1-minute load "
-        "average at the start and end of each window in the last column).",
+        "average at the start and end of each window in the last column). × ref: against the tower's last "
+        "row (the exact path; with `--baseline-code`, that code's engines).",
         "",
-        "| query tower | rerank path | req/s | × exact | p50 ms | p99 ms | errors | busy ms / request: "
+        "| query tower | rerank path | req/s | × ref | p50 ms | p99 ms | errors | busy ms / request: "
         + " / ".join(STAT_MODELS)
         + " | load per window |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    exact = list(MODES)[1]
     for tower, by_mode in results["served"].items():
+        reference = by_mode[list(by_mode)[-1]]  # the exact path, or the --baseline-code engines
         for name, row in by_mode.items():
             busy = " / ".join(f"{row['busy_ms_per_request'][m]:.2f}" for m in STAT_MODELS)
             loads = ", ".join(f"{r['load'][0]:.1f}–{r['load'][1]:.1f}" for r in row["runs"])
-            ratio = row["requests_per_s"] / by_mode[exact]["requests_per_s"]
+            ratio = row["requests_per_s"] / reference["requests_per_s"]
             lines.append(
                 f"| {tower} | {name} | {row['requests_per_s']} | {ratio:.2f} | {row['p50_ms']} | {row['p99_ms']} "
                 f"| {row['errors']} | {busy} | {loads} |"
@@ -270,15 +440,68 @@ def to_markdown(results: dict) -> str:
     if results.get("targets"):
         lines += ["", 'Targets (issue #26; the "before" figures: perf/results/bench_distill.md):', ""]
         for t in results["targets"]:
-            ratios = (
-                f" ({t['ratio_to_before']}× before, {t['ratio_to_exact_same_run']}× this run's exact path)"
-                if "ratio_to_before" in t
-                else ""
-            )
+            ratios = f" ({t['ratio_to_before']}× before" if "ratio_to_before" in t else ""
+            if "ratio_to_exact_same_run" in t:
+                ratios += f", {t['ratio_to_exact_same_run']}× this run's exact path"
+            ratios += ")" if ratios else ""
             lines.append(
                 f"- {t['what']}: {t['value']}{ratios}; target {t['target']} — {'met' if t['met'] else 'NOT met'}"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + hops_markdown(results) + quality_markdown(results)) + "\n"
+
+
+def hops_markdown(results: dict) -> list[str]:
+    """The hop table: per stage, ms per ``recommend`` request (``triton_stats.hop_costs``)."""
+    lines = [
+        "",
+        "## What each hop costs (ms per `recommend` request, medians of rounds)",
+        "",
+        "compute: Triton's batch compute time (wall; a wait for a core included); queue: Triton's queue; "
+        "cpu: the stage's stub process's CPU time from /proc; overhead: the ensemble's request time − Σ the "
+        "stages' request times; tritonserver cpu: the server process itself (gRPC, the ensemble, the backend's "
+        "side of each hop).",
+        "",
+        "| query tower | rerank path | "
+        + " | ".join(f"{s} compute / queue / cpu / batch" for s in triton_stats.STAGES)
+        + " | ensemble latency | overhead | tritonserver cpu |",
+        "|---|---|" + "---|" * (len(triton_stats.STAGES) + 3),
+    ]
+    for tower, by_mode in results["served"].items():
+        for name, row in by_mode.items():
+            hops = row.get("hops")
+            if not hops:
+                continue
+            cells = [
+                f"{h['compute_ms']:.2f} / {h['queue_ms']:.2f} / {h['cpu_ms']:.2f} / {h['avg_batch']:.1f}"
+                for h in (hops["stages"][s] for s in triton_stats.STAGES)
+            ]
+            lines.append(
+                f"| {tower} | {name} | "
+                + " | ".join(cells)
+                + f" | {hops['ensemble_latency_ms']:.2f} | {hops['ensemble_overhead_ms']:.2f} "
+                f"| {hops['tritonserver_cpu_ms']:.2f} |"
+            )
+    return lines
+
+
+def quality_markdown(results: dict) -> list[str]:
+    quality = results.get("quality")
+    if not quality:
+        return []
+    lines = [
+        "",
+        f"## Quality: BigBasket hybrid nDCG@10 ({quality['queries']} queries; the distillation gate's measure, "
+        "`aisle_export.distill.gate.search_ndcg`)",
+        "",
+        f"| query tower | hybrid nDCG@10 | retention (gate) | within {QUALITY_TOLERANCE:.1%} of {QUALITY_BEFORE} (#26) |",
+        "|---|---|---|---|",
+    ]
+    for tower, q in quality.items():
+        if isinstance(q, dict):
+            lines.append(
+                f"| {tower} | {q['hybrid_ndcg@10']} | {q['retention']} | {'yes' if q['within_bound'] else 'no'} |"
+            )
+    return lines
 
 
 def plot(results: dict, path: Path) -> Path:
@@ -288,9 +511,10 @@ def plot(results: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     towers = list(results["served"])
+    paths = list(results["served"][towers[0]])
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    width = 0.8 / len(MODES)
-    for j, name in enumerate(MODES):
+    width = 0.8 / len(paths)
+    for j, name in enumerate(paths):
         values = [results["served"][t][name]["requests_per_s"] for t in towers]
         ax.bar([i + j * width for i in range(len(towers))], values, width, label=name)
     for i, tower in enumerate(towers):
@@ -316,6 +540,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--static", type=Path, help="a static student (`aisle distill --student static --out`)")
     parser.add_argument("--items", type=int, default=0, help="grow the catalog to this many items (grow_catalog)")
     parser.add_argument("--fastapi", action="store_true", help="serve the FastAPI baseline in the same rounds")
+    parser.add_argument("--int8", action="store_true", help="also serve the teacher's CPU INT8 graph")
+    parser.add_argument("--no-exact", action="store_true", help="serve the top-k engines only, not exact_retrieval")
+    parser.add_argument(
+        "--baseline-code",
+        type=Path,
+        help="a checkout whose model code and configs serve the engines beside this one's (e.g. `git archive` of main)",
+    )
+    parser.add_argument("--quality", action="store_true", help="BigBasket hybrid nDCG@10 of each served tower")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_rerank_served")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -326,8 +558,10 @@ def main(argv: list[str] | None = None) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     repo, queries, items = build_repository(args.towers, args.embeddings, args.workdir / "model_repository", args.items)
-    graphs = query_graphs(repo, args.static, args.workdir / "teacher_query_encoder.onnx")
-    rows, baseline = served(repo, graphs, queries, args.rounds, args.seconds, args.workdir, args.fastapi)
+    graphs = query_graphs(repo, args.static, args.workdir / "teacher_query_encoder", args.int8)
+    scored = quality(repo, graphs, args.embeddings, args.workdir) if args.quality else None
+    paths = variants(repo, args.no_exact, args.baseline_code)
+    rows, baseline = served(repo, graphs, queries, args.rounds, args.seconds, args.workdir, args.fastapi, paths)
     results = {
         "command": command_line("perf.bench_rerank_served", sys.argv[1:] if argv is None else argv),
         "items": items,
@@ -336,6 +570,7 @@ def main(argv: list[str] | None = None) -> dict:
         "served": rows,
         "fastapi": baseline,
         "targets": targets(rows, baseline, items),
+        "quality": scored,
     }
     results["machine"] = machine(load_before)
     write_report(args.out, args.name, results, to_markdown, plot)

@@ -7,7 +7,7 @@ attributed to *our* server by the processes that map them (tritonserver and its
 
 Two views of "the server": :func:`tree_rss` follows tritonserver's children; the ``group_*``
 functions and :class:`RssSampler` take its process group (``TritonServer`` starts it as a group
-leader), per process name with :func:`group_memory`.
+leader), per process name with :func:`group_memory` and :func:`group_cpu_seconds`.
 """
 
 from __future__ import annotations
@@ -182,19 +182,19 @@ def group_memory(pid: int) -> dict[str, dict[str, float]]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used, in seconds (0.0 once it has exited)."""
+    """User + system CPU time ``pid`` has used so far, in seconds (0.0 if it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
     except (OSError, IndexError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
 
 
-def group_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds used so far by tritonserver's process group per process name (``tritonserver``, or
-    the model a stub serves, its instances summed): two reads around a window, subtracted, give what
-    each stage really used there — Triton's own compute times are wall time, which on a loaded
-    machine includes waiting for a core."""
+def group_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds used so far per process name of tritonserver's process group (:func:`process_name`:
+    ``tritonserver`` or the model a stub serves, a model's instances summed). Two readings around a
+    window give each Python-backend stub's real CPU time beside Triton's wall-clock "busy" figures,
+    which also count the time a stub waits for the CPU."""
     out: dict[str, float] = {}
     for member in process_group_members(pid):
         name = process_name(member, pid)

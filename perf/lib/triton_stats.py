@@ -150,3 +150,35 @@ def breakdown(delta: dict[str, dict[str, int]], wall_s: float) -> dict:
         "overhead_ms": overhead,
         "stages": stages,
     }
+
+
+def hop_costs(delta: dict[str, dict[str, int]], wall_s: float, cpu_s: Mapping[str, float]) -> dict:
+    """What each Python-backend hop of ``recommend`` costs per ensemble request, queueing apart.
+
+    ``delta``: :func:`diff` of two snapshots around a window of ``wall_s`` seconds; ``cpu_s``: CPU
+    seconds each process used in that window (``perf.lib.procstats.group_cpu_seconds``, by model
+    name, ``tritonserver`` for the server itself). Per stage, ms per ``recommend`` request:
+    ``compute`` (Triton's batch compute: wall time, a wait for a core included), ``queue``
+    (Triton's queue), ``cpu`` (the stage's stub process: what the stage really spent on a core);
+    ``ensemble_overhead_ms`` and ``tritonserver_cpu_ms`` (gRPC, the ensemble, the backend's side of
+    every hop) beside them.
+    """
+    figures = breakdown(delta, wall_s)
+    n = max(figures["requests"], 1)
+    stages = {
+        stage: {
+            "compute_ms": round(s["compute_ms"], 3),
+            "queue_ms": round(s["queue_ms"], 3),
+            "latency_ms": round(s["latency_ms"], 3),
+            "cpu_ms": round(cpu_s.get(stage, 0.0) * 1e3 / n, 3),
+            "avg_batch": round(s["avg_batch"], 2),
+        }
+        for stage, s in figures["stages"].items()
+    }
+    return {
+        "requests": figures["requests"],
+        "stages": stages,
+        "ensemble_latency_ms": round(figures["ensemble_latency_ms"], 3),
+        "ensemble_overhead_ms": round(figures["overhead_ms"], 3),
+        "tritonserver_cpu_ms": round(cpu_s.get("tritonserver", 0.0) * 1e3 / n, 3),
+    }

@@ -11,11 +11,13 @@ import json
 import logging
 import os
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from aisle_contract import (
     EXPLAIN,
     FILTER_NAMES,
+    INTEREST_OUTPUT,
     MAX_RULES_BYTES,
     OP,
     RESULT,
@@ -157,15 +159,26 @@ class RerankModel(_Model):
         self.lookups = StateLookups(self.metrics)
         return StateReads(state, on_failure=self.lookups.failed, on_lookup=self.lookups.observe)
 
-    def rank(self, inputs: Arrays) -> dict:
+    def rank(self, inputs: Arrays, interest: bool = True) -> dict:
+        """``interest``: also ``INTEREST`` (only a direct ``rerank`` caller asks; ``recommend`` never does)."""
         index = self.index
         requests = parse_requests(inputs, self.config, len(index), index.dim, state=self.state)
         schema = index.attributes.schema if index.attributes is not None else {}
         requests = [replace(r, rules=self.rules.resolve(r.config, schema)) for r in requests]
-        return pack_results(rank_many(index, requests), index.dim, explanations=True)
+        return pack_results(rank_many(index, requests), index.dim if interest else None, explanations=True)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return handle_each(self.pb_utils, requests, RERANK_INPUTS, self.rank)
+        # the outputs a request did not ask for would be built, then dropped by the stub: INTEREST is
+        # built only when asked (the ensemble asks for every output it maps, so the others are kept)
+        return [
+            handle_each(
+                self.pb_utils,
+                [request],
+                RERANK_INPUTS,
+                partial(self.rank, interest=INTEREST_OUTPUT in request.requested_output_names()),
+            )[0]
+            for request in requests
+        ]
 
     def finalize(self) -> None:
         self.live.stop()

@@ -141,7 +141,10 @@ def test_the_hand_off_holds_every_learned_part(store):
     assert (store["root"] / "results" / "eval.png").stat().st_size > 0
 
 
-def _rerank_interest(url: str, history: list[tuple[str, float, str]], now: float, dim: int) -> np.ndarray:
+def _rerank_interest(
+    url: str, history: list[tuple[str, float, str]], now: float, dim: int, outputs: list[str] | None = None
+) -> np.ndarray | None:
+    """The row's ``INTEREST``, the request naming ``outputs`` (default: ``INTEREST`` alone; ``[]``: none, so all)."""
     triton = grpcclient.InferenceServerClient(url)
     try:
         inputs = []
@@ -156,10 +159,23 @@ def _rerank_interest(url: str, history: list[tuple[str, float, str]], now: float
             tensor = grpcclient.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        result = triton.infer("rerank", inputs, outputs=[grpcclient.InferRequestedOutput("INTEREST")])
-        return result.as_numpy("INTEREST")[0]
+        names = ["INTEREST"] if outputs is None else outputs
+        result = triton.infer("rerank", inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in names] or None)
+        interest = result.as_numpy("INTEREST")
+        return None if interest is None else interest[0]
     finally:
         triton.close()
+
+
+def test_rerank_builds_the_user_vector_for_whoever_asks_for_it_and_for_a_request_naming_no_output(
+    store, served, shoppers
+):
+    dim = CatalogIndex.load(store["repo"] / "rerank" / "1" / INDEX_DIRNAME).dim
+    history, now = shoppers[0]
+    asked = _rerank_interest(served.grpc_url, history, now, dim)
+    assert asked is not None and np.linalg.norm(asked) > 0
+    np.testing.assert_array_equal(_rerank_interest(served.grpc_url, history, now, dim, outputs=[]), asked)
+    assert _rerank_interest(served.grpc_url, history, now, dim, outputs=["ITEM_IDS"]) is None  # not built
 
 
 def test_served_user_vector_and_top10_match_the_offline_models(store, served, shoppers):

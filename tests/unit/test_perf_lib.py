@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import pytest
 
@@ -75,6 +76,50 @@ def test_status_of_this_process_in_mib():
     status = procstats.status_mib()
     assert list(status) == ["VmHWM", "VmRSS", "RssAnon", "RssFile"] and status["VmRSS"] > 0
     assert procstats.rss_bytes(os.getpid()) > 0 and procstats.group_rss_mb(os.getpgid(0)) > 0
+
+
+def test_cpu_seconds_grow_with_work_and_are_read_per_process_name_of_the_group():
+    before = procstats.cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert procstats.cpu_seconds(os.getpid()) > before
+    assert procstats.cpu_seconds(-1) == 0.0  # gone: nothing to read
+    group = procstats.group_cpu_seconds(os.getpgid(0))
+    assert group and all(seconds >= 0 for seconds in group.values())
+
+
+def _stage(requests: int, request_ns: int, queue_ns: int, batch_ns: int, inferences: int, executions: int) -> dict:
+    return {
+        "requests": requests,
+        "request_ns": request_ns,
+        "queue_ns": queue_ns,
+        "batch_compute_ns": batch_ns,
+        "inferences": inferences,
+        "executions": executions,
+    }
+
+
+def test_hop_costs_are_per_ensemble_request_with_the_overhead_and_each_process_cpu():
+    delta = {
+        "tokenizer": _stage(10, 10_000_000, 2_000_000, 4_000_000, 10, 5),
+        "query_encoder": _stage(10, 30_000_000, 10_000_000, 20_000_000, 10, 2),
+        "rerank": _stage(10, 40_000_000, 5_000_000, 30_000_000, 10, 10),
+        "recommend": _stage(10, 100_000_000, 0, 0, 10, 10),
+    }
+    cpu = {"tokenizer": 0.002, "query_encoder": 0.01, "rerank": 0.02, "tritonserver": 0.005}
+    hops = triton_stats.hop_costs(delta, 1.0, cpu)
+    assert hops["requests"] == 10 and hops["ensemble_latency_ms"] == 10.0
+    assert hops["ensemble_overhead_ms"] == 10.0 - (1.0 + 3.0 + 4.0)  # ensemble − Σ stage request times
+    assert hops["stages"]["tokenizer"] == {
+        "compute_ms": 0.4,
+        "queue_ms": 0.2,
+        "latency_ms": 1.0,
+        "cpu_ms": 0.2,
+        "avg_batch": 2.0,
+    }
+    assert hops["stages"]["rerank"]["cpu_ms"] == 2.0 and hops["tritonserver_cpu_ms"] == 0.5
+    assert triton_stats.hop_costs(delta, 1.0, {})["stages"]["rerank"]["cpu_ms"] == 0.0  # no reading: none
 
 
 def test_command_line_is_the_module_form():

@@ -1,4 +1,5 @@
-"""perf.bench_rerank_served's pure pieces: the grown catalog and the order of the load windows. No server."""
+"""perf.bench_rerank_served's pure pieces: the grown catalog, the order of the load windows, the paths
+served and the hop table. No server."""
 
 from __future__ import annotations
 
@@ -37,3 +38,49 @@ def test_every_window_runs_once_a_round_in_reversed_order_every_other_round():
     assert first[-1] == (bench.FASTAPI, "") and first[0][0] == "a"
     assert bench.window_order(["a", "b"], 1, fastapi=True) == first[::-1]
     assert bench.window_order(["a"], 2) == [("a", mode) for mode in bench.MODES]
+
+
+def test_the_chosen_paths_are_the_windows_of_a_round():
+    paths = [next(iter(bench.MODES)), bench.BASELINE_CODE]
+    assert bench.window_order(["a"], 0, variants=paths) == [("a", paths[0]), ("a", paths[1])]
+    assert bench.window_order(["a"], 1, variants=paths) == [("a", paths[1]), ("a", paths[0])]
+
+
+def test_the_baseline_code_serves_the_same_index_with_that_checkout_s_template_and_packages(tmp_path):
+    repo, checkout = tmp_path / "work" / "model_repository", tmp_path / "checkout"
+    (repo / "rerank" / "1" / "index").mkdir(parents=True)
+    (repo / "rerank" / "1" / "index" / "vectors.npy").write_text("index")
+    (repo / "rerank" / "config.pbtxt").write_text("new")
+    (checkout / "model_repository" / "rerank" / "1").mkdir(parents=True)
+    (checkout / "model_repository" / "rerank" / "config.pbtxt").write_text("old")
+    (checkout / "model_repository" / "rerank" / "1" / "model.py").write_text("old model")
+    paths = bench.variants(repo, no_exact=True, baseline_code=checkout)
+    assert list(paths) == [next(iter(bench.MODES)), bench.BASELINE_CODE]
+    engines, baseline = paths.values()
+    assert engines.repo == repo and engines.site is None and engines.exact == baseline.exact == "False"
+    assert (baseline.repo / "rerank" / "config.pbtxt").read_text() == "old"
+    assert (baseline.repo / "rerank" / "1" / "model.py").read_text() == "old model"
+    assert (baseline.repo / "rerank" / "1" / "index" / "vectors.npy").read_text() == "index"
+    assert (repo / "rerank" / "config.pbtxt").read_text() == "new"  # this checkout's repository untouched
+    assert baseline.site is not None and baseline.site[:2] == (str(checkout / "server"), str(checkout / "contract"))
+    assert list(bench.variants(repo, no_exact=False, baseline_code=None)) == list(bench.MODES)
+
+
+def test_the_hop_table_has_a_row_per_tower_and_path_with_every_stage():
+    stage = {"compute_ms": 1.0, "queue_ms": 2.0, "latency_ms": 3.0, "cpu_ms": 0.5, "avg_batch": 4.0}
+    hops = {
+        "stages": dict.fromkeys(("tokenizer", "query_encoder", "rerank"), stage),
+        "ensemble_latency_ms": 9.0,
+        "ensemble_overhead_ms": 0.25,
+        "tritonserver_cpu_ms": 0.6,
+        "requests": 10,
+    }
+    results = {"served": {bench.TEACHER: {"top-k engines": {"hops": hops}, "other": {}}}}
+    lines = bench.hops_markdown(results)
+    rows = [line for line in lines if line.startswith(f"| {bench.TEACHER}")]
+    assert rows == [
+        f"| {bench.TEACHER} | top-k engines | "
+        + " | ".join(["1.00 / 2.00 / 0.50 / 4.0"] * 3)
+        + " | 9.00 | 0.25 | 0.60 |"
+    ]
+    assert bench.median_hops([hops, {**hops, "ensemble_overhead_ms": 0.75}, hops])["ensemble_overhead_ms"] == 0.25
