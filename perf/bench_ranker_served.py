@@ -144,7 +144,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
             for concurrency in CONCURRENCY:
                 for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
                     mix = [{"feed": feed, "learned": side == "with"} for feed in feeds]
-                    before, cpu_before = triton_stats.snapshot(server.grpc_url, ["rerank"]), group_cpu_seconds(server.pid)
+                    before = triton_stats.snapshot(server.grpc_url, ["rerank"])
+                    cpu_before = group_cpu_seconds(server.pid)
                     result = loadgen.run(
                         lambda: RerankFeed(server.grpc_url, dim), mix, concurrency, args.seconds, warmup_s=1.0
                     )
