@@ -134,6 +134,56 @@ def test_cut(data, vectors: np.ndarray, base, config, gate: dict) -> dict:
     }
 
 
+def plot(results: Path) -> Path:
+    """``study_ranker_gate.png`` from every ``study_ranker_gate_*.json`` under ``results``: per log
+    and variant, the gate's validation interval (the ranker as the gate would serve it vs the
+    hand-weighted stack) and, where measured, the same ranker's interval on the test cut."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = [json.loads(p.read_text()) for p in sorted(results.glob("study_ranker_gate_*.json"))]
+    reports = [r for r in reports if "variant" in r and "gate" in r]
+    logs = sorted({r["log"] for r in reports})
+    fig, axes = plt.subplots(1, len(logs), figsize=(6 * len(logs), 4.5), squeeze=False)
+    for ax, log in zip(axes[0], logs):
+        mine = [r for r in reports if r["log"] == log]
+        for i, r in enumerate(mine):
+            gain = r["gate"]["vs_hand_weighted"]["all"]
+            ax.errorbar(
+                gain["delta"],
+                i + 0.1,
+                xerr=[[gain["delta"] - gain["ci95"][0]], [gain["ci95"][1] - gain["delta"]]],
+                fmt="o",
+                color="tab:blue",
+                label="validation gate" if i == 0 else None,
+            )
+            if "test" in r:
+                shown = "shown" if not r["gate"]["exclude_history"] else "hidden"
+                row = next(v for k, v in r["test"]["rows"].items() if k.startswith("learned ranker") and shown in k)
+                t = row["all"]["vs_hand_weighted"]
+                ax.errorbar(
+                    t["delta"],
+                    i - 0.1,
+                    xerr=[[t["delta"] - t["ci95"][0]], [t["ci95"][1] - t["delta"]]],
+                    fmt="s",
+                    color="tab:orange",
+                    label="test cut" if i == 0 else None,
+                )
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(mine)), [r["variant"] for r in mine])
+        ax.set_ylim(-0.6, len(mine) - 0.4)
+        ax.set_xlabel("ΔnDCG@10, ranker − hand-weighted, all next items (95% CI)")
+        ax.set_title(log)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = results / "study_ranker_gate.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m perf.study_ranker_gate", description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=VARIANTS, default="current")
@@ -144,8 +194,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--test", action="store_true", help="also train as `aisle evaluate --ranker` does and score the test cut"
     )
+    parser.add_argument(
+        "--plot", action="store_true", help="only draw study_ranker_gate.png from the reports already in --out"
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.plot:
+        print(f"wrote {plot(args.out)}")
+        return {}
 
     from aisle_contract import RankingConfig
     from aisle_export.core.encoding import embed_catalog

@@ -254,6 +254,24 @@ def test_the_gate_judges_at_each_of_its_cuts_of_the_period() -> None:
     assert all(s.train.timestamp.max() < s.cutoff < data.split.cutoff for s in splits)
 
 
+def test_a_pooled_gate_trains_a_ranker_per_cut_and_pools_every_shopper_cut_pair() -> None:
+    from types import SimpleNamespace
+
+    from aisle_export.learn.ranker import validate
+
+    log = shop_log(seed=1, shoppers=40)
+    data = SimpleNamespace(catalog=catalog(), split=temporal_split(log, quantile=0.95))
+    embeddings = np.random.default_rng(0).standard_normal((N_ITEMS, DIM)).astype(np.float32)
+    config = RankerConfig(
+        gate_cuts=(0.7, 0.9), train_cuts=(0.5, 0.6), stop_cuts=(0.65,), rounds=5, min_data_in_leaf=5, graded=True
+    )
+    report = validate(data, embeddings, RankingConfig(user_encoder=False), config, progress=False)  # type: ignore[arg-type]
+    pairs = sum(len(s.users) for s in gate_splits(data, config))  # type: ignore[arg-type]
+    assert [f["cut"] for f in report["fit"]] == [0.7, 0.9]
+    assert report["metric"].startswith(f"ndcg@10, {pairs} shopper-cut pairs")
+    assert set(report["vs_hand_weighted"]) == {"all", "new"} and isinstance(report["served"], bool)
+
+
 def test_later_windows_weigh_more_and_each_shopper_weight_covers_its_rows() -> None:
     assert window_weights(3, 0.5).tolist() == [0.25, 0.5, 1.0] and window_weights(2, 1.0).tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="window_decay"):
