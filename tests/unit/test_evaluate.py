@@ -99,6 +99,8 @@ def test_a_clustered_bootstrap_resamples_whole_shoppers_so_repeated_pairs_do_not
     diff = np.random.default_rng(0).standard_normal(100)
     once = evaluate.bootstrap_delta(np.zeros(100), diff, clusters=np.arange(100))
     assert once == evaluate.bootstrap_delta(np.zeros(100), diff)  # one pair per shopper: the plain bootstrap
+    named = [f"u{(37 * i) % 100}" for i in range(100)]  # whatever the keys' sort order
+    assert evaluate.bootstrap_delta(np.zeros(100), diff, clusters=named) == once
     # every shopper judged at five cuts with the same difference: 500 pairs, still 100 shoppers' worth
     five = np.repeat(diff, 5)
     pooled = evaluate.bootstrap_delta(np.zeros(500), five, clusters=np.repeat(np.arange(100), 5))

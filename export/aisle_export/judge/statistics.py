@@ -28,7 +28,10 @@ def bootstrap_delta(
     else:
         if len(clusters) != len(diff):
             raise ValueError(f"clusters: {len(clusters)} keys for {len(diff)} pairs")
-        _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+        _, first, inverse = np.unique(np.asarray(clusters), return_index=True, return_inverse=True)
+        appearance = np.empty(len(first), dtype=np.int64)
+        appearance[np.argsort(first)] = np.arange(len(first))
+        inverse = appearance[inverse.ravel()]  # clusters in order of appearance: one pair each is the plain bootstrap
         sums, counts = np.bincount(inverse, weights=diff), np.bincount(inverse).astype(np.float64)
         drawn = rng.integers(0, len(sums), size=(n, len(sums)))
         means = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
