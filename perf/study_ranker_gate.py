@@ -149,6 +149,7 @@ def plot(results: Path) -> Path:
     fig, axes = plt.subplots(1, len(logs), figsize=(6 * len(logs), 4.5), squeeze=False)
     for ax, log in zip(axes[0], logs):
         mine = [r for r in reports if r["log"] == log]
+        tested = False
         for i, r in enumerate(mine):
             gain = r["gate"]["vs_hand_weighted"]["all"]
             ax.errorbar(
@@ -169,8 +170,9 @@ def plot(results: Path) -> Path:
                     xerr=[[t["delta"] - t["ci95"][0]], [t["ci95"][1] - t["delta"]]],
                     fmt="s",
                     color="tab:orange",
-                    label="test cut" if i == 0 else None,
+                    label="test cut (the same ranker)" if not tested else None,
                 )
+                tested = True
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(range(len(mine)), [r["variant"] for r in mine])
         ax.set_ylim(-0.6, len(mine) - 0.4)

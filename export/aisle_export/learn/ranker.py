@@ -21,7 +21,10 @@ next items with a paired 95% bootstrap interval above zero — a measured per-st
 ranker is then served only when its gain over the hand-weighted stack (the knobs it is trained
 with, history hidden as served today) has a paired 95% interval above zero; otherwise nothing is
 written and the hand-weighted stack stays. The served model is trained again the same way on the
-whole period given (the validation period included).
+whole period given (the validation period included). The gate may judge at several cuts
+(:attr:`RankerConfig.gate_cuts`), each with a ranker trained only on the windows before it, pooling
+the shopper-cut pairs with a bootstrap over shoppers: one cut of a small log has too few shoppers
+to show a gain, and a single cut can be a lucky period.
 """
 
 from __future__ import annotations
