@@ -12,7 +12,16 @@ log signals; ``RankingConfig(user_encoder=False)``, what ``aisle evaluate`` tune
 feeds served with history hidden, ``hidden_model=True``), ``windows`` (11 training windows at
 quantiles 0.30 … 0.80 instead of 5), ``fast`` (learning rate 0.1 instead of 0.05: the current fits
 stop at their 300-round cap, still improving on the stop windows, and more trees cost serving time),
-``small`` (15 leaves, ≥ 100 rows per leaf instead of 31 and 50: smaller trees against drift). Writes ``<out>/study_ranker_gate_<log>_<variant>.json``.
+``small`` (15 leaves, ≥ 100 rows per leaf instead of 31 and 50: smaller trees against drift);
+``pooled`` (the gate judged at five cuts of the period, 0.60 … 0.80, each with a ranker trained only
+on the windows before it, the shopper-cut pairs pooled and bootstrapped over shoppers: one cut of
+≈ 100 MovieLens shoppers is too few to gate), and on top of it ``pooled_decay`` (window *i* of *n*
+weighted 0.7^(n−1−i): recent windows count more), ``pooled_graded`` (a relevant candidate labelled
+by how often the shopper has it after the cut, 1 … 3) and ``pooled_small`` (``small``'s trees);
+``wide_small``: ``small``'s trees gated at ten cuts, 0.35 … 0.80 (more distinct shoppers).
+``--test`` adds the test cut: the ranker rows, the stack the gate serves, the hand-weighted stack
+and popularity, co-occurrence, GP-TopFreq and TIFU-KNN, on all next items and on new items.
+Writes ``<out>/study_ranker_gate_<log>_<variant>.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `aisle serve` runs Trit
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,30 +43,68 @@ from perf.lib.run_info import RESULTS, command_line, machine
 WINDOWS = tuple(round(q, 2) for q in np.arange(0.30, 0.801, 0.05))
 
 
+GATE_CUTS = (0.6, 0.65, 0.7, 0.75, 0.8)
+WIDE_GATE_CUTS = tuple(round(q, 2) for q in np.arange(0.35, 0.801, 0.05))
+VARIANTS = (
+    "current",
+    "hidden",
+    "windows",
+    "fast",
+    "small",
+    "pooled",
+    "pooled_decay",
+    "pooled_graded",
+    "pooled_small",
+    "wide_small",
+)
+
+
 def variants():
     from aisle_export.learn.ranker import RankerConfig
 
+    pooled = RankerConfig(gate_cuts=GATE_CUTS)
     return {
         "current": RankerConfig(),
         "hidden": RankerConfig(hidden_model=True),
         "windows": RankerConfig(train_cuts=WINDOWS),
         "fast": RankerConfig(learning_rate=0.1),
         "small": RankerConfig(num_leaves=15, min_data_in_leaf=100),
+        "pooled": pooled,
+        "pooled_decay": replace(pooled, window_decay=0.7),
+        "pooled_graded": replace(pooled, graded=True),
+        "pooled_small": replace(pooled, num_leaves=15, min_data_in_leaf=100),
+        "wide_small": RankerConfig(gate_cuts=WIDE_GATE_CUTS, num_leaves=15, min_data_in_leaf=100),
     }
 
 
-def test_cut(data, vectors: np.ndarray, base, config) -> dict:
-    """``aisle evaluate --ranker``'s rows (gate on validation, served model trained on the training
-    period) on the test cut, paired against the hand-weighted stack of the same knobs."""
+def test_cut(data, vectors: np.ndarray, base, config, gate: dict) -> dict:
+    """``aisle evaluate --ranker``'s rows (``gate``: measured on validation; the served model trained
+    on the training period) on the test cut, paired against the hand-weighted stack of the same
+    knobs (the stack served today), beside the baselines ``aisle evaluate`` shows."""
+    from aisle_export.index.log_signals import split_signals
+    from aisle_export.index.writing import served_index
     from aisle_export.judge.feed import Reference, score
-    from aisle_export.judge.rankers import aisle_ranker
+    from aisle_export.judge.rankers import (
+        aisle_ranker,
+        cooccurrence_ranker,
+        gp_topfreq_ranker,
+        popularity_ranker,
+        tifu_knn_ranker,
+    )
     from aisle_export.judge.statistics import bootstrap_delta
-    from aisle_export.learn.ranker import evaluation_rows, feature_index
+    from aisle_export.learn.ranker import evaluation_rows
 
-    rows, extra = evaluation_rows(data, vectors, base, config, progress=True)
+    rows, extra = evaluation_rows(data, vectors, base, config, progress=True, gate=gate)
     split = data.split
-    index = feature_index(data.catalog, vectors, split)
-    rows = [("hand-weighted (Aisle default knobs, log signals)", aisle_ranker(index, split, base)), *rows]
+    index = served_index(data.catalog, vectors, split_signals(split, source="training period"))
+    rows = [
+        ("hand-weighted (Aisle default knobs, log signals)", aisle_ranker(index, split, base)),
+        ("popularity (training period)", popularity_ranker(index, split)),
+        ("co-occurrence (item-item cosine, then popularity)", cooccurrence_ranker(index, split)),
+        ("GP-TopFreq (own most frequent items, then popularity)", gp_topfreq_ranker(index, split)),
+        ("TIFU-KNN (decayed own frequency + neighbours)", tifu_knn_ranker(index, split)),
+        *rows,
+    ]
     reference = Reference.of(index, split)
     views = {"all": split.next_items, "new": split.targets}
     values = {}
@@ -68,12 +116,17 @@ def test_cut(data, vectors: np.ndarray, base, config) -> dict:
             ]["ndcg@10"]
             for view, t in views.items()
         }
-    hand = values[rows[0][0]]
+    served = values[rows[-1][0]]
     return {
-        "gate": {k: v for k, v in extra["gate"].items() if k != "fit"},
+        "served_row": rows[-1][0],
+        "serving_fit": extra["serving_fit"],
         "rows": {
             name: {
-                view: {"ndcg@10": float(np.mean(v)), "vs_hand_weighted": bootstrap_delta(hand[view], v)}
+                view: {
+                    "ndcg@10": float(np.mean(v)),
+                    "vs_hand_weighted": bootstrap_delta(values[rows[0][0]][view], v),
+                    "served_vs_this": bootstrap_delta(v, served[view]),
+                }
                 for view, v in by_view.items()
             }
             for name, by_view in values.items()
@@ -81,9 +134,61 @@ def test_cut(data, vectors: np.ndarray, base, config) -> dict:
     }
 
 
+def plot(results: Path) -> Path:
+    """``study_ranker_gate.png`` from every ``study_ranker_gate_*.json`` under ``results``: per log
+    and variant, the gate's validation interval (the ranker as the gate would serve it vs the
+    hand-weighted stack) and, where measured, the same ranker's interval on the test cut."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = [json.loads(p.read_text()) for p in sorted(results.glob("study_ranker_gate_*.json"))]
+    reports = [r for r in reports if "variant" in r and "gate" in r]
+    logs = sorted({r["log"] for r in reports})
+    fig, axes = plt.subplots(1, len(logs), figsize=(6 * len(logs), 4.5), squeeze=False)
+    for ax, log in zip(axes[0], logs):
+        mine = [r for r in reports if r["log"] == log]
+        tested = False
+        for i, r in enumerate(mine):
+            gain = r["gate"]["vs_hand_weighted"]["all"]
+            ax.errorbar(
+                gain["delta"],
+                i + 0.1,
+                xerr=[[gain["delta"] - gain["ci95"][0]], [gain["ci95"][1] - gain["delta"]]],
+                fmt="o",
+                color="tab:blue",
+                label="validation gate" if i == 0 else None,
+            )
+            if "test" in r:
+                shown = "shown" if not r["gate"]["exclude_history"] else "hidden"
+                row = next(v for k, v in r["test"]["rows"].items() if k.startswith("learned ranker") and shown in k)
+                t = row["all"]["vs_hand_weighted"]
+                ax.errorbar(
+                    t["delta"],
+                    i - 0.1,
+                    xerr=[[t["delta"] - t["ci95"][0]], [t["ci95"][1] - t["delta"]]],
+                    fmt="s",
+                    color="tab:orange",
+                    label="test cut (the same ranker)" if not tested else None,
+                )
+                tested = True
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(mine)), [r["variant"] for r in mine])
+        ax.set_ylim(-0.6, len(mine) - 0.4)
+        ax.set_xlabel("ΔnDCG@10, ranker − hand-weighted, all next items (95% CI)")
+        ax.set_title(log)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = results / "study_ranker_gate.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m perf.study_ranker_gate", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=("current", "hidden", "windows", "fast", "small"), default="current")
+    parser.add_argument("--variant", choices=VARIANTS, default="current")
     parser.add_argument("--workdir", type=Path, default=Path("build"), help="where MovieLens-100K is fetched")
     parser.add_argument("--retail", type=Path, help="the converted Online Retail log instead of MovieLens-100K")
     parser.add_argument("--cache", type=Path, help="keep the pretrained embeddings here between runs")
@@ -91,8 +196,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--test", action="store_true", help="also train as `aisle evaluate --ranker` does and score the test cut"
     )
+    parser.add_argument(
+        "--plot", action="store_true", help="only draw study_ranker_gate.png from the reports already in --out"
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.plot:
+        print(f"wrote {plot(args.out)}")
+        return {}
 
     from aisle_contract import RankingConfig
     from aisle_export.core.encoding import embed_catalog
@@ -125,12 +236,15 @@ def main(argv: list[str] | None = None) -> dict:
             "learning_rate": config.learning_rate,
             "num_leaves": config.num_leaves,
             "min_data_in_leaf": config.min_data_in_leaf,
+            "gate_cuts": list(config.gate_cuts),
+            "window_decay": config.window_decay,
+            "graded": config.graded,
         },
         "gate": gate,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.test:
-        report["test"] = test_cut(data, vectors, RankingConfig(user_encoder=False), config)
+        report["test"] = test_cut(data, vectors, RankingConfig(user_encoder=False), config, gate)
         report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"study_ranker_gate_{log}_{args.variant}.json"

@@ -95,6 +95,23 @@ def test_bootstrap_delta_is_paired() -> None:
     assert delta["ci95"][0] == pytest.approx(0.1) and delta["ci95"][1] == pytest.approx(0.1)
 
 
+def test_a_clustered_bootstrap_resamples_whole_shoppers_so_repeated_pairs_do_not_narrow_the_interval() -> None:
+    diff = np.random.default_rng(0).standard_normal(100)
+    once = evaluate.bootstrap_delta(np.zeros(100), diff, clusters=np.arange(100))
+    assert once == evaluate.bootstrap_delta(np.zeros(100), diff)  # one pair per shopper: the plain bootstrap
+    named = [f"u{(37 * i) % 100}" for i in range(100)]  # whatever the keys' sort order
+    assert evaluate.bootstrap_delta(np.zeros(100), diff, clusters=named) == once
+    # every shopper judged at five cuts with the same difference: 500 pairs, still 100 shoppers' worth
+    five = np.repeat(diff, 5)
+    pooled = evaluate.bootstrap_delta(np.zeros(500), five, clusters=np.repeat(np.arange(100), 5))
+    naive = evaluate.bootstrap_delta(np.zeros(500), five)
+    width = lambda d: d["ci95"][1] - d["ci95"][0]
+    assert pooled["delta"] == pytest.approx(once["delta"])
+    assert width(pooled) == pytest.approx(width(once), rel=0.15) and width(naive) < 0.6 * width(once)
+    with pytest.raises(ValueError, match="clusters"):
+        evaluate.bootstrap_delta([0.0, 1.0], [1.0, 1.0], clusters=["a"])
+
+
 def test_diversity_latency_reports_both_methods() -> None:
     result = evaluate.diversity_latency(n=200, k=5, dim=16, repeats=5)
     assert set(result) >= {"mmr", "dpp"} and result["dpp"]["p50_ms"] > 0

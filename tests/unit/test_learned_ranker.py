@@ -15,7 +15,17 @@ from aisle_export.data.splits import temporal_split
 from aisle_export.index.log_signals import item_stats, split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge.rankers import feed_request
-from aisle_export.learn.ranker import Groups, RankerConfig, fit, gate, split_groups
+from aisle_export.learn.ranker import (
+    Groups,
+    RankerConfig,
+    fit,
+    future_counts,
+    gate,
+    gate_splits,
+    graded_labels,
+    split_groups,
+    window_weights,
+)
 from aisle_server.compiled_ranker import COMPILED_FILE
 from aisle_server.features import FEATURE_NAMES, FeedContext, feature_rows
 from aisle_server.learned import ITEM_STAT_NAMES
@@ -219,6 +229,70 @@ def test_the_gate_shows_history_and_serves_the_ranker_only_on_gains_above_zero()
     assert chosen["vs_hand_weighted"]["all"]["ci95"][0] > 0
     kept = gate(hand, hidden=same, shown=same)
     assert kept["exclude_history"] is True and kept["served"] is False  # no gain: history hidden, nothing served
+
+
+def test_a_pooled_gate_resamples_shoppers_not_their_cuts() -> None:
+    hand = {"all": _values(0.30, 40), "new": _values(0.20, 40)}
+    better = {"all": hand["all"] + np.linspace(-0.02, 0.06, 40), "new": hand["new"]}
+    alone = gate(hand, hidden=better, shown=better)
+    # the same 40 pairs judged at five cuts are not 200 shoppers: the interval stays as wide
+    five = {view: np.tile(values, 5) for view, values in hand.items()}
+    five_better = {view: np.tile(values, 5) for view, values in better.items()}
+    pooled = gate(five, five_better, five_better, [f"u{i}" for i in range(40)] * 5)
+    naive = gate(five, five_better, five_better)
+    width = lambda d: d["vs_hand_weighted"]["all"]["ci95"][1] - d["vs_hand_weighted"]["all"]["ci95"][0]
+    assert width(pooled) == pytest.approx(width(alone), rel=0.2) and width(naive) < 0.6 * width(alone)
+
+
+def test_the_gate_judges_at_each_of_its_cuts_of_the_period() -> None:
+    from types import SimpleNamespace
+
+    log = shop_log()
+    data = SimpleNamespace(split=temporal_split(log, quantile=0.9))
+    splits = gate_splits(data, RankerConfig(gate_cuts=(0.6, 0.8)))  # type: ignore[arg-type]
+    assert [s.cutoff for s in splits] == [float(np.quantile(data.split.train.timestamp, q)) for q in (0.6, 0.8)]
+    assert all(s.train.timestamp.max() < s.cutoff < data.split.cutoff for s in splits)
+
+
+def test_a_pooled_gate_trains_a_ranker_per_cut_and_pools_every_shopper_cut_pair() -> None:
+    from types import SimpleNamespace
+
+    from aisle_export.learn.ranker import validate
+
+    log = shop_log(seed=1, shoppers=40)
+    data = SimpleNamespace(catalog=catalog(), split=temporal_split(log, quantile=0.95))
+    embeddings = np.random.default_rng(0).standard_normal((N_ITEMS, DIM)).astype(np.float32)
+    config = RankerConfig(
+        gate_cuts=(0.7, 0.9), train_cuts=(0.5, 0.6), stop_cuts=(0.65,), rounds=5, min_data_in_leaf=5, graded=True
+    )
+    report = validate(data, embeddings, RankingConfig(user_encoder=False), config, progress=False)  # type: ignore[arg-type]
+    pairs = sum(len(s.users) for s in gate_splits(data, config))  # type: ignore[arg-type]
+    assert [f["cut"] for f in report["fit"]] == [0.7, 0.9]
+    assert report["metric"].startswith(f"ndcg@10, {pairs} shopper-cut pairs")
+    assert set(report["vs_hand_weighted"]) == {"all", "new"} and isinstance(report["served"], bool)
+
+
+def test_later_windows_weigh_more_and_each_shopper_weight_covers_its_rows() -> None:
+    assert window_weights(3, 0.5).tolist() == [0.25, 0.5, 1.0] and window_weights(2, 1.0).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="window_decay"):
+        window_weights(2, 0.0)
+    a = Groups(np.ones((3, len(FEATURE_NAMES)), np.float32), np.array([1, 0, 0], np.int32), np.array([2, 1]))
+    both = Groups.concat([a.weighted(0.5), a])
+    assert both.weights.tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert both.row_weights().tolist() == [0.5, 0.5, 0.5, 1.0, 1.0, 1.0]
+    assert Groups.concat([a, a]).row_weights() is None
+
+
+def test_graded_labels_count_the_shoppers_purchases_after_the_cut() -> None:
+    log = Interactions(
+        np.array(["u", "u", "u", "u", "v"]),
+        np.array(["a", "a", "a", "b", "a"]),
+        np.ones(5, np.float32),
+        np.array([0.0, 5.0, 6.0, 7.0, 8.0]),
+    )
+    assert future_counts(log, 5.0) == {("u", "a"): 2, ("u", "b"): 1, ("v", "a"): 1}
+    relevant = np.array([True, True, False, True])
+    assert graded_labels(relevant, np.array([5, 0, 4, 2])).tolist() == [3, 1, 0, 2]
 
 
 def test_groups_concatenate_windows() -> None:

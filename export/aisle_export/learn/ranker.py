@@ -21,13 +21,17 @@ next items with a paired 95% bootstrap interval above zero — a measured per-st
 ranker is then served only when its gain over the hand-weighted stack (the knobs it is trained
 with, history hidden as served today) has a paired 95% interval above zero; otherwise nothing is
 written and the hand-weighted stack stays. The served model is trained again the same way on the
-whole period given (the validation period included).
+whole period given (the validation period included). The gate may judge at several cuts
+(:attr:`RankerConfig.gate_cuts`), each with a ranker trained only on the windows before it, pooling
+the shopper-cut pairs with a bootstrap over shoppers: one cut of a small log has too few shoppers
+to show a gain, and a single cut can be a lucky period.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,7 +43,7 @@ from tqdm import tqdm
 from aisle_contract import RankingConfig
 from aisle_export.data.catalog import Catalog
 from aisle_export.data.interactions import Interactions
-from aisle_export.data.splits import LogData, TemporalSplit, temporal_split
+from aisle_export.data.splits import MAX_HISTORY, N_TARGETS, LogData, TemporalSplit, temporal_split
 from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge.feed import Reference, score
@@ -72,24 +76,66 @@ class RankerConfig:
     #: labelled by the new items; False: the buy-again model orders both. Off: on MovieLens-100K's
     #: validation cut it ordered hidden feeds worse (nDCG@10 0.0418 vs 0.0616, docs/results.md)
     hidden_model: bool = False
+    #: where the gate judges (:func:`gate_splits`): quantiles of the period given, each a cut with a
+    #: ranker trained only on the windows before it; the shopper-cut pairs of all of them are pooled
+    #: (bootstrap over shoppers). (0.8,): the validation cut alone
+    gate_cuts: tuple[float, ...] = (0.8,)
+    #: a window's training weight is ``window_decay`` ** (windows after it): below 1, recent windows count more
+    window_decay: float = 1.0
+    #: True: a relevant candidate's label is how often the shopper has it in the rest of the period
+    #: (1 … 3); False: 1
+    graded: bool = False
     seed: int = 0
     threads: int = 1  # one: OpenMP threads spin on a shared machine (fit took ×10 with two here)
 
 
 class Groups(NamedTuple):
-    """Training rows of one or more windows: features, 0/1 labels, and rows per shopper (query)."""
+    """Training rows of one or more windows: features, labels (0 = not relevant), rows per shopper
+    (query) and each shopper's training weight (None: all 1)."""
 
     features: np.ndarray  # float32 [n, F]
     labels: np.ndarray  # int32 [n]
     sizes: np.ndarray  # int64 [shoppers]
+    weights: np.ndarray | None = None  # float64 [shoppers]
 
     @classmethod
     def concat(cls, parts: Sequence[Groups]) -> Groups:
+        weighted = any(p.weights is not None for p in parts)
         return cls(
             np.concatenate([p.features for p in parts]) if parts else np.zeros((0, len(FEATURE_NAMES)), np.float32),
             np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int32),
             np.concatenate([p.sizes for p in parts]) if parts else np.zeros(0, np.int64),
+            np.concatenate([np.ones(len(p.sizes)) if p.weights is None else p.weights for p in parts])
+            if weighted
+            else None,
         )
+
+    def weighted(self, weight: float) -> Groups:
+        """The same rows, every shopper's weight multiplied by ``weight``."""
+        base = np.ones(len(self.sizes)) if self.weights is None else self.weights
+        return self._replace(weights=base * weight)
+
+    def row_weights(self) -> np.ndarray | None:
+        """Per-row weights (each shopper's on all its rows), as LightGBM takes them; None when unweighted."""
+        return None if self.weights is None else np.repeat(self.weights, self.sizes)
+
+
+def window_weights(n: int, decay: float) -> np.ndarray:
+    """Training weight of each of ``n`` windows, oldest first: ``decay`` ** (windows after it)."""
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"window_decay={decay} must be in (0, 1]")
+    return decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
+
+
+def future_counts(period: Interactions, cutoff: float) -> dict[tuple[str, str], int]:
+    """(shopper, item) → how many times the shopper has the item at or after ``cutoff`` in ``period``."""
+    after = period.timestamp >= cutoff
+    return dict(Counter(zip(period.user_id[after].tolist(), period.item_id[after].tolist())))
+
+
+def graded_labels(relevant: np.ndarray, counts: np.ndarray, top: int = 3) -> np.ndarray:
+    """A relevant candidate's label is its count in the rest of the period, between 1 and ``top``; else 0."""
+    return np.where(relevant, np.clip(counts, 1, top), 0).astype(np.int32)
 
 
 def feature_index(
@@ -105,12 +151,14 @@ def split_groups(
     base: RankingConfig,
     config: RankerConfig = RankerConfig(),
     history: bool = True,
+    counts: dict[tuple[str, str], int] | None = None,
 ) -> Groups:
     """One window's rows: for each shopper, the candidates the served ranker would score (the
     hand-weighted top ``config.depth`` and the buy-again ones), when one of them is relevant
     (a shopper without teaches nothing). ``history``: the buy-again source on and every next
     item relevant, repeats included (a model for feeds that show history); else the feed as
-    served with history hidden, relevant = the items new to the shopper."""
+    served with history hidden, relevant = the items new to the shopper. ``counts``
+    (:func:`future_counts`): graded labels (:func:`graded_labels`) instead of 0/1."""
     knobs = replace(base, exclude_history=not history)
     wanted = split.next_items if history else split.targets
     features, labels, sizes = [], [], []
@@ -124,7 +172,11 @@ def split_groups(
         relevant = np.isin(rows, index.rows_of(list(wanted.get(user, []))))
         if relevant.any():
             features.append(x.astype(np.float32))
-            labels.append(relevant.astype(np.int32))
+            if counts is None:
+                labels.append(relevant.astype(np.int32))
+            else:
+                ids = index.item_ids[rows]
+                labels.append(graded_labels(relevant, np.array([counts.get((user, i), 0) for i in ids])))
             sizes.append(len(x))
     return Groups.concat([Groups(f, y, np.array([n])) for f, y, n in zip(features, labels, sizes)])
 
@@ -140,12 +192,16 @@ def window_groups(
     progress: bool = True,
     history: bool = True,
 ) -> Groups:
-    """Rows of the windows at ``cuts`` (quantiles of ``period``'s timestamps)."""
+    """Rows of the windows at ``cuts`` (quantiles of ``period``'s timestamps), weighted by
+    ``config.window_decay`` (unweighted at 1)."""
     parts = []
-    for q in tqdm(cuts, desc="ranker windows", unit="cut", disable=not progress):
+    weights = window_weights(len(cuts), config.window_decay)
+    for q, weight in zip(tqdm(cuts, desc="ranker windows", unit="cut", disable=not progress), weights):
         split = temporal_split(period, quantile=q, max_history=50, n_targets=10)
         index = feature_index(catalog, embeddings, split, user_encoder)
-        parts.append(split_groups(index, split, base, config, history))
+        counts = future_counts(period, split.cutoff) if config.graded else None
+        part = split_groups(index, split, base, config, history, counts)
+        parts.append(part if config.window_decay == 1.0 else part.weighted(float(weight)))
     return Groups.concat(parts)
 
 
@@ -170,7 +226,9 @@ def fit(train: Groups, stop: Groups, config: RankerConfig) -> tuple[LearnedRanke
         "verbosity": -1,
     }
     names = list(FEATURE_NAMES)
-    train_set = lightgbm.Dataset(train.features, train.labels, group=train.sizes, feature_name=names)
+    train_set = lightgbm.Dataset(
+        train.features, train.labels, weight=train.row_weights(), group=train.sizes, feature_name=names
+    )
     stop_set = lightgbm.Dataset(stop.features, stop.labels, group=stop.sizes, feature_name=names, reference=train_set)
     started = time.perf_counter()
     booster = lightgbm.train(
@@ -206,7 +264,8 @@ def train_ranker(
     (``history``: for feeds that show it, see :func:`split_groups`)."""
     started = time.perf_counter()
     train = window_groups(catalog, embeddings, period, config.train_cuts, base, config, user_encoder, progress, history)
-    stop = window_groups(catalog, embeddings, period, config.stop_cuts, base, config, user_encoder, False, history)
+    stopping = replace(config, window_decay=1.0, graded=False)  # the stop windows judge as the gate does
+    stop = window_groups(catalog, embeddings, period, config.stop_cuts, base, stopping, user_encoder, False, history)
     ranker, report = fit(train, stop, config)
     report["seconds"] = round(time.perf_counter() - started, 1)
     manifest = {**ranker.manifest, "trained_until": float(period.timestamp.max()), "history": history}
@@ -248,6 +307,15 @@ def per_user(index: CatalogIndex, split: TemporalSplit, config: RankingConfig, v
     }
 
 
+def gate_splits(data: LogData, config: RankerConfig) -> list[TemporalSplit]:
+    """The cuts the gate judges at: ``config.gate_cuts``, quantiles of the period given
+    (``data.split.train``), built as ``data.valid`` is (at 0.8, it is that cut)."""
+    return [
+        temporal_split(data.split.train, quantile=q, max_history=MAX_HISTORY, n_targets=N_TARGETS)
+        for q in config.gate_cuts
+    ]
+
+
 def validate(
     data: LogData,
     embeddings: np.ndarray,
@@ -256,20 +324,43 @@ def validate(
     user_encoder: object = None,
     progress: bool = True,
 ) -> dict:
-    """The ranker's gate on the validation cut (see the module docstring): its choice of showing
-    history, and its gain over the hand-weighted stack on all next items and on new items."""
-    rankers, fit_report = rankers_for_both(
-        data.catalog, embeddings, data.valid.train, base, config, user_encoder, progress
-    )
-    valid = data.valid
-    index = feature_index(data.catalog, embeddings, valid, user_encoder)
-    views = {"all": valid.next_items, "new": valid.targets}
-    hand = per_user(index, valid, replace(base, learned_ranker=False), views)
-    hidden = per_user(replace(index, ranker=rankers[False]), valid, replace(base, exclude_history=True), views)
-    shown = per_user(replace(index, ranker=rankers[True]), valid, replace(base, exclude_history=False), views)
+    """The ranker's gate (see the module docstring) on every cut of :func:`gate_splits`, each with
+    a ranker trained only on the windows before it, the shopper-cut pairs pooled: its choice of
+    showing history, and its gain over the hand-weighted stack on all next items and on new items."""
+    hand: dict[str, list[float]] = {"all": [], "new": []}
+    hidden: dict[str, list[float]] = {"all": [], "new": []}
+    shown: dict[str, list[float]] = {"all": [], "new": []}
+    shoppers: list[str] = []
+    fits = []
+    for q, valid in zip(config.gate_cuts, gate_splits(data, config)):
+        rankers, fit_report = rankers_for_both(
+            data.catalog, embeddings, valid.train, base, config, user_encoder, progress
+        )
+        index = feature_index(data.catalog, embeddings, valid, user_encoder)
+        views = {"all": valid.next_items, "new": valid.targets}
+        cut = (
+            per_user(index, valid, replace(base, learned_ranker=False), views),
+            per_user(replace(index, ranker=rankers[False]), valid, replace(base, exclude_history=True), views),
+            per_user(replace(index, ranker=rankers[True]), valid, replace(base, exclude_history=False), views),
+        )
+        for pooled, values in zip((hand, hidden, shown), cut):
+            for view in pooled:
+                pooled[view] += list(values[view])
+        shoppers += valid.users
+        gains = {
+            name: float(np.mean(values["all"]) - np.mean(cut[0]["all"]))
+            for name, values in (("history_hidden", cut[1]), ("history_shown", cut[2]))
+        }
+        fits.append({"cut": q, "shoppers": len(valid.users), "vs_hand_weighted_all": gains, **fit_report})
+        if progress:
+            print(
+                f"gate cut {q}: {len(valid.users)} shoppers, ranker vs hand-weighted (all next items): "
+                f"history hidden {gains['history_hidden']:+.4f}, shown {gains['history_shown']:+.4f}"
+            )
     return {
-        "metric": f"{METRIC}, validation cut ({len(valid.users)} shoppers)",
-        "fit": fit_report,
+        "metric": f"{METRIC}, {len(shoppers)} shopper-cut pairs ({len(set(shoppers))} shoppers) at cuts "
+        f"{list(config.gate_cuts)} of the period",
+        "fit": fits if len(fits) > 1 else fits[0],
         "means": {
             name: {view: float(np.mean(values)) for view, values in result.items()}
             for name, result in (
@@ -278,19 +369,20 @@ def validate(
                 ("ranker_history_shown", shown),
             )
         },
-        **gate(hand, hidden, shown),
+        **gate(hand, hidden, shown, shoppers),
     }
 
 
-def gate(hand: dict, hidden: dict, shown: dict) -> dict:
+def gate(hand: dict, hidden: dict, shown: dict, shoppers: Sequence[str] | None = None) -> dict:
     """The two measured choices from per-shopper nDCG@10 (``{view: values}``, views ``all`` and
     ``new``, the same shoppers in each): history is shown only when that beats hiding it on all
     next items (paired 95% interval above zero); the ranker is served only when, so chosen, it
-    beats the hand-weighted stack on all next items (interval above zero)."""
-    show_gain = bootstrap_delta(hidden["all"], shown["all"])
+    beats the hand-weighted stack on all next items (interval above zero). ``shoppers``: whose
+    each value is, when a shopper has several (pooled cuts): the bootstrap resamples shoppers."""
+    show_gain = bootstrap_delta(hidden["all"], shown["all"], clusters=shoppers)
     exclude_history = not show_gain["ci95"][0] > 0
     chosen = hidden if exclude_history else shown
-    gain = {view: bootstrap_delta(hand[view], chosen[view]) for view in hand}
+    gain = {view: bootstrap_delta(hand[view], chosen[view], clusters=shoppers) for view in hand}
     return {
         "history_shown_vs_hidden": show_gain,
         "exclude_history": exclude_history,
@@ -318,12 +410,14 @@ def evaluation_rows(
     base: RankingConfig,
     config: RankerConfig = RankerConfig(),
     progress: bool = True,
+    gate: dict | None = None,
 ) -> tuple[list, dict]:
     """``aisle evaluate --ranker``: the ranker gated on validation and trained on the training period
     as ``aisle finetune`` does, as test-cut rows (``judge.feed.evaluate_log``'s ``extra_rows``):
-    the stack served after the gate, and the ranker with history hidden and shown regardless of it."""
+    the stack served after the gate, and the ranker with history hidden and shown regardless of it.
+    ``gate``: :func:`validate`'s report when already measured."""
     started = time.perf_counter()
-    gate = validate(data, embeddings, base, config, None, progress)
+    gate = gate if gate is not None else validate(data, embeddings, base, config, None, progress)
     knobs = replace(base, exclude_history=gate["exclude_history"])
     rankers, fit_report = rankers_for_both(data.catalog, embeddings, data.split.train, knobs, config, None, progress)
     index = feature_index(data.catalog, embeddings, data.split)
