@@ -258,3 +258,37 @@ def test_top_k_best_first_with_ties():
     assert top_k(scores, 3).tolist() == [1, 3, 2]
     assert top_k(scores, 10).tolist() == [1, 3, 2, 4, 0]
     assert top_k(scores, 0).tolist() == []
+
+
+def test_the_default_variant_serves_the_configs_as_exported():
+    from aisle_export.build.repository import all_configs
+
+    assert variants.variant_configs(variants.DEFAULT, 384) == all_configs(384)
+    assert variants.DEFAULT.name == "aisle-default" and variants.DEFAULT.exported
+    assert not variants.Variant("fp32", True, 1).exported
+    kept = variants.variant_configs(variants.Variant("fp32", False, 0), 384)["query_encoder/config.pbtxt"]
+    assert kept.instance_group[0].count == all_configs(384)["query_encoder/config.pbtxt"].instance_group[0].count
+    assert not kept.HasField("dynamic_batching")
+
+
+def _with_default(items, speedups, p99):
+    results = json.loads(json.dumps(RESULTS))
+    results["catalog"] = {"name": "bigbasket", "items": items, "note": "grown"}
+    results["paired"]["python_loadgen_target"] = "aisle-default"
+    for r, x in zip(results["paired"]["rounds"], speedups):
+        r["aisle-default"] = {"throughput": r["fastapi"]["throughput"] * x, "p50_ms": 50, "p99_ms": p99, "load1": 3.0}
+        r["python_loadgen"] = r.pop("best_python_loadgen")
+    return results
+
+
+def test_issue_26_line_judges_the_default_against_fastapi_on_a_large_catalog_only():
+    met = report.markdown(_with_default(55_108, [5.5, 6.0, 5.2], 300))
+    assert "catalog ≥ 50,000 items: met** — catalog 55,108 items, grown" in met
+    assert "**5.50×** (median of the per-round ratios of 3 paired rounds, range 5.20–6.00×)" in met
+    assert "p99 300.0 ms against 400.0 ms (0.75×)" in met and "Catalog: 55,108 items" in met
+    assert "Python load generator on both: 2.88×" in met  # the loadgen drove the default: 0.9 × 3.2
+    assert ": missed** — catalog" in report.markdown(_with_default(55_108, [5.5, 6.0, 5.2], 500))  # p99 worse
+    assert ": missed** — catalog" in report.markdown(_with_default(55_108, [4.0, 4.9, 6.0], 300))
+    small = report.markdown(_with_default(1_682, [5.5, 6.0, 5.2], 300))
+    assert "not judged (the target asks for ≥ 50,000 items)** — catalog 1,682 items" in small
+    assert "not measured" in report.markdown(RESULTS)
