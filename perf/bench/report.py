@@ -170,7 +170,7 @@ def default_target(results: dict, headline: dict) -> str:
     """Issue #26's line: Aisle's default against FastAPI, judged only over a catalog of ≥ TARGET_ITEMS items."""
     catalog = results.get("catalog") or {}
     items = catalog.get("items")
-    where = f"{items:,} items, {catalog.get('note', '')}" if items else "catalog size not recorded"
+    where = f"{items:,} items ({catalog.get('name', '?')})" if items else "catalog size not recorded"
     d = headline.get("default")
     if not d:
         return (

@@ -111,8 +111,10 @@ def modified(config: mc.ModelConfig, variant: Variant) -> mc.ModelConfig:
     for model, knob, value in variant.tweaks:
         if out.name != model:
             continue
-        if knob == "count":
+        if knob == "count" and out.instance_group:
             out.instance_group[0].count = value
+        elif knob == "count":
+            out.instance_group.append(mc.ModelInstanceGroup(count=value))
         elif knob == "delay_us" and out.HasField("dynamic_batching"):
             out.dynamic_batching.max_queue_delay_microseconds = value
         elif knob != "delay_us":
