@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from perf.bench import report
 from perf.bench.scenario import Bench, say
 from perf.lib.bigbasket import EMBEDDINGS, PROXY_ITEMS
 from perf.lib.repository import DATA, DEMO, ROOT
-from perf.lib.run_info import RESULTS
+from perf.lib.run_info import RESULTS, command_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     results = Bench(args).run()
+    results["command"] = command_line("perf.bench", sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "bench" if not args.url else f"bench_{args.label}"
     (args.out / f"{stem}_results.json").write_text(json.dumps(results, indent=1) + "\n")
