@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--towers", type=Path, default=ROOT / "build" / "model_repository")
     parser.add_argument("--embeddings", type=Path, default=ROOT / "build" / "search_eval" / "embeddings.npy")
     parser.add_argument("--static", type=Path, help="a static student (`aisle distill --student static --out`)")
-    parser.add_argument("--items", type=int, default=0, help="grow the catalog to this many items (grow_catalog)")
+    parser.add_argument(
+        "--items", type=int, default=0, help="grow the catalog to this many items (perf.lib.bigbasket.grow_catalog)"
+    )
     parser.add_argument("--fastapi", action="store_true", help="serve the FastAPI baseline in the same rounds")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_rerank_served")
     parser.add_argument("--rounds", type=int, default=2)
@@ -277,7 +279,9 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    repo, proxy, items = build_repository(args.towers, args.workdir / "model_repository", args.items, args.embeddings)
+    repo, proxy, items, _ = build_repository(
+        args.towers, args.workdir / "model_repository", args.items, args.embeddings
+    )
     queries = list(proxy)
     graphs = query_graphs(repo, args.static, args.workdir / "teacher_query_encoder.onnx")
     rows, baseline = served(repo, graphs, queries, args.rounds, args.seconds, args.workdir, args.fastapi)

@@ -111,13 +111,10 @@ class Bench:
         if not args.movielens and not args.url and bigbasket.PRODUCTS.is_file():
             say(f"indexing the BigBasket catalog grown to {args.items:,} items (added rows' vectors cached)")
             t0 = time.monotonic()
-            repo, proxy, items = bigbasket.build_repository(
+            repo, proxy, items, catalog_csv = bigbasket.build_repository(
                 args.repo, self.work / "bigbasket" / "model_repository", args.items, args.embeddings
             )
-            grown = repo.parent / f"bigbasket_catalog_{items}.csv"
-            self.request_mix = inputs.bigbasket_requests(
-                grown if grown.is_file() else repo.parent / "bigbasket_catalog.csv", list(proxy), args.requests
-            )
+            self.request_mix = inputs.bigbasket_requests(catalog_csv, list(proxy), args.requests)
             record.update(name="bigbasket", items=items, note=bigbasket.NOTE, build_s=round(time.monotonic() - t0, 1))
             self.results["settings"]["requests"] = (
                 f"the BigBasket search proxy's {len(proxy)} queries (brand + kind, kind alone), K=10, "

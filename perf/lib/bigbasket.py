@@ -21,6 +21,7 @@ import csv
 import hashlib
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +36,15 @@ EMBEDDINGS = ROOT / "build" / "search_eval" / "embeddings.npy"
 #: rows of ``embeddings`` re-embedded to check that they are the item tower's (cosine at least SAME)
 SAMPLE, SAME = 8, 0.999
 NOTE = "the BigBasket proxy catalog and pack variants of its rows (perf.lib.bigbasket.grow_catalog)"
+
+
+class Served(NamedTuple):
+    """What :func:`build_repository` wrote."""
+
+    repo: Path
+    queries: dict[str, list[str]]  # the search proxy's queries → their relevant item ids
+    items: int  # the items indexed
+    catalog_csv: Path  # the catalog indexed
 
 
 def grow_catalog(catalog_csv: Path, items: int, out_csv: Path) -> Path:
@@ -108,10 +118,10 @@ def build_repository(
     embeddings: Path | None = EMBEDDINGS,
     cache: Path = VECTOR_CACHE,
     progress: bool = False,
-) -> tuple[Path, dict[str, list[str]], int]:
+) -> Served:
     """``towers``' exported models with this checkout's template (configs, adapters) in ``repo``, and
     the proxy catalog — grown to ``items`` by :func:`grow_catalog` when more than it holds — indexed
-    with the graph engine; (the repository, the proxy's queries → relevant ids, the items indexed)."""
+    with the graph engine."""
     from aisle_export.build.repository import copy_template
     from aisle_export.data.catalog import read_catalog
     from aisle_export.index.writing import write_index
@@ -131,4 +141,4 @@ def build_repository(
     catalog = read_catalog(catalog_csv)
     vectors, _ = catalog_vectors(repo / "item_encoder" / "1", catalog.texts(), embeddings, proxy_rows, cache)
     write_index(catalog, repo, source=catalog_csv, progress=progress, embeddings=vectors, dense_engine="hnsw")
-    return repo, queries, len(vectors)
+    return Served(repo, queries, len(vectors), catalog_csv)

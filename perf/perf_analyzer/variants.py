@@ -14,6 +14,7 @@ INT8, :func:`aisle_export.build.quantize.quantize_int8_dynamic`) into ``build/be
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, replace
@@ -37,8 +38,8 @@ class Variant:
     instances: int
     #: ONNX Runtime intra-op threads per encoder instance; 0 = the config's own
     threads: int = 0
-    #: per-model changes on top of the rest, ``(model, "count" | "delay_us", value)``: one knob at a
-    #: time for the studies of ``python -m perf.bench --variants`` (:data:`STUDIES`)
+    #: per-model changes on top of the rest, ``(model, knob, value)``, a knob of :data:`KNOBS`: one
+    #: at a time for the studies of ``python -m perf.bench --variants`` (:data:`STUDIES`)
     tweaks: tuple[tuple[str, str, int], ...] = ()
 
     @property
@@ -74,6 +75,10 @@ class Variant:
 DEFAULT = Variant("fp32", True, 0)
 
 
+#: a model's instances, its dynamic batcher's delay, and (the tokenizer's ``tokenizer_settings.json``,
+#: not a config) the multiple its sequences are padded to
+KNOBS = ("count", "delay_us", "pad_to")
+
 #: what the default's scheduling could be instead, one knob each (not in ``make bench``'s sweep; name
 #: them with ``--variants``): the rerank model's instances, the encoder's batching delay, its instances
 STUDIES = (
@@ -83,6 +88,7 @@ STUDIES = (
     Variant("fp32", True, 0, tweaks=(("query_encoder", "delay_us", 5000),)),
     Variant("fp32", True, 0, tweaks=(("query_encoder", "count", 1),)),
     Variant("fp32", True, 0, tweaks=(("query_encoder", "count", 3),)),
+    Variant("fp32", True, 0, tweaks=(("tokenizer", "pad_to", 8),)),
 )
 
 
@@ -109,6 +115,8 @@ def modified(config: mc.ModelConfig, variant: Variant) -> mc.ModelConfig:
         # give them an explicit one so the count applies
         out.instance_group.append(mc.ModelInstanceGroup(count=variant.instances))
     for model, knob, value in variant.tweaks:
+        if knob not in KNOBS:
+            raise ValueError(f"tweak {knob!r}: only {', '.join(KNOBS)}")
         if out.name != model:
             continue
         if knob == "count" and out.instance_group:
@@ -117,8 +125,6 @@ def modified(config: mc.ModelConfig, variant: Variant) -> mc.ModelConfig:
             out.instance_group.append(mc.ModelInstanceGroup(count=value))
         elif knob == "delay_us" and out.HasField("dynamic_batching"):
             out.dynamic_batching.max_queue_delay_microseconds = value
-        elif knob != "delay_us":
-            raise ValueError(f"tweak {knob!r}: only 'count' and 'delay_us'")
     return out
 
 
@@ -179,6 +185,11 @@ def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 38
     _link_tree(source_repo, target)
     for relative, config in variant_configs(variant, dim).items():
         _write_fresh(target / relative, render(config))
+    for model, knob, value in variant.tweaks:
+        if knob == "pad_to":
+            settings = target / model / "1" / "tokenizer_settings.json"
+            text = json.loads(settings.read_text(encoding="utf-8"))
+            _write_fresh(settings, json.dumps({**text, "pad_to_multiple_of": value}, indent=2) + "\n")
     if variant.precision == "int8":
         for encoder in ENCODERS:
             graph = int8_graph(source_repo, encoder, Path(root) / "int8-cache")

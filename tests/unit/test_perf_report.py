@@ -306,6 +306,21 @@ def test_a_study_changes_one_knob_of_one_model_on_top_of_the_default():
     count = variants.variant_configs(variants.Variant("fp32", True, 0, tweaks=(("query_encoder", "count", 3),)), 384)
     assert all(c.instance_group[0].count == 3 for p, c in count.items() if p.startswith("query_encoder/"))
     assert count["item_encoder/config.pbtxt"] == original["item_encoder/config.pbtxt"]
-    with pytest.raises(ValueError, match="only 'count' and 'delay_us'"):
+    with pytest.raises(ValueError, match="only count, delay_us, pad_to"):
         variants.variant_configs(variants.Variant("fp32", True, 0, tweaks=(("rerank", "threads", 2),)), 384)
     assert {s.name for s in variants.STUDIES}.isdisjoint({v.name for v in variants.sweep()} | {"aisle-default"})
+
+
+def test_a_padding_study_rewrites_the_tokenizer_settings_of_its_copy_only(tmp_path):
+    source = tmp_path / "src"
+    (source / "tokenizer" / "1").mkdir(parents=True)
+    settings = source / "tokenizer" / "1" / "tokenizer_settings.json"
+    settings.write_text(json.dumps({"max_length": 256, "pad_to_multiple_of": 16}))
+    study = variants.Variant("fp32", True, 0, tweaks=(("tokenizer", "pad_to", 8),))
+    target = variants.build_variant(source, study, tmp_path / "bench")
+    assert json.loads((target / "tokenizer" / "1" / "tokenizer_settings.json").read_text()) == {
+        "max_length": 256,
+        "pad_to_multiple_of": 8,
+    }
+    assert json.loads(settings.read_text())["pad_to_multiple_of"] == 16
+    assert study.name == "aisle-default+tokenizer-pad_to8"
