@@ -50,9 +50,11 @@ eval-retail: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/aisle evaluate --interactions build/online_retail/interactions.csv \
 	  --catalog build/online_retail/catalog.csv --finetuned build/finetuned_retail --out perf/results --name eval_online_retail
 
-# Side-by-side benchmarks (README "Benchmarks", ~15 min on 2 cores): perf_analyzer scenarios, the
-# in-process and FastAPI baselines, the report and plots in perf/results/bench_*. Reuses
-# build/model_repository from `make demo` (builds it if missing).
+# Side-by-side benchmarks (docs/benchmarks.md; 12.5-15 min on 2 cores shared with other jobs, load 4-9): perf_analyzer
+# scenarios, the in-process and FastAPI baselines, the report and plots in perf/results/bench_*, over the
+# BigBasket catalog grown to 55,108 items (../shared/data/bigbasket; MovieLens, 1,682 items, without it).
+# Reuses build/model_repository's towers from `make demo` (builds it if missing); the first run also embeds
+# the added rows with the item tower (~10 min, cached under build/bench_catalog).
 bench: $(STAMP)
 	$(PY) -m perf.bench
 

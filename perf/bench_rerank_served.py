@@ -22,8 +22,10 @@ of main, or of a change with a config edited) — one run, old and new code side
 ``--quality``: BigBasket hybrid nDCG@10 of each tower (the distillation gate's measure), its
 retention and issue #26's bound (within 0.5% of 0.642) — the figures a default tower is chosen on.
 
-``make bench``'s FastAPI side by side at catalog scale: ``--items N`` grows the catalog to N items
-(:func:`grow_catalog`; the added rows embedded by the item tower, cached in ``--workdir``) and
+The FastAPI side by side at catalog scale (``make bench`` runs it too, ``perf.bench``): ``--items N``
+grows the catalog to N items (:mod:`perf.lib.bigbasket`; the added rows embedded by the item tower,
+cached under ``build/bench_catalog``; the proxy catalog as is, 27,554 items, is what the "before"
+figures of TARGETS were served over) and
 ``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
 tower and index vectors) in the same rounds, driven by the same Python load generator over HTTP.
 
@@ -37,7 +39,6 @@ Writes ``perf/results/bench_rerank_served.{md,json,png}`` (``--name``: another f
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import statistics
@@ -49,13 +50,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perf.lib import loadgen, procstats, triton_stats
+from perf.lib.bigbasket import NOTE as CATALOG_NOTE
+from perf.lib.bigbasket import PROXY_ITEMS as CATALOG_ITEMS
+from perf.lib.bigbasket import build_repository
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
 
 if TYPE_CHECKING:
     from aisle_server.tritonserver import TritonServer
 
 CONCURRENCY = 16
-CATALOG_ITEMS = 27_554  # the proxy catalog as is: what the "before" figures of TARGETS were served over
 STAT_MODELS = ("tokenizer", "query_encoder", "rerank", "recommend")
 MODES = {"top-k engines": "False", "today (exact_retrieval)": "True"}
 FLAG = 'key: "exact_retrieval"\n  value {\n    string_value: "%s"'
@@ -67,59 +70,8 @@ QUALITY_BEFORE, QUALITY_TOLERANCE = 0.642, 0.005
 FASTAPI = "FastAPI + sentence-transformers"
 #: the FastAPI side by side (issue #26): Aisle's default (teacher FP32, top-k engines) at ≥ 5× its req/s, p99 no worse
 FASTAPI_TARGET = 5.0
-CATALOG_NOTE = "the BigBasket proxy catalog and pack variants of its rows, perf.bench_rerank_served.grow_catalog"
-VARIANTS = ("Pack of 2", "Value Pack", "Combo Pack", "Pack of 3")  # what a grown catalog's extra titles add
 #: issue #26's targets for the engines: × the req/s each tower served before them (perf/results/bench_distill.md)
 TARGETS = {STATIC: (3.0, 98.7), TEACHER: (1.5, 84.0)}
-
-
-def grow_catalog(catalog_csv: Path, items: int, out_csv: Path) -> Path:
-    """``catalog_csv`` grown to ``items`` rows: the originals, then each row again (cycling) as a pack
-    variant — a new id, one of :data:`VARIANTS` appended to its title — as a larger shop lists the same
-    goods in more sizes. A stand-in for a catalog of that size: this machine holds none."""
-    with open(catalog_csv, newline="", encoding="utf-8") as src:
-        reader = csv.reader(src)
-        header, rows = next(reader), list(reader)
-    if items < len(rows):
-        raise ValueError(f"--items {items}: the catalog already holds {len(rows)} items")
-    id_col, title_col = header.index("item_id"), header.index("title")
-    with open(out_csv, "w", newline="", encoding="utf-8") as dst:
-        writer = csv.writer(dst)
-        writer.writerow(header)
-        writer.writerows(rows)
-        for i in range(items - len(rows)):
-            row = list(rows[i % len(rows)])
-            row[id_col] = f"{row[id_col]}-v{i // len(rows) + 1}"
-            row[title_col] = f"{row[title_col]} - {VARIANTS[i % len(VARIANTS)]}"
-            writer.writerow(row)
-    return out_csv
-
-
-def build_repository(towers: Path, embeddings: Path, repo: Path, items: int = 0) -> tuple[Path, list[str], int]:
-    """``towers``' exported models with this checkout's template, the proxy catalog (grown to ``items``
-    by :func:`grow_catalog`, the added rows embedded by the item tower) indexed with the graph; (the
-    repository, the proxy's query texts, the items indexed)."""
-    import numpy as np
-
-    from aisle_export.build.repository import copy_template
-    from aisle_export.data.catalog import read_catalog
-    from aisle_export.distill.gate import onnx_vectors
-    from aisle_export.index.writing import write_index
-    from aisle_export.judge.search import DEFAULT_CSV, write_proxy_catalog
-
-    if repo.exists():
-        shutil.rmtree(repo)
-    shutil.copytree(towers, repo, ignore=shutil.ignore_patterns("__pycache__", "index", ".*"))
-    copy_template(repo)
-    catalog_csv, queries = write_proxy_catalog(DEFAULT_CSV, repo.parent / "bigbasket_catalog.csv")
-    vectors = np.load(embeddings)
-    if items > len(vectors):
-        catalog_csv = grow_catalog(catalog_csv, items, repo.parent / f"bigbasket_catalog_{items}.csv")
-        added = read_catalog(catalog_csv).texts()[len(vectors) :]
-        vectors = np.concatenate([vectors, onnx_vectors(repo / "item_encoder" / "1", added, cache_dir=repo.parent)])
-    catalog = read_catalog(catalog_csv)
-    write_index(catalog, repo, source=catalog_csv, progress=False, embeddings=vectors, dense_engine="hnsw")
-    return repo, list(queries), len(vectors)
 
 
 def set_mode(repo: Path, exact: str) -> None:
@@ -538,7 +490,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--towers", type=Path, default=ROOT / "build" / "model_repository")
     parser.add_argument("--embeddings", type=Path, default=ROOT / "build" / "search_eval" / "embeddings.npy")
     parser.add_argument("--static", type=Path, help="a static student (`aisle distill --student static --out`)")
-    parser.add_argument("--items", type=int, default=0, help="grow the catalog to this many items (grow_catalog)")
+    parser.add_argument(
+        "--items", type=int, default=0, help="grow the catalog to this many items (perf.lib.bigbasket.grow_catalog)"
+    )
     parser.add_argument("--fastapi", action="store_true", help="serve the FastAPI baseline in the same rounds")
     parser.add_argument("--int8", action="store_true", help="also serve the teacher's CPU INT8 graph")
     parser.add_argument("--no-exact", action="store_true", help="serve the top-k engines only, not exact_retrieval")
@@ -557,7 +511,10 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    repo, queries, items = build_repository(args.towers, args.embeddings, args.workdir / "model_repository", args.items)
+    repo, proxy, items, _ = build_repository(
+        args.towers, args.workdir / "model_repository", args.items, args.embeddings
+    )
+    queries = list(proxy)
     graphs = query_graphs(repo, args.static, args.workdir / "teacher_query_encoder", args.int8)
     scored = quality(repo, graphs, args.embeddings, args.workdir) if args.quality else None
     paths = variants(repo, args.no_exact, args.baseline_code)

@@ -1,10 +1,14 @@
-"""Real request data for every scenario, drawn from the demo's MovieLens-100K — no random bytes.
+"""Real request data for every scenario — no random bytes — over the catalog the benchmark serves.
 
-- **search** requests: ``QUERY`` = a MovieLens title as a shopper would type it (year dropped, e.g.
-  ``"Usual Suspects, The"`` → ``"usual suspects, the"``), ``K`` = 10. This is the mix every system
-  answers (the baselines implement search only).
-- **feed** requests (Aisle only): a real user's 5–20 most recent ratings as ``HISTORY_IDS`` /
-  ``HISTORY_TS``, ``NOW`` one minute after the last, and every other one with a title query too.
+- **search** requests, ``K`` = 10: this is the mix every system answers (the baselines implement
+  search only). Over the BigBasket catalog (:func:`bigbasket_requests`), the search proxy's queries
+  (``"nivea bathing bars & soaps"``: a brand and a kind of product, or a kind alone,
+  ``aisle_export.judge.search``); over MovieLens (:func:`movielens_requests`), a title as a shopper
+  would type it (year dropped, e.g. ``"Usual Suspects, The"`` → ``"usual suspects, the"``).
+- **feed** requests (Aisle only): a shopper's 5–20 most recent items as ``HISTORY_IDS`` /
+  ``HISTORY_TS``, ``NOW`` one minute after the last, and every other one with a query too. MovieLens
+  users' real ratings; BigBasket has no interaction log, so there :func:`category_histories` makes
+  shoppers who each browse one category of the catalog.
 - component inputs: ``tokenizer`` ← the same texts; ``query_encoder`` ← their token ids from the
   server's own tokenizer (padded to 16); ``rerank`` ← the query plus its embedding from the
   exported query tower.
@@ -61,6 +65,26 @@ def feed_requests(
                 "k": K,
             }
         )
+    return out
+
+
+def category_histories(
+    item_ids: list[str], categories: list[str], shoppers: int = 256, seed: int = 0, start: float = 1.7e9
+) -> dict[str, list[tuple[str, float]]]:
+    """Shoppers for a catalog without an interaction log: each views 20 items of one category (a
+    category drawn at random, weighted by its size), a minute apart — what a feed request carries."""
+    by_category: dict[str, list[str]] = {}
+    for item, category in zip(item_ids, categories):
+        by_category.setdefault(category, []).append(item)
+    if not by_category:
+        raise ValueError("category_histories: the catalog holds no items")
+    names = sorted(by_category)
+    rng = random.Random(seed)
+    out = {}
+    for s in range(shoppers):
+        pool = by_category[rng.choices(names, weights=[len(by_category[n]) for n in names])[0]]
+        seen = rng.sample(pool, min(20, len(pool)))
+        out[f"shopper-{s}"] = [(item, start + 60.0 * (s * 20 + i)) for i, item in enumerate(seen)]
     return out
 
 
@@ -129,15 +153,33 @@ def load_demo_data(repo: Path, data_dir: Path) -> tuple[list[str], dict]:
     return [str(t) for t in index.titles.tolist()], histories
 
 
-def write_all(repo: Path, out_dir: Path, data_dir: Path, count: int = 512, seed: int = 0) -> dict[str, Path]:
-    """Write every input file into ``out_dir``; returns scenario name → path."""
+def movielens_requests(repo: Path, data_dir: Path, count: int = 512, seed: int = 0) -> tuple[list[str], dict]:
+    """(``count`` title searches, the users' histories) over a repository serving MovieLens."""
+    titles, histories = load_demo_data(repo, data_dir)
+    return search_queries(titles, count, seed), histories
+
+
+def bigbasket_requests(
+    catalog_csv: Path, proxy_queries: list[str], count: int = 512, seed: int = 0
+) -> tuple[list[str], dict]:
+    """(``count`` of the search proxy's queries, :func:`category_histories` of ``catalog_csv``)."""
+    from aisle_export.data.catalog import read_catalog
+
+    catalog = read_catalog(catalog_csv)
+    histories = category_histories(catalog.item_ids.tolist(), catalog.categories.tolist(), seed=seed)
+    return search_queries(proxy_queries, count, seed), histories
+
+
+def write_all(
+    repo: Path, out_dir: Path, queries: list[str], histories: dict, count: int = 512, seed: int = 0
+) -> dict[str, Path]:
+    """Write every input file into ``out_dir`` (the searches ``queries``, feeds from ``histories``); returns
+    scenario name → path."""
     from aisle_server.encoder import OnnxEncoder
     from aisle_server.tokenization import TextTokenizer
 
     repo, out_dir = Path(repo), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    titles, histories = load_demo_data(repo, data_dir)
-    queries = search_queries(titles, count, seed)
     feeds = feed_requests(histories, queries, count, seed)
     tokenizer = TextTokenizer.from_directory(repo / "tokenizer" / "1")
     ids, mask = tokenizer(queries)
@@ -167,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("build/bench/inputs"))
     parser.add_argument("--count", type=int, default=512)
     args = parser.parse_args(argv)
-    for name, path in write_all(args.repo, args.out, args.data_dir, args.count).items():
+    queries, histories = movielens_requests(args.repo, args.data_dir, args.count)
+    for name, path in write_all(args.repo, args.out, queries, histories, args.count).items():
         print(f"{name}: {path}")
 
 

@@ -14,9 +14,10 @@ INT8, :func:`aisle_export.build.quantize.quantize_int8_dynamic`) into ``build/be
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -33,24 +34,62 @@ class Variant:
 
     precision: str  # "fp32" | "int8"
     dynamic_batching: bool
+    #: instances of every scheduled model; 0 = each model's count as exported
     instances: int
-    #: ONNX Runtime intra-op threads per encoder instance; 0 = ORT's default (one per core)
+    #: ONNX Runtime intra-op threads per encoder instance; 0 = the config's own
     threads: int = 0
+    #: per-model changes on top of the rest, ``(model, knob, value)``, a knob of :data:`KNOBS`: one
+    #: at a time for the studies of ``python -m perf.bench --variants`` (:data:`STUDIES`)
+    tweaks: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def exported(self) -> bool:
+        """Whether this is Aisle's default: the configs exactly as ``aisle export`` writes them."""
+        return self == DEFAULT
 
     @property
     def name(self) -> str:
+        tweaks = "".join(f"+{model}-{knob}{value}" for model, knob, value in self.tweaks)
+        if self.exported or (self.tweaks and replace(self, tweaks=()).exported):
+            return "aisle-default" + tweaks
         threads = f"-t{self.threads}" if self.threads else ""
-        return f"aisle-{self.precision}-{'db' if self.dynamic_batching else 'nodb'}-{self.instances}i{threads}"
+        instances = f"{self.instances}i" if self.instances else "exported-i"
+        return f"aisle-{self.precision}-{'db' if self.dynamic_batching else 'nodb'}-{instances}{threads}{tweaks}"
 
     @property
     def label(self) -> str:
+        tweaks = "".join(f", {model} {knob} {value}" for model, knob, value in self.tweaks)
+        if self.exported or (self.tweaks and replace(self, tweaks=()).exported):
+            return "Aisle default (FP32, configs as exported)" + tweaks
         batching = "dyn. batching" if self.dynamic_batching else "no batching"
         threads = f", {self.threads} ORT thread" if self.threads else ""
-        return f"Aisle ORT {self.precision.upper()}, {batching}, {self.instances} inst.{threads}"
+        instances = f"{self.instances} inst." if self.instances else "exported inst."
+        return f"Aisle ORT {self.precision.upper()}, {batching}, {instances}{threads}{tweaks}"
 
     @property
     def model_config_name(self) -> str | None:
         return "int8" if self.precision == "int8" else None
+
+
+#: Aisle's default: FP32 encoders, every model's scheduling (instances, dynamic batching, ORT threads) as exported
+DEFAULT = Variant("fp32", True, 0)
+
+
+#: a model's instances, its dynamic batcher's delay, and (the tokenizer's ``tokenizer_settings.json``,
+#: not a config) the multiple its sequences are padded to
+KNOBS = ("count", "delay_us", "pad_to")
+
+#: what the default's scheduling could be instead, one knob each (not in ``make bench``'s sweep; name
+#: them with ``--variants``): the rerank model's instances, the encoder's batching delay, its instances
+STUDIES = (
+    Variant("fp32", True, 0, tweaks=(("rerank", "count", 2),)),
+    Variant("fp32", True, 0, tweaks=(("tokenizer", "count", 2),)),
+    Variant("fp32", True, 0, tweaks=(("query_encoder", "delay_us", 0),)),
+    Variant("fp32", True, 0, tweaks=(("query_encoder", "delay_us", 5000),)),
+    Variant("fp32", True, 0, tweaks=(("query_encoder", "count", 1),)),
+    Variant("fp32", True, 0, tweaks=(("query_encoder", "count", 3),)),
+    Variant("fp32", True, 0, tweaks=(("tokenizer", "pad_to", 8),)),
+)
 
 
 def sweep(int8: bool = True) -> list[Variant]:
@@ -68,13 +107,24 @@ def modified(config: mc.ModelConfig, variant: Variant) -> mc.ModelConfig:
     if not variant.dynamic_batching:
         out.ClearField("dynamic_batching")
     for group in out.instance_group:
-        group.count = variant.instances
+        group.count = variant.instances or group.count
     if variant.threads and "intra_op_threads" in out.parameters:
         out.parameters["intra_op_threads"].string_value = str(variant.threads)
-    if not out.instance_group and out.platform != "ensemble":
+    if variant.instances and not out.instance_group and out.platform != "ensemble":
         # native backends (onnxruntime/tensorrt variants) without a group get Triton's default;
         # give them an explicit one so the count applies
         out.instance_group.append(mc.ModelInstanceGroup(count=variant.instances))
+    for model, knob, value in variant.tweaks:
+        if knob not in KNOBS:
+            raise ValueError(f"tweak {knob!r}: only {', '.join(KNOBS)}")
+        if out.name != model:
+            continue
+        if knob == "count" and out.instance_group:
+            out.instance_group[0].count = value
+        elif knob == "count":
+            out.instance_group.append(mc.ModelInstanceGroup(count=value))
+        elif knob == "delay_us" and out.HasField("dynamic_batching"):
+            out.dynamic_batching.max_queue_delay_microseconds = value
     return out
 
 
@@ -135,6 +185,11 @@ def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 38
     _link_tree(source_repo, target)
     for relative, config in variant_configs(variant, dim).items():
         _write_fresh(target / relative, render(config))
+    for model, knob, value in variant.tweaks:
+        if knob == "pad_to":
+            settings = target / model / "1" / "tokenizer_settings.json"
+            text = json.loads(settings.read_text(encoding="utf-8"))
+            _write_fresh(settings, json.dumps({**text, "pad_to_multiple_of": value}, indent=2) + "\n")
     if variant.precision == "int8":
         for encoder in ENCODERS:
             graph = int8_graph(source_repo, encoder, Path(root) / "int8-cache")
@@ -154,10 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repo", type=Path, default=Path("build/model_repository"))
     parser.add_argument("--out", type=Path, default=Path("build/bench/repos"))
-    parser.add_argument("--only", nargs="*", help="variant names, e.g. aisle-fp32-db-1i aisle-fp32-nodb-1i")
+    parser.add_argument("--only", nargs="*", help="variant names, e.g. aisle-default aisle-fp32-nodb-1i")
     parser.add_argument("--no-int8", action="store_true")
     args = parser.parse_args(argv)
-    chosen = [*sweep(int8=not args.no_int8), Variant("fp32", True, 2, threads=1)]
+    chosen = [DEFAULT, *sweep(int8=not args.no_int8), Variant("fp32", True, 2, threads=1)]
+    chosen += list(STUDIES) if args.only else []  # the studies only when named
     for variant in chosen:
         if not args.only or variant.name in args.only:
             print(build_variant(args.repo, variant, args.out))

@@ -258,3 +258,69 @@ def test_top_k_best_first_with_ties():
     assert top_k(scores, 3).tolist() == [1, 3, 2]
     assert top_k(scores, 10).tolist() == [1, 3, 2, 4, 0]
     assert top_k(scores, 0).tolist() == []
+
+
+def test_the_default_variant_serves_the_configs_as_exported():
+    from aisle_export.build.repository import all_configs
+
+    assert variants.variant_configs(variants.DEFAULT, 384) == all_configs(384)
+    assert variants.DEFAULT.name == "aisle-default" and variants.DEFAULT.exported
+    assert not variants.Variant("fp32", True, 1).exported
+    kept = variants.variant_configs(variants.Variant("fp32", False, 0), 384)["query_encoder/config.pbtxt"]
+    assert kept.instance_group[0].count == all_configs(384)["query_encoder/config.pbtxt"].instance_group[0].count
+    assert not kept.HasField("dynamic_batching")
+
+
+def _with_default(items, speedups, p99):
+    results = json.loads(json.dumps(RESULTS))
+    results["catalog"] = {"name": "bigbasket", "items": items, "note": "grown"}
+    results["paired"]["python_loadgen_target"] = "aisle-default"
+    for r, x in zip(results["paired"]["rounds"], speedups):
+        r["aisle-default"] = {"throughput": r["fastapi"]["throughput"] * x, "p50_ms": 50, "p99_ms": p99, "load1": 3.0}
+        r["python_loadgen"] = r.pop("best_python_loadgen")
+    return results
+
+
+def test_issue_26_line_judges_the_default_against_fastapi_on_a_large_catalog_only():
+    met = report.markdown(_with_default(55_108, [5.5, 6.0, 5.2], 300))
+    assert "catalog ≥ 50,000 items: met** — catalog 55,108 items (bigbasket)" in met
+    assert "**5.50×** (median of the per-round ratios of 3 paired rounds, range 5.20–6.00×)" in met
+    assert "p99 300.0 ms against 400.0 ms (0.75×)" in met and "Catalog: 55,108 items" in met
+    assert "Python load generator on both: 2.88×" in met  # the loadgen drove the default: 0.9 × 3.2
+    assert ": missed** — catalog" in report.markdown(_with_default(55_108, [5.5, 6.0, 5.2], 500))  # p99 worse
+    assert ": missed** — catalog" in report.markdown(_with_default(55_108, [4.0, 4.9, 6.0], 300))
+    small = report.markdown(_with_default(1_682, [5.5, 6.0, 5.2], 300))
+    assert "not judged (the target asks for ≥ 50,000 items)** — catalog 1,682 items (bigbasket)" in small
+    assert "not measured" in report.markdown(RESULTS)
+
+
+def test_a_study_changes_one_knob_of_one_model_on_top_of_the_default():
+    from aisle_export.build.repository import all_configs
+
+    original = all_configs(384)
+    delay = variants.Variant("fp32", True, 0, tweaks=(("query_encoder", "delay_us", 5000),))
+    configs = variants.variant_configs(delay, 384)
+    assert delay.name == "aisle-default+query_encoder-delay_us5000" and not delay.exported
+    assert configs["query_encoder/config.pbtxt"].dynamic_batching.max_queue_delay_microseconds == 5000
+    assert configs["rerank/config.pbtxt"] == original["rerank/config.pbtxt"]
+    count = variants.variant_configs(variants.Variant("fp32", True, 0, tweaks=(("query_encoder", "count", 3),)), 384)
+    assert all(c.instance_group[0].count == 3 for p, c in count.items() if p.startswith("query_encoder/"))
+    assert count["item_encoder/config.pbtxt"] == original["item_encoder/config.pbtxt"]
+    with pytest.raises(ValueError, match="only count, delay_us, pad_to"):
+        variants.variant_configs(variants.Variant("fp32", True, 0, tweaks=(("rerank", "threads", 2),)), 384)
+    assert {s.name for s in variants.STUDIES}.isdisjoint({v.name for v in variants.sweep()} | {"aisle-default"})
+
+
+def test_a_padding_study_rewrites_the_tokenizer_settings_of_its_copy_only(tmp_path):
+    source = tmp_path / "src"
+    (source / "tokenizer" / "1").mkdir(parents=True)
+    settings = source / "tokenizer" / "1" / "tokenizer_settings.json"
+    settings.write_text(json.dumps({"max_length": 256, "pad_to_multiple_of": 16}))
+    study = variants.Variant("fp32", True, 0, tweaks=(("tokenizer", "pad_to", 8),))
+    target = variants.build_variant(source, study, tmp_path / "bench")
+    assert json.loads((target / "tokenizer" / "1" / "tokenizer_settings.json").read_text()) == {
+        "max_length": 256,
+        "pad_to_multiple_of": 8,
+    }
+    assert json.loads(settings.read_text())["pad_to_multiple_of"] == 16
+    assert study.name == "aisle-default+tokenizer-pad_to8"
