@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from aisle_server.ann import AnnIndex, calibrate_nprobe
-from perf.lib.run_info import ROOT, benchmark_parser, machine, run_benchmark, stamp
+from perf.lib.run_info import ROOT, benchmark_parser, machine, run_benchmark, save_figure, stamp
 from perf.lib.synthetic_catalog import item_fields, queries_for, query_like, synthetic
 from perf.lib.timing import percentile
 
@@ -288,10 +288,7 @@ def plot(result: dict, path: Path) -> Path:
         ax.set_ylabel("recall@200, test queries")
         ax.set_title(f"{label}, {catalog['items']:,} items (labels: nprobe)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:

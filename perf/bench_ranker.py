@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from perf.lib import loadgen
-from perf.lib.run_info import RESULTS, command_line, machine, write_report
+from perf.lib.run_info import RESULTS, command_line, machine, save_figure, write_report
 
 TARGET_MS = 1.0
 SIDES = ("without", "with", "with_native")
@@ -235,10 +235,7 @@ def plot(report: dict, path: Path) -> Path:
     )
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def store_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

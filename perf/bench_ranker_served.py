@@ -34,7 +34,7 @@ import numpy as np
 from perf.bench_ranker import CONCURRENCY, TARGET_MS, store_arguments, train
 from perf.lib import loadgen, triton_stats
 from perf.lib.procstats import group_cpu_seconds
-from perf.lib.run_info import ROOT, command_line, machine, write_report
+from perf.lib.run_info import ROOT, command_line, machine, save_figure, write_report
 
 SIDES = ("without", "with")
 CHECKED_FEEDS = 5
@@ -262,10 +262,7 @@ def plot(report: dict, path: Path) -> Path:
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].legend()
     fig.suptitle("served feed (~500 candidates): with vs without the learned ranker", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -48,7 +48,7 @@ from aisle_server.index import CatalogIndex
 from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankRequest, allowed_mask, dense_scored, rank_many
 from perf.bench_rerank_profile import BATCHES, SCENARIOS, bigbasket_index, requests_for
-from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
+from perf.lib.run_info import RESULTS, ROOT, command_line, machine, save_figure, write_report
 from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, query_like, synthetic
 from perf.lib.timing import percentile
 
@@ -419,10 +419,7 @@ def plot(results: dict, path: Path) -> Path:
     ax.set_ylabel("ms per request (p50, log scale)")
     ax.set_title("rerank's ranking stage: exact scan vs top-k engines")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -40,7 +40,7 @@ from aisle_contract import RankingConfig
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.index import CatalogIndex
 from aisle_server.ranking import RankRequest, rank_many
-from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
+from perf.lib.run_info import RESULTS, ROOT, command_line, machine, save_figure, write_report
 from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic
 from perf.lib.timing import percentile
 
@@ -210,10 +210,7 @@ def plot(results: dict, path: Path) -> Path:
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set_ylabel("ms per request (p50, untraced)")
     ax.set_title("rerank's ranking stage per request, by catalog, scenario and batch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:

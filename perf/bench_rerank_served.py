@@ -53,7 +53,7 @@ from perf.lib import loadgen, procstats, triton_stats
 from perf.lib.bigbasket import NOTE as CATALOG_NOTE
 from perf.lib.bigbasket import PROXY_ITEMS as CATALOG_ITEMS
 from perf.lib.bigbasket import build_repository
-from perf.lib.run_info import RESULTS, ROOT, command_line, machine, write_report
+from perf.lib.run_info import RESULTS, ROOT, command_line, machine, save_figure, write_report
 
 if TYPE_CHECKING:
     from aisle_server.tritonserver import TritonServer
@@ -479,10 +479,7 @@ def plot(results: dict, path: Path) -> Path:
         ax.axhline(results["fastapi"]["requests_per_s"], color="r", linestyle="dotted", label=FASTAPI)
     ax.set_title(f"BigBasket, {results['items']:,} items (dashed: issue #26 target)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perf.lib.run_info import RESULTS, command_line, machine, write_report
+from perf.lib.run_info import RESULTS, command_line, machine, save_figure, write_report
 
 DAY = 86400.0
 #: the knobs a store without a log runs on (None: no recency decay, a 100-year half-life)
@@ -284,10 +284,7 @@ def plot(report: dict, path: Path) -> Path:
         ax.set_title(f"{log}: test cut, {METRIC}", fontsize=9)
         ax.legend(title="view", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

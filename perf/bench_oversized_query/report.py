@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perf.bench_oversized_query.scenario import BEFORE_FIX, OVERSIZED, POOL, REFERENCES, TEXT_MODELS, K
+from perf.lib.run_info import save_figure
 
 TIMES = "\u00d7"  # the multiplication sign of a ratio in the report ("3.00x")
 
@@ -238,7 +239,4 @@ def plot(report: dict, path: Path) -> Path:
         "(medians of rounds, whiskers: range)",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

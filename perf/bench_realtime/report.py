@@ -15,6 +15,7 @@ from perf.bench_realtime.scenario import (
     K,
     verdict,
 )
+from perf.lib.run_info import save_figure
 
 
 def render_markdown(report: dict) -> str:
@@ -144,7 +145,4 @@ def plot(report: dict, path: Path) -> Path:
         third.set_title("(c) catalog change visibility", fontsize=9)
         third.legend(fontsize=8)
         third.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

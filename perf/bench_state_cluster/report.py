@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from perf.bench_state_cluster.scenario import STORES
+from perf.lib.run_info import save_figure
 
 
 def _fig(spread: dict, unit: str = "", digits: int = 2) -> str:
@@ -107,7 +108,4 @@ def plot(report: dict, path: Path) -> Path:
     ax.set_title("(c) recommend(user_id=) added p50 vs history=", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle("Shopper state: one Redis vs Redis Cluster (one machine, interleaved rounds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perf.bench_user_encoder.scenario import ADDED_P50_TARGET_MS, MAX_HISTORY, MIN_HISTORY, PHASES, SIDES, K, Phase
+from perf.lib.run_info import save_figure
 
 
 def _range(values: Sequence[float], fmt: str) -> str:
@@ -117,7 +118,4 @@ def plot(report: dict, path: Path) -> Path:
         ax.set_title(f"{labels[name]}\nwith/without {ratio:.2f}×", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle("feed call with vs without the learned user encoder (medians of rounds, whiskers: range)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "perf" / "results"
@@ -78,6 +79,17 @@ def write_report(
     plot(report, out / f"{name}.png")
     print(markdown)
     return markdown
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """A report's matplotlib figure laid out, written to ``path`` as PNG and closed (pyplot keeps
+    every open figure alive); ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def benchmark_parser(package: str, doc: str) -> argparse.ArgumentParser:
