@@ -186,7 +186,10 @@ def fallback_candidates(index: CatalogIndex, config: RankingConfig, now: float, 
                 config.fallback_freshness_weight * freshness(index, edge, now, config.freshness_half_life_s)[0]
                 + index.popularity_prior[index.popular_rows[depth - 1]]
             )
-            if scores[best[-1]] > bound:  # strictly: an unread row cannot even tie the n-th
+            nth = scores[best[-1]]
+            # An unread row scoring the bound exactly has the edge's prior, so it comes after the edge in
+            # the popularity order (ties by row): it ties the n-th and loses on row if the n-th row is lower.
+            if nth > bound or (nth == bound and rows[best[-1]] <= index.popular_rows[depth - 1]):
                 return rows[best]
         depth = min(total, depth * FALLBACK_DEPTH_FACTOR)
 

@@ -228,8 +228,17 @@ def test_the_cold_fallback_reads_its_candidates_off_two_orders_and_gets_the_full
         assert len(fast.item_ids) == min(k, int(np.asarray(allowed_mask(index, request, np.zeros(0, np.int64))).sum()))
 
 
-def test_the_cold_fallback_reads_only_as_deep_as_its_answer_needs():
-    index = _cold_catalog(50_000, 9)
+def _tied_catalog(n):
+    """BigBasket's shape: no creation times, the top of the popularity ties far past a page."""
+    index = _cold_catalog(n, 3)
+    index.created_at = np.full(n, np.nan)
+    index.popularity_prior = np.where(np.arange(n) % 3 == 0, 1.0, 0.5)
+    return index
+
+
+@pytest.mark.parametrize("catalog", [lambda: _cold_catalog(50_000, 9), lambda: _tied_catalog(50_000)])
+def test_the_cold_fallback_reads_only_as_deep_as_its_answer_needs(catalog):
+    index = catalog()
     config = RankingConfig(fallback_freshness_weight=0.3, freshness_half_life_s=300.0, candidates=20)
     request = RankRequest(None, [], np.zeros(0), 20, 1500.0, config)
     read = []
