@@ -23,7 +23,7 @@ of main, or of a change with a config edited) — one run, old and new code side
 retention and issue #26's bound (within 0.5% of 0.642) — the figures a default tower is chosen on.
 
 The FastAPI side by side at catalog scale (``make bench`` runs it too, ``perf.bench``): ``--items N``
-grows the catalog to N items (:mod:`perf.lib.bigbasket`; the added rows embedded by the item tower,
+grows the catalog to N items (:mod:`perf.lib.proxy_catalog`; the added rows embedded by the item tower,
 cached under ``build/bench_catalog``; the proxy catalog as is, 27,554 items, is what the "before"
 figures of TARGETS were served over) and
 ``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perf.lib import loadgen, procstats, triton_stats
-from perf.lib.bigbasket import NOTE as CATALOG_NOTE
-from perf.lib.bigbasket import PROXY_ITEMS as CATALOG_ITEMS
-from perf.lib.bigbasket import build_repository
+from perf.lib.proxy_catalog import NOTE as CATALOG_NOTE
+from perf.lib.proxy_catalog import PROXY_ITEMS as CATALOG_ITEMS
+from perf.lib.proxy_catalog import build_repository
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, save_figure, write_report
 
 if TYPE_CHECKING:
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--embeddings", type=Path, default=ROOT / "build" / "search_eval" / "embeddings.npy")
     parser.add_argument("--static", type=Path, help="a static student (`aisle distill --student static --out`)")
     parser.add_argument(
-        "--items", type=int, default=0, help="grow the catalog to this many items (perf.lib.bigbasket.grow_catalog)"
+        "--items", type=int, default=0, help="grow the catalog to this many items (perf.lib.proxy_catalog.grow_catalog)"
     )
     parser.add_argument("--fastapi", action="store_true", help="serve the FastAPI baseline in the same rounds")
     parser.add_argument("--int8", action="store_true", help="also serve the teacher's CPU INT8 graph")

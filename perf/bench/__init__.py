@@ -4,7 +4,7 @@
 
 The catalog: the BigBasket search proxy's 27,554 products grown with pack variants to ``--items``
 (default 55,108; issue #26 judges the FastAPI side by side on ≥ 50,000 items), indexed beside
-``--repo``'s exported towers (:mod:`perf.lib.bigbasket`; the added rows' vectors cached under
+``--repo``'s exported towers (:mod:`perf.lib.proxy_catalog`; the added rows' vectors cached under
 ``build/bench_catalog`` so a second run embeds nothing), and searched with the proxy's queries. Where
 ``../shared/data/bigbasket`` is absent (or with ``--movielens``), ``--repo``'s own MovieLens catalog
 (1,682 items) and title searches, and the report says so and does not judge the #26 target.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from perf.bench import report
 from perf.bench.scenario import Bench, say
-from perf.lib.bigbasket import EMBEDDINGS, PROXY_ITEMS
+from perf.lib.proxy_catalog import EMBEDDINGS, PROXY_ITEMS
 from perf.lib.repository import DATA, DEMO, ROOT
 from perf.lib.run_info import RESULTS, command_line
 

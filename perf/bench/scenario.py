@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from perf.lib import bigbasket, loadgen, repository, run_info, triton_stats
+from perf.lib import loadgen, proxy_catalog, repository, run_info, triton_stats
 from perf.perf_analyzer import inputs, runner, variants
 
 HEADLINE_CONCURRENCY = 16
@@ -105,17 +105,19 @@ class Bench:
 
     def catalog(self) -> Path:
         """The repository every system serves: ``--repo``'s towers over the BigBasket catalog grown to
-        ``--items`` (:mod:`perf.lib.bigbasket`) when its data is on this machine; ``--repo`` itself
+        ``--items`` (:mod:`perf.lib.proxy_catalog`) when its data is on this machine; ``--repo`` itself
         (MovieLens, 1,682 items) otherwise, or with ``--movielens``. Sets the request mix to match."""
         args, record = self.args, self.results["catalog"]
-        if not args.movielens and not args.url and bigbasket.PRODUCTS.is_file():
+        if not args.movielens and not args.url and proxy_catalog.PRODUCTS.is_file():
             say(f"indexing the BigBasket catalog grown to {args.items:,} items (added rows' vectors cached)")
             t0 = time.monotonic()
-            repo, proxy, items, catalog_csv = bigbasket.build_repository(
+            repo, proxy, items, catalog_csv = proxy_catalog.build_repository(
                 args.repo, self.work / "bigbasket" / "model_repository", args.items, args.embeddings
             )
             self.request_mix = inputs.bigbasket_requests(catalog_csv, list(proxy), args.requests)
-            record.update(name="bigbasket", items=items, note=bigbasket.NOTE, build_s=round(time.monotonic() - t0, 1))
+            record.update(
+                name="bigbasket", items=items, note=proxy_catalog.NOTE, build_s=round(time.monotonic() - t0, 1)
+            )
             self.results["settings"]["requests"] = (
                 f"the BigBasket search proxy's {len(proxy)} queries (brand + kind, kind alone), K=10, "
                 f"over {items:,} items"
@@ -127,7 +129,7 @@ class Bench:
             if args.movielens
             else "--url: the external server serves --repo"
             if args.url
-            else f"{bigbasket.PRODUCTS.parent} is not on this machine"
+            else f"{proxy_catalog.PRODUCTS.parent} is not on this machine"
         )
         self.request_mix = inputs.movielens_requests(args.repo, args.data_dir, args.requests)
         from aisle_server.index import INDEX_DIRNAME, CatalogIndex

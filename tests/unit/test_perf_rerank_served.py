@@ -1,5 +1,5 @@
 """perf.bench_rerank_served's pure pieces: the order of the load windows, the paths served and the hop
-table (the grown catalog: test_perf_bigbasket). No server."""
+table (the grown catalog: test_perf_proxy_catalog). No server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""perf.lib.bigbasket's pure pieces (the grown catalog, which given vectors to keep) and the feed
+"""perf.lib.proxy_catalog's pure pieces (the grown catalog, which given vectors to keep) and the feed
 shoppers of perf.perf_analyzer.inputs for a catalog without a log. No server, no model."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from perf.lib import bigbasket
+from perf.lib import proxy_catalog
 from perf.perf_analyzer import inputs
 
 
@@ -24,16 +24,17 @@ def test_a_grown_catalog_keeps_the_originals_and_adds_variants_with_new_ids(tmp_
     source = _catalog(
         tmp_path / "c.csv", [["1", "Tea", "Tata", "Beverages", "4"], ["2", "Rice", "", "Foodgrains", "0"]]
     )
-    grown = bigbasket.grow_catalog(source, 7, tmp_path / "grown.csv")
+    grown = proxy_catalog.grow_catalog(source, 7, tmp_path / "grown.csv")
     with open(grown, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["item_id"] for r in rows] == ["1", "2", "1-v1", "2-v1", "1-v2", "2-v2", "1-v3"]
     assert (
-        rows[2]["title"] == f"Tea - {bigbasket.VARIANTS[0]}" and rows[3]["title"] == f"Rice - {bigbasket.VARIANTS[1]}"
+        rows[2]["title"] == f"Tea - {proxy_catalog.VARIANTS[0]}"
+        and rows[3]["title"] == f"Rice - {proxy_catalog.VARIANTS[1]}"
     )
     assert rows[6]["description"] == "Tata" and rows[6]["category"] == "Beverages"
     with pytest.raises(ValueError, match="already holds 2"):
-        bigbasket.grow_catalog(source, 1, tmp_path / "small.csv")
+        proxy_catalog.grow_catalog(source, 1, tmp_path / "small.csv")
 
 
 def _unit(rows):
@@ -42,12 +43,12 @@ def _unit(rows):
 
 def test_given_vectors_are_kept_only_when_the_tower_reproduces_them():
     given = _unit(np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32))
-    assert bigbasket.usable_rows(given, given[:3] * 2.0, 8) == 8  # cosine, not scale
+    assert proxy_catalog.usable_rows(given, given[:3] * 2.0, 8) == 8  # cosine, not scale
     other = _unit(np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32))
-    assert bigbasket.usable_rows(given, other, 8) == 0
-    assert bigbasket.usable_rows(given, given[:3], 11) == 0  # fewer rows than asked for
-    assert bigbasket.usable_rows(None, given[:3], 8) == 0
-    assert bigbasket.usable_rows(given[:, :3], given[:3], 8) == 0  # another width
+    assert proxy_catalog.usable_rows(given, other, 8) == 0
+    assert proxy_catalog.usable_rows(given, given[:3], 11) == 0  # fewer rows than asked for
+    assert proxy_catalog.usable_rows(None, given[:3], 8) == 0
+    assert proxy_catalog.usable_rows(given[:, :3], given[:3], 8) == 0  # another width
 
 
 def test_the_tower_key_follows_the_graph_bytes(tmp_path):
@@ -55,9 +56,9 @@ def test_the_tower_key_follows_the_graph_bytes(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "a" / "model.onnx").write_bytes(b"one graph")
     (tmp_path / "b" / "model.onnx").write_bytes(b"another graph")
-    key = bigbasket.tower_key(tmp_path / "a")
-    assert len(key) == 16 and key != bigbasket.tower_key(tmp_path / "b")
-    assert key == bigbasket.tower_key(tmp_path / "a")
+    key = proxy_catalog.tower_key(tmp_path / "a")
+    assert len(key) == 16 and key != proxy_catalog.tower_key(tmp_path / "b")
+    assert key == proxy_catalog.tower_key(tmp_path / "a")
 
 
 def test_category_shoppers_browse_one_category_in_time_order():

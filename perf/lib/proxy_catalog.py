@@ -35,7 +35,7 @@ VECTOR_CACHE = ROOT / "build" / "bench_catalog" / "vectors"
 EMBEDDINGS = ROOT / "build" / "search_eval" / "embeddings.npy"
 #: rows of ``embeddings`` re-embedded to check that they are the item tower's (cosine at least SAME)
 SAMPLE, SAME = 8, 0.999
-NOTE = "the BigBasket proxy catalog and pack variants of its rows (perf.lib.bigbasket.grow_catalog)"
+NOTE = "the BigBasket proxy catalog and pack variants of its rows (perf.lib.proxy_catalog.grow_catalog)"
 
 
 class Served(NamedTuple):
