@@ -157,9 +157,10 @@ FALLBACK_DEPTH_FACTOR = 4
 FALLBACK_MIN_DEPTH = 1024
 
 
-def fallback_candidates(index: CatalogIndex, config: RankingConfig, now: float, allowed: Any, n: int) -> np.ndarray:
-    """The ``n`` best allowed rows by the cold fallback's score (:func:`fallback_scores`), best first,
-    ties by row — the rows a scan of the whole catalog would keep, without that scan.
+def fallback_candidates(index: CatalogIndex, config: RankingConfig, now: float, allowed: Any, n: int) -> ScoreTerms:
+    """The fallback's terms (``scoring.fallback_terms``) of the ``n`` best allowed rows by its score
+    (:func:`fallback_scores`), best first, ties by row — the rows a scan of the whole catalog would
+    keep, without that scan.
 
     The score is a sum of two parts that each fall along an order the index keeps: the popularity
     prior along :attr:`CatalogIndex.popular_rows`, freshness along :attr:`CatalogIndex.newest_rows`.
@@ -171,15 +172,16 @@ def fallback_candidates(index: CatalogIndex, config: RankingConfig, now: float, 
     """
     total = len(index)
     if config.exact_retrieval:
-        return _top(fallback_scores(index, config, now), np.flatnonzero(allowed), n)
+        terms = scoring.fallback_terms(index, config, now)  # every row: position = row
+        return terms.take(_top(terms.total(), np.flatnonzero(allowed), n))
     depth = min(total, max(FALLBACK_DEPTH_FACTOR * n, FALLBACK_MIN_DEPTH))
     while True:
         rows = np.union1d(index.popular_rows[:depth], index.newest_rows[:depth])
-        rows = rows[allowed[rows]]
-        scores = scoring.fallback_terms(index, config, now, rows).total()
+        terms = scoring.fallback_terms(index, config, now, rows[allowed[rows]])
+        rows, scores = terms.rows, terms.total()
         best = _top_positions(scores, rows, n)
         if depth >= total:
-            return rows[best]
+            return terms.take(best)
         if len(best) >= n:
             edge = np.array([index.newest_rows[depth - 1]])
             bound = (
@@ -190,7 +192,7 @@ def fallback_candidates(index: CatalogIndex, config: RankingConfig, now: float, 
             # An unread row scoring the bound exactly has the edge's prior, so it comes after the edge in
             # the popularity order (ties by row): it ties the n-th and loses on row if the n-th row is lower.
             if nth > bound or (nth == bound and rows[best[-1]] <= index.popular_rows[depth - 1]):
-                return rows[best]
+                return terms.take(best)
         depth = min(total, depth * FALLBACK_DEPTH_FACTOR)
 
 
@@ -511,10 +513,9 @@ def _finish(
     # With a learned ranker (a feed), its score of the candidates' features replaces that sum.
     ranker = features = None
     if interest is None:  # the cold fallback's candidates, best first
-        rows = fallback_candidates(index, config, request.now, allowed, max(config.candidates, request.k))
-        terms = scoring.fallback_terms(index, config, request.now, rows)
+        terms = fallback_candidates(index, config, request.now, allowed, max(config.candidates, request.k))
         scores = terms.total()
-        order = np.arange(len(rows))
+        order = np.arange(len(terms.rows))
     else:
         terms, scores, features = _scored(index, request, prepared, exact_scores)
         ranker = index.ranker if features is not None else None

@@ -203,25 +203,25 @@ def _rule_routes(app: FastAPI, settings: ConsoleSettings, sdk: RecClient, recomm
         diff = compare([row["item_id"] for row in before], [row["item_id"] for row in after])
         return {"before": before, "after": after, **diff}
 
+    def changed(token: str | None, change: Callable[[], Any], field: str) -> dict[str, Any] | JSONResponse:
+        """A rule change, once the token allows it: the stored version's record, or the error on ``field``."""
+        check_rule_change(settings, token)
+        try:
+            return dict(change().raw)
+        except AisleError as exc:
+            return _aisle_error(exc, field)
+
     @app.post("/api/rules/set", response_model=None)
     def set_rules(
         body: RuleChange, token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None
     ) -> dict[str, Any] | JSONResponse:
-        check_rule_change(settings, token)
-        try:
-            return dict(sdk.set_rules(body.rules, body.rule_set).raw)
-        except AisleError as exc:
-            return _aisle_error(exc, "rules")
+        return changed(token, lambda: sdk.set_rules(body.rules, body.rule_set), "rules")
 
     @app.post("/api/rules/rollback", response_model=None)
     def rollback(
         body: Rollback, token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None
     ) -> dict[str, Any] | JSONResponse:
-        check_rule_change(settings, token)
-        try:
-            return dict(sdk.rollback_rules(body.rule_set, body.to).raw)
-        except AisleError as exc:
-            return _aisle_error(exc, "to")
+        return changed(token, lambda: sdk.rollback_rules(body.rule_set, body.to), "to")
 
 
 def _state_routes(app: FastAPI, store: StoreReads | None) -> None:
