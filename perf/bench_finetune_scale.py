@@ -238,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before-events", type=int, nargs="+", help="log sizes for --before (default 100000)")
     p.add_argument("--before-timeout", type=float, default=3600.0, help="stop a --before run after this many s")
     p.add_argument("--quick", action="store_true", help="a quick check: 5k items, 10k and 30k events, short training")
+    p.add_argument(
+        "--short-training",
+        action="store_true",
+        help="--quick's short training (few tower steps, two encoder epochs, a small knob grid) at the sizes given: "
+        "how time and memory grow with the log does not depend on how long each size trains",
+    )
     p.add_argument("--workdir", type=Path, default=Path("/tmp/aisle-finetune-scale"))
     p.add_argument("--name", default="bench_finetune_scale")
     args = p.parse_args(argv)
@@ -246,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = ([100_000, 1_000_000], [100_000])
     if args.quick:
         args.items, args.name, defaults = 5_000, f"{args.name}_quick", ([10_000, 30_000], [10_000])
+    if args.quick or args.short_training:
         extra = [
             "--steps",
             "4",
