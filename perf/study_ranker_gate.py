@@ -18,7 +18,12 @@ on the windows before it, the shopper-cut pairs pooled and bootstrapped over sho
 ≈ 100 MovieLens shoppers is too few to gate), and on top of it ``pooled_decay`` (window *i* of *n*
 weighted 0.7^(n−1−i): recent windows count more), ``pooled_graded`` (a relevant candidate labelled
 by how often the shopper has it after the cut, 1 … 3) and ``pooled_small`` (``small``'s trees);
-``wide_small``: ``small``'s trees gated at ten cuts, 0.35 … 0.80 (more distinct shoppers).
+``wide_small``: ``small``'s trees gated at ten cuts, 0.35 … 0.80 (more distinct shoppers);
+``base1``/``base3``: the boosting starts from the hand-weighted score (``base_strength`` 1 or 3:
+one typical within-feed spread of it is 1 or 3 units of LambdaMART's score) instead of from nothing;
+``stationary``: the trees may not split on the features that grow with the log's length
+(:data:`GROWING`), and ``stationary_base1`` both; ``pooled_base1`` and ``pooled_stationary``: the
+pooled gate over ``base1``'s and ``stationary``'s training.
 ``--test`` adds the test cut: the ranker rows, the stack the gate serves, the hand-weighted stack
 and popularity, co-occurrence, GP-TopFreq and TIFU-KNN, on all next items and on new items.
 Writes ``<out>/study_ranker_gate_<log>_<variant>.json``.
@@ -56,7 +61,15 @@ VARIANTS = (
     "pooled_graded",
     "pooled_small",
     "wide_small",
+    "base1",
+    "base3",
+    "stationary",
+    "stationary_base1",
+    "pooled_base1",
+    "pooled_stationary",
 )
+#: the features that grow with the log's length (``stationary``: the trees may not split on them)
+GROWING = ("events_all", "buyers", "first_seen_days", "item_age_days", "cooccurrence_raw")
 
 
 def variants():
@@ -74,6 +87,12 @@ def variants():
         "pooled_graded": replace(pooled, graded=True),
         "pooled_small": replace(pooled, num_leaves=15, min_data_in_leaf=100),
         "wide_small": RankerConfig(gate_cuts=WIDE_GATE_CUTS, num_leaves=15, min_data_in_leaf=100),
+        "base1": RankerConfig(base_strength=1.0),
+        "base3": RankerConfig(base_strength=3.0),
+        "stationary": RankerConfig(ignored_features=GROWING),
+        "stationary_base1": RankerConfig(ignored_features=GROWING, base_strength=1.0),
+        "pooled_base1": replace(pooled, base_strength=1.0),
+        "pooled_stationary": replace(pooled, ignored_features=GROWING),
     }
 
 
@@ -239,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
             "gate_cuts": list(config.gate_cuts),
             "window_decay": config.window_decay,
             "graded": config.graded,
+            "base_strength": config.base_strength,
+            "ignored_features": list(config.ignored_features),
         },
         "gate": gate,
         "seconds": round(time.perf_counter() - started, 1),

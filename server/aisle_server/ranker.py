@@ -31,6 +31,10 @@ MANIFEST_FILE = "manifest.json"
 #: puts the next items almost always inside its top 150; training sees exactly these rows.
 DEPTH = 150
 _HAND_RANK, _FROM_HISTORY = FEATURE_NAMES.index("hand_rank"), FEATURE_NAMES.index("from_history")
+HAND_SCORE = FEATURE_NAMES.index("hand_score")
+#: manifest key: the weight of ``hand_score`` in the score the trees were boosted from (LightGBM's
+#: ``init_score``, which the model file does not hold): the score is the trees' sum plus it
+BASE_WEIGHT = "base_weight"
 
 
 def reranked_rows(features: np.ndarray, depth: int = DEPTH) -> np.ndarray:
@@ -85,16 +89,26 @@ class LearnedRanker:
         """bool per row of ``features``: whether the ranker scores it (see :data:`DEPTH`)."""
         return reranked_rows(features, self.depth)
 
+    @property
+    def base_weight(self) -> float:
+        """The weight of ``hand_score`` in the score the trees were boosted from (0: from nothing)."""
+        return float(self.manifest.get(BASE_WEIGHT, 0.0))
+
     def score(self, features: np.ndarray) -> np.ndarray:
-        """float64 score per row (higher first)."""
+        """float64 score per row (higher first): the trees' sum, plus ``base_weight`` × ``hand_score``."""
         if not len(features):
             return np.zeros(0)
         if self.compiled is not None:
-            return self.compiled.score(features)
-        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
+            trees = self.compiled.score(features)
+        else:
+            trees = np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
+        return trees + self.base_weight * features[:, HAND_SCORE] if self.base_weight else trees
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
-        """float64 [n, F + 1]: each feature's tree-SHAP contribution and the bias, summing to :meth:`score`."""
+        """float64 [n, F + 1]: each feature's tree-SHAP contribution and the bias, summing to :meth:`score`
+        (the boosting's start, ``base_weight`` × ``hand_score``, is ``hand_score``'s besides its trees')."""
         if not len(features):
             return np.zeros((0, len(FEATURE_NAMES) + 1))
-        return np.asarray(self.booster.predict(features, pred_contrib=True, num_threads=1), dtype=np.float64)
+        parts = np.asarray(self.booster.predict(features, pred_contrib=True, num_threads=1), dtype=np.float64)
+        parts[:, HAND_SCORE] += self.base_weight * features[:, HAND_SCORE]
+        return parts

@@ -215,7 +215,7 @@ class TrackModel(_Model):
         for i, request in enumerate(requests):
             inputs = {}
             try:
-                inputs = read_inputs(self.pb_utils, request, TRACK_INPUTS)
+                inputs = read_inputs(request, TRACK_INPUTS)
                 parsed.append((i, parse_events(inputs, self.event_types)))
             except Exception as exc:  # noqa: BLE001 - this request only
                 self.counts.refused(reject_reason(exc), request_rows(inputs))

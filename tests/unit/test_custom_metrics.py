@@ -247,15 +247,29 @@ class Response:
 class BackendUtils:
     Tensor, TritonError, InferenceResponse = Tensor, Error, Response
 
-    @staticmethod
-    def get_input_tensor_by_name(request, name):
-        return Tensor(name, request[name]) if name in request else None
+
+class InputTensor:
+    def __init__(self, name, array):
+        self._name, self.array = name, array
+
+    def name(self):
+        return self._name
+
+    def as_numpy(self):
+        return self.array
 
 
-def _request(*events: tuple[str, str, str, str]) -> dict:
+class Request(dict):
+    """An inference request as the stub hands it over: its input tensors, by name."""
+
+    def inputs(self):
+        return [InputTensor(name, array) for name, array in self.items()]
+
+
+def _request(*events: tuple[str, str, str, str]) -> Request:
     """``(user, item, event_type, event_id)`` rows as track's input tensors."""
     columns = {"USER_ID": 0, "ITEM_ID": 1, "EVENT_TYPE": 2, "EVENT_ID": 3}
-    request = {name: np.array([[e[i].encode()] for e in events], dtype=object) for name, i in columns.items()}
+    request = Request({name: np.array([[e[i].encode()] for e in events], dtype=object) for name, i in columns.items()})
     request["TS"] = np.full((len(events), 1), NOW, dtype=np.float64)
     return request
 

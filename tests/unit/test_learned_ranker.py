@@ -18,6 +18,8 @@ from aisle_export.judge.rankers import feed_request
 from aisle_export.learn.ranker import (
     Groups,
     RankerConfig,
+    base_weight,
+    describe,
     fit,
     future_counts,
     gate,
@@ -229,6 +231,11 @@ def test_the_gate_shows_history_and_serves_the_ranker_only_on_gains_above_zero()
     assert chosen["vs_hand_weighted"]["all"]["ci95"][0] > 0
     kept = gate(hand, hidden=same, shown=same)
     assert kept["exclude_history"] is True and kept["served"] is False  # no gain: history hidden, nothing served
+    repeats_only = {"all": _values(0.30) + 0.05, "new": _values(0.20) - 0.03}  # gains by repeats, loses new items
+    refused = gate(hand, hidden=same, shown=repeats_only)
+    assert refused["vs_hand_weighted"]["all"]["ci95"][0] > 0 > refused["vs_hand_weighted"]["new"]["ci95"][1]
+    assert refused["exclude_history"] is False and refused["served"] is False
+    assert "on new items" in describe(refused) and "NOT served" in describe(refused)
 
 
 def test_a_pooled_gate_resamples_shoppers_not_their_cuts() -> None:
@@ -293,6 +300,39 @@ def test_graded_labels_count_the_shoppers_purchases_after_the_cut() -> None:
     assert future_counts(log, 5.0) == {("u", "a"): 2, ("u", "b"): 1, ("v", "a"): 1}
     relevant = np.array([True, True, False, True])
     assert graded_labels(relevant, np.array([5, 0, 4, 2])).tolist() == [3, 1, 0, 2]
+
+
+def test_the_base_weight_makes_a_typical_within_feed_spread_of_the_hand_score_strength_units() -> None:
+    hand = COLUMN["hand_score"]
+    features = np.zeros((7, len(FEATURE_NAMES)), np.float32)
+    features[:, hand] = [0, 2, 0, 4, 10, 10, 10]  # spreads 1, 2 and 0; a one-row feed has none
+    groups = Groups(features, np.zeros(7, np.int32), np.array([2, 2, 2, 1]))
+    assert base_weight(groups, 3.0) == pytest.approx(3.0 / 1.0)  # the median of 1, 2, 0
+    assert base_weight(groups, 0.0) == 0.0
+
+
+def test_a_ranker_boosted_from_the_hand_weighted_score_serves_it_plus_its_trees_and_explains_it_exactly(
+    trained, tmp_path
+) -> None:
+    split, index, _ = trained
+    groups = split_groups(index, split, RankingConfig(user_encoder=False))
+    settings = RankerConfig(rounds=30, min_data_in_leaf=5, threads=1, base_strength=2.0)
+    ranker, report = fit(groups, groups, replace(settings, ignored_features=("events_all", "buyers")))
+    assert ranker.base_weight == pytest.approx(base_weight(groups, 2.0)) == report["base_weight"] > 0
+    used = ranker.booster.feature_importance(importance_type="split")
+    assert used[COLUMN["events_all"]] == used[COLUMN["buyers"]] == 0 < used.sum()  # ignored: never split on
+    loaded = LearnedRanker.load(ranker.save(tmp_path / "ranker"))  # compiled: the weight travels in the manifest
+    assert loaded.compiled is not None and loaded.base_weight == ranker.base_weight
+    config = RankingConfig(user_encoder=False, exclude_history=False)
+    served_index = replace(index, ranker=loaded)
+    for user in split.users[:5]:
+        request = replace(feed_request(split, user, config, 10), explain=True)
+        _, features = candidate_features(served_index, request)
+        trees = ranker.booster.predict(features, num_threads=1)
+        expected = trees + ranker.base_weight * features[:, COLUMN["hand_score"]]
+        np.testing.assert_allclose(loaded.score(features), expected, atol=1e-9)
+        served = rank(served_index, request)
+        np.testing.assert_allclose(served.feature_contributions.sum(axis=1), served.scores, atol=1e-5)
 
 
 def test_groups_concatenate_windows() -> None:
