@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .compiled_ranker import COMPILED_FILE, CompiledRanker, compile_model, load_compiled
-from .features import FEATURE_NAMES
+from .features import FEATURE_NAMES, scored_rows
 
 MODEL_FILE = "model.txt"
 MANIFEST_FILE = "manifest.json"
@@ -39,7 +39,7 @@ BASE_WEIGHT = "base_weight"
 
 def reranked_rows(features: np.ndarray, depth: int = DEPTH) -> np.ndarray:
     """bool per feature row: the hand-weighted top ``depth`` and the buy-again candidates."""
-    return (features[:, _HAND_RANK] < depth) | (features[:, _FROM_HISTORY] > 0)
+    return scored_rows(features[:, _HAND_RANK], features[:, _FROM_HISTORY], depth)
 
 
 @dataclass(frozen=True, eq=False)

@@ -112,6 +112,12 @@ def test_feature_rows_hold_the_shoppers_repurchase_timing_and_the_items_statisti
     assert column["history_length"].tolist() == [3, 3, 3]
     assert column["item_age_days"].tolist() == pytest.approx([47.0, 42.0, 45.0])
     assert column["events_all"].tolist() == index.item_stats[rows, 2].tolist()
+    # serving: only the rows the ranker scores get every column (hand-weighted top 1, and the buy-again i5)
+    head = feature_rows(index, context, rows, np.array([0.1, 0.9, 0.5]), None, np.array([3.0, 1.0, 2.0]), sources, 1)
+    np.testing.assert_array_equal(head[[0, 2]], x[[0, 2]])  # the same values: the ranks are over the union
+    ranked = [COLUMN[name] for name in ("cosine_rank", "hand_rank", "hand_score", "from_dense", "from_history")]
+    np.testing.assert_array_equal(head[1, ranked], x[1, ranked])  # what orders it after the scored rows
+    assert np.isnan(head[1, [COLUMN["history_length"], COLUMN["events_all"], COLUMN["item_age_days"]]]).all()
 
 
 def test_the_buy_again_source_brings_the_history_in_only_when_history_may_show() -> None:
