@@ -160,7 +160,9 @@ def feature_rows(
     union |= _source_flags(rows, sources, by_row)
     for name, column in union.items():
         out[:, _COLUMN[name]] = column
-    head = slice(None) if depth is None else np.flatnonzero(scored_rows(union["hand_rank"], union["from_history"], depth))
+    head = (
+        slice(None) if depth is None else np.flatnonzero(scored_rows(union["hand_rank"], union["from_history"], depth))
+    )
     rows = rows[head]
     values: dict[str, np.ndarray] = {
         "cooccurrence": np.zeros(len(rows)) if cooccurrence is None else np.asarray(cooccurrence[rows], np.float64),

@@ -696,9 +696,7 @@ def _features(
     )
     # serving, only the rows the ranker scores get every column; training (no ranker yet) gets them all
     depth = index.ranker.depth if index.ranker is not None and request.config.learned_ranker else None
-    return feature_rows(
-        index, context, terms.rows, terms.term("cosine"), prepared.cooccurrence, scores, sources, depth
-    )
+    return feature_rows(index, context, terms.rows, terms.term("cosine"), prepared.cooccurrence, scores, sources, depth)
 
 
 def candidate_features(index: CatalogIndex, request: RankRequest) -> tuple[np.ndarray, np.ndarray] | None:
