@@ -13,7 +13,9 @@ history, ``NOW`` the cut, ``K`` 10), with ``LEARNED_RANKER`` true on one side an
 other, the sides alternating window by window at concurrency 1 and 16 on the one server. Per
 window: throughput, p50/p99 latency, Triton's busy time of ``rerank`` per request (wall time of
 its batches ÷ requests) and the ``rerank`` process's CPU time per request (``/proc``: the work,
-without the waiting for a core that the wall time includes on this loaded 2-core machine).
+without the waiting for a core that the wall time includes on this loaded 2-core machine). Then
+an open loop at concurrency 16 (``--open-share``): both sides at one fixed rate, half what the
+ranker side served closed-loop, so neither saturates (``perf.lib.loadgen``'s ``rate_per_s``).
 
 Before timing, a few feeds are checked against the offline ranker (``rank`` on the same index):
 the same ids and scores within 1e-5, or the benchmark stops. Issue #25's target: the ranker adds
@@ -137,39 +139,52 @@ def run(args: argparse.Namespace, command: str) -> dict:
         raise SystemExit("the ranker did not load compiled (TL2cgen and gcc needed)")
     feeds = [feed_request(split, user, knobs, 10) for user in split.users[: args.feeds]]
     dim = int(vectors.shape[1])
-    runs = []
+    runs: list[dict] = []
     with TritonServer(repo, log_file=args.workdir / "tritonserver.log") as server:
         checked = check_against_offline(server.grpc_url, served_index, feeds, dim)
+
+        def window(round_: int, load: str, concurrency: int, side: str, rate: float | None = None) -> None:
+            mix = [{"feed": feed, "learned": side == "with"} for feed in feeds]
+            before = triton_stats.snapshot(server.grpc_url, ["rerank"])
+            cpu_before = group_cpu_seconds(server.pid)
+            result = loadgen.run(
+                lambda: RerankFeed(server.grpc_url, dim), mix, concurrency, args.seconds, 1.0, rate_per_s=rate
+            )
+            delta = triton_stats.diff(triton_stats.snapshot(server.grpc_url, ["rerank"]), before)["rerank"]
+            used_s = group_cpu_seconds(server.pid).get("rerank", 0.0) - cpu_before.get("rerank", 0.0)
+            row = {
+                "round": round_,
+                "load_label": load,
+                "concurrency": concurrency,
+                "rate_per_s": rate,
+                "side": side,
+                "result": result.to_dict(),
+                "busy_ms": triton_stats.per_request_ms(delta)["busy_ms"],
+                "rerank_cpu_ms": 1e3 * used_s / max(1, delta["requests"]),
+                "avg_batch": delta["inferences"] / max(1, delta["executions"]),
+                "load": os.getloadavg()[0],
+            }
+            runs.append(row)
+            print(
+                f"round {round_} {load} {side}: {result.throughput:.1f} req/s, p50 {result.p50_ms:.2f} "
+                f"ms, busy {row['busy_ms']:.3f} ms, CPU {row['rerank_cpu_ms']:.3f} ms/request, "
+                f"batch {row['avg_batch']:.1f}, load {row['load']:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
+
         for round_ in range(args.rounds):
             for concurrency in CONCURRENCY:
                 for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
-                    mix = [{"feed": feed, "learned": side == "with"} for feed in feeds]
-                    before = triton_stats.snapshot(server.grpc_url, ["rerank"])
-                    cpu_before = group_cpu_seconds(server.pid)
-                    result = loadgen.run(
-                        lambda: RerankFeed(server.grpc_url, dim), mix, concurrency, args.seconds, warmup_s=1.0
-                    )
-                    delta = triton_stats.diff(triton_stats.snapshot(server.grpc_url, ["rerank"]), before)["rerank"]
-                    used_s = group_cpu_seconds(server.pid).get("rerank", 0.0) - cpu_before.get("rerank", 0.0)
-                    requests = max(1, delta["requests"])
-                    row = {
-                        "round": round_,
-                        "concurrency": concurrency,
-                        "side": side,
-                        "result": result.to_dict(),
-                        "busy_ms": triton_stats.per_request_ms(delta)["busy_ms"],
-                        "rerank_cpu_ms": 1e3 * used_s / requests,
-                        "avg_batch": delta["inferences"] / max(1, delta["executions"]),
-                        "load": os.getloadavg()[0],
-                    }
-                    runs.append(row)
-                    print(
-                        f"round {round_} c={concurrency} {side}: {result.throughput:.1f} req/s, p50 {result.p50_ms:.2f} "
-                        f"ms, busy {row['busy_ms']:.3f} ms, CPU {row['rerank_cpu_ms']:.3f} ms/request, "
-                        f"batch {row['avg_batch']:.1f}, load {row['load']:.1f}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    window(round_, str(concurrency), concurrency, side)
+        if args.open_share > 0:  # a store's traffic at a rate both sides serve with room to spare
+            top = max(CONCURRENCY)
+            with_ranker = [r["result"]["throughput"] for r in runs if r["concurrency"] == top and r["side"] == "with"]
+            rate = round(args.open_share * statistics.median(with_ranker), 1)
+            for round_ in range(args.rounds):
+                for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                    window(round_, f"{top}, open loop at {rate:g} req/s", top, side, rate)
+    labels = list(dict.fromkeys(r["load_label"] for r in runs))
     return {
         "command": command,
         "machine": machine(load_before),
@@ -180,7 +195,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "fit": fitted,
         "rounds": args.rounds,
         "seconds": args.seconds,
-        "phases": {str(c): phase([r for r in runs if r["concurrency"] == c]) for c in CONCURRENCY},
+        "open_share": args.open_share,
+        "phases": {label: phase([r for r in runs if r["load_label"] == label]) for label in labels},
         "runs": runs,
     }
 
@@ -214,7 +230,7 @@ def render_markdown(report: dict) -> str:
         f"against the offline ranker: same ids, scores within 1e-5. Medians of {report['rounds']} rounds × "
         f"{report['seconds']:g} s per side, sides alternating.",
         "",
-        "| concurrency | side | req/s | p50 ms | p99 ms | `rerank` busy ms / request | `rerank` CPU ms / request |",
+        "| concurrency (load) | side | req/s | p50 ms | p99 ms | `rerank` busy ms / request | `rerank` CPU ms / request |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for concurrency, figures in report["phases"].items():
@@ -232,9 +248,12 @@ def render_markdown(report: dict) -> str:
         )
     lines += [
         "",
-        "At concurrency 16 the feeds queue for the one `rerank` instance: each millisecond a batch takes shows "
-        "in every waiting request's latency, so the added p50 there is the added busy time times the queue, "
-        "not the ranker's own cost (the busy and CPU columns).",
+        "At concurrency 16 in a closed loop the feeds queue for the one `rerank` instance: each millisecond a "
+        "batch takes shows in every waiting request's latency, so the added p50 there is the added busy time "
+        "times the queue, not the ranker's own cost (the busy and CPU columns). The open loop sends at a fixed "
+        f"rate ({report.get('open_share', 0):g} × the ranker side's closed-loop throughput at concurrency 16, the "
+        "same rate for both sides, at most 16 in flight; latency from when each request fell due): what a shopper "
+        "sees when the server is not saturated.",
         "",
         f"- command: `{report['command']}`",
         f"- machine: {report['machine']}",
@@ -257,7 +276,9 @@ def plot(report: dict, path: Path) -> Path:
         for i, side in enumerate(SIDES):
             values = [phases[c][name][side] for c in phases]
             ax.bar(np.arange(len(values)) + (i - 0.5) * 0.4, values, 0.4, label=f"{side} ranker")
-        ax.set_xticks(range(len(phases)), [f"concurrency {c}" for c in phases])
+        ax.set_xticks(
+            range(len(phases)), [f"c {c}" if c.isdigit() else c.replace(", open loop at", "\nopen") for c in phases]
+        )
         ax.set_ylabel(label)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].legend()
@@ -269,6 +290,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m perf.bench_ranker_served", description=__doc__.splitlines()[0])
     store_arguments(parser)
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench_ranker_served")
+    parser.add_argument(
+        "--open-share",
+        type=float,
+        default=0.5,
+        help="also an open loop at concurrency 16 whose rate is this share of the ranker side's closed-loop "
+        "throughput there (0: none)",
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:

@@ -1,7 +1,10 @@
-"""Closed-loop load generator for the systems perf_analyzer cannot drive (in-process, FastAPI).
+"""Load generator for the systems perf_analyzer cannot drive (in-process, FastAPI, one model).
 
-``concurrency`` worker threads each send the next request of the shared mix as soon as their
-previous one returns (perf_analyzer's concurrency mode, so the numbers line up), after a warm-up.
+Closed loop (default): ``concurrency`` worker threads each send the next request of the shared mix
+as soon as their previous one returns (perf_analyzer's concurrency mode, so the numbers line up),
+after a warm-up. Open loop (``rate_per_s``): requests fall due at a fixed rate and the next free
+worker sends each when due (at most ``concurrency`` in flight); a request's latency counts from
+when it fell due, so a send delayed by busy workers shows as waiting, as a shopper would see it.
 It reports throughput over the measurement window and p50/p95/p99 (:func:`perf.lib.timing.percentile`)
 of the latencies of the requests *completed* in it; errors are counted, never timed.
 
@@ -67,8 +70,10 @@ def run(
     duration_s: float = 5.0,
     warmup_s: float = 1.0,
     max_requests: int | None = None,
+    rate_per_s: float | None = None,
 ) -> LoadResult:
-    """Drive ``concurrency`` closed-loop workers for ``warmup_s + duration_s`` (bounded by ``max_requests``)."""
+    """Drive ``concurrency`` workers for ``warmup_s + duration_s`` (bounded by ``max_requests``):
+    closed loop, or with ``rate_per_s`` requests falling due at that fixed rate (open loop)."""
     if concurrency < 1 or not requests:
         raise ValueError("need concurrency >= 1 and at least one request")
     lock = threading.Lock()
@@ -89,10 +94,18 @@ def run(
             with lock:
                 if max_requests is not None and sent[0] >= max_requests:
                     break
+                slot = sent[0]
                 sent[0] += 1
-            request = requests[i % len(requests)]
-            i += concurrency
-            t0 = time.perf_counter()
+            if rate_per_s:
+                due = start + slot / rate_per_s
+                if due >= stop_at:
+                    break
+                time.sleep(max(0.0, due - time.perf_counter()))
+                request = requests[slot % len(requests)]
+            else:
+                request = requests[i % len(requests)]
+                i += concurrency
+            t0 = due if rate_per_s else time.perf_counter()
             try:
                 call(request)
                 ok = True

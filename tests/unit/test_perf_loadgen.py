@@ -77,3 +77,24 @@ def test_inprocess_target_passes_query_and_k():
     call = loadgen.make_inprocess(lambda q, k: calls.append((q, k)))()
     call({"query": "toy story", "k": 10})
     assert calls == [("toy story", 10)]
+
+
+def test_an_open_loop_run_sends_each_due_request_once_in_order_with_at_most_concurrency_in_flight():
+    seen, lock, flying = [], threading.Lock(), [0, 0]  # requests seen; in flight now, at most
+
+    def make_call():
+        def call(request):
+            with lock:
+                seen.append(request["i"])
+                flying[0] += 1
+                flying[1] = max(flying[1], flying[0])
+            with lock:
+                flying[0] -= 1
+
+        return call
+
+    requests = [{"i": i} for i in range(10_000)]
+    result = loadgen.run(make_call, requests, concurrency=2, duration_s=0.2, warmup_s=0.0, rate_per_s=2000.0)
+    assert seen and sorted(seen) == list(range(len(seen)))  # slot by slot from the mix: no gap, no repeat
+    assert len(seen) <= 2000.0 * 0.2 + 1  # nothing sent before it fell due
+    assert flying[1] <= 2 and result.completed + result.errors <= len(seen)
