@@ -138,9 +138,9 @@ def feature_rows(
     scaled co-occurrence per catalog row (None: none); ``sources`` maps each of :data:`SOURCES` to
     the rows it recalled. ``depth``: only the rows the ranker scores (:func:`scored_rows`) get
     every column; the others get the columns that choose them and order them after the scored ones
-    (the ranks, the scores ranked and the source flags) and NaN elsewhere — what ``rerank`` needs,
-    for two thirds of the work (a feed's union is about 500 rows, the ranker scores about 150).
-    A row's values do not depend on ``depth``: the ranks are over the whole union either way.
+    (the ranks, the scores ranked and the source flags) and NaN elsewhere — all ``rerank`` needs, as
+    the ranker scores only the head of a feed's union. A row's values do not depend on ``depth``:
+    the ranks are over the whole union either way.
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.full((len(rows), len(FEATURE_NAMES)), np.nan)

@@ -32,7 +32,7 @@ def model_parameters(args: Mapping[str, str]) -> dict[str, str]:
 def read_inputs(request: Any, names: Sequence[str]) -> dict[str, np.ndarray | None]:
     """``names``' arrays (None where the request lacks one), from one pass over the request's tensors:
     ``pb_utils.get_input_tensor_by_name`` lists and scans every input tensor again per name it is
-    asked (Python, in the stub), and ``rerank`` reads 33 names per request."""
+    asked (Python, in the stub), and ``rerank`` asks for each of its optional inputs by name."""
     given = {tensor.name(): tensor for tensor in request.inputs()}
     return {name: given[name].as_numpy() if name in given else None for name in names}
 
