@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -97,6 +98,15 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def number_list(text: str) -> tuple[float, ...]:
+    """``"0,0.5,1"`` → (0.0, 0.5, 1.0); () when any part is not a finite number (the caller names its flag)."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        return ()
+    return values if all(math.isfinite(v) for v in values) else ()
+
+
 def knob_grid(args: argparse.Namespace) -> KnobGrid:
     """The knob search's grid: ``--popularity-weights`` and ``--cooccurrence-weights``, else the full one."""
     from aisle_export.judge.feed import KnobGrid
@@ -106,10 +116,7 @@ def knob_grid(args: argparse.Namespace) -> KnobGrid:
         text = getattr(args, option)
         if text is None:
             continue
-        try:
-            values = tuple(float(w) for w in text.split(",") if w.strip())
-        except ValueError:
-            values = ()
+        values = number_list(text)
         if not values or min(values) < 0:
             flag = "--" + option.replace("_", "-")
             raise ValueError(f"{flag} {text!r}: comma-separated weights ≥ 0, e.g. 0,0.5,1")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aisle_export.cli.common import Subparsers, add_log_arguments, knob_grid, log_data, positive_int
+from aisle_export.cli.common import Subparsers, add_log_arguments, knob_grid, log_data, number_list, positive_int
+
+if TYPE_CHECKING:
+    from aisle_export.learn.ranker import RankerConfig
 
 # The learning code is imported inside run(): torch must not load for `aisle --help`.
 
@@ -44,14 +48,50 @@ def add_parser(subparsers: Subparsers) -> None:
         "--ranker-cuts",
         metavar="Q,...",
         help="quantiles of the period's timestamps the learned ranker's training windows are cut at "
-        "(default 0.5,0.6,0.7,0.8; fewer train faster)",
+        "(default 0.4,0.5,0.6,0.7,0.8; fewer train faster)",
+    )
+    p.add_argument(
+        "--ranker-base-strength",
+        type=float,
+        metavar="S",
+        help="boost the learned ranker from the hand-weighted score, S typical within-feed spreads of it "
+        "(default 0: from nothing; docs/learning.md)",
+    )
+    p.add_argument(
+        "--ranker-ignore",
+        metavar="FEATURE,...",
+        help="ranker features its trees may not split on (e.g. events_all,buyers,first_seen_days: the ones "
+        "that grow with the log's length)",
     )
     p.set_defaults(func=run)
 
 
+def ranker_config(args: argparse.Namespace) -> RankerConfig:
+    """The learned ranker's training from the ``--ranker-*`` flags; a bad value names its flag."""
+    from aisle_export.learn.ranker import RankerConfig
+    from aisle_server.features import FEATURE_NAMES
+
+    given: dict = {}
+    if args.ranker_cuts:
+        cuts = number_list(args.ranker_cuts)
+        if not cuts or not all(0 < q < 1 for q in cuts):
+            raise ValueError(f"--ranker-cuts {args.ranker_cuts!r}: comma-separated quantiles between 0 and 1")
+        given["train_cuts"] = cuts
+    if args.ranker_base_strength is not None:
+        if not args.ranker_base_strength >= 0:
+            raise ValueError(f"--ranker-base-strength {args.ranker_base_strength}: a number ≥ 0")
+        given["base_strength"] = args.ranker_base_strength
+    if args.ranker_ignore:
+        names = tuple(name.strip() for name in args.ranker_ignore.split(",") if name.strip())
+        unknown = [name for name in names if name not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"--ranker-ignore: unknown features {unknown}; the features: {', '.join(FEATURE_NAMES)}")
+        given["ignored_features"] = names
+    return RankerConfig(**given)
+
+
 def run(args: argparse.Namespace) -> int:
     from aisle_export.learn.finetune import finetune_log
-    from aisle_export.learn.ranker import RankerConfig
     from aisle_export.learn.tower_training import FinetuneConfig
     from aisle_export.learn.user_encoder import UserEncoderConfig
 
@@ -61,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
         **({"epochs": args.encoder_epochs} if args.encoder_epochs else {}),
         **({"seed": args.seed} if args.seed is not None else {}),
     )
-    ranker = RankerConfig()
-    if args.ranker_cuts:
-        ranker = RankerConfig(train_cuts=tuple(float(q) for q in args.ranker_cuts.split(",") if q.strip()))
+    ranker = ranker_config(args)
     report = finetune_log(
         log_data(args),
         args.out,

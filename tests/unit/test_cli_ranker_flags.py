@@ -1,0 +1,41 @@
+"""``aisle finetune``'s ``--ranker-*`` flags → the learned ranker's training (``RankerConfig``); a bad value names its flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from aisle_export.cli import build_parser
+from aisle_export.cli.finetune import ranker_config
+from aisle_export.learn.ranker import RankerConfig
+
+
+def parsed(*flags: str):
+    return build_parser().parse_args(["finetune", *flags])
+
+
+def test_no_flags_train_the_default_ranker():
+    assert ranker_config(parsed()) == RankerConfig()
+
+
+def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_features():
+    config = ranker_config(
+        parsed("--ranker-cuts", "0.5,0.7", "--ranker-base-strength", "1", "--ranker-ignore", "events_all, buyers")
+    )
+    assert config.train_cuts == (0.5, 0.7) and config.base_strength == 1.0
+    assert config.ignored_features == ("events_all", "buyers")
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--ranker-cuts", "0.5,x"), "--ranker-cuts"),
+        (("--ranker-cuts", "0.5,1.5"), "--ranker-cuts"),
+        (("--ranker-cuts", "nan"), "--ranker-cuts"),
+        (("--ranker-base-strength", "-1"), "--ranker-base-strength"),
+        (("--ranker-base-strength", "nan"), "--ranker-base-strength"),
+        (("--ranker-ignore", "events_all,colour"), "--ranker-ignore"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_its_flag(flags, named):
+    with pytest.raises(ValueError, match=named):
+        ranker_config(parsed(*flags))
