@@ -2,14 +2,18 @@
 
 ``TritonServer`` uses the process-group helpers to end the Python-backend stubs a killed
 tritonserver leaves behind; the test session uses :func:`processes_with_env` to fail when anything
-it started is still alive at its end.
+it started is still alive at its end; ``TritonServer`` and ``RedisServer`` start their process
+through :func:`ends_with_this_process`, so that a killed owner (``kill -9``, a CI timeout) does not
+leave a server running.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +26,17 @@ def _state_and_pgrp(pid_dir: Path) -> tuple[str, int] | None:
     except (OSError, IndexError):
         return None  # exited while we looked
     return fields[0], int(fields[2])
+
+
+def ends_with_this_process(cmd: list[str]) -> list[str]:
+    """``cmd`` run under util-linux's ``setpriv --pdeathsig TERM`` (it execs ``cmd``: the same
+    process), so it is sent SIGTERM when the thread that started it ends — this process's main
+    thread lives as long as the process. From another thread (servers started side by side in a
+    thread pool) the command is left as it is: that thread's end would stop the server."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return cmd
+    return [setpriv, "--pdeathsig", "TERM", *cmd]
 
 
 def process_group_members(pgid: int) -> list[int]:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import kill_process_group
+from .processes import ends_with_this_process, kill_process_group
 from .tritonserver import free_port
 
 LOG = logging.getLogger(__name__)
@@ -94,8 +94,7 @@ class RedisServer:
             *DURABILITY_ARGS,
             *self.extra_args,
         ]
-        setpriv = shutil.which("setpriv")  # util-linux: stop with the parent even if it is killed
-        return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else cmd
+        return ends_with_this_process(cmd)  # stop with the parent even if it is killed
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)

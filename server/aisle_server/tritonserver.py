@@ -11,7 +11,9 @@ Why a process group: each Python-backend model runs in a ``triton_python_backend
 that tritonserver forks. When tritonserver dies without draining (SIGKILL, a crash), its stubs
 are orphaned, ignore SIGTERM and keep their memory (each is a Python process holding its model).
 tritonserver is therefore started as the leader of a new process group, which its stubs inherit,
-and stopping always ends with SIGKILL to the whole group, so nothing it started outlives it.
+and stopping always ends with SIGKILL to the whole group, so nothing it started outlives it. And
+should the owner itself be killed (``kill -9``, a CI job's timeout), tritonserver is sent SIGTERM
+then (``processes.ends_with_this_process``: ``setpriv --pdeathsig``) and stops with its stubs.
 
 Why a shared-memory prefix: each stub talks to tritonserver through a POSIX shared-memory region
 (``/dev/shm``, 1 MB and up). A drained server unlinks its regions; a killed one leaves them, and
@@ -48,7 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import kill_process_group
+from .processes import ends_with_this_process, kill_process_group
 
 LOG = logging.getLogger(__name__)
 
@@ -412,7 +414,7 @@ class TritonServer:
             out = None
         LOG.info("starting tritonserver on %s (grpc) over %s", self.grpc_url, self.repo)
         self._process = subprocess.Popen(  # fixed binary, arguments built above
-            self.command(),
+            ends_with_this_process(self.command()),  # stops with its owner, even a killed one
             env=self.environment(),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
