@@ -457,26 +457,20 @@ def gate(
     return report | {"served": served}
 
 
+def _interval(delta: dict) -> str:
+    return f"{delta['delta']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}]"
+
+
 def describe(report: dict) -> str:
     """One line for ``aisle finetune``: served or not, and why, with the numbers."""
     gain = report["vs_hand_weighted"]["all"]
-    interval = f"{gain['delta']:+.4f} [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}]"
     history = "shown" if not report["exclude_history"] else "hidden"
     also = report.get("vs_hand_weighted_history_shown")
-    against_shown = (
-        ""
-        if also is None
-        else (
-            f", vs hand-weighted showing history {also['delta']:+.4f} [{also['ci95'][0]:+.4f}, {also['ci95'][1]:+.4f}]"
-        )
-    )
+    intervals = f"{_interval(gain)}" + ("" if also is None else f", vs hand-weighted showing history {_interval(also)}")
     if report["served"]:
-        return f"learned ranker served (history {history}): validation Δ{METRIC} vs hand-weighted {interval}{against_shown}"
+        return f"learned ranker served (history {history}): validation Δ{METRIC} vs hand-weighted {intervals}"
     why = "interval not above zero" if gain["ci95"][0] <= 0 else "not above zero against the stack showing history"
-    return (
-        f"learned ranker NOT served: validation Δ{METRIC} vs hand-weighted {interval}{against_shown}: {why}; "
-        "the hand-weighted stack stays"
-    )
+    return f"learned ranker NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: {why}; the hand-weighted stack stays"
 
 
 def evaluation_rows(
