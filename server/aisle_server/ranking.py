@@ -673,9 +673,12 @@ def _scored(
         terms, sources = _feed_sources(index, request, prepared, terms)
     terms = scoring.prior_terms(index, terms, config, request.now, feed, prepared.cooccurrence)
     scores = terms.total()
-    if not (feed and (want_features or (index.ranker is not None and config.learned_ranker))):
+    ranked = index.ranker is not None and config.learned_ranker
+    if not (feed and (want_features or ranked)):
         return terms, scores, None
-    return terms, scores, _features(index, request, prepared, terms, scores, sources)
+    # serving, only the rows the ranker scores get every column; training (no ranker yet) gets them all
+    depth = index.ranker.depth if ranked and index.ranker is not None else None
+    return terms, scores, _features(index, request, prepared, terms, scores, sources, depth)
 
 
 def _features(
@@ -685,6 +688,7 @@ def _features(
     terms: ScoreTerms,
     scores: np.ndarray,
     sources: dict[str, np.ndarray],
+    depth: int | None,
 ) -> np.ndarray:
     history = prepared.history_rows if prepared.history_rows is not None else np.zeros(0, dtype=np.int64)
     context = FeedContext(
@@ -694,8 +698,6 @@ def _features(
         request.now,
         prepared.cooccurrence_raw,
     )
-    # serving, only the rows the ranker scores get every column; training (no ranker yet) gets them all
-    depth = index.ranker.depth if index.ranker is not None and request.config.learned_ranker else None
     return feature_rows(index, context, terms.rows, terms.term("cosine"), prepared.cooccurrence, scores, sources, depth)
 
 
