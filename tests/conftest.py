@@ -20,10 +20,12 @@ import contextlib
 import os
 import signal
 import uuid
+from collections.abc import Generator
 
 import pytest
 
 from aisle_server.processes import processes_with_env
+from aisle_server.tritonserver import TritonServer
 
 MARKER = "AISLE_TEST_SESSION"
 INTEGRATION = "integration"
@@ -74,6 +76,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return INTEGRATION if nodeid.startswith(f"tests/{INTEGRATION}/") else nodeid
 
     return IntegrationInOrder(config, log)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test whose tritonserver is gone says how it ended (exit code or signal, its last log
+    lines): a server that dies between tests otherwise shows only as refused connections."""
+    report = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            ended = value.exit_report() if isinstance(value, TritonServer) else None
+            if ended is not None:
+                report.sections.append((f"fixture {name!r}: its server is gone", ended))
+    return report
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's own sessionfinish has stopped its workers

@@ -279,6 +279,13 @@ def load_failures(lines: Sequence[str], roots: Sequence[str] = ()) -> list[str]:
     return summary
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 @dataclass
 class TritonServer:
     """A running tritonserver over ``repo``; use as ``with TritonServer(repo) as server: ...``.
@@ -495,6 +502,16 @@ class TritonServer:
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def exit_report(self) -> str | None:
+        """How a server that was started and never stopped ended — its exit code or the signal that
+        killed it, and what it logged last — or ``None`` while it runs (or when it was never
+        started). A test that finds its server gone reports this: a CI run keeps only its output."""
+        if self._process is None or self._process.poll() is None:
+            return None
+        code = self._process.returncode
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        return f"tritonserver (pid {self._process.pid}) {how}{self._log_tail(self._start_log())}"
 
     def send_signal(self, signum: int) -> None:
         if self.is_running():

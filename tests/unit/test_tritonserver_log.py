@@ -1,6 +1,7 @@
 """A failed start's log read into one line per cause (``aisle_server.tritonserver.load_failures``), and the
 stubs' ``python3`` (``prepare_stub_python``); lines as tritonserver 2.51 wrote them."""
 
+import subprocess
 from pathlib import Path
 
 from aisle_server import tritonserver
@@ -98,3 +99,26 @@ def test_the_server_puts_the_stubs_python3_first_on_its_path(tmp_path, monkeypat
     assert server.environment()["PATH"] == "/somewhere/else/bin:/usr/bin"  # not started: nothing to put first
     server._stub_python = Path("/tmp/aisle-triton-x/python")
     assert server.environment()["PATH"] == "/tmp/aisle-triton-x/python:/somewhere/else/bin:/usr/bin"
+
+
+def test_a_server_that_died_says_how_and_what_it_logged_last(tmp_path):
+    log = tmp_path / "tritonserver.log"
+    log.write_text('I1206 10:00:00.1 1 grpc_server.cc:2466] "Started GRPCInferenceService at 127.0.0.1:1"\n')
+    server = tritonserver.TritonServer(tmp_path, log_file=log)
+    assert server.exit_report() is None  # never started
+    # a stand-in for tritonserver: it logs an error line, then a signal ends it
+    script = f"echo 'E1206 10:00:01.2 1 server.cc:1] \"fatal: out of memory\"' >> {log}; kill -TERM $$"
+    server._process = subprocess.Popen(["sh", "-c", script])
+    server._process.wait(timeout=30)
+    report = server.exit_report()
+    assert report is not None and f"(pid {server._process.pid}) was killed by SIGTERM" in report
+    assert '"fatal: out of memory"' in report and "Started GRPCInferenceService" in report
+    server._process = subprocess.Popen(["sh", "-c", "exit 3"])
+    server._process.wait(timeout=30)
+    assert "exited with code 3" in (server.exit_report() or "")
+    server._process = subprocess.Popen(["sleep", "30"])
+    try:
+        assert server.exit_report() is None  # still running
+    finally:
+        server._process.kill()
+        server._process.wait()
