@@ -23,6 +23,8 @@ def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_feat
     )
     assert config.train_cuts == (0.5, 0.7) and config.base_strength == 1.0
     assert config.ignored_features == ("events_all", "buyers")
+    assert ranker_config(parsed("--ranker-shoppers", "500")).max_shoppers == 500
+    assert ranker_config(parsed("--ranker-shoppers", "0")).max_shoppers is None  # every shopper
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,7 @@ def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_feat
         (("--ranker-base-strength", "-1"), "--ranker-base-strength"),
         (("--ranker-base-strength", "nan"), "--ranker-base-strength"),
         (("--ranker-ignore", "events_all,colour"), "--ranker-ignore"),
+        (("--ranker-shoppers", "-5"), "--ranker-shoppers"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_flag(flags, named):

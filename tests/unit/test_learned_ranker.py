@@ -26,6 +26,7 @@ from aisle_export.learn.ranker import (
     gate_splits,
     graded_labels,
     split_groups,
+    window_shoppers,
     window_weights,
 )
 from aisle_server.compiled_ranker import COMPILED_FILE
@@ -408,3 +409,32 @@ def test_merchandising_rules_adjust_the_rankers_scores_and_say_so(trained) -> No
     assert rules_part[0] == pytest.approx(lift) and (rules_part[1:] == 0).all()
     # the ranker's parts still sum to its own score; the rules' part is on top
     np.testing.assert_allclose(boosted.feature_contributions.sum(axis=1) + rules_part, boosted.scores, atol=1e-4)
+
+
+def test_a_window_trains_on_at_most_max_shoppers_drawn_at_random_in_their_order() -> None:
+    users = [f"u{i:03d}" for i in range(100)]
+    assert window_shoppers(users, RankerConfig(max_shoppers=None)) == users
+    assert window_shoppers(users, RankerConfig(max_shoppers=100)) == users
+    drawn = window_shoppers(users, RankerConfig(max_shoppers=10))
+    assert len(set(drawn)) == 10 and set(drawn) <= set(users) and drawn == sorted(drawn)
+    assert drawn != users[:10]  # drawn, not the first ones
+    assert drawn == window_shoppers(users, RankerConfig(max_shoppers=10))  # seeded
+    assert drawn != window_shoppers(users, RankerConfig(max_shoppers=10, seed=1))
+
+
+def test_windows_train_the_same_model_handed_over_apart_as_joined(trained) -> None:
+    split, index, _ = trained
+    joined = split_groups(index, split, RankingConfig(user_encoder=False))
+    half = len(joined.sizes) // 2
+    rows = int(joined.sizes[:half].sum())
+    apart = [
+        Groups(joined.features[:rows], joined.labels[:rows], joined.sizes[:half]).weighted(0.5),
+        Groups(joined.features[rows:], joined.labels[rows:], joined.sizes[half:]),
+    ]
+    settings = RankerConfig(rounds=20, min_data_in_leaf=5, threads=1, base_strength=1.0)
+    one, one_fit = fit(Groups.concat(apart), joined, settings)
+    two, two_fit = fit(apart, apart, settings)
+    assert base_weight(apart, 1.0) == base_weight(Groups.concat(apart), 1.0) == one_fit["base_weight"] > 0
+    assert two_fit["rows"] == one_fit["rows"] == len(joined.labels) and two_fit["shoppers"] == len(joined.sizes)
+    np.testing.assert_array_equal(one.booster.predict(joined.features), two.booster.predict(joined.features))
+    assert one.booster.model_to_string() == two.booster.model_to_string()

@@ -63,6 +63,13 @@ def add_parser(subparsers: Subparsers) -> None:
         help="ranker features its trees may not split on (e.g. events_all,buyers,first_seen_days: the ones "
         "that grow with the log's length)",
     )
+    p.add_argument(
+        "--ranker-shoppers",
+        type=int,
+        metavar="N",
+        help="at most N shoppers per ranker training window, drawn at random (default 10000; 0: all): "
+        "bounds the ranker's memory and time on a long log",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,6 +94,10 @@ def ranker_config(args: argparse.Namespace) -> RankerConfig:
         if unknown:
             raise ValueError(f"--ranker-ignore: unknown features {unknown}; the features: {', '.join(FEATURE_NAMES)}")
         given["ignored_features"] = names
+    if args.ranker_shoppers is not None:
+        if args.ranker_shoppers < 0:
+            raise ValueError(f"--ranker-shoppers {args.ranker_shoppers}: a count ≥ 0 (0: every shopper)")
+        given["max_shoppers"] = args.ranker_shoppers or None
     return RankerConfig(**given)
 
 

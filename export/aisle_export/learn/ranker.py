@@ -96,6 +96,10 @@ class RankerConfig:
     #: grow with the log's length (``events_all``, ``buyers``, ``first_seen_days``), whose values
     #: at the training windows' cuts and at serving time differ in scale, not in meaning
     ignored_features: tuple[str, ...] = ()
+    #: at most this many shoppers per window, drawn at random (``seed``): past it a window's rows,
+    #: memory and time stop growing with the log (a window of 20,000 shoppers holds 3M rows, 324 MB of
+    #: features, and took 390 s here); None: every shopper
+    max_shoppers: int | None = 10_000
     seed: int = 0
     threads: int = 1  # one: OpenMP threads spin on a shared machine (fit took ×10 with two here)
 
@@ -173,7 +177,7 @@ def split_groups(
     knobs = replace(base, exclude_history=not history)
     wanted = split.next_items if history else split.targets
     features, labels, sizes = [], [], []
-    for user in split.users:
+    for user in window_shoppers(split.users, config):
         built = candidate_features(index, feed_request(split, user, knobs, 10))
         if built is None:
             continue
@@ -192,6 +196,15 @@ def split_groups(
     return Groups.concat([Groups(f, y, np.array([n])) for f, y, n in zip(features, labels, sizes)])
 
 
+def window_shoppers(users: Sequence[str], config: RankerConfig) -> list[str]:
+    """The shoppers a window trains on: all, or ``config.max_shoppers`` of them drawn at random
+    (seeded), in their order."""
+    if config.max_shoppers is None or len(users) <= config.max_shoppers:
+        return list(users)
+    drawn = np.random.default_rng(config.seed).choice(len(users), config.max_shoppers, replace=False)
+    return [users[i] for i in np.sort(drawn)]
+
+
 def window_groups(
     catalog: Catalog,
     embeddings: np.ndarray,
@@ -202,9 +215,10 @@ def window_groups(
     user_encoder: object = None,
     progress: bool = True,
     history: bool = True,
-) -> Groups:
-    """Rows of the windows at ``cuts`` (quantiles of ``period``'s timestamps), weighted by
-    ``config.window_decay`` (unweighted at 1)."""
+) -> list[Groups]:
+    """Rows of the windows at ``cuts`` (quantiles of ``period``'s timestamps), one Groups each,
+    weighted by ``config.window_decay`` (unweighted at 1): :func:`fit` hands them to LightGBM as
+    they are, never concatenated (a copy of every row)."""
     parts = []
     weights = window_weights(len(cuts), config.window_decay)
     for q, weight in zip(tqdm(cuts, desc="ranker windows", unit="cut", disable=not progress), weights):
@@ -213,11 +227,36 @@ def window_groups(
         counts = future_counts(period, split.cutoff) if config.graded else None
         part = split_groups(index, split, base, config, history, counts)
         parts.append(part if config.window_decay == 1.0 else part.weighted(float(weight)))
-    return Groups.concat(parts)
+    return parts
 
 
-def fit(train: Groups, stop: Groups, config: RankerConfig) -> tuple[LearnedRanker, dict]:
-    """LambdaMART on ``train``, early-stopped on nDCG@10 of ``stop``."""
+def _parts(groups: Groups | Sequence[Groups]) -> list[Groups]:
+    parts = [groups] if isinstance(groups, Groups) else list(groups)
+    return [part for part in parts if len(part.labels)] or parts[:1]  # LightGBM refuses an empty matrix in a list
+
+
+def _dataset(parts: list[Groups], weight: float, reference: object = None) -> object:
+    """A LightGBM dataset over ``parts``' feature matrices as they are (LightGBM reads a list of
+    matrices): only labels, group sizes, row weights and the start scores are concatenated."""
+    import lightgbm
+
+    meta = Groups.concat([part._replace(features=part.features[:, :0]) for part in parts])  # no feature copied
+    hand = np.concatenate([part.features[:, HAND_SCORE] for part in parts]).astype(np.float64)
+    return lightgbm.Dataset(
+        [part.features for part in parts] if len(parts) > 1 else parts[0].features,
+        meta.labels,
+        weight=meta.row_weights(),
+        group=meta.sizes,
+        feature_name=list(FEATURE_NAMES),
+        reference=reference,
+        init_score=weight * hand if weight else None,
+    )
+
+
+def fit(
+    train: Groups | Sequence[Groups], stop: Groups | Sequence[Groups], config: RankerConfig
+) -> tuple[LearnedRanker, dict]:
+    """LambdaMART on ``train``, early-stopped on nDCG@10 of ``stop`` (each one Groups or a window's each)."""
     import lightgbm
 
     params = {
@@ -236,25 +275,10 @@ def fit(train: Groups, stop: Groups, config: RankerConfig) -> tuple[LearnedRanke
         "num_threads": config.threads,
         "verbosity": -1,
     }
-    names = list(FEATURE_NAMES)
-    train, stop = (blanked(groups, config.ignored_features) for groups in (train, stop))
+    train, stop = ([blanked(part, config.ignored_features) for part in _parts(groups)] for groups in (train, stop))
     weight = base_weight(train, config.base_strength)
-    train_set = lightgbm.Dataset(
-        train.features,
-        train.labels,
-        weight=train.row_weights(),
-        group=train.sizes,
-        feature_name=names,
-        init_score=weight * train.features[:, HAND_SCORE].astype(np.float64) if weight else None,
-    )
-    stop_set = lightgbm.Dataset(
-        stop.features,
-        stop.labels,
-        group=stop.sizes,
-        feature_name=names,
-        reference=train_set,
-        init_score=weight * stop.features[:, HAND_SCORE].astype(np.float64) if weight else None,
-    )
+    train_set = _dataset(train, weight)
+    stop_set = _dataset([part._replace(weights=None) for part in stop], weight, reference=train_set)
     started = time.perf_counter()
     booster = lightgbm.train(
         params,
@@ -264,9 +288,9 @@ def fit(train: Groups, stop: Groups, config: RankerConfig) -> tuple[LearnedRanke
         callbacks=[lightgbm.early_stopping(config.early_stopping, verbose=False)],
     )
     report = {
-        "rows": len(train.labels),
-        "shoppers": len(train.sizes),
-        "stop_shoppers": len(stop.sizes),
+        "rows": sum(len(part.labels) for part in train),
+        "shoppers": sum(len(part.sizes) for part in train),
+        "stop_shoppers": sum(len(part.sizes) for part in stop),
         "best_iteration": int(booster.best_iteration),
         "stop_ndcg@10": float(booster.best_score["valid_0"]["ndcg@10"]),
         "base_weight": weight,
@@ -287,20 +311,26 @@ def blanked(groups: Groups, names: Sequence[str]) -> Groups:
     return groups._replace(features=features)
 
 
-def base_weight(groups: Groups, strength: float) -> float:
+def base_weight(groups: Groups | Sequence[Groups], strength: float) -> float:
     """The weight of ``hand_score`` in the score the boosting starts from (``RankerConfig.base_strength``):
     ``strength`` over the median within-feed standard deviation of ``hand_score``, so that one
     typical spread of the stack's scores inside a feed is ``strength`` units of LambdaMART's score
     (its pairwise sigmoid reads score differences of about one); 0 where ``strength`` is 0."""
-    if strength <= 0 or not len(groups.sizes):
+    parts = [part for part in _parts(groups) if len(part.sizes)]
+    if strength <= 0 or not parts:
         return 0.0
+    spreads = np.concatenate([_hand_spreads(part)[part.sizes > 1] for part in parts])
+    typical = float(np.median(spreads)) if len(spreads) else 0.0
+    return float(strength / typical) if typical > 0 else 0.0
+
+
+def _hand_spreads(groups: Groups) -> np.ndarray:
+    """The standard deviation of ``hand_score`` within each feed of ``groups``."""
     hand = groups.features[:, HAND_SCORE].astype(np.float64)
     starts = np.concatenate([[0], np.cumsum(groups.sizes)[:-1]])
     sizes = np.maximum(groups.sizes, 1)
     mean = np.add.reduceat(hand, starts) / sizes
-    spread = np.sqrt(np.maximum(np.add.reduceat(hand**2, starts) / sizes - mean**2, 0.0))
-    typical = float(np.median(spread[groups.sizes > 1])) if (groups.sizes > 1).any() else 0.0
-    return float(strength / typical) if typical > 0 else 0.0
+    return np.sqrt(np.maximum(np.add.reduceat(hand**2, starts) / sizes - mean**2, 0.0))
 
 
 def train_ranker(
