@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         stage(*args.stage)
         return 0
+    load_before = os.getloadavg()
     store = args.workdir / f"store-{args.items}-{args.events}"
     _, _, info = write_store(store, args.items, args.events)
     codes: dict[str, Path | None] = {"this tree": None}
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['peak_rss_mb']:.0f} MB | {r.get('peak_after_load_mb', '–')} | {r.get('peak_after_validate_mb', '–')} "
             f"| {r.get('peak_after_train_mb', '–')} |"
         )
-    report = {"items": args.items, "events": args.events, "store": info, "runs": runs, "machine": machine()}
+    report = {"items": args.items, "events": args.events, "store": info, "runs": runs, "machine": machine(load_before)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1, default=str))
     text = [
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command_line()}`",
         "",
-        f"Machine: {json.dumps(machine())}",
+        f"Machine: {json.dumps(report['machine'])}",
     ]
     (RESULTS / f"{args.name}.md").write_text("\n".join(text) + "\n")
     print("\n".join(rows))
