@@ -47,6 +47,7 @@ import numpy as np
 from aisle_contract import RankingConfig
 from aisle_export.core.encoding import embed_catalog
 from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, RANKING_FILE, REPORT_FILE, STACKS
+from aisle_export.core.memory import release_memory
 from aisle_export.core.towers import default_tower_path, load_tower
 from aisle_export.data.splits import LogData, TemporalSplit, sample_shoppers
 from aisle_export.index.log_signals import split_signals
@@ -215,14 +216,17 @@ def finetune_log(
         progress,
     )
     signals.save(out_dir / LOG_SIGNALS_DIRNAME)
+    vectors = {
+        "trained": embeddings,
+        "pretrained": np.asarray((valid_index if pretrained is None else pretrained).embeddings),
+    }
+    del valid_index, pretrained, signals, valid_signals  # the ranker builds an index of its own at each window
+    release_memory()
     ranker_report = finetune_step(
         data,
         out_dir,
         knobs,
-        {
-            "trained": embeddings,
-            "pretrained": np.asarray((valid_index if pretrained is None else pretrained).embeddings),
-        },
+        vectors,
         (out_dir / VALIDATION_ENCODER, out_dir / USER_ENCODER_DIRNAME),
         ranker,
         progress,

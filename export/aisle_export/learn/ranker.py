@@ -42,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aisle_contract import RankingConfig
+from aisle_export.core.memory import release_memory
 from aisle_export.data.catalog import Catalog
 from aisle_export.data.interactions import Interactions
 from aisle_export.data.splits import MAX_HISTORY, N_TARGETS, LogData, TemporalSplit, temporal_split
@@ -227,6 +228,8 @@ def window_groups(
         counts = future_counts(period, split.cutoff) if config.graded else None
         part = split_groups(index, split, base, config, history, counts)
         parts.append(part if config.window_decay == 1.0 else part.weighted(float(weight)))
+        del index, split, counts
+        release_memory()  # the window's index and per-shopper rows, dropped
     return parts
 
 
