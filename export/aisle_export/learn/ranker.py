@@ -98,8 +98,8 @@ class RankerConfig:
     #: at the training windows' cuts and at serving time differ in scale, not in meaning
     ignored_features: tuple[str, ...] = ()
     #: at most this many shoppers per window, drawn at random (``seed``): past it a window's rows,
-    #: memory and time stop growing with the log (a window of 20,000 shoppers holds 3M rows, 324 MB of
-    #: features, and took 390 s here); None: every shopper
+    #: memory and time stop growing with the log (``perf.bench_finetune_scale`` at 1M events,
+    #: docs/results.md); None: every shopper
     max_shoppers: int | None = 10_000
     seed: int = 0
     threads: int = 1  # one: OpenMP threads spin on a shared machine (fit took ×10 with two here)
