@@ -72,7 +72,9 @@ def write_report(
     render_markdown: Callable[[dict], str],
     plot: Callable[[dict, Path], object],
 ) -> str:
-    """``<out>/<name>.json``, ``.md`` and ``.png`` of ``report``; prints and returns the Markdown."""
+    """``<out>/<name>.json``, ``.md`` and ``.png`` of ``report``; prints and returns the Markdown.
+    ``out`` is made if missing: a long run must not end without its results over a folder."""
+    Path(out).mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = render_markdown(report)
     (out / f"{name}.md").write_text(markdown)
