@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aisle_export.build.repository import serve_onnx_file
 from perf.lib import loadgen, procstats, triton_stats
 from perf.lib.proxy_catalog import NOTE as CATALOG_NOTE
 from perf.lib.proxy_catalog import PROXY_ITEMS as CATALOG_ITEMS
@@ -245,6 +246,7 @@ def served(
             else:
                 path = paths[name]
                 shutil.copyfile(graphs[tower] / "model.onnx", path.repo / "query_encoder" / "1" / "model.onnx")
+                serve_onnx_file(path.repo, "query_encoder", "model.onnx")  # not the graph the export chose
                 set_mode(path.repo, path.exact)
                 log = logs / f"tritonserver-{tower.replace(' ', '_')}-{name.replace(' ', '_')}.log"
                 with (

@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from aisle_export.build.precision_texts import RETRIEVAL_QUERIES
+from aisle_export.build.repository import serve_onnx_file
 from aisle_export.core.encoding import encode_texts
 from aisle_export.core.spaces import read_record, teacher_fingerprint
 from aisle_export.core.towers import LARGE_TEACHER, resolve_tower
@@ -128,6 +129,7 @@ def served(repos: dict[str, tuple[Path, Path]], queries: list[str], rounds: int,
             target = repo / "query_encoder" / "1" / "model.onnx"
             if not target.samefile(graph):
                 shutil.copyfile(graph, target)
+            serve_onnx_file(repo, "query_encoder", "model.onnx")  # the graph copied in, not the export's choice
             log = logs / f"tritonserver-{name.replace(' ', '_')}.log"
             with TritonServer(repo, log_file=log) as server, grpcclient.InferenceServerClient(server.grpc_url) as stats:
                 before = triton_stats.snapshot(stats, STAT_MODELS)

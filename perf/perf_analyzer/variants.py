@@ -48,9 +48,14 @@ class Variant:
         return self == DEFAULT
 
     @property
+    def default_scheduling(self) -> bool:
+        """The default as exported, or it with one of :data:`STUDIES`' tweaks."""
+        return self.exported or bool(self.tweaks and replace(self, tweaks=()).exported)
+
+    @property
     def name(self) -> str:
         tweaks = "".join(f"+{model}-{knob}{value}" for model, knob, value in self.tweaks)
-        if self.exported or (self.tweaks and replace(self, tweaks=()).exported):
+        if self.default_scheduling:
             return "aisle-default" + tweaks
         threads = f"-t{self.threads}" if self.threads else ""
         instances = f"{self.instances}i" if self.instances else "exported-i"
@@ -59,8 +64,8 @@ class Variant:
     @property
     def label(self) -> str:
         tweaks = "".join(f", {model} {knob} {value}" for model, knob, value in self.tweaks)
-        if self.exported or (self.tweaks and replace(self, tweaks=()).exported):
-            return "Aisle default (FP32, configs as exported)" + tweaks
+        if self.default_scheduling:
+            return "Aisle default (configs as exported)" + tweaks
         batching = "dyn. batching" if self.dynamic_batching else "no batching"
         threads = f", {self.threads} ORT thread" if self.threads else ""
         instances = f"{self.instances} inst." if self.instances else "exported inst."
@@ -71,7 +76,8 @@ class Variant:
         return "int8" if self.precision == "int8" else None
 
 
-#: Aisle's default: FP32 encoders, every model's scheduling (instances, dynamic batching, ORT threads) as exported
+#: Aisle's default: every model's scheduling (instances, dynamic batching, ORT threads) as exported, and
+#: the query graph the export chose (its INT8 graph where that passed its gate); the item tower FP32
 DEFAULT = Variant("fp32", True, 0)
 
 
@@ -177,7 +183,7 @@ def int8_graph(source_repo: Path, encoder: str, cache_dir: Path) -> Path:
 
 def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 384) -> Path:
     """Write ``root/<variant.name>/`` — a hard-linked copy of ``source_repo`` with the variant's configs."""
-    from aisle_export.build.repository import render
+    from aisle_export.build.repository import render, serve_onnx_file, served_onnx_file
 
     source_repo, target = Path(source_repo), Path(root) / variant.name
     if target.exists():
@@ -185,6 +191,10 @@ def build_variant(source_repo: Path, variant: Variant, root: Path, dim: int = 38
     _link_tree(source_repo, target)
     for relative, config in variant_configs(variant, dim).items():
         _write_fresh(target / relative, render(config))
+    if variant.default_scheduling and (source_repo / "query_encoder" / "config.pbtxt").is_file():
+        # the query graph `aisle export` chose (aisle_export.build.pipeline.choose_query_graph); the
+        # other rows name their precision and serve it on both encoders
+        serve_onnx_file(target, "query_encoder", served_onnx_file(source_repo, "query_encoder").name)
     for model, knob, value in variant.tweaks:
         if knob == "pad_to":
             settings = target / model / "1" / "tokenizer_settings.json"

@@ -1,4 +1,5 @@
-"""The CPU INT8 encoders serve through the real tritonserver with ``--model-config-name int8``."""
+"""The CPU INT8 encoders serve through the real tritonserver: both towers with ``--model-config-name int8``,
+the query tower alone with ``aisle export --query-precision int8``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from aisle import RecClient
+from aisle_export.build.pipeline import GateInputs, choose_query_graph
 from aisle_export.build.precision_texts import CALIBRATION_PRODUCTS
 from aisle_export.build.quantize import VARIANTS, write_variant
 from aisle_server.encoder import OnnxEncoder
@@ -47,6 +49,32 @@ def test_int8_config_serves_the_int8_graph(int8_client, int8_repo, tower):
     np.testing.assert_allclose(served, int8, atol=1e-4)  # it is the INT8 graph ...
     assert np.abs(served - fp32).max() > 1e-3  # ... not the FP32 one
     assert (np.sum(served * fp32, axis=1) >= 0.98).all()  # and faithful to it
+
+
+@pytest.fixture(scope="module")
+def query_int8_repo(repo, movielens_catalog, tmp_path_factory) -> Path:
+    """``aisle export --query-precision int8`` on the exported repository: its gate, then its config."""
+    copy = tmp_path_factory.mktemp("query-int8") / "model_repository"
+    shutil.copytree(repo, copy)
+    chosen = choose_query_graph(copy, "int8", GateInputs(copy, movielens_catalog))
+    assert chosen["served"] == "model.int8.onnx" and chosen["gate"]["passed"]
+    return copy
+
+
+def test_query_precision_int8_serves_int8_queries_over_the_fp32_index(query_int8_repo, tmp_path_factory):
+    query_dir, item_dir = query_int8_repo / "query_encoder" / "1", query_int8_repo / "item_encoder" / "1"
+    log = tmp_path_factory.mktemp("logs") / "tritonserver-query-int8.log"
+    with TritonServer(query_int8_repo, log_file=log) as server, RecClient(server.grpc_url, timeout_s=20) as client:
+        for text in TEXTS:  # one text a request: a batch's INT8 vectors depend on its other rows
+            [served] = client.embed([text], tower="query", cache=False)
+            [int8] = OnnxEncoder(query_dir / VARIANTS["int8"].filename)(
+                *TextTokenizer.from_directory(query_dir)([text])
+            )
+            np.testing.assert_allclose(served, int8, atol=1e-4)
+        items = client.embed(TEXTS, tower="item", cache=False)
+        np.testing.assert_allclose(items, local(item_dir, "model.onnx"), atol=1e-5)  # the index's side: FP32
+        recs = client.recommend(query="space adventure with aliens", k=10)
+        assert len(recs) == 10 and all(r.item_id for r in recs)
 
 
 def test_recommend_through_int8(int8_client):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from aisle import InvalidRequest, Recommendation
+from aisle_export.build.repository import served_onnx_file
 from aisle_server.encoder import OnnxEncoder
 from aisle_server.tokenization import TextTokenizer
 
@@ -29,7 +30,8 @@ def test_embed_matches_the_onnx_model_run_directly(client, repo):
     texts = ["red running shoes", "Toy Story (1995)", "crème brûlée ramekins", "a" * 5000]
     served = client.embed(texts)
     encoder_dir = repo / "query_encoder" / "1"
-    direct = OnnxEncoder(encoder_dir / "model.onnx")(*TextTokenizer.from_directory(encoder_dir)(texts))
+    graph = served_onnx_file(repo, "query_encoder")  # the gated INT8 graph (aisle_export.build.pipeline)
+    direct = OnnxEncoder(graph)(*TextTokenizer.from_directory(encoder_dir)(texts))
     assert served.shape == (4, 384) and served.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
     cosines = (served * direct).sum(1) / np.linalg.norm(served, axis=1) / np.linalg.norm(direct, axis=1)
@@ -48,7 +50,7 @@ def test_query_encoder_answers_the_empty_text_as_onnx_does(raw, repo):
         inputs.append(grpcclient.InferInput(name, list(array.shape), "INT64"))
         inputs[-1].set_data_from_numpy(array)
     served = raw.infer("query_encoder", inputs, client_timeout=20).as_numpy("embedding")
-    direct = OnnxEncoder(encoder_dir / "model.onnx")(ids, mask)
+    direct = OnnxEncoder(served_onnx_file(repo, "query_encoder"))(ids, mask)
     np.testing.assert_allclose(served, direct, atol=1e-5)
 
 
@@ -136,3 +138,13 @@ def test_one_tower_on_both_sides_is_exported_once_and_each_encoder_keeps_its_own
     assert (item / "parity.json").read_text() == (query / "parity.json").read_text()
     assert "`item_encoder`" in (item / "model.py").read_text()
     assert "`query_encoder`" in (query / "model.py").read_text()
+
+
+def test_the_default_export_serves_both_towers_in_fp32(exported_repo):
+    """FP32 is batch-invariant; the INT8 query graph is opt-in (``--query-precision``, test_int8_serving)."""
+    import json
+
+    chosen = json.loads((exported_repo / "export_report.json").read_text())["query_precision"]
+    assert chosen == {"served": "model.onnx", "why": "the default, batch-invariant"}
+    assert served_onnx_file(exported_repo, "query_encoder").name == "model.onnx"
+    assert not (exported_repo / "query_encoder" / "1" / "model.int8.onnx").exists()

@@ -19,6 +19,7 @@ from safetensors.numpy import load_file
 
 from aisle import RecClient
 from aisle_export.build.onnx_export import DEFAULT_PARITY_SENTENCES
+from aisle_export.build.repository import serve_onnx_file
 from aisle_export.build.static_student import install_static, write_static_onnx
 from aisle_export.core.spaces import DISTILL_FILE, check_pairing, teacher_fingerprint
 from aisle_export.core.towers import default_tower_path
@@ -55,6 +56,7 @@ def static_repo(repo, student, tmp_path_factory) -> Path:
     shutil.copytree(repo, copy)
     check_pairing(student, default_tower_path())
     install_static(student, copy / "query_encoder" / "1", list(DEFAULT_PARITY_SENTENCES))
+    serve_onnx_file(copy, "query_encoder", "model.onnx")  # the export served the teacher's INT8 graph
     return copy
 
 

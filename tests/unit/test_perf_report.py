@@ -238,6 +238,19 @@ def test_build_variant_never_writes_through_hard_links(tmp_path):
     ).stat().st_ino
 
 
+def test_the_default_variant_serves_the_query_graph_the_export_chose(tmp_path):
+    from aisle_export.build.repository import serve_onnx_file, served_onnx_file, write_configs
+
+    source = tmp_path / "src"
+    write_configs(source)
+    serve_onnx_file(source, "query_encoder", "model.int8.onnx")  # `aisle export --query-precision int8`
+    default = variants.build_variant(source, variants.DEFAULT, tmp_path / "bench")
+    fp32 = variants.build_variant(source, variants.Variant("fp32", True, 1), tmp_path / "bench")
+    assert served_onnx_file(default, "query_encoder").name == "model.int8.onnx"
+    assert served_onnx_file(fp32, "query_encoder").name == "model.onnx"  # the row says FP32: it serves FP32
+    assert served_onnx_file(default, "item_encoder").name == "model.onnx"
+
+
 def test_inputs_are_real_text_shaped_for_perf_analyzer():
     assert inputs.query_from_title("Toy Story (1995)") == "toy story"
     queries = inputs.search_queries(["Toy Story (1995)", "Heat (1995)", "Heat (1995)"], 5)

@@ -149,6 +149,7 @@ def test_variant_passes_its_gate_on_cpu(encoder_dir, variants, texts, cache, nam
     assert report.top10_agreement >= MIN_TOP10_AGREEMENT
     if name == "fp32":
         assert report.min_cosine > 0.999999 and report.top10_agreement == 1.0
+        assert report.batch_top10_identical == 1.0  # FP32's vectors do not depend on the batch
 
 
 def test_unknown_variant_and_missing_source(tmp_path):
@@ -156,3 +157,86 @@ def test_unknown_variant_and_missing_source(tmp_path):
         write_variant("int4", tmp_path)
     with pytest.raises(FileNotFoundError, match="export the FP32 graph first"):
         write_variant("int8", tmp_path)
+
+
+def test_the_query_gate_judges_int8_queries_against_the_fp32_index(encoder_dir, variants, texts, cache):
+    """As served: the query side INT8, the item side (the index) FP32; only the query side is scored."""
+    query = TowerPair(fp32=encoder_dir / "model.onnx", variant=variants["int8"], tokenizer_dir=encoder_dir)
+    items = TowerPair(fp32=encoder_dir / "model.onnx", variant=encoder_dir / "model.onnx", tokenizer_dir=encoder_dir)
+    both_sides = evaluate("int8", query, query, texts, cache)
+    query_side = evaluate("int8 query tower", query, items, texts, cache)
+    assert query_side.passed and query_side.n_texts == both_sides.n_texts
+    assert query_side.min_cosine == pytest.approx(both_sides.min_cosine)  # the same texts, the same graph
+    assert query_side.top10_agreement != both_sides.top10_agreement  # the index side is FP32 here
+    # why FP32 stays the default: one activation scale per batch makes a query's top-10 depend on
+    # the queries batched with it
+    assert query_side.batch_top10_identical < 0.9 and query_side.batch_top10_overlap < 1.0
+
+
+@pytest.fixture(scope="module")
+def gate_catalog(tmp_path_factory) -> Path:
+    data = fetch_movielens(tmp_path_factory.mktemp("gate-data"))
+    return write_catalog_csv(data, data.parent / "movies.csv")
+
+
+def _repo(tmp_path: Path, encoder_dir: Path) -> Path:
+    from aisle_export.build.repository import write_configs
+
+    for model in ("query_encoder", "item_encoder"):
+        (tmp_path / model / "1").mkdir(parents=True)
+        for name in ("model.onnx", "tokenizer.json", "tokenizer_settings.json"):
+            (tmp_path / model / "1" / name).write_bytes((encoder_dir / name).read_bytes())
+    write_configs(tmp_path)
+    return tmp_path
+
+
+def test_query_precision_auto_serves_the_int8_query_graph_where_its_gate_passes(encoder_dir, gate_catalog, tmp_path):
+    from aisle_export.build.pipeline import QUERY_GATE_FILE, GateInputs, choose_query_graph
+    from aisle_export.build.repository import served_onnx_file
+
+    repo = _repo(tmp_path / "auto", encoder_dir)
+    chosen = choose_query_graph(repo, "auto", GateInputs(repo, gate_catalog))
+    assert chosen["served"] == "model.int8.onnx" and chosen["gate"]["passed"]
+    assert served_onnx_file(repo, "query_encoder") == repo / "query_encoder" / "1" / "model.int8.onnx"
+    assert served_onnx_file(repo, "item_encoder") == repo / "item_encoder" / "1" / "model.onnx"  # the index's side
+    assert json.loads((repo / QUERY_GATE_FILE).read_text())["top10_agreement"] >= MIN_TOP10_AGREEMENT
+
+    repo = _repo(tmp_path / "fp32", encoder_dir)
+    assert choose_query_graph(repo, "fp32", GateInputs(repo, gate_catalog)) == {
+        "served": "model.onnx",
+        "why": "the default, batch-invariant",
+    }
+    assert served_onnx_file(repo, "query_encoder").name == "model.onnx"
+    assert not (repo / "query_encoder" / "1" / "model.int8.onnx").exists()
+
+
+def test_a_failed_query_gate_serves_fp32_or_fails_the_export(encoder_dir, gate_catalog, tmp_path, monkeypatch):
+    from aisle_export.build import precision_gate
+    from aisle_export.build.pipeline import QUERY_GATE_FILE, GateInputs, choose_query_graph
+    from aisle_export.build.repository import served_onnx_file
+
+    monkeypatch.setattr(precision_gate, "MIN_COSINE", 1.01)  # no INT8 graph can pass this
+    repo = _repo(tmp_path / "auto", encoder_dir)
+    chosen = choose_query_graph(repo, "auto", GateInputs(repo, gate_catalog))
+    assert chosen["served"] == "model.onnx" and "failed" in chosen["why"] and not chosen["gate"]["passed"]
+    assert served_onnx_file(repo, "query_encoder").name == "model.onnx"
+    assert json.loads((repo / QUERY_GATE_FILE).read_text())["passed"] is False
+
+    repo = _repo(tmp_path / "int8", encoder_dir)
+    with pytest.raises(PrecisionGateError, match="min cosine"):
+        choose_query_graph(repo, "int8", GateInputs(repo, gate_catalog))
+    assert json.loads((repo / QUERY_GATE_FILE).read_text())["passed"] is False
+
+
+def test_a_static_student_query_tower_is_served_as_it_is(encoder_dir, gate_catalog, tmp_path):
+    from aisle_export.build.pipeline import GateInputs, choose_query_graph
+    from aisle_export.build.repository import served_onnx_file
+
+    repo = _repo(tmp_path, encoder_dir)
+    chosen = choose_query_graph(repo, "auto", GateInputs(repo, gate_catalog), static=True)
+    assert chosen == {"served": "model.onnx", "why": "a static student: a lookup table, nothing to quantize"}
+    assert served_onnx_file(repo, "query_encoder").name == "model.onnx"
+    with pytest.raises(ValueError, match="static student"):
+        choose_query_graph(repo, "int8", GateInputs(repo, gate_catalog), static=True)
+    with pytest.raises(ValueError, match="query_precision must be one of"):
+        choose_query_graph(repo, "fp16", GateInputs(repo, gate_catalog))

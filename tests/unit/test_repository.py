@@ -292,6 +292,22 @@ def test_encoder_variants():
     assert [g.kind for g in trt.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
 
 
+def test_serve_onnx_file_repoints_one_encoder_and_keeps_the_rest_of_its_config(tmp_path):
+    from aisle_export.build.repository import serve_onnx_file, served_onnx_file
+
+    write_configs(tmp_path)
+    before = parse((tmp_path / "query_encoder/config.pbtxt").read_text())
+    assert served_onnx_file(tmp_path, "query_encoder") == tmp_path / "query_encoder" / "1" / "model.onnx"
+    serve_onnx_file(tmp_path, "query_encoder", "model.int8.onnx")
+    after = parse((tmp_path / "query_encoder/config.pbtxt").read_text())
+    assert served_onnx_file(tmp_path, "query_encoder") == tmp_path / "query_encoder" / "1" / "model.int8.onnx"
+    after.parameters["onnx_file"].string_value = "model.onnx"
+    assert after == before  # only the file changed
+    assert served_onnx_file(tmp_path, "item_encoder").name == "model.onnx"
+    with pytest.raises(ValueError, match="names no onnx_file"):
+        serve_onnx_file(tmp_path, "rerank", "model.int8.onnx")
+
+
 def test_unknown_encoder_variant_is_an_error():
     with pytest.raises(ValueError, match="bogus"):
         encoder_config("query_encoder", 384, "bogus")

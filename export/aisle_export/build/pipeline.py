@@ -8,6 +8,16 @@ Precision variants (``precisions``: ``int8``, ``fp16``, ``int8-qdq``; see :mod:`
 opt-in because each costs export time (embedding the gate catalog once more). Each is written for
 both towers and then judged against FP32 on held-out text and on top-10 retrieval over the gate
 catalog (:mod:`.precision_gate`); a failing variant stops the export with its figures.
+
+The served query tower (``query_precision``) runs on every request, while the item tower runs once
+per catalog item and its FP32 vectors are the index. ``int8`` and ``auto`` write the query tower's
+CPU INT8 graph and judge it as it is served (INT8 queries against the FP32 index): ``int8`` serves
+it or stops the export, ``auto`` serves it where it passes and FP32 where not. FP32 stays the
+default although INT8 passes that gate and costs less: dynamic INT8 quantizes each batch's
+activations with one scale, so under dynamic batching a query's results depend on the queries
+batched with it (the gate reports how often: ``batch_top10_identical``); FP32's do not. A static
+student (a lookup table) has nothing to quantize and is served as it is. Figures:
+docs/results.md, "The ensemble's hops and the default query tower".
 """
 
 from __future__ import annotations
@@ -20,9 +30,9 @@ from pathlib import Path
 
 from aisle_export.build.onnx_export import DEFAULT_PARITY_SENTENCES, export_tower
 from aisle_export.build.precision_gate import Fp32Cache, TowerPair, check, evaluate
-from aisle_export.build.precision_texts import gate_texts
+from aisle_export.build.precision_texts import GateTexts, gate_texts
 from aisle_export.build.quantize import MODEL_FILE, VARIANTS, write_variant
-from aisle_export.build.repository import copy_template, write_configs
+from aisle_export.build.repository import copy_template, serve_onnx_file, write_configs
 from aisle_export.build.static_student import install_static
 from aisle_export.core.files import sha256_file
 from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, knobs_of, load_choice, stack_of
@@ -34,6 +44,10 @@ from aisle_server.tokenization import SETTINGS_FILE, TOKENIZER_FILE
 
 TOWERS = {"query_encoder": "query", "item_encoder": "item"}
 REPORT_FILE = "export_report.json"
+#: ``query_precision``: ``fp32`` (the default) serves ``model.onnx`` without writing or judging INT8,
+#: ``auto`` the INT8 query graph where its gate passes, ``int8`` that graph or a failed export.
+QUERY_PRECISIONS = ("auto", "int8", "fp32")
+QUERY_GATE_FILE = "precision_query_int8.json"
 
 
 def gate_catalog_texts(repo: Path, gate_catalog: Path | None) -> list[str]:
@@ -46,19 +60,74 @@ def gate_catalog_texts(repo: Path, gate_catalog: Path | None) -> list[str]:
     return read_catalog(gate_catalog).texts()
 
 
-def export_precisions(repo: Path, precisions: Sequence[str], gate_catalog: Path | None = None) -> dict:
+class GateInputs:
+    """The gate's texts and FP32 embeddings, made on first use and shared by every gate of one export."""
+
+    def __init__(self, repo: Path, gate_catalog: Path | None) -> None:
+        self.repo, self.gate_catalog = repo, gate_catalog
+        self.cache = Fp32Cache()
+        self._texts: GateTexts | None = None
+
+    @property
+    def texts(self) -> GateTexts:
+        if self._texts is None:
+            self._texts = texts = gate_texts(gate_catalog_texts(self.repo, self.gate_catalog))
+            print(
+                f"[export] gate texts: {len(texts.calibration)} calibration, {len(texts.evaluation)} held-out, "
+                f"{len(texts.queries)} queries over {len(texts.catalog)} catalog items",
+                flush=True,
+            )
+        return self._texts
+
+
+def choose_query_graph(repo: Path, mode: str, gate: GateInputs, static: bool = False) -> dict:
+    """Which graph ``query_encoder`` serves (see the module docstring); points its config at it and
+    returns what was chosen and why, with the gate's figures when one ran."""
+    if mode not in QUERY_PRECISIONS:
+        raise ValueError(f"query_precision must be one of {QUERY_PRECISIONS}, got {mode!r}")
+    directory = Path(repo) / "query_encoder" / "1"
+    if mode == "fp32" or static:
+        why = (
+            "the default, batch-invariant"
+            if mode == "fp32"
+            else "a static student: a lookup table, nothing to quantize"
+        )
+        if static and mode == "int8":
+            raise ValueError("--query-precision int8: the query tower is a static student, which has no INT8 graph")
+        serve_onnx_file(repo, "query_encoder", MODEL_FILE)
+        print(f"[export] query tower served in FP32 ({why})", flush=True)
+        return {"served": MODEL_FILE, "why": why}
+    variant = write_variant("int8", directory)
+    item_dir = Path(repo) / "item_encoder" / "1"
+    report = evaluate(
+        "int8 query tower",
+        TowerPair(fp32=directory / MODEL_FILE, variant=variant, tokenizer_dir=directory),
+        TowerPair(fp32=item_dir / MODEL_FILE, variant=item_dir / MODEL_FILE, tokenizer_dir=item_dir),
+        gate.texts,
+        gate.cache,
+    )
+    figures = report.to_dict()
+    if mode == "int8":
+        check(report, save_to=Path(repo) / QUERY_GATE_FILE)  # raises with the figures where it fails
+    else:
+        (Path(repo) / QUERY_GATE_FILE).write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    served = variant.name if report.passed else MODEL_FILE
+    serve_onnx_file(repo, "query_encoder", served)
+    why = "its INT8 graph passed the precision gate" if report.passed else "its INT8 graph failed the precision gate"
+    print(f"[export] query tower served from {served} ({why}; figures: {Path(repo) / QUERY_GATE_FILE})", flush=True)
+    return {"served": served, "why": why, "gate": figures}
+
+
+def export_precisions(
+    repo: Path, precisions: Sequence[str], gate_catalog: Path | None = None, gate: GateInputs | None = None
+) -> dict:
     """Write and gate each precision variant of both encoders in ``repo``; returns the gate figures."""
 
     unknown = sorted(set(precisions) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown precision variant(s) {unknown}; expected some of {sorted(VARIANTS)}")
-    texts = gate_texts(gate_catalog_texts(repo, gate_catalog))
-    print(
-        f"[export] gate texts: {len(texts.calibration)} calibration, {len(texts.evaluation)} held-out, "
-        f"{len(texts.queries)} queries over {len(texts.catalog)} catalog items",
-        flush=True,
-    )
-    cache = Fp32Cache()
+    gate = gate or GateInputs(repo, gate_catalog)
+    texts, cache = gate.texts, gate.cache
     figures = {}
     for name in dict.fromkeys(precisions):
         pairs = {}
@@ -145,9 +214,11 @@ def export_repository(
     finetuned: Path | None = None,
     stack: str | None = None,
     allow_below_gate: bool = False,
+    query_precision: str = "fp32",
 ) -> dict:
     """Export both towers; with ``finetuned`` (``aisle finetune --out``), the stack it chose on
     validation (or ``stack``: pretrained, mean, user_encoder): its towers, learned models and knobs.
+    ``query_precision``: which graph ``query_encoder`` serves (:func:`choose_query_graph`).
 
     A tower written by ``aisle distill`` (either side) is refused beside a tower of another space or
     below its gate unless ``allow_below_gate`` (:func:`aisle_export.core.spaces.check_pairing`); a static
@@ -201,7 +272,11 @@ def export_repository(
     if stack is not None:
         report["stack"] = stack
     (repo / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    gate = GateInputs(repo, gate_catalog)
+    static = report["query_encoder"].get("student") == "static"
+    report["query_precision"] = choose_query_graph(repo, query_precision, gate, static)
+    (repo / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     if precisions:
-        report["precision"] = export_precisions(repo, precisions, gate_catalog)
+        report["precision"] = export_precisions(repo, precisions, gate=gate)
         (repo / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

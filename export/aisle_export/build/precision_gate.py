@@ -31,6 +31,7 @@ MEAN_COSINE = 0.99
 MIN_TOP10_AGREEMENT = 0.9
 TOP_K = 10
 EMBED_BATCH = 32
+BATCH_COMPANIONS = 15
 
 
 class PrecisionGateError(ValueError):
@@ -54,6 +55,12 @@ class GateReport:
     top10_required: float
     passed: bool
     seconds: float
+    #: the same query encoded alone and among :data:`BATCH_COMPANIONS` others (as dynamic batching
+    #: serves it): the share of queries whose top-10 list is identical, and the mean top-10 overlap.
+    #: Reported, not gated: FP32 is batch-invariant; dynamic INT8 quantizes each batch's activations
+    #: with one scale, so a query's vector (and top-10) depends on the queries batched with it.
+    batch_top10_identical: float | None = None
+    batch_top10_overlap: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +82,22 @@ def top_k_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Mean over queries of |top-k(candidate) ∩ top-k(reference)| / k (order inside top-k ignored)."""
     k = reference.shape[1]
     return float(np.mean([len(set(r) & set(c)) / k for r, c in zip(reference.tolist(), candidate.tolist())]))
+
+
+def batch_invariance(
+    encoder: OnnxEncoder, tokenizer: TextTokenizer, queries: Sequence[str], items: np.ndarray, k: int = TOP_K
+) -> tuple[float, float]:
+    """(Share of ``queries`` whose top-``k`` over ``items`` is the same list encoded alone as in a batch
+    with the :data:`BATCH_COMPANIONS` queries after it, mean overlap of the two top-``k`` sets)."""
+    alone = np.concatenate([encoder(*tokenizer([query])) for query in queries])
+    batched = np.stack(
+        [
+            encoder(*tokenizer([query, *(queries[(i + j) % len(queries)] for j in range(1, BATCH_COMPANIONS + 1))]))[0]
+            for i, query in enumerate(queries)
+        ]
+    )
+    a, b = top_k(alone, items, k), top_k(batched, items, k)
+    return float(np.mean((a == b).all(axis=1))), top_k_agreement(a, b)
 
 
 @dataclass
@@ -116,8 +139,10 @@ def evaluate(
         else (lambda m: None)
     )
     all_cos: list[np.ndarray] = []
-    # one tower serving both sides (the default model) is scored once, not twice
+    # one tower serving both sides (the default model) is scored once, not twice; a side kept in FP32
+    # (the served query tower's gate: INT8 queries against the FP32 index) has nothing to score
     towers = (("query", query),) if query == item else (("query", query), ("item", item))
+    towers = tuple((name, pair) for name, pair in towers if pair.variant != pair.fp32) or towers
     for name, pair in towers:
         tokenizer = TextTokenizer.from_directory(pair.tokenizer_dir)
         reference = cache.get(pair.fp32, tokenizer, texts.evaluation, "evaluation")
@@ -130,13 +155,18 @@ def evaluate(
     q_tok = TextTokenizer.from_directory(query.tokenizer_dir)
     i_tok = TextTokenizer.from_directory(item.tokenizer_dir)
     ref_items = cache.get(item.fp32, i_tok, texts.catalog, "catalog")
-    say(f"embedding {len(texts.catalog)} catalog items with the variant")
-    var_items = encode_texts(OnnxEncoder(item.variant), i_tok, texts.catalog, EMBED_BATCH)
+    if item.variant == item.fp32:  # the index side stays FP32
+        var_items = ref_items
+    else:
+        say(f"embedding {len(texts.catalog)} catalog items with the variant")
+        var_items = encode_texts(OnnxEncoder(item.variant), i_tok, texts.catalog, EMBED_BATCH)
     ref_queries = cache.get(query.fp32, q_tok, texts.queries, "queries")
     var_queries = encode_texts(OnnxEncoder(query.variant), q_tok, texts.queries, EMBED_BATCH)
     k = min(TOP_K, len(texts.catalog))
     agreement = top_k_agreement(top_k(ref_queries, ref_items, k), top_k(var_queries, var_items, k))
     min_cos, mean_cos = float(both.min()), float(both.mean())
+    identical, overlap = batch_invariance(OnnxEncoder(query.variant), q_tok, texts.queries, var_items, k)
+    say(f"alone vs in a batch of {BATCH_COMPANIONS + 1}: {identical:.3f} identical top-10 lists, overlap {overlap:.3f}")
     report = GateReport(
         variant=variant,
         n_texts=len(texts.evaluation),
@@ -151,6 +181,8 @@ def evaluate(
         top10_required=MIN_TOP10_AGREEMENT,
         passed=min_cos >= MIN_COSINE and mean_cos >= MEAN_COSINE and agreement >= MIN_TOP10_AGREEMENT,
         seconds=round(time.perf_counter() - started, 1),
+        batch_top10_identical=identical,
+        batch_top10_overlap=overlap,
     )
     say(
         f"min cosine {min_cos:.4f}, mean {mean_cos:.4f}, top-10 agreement {agreement:.3f} → "

@@ -378,6 +378,26 @@ def write_configs(
     return written
 
 
+def serve_onnx_file(repo: Path, model: str, filename: str) -> Path:
+    """Point ``model``'s default config (an encoder on the Python backend) at ``filename`` in its
+    version directory: ``aisle export`` serves the gated INT8 query graph this way, and a benchmark
+    that swaps another graph in points the config back at it."""
+    path = Path(repo) / model / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), mc.ModelConfig())
+    if "onnx_file" not in config.parameters:
+        raise ValueError(f"{path} names no onnx_file: not an encoder served by the Python backend")
+    config.parameters["onnx_file"].string_value = filename
+    path.write_text(render(config))
+    return path
+
+
+def served_onnx_file(repo: Path, model: str) -> Path:
+    """The ONNX graph ``model``'s default config serves (``model.onnx`` unless the export chose another)."""
+    config = text_format.Parse((Path(repo) / model / "config.pbtxt").read_text(), mc.ModelConfig())
+    name = config.parameters["onnx_file"].string_value if "onnx_file" in config.parameters else "model.onnx"
+    return Path(repo) / model / "1" / name
+
+
 def copy_template(repo: Path) -> Path:
     """Copy the checked-in repository (model.py adapters, configs) into ``repo``, keeping artifacts."""
     repo = Path(repo)

@@ -26,6 +26,15 @@ def add_parser(subparsers: Subparsers) -> None:
         "with --engine tensorrt: the engine precision, fp16 or int8",
     )
     p.add_argument(
+        "--query-precision",
+        choices=("fp32", "auto", "int8"),
+        default="fp32",
+        help="the graph query_encoder serves: fp32 (default; batch-invariant); int8 = the query tower's CPU "
+        "INT8 graph, gated as served (INT8 queries against the FP32 index), a failed gate stops the export; "
+        "auto = INT8 where it passes, else FP32. Dynamic INT8 makes a query's results depend on the queries "
+        "batched with it (docs/model-configuration.md)",
+    )
+    p.add_argument(
         "--gate-catalog",
         type=Path,
         help="catalog for the top-10 retrieval gate (default: MovieLens-100K, cached beside --repo)",
@@ -78,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         finetuned=args.finetuned,
         stack=args.stack,
         allow_below_gate=args.allow_below_gate,
+        query_precision=args.query_precision,
     )
     if args.engine == "tensorrt":
         from aisle_export.build.tensorrt import build_repository_engines
