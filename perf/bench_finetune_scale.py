@@ -36,7 +36,12 @@ from perf.lib.procstats import MB, children, rss_bytes
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine
 from perf.synthetic_log import write_store
 
-LIMIT_GB = 4.0
+LIMIT_GB = 4.0  # the issue's bound, read strictly: 4 × 10⁹ bytes (3,815 MiB), not 4 GiB
+
+
+def gb(mib: float) -> float:
+    """Decimal gigabytes (10⁹ bytes) of ``mib`` mebibytes: the unit of :data:`LIMIT_GB` and the reports."""
+    return mib * MB / 1e9
 PACKAGES = ("export", "server", "client", "contract")
 
 
@@ -160,7 +165,7 @@ def render(result: dict) -> str:
         done = "yes" if r["finished"] else f"stopped at {r['wall_s']:.0f} s"
         lines.append(
             f"| {r['code']} | {r['items']:,} | {r['events']:,} | {r['wall_s']:.0f} s | "
-            f"{r['peak_rss_mb'] / 1024:.2f} GB | {done} |"
+            f"{gb(r['peak_rss_mb']):.2f} GB | {done} |"
         )
     lines += ["", "Where the time went (this tree, seconds):", ""]
     keys = ["towers_cache_s", "towers_train_s", "validation_user_encoder_s", "user_encoder_s", "total_s"]
@@ -195,13 +200,13 @@ def plot(result: dict, path: Path) -> None:
         rows = sorted(rows, key=lambda r: r["events"])
         label = f"{code}, {items:,} items"
         x = [r["events"] for r in rows]
-        for ax, key, scale in ((axes[0], "wall_s", 1 / 60), (axes[1], "peak_rss_mb", 1 / 1024)):
+        for ax, key, scale in ((axes[0], "wall_s", 1 / 60), (axes[1], "peak_rss_mb", MB / 1e9)):
             ax.plot(x, [r[key] * scale for r in rows], marker="o", label=label)
             for r in rows:
                 if not r["finished"]:
                     ax.annotate("stopped", (r["events"], r[key] * scale), fontsize=7)
     axes[0].set_ylabel("wall time (min)")
-    axes[1].set_ylabel("peak RSS (GB)")
+    axes[1].set_ylabel("peak RSS (GB, 10⁹ bytes)")
     axes[1].axhline(LIMIT_GB, color="grey", ls="--", lw=1)
     for ax in axes:
         ax.set_xscale("log")
@@ -221,8 +226,8 @@ def checks(cases: list[Case]) -> dict:
         return {}
     small, large = ours[0], ours[-1]
     return {
-        f"peak_rss_gb_at_{large.events}": round(large.peak_rss_mb / 1024, 2),
-        "peak_rss_within_4gb": large.peak_rss_mb / 1024 <= LIMIT_GB,
+        f"peak_rss_gb_at_{large.events}": round(gb(large.peak_rss_mb), 2),
+        "peak_rss_within_4gb": gb(large.peak_rss_mb) <= LIMIT_GB,
         "events_ratio": round(large.events / small.events, 2),
         "time_ratio": round(large.wall_s / small.wall_s, 2),
         "time_grows_no_faster_than_events": large.wall_s / small.wall_s <= large.events / small.events,
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout = args.before_timeout if code != "this tree" else 24 * 3600.0
         case = run_finetune(Case(code, items, events, info["users"]), store, tree, out, extra, timeout)
         print(
-            f"    {case.wall_s:.0f} s, peak RSS {case.peak_rss_mb / 1024:.2f} GB, finished={case.finished}", flush=True
+            f"    {case.wall_s:.0f} s, peak RSS {gb(case.peak_rss_mb):.2f} GB, finished={case.finished}", flush=True
         )
         cases.append(case)
         result = write(cases, args.name, sys.argv[1:] if argv is None else argv, load_before)  # after every case

@@ -31,3 +31,12 @@ def test_checks_compare_the_longest_log_with_the_shortest() -> None:
     result = checks(cases)
     assert result["events_ratio"] == 10 and result["time_ratio"] == 6
     assert result["time_grows_no_faster_than_events"] and not result["peak_rss_within_4gb"]
+
+
+def test_the_4_gb_bound_is_read_in_decimal_gigabytes() -> None:
+    """3,864 MiB is 3.77 GiB but 4.05 × 10⁹ bytes: over the bound; 3,800 MiB (3.98 × 10⁹) is within."""
+    small = Case("this tree", 100, 1000, wall_s=10.0, peak_rss_mb=900.0, finished=True)
+    over = checks([small, Case("this tree", 100, 10_000, wall_s=60.0, peak_rss_mb=3864.0, finished=True)])
+    within = checks([small, Case("this tree", 100, 10_000, wall_s=60.0, peak_rss_mb=3800.0, finished=True)])
+    assert not over["peak_rss_within_4gb"] and over["peak_rss_gb_at_10000"] == 4.05
+    assert within["peak_rss_within_4gb"] and within["peak_rss_gb_at_10000"] == 3.98

@@ -574,6 +574,7 @@ def finetune_step(
     target = Path(out_dir) / RANKER_DIRNAME
     shutil.rmtree(target, ignore_errors=True)
     report = validate(data, vectors, base, config, gate_encoder, progress)
+    release_memory()  # the gate's windows, rankers and scored feeds: the served fit starts from a trimmed heap
     if report["served"]:
         knobs = replace(base, exclude_history=report["exclude_history"])
         history = serving_history(config, report["exclude_history"])
