@@ -30,7 +30,7 @@ def test_embed_matches_the_onnx_model_run_directly(client, repo):
     texts = ["red running shoes", "Toy Story (1995)", "crème brûlée ramekins", "a" * 5000]
     served = client.embed(texts)
     encoder_dir = repo / "query_encoder" / "1"
-    graph = served_onnx_file(repo, "query_encoder")  # the gated INT8 graph (aisle_export.build.pipeline)
+    graph = served_onnx_file(repo, "query_encoder")  # the graph the export chose (FP32 unless --query-precision)
     direct = OnnxEncoder(graph)(*TextTokenizer.from_directory(encoder_dir)(texts))
     assert served.shape == (4, 384) and served.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
