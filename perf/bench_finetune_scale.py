@@ -42,6 +42,8 @@ LIMIT_GB = 4.0  # the issue's bound, read strictly: 4 × 10⁹ bytes (3,815 MiB)
 def gb(mib: float) -> float:
     """Decimal gigabytes (10⁹ bytes) of ``mib`` mebibytes: the unit of :data:`LIMIT_GB` and the reports."""
     return mib * MB / 1e9
+
+
 PACKAGES = ("export", "server", "client", "contract")
 
 
@@ -283,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(plan)}] {code}: aisle finetune (log: {out / 'finetune.log'}) …", flush=True)
         timeout = args.before_timeout if code != "this tree" else 24 * 3600.0
         case = run_finetune(Case(code, items, events, info["users"]), store, tree, out, extra, timeout)
-        print(
-            f"    {case.wall_s:.0f} s, peak RSS {gb(case.peak_rss_mb):.2f} GB, finished={case.finished}", flush=True
-        )
+        print(f"    {case.wall_s:.0f} s, peak RSS {gb(case.peak_rss_mb):.2f} GB, finished={case.finished}", flush=True)
         cases.append(case)
         result = write(cases, args.name, sys.argv[1:] if argv is None else argv, load_before)  # after every case
     if cases:
