@@ -202,7 +202,7 @@ def plot(result: dict, path: Path) -> None:
         rows = sorted(rows, key=lambda r: r["events"])
         label = f"{code}, {items:,} items"
         x = [r["events"] for r in rows]
-        for ax, key, scale in ((axes[0], "wall_s", 1 / 60), (axes[1], "peak_rss_mb", MB / 1e9)):
+        for ax, key, scale in ((axes[0], "wall_s", 1 / 60), (axes[1], "peak_rss_mb", gb(1.0))):
             ax.plot(x, [r[key] * scale for r in rows], marker="o", label=label)
             for r in rows:
                 if not r["finished"]:

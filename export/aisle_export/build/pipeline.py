@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aisle_export.build.onnx_export import DEFAULT_PARITY_SENTENCES, export_tower
-from aisle_export.build.precision_gate import Fp32Cache, TowerPair, check, evaluate
+from aisle_export.build.precision_gate import Fp32Cache, PrecisionGateError, TowerPair, check, evaluate
 from aisle_export.build.precision_texts import GateTexts, gate_texts
 from aisle_export.build.quantize import MODEL_FILE, VARIANTS, write_variant
 from aisle_export.build.repository import copy_template, serve_onnx_file, write_configs
@@ -85,6 +85,8 @@ def choose_query_graph(repo: Path, mode: str, gate: GateInputs, static: bool = F
     returns what was chosen and why, with the gate's figures when one ran."""
     if mode not in QUERY_PRECISIONS:
         raise ValueError(f"query_precision must be one of {QUERY_PRECISIONS}, got {mode!r}")
+    if static and mode == "int8":
+        raise ValueError("--query-precision int8: the query tower is a static student, which has no INT8 graph")
     directory = Path(repo) / "query_encoder" / "1"
     if mode == "fp32" or static:
         why = (
@@ -92,8 +94,6 @@ def choose_query_graph(repo: Path, mode: str, gate: GateInputs, static: bool = F
             if mode == "fp32"
             else "a static student: a lookup table, nothing to quantize"
         )
-        if static and mode == "int8":
-            raise ValueError("--query-precision int8: the query tower is a static student, which has no INT8 graph")
         serve_onnx_file(repo, "query_encoder", MODEL_FILE)
         print(f"[export] query tower served in FP32 ({why})", flush=True)
         return {"served": MODEL_FILE, "why": why}
@@ -106,16 +106,16 @@ def choose_query_graph(repo: Path, mode: str, gate: GateInputs, static: bool = F
         gate.texts,
         gate.cache,
     )
-    figures = report.to_dict()
-    if mode == "int8":
-        check(report, save_to=Path(repo) / QUERY_GATE_FILE)  # raises with the figures where it fails
-    else:
-        (Path(repo) / QUERY_GATE_FILE).write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    try:
+        check(report, save_to=Path(repo) / QUERY_GATE_FILE)  # the figures are written either way
+    except PrecisionGateError:
+        if mode == "int8":
+            raise
     served = variant.name if report.passed else MODEL_FILE
     serve_onnx_file(repo, "query_encoder", served)
     why = "its INT8 graph passed the precision gate" if report.passed else "its INT8 graph failed the precision gate"
     print(f"[export] query tower served from {served} ({why}; figures: {Path(repo) / QUERY_GATE_FILE})", flush=True)
-    return {"served": served, "why": why, "gate": figures}
+    return {"served": served, "why": why, "gate": report.to_dict()}
 
 
 def export_precisions(
