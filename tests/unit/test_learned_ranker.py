@@ -438,3 +438,10 @@ def test_windows_train_the_same_model_handed_over_apart_as_joined(trained) -> No
     assert two_fit["rows"] == one_fit["rows"] == len(joined.labels) and two_fit["shoppers"] == len(joined.sizes)
     np.testing.assert_array_equal(one.booster.predict(joined.features), two.booster.predict(joined.features))
     assert one.booster.model_to_string() == two.booster.model_to_string()
+    train, stop = list(apart), list(apart)
+    released, released_fit = fit(train, stop, settings, release=True)
+    assert train == [] and stop == []  # the rows handed back before boosting
+    assert released.booster.model_to_string() == two.booster.model_to_string()
+    assert {k: v for k, v in released_fit.items() if k != "fit_seconds"} == {
+        k: v for k, v in two_fit.items() if k != "fit_seconds"
+    }

@@ -238,9 +238,10 @@ def _parts(groups: Groups | Sequence[Groups]) -> list[Groups]:
     return [part for part in parts if len(part.labels)] or parts[:1]  # LightGBM refuses an empty matrix in a list
 
 
-def _dataset(parts: list[Groups], weight: float, reference: object = None) -> object:
+def _dataset(parts: list[Groups], weight: float, params: dict, reference: object = None) -> object:
     """A LightGBM dataset over ``parts``' feature matrices as they are (LightGBM reads a list of
-    matrices): only labels, group sizes, row weights and the start scores are concatenated."""
+    matrices): only labels, group sizes, row weights and the start scores are concatenated.
+    ``params``: the training's, which binning reads (a dataset binned apart from them is refused)."""
     import lightgbm
 
     meta = Groups.concat([part._replace(features=part.features[:, :0]) for part in parts])  # no feature copied
@@ -253,13 +254,18 @@ def _dataset(parts: list[Groups], weight: float, reference: object = None) -> ob
         feature_name=list(FEATURE_NAMES),
         reference=reference,
         init_score=weight * hand if weight else None,
+        params=params,
     )
 
 
 def fit(
-    train: Groups | Sequence[Groups], stop: Groups | Sequence[Groups], config: RankerConfig
+    train: Groups | Sequence[Groups], stop: Groups | Sequence[Groups], config: RankerConfig, release: bool = False
 ) -> tuple[LearnedRanker, dict]:
-    """LambdaMART on ``train``, early-stopped on nDCG@10 of ``stop`` (each one Groups or a window's each)."""
+    """LambdaMART on ``train``, early-stopped on nDCG@10 of ``stop`` (each one Groups or a window's each).
+
+    ``release``: ``train`` and ``stop`` are lists, emptied once LightGBM has binned their rows, so
+    that boosting runs without the float32 rows beside its bins (the fit's peak memory, the
+    whole ``aisle finetune``'s at 1M events: ``perf.bench_finetune_scale``)."""
     import lightgbm
 
     params = {
@@ -278,10 +284,24 @@ def fit(
         "num_threads": config.threads,
         "verbosity": -1,
     }
-    train, stop = ([blanked(part, config.ignored_features) for part in _parts(groups)] for groups in (train, stop))
-    weight = base_weight(train, config.base_strength)
-    train_set = _dataset(train, weight)
-    stop_set = _dataset([part._replace(weights=None) for part in stop], weight, reference=train_set)
+    train_parts, stop_parts = (
+        [blanked(part, config.ignored_features) for part in _parts(groups)] for groups in (train, stop)
+    )
+    weight = base_weight(train_parts, config.base_strength)
+    sizes = {
+        "rows": sum(len(part.labels) for part in train_parts),
+        "shoppers": sum(len(part.sizes) for part in train_parts),
+        "stop_shoppers": sum(len(part.sizes) for part in stop_parts),
+    }
+    train_set = _dataset(train_parts, weight, params)
+    stop_set = _dataset([part._replace(weights=None) for part in stop_parts], weight, params, reference=train_set)
+    if release:
+        train_set.construct()
+        stop_set.construct()  # binned; LightGBM drops its references to the rows (free_raw_data)
+        del train_parts, stop_parts
+        for given in (train, stop):
+            given.clear()
+        release_memory()
     started = time.perf_counter()
     booster = lightgbm.train(
         params,
@@ -291,9 +311,7 @@ def fit(
         callbacks=[lightgbm.early_stopping(config.early_stopping, verbose=False)],
     )
     report = {
-        "rows": sum(len(part.labels) for part in train),
-        "shoppers": sum(len(part.sizes) for part in train),
-        "stop_shoppers": sum(len(part.sizes) for part in stop),
+        **sizes,
         "best_iteration": int(booster.best_iteration),
         "stop_ndcg@10": float(booster.best_score["valid_0"]["ndcg@10"]),
         "base_weight": weight,
@@ -352,7 +370,7 @@ def train_ranker(
     train = window_groups(catalog, embeddings, period, config.train_cuts, base, config, user_encoder, progress, history)
     stopping = replace(config, window_decay=1.0, graded=False)  # the stop windows judge as the gate does
     stop = window_groups(catalog, embeddings, period, config.stop_cuts, base, stopping, user_encoder, False, history)
-    ranker, report = fit(train, stop, config)
+    ranker, report = fit(train, stop, config, release=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     manifest = {**ranker.manifest, "trained_until": float(period.timestamp.max()), "history": history}
     return replace(ranker, manifest=manifest), report
