@@ -441,6 +441,8 @@ def test_windows_train_the_same_model_handed_over_apart_as_joined(trained) -> No
     train, stop = list(apart), list(apart)
     released, released_fit = fit(train, stop, settings, release=True)
     assert train == [] and stop == []  # the rows handed back before boosting
+    with pytest.raises(TypeError, match="lists"):
+        fit(joined, joined, settings, release=True)
     assert released.booster.model_to_string() == two.booster.model_to_string()
     assert {k: v for k, v in released_fit.items() if k != "fit_seconds"} == {
         k: v for k, v in two_fit.items() if k != "fit_seconds"

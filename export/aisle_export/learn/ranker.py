@@ -284,6 +284,8 @@ def fit(
         "num_threads": config.threads,
         "verbosity": -1,
     }
+    if release and not (isinstance(train, list) and isinstance(stop, list)):
+        raise TypeError("fit(release=True) empties the lists it is given: pass train and stop as lists")
     train_parts, stop_parts = (
         [blanked(part, config.ignored_features) for part in _parts(groups)] for groups in (train, stop)
     )
