@@ -438,12 +438,26 @@ def test_windows_train_the_same_model_handed_over_apart_as_joined(trained) -> No
     assert two_fit["rows"] == one_fit["rows"] == len(joined.labels) and two_fit["shoppers"] == len(joined.sizes)
     np.testing.assert_array_equal(one.booster.predict(joined.features), two.booster.predict(joined.features))
     assert one.booster.model_to_string() == two.booster.model_to_string()
+
+
+def test_rows_released_before_boosting_train_the_same_model(trained) -> None:
+    """``fit(release=True)`` (what ``train_ranker`` runs): the windows' lists come back empty, the
+    model and its report are those of a fit that kept the rows; anything but lists is refused."""
+    split, index, _ = trained
+    joined = split_groups(index, split, RankingConfig(user_encoder=False))
+    half = int(joined.sizes[: len(joined.sizes) // 2].sum())
+    apart = [
+        Groups(joined.features[:half], joined.labels[:half], joined.sizes[: len(joined.sizes) // 2]),
+        Groups(joined.features[half:], joined.labels[half:], joined.sizes[len(joined.sizes) // 2 :]),
+    ]
+    settings = RankerConfig(rounds=20, min_data_in_leaf=5, threads=1)
+    kept, kept_fit = fit(apart, apart, settings)
     train, stop = list(apart), list(apart)
     released, released_fit = fit(train, stop, settings, release=True)
-    assert train == [] and stop == []  # the rows handed back before boosting
+    assert train == [] and stop == []
+    assert released.booster.model_to_string() == kept.booster.model_to_string()
+    assert {k: v for k, v in released_fit.items() if k != "fit_seconds"} == {
+        k: v for k, v in kept_fit.items() if k != "fit_seconds"
+    }
     with pytest.raises(TypeError, match="lists"):
         fit(joined, joined, settings, release=True)
-    assert released.booster.model_to_string() == two.booster.model_to_string()
-    assert {k: v for k, v in released_fit.items() if k != "fit_seconds"} == {
-        k: v for k, v in two_fit.items() if k != "fit_seconds"
-    }
