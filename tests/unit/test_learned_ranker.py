@@ -422,15 +422,21 @@ def test_a_window_trains_on_at_most_max_shoppers_drawn_at_random_in_their_order(
     assert drawn != window_shoppers(users, RankerConfig(max_shoppers=10, seed=1))
 
 
+def _halves(joined: Groups) -> list[Groups]:
+    """``joined``'s shoppers as two windows, the first half and the rest."""
+    half = len(joined.sizes) // 2
+    rows = int(joined.sizes[:half].sum())
+    return [
+        Groups(joined.features[:rows], joined.labels[:rows], joined.sizes[:half]),
+        Groups(joined.features[rows:], joined.labels[rows:], joined.sizes[half:]),
+    ]
+
+
 def test_windows_train_the_same_model_handed_over_apart_as_joined(trained) -> None:
     split, index, _ = trained
     joined = split_groups(index, split, RankingConfig(user_encoder=False))
-    half = len(joined.sizes) // 2
-    rows = int(joined.sizes[:half].sum())
-    apart = [
-        Groups(joined.features[:rows], joined.labels[:rows], joined.sizes[:half]).weighted(0.5),
-        Groups(joined.features[rows:], joined.labels[rows:], joined.sizes[half:]),
-    ]
+    first, rest = _halves(joined)
+    apart = [first.weighted(0.5), rest]
     settings = RankerConfig(rounds=20, min_data_in_leaf=5, threads=1, base_strength=1.0)
     one, one_fit = fit(Groups.concat(apart), joined, settings)
     two, two_fit = fit(apart, apart, settings)
@@ -445,11 +451,7 @@ def test_rows_released_before_boosting_train_the_same_model(trained) -> None:
     model and its report are those of a fit that kept the rows; anything but lists is refused."""
     split, index, _ = trained
     joined = split_groups(index, split, RankingConfig(user_encoder=False))
-    half = int(joined.sizes[: len(joined.sizes) // 2].sum())
-    apart = [
-        Groups(joined.features[:half], joined.labels[:half], joined.sizes[: len(joined.sizes) // 2]),
-        Groups(joined.features[half:], joined.labels[half:], joined.sizes[len(joined.sizes) // 2 :]),
-    ]
+    apart = _halves(joined)
     settings = RankerConfig(rounds=20, min_data_in_leaf=5, threads=1)
     kept, kept_fit = fit(apart, apart, settings)
     train, stop = list(apart), list(apart)
