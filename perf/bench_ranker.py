@@ -1,6 +1,6 @@
 """Learned-ranker benchmark (not a test): what the ranker adds to a feed with ~500 candidates.
 
-    .venv/bin/python -m perf.bench_ranker [--items 20000] [--rounds 3] [--seconds 3] [--trees 300]
+    .venv/bin/python -m perf.bench_ranker [--items 20000] [--rounds 3] [--seconds 3] [--trees 150]
 
 In process, no server: ``aisle_server.ranking.rank`` (what ``rerank`` runs per row) on a synthetic
 store — a catalog of ``--items`` random unit vectors, a log of shoppers who buy popular items and
@@ -12,8 +12,9 @@ writes (TL2cgen, what ``rerank`` serves) and once with LightGBM's native predict
 within each round, at concurrency 1 and 16 (threads over one index, as rerank's instance serves
 them). ``OPENBLAS_NUM_THREADS=1`` as ``aisle serve`` runs Triton (OpenBLAS's own threads spinning
 beside 16 request threads on 2 cores inflated every side here). The ranker is trained on the
-synthetic log with ``--trees`` boosting rounds and no early stopping: larger than the models
-``aisle finetune`` keeps on the logs here, so the figure is an upper bound. Writes
+synthetic log with ``--trees`` boosting rounds (default: the most ``aisle finetune`` keeps,
+``RankerConfig.rounds``), no early stopping, and leaves of ≥ 20 rows (finetune: 50): the largest
+model finetune installs, so the figure is an upper bound. Writes
 ``<out>/bench_ranker.{md,json,png}``; the target is an added p50 ≤ 1 ms at concurrency 16.
 """
 
@@ -240,10 +241,12 @@ def plot(report: dict, path: Path) -> Path:
 
 def store_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The synthetic store's and the ranker's options (shared with ``perf.bench_ranker_served``)."""
+    from aisle_export.learn.ranker import RankerConfig
+
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--shoppers", type=int, default=2_000)
     parser.add_argument("--feeds", type=int, default=200)
-    parser.add_argument("--trees", type=int, default=300)
+    parser.add_argument("--trees", type=int, default=RankerConfig.rounds)  # the most `aisle finetune` keeps
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -25,6 +25,7 @@ def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_feat
     assert config.ignored_features == ("events_all", "buyers")
     assert ranker_config(parsed("--ranker-shoppers", "500")).max_shoppers == 500
     assert ranker_config(parsed("--ranker-shoppers", "0")).max_shoppers is None  # every shopper
+    assert ranker_config(parsed("--ranker-trees", "60")).rounds == 60
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,7 @@ def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_feat
         (("--ranker-base-strength", "nan"), "--ranker-base-strength"),
         (("--ranker-ignore", "events_all,colour"), "--ranker-ignore"),
         (("--ranker-shoppers", "-5"), "--ranker-shoppers"),
+        (("--ranker-trees", "0"), "--ranker-trees"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_flag(flags, named):

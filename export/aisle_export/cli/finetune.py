@@ -70,6 +70,13 @@ def add_parser(subparsers: Subparsers) -> None:
         help="at most N shoppers per ranker training window, drawn at random (default 10000; 0: all): "
         "bounds the ranker's memory and time on a long log",
     )
+    p.add_argument(
+        "--ranker-trees",
+        type=int,
+        metavar="N",
+        help="at most N boosting rounds in the learned ranker (default 150): each tree costs serving time "
+        "on every feed (docs/results.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -98,6 +105,10 @@ def ranker_config(args: argparse.Namespace) -> RankerConfig:
         if args.ranker_shoppers < 0:
             raise ValueError(f"--ranker-shoppers {args.ranker_shoppers}: a count ≥ 0 (0: every shopper)")
         given["max_shoppers"] = args.ranker_shoppers or None
+    if args.ranker_trees is not None:
+        if args.ranker_trees < 1:
+            raise ValueError(f"--ranker-trees {args.ranker_trees}: a count ≥ 1")
+        given["rounds"] = args.ranker_trees
     return RankerConfig(**given)
 
 
