@@ -15,7 +15,9 @@ window: throughput, p50/p99 latency, Triton's busy time of ``rerank`` per reques
 its batches ÷ requests) and the ``rerank`` process's CPU time per request (``/proc``: the work,
 without the waiting for a core that the wall time includes on this loaded 2-core machine). Then
 an open loop at concurrency 16 (``--open-share``): both sides at one fixed rate, half what the
-ranker side served closed-loop, so neither saturates (``perf.lib.loadgen``'s ``rate_per_s``).
+ranker side served closed-loop, so neither saturates (``perf.lib.loadgen``'s ``rate_per_s``); last,
+at that rate, windows whose feeds alternate with and without the ranker request by request
+(``loadgen.run``'s ``side_of``), where both sides meet the same moments of the shared machine.
 
 Before timing, a few feeds are checked against the offline ranker (``rank`` on the same index):
 the same ids and scores within 1e-5, or the benchmark stops. Issue #25's target: the ranker adds
@@ -140,6 +142,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     feeds = [feed_request(split, user, knobs, 10) for user in split.users[: args.feeds]]
     dim = int(vectors.shape[1])
     runs: list[dict] = []
+    interleaved: list[dict] = []  # the open loop's rate with both sides in every window
     with TritonServer(repo, log_file=args.workdir / "tritonserver.log") as server:
         checked = check_against_offline(server.grpc_url, served_index, feeds, dim)
 
@@ -184,6 +187,27 @@ def run(args: argparse.Namespace, command: str) -> dict:
             for round_ in range(args.rounds):
                 for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
                     window(round_, f"{top}, open loop at {rate:g} req/s", top, side, rate)
+            for round_ in range(args.rounds):  # then both sides inside each window, request by request
+                order = (True, False) if round_ % 2 == 0 else (False, True)
+                mix = [{"feed": feed, "learned": learned} for feed in feeds for learned in order]
+                result = loadgen.run(
+                    lambda: RerankFeed(server.grpc_url, dim),
+                    mix,
+                    top,
+                    args.seconds,
+                    1.0,
+                    rate_per_s=rate,
+                    side_of=lambda request: "with" if request["learned"] else "without",
+                )
+                interleaved.append({"round": round_, "rate_per_s": rate, "result": result.to_dict()})
+                sides = result.sides or {}
+                print(
+                    f"round {round_} interleaved at {rate:g} req/s: p50 with "
+                    f"{sides.get('with', {}).get('p50_ms', float('nan')):.2f} ms, without "
+                    f"{sides.get('without', {}).get('p50_ms', float('nan')):.2f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
     labels = list(dict.fromkeys(r["load_label"] for r in runs))
     return {
         "command": command,
@@ -197,7 +221,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "seconds": args.seconds,
         "open_share": args.open_share,
         "phases": {label: phase([r for r in runs if r["load_label"] == label]) for label in labels},
+        "interleaved": interleaved_phase(interleaved) if interleaved else None,
         "runs": runs,
+        "interleaved_runs": interleaved,
     }
 
 
@@ -224,6 +250,21 @@ def phase(runs: list[dict]) -> dict:
             out[f"paired_{name}"] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired)}
     out["met"] = max(out["added_p50_ms"], out["paired_p50_ms"]["median"]) <= TARGET_MS
     return out
+
+
+def interleaved_phase(rounds: list[dict]) -> dict:
+    """Windows whose requests alternate with and without the ranker: each side's p50 (median over
+    the rounds) and what the ranker added, per round inside one window, then its median and range."""
+    added = [r["result"]["sides"]["with"]["p50_ms"] - r["result"]["sides"]["without"]["p50_ms"] for r in rounds]
+    median = statistics.median(added)
+    return {
+        "rate_per_s": rounds[0]["rate_per_s"],
+        "p50_ms": {side: statistics.median(r["result"]["sides"][side]["p50_ms"] for r in rounds) for side in SIDES},
+        "p99_ms": {side: statistics.median(r["result"]["sides"][side]["p99_ms"] for r in rounds) for side in SIDES},
+        "errors": sum(r["result"]["errors"] for r in rounds),
+        "added_p50_ms": {"median": median, "min": min(added), "max": max(added)},
+        "met": median <= TARGET_MS,
+    }
 
 
 def _added(figures: dict, name: str, digits: int) -> str:
@@ -267,6 +308,17 @@ def render_markdown(report: dict) -> str:
             f"(target ≤ {TARGET_MS:g} ms: {'met' if figures['met'] else '**not met**'}), `rerank` busy "
             f"{_added(figures, 'busy_ms', 3)} / request, `rerank` CPU {_added(figures, 'rerank_cpu_ms', 3)} / request"
         )
+    mixed = report.get("interleaved")
+    if mixed:
+        added = mixed["added_p50_ms"]
+        lines.append(
+            f"- concurrency 16, open loop at {mixed['rate_per_s']:g} req/s, **the two sides request by request in "
+            f"the same windows**: p50 with {mixed['p50_ms']['with']:.2f} ms, without "
+            f"{mixed['p50_ms']['without']:.2f} ms (p99 {mixed['p99_ms']['with']:.2f} / "
+            f"{mixed['p99_ms']['without']:.2f} ms); added p50, the rounds' median {added['median']:+.2f} ms "
+            f"({added['min']:+.2f} … {added['max']:+.2f}; target ≤ {TARGET_MS:g} ms: "
+            f"{'met' if mixed['met'] else '**not met**'}); {mixed['errors']} errors"
+        )
     lines += [
         "",
         "At concurrency 16 in a closed loop the feeds queue for the one `rerank` instance: each millisecond a "
@@ -274,7 +326,9 @@ def render_markdown(report: dict) -> str:
         "times the queue, not the ranker's own cost (the busy and CPU columns). The open loop sends at a fixed "
         f"rate ({report.get('open_share', 0):g} × the ranker side's closed-loop throughput at concurrency 16, the "
         "same rate for both sides, at most 16 in flight; latency from when each request fell due): what a shopper "
-        "sees when the server is not saturated.",
+        "sees when the server is not saturated. In the interleaved windows the feeds alternate with and "
+        "without the ranker at the open loop's rate (each feed once each way), so both sides meet the same "
+        "moments of the machine; `rerank`'s CPU cannot be split by side there.",
         "",
         f"- command: `{report['command']}`",
         f"- machine: {report['machine']}",
@@ -289,16 +343,19 @@ def plot(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = report["phases"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    phases = dict(report["phases"])
+    if report.get("interleaved"):  # latency only: the process's CPU is not split by side there
+        phases["interleaved"] = {"p50_ms": report["interleaved"]["p50_ms"]}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, (name, label) in zip(
         axes, (("p50_ms", "p50 latency (ms)"), ("rerank_cpu_ms", "rerank CPU per request (ms)")), strict=True
     ):
+        shown = [c for c in phases if name in phases[c]]
         for i, side in enumerate(SIDES):
-            values = [phases[c][name][side] for c in phases]
+            values = [phases[c][name][side] for c in shown]
             ax.bar(np.arange(len(values)) + (i - 0.5) * 0.4, values, 0.4, label=f"{side} ranker")
         ax.set_xticks(
-            range(len(phases)), [f"c {c}" if c.isdigit() else c.replace(", open loop at", "\nopen") for c in phases]
+            range(len(shown)), [f"c {c}" if c.isdigit() else c.replace(", open loop at", "\nopen") for c in shown]
         )
         ax.set_ylabel(label)
         ax.grid(True, axis="y", alpha=0.3)

@@ -43,6 +43,8 @@ class LoadResult:
     p95_ms: float
     p99_ms: float
     mean_ms: float
+    #: with ``run(side_of=...)``: the same figures per side of the mix (``to_dict`` of each)
+    sides: dict[str, dict] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,13 +73,19 @@ def run(
     warmup_s: float = 1.0,
     max_requests: int | None = None,
     rate_per_s: float | None = None,
+    side_of: Callable[[dict], str] | None = None,
 ) -> LoadResult:
     """Drive ``concurrency`` workers for ``warmup_s + duration_s`` (bounded by ``max_requests``):
-    closed loop, or with ``rate_per_s`` requests falling due at that fixed rate (open loop)."""
+    closed loop, or with ``rate_per_s`` requests falling due at that fixed rate (open loop).
+
+    ``side_of``: the side each request of the mix belongs to (e.g. with and without a feature,
+    alternating request by request), summarized apart in ``LoadResult.sides``: both sides then meet
+    the same moments of a shared machine, which back-to-back windows do not."""
     if concurrency < 1 or not requests:
         raise ValueError("need concurrency >= 1 and at least one request")
     lock = threading.Lock()
     latencies: list[float] = []
+    sided: list[tuple[str, float | None]] = []  # (side, latency; None: an error)
     errors = [0]
     sent = [0]
     start = time.perf_counter()
@@ -118,6 +126,8 @@ def run(
                         latencies.append(t1 - t0)
                     else:
                         errors[0] += 1
+                    if side_of is not None:
+                        sided.append((side_of(request), t1 - t0 if ok else None))
         close = getattr(call, "close", None)
         if close is not None:
             close()
@@ -128,7 +138,18 @@ def run(
     for thread in threads:
         thread.join(timeout=duration_s + warmup_s + 120)
     window = min(time.perf_counter(), stop_at) - measure_from
-    return summarize(concurrency, latencies, errors[0], window)
+    result = summarize(concurrency, latencies, errors[0], window)
+    if side_of is not None:
+        result.sides = {
+            side: summarize(
+                concurrency,
+                [x for s, x in sided if s == side and x is not None],
+                sum(1 for s, x in sided if s == side and x is None),
+                window,
+            ).to_dict()
+            for side in sorted({s for s, _ in sided})
+        }
+    return result
 
 
 class HttpCall:

@@ -98,3 +98,23 @@ def test_an_open_loop_run_sends_each_due_request_once_in_order_with_at_most_conc
     assert seen and sorted(seen) == list(range(len(seen)))  # slot by slot from the mix: no gap, no repeat
     assert len(seen) <= 2000.0 * 0.2 + 1  # nothing sent before it fell due
     assert flying[1] <= 2 and result.completed + result.errors <= len(seen)
+
+
+def test_each_side_of_an_interleaved_mix_is_summarized_apart():
+    def make_call():
+        def call(request):
+            if request["side"] == "with" and request["i"] % 4 == 1:
+                raise RuntimeError("rejected")
+
+        return call
+
+    requests = [{"i": i, "side": "with" if i % 2 else "without"} for i in range(40)]
+    result = loadgen.run(
+        make_call, requests, concurrency=1, duration_s=30.0, warmup_s=0.0, max_requests=40, side_of=lambda r: r["side"]
+    )
+    assert result.sides is not None and set(result.sides) == {"with", "without"}
+    with_, without = result.sides["with"], result.sides["without"]
+    assert without["completed"] == 20 and without["errors"] == 0
+    assert with_["completed"] == 10 and with_["errors"] == 10  # i = 1, 5, 9, ... failed
+    assert with_["completed"] + without["completed"] == result.completed and with_["errors"] == result.errors
+    assert loadgen.run(make_call, requests, concurrency=1, duration_s=30.0, warmup_s=0.0, max_requests=4).sides is None
