@@ -1,6 +1,6 @@
 """Learned-ranker benchmark (not a test): what the ranker adds to a feed with ~500 candidates.
 
-    .venv/bin/python -m perf.bench_ranker [--items 20000] [--rounds 3] [--seconds 3] [--trees 150]
+    .venv/bin/python -m perf.bench_ranker [--items 20000] [--rounds 3] [--seconds 3] [--trees 100]
 
 In process, no server: ``aisle_server.ranking.rank`` (what ``rerank`` runs per row) on a synthetic
 store — a catalog of ``--items`` random unit vectors, a log of shoppers who buy popular items and

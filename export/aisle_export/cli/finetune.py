@@ -74,7 +74,7 @@ def add_parser(subparsers: Subparsers) -> None:
         "--ranker-trees",
         type=int,
         metavar="N",
-        help="at most N boosting rounds in the learned ranker (default 150): each tree costs serving time "
+        help="at most N boosting rounds in the learned ranker (default 100): each tree costs serving time "
         "on every feed (docs/results.md)",
     )
     p.set_defaults(func=run)

@@ -68,10 +68,11 @@ class RankerConfig:
     train_cuts: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
     stop_cuts: tuple[float, ...] = (0.85, 0.9)
     #: the most boosting rounds (trees) early stopping may keep: a serving-cost bound, since every
-    #: tree is walked for each scored candidate of every feed (``perf.bench_ranker``). Against 300 on
-    #: the logs here: validation gates within their intervals (MovieLens-100K up, Online Retail
-    #: −0.0015), nothing served changed, training 26–29% shorter (docs/results.md, "A 150-tree cap")
-    rounds: int = 150
+    #: tree is walked for each scored candidate of every feed. 100: the largest of 300/150/100 whose
+    #: served cost stayed within issue #25's 1 ms (``perf.bench_ranker_served``); on both logs here
+    #: the validation cut scored it level with 150 and nothing served changed (docs/results.md,
+    #: "A tree cap")
+    rounds: int = 100
     early_stopping: int = 50
     learning_rate: float = 0.05
     num_leaves: int = 31
