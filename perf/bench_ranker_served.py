@@ -240,13 +240,13 @@ def phase(runs: list[dict]) -> dict:
         name: {side: statistics.median(get(r) for r in runs if r["side"] == side) for side in SIDES}
         for name, get in figures.items()
     }
+    # each round's two windows ran back to back: their difference leaves out the machine's drift
+    # from round to round (on this shared machine a side's CPU per request moved 1.6×)
+    without = {r["round"]: r for r in runs if r["side"] == "without"}
     for name, get in figures.items():
         if name in ("p50_ms", "busy_ms", "rerank_cpu_ms"):
             out[f"added_{name}"] = out[name]["with"] - out[name]["without"]
-            # each round's two windows ran back to back: their difference leaves out the machine's
-            # drift from round to round (on this shared machine a side's CPU per request moved 1.6×)
-            by_round = {r["round"]: r for r in runs if r["side"] == "without"}
-            paired = [get(r) - get(by_round[r["round"]]) for r in runs if r["side"] == "with"]
+            paired = [get(r) - get(without[r["round"]]) for r in runs if r["side"] == "with"]
             out[f"paired_{name}"] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired)}
     out["met"] = max(out["added_p50_ms"], out["paired_p50_ms"]["median"]) <= TARGET_MS
     return out
