@@ -190,7 +190,7 @@ def movielens_index(workdir: Path) -> tuple[CatalogIndex, dict[str, list[str]]]:
 
 
 SWEEP_STORAGES = ("flat", "fp16", "sq8")
-SWEEP_EF = (200, 300, 400, 600)
+SWEEP_EF = (200, 250, 300, 400, 600)
 
 
 def graph_sweep(embeddings: np.ndarray, vectors: np.ndarray, n: int = RECALL_AT) -> list[dict]:
@@ -245,6 +245,34 @@ def graph_sweep(embeddings: np.ndarray, vectors: np.ndarray, n: int = RECALL_AT)
             "load": _load(),
         }
     )
+    return rows
+
+
+def breadth_sweep(index: CatalogIndex, vectors: dict[str, np.ndarray]) -> list[dict]:
+    """The served graph's breadth: per ``ef_search`` of :data:`SWEEP_EF`, candidate recall@200 as
+    ``dense_scored`` serves it (the neighbours re-scored exactly) for each set of query vectors, and
+    that call's time per query (p50, one thread) — how ``aisle_server.hnsw.DEFAULT_EF_SEARCH`` was
+    chosen: the smallest breadth at recall ≥ 0.98 for every set."""
+    assert index.hnsw is not None, "the sweep needs the catalog's graph"
+    own, rows = index.hnsw.ef_search, []
+    request = RankRequest(None, [], np.zeros(0), 10, 0.0)
+    allowed = allowed_mask(index, request, np.zeros(0, dtype=np.int64))
+    try:
+        for ef in SWEEP_EF:
+            index.hnsw.ef_search = ef
+            row: dict = {"ef_search": ef, "recall": {}, "load": _load()}
+            ms = []
+            for name, queries in vectors.items():
+                row["recall"][name] = candidate_recall(index, queries)
+                for vector in np.asarray(queries, dtype=np.float32):
+                    started = time.perf_counter()
+                    dense_scored(index, vector, allowed, RECALL_AT)
+                    ms.append((time.perf_counter() - started) * 1000)
+            row["p50_ms"] = percentile(ms, 50)
+            print(f"served graph ef {ef}: {row['p50_ms']:.2f} ms, recall@{RECALL_AT} {row['recall']}", flush=True)
+            rows.append(row)
+    finally:
+        index.hnsw.ef_search = own
     return rows
 
 
@@ -387,6 +415,23 @@ def to_markdown(results: dict) -> str:
             f"{r['build_s']:.0f} | {r['load']:.1f} |"
             for r in results["sweep"]
         ]
+    if results.get("breadth"):
+        sets = list(results["breadth"][0]["recall"])
+        lines += [
+            "",
+            "The served graph's breadth on BigBasket (`sq8`, M 32): candidate recall@200 as `dense_scored` "
+            "serves it (the neighbours re-scored exactly) against the exact scan, and that call's p50 per query "
+            "(one thread). `aisle index` builds with the smallest breadth at recall ≥ 0.98 for every set:",
+            "",
+            "| ef_search | " + " | ".join(f"recall@200, {name}" for name in sets) + " | p50 ms | load |",
+            "|---|" + "---|" * len(sets) + "---|---|",
+        ]
+        lines += [
+            f"| {r['ef_search']} | "
+            + " | ".join(f"{r['recall'][name]:.4f}" for name in sets)
+            + f" | {r['p50_ms']:.2f} | {r['load']:.1f} |"
+            for r in results["breadth"]
+        ]
     if results.get("quality"):
         lines += ["", "nDCG@10 through each path (served defaults; `dense` for reference):", ""]
         lines += ["| benchmark | system | nDCG@10 |", "|---|---|---|"]
@@ -471,6 +516,10 @@ def main(argv: list[str] | None = None) -> dict:
     mixed = queries_for(bigbasket.embeddings, 300, seed=3)
     results["recall"]["bigbasket, mixed-item vectors"] = candidate_recall(bigbasket, mixed)
     if not args.no_sweep:
+        sets = {"mixed-item vectors": mixed}
+        if not args.no_quality:
+            sets = {"the proxy's query vectors": vectors, **sets}
+        results["breadth"] = breadth_sweep(bigbasket, sets)
         results["sweep"] = graph_sweep(bigbasket.embeddings, mixed)
     del bigbasket
 

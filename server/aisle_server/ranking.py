@@ -61,6 +61,9 @@ from .sparse_scores import SparseScores
 #: wanted (:func:`dense_scored`); the smallest that kept the graph's candidate recall@200 of
 #: re-scoring all ``ef_search`` of them (``perf.bench_rerank_engines``).
 RESCORE_FACTOR = 1.25
+#: :func:`_top_positions` sorts this many rows or fewer whole (one ``lexsort``); past it, a partition
+#: first keeps the sort to the ``n`` best (a catalog-wide scan's scores).
+SORT_ALL_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,8 @@ def _top_positions(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     Rows tied with the ``n``-th score are cut by row too, not by where a partial sort left them:
     the same ``n`` rows however many more rows were scored (what lets a path that scores fewer rows,
     such as :func:`fallback_candidates`, return the page of one that scores them all)."""
+    if len(rows) <= SORT_ALL_ROWS:  # a few hundred candidates: one sort costs less than partitioning first
+        return np.lexsort((rows, -scores))[:n]
     positions = np.arange(len(rows))
     if len(rows) > n:
         nth = scores[np.argpartition(-scores, n - 1)[n - 1]]
