@@ -53,6 +53,8 @@ def by_relevance(
     relevance: np.ndarray, k: int, categories: np.ndarray | None = None, category_cap: int | None = None
 ) -> list[int]:
     """Top ``k`` by relevance (stable: ties keep candidate order), honouring the category cap."""
+    if categories is None or not category_cap:
+        return [int(row) for row in np.argsort(-relevance, kind="stable")[:k]]
     cap = _CategoryCap(categories, category_cap, len(relevance))
     picked: list[int] = []
     for row in np.argsort(-relevance, kind="stable"):

@@ -148,9 +148,13 @@ class LexicalIndex:
         docs = np.concatenate([indices[indptr[i] : indptr[i + 1]] for i in ids])
         if not len(docs):
             return None
-        rows, at = np.unique(docs, return_inverse=True)
-        sums = np.zeros(len(rows), dtype=np.float32)
-        np.add.at(sums, at, np.concatenate([data[indptr[i] : indptr[i + 1]] for i in ids]).astype(np.float32))
+        values = np.concatenate([data[indptr[i] : indptr[i + 1]] for i in ids]).astype(np.float32)
+        if len(ids) == 1:  # a term's postings: its items, ascending, once each
+            rows, sums = docs, values
+        else:
+            rows = np.unique(docs)
+            sums = np.zeros(len(rows), dtype=np.float32)
+            np.add.at(sums, np.searchsorted(rows, docs), values)
         top = float(sums.max())
         if top <= 0:
             return None

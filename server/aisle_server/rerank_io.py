@@ -117,7 +117,7 @@ def parse_requests(
     ks = _rows("K", inputs.get("K"), batch)
     nows = _rows("NOW", inputs.get("NOW"), batch)
     filters = {name: _rows(name, inputs.get(name), batch) for name in FILTER_NAMES}
-    knobs = {name: _rows(name, inputs.get(name), batch) for name in KNOB_NAMES}
+    knobs = {name: _rows(name, inputs[name], batch) for name in KNOB_NAMES if inputs.get(name) is not None}
     user_ids = _user_ids(_rows(USER_ID, inputs.get(USER_ID), batch), batch)
     explain = _explain_flags(_rows(EXPLAIN, inputs.get(EXPLAIN), batch), batch)
     stored: Mapping[str, Sequence[StoredEvent]] = {}
@@ -149,7 +149,7 @@ def parse_requests(
         if stored.get(user_ids[b]):
             ids, ts, events, weights = merge_history(ids, ts, events, stored[user_ids[b]], config.max_history)
         row_config = with_overrides(
-            config, {KNOB_NAMES[name]: _knob(name, values[b]) for name, values in knobs.items() if values is not None}
+            config, {KNOB_NAMES[name]: _knob(name, values[b]) for name, values in knobs.items()}
         )
         k = int(ks[b][0]) if ks is not None else config.default_k
         lists = {

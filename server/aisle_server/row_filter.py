@@ -30,7 +30,8 @@ class RowFilter:
     ):
         self.available = available  # bool per row, built once per index: in stock and not hidden
         self.categories = categories  # the category of each row
-        self.excluded = np.unique(np.asarray(excluded, dtype=np.int64))
+        excluded = np.asarray(excluded, dtype=np.int64)
+        self.excluded = np.unique(excluded) if len(excluded) else excluded
         self.allow = np.asarray(list(allow_categories), dtype=str) if len(allow_categories) else None
         self.deny = np.asarray(list(deny_categories), dtype=str) if len(deny_categories) else None
         #: the index's ``category_mask`` (``CatalogIndex.category_mask``): the whole-catalog mask's way

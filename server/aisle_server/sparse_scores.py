@@ -54,18 +54,15 @@ class SparseScores:
         up with allowed zero-score rows in row order (``search_mode=lexical`` ranks those too)."""
         positive = self.values > 0
         rows, values = self.rows[positive], self.values[positive]
-        order = rows[np.lexsort((rows, -values))]
-        picked: list[np.ndarray] = []
-        found = 0
         step = max(n, 64)
-        for start in range(0, len(order), step):  # most filters let most rows through: check a chunk at a time
-            chunk = order[start : start + step]
-            chunk = chunk[np.asarray(allowed[chunk], dtype=bool)]
-            picked.append(chunk)
-            found += len(chunk)
-            if found >= n:
-                break
-        out = np.concatenate(picked)[:n] if picked else np.zeros(0, dtype=np.int64)
+        out = None
+        if len(rows) > 4 * step:  # a common term's postings: sort only the head most pages read
+            nth = values[np.argpartition(-values, 2 * step - 1)[2 * step - 1]]
+            head = values >= nth  # every row tied with the last one too: the sorted order's first rows
+            out = _allowed_prefix(rows[head], values[head], n, step, allowed)
+        if out is None:
+            out = _allowed_prefix(rows, values, n, step, allowed, complete=True)
+        assert out is not None  # complete: whatever the filters leave
         if pad and len(out) < n:
             for start in range(0, self.size, step):
                 chunk = np.arange(start, min(self.size, start + step), dtype=np.int64)
@@ -74,3 +71,24 @@ class SparseScores:
                 if len(out) >= n:
                     break
         return out.astype(np.int64)
+
+
+def _allowed_prefix(
+    rows: np.ndarray, values: np.ndarray, n: int, step: int, allowed: Any, complete: bool = False
+) -> np.ndarray | None:
+    """The first ``n`` rows that ``allowed`` lets through in the order best value first, ties by
+    row; checked a chunk of ``step`` at a time (most filters let most rows through). ``rows`` may
+    be the head of that order only: None when it runs out first (unless ``complete``: all rows)."""
+    order = rows[np.lexsort((rows, -values))]
+    picked: list[np.ndarray] = []
+    found = 0
+    for start in range(0, len(order), step):
+        chunk = order[start : start + step]
+        chunk = chunk[np.asarray(allowed[chunk], dtype=bool)]
+        picked.append(chunk)
+        found += len(chunk)
+        if found >= n:
+            return np.concatenate(picked)[:n]
+    if not complete:
+        return None
+    return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)

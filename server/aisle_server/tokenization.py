@@ -76,8 +76,9 @@ def decode_utf8(values: Sequence[bytes | str], max_chars: int | None = None) -> 
             texts.append(value if max_chars is None else value[:max_chars])
             continue
         try:
-            if max_chars is None:
-                texts.append(bytes(value).decode("utf-8"))
+            if max_chars is None or len(value) <= 4 * max_chars:  # within the budget: every byte read
+                text = bytes(value).decode("utf-8")
+                texts.append(text if max_chars is None else text[:max_chars])
             else:
                 head = memoryview(value)[: 4 * max_chars]
                 texts.append(codecs.getincrementaldecoder("utf-8")().decode(head, final=False)[:max_chars])
