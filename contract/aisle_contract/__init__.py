@@ -39,10 +39,10 @@ EMBED_INPUT, EMBED_OUTPUT = "TEXT", "EMBEDDING"
 #: ``recommend``/``rerank``: optional BOOL [B, 1]; true: that row's answer carries its explanation.
 EXPLAIN = "EXPLAIN"
 #: FP32 [B, k_max, len(SCORE_COMPONENT_NAMES)]: each result's score split into additive parts that
-#: sum to its ``SCORES`` entry (NaN padding). ``[B, 0, C]`` when no row of the request asked.
+#: sum to its ``SCORES`` entry (NaN padding). Absent from the answer when no row of the request asked.
 SCORE_COMPONENTS = "SCORE_COMPONENTS"
 #: INT32 [B, k_max]: each result's 0-based position by score alone, before MMR/DPP and the category
-#: cap picked the page (-1 padding): where diversity moved it. ``[B, 0]`` when no row asked.
+#: cap picked the page (-1 padding): where diversity moved it. Absent when no row asked.
 PRE_DIVERSITY_RANK = "PRE_DIVERSITY_RANK"
 #: The order of ``SCORE_COMPONENTS``' last axis. ``dense``: the query's share of the cosine between
 #: the item and the request's interest vector (a feed the learned ranker ordered: NaN, its parts are
@@ -104,7 +104,7 @@ RANKER_BIAS = "bias"
 #: FP32 [B, k_max, len(RANKER_FEATURE_NAMES) + 1]: for a row the learned ranker ordered (with
 #: ``EXPLAIN``), each result's score split into its features' contributions plus ``RANKER_BIAS``,
 #: summing to its ``SCORES`` entry (NaN padding, and NaN for rows the ranker did not order).
-#: ``[B, 0, F + 1]`` when no row asked.
+#: Absent when no row asked.
 FEATURE_CONTRIBUTIONS = "FEATURE_CONTRIBUTIONS"
 #: BYTES [B, k_max]: per result, a JSON list of what each merchandising rule did to it (``[]`` when
 #: nothing; ``b""`` padding): ``{"rule", "effect", "delta"}`` for boosts and buries, ``{"rule",

@@ -26,7 +26,7 @@ dropped, and if fewer than ``n`` are left the search is repeated four times wide
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -137,19 +137,36 @@ class HnswIndex:
         a boolean per row), best first by the graph's approximate scores; fewer than ``n`` when the
         filters leave fewer within :data:`MAX_FETCH_FACTOR` × ``n`` neighbours (the caller then
         scans exactly)."""
+        return self.search_many(np.asarray(vector, dtype=np.float32).reshape(1, -1), n, [keep])[0]
+
+    def search_many(
+        self, vectors: np.ndarray, n: int, keeps: Sequence[Callable[[np.ndarray], np.ndarray] | None]
+    ) -> list[np.ndarray]:
+        """:meth:`search` for each of ``vectors`` (with its ``keeps`` filter): one faiss call for
+        them all (a dynamic batch's searches, the same walks less the per-call overhead), then
+        wider searches, one vector at a time, for those its filter left short."""
+        total = len(self)
+        first = min(total, max(self.ef_search, n))
+        found = self._neighbours(np.asarray(vectors, dtype=np.float32).reshape(len(keeps), -1), first)
+        out = []
+        for vector, rows, keep in zip(vectors, found, keeps):
+            fetch = first
+            while True:
+                rows = rows[rows >= 0].astype(np.int64)
+                if keep is not None:
+                    rows = rows[keep(rows)]
+                if len(rows) >= n or fetch >= total or fetch >= MAX_FETCH_FACTOR * n:
+                    break
+                fetch = min(total, 4 * fetch)
+                rows = self._neighbours(np.asarray(vector, dtype=np.float32).reshape(1, -1), fetch)[0]
+            out.append(rows)
+        return out
+
+    def _neighbours(self, vectors: np.ndarray, fetch: int) -> np.ndarray:
+        """(vectors, ``fetch``) graph rows, best first (-1 where the graph found fewer)."""
         import faiss
 
-        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        total = len(self)
-        fetch = min(total, max(self.ef_search, n))
-        while True:
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.ef_search, fetch)
-            _, found = self.index.search(query, fetch, params=params)  # type: ignore[attr-defined]
-            rows = found[0]
-            rows = rows[rows >= 0].astype(np.int64)
-            if keep is not None:
-                rows = rows[keep(rows)]
-            if len(rows) >= n or fetch >= total or fetch >= MAX_FETCH_FACTOR * n:
-                return rows
-            fetch = min(total, 4 * fetch)
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.ef_search, fetch)
+        _, found = self.index.search(np.ascontiguousarray(vectors), fetch, params=params)  # type: ignore[attr-defined]
+        return found

@@ -258,6 +258,7 @@ def dense_scored(
     n: int,
     exact_scores: np.ndarray | None = None,
     engines: bool = True,
+    graph_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(The ``n`` best allowed rows by inner product, best first; their float32 inner products
     when the graph's re-scoring computed them, else None.)
@@ -270,11 +271,12 @@ def dense_scored(
 
     The ANN index over-fetches and drops what filters remove; if that leaves fewer than ``n``
     (heavy filters), the exact scan answers — correctness over speed. ``exact_scores``
-    is that scan (``embeddings @ interest``) when :func:`rank_many` already ran it for a batch.
+    is that scan (``embeddings @ interest``) when :func:`rank_many` already ran it for a batch;
+    ``graph_rows``, the graph's search for this request when :func:`rank_many` ran it for a batch.
     """
     if engines and index.hnsw is not None and exact_scores is None:
         query = interest.astype(np.float32, copy=False)
-        rows = index.hnsw.search(query, n, allowed.__getitem__)
+        rows = graph_rows if graph_rows is not None else index.hnsw.search(query, n, allowed.__getitem__)
         if len(rows) >= n:
             rows = rows[: math.ceil(RESCORE_FACTOR * n)]
             if index.exact_rows is not None and len(index.exact_rows):  # live changes the graph has not seen
@@ -302,8 +304,10 @@ def search_relevance(
     interest: np.ndarray | None,
     allowed: np.ndarray,
     exact_scores: np.ndarray | None = None,
+    graph_rows: np.ndarray | None = None,
 ) -> ScoreTerms:
-    """Candidate rows and their relevance terms (dense, lexical or hybrid), in no particular order."""
+    """Candidate rows and their relevance terms (dense, lexical or hybrid), in no particular order
+    (``graph_rows``: the graph's search, when :func:`rank_many` ran it for a batch)."""
     config = request.config
     n = max(config.candidates, request.k)
     engines = _engines(index, config)
@@ -318,7 +322,7 @@ def search_relevance(
         rows = lexical.best(n, allowed, pad=True) if engines else _top(lexical, np.flatnonzero(allowed), n)
     else:
         assert interest is not None, "dense or hybrid retrieval needs an interest vector"
-        rows, dense = dense_scored(index, interest, allowed, n, exact_scores, engines)
+        rows, dense = dense_scored(index, interest, allowed, n, exact_scores, engines, graph_rows)
         # the graph's re-scored products serve as those rows' cosines where they are the same float32
         # product (a float64 interest, a feed's history mean, is scored in float64: scoring.cosine)
         if dense is not None and interest.dtype == np.float32:
@@ -455,6 +459,7 @@ class _Prepared:
     query_part: np.ndarray | None = None  # the query's share of ``interest`` (None: no query)
     history_rows: np.ndarray | None = None  # the known history's rows, oldest → newest
     cooccurrence_raw: np.ndarray | None = None  # ``cooccurrence`` before scaling
+    graph_rows: np.ndarray | None = None  # the graph's search, run for the batch (:func:`_graph_searched`)
 
 
 def _prepare_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[_Prepared]:
@@ -485,7 +490,35 @@ def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[Rank
     once per request (memory-bound), so a batch of B requests does it as one (B, d) × (d, N)
     product instead — what makes a micro-batched request cheaper per row than single calls.
     """
-    prepared = _prepare_many(index, requests)
+    return rank_groups(index, [requests])[0]
+
+
+def rank_groups(index: CatalogIndex, groups: Sequence[Sequence[RankRequest]]) -> list[list[RankResult]]:
+    """:func:`rank_many` for each group (the rows of one ``rerank`` request of a dynamic batch), each
+    answered as if it ran alone: what is batched per group (the user encoder, the exact scan's
+    matrix product, whose float sums depend on the rows beside them) stays within the group, while
+    the graph's searches — the same walk in a batch or alone — run as one faiss call for all."""
+    requests = [request for group in groups for request in group]
+    prepared: list[_Prepared] = []
+    exact: dict[int, np.ndarray] = {}
+    for group in groups:
+        offset = len(prepared)
+        prepared += _prepare_many(index, group)
+        exact.update({offset + i: scores for i, scores in _exact_scans(index, group, prepared[offset:]).items()})
+    prepared = _graph_searched(index, requests, prepared)
+    results = [_finish(index, request, p, exact.get(i)) for i, (request, p) in enumerate(zip(requests, prepared))]
+    out, start = [], 0
+    for group in groups:
+        out.append(results[start : start + len(group)])
+        start += len(group)
+    return out
+
+
+def _exact_scans(
+    index: CatalogIndex, requests: Sequence[RankRequest], prepared: Sequence[_Prepared]
+) -> dict[int, np.ndarray]:
+    """The exact catalog scans of the requests that run one (by position), as one matrix product
+    per block of them; none for a lone scan (:func:`dense_scored` runs it)."""
     scans = [i for i, (request, p) in enumerate(zip(requests, prepared)) if _scans_catalog(index, request, p)]
     exact: dict[int, np.ndarray] = {}
     if len(scans) > 1:
@@ -495,7 +528,27 @@ def rank_many(index: CatalogIndex, requests: Sequence[RankRequest]) -> list[Rank
             interests = np.stack([prepared[i].interest for i in rows]).astype(np.float32, copy=False)
             scores = np.asarray(interests @ np.asarray(index.embeddings).T, dtype=np.float32)
             exact.update({i: scores[j] for j, i in enumerate(rows)})
-    return [_finish(index, request, p, exact.get(i)) for i, (request, p) in enumerate(zip(requests, prepared))]
+    return exact
+
+
+def _graph_searched(index: CatalogIndex, requests: Sequence[RankRequest], prepared: list[_Prepared]) -> list[_Prepared]:
+    """``prepared`` with the graph's search of every request whose dense candidates come from it,
+    run as one faiss call per candidate count (``HnswIndex.search_many``): a dynamic batch's walks
+    less the per-call overhead. A request in ``search_mode=lexical`` is left to search later, if
+    its query finds no term."""
+    if index.hnsw is None:
+        return prepared
+    wanted: dict[int, list[int]] = {}
+    for i, (request, p) in enumerate(zip(requests, prepared)):
+        if p.interest is not None and _engines(index, request.config) and request.config.search_mode != "lexical":
+            wanted.setdefault(max(request.config.candidates, request.k), []).append(i)
+    prepared = list(prepared)
+    for n, rows in wanted.items():
+        vectors = np.stack([prepared[i].interest for i in rows]).astype(np.float32, copy=False)
+        found = index.hnsw.search_many(vectors, n, [prepared[i].allowed.__getitem__ for i in rows])
+        for i, graph_rows in zip(rows, found):
+            prepared[i] = replace(prepared[i], graph_rows=graph_rows)
+    return prepared
 
 
 def _scans_catalog(index: CatalogIndex, request: RankRequest, prepared: _Prepared) -> bool:
@@ -671,7 +724,7 @@ def _scored(
     config = request.config
     interest = prepared.interest
     assert interest is not None, "scored candidates need an interest vector"
-    terms = search_relevance(index, request, interest, prepared.allowed, exact_scores)
+    terms = search_relevance(index, request, interest, prepared.allowed, exact_scores, prepared.graph_rows)
     feed = request.query_embedding is None
     sources: dict[str, np.ndarray] = {}
     if feed:

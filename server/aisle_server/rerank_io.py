@@ -31,7 +31,7 @@ vector each row was ranked with (query, user encoder, recency mean or their mix;
 fallback), to check the served user encoder against the offline one. History longer than
 ``max_history`` keeps its most recent items. ``SCORE_COMPONENTS`` FP32 [B, k_max, C] and
 ``PRE_DIVERSITY_RANK`` INT32 [B, k_max] (``aisle_contract``; ``aisle_server.explain``) explain the rows
-that set ``EXPLAIN``; NaN / -1 elsewhere, and ``[B, 0, C]`` / ``[B, 0]`` when no row did; so do
+that set ``EXPLAIN``; NaN / -1 elsewhere, and left out of the answer when no row did; so do
 ``FEATURE_CONTRIBUTIONS`` (the learned ranker's) and ``RULE_EFFECTS`` BYTES [B, k_max] (what each
 merchandising rule did, JSON per result, ``b""`` padding). The knobs ``SURFACE``, ``SEGMENT``,
 ``RULE_SET`` and ``RULES`` are the request's context for the merchandising rules
@@ -243,7 +243,9 @@ def pack_results(
     results: Sequence[RankResult], dim: int | None = None, explanations: bool = False
 ) -> dict[str, np.ndarray]:
     """The output tensors; with ``dim``, also ``INTEREST`` (zeros for rows ranked without one); with
-    ``explanations``, also ``EXPLAIN_OUTPUTS`` (empty when no row was explained)."""
+    ``explanations``, also ``EXPLAIN_OUTPUTS`` when a row was explained (when none was, they are
+    left out: four tensors fewer to build and pass through the ensemble for every request that
+    does not ask, which the SDK reads as "no row explained")."""
     width = max((len(r.item_ids) for r in results), default=0)
     ids = np.full((len(results), width), b"", dtype=object)
     scores = np.full((len(results), width), np.nan, dtype=np.float32)
@@ -263,16 +265,14 @@ def pack_results(
             if result.interest is not None:
                 interest[b] = result.interest
         outputs[INTEREST_OUTPUT] = interest
-    if explanations:
+    if explanations and any(result.components is not None for result in results):
         outputs.update(pack_explanations(results, width))
     return outputs
 
 
 def pack_explanations(results: Sequence[RankResult], width: int) -> dict[str, np.ndarray]:
     """``SCORE_COMPONENTS``, ``PRE_DIVERSITY_RANK``, ``FEATURE_CONTRIBUTIONS`` and ``RULE_EFFECTS``:
-    padded like ``SCORES``, zero-width when no row asked."""
-    if all(result.components is None for result in results):
-        width = 0  # nothing to explain: no padding either
+    padded like ``SCORES`` (NaN, -1, ``b""``) for the rows that did not ask."""
     components = np.full((len(results), width, len(SCORE_COMPONENT_NAMES)), np.nan, dtype=np.float32)
     ranks = np.full((len(results), width), -1, dtype=np.int32)
     contributions = np.full((len(results), width, len(RANKER_FEATURE_NAMES) + 1), np.nan, dtype=np.float32)

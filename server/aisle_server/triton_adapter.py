@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,8 @@ LOG = logging.getLogger("aisle.triton")
 
 Arrays = Mapping[str, np.ndarray | None]
 Handler = Callable[[Arrays], Mapping[str, np.ndarray]]
+Parsed = TypeVar("Parsed")
+Result = TypeVar("Result")
 
 
 def model_parameters(args: Mapping[str, str]) -> dict[str, str]:
@@ -106,4 +108,47 @@ def handle_batched(
         offsets = np.cumsum([0, *sizes])
         for (i, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
             responses[i] = response(pb_utils, {name: array[start:stop] for name, array in outputs.items()})
+    return responses
+
+
+def handle_together(
+    pb_utils: Any,
+    requests: Sequence[Any],
+    names: Sequence[str],
+    parse: Callable[[Arrays], Parsed],
+    run: Callable[[Sequence[Parsed]], Sequence[Result]],
+    pack: Callable[[Any, Result], Mapping[str, np.ndarray]],
+) -> list[Any]:
+    """Parse each request alone (``parse(inputs)``), ``run`` every parsed request in one call (a
+    result per request, in order), and ``pack`` each request's result (``pack(request, result)``).
+
+    For the work that gains from seeing a whole dynamic batch at once but whose inputs do not
+    concatenate (``rerank``: optional inputs per request, rows of different widths): one bad
+    request is refused by itself at ``parse``, and if the joint ``run`` fails, each request runs
+    alone, so a failure stays with the request that caused it.
+    """
+    responses: list[Any] = [None] * len(requests)
+    parsed: list[tuple[int, Parsed]] = []
+    for i, request in enumerate(requests):
+        try:
+            parsed.append((i, parse(read_inputs(request, names))))
+        except Exception as exc:  # noqa: BLE001 - this request only
+            responses[i] = error_response(pb_utils, exc)
+    results: list[Result | Exception]
+    try:
+        results = list(run([item for _, item in parsed]))
+    except Exception:  # noqa: BLE001 - find the request that failed: each alone
+        results = []
+        for _, item in parsed:
+            try:
+                results.append(run([item])[0])
+            except Exception as exc:  # noqa: BLE001 - this request only
+                results.append(exc)
+    for (i, _), result in zip(parsed, results):
+        try:
+            if isinstance(result, Exception):
+                raise result
+            responses[i] = response(pb_utils, pack(requests[i], result))
+        except Exception as exc:  # noqa: BLE001 - this request only
+            responses[i] = error_response(pb_utils, exc)
     return responses

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from aisle_contract import (
@@ -36,13 +35,22 @@ from .index import INDEX_DIRNAME, CatalogIndex, rerank_versions
 from .learned import LEARNED_DIRNAME, attach_learned
 from .live_catalog import CatalogChanges, CatalogWriter, LiveCatalog
 from .metrics import CatalogOverlay, EventCounts, StateLookups, TritonMetrics, reject_reason, request_rows
-from .ranking import rank_many
+from .ranking import RankRequest, rank_groups
 from .rerank_io import KNOB_NAMES, pack_results, parse_requests
 from .rule_store import LiveRules, RuleAdmin, RuleStore
 from .state import STATE_URL_ENV, ShopperState, StateReads, StateSettings, connect
 from .tokenization import TOKENIZER_FILE, TextDecodeError, TextTokenizer, decode_field, decode_utf8
 from .track_io import TRACK_INPUTS, pack_tracked, parse_event_types, parse_events
-from .triton_adapter import Arrays, error_response, handle_batched, handle_each, model_parameters, read_inputs, response
+from .triton_adapter import (
+    Arrays,
+    error_response,
+    handle_batched,
+    handle_each,
+    handle_together,
+    model_parameters,
+    read_inputs,
+    response,
+)
 
 LOG = logging.getLogger("aisle.triton")
 
@@ -159,26 +167,28 @@ class RerankModel(_Model):
         self.lookups = StateLookups(self.metrics)
         return StateReads(state, on_failure=self.lookups.failed, on_lookup=self.lookups.observe)
 
-    def rank(self, inputs: Arrays, interest: bool = True) -> dict:
-        """``interest``: also ``INTEREST`` (only a direct ``rerank`` caller asks; ``recommend`` never does)."""
-        index = self.index
+    def parse(self, index: CatalogIndex, inputs: Arrays) -> list[RankRequest]:
+        """A request's rows, with the merchandising rules each resolves to."""
         requests = parse_requests(inputs, self.config, len(index), index.dim, state=self.state)
         schema = index.attributes.schema if index.attributes is not None else {}
-        requests = [replace(r, rules=self.rules.resolve(r.config, schema)) for r in requests]
-        return pack_results(rank_many(index, requests), index.dim if interest else None, explanations=True)
+        return [replace(r, rules=self.rules.resolve(r.config, schema)) for r in requests]
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        # the outputs a request did not ask for would be built, then dropped by the stub: INTEREST is
-        # built only when asked (the ensemble asks for every output it maps, so the others are kept)
-        return [
-            handle_each(
-                self.pb_utils,
-                [request],
-                RERANK_INPUTS,
-                partial(self.rank, interest=INTEREST_OUTPUT in request.requested_output_names()),
-            )[0]
-            for request in requests
-        ]
+        # the dynamic batch's requests ranked together (ranking.rank_groups: one batched graph search),
+        # each answered as if alone; parsed and packed alone, so bad input stays with its request.
+        # INTEREST is built only when asked: the ensemble asks for every output it maps, so the
+        # others are kept (the explanations only when a row asked: rerank_io.pack_results)
+        index = self.index  # one catalog version for the whole batch
+        return handle_together(
+            self.pb_utils,
+            requests,
+            RERANK_INPUTS,
+            lambda inputs: self.parse(index, inputs),
+            lambda groups: rank_groups(index, groups),
+            lambda request, results: pack_results(
+                results, index.dim if INTEREST_OUTPUT in request.requested_output_names() else None, explanations=True
+            ),
+        )
 
     def finalize(self) -> None:
         self.live.stop()

@@ -11,7 +11,7 @@ from aisle_server.hnsw import HnswIndex
 from aisle_server.index import CatalogIndex, TextColumn
 from aisle_server.lexical import STOPWORDS, LexicalIndex, tokenize
 from aisle_server.live_catalog import Change, Overlay, live_index
-from aisle_server.ranking import RankingConfig, RankRequest, allowed_mask, rank
+from aisle_server.ranking import RankingConfig, RankRequest, allowed_mask, rank, rank_groups, rank_many
 from aisle_server.row_filter import RowFilter
 
 N, DIM = 1500, 16
@@ -255,3 +255,27 @@ def test_the_cold_fallback_reads_only_as_deep_as_its_answer_needs(catalog):
     assert read and max(read) < len(index) // 10  # never near the catalog's end
     index.__dict__["popular_rows"] = original
     assert fast.item_ids == rank(index, replace(request, config=replace(config, exact_retrieval=True))).item_ids
+
+
+def test_a_dynamic_batch_ranked_together_answers_each_request_as_alone(base):
+    """``rank_groups`` (``rerank``'s dynamic batch): the graph searched for every row at once, the
+    exact scan batched within a request only — each request's page and scores bitwise its own."""
+    exact = RankingConfig(exact_retrieval=True)
+    groups = [
+        [RankRequest(query(1), [], np.zeros(0), 5, 2000.0, query_text="red wool shoe")],
+        [
+            RankRequest(query(2), [], np.zeros(0), 5, 2000.0, allow_categories=["c5"]),  # the filter widens its search
+            RankRequest(query(3), [], np.zeros(0), 7, 2000.0, RankingConfig(search_mode="lexical"), "silk scarf"),
+        ],
+        [
+            RankRequest(query(4), [], np.zeros(0), 5, 2000.0, exact),
+            RankRequest(query(5), [], np.zeros(0), 5, 2000.0, exact),
+        ],
+        [RankRequest(None, ["i3", "i40"], np.array([1000.0, 1500.0]), 6, 2000.0)],  # a feed
+        [RankRequest(query(6), [], np.zeros(0), 4, 2000.0, exact)],
+    ]
+    together = rank_groups(base, groups)
+    for group, answers in zip(groups, together):
+        for alone, answer in zip(rank_many(base, group), answers, strict=True):
+            assert answer.item_ids == alone.item_ids
+            np.testing.assert_array_equal(answer.scores, alone.scores)

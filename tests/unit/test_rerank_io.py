@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from aisle_contract import EXPLAIN_OUTPUTS, SCORE_COMPONENT_NAMES
 from aisle_server.errors import InvalidInput
 from aisle_server.ranking import RankingConfig, RankResult
 from aisle_server.rerank_io import OUTPUT_NAMES, pack_results, parse_requests
@@ -308,6 +309,23 @@ def test_pack_results_full_rows_have_no_padding():
     assert packed["ITEM_IDS"].tolist() == [[b"x", b"y"]]
     assert not np.isnan(packed["SCORES"]).any()
     assert packed["UNKNOWN_HISTORY"].tolist() == [[0]]
+
+
+def test_explanation_outputs_only_when_a_row_asked():
+    plain = RankResult(["a", "b"], np.array([0.9, 0.8], dtype=np.float32), 0)
+    assert set(pack_results([plain, plain], explanations=True)) == set(OUTPUT_NAMES)  # none asked: left out
+    parts = np.linspace(0, 1, 2 * len(SCORE_COMPONENT_NAMES), dtype=np.float32).reshape(2, -1)
+    asked = RankResult(
+        ["c"], np.array([0.9], dtype=np.float32), 0, components=parts[:1], pre_diversity_rank=np.array([0])
+    )
+    packed = pack_results([plain, asked], explanations=True)
+    assert set(packed) == {*OUTPUT_NAMES, *EXPLAIN_OUTPUTS}
+    assert packed["SCORE_COMPONENTS"].shape == (2, 2, len(SCORE_COMPONENT_NAMES))
+    assert np.isnan(packed["SCORE_COMPONENTS"][0]).all() and packed["PRE_DIVERSITY_RANK"].tolist() == [
+        [-1, -1],
+        [0, -1],
+    ]
+    np.testing.assert_array_equal(packed["SCORE_COMPONENTS"][1, 0], parts[0])
 
 
 # -- event types and the interest output -----------------------------------------------------------
