@@ -58,3 +58,22 @@ def test_the_hop_table_has_a_row_per_tower_and_path_with_every_stage():
         + " | 9.00 | 0.25 | 0.60 |"
     ]
     assert bench.median_hops([hops, {**hops, "ensemble_overhead_ms": 0.75}, hops])["ensemble_overhead_ms"] == 0.25
+
+
+def test_rerank_busy_target_is_the_median_of_the_rounds_on_the_proxy_catalog_only(tmp_path):
+    engines = next(iter(bench.MODES))
+    stage = {"compute_ms": 1.0, "queue_ms": 2.0, "latency_ms": 3.0, "cpu_ms": 1.2, "avg_batch": 6.0}
+
+    def row(*busy):
+        runs = [{"busy_ms": {"rerank": b}} for b in busy]
+        return {"requests_per_s": 500.0, "runs": runs, "hops": {"stages": {"rerank": stage}}}
+
+    served = {bench.STATIC: {engines: row(1.9, 2.4, 1.7)}, bench.TEACHER: {engines: row(2.1, 2.6, 2.5)}}
+    busy = [t for t in bench.targets(served, None, bench.CATALOG_ITEMS) if "rerank busy" in t["what"]]
+    assert [(t["value"], t["met"]) for t in busy] == [(1.9, True), (2.5, False)]
+    assert "rounds 1.70–2.40" in busy[0]["what"] and "1.2 ms" in busy[0]["what"]
+    assert not [t for t in bench.targets(served, None, 55_108) if "rerank busy" in t["what"]]
+    results = {"served": served, "items": bench.CATALOG_ITEMS, "fastapi": None}
+    for rows in served.values():
+        rows[engines]["busy_ms_per_request"] = {"rerank": 1.9}
+    assert bench.plot(results, tmp_path / "served.png").stat().st_size > 0
