@@ -282,7 +282,7 @@ def dense_scored(
             if index.exact_rows is not None and len(index.exact_rows):  # live changes the graph has not seen
                 extra = index.exact_rows[allowed[index.exact_rows]]
                 rows = np.union1d(rows, extra)
-            scores = np.asarray(index.embeddings[rows] @ query, dtype=np.float32)
+            scores = np.asarray(index.vectors(rows) @ query, dtype=np.float32)
             best = _top_positions(scores, rows, n)
             return rows[best], scores[best]
     elif index.ann is not None:
@@ -290,7 +290,7 @@ def dense_scored(
         if len(rows) >= n:
             if index.exact_rows is not None and len(index.exact_rows):  # live changes the ANN has not seen
                 extra = index.exact_rows[allowed[index.exact_rows]]
-                extra_scores = np.asarray(index.embeddings[extra] @ interest, dtype=np.float32)
+                extra_scores = np.asarray(index.vectors(extra) @ interest, dtype=np.float32)
                 rows = np.union1d(rows, extra[np.argsort(-extra_scores, kind="stable")[:n]])
             return rows, None
     if exact_scores is None:  # float32 like the catalog: a float64 interest would copy the catalog up (10× slower)
@@ -361,7 +361,7 @@ def interest_parts(
             session
             if session is not None
             else session_interest(
-                np.asarray(index.embeddings[history_rows], dtype=np.float32),
+                np.asarray(index.vectors(history_rows), dtype=np.float32),
                 request.history_ts[known],
                 request.now,
                 config.recency_half_life_s,
@@ -396,7 +396,7 @@ def encode_users(
         return {}
     keep = encoder.max_len
     vectors = encoder.encode(
-        [np.asarray(index.embeddings[history_rows[i][-keep:]], dtype=np.float32) for i in batch],
+        [np.asarray(index.vectors(history_rows[i][-keep:]), dtype=np.float32) for i in batch],
         [np.asarray(requests[i].history_ts, dtype=np.float64)[known[i]][-keep:] for i in batch],
         [
             encoder.event_ids([e for e, k in zip(requests[i].history_events, known[i]) if k][-keep:])
@@ -652,7 +652,7 @@ def _pick(index: CatalogIndex, config: RankingConfig, candidates: np.ndarray, sc
         config.diversity_method,
         scores,
         # the candidates' vectors only matter to MMR/DPP: no gather at diversity 0
-        np.asarray(index.embeddings[candidates], dtype=np.float32) if config.diversity > 0 else np.empty((0, 0)),
+        np.asarray(index.vectors(candidates), dtype=np.float32) if config.diversity > 0 else np.empty((0, 0)),
         k,
         config.diversity,
         index.categories[candidates] if config.category_cap else None,

@@ -65,7 +65,7 @@ def cosine(
     if exact_scores is not None:
         return exact_scores[rows].astype(np.float64)
     if known is None or not len(known[0]):
-        return np.asarray(index.embeddings[rows] @ interest, dtype=np.float64)
+        return np.asarray(index.vectors(rows) @ interest, dtype=np.float64)
     known_rows, known_scores = known
     order = np.argsort(known_rows)
     at = np.minimum(np.searchsorted(known_rows, rows, sorter=order), len(order) - 1)
@@ -74,7 +74,7 @@ def cosine(
     out[hit] = known_scores[order[at[hit]]]
     missing = ~hit
     if missing.any():
-        out[missing] = index.embeddings[rows[missing]] @ interest
+        out[missing] = index.vectors(rows[missing]) @ interest
     return out
 
 
@@ -255,5 +255,5 @@ def split_cosine(
         return np.zeros(len(rows)), cosine
     if query_part is interest or (interest is not None and np.array_equal(query_part, interest)):
         return cosine, np.zeros(len(rows))
-    dense = np.asarray(index.embeddings[rows], dtype=np.float64) @ np.asarray(query_part, dtype=np.float64)
+    dense = np.asarray(index.vectors(rows), dtype=np.float64) @ np.asarray(query_part, dtype=np.float64)
     return dense, cosine - dense
