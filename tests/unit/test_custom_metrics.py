@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.unit.fake_stub import BackendUtils, Request
 
 from aisle_server.errors import InvalidInput, StateUnavailable
 from aisle_server.metrics import (
@@ -222,48 +223,6 @@ def test_a_server_without_custom_metrics_still_counts_and_warns_once(caplog):
 
 
 # --------------------------------------------------------------------------- TrackModel.execute
-
-
-class Tensor:
-    def __init__(self, name, array):
-        self.name, self.array = name, array
-
-    def as_numpy(self):
-        return self.array
-
-
-class Error:
-    INVALID_ARG, UNAVAILABLE, INTERNAL = "INVALID_ARG", "UNAVAILABLE", "INTERNAL"
-
-    def __init__(self, message, code):
-        self.message, self.code = message, code
-
-
-class Response:
-    def __init__(self, output_tensors=None, error=None):
-        self.outputs, self.error = output_tensors, error
-
-
-class BackendUtils:
-    Tensor, TritonError, InferenceResponse = Tensor, Error, Response
-
-
-class InputTensor:
-    def __init__(self, name, array):
-        self._name, self.array = name, array
-
-    def name(self):
-        return self._name
-
-    def as_numpy(self):
-        return self.array
-
-
-class Request(dict):
-    """An inference request as the stub hands it over: its input tensors, by name."""
-
-    def inputs(self):
-        return [InputTensor(name, array) for name, array in self.items()]
 
 
 def _request(*events: tuple[str, str, str, str]) -> Request:
