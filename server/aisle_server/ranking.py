@@ -272,7 +272,7 @@ def dense_scored(
     The ANN index over-fetches and drops what filters remove; if that leaves fewer than ``n``
     (heavy filters), the exact scan answers — correctness over speed. ``exact_scores``
     is that scan (``embeddings @ interest``) when :func:`rank_many` already ran it for a batch;
-    ``graph_rows``, the graph's search for this request when :func:`rank_many` ran it for a batch.
+    ``graph_rows``, the graph's search for this request when :func:`rank_groups` ran it for a batch.
     """
     if engines and index.hnsw is not None and exact_scores is None:
         query = interest.astype(np.float32, copy=False)
@@ -307,7 +307,7 @@ def search_relevance(
     graph_rows: np.ndarray | None = None,
 ) -> ScoreTerms:
     """Candidate rows and their relevance terms (dense, lexical or hybrid), in no particular order
-    (``graph_rows``: the graph's search, when :func:`rank_many` ran it for a batch)."""
+    (``graph_rows``: the graph's search, when :func:`rank_groups` ran it for a batch)."""
     config = request.config
     n = max(config.candidates, request.k)
     engines = _engines(index, config)

@@ -116,15 +116,15 @@ def handle_together(
     requests: Sequence[Any],
     names: Sequence[str],
     parse: Callable[[Arrays], Parsed],
-    run: Callable[[Sequence[Parsed]], Sequence[Result]],
+    answer: Callable[[Sequence[Parsed]], Sequence[Result]],
     pack: Callable[[Any, Result], Mapping[str, np.ndarray]],
 ) -> list[Any]:
-    """Parse each request alone (``parse(inputs)``), ``run`` every parsed request in one call (a
+    """Parse each request alone (``parse(inputs)``), ``answer`` every parsed request in one call (a
     result per request, in order), and ``pack`` each request's result (``pack(request, result)``).
 
     For the work that gains from seeing a whole dynamic batch at once but whose inputs do not
     concatenate (``rerank``: optional inputs per request, rows of different widths): one bad
-    request is refused by itself at ``parse``, and if the joint ``run`` fails, each request runs
+    request is refused by itself at ``parse``, and if the joint ``answer`` fails, each request is answered
     alone, so a failure stays with the request that caused it.
     """
     responses: list[Any] = [None] * len(requests)
@@ -136,12 +136,12 @@ def handle_together(
             responses[i] = error_response(pb_utils, exc)
     results: list[Result | Exception]
     try:
-        results = list(run([item for _, item in parsed]))
+        results = list(answer([item for _, item in parsed]))
     except Exception:  # noqa: BLE001 - find the request that failed: each alone
         results = []
         for _, item in parsed:
             try:
-                results.append(run([item])[0])
+                results.append(answer([item])[0])
             except Exception as exc:  # noqa: BLE001 - this request only
                 results.append(exc)
     for (i, _), result in zip(parsed, results):

@@ -26,12 +26,12 @@ def outputs(response):
 def test_one_run_for_the_batch_and_a_bad_request_refused_alone():
     calls = []
 
-    def run(groups):
+    def answer(groups):
         calls.append(len(groups))
         return [[2 * v for v in group] for group in groups]
 
     requests = [Request(X=np.array([1.0, 2.0])), Request(), Request(X=np.array([5.0]))]
-    responses = handle_together(BackendUtils, requests, ["X"], parse, run, pack)
+    responses = handle_together(BackendUtils, requests, ["X"], parse, answer, pack)
     assert calls == [2]  # the two valid requests, together
     assert outputs(responses[0]) == {"Y": [2.0, 4.0]} and outputs(responses[2]) == {"Y": [10.0]}
     assert responses[1].error.code == "INVALID_ARG" and "X" in responses[1].error.message
@@ -40,14 +40,14 @@ def test_one_run_for_the_batch_and_a_bad_request_refused_alone():
 def test_a_failing_run_is_retried_per_request_so_the_failure_stays_with_its_request():
     calls = []
 
-    def run(groups):
+    def answer(groups):
         calls.append(len(groups))
         if any(v < 0 for group in groups for v in group):
             raise ValueError("negative")
         return [[v + 1 for v in group] for group in groups]
 
     requests = [Request(X=np.array([1.0])), Request(X=np.array([-1.0])), Request(X=np.array([3.0]))]
-    responses = handle_together(BackendUtils, requests, ["X"], parse, run, pack)
+    responses = handle_together(BackendUtils, requests, ["X"], parse, answer, pack)
     assert calls == [3, 1, 1, 1]
     assert outputs(responses[0]) == {"Y": [2.0]} and outputs(responses[2]) == {"Y": [4.0]}
     assert responses[1].error.code == "INTERNAL" and "negative" in responses[1].error.message
