@@ -27,7 +27,7 @@ from aisle_export.data.catalog import Catalog
 from aisle_export.index.remote import embed_remote
 from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.attributes import Attributes
-from aisle_server.hnsw import HNSW_MAX_ITEMS, HNSW_MIN_ITEMS, HnswIndex
+from aisle_server.hnsw import DEFAULT_EF_SEARCH, HNSW_MAX_ITEMS, HNSW_MIN_ITEMS, HnswIndex
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn, rerank_versions
 from aisle_server.learned import LogSignals
 from aisle_server.lexical import LexicalIndex
@@ -83,6 +83,7 @@ def write_index(
     ann_refine: int | None = None,
     embeddings: np.ndarray | None = None,
     dense_engine: str = "auto",
+    hnsw_ef_search: int | None = None,
 ) -> CatalogIndex:
     """Embed ``catalog`` (or take its ``embeddings``, one row per item, already computed by this
     repository's item encoder), build BM25 and (``ann``: auto = above ``EXACT_MAX_ITEMS``, on, off) faiss IVF.
@@ -95,7 +96,8 @@ def write_index(
     ``dense_engine``: ``hnsw`` builds the HNSW graph dense candidates come from
     (``aisle_server.hnsw``), ``exact`` none (every request scans every item, or IVF with ``ann``);
     ``auto``: the graph from ``HNSW_MIN_ITEMS`` to ``HNSW_MAX_ITEMS`` items, where ``ann=auto``
-    then builds no IVF (the graph answers instead).
+    then builds no IVF (the graph answers instead). ``hnsw_ef_search``: the graph's search breadth,
+    saved with it (None: ``aisle_server.hnsw.DEFAULT_EF_SEARCH``).
     """
     repo = Path(repo)
     version = resolve_version(repo, version)  # "next": a new version directory, for a hot swap
@@ -142,7 +144,9 @@ def write_index(
         manifest=manifest,
         lexical=lexical,
         ann=AnnIndex.build(embeddings, kind=ann_kind, nprobe=ann_nprobe, refine=ann_refine) if use_ann else None,
-        hnsw=HnswIndex.build(embeddings, progress=progress) if use_hnsw else None,
+        hnsw=HnswIndex.build(embeddings, ef_search=hnsw_ef_search or DEFAULT_EF_SEARCH, progress=progress)
+        if use_hnsw
+        else None,
     )
     path = save_version(index, repo, version)
     if server is not None:
