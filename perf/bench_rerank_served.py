@@ -485,21 +485,23 @@ def plot(results: dict, path: Path) -> Path:
     paths = list(results["served"][towers[0]])
     fig, (ax, busy) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(paths)
-    for j, name in enumerate(paths):
-        values = [results["served"][t][name].get("busy_ms_per_request", {}).get("rerank", 0.0) for t in towers]
-        busy.bar([i + j * width for i in range(len(towers))], values, width, label=name)
+
+    def bars(axis: Any, value_of: Any) -> None:
+        """One bar per (tower, path), the paths side by side within each tower's group."""
+        for j, name in enumerate(paths):
+            values = [value_of(results["served"][t][name]) for t in towers]
+            axis.bar([i + j * width for i in range(len(towers))], values, width, label=name)
+        axis.set_xticks([i + width / 2 for i in range(len(towers))], towers)
+
+    bars(busy, lambda row: row.get("busy_ms_per_request", {}).get("rerank", 0.0))
     busy.axhline(RERANK_BUSY_TARGET_MS, color="k", linestyle="dashed")
-    busy.set_xticks([i + width / 2 for i in range(len(towers))], towers)
     busy.set_ylabel("rerank busy ms / request (median of rounds)")
     busy.set_title("rerank's busy time (dashed: issue #26 target)")
-    for j, name in enumerate(paths):
-        values = [results["served"][t][name]["requests_per_s"] for t in towers]
-        ax.bar([i + j * width for i in range(len(towers))], values, width, label=name)
+    bars(ax, lambda row: row["requests_per_s"])
     for i, tower in enumerate(towers):
         if tower in TARGETS and results["items"] == CATALOG_ITEMS:
             factor, before = TARGETS[tower]
             ax.hlines(factor * before, i - width / 2, i + width * 1.5, colors="k", linestyles="dashed")
-    ax.set_xticks([i + width / 2 for i in range(len(towers))], towers)
     ax.set_ylabel("recommend searches / s (concurrency 16)")
     if results.get("fastapi"):
         ax.axhline(results["fastapi"]["requests_per_s"], color="r", linestyle="dotted", label=FASTAPI)
