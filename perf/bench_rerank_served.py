@@ -26,12 +26,15 @@ The FastAPI side by side at catalog scale (``make bench`` runs it too, ``perf.be
 grows the catalog to N items (:mod:`perf.lib.proxy_catalog`; the added rows embedded by the item tower,
 cached under ``build/bench_catalog``; the proxy catalog as is, 27,554 items, is what the "before"
 figures of TARGETS were served over) and
-``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
+``--derived-vectors`` derives the added rows' vectors from their source rows instead of embedding
+them (``proxy_catalog.derived_vectors``: how a run over 1,000,000 items is built here, where embedding
+~970,000 titles would take hours); over 1,000,000 items, issue #26 bounds ``rerank``'s busy time at
+5 ms per request. ``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
 tower and index vectors) in the same rounds, driven by the same Python load generator over HTTP.
 
     .venv/bin/python -m perf.bench_rerank_served --towers build/model_repository \
         [--static build/students/static] [--int8] [--no-exact] [--baseline-code DIR] [--quality] \
-        [--items 55108 --fastapi --name NAME] [--rounds 2] [--seconds 15]
+        [--items 55108 --fastapi --name NAME] [--items 1000000 --derived-vectors] [--rounds 2] [--seconds 15]
 
 Writes ``perf/results/bench_rerank_served.{md,json,png}`` (``--name``: another file name).
 """
@@ -74,8 +77,14 @@ FASTAPI_TARGET = 5.0
 #: issue #26's targets for the engines: × the req/s each tower served before them (perf/results/bench_distill.md)
 TARGETS = {STATIC: (3.0, 98.7), TEACHER: (1.5, 84.0)}
 #: Issue #26: ``rerank``'s busy time per request, p50, at 27,554 items (14–15 ms before the engines,
-#: perf/results/bench_distill.md), read as the median of the rounds' windows.
+#: perf/results/bench_distill.md), read as the median of the rounds' windows; at 1M items, 5 ms.
 RERANK_BUSY_TARGET_MS = 2.0
+RERANK_BUSY_TARGET_1M_MS, MILLION = 5.0, 1_000_000
+
+
+def rerank_busy_target(items: int) -> float | None:
+    """Issue #26's bound on ``rerank``'s busy ms per request over a catalog of ``items`` (None: it sets none)."""
+    return {CATALOG_ITEMS: RERANK_BUSY_TARGET_MS, MILLION: RERANK_BUSY_TARGET_1M_MS}.get(items)
 
 
 def set_mode(repo: Path, exact: str) -> None:
@@ -354,8 +363,9 @@ def targets(served_rows: dict, baseline: dict | None, items: int) -> list[dict]:
             )
             if exact in served_rows[tower]:
                 out[-1]["ratio_to_exact_same_run"] = round(value / served_rows[tower][exact]["requests_per_s"], 2)
+    bound = rerank_busy_target(items)
     for tower, rows in served_rows.items():
-        if items != CATALOG_ITEMS or "busy_ms" not in rows[engines]["runs"][0]:
+        if bound is None or "busy_ms" not in rows[engines]["runs"][0]:
             continue
         busy = [run["busy_ms"]["rerank"] for run in rows[engines]["runs"]]
         cpu = rows[engines]["hops"]["stages"]["rerank"]["cpu_ms"] if "hops" in rows[engines] else None
@@ -364,8 +374,8 @@ def targets(served_rows: dict, baseline: dict | None, items: int) -> list[dict]:
                 "what": f"{tower}, rerank busy ms per request at concurrency {CONCURRENCY}, top-k engines "
                 f"(rounds {min(busy):.2f}–{max(busy):.2f}; rerank's own CPU {cpu} ms per request)",
                 "value": round(statistics.median(busy), 2),
-                "target": f"≤ {RERANK_BUSY_TARGET_MS} ms",
-                "met": statistics.median(busy) <= RERANK_BUSY_TARGET_MS,
+                "target": f"≤ {bound} ms at {items:,} items",
+                "met": statistics.median(busy) <= bound,
             }
         )
     return out
@@ -494,7 +504,9 @@ def plot(results: dict, path: Path) -> Path:
         axis.set_xticks([i + width / 2 for i in range(len(towers))], towers)
 
     bars(busy, lambda row: row.get("busy_ms_per_request", {}).get("rerank", 0.0))
-    busy.axhline(RERANK_BUSY_TARGET_MS, color="k", linestyle="dashed")
+    bound = rerank_busy_target(results["items"])
+    if bound is not None:
+        busy.axhline(bound, color="k", linestyle="dashed")
     busy.set_ylabel("rerank busy ms / request (median of rounds)")
     busy.set_title("rerank's busy time (dashed: issue #26 target)")
     bars(ax, lambda row: row["requests_per_s"])
@@ -518,6 +530,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--items", type=int, default=0, help="grow the catalog to this many items (perf.lib.proxy_catalog.grow_catalog)"
     )
+    parser.add_argument(
+        "--derived-vectors",
+        action="store_true",
+        help="with --items: the added rows' vectors derived from their source rows, not embedded "
+        "(perf.lib.proxy_catalog.derived_vectors; for 1M items)",
+    )
     parser.add_argument("--fastapi", action="store_true", help="serve the FastAPI baseline in the same rounds")
     parser.add_argument("--int8", action="store_true", help="also serve the teacher's CPU INT8 graph")
     parser.add_argument("--no-exact", action="store_true", help="serve the top-k engines only, not exact_retrieval")
@@ -537,7 +555,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     repo, proxy, items, _ = build_repository(
-        args.towers, args.workdir / "model_repository", args.items, args.embeddings
+        args.towers, args.workdir / "model_repository", args.items, args.embeddings, derive=args.derived_vectors
     )
     queries = list(proxy)
     graphs = query_graphs(repo, args.static, args.workdir / "teacher_query_encoder", args.int8)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +36,8 @@ VECTOR_CACHE = ROOT / "build" / "bench_catalog" / "vectors"
 EMBEDDINGS = ROOT / "build" / "search_eval" / "embeddings.npy"
 #: rows of ``embeddings`` re-embedded to check that they are the item tower's (cosine at least SAME)
 SAMPLE, SAME = 8, 0.999
+#: added rows embedded to measure how close a variant's vector sits to its source's (:func:`derived_vectors`)
+DERIVE_SAMPLE = 256
 NOTE = "the BigBasket proxy catalog and pack variants of its rows (perf.lib.proxy_catalog.grow_catalog)"
 
 
@@ -111,6 +114,36 @@ def catalog_vectors(
     return np.concatenate([head, rest.astype(np.float32)]), kept
 
 
+def derived_vectors(
+    embed: Callable[[list[str]], np.ndarray],
+    head: np.ndarray,
+    texts: list[str],
+    sample: int = DERIVE_SAMPLE,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """Vectors of ``texts`` — the catalog :func:`grow_catalog` wrote, ``head`` its first rows' vectors —
+    with the added rows not embedded: each is its source row's vector turned by a random direction
+    to the median cosine between a source and its variant, measured on ``sample`` added rows
+    embedded by ``embed`` (the item tower). (The vectors, that cosine.)
+
+    For catalogs whose added rows would take hours to embed here (1M items: ~970,000 titles); the
+    grown rows then sit as close to their source as a real variant's embedding does, so the graph
+    or IVF walks a neighbourhood of the same density."""
+    from perf.lib.synthetic_catalog import turned
+
+    rows, added = len(head), len(texts) - len(head)
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(added, min(sample, added), replace=False))
+    real = embed([texts[rows + i] for i in picks])
+    cosine = float(np.median(np.sum(real * head[picks % rows], axis=1)))
+    out = np.empty((len(texts), head.shape[1]), dtype=np.float32)
+    out[:rows] = head
+    for start in range(0, added, rows):
+        stop = min(added, start + rows)
+        out[rows + start : rows + stop] = turned(head[np.arange(start, stop) % rows], cosine, rng)
+    return out, cosine
+
+
 def build_repository(
     towers: Path,
     repo: Path,
@@ -118,12 +151,16 @@ def build_repository(
     embeddings: Path | None = EMBEDDINGS,
     cache: Path = VECTOR_CACHE,
     progress: bool = False,
+    derive: bool = False,
 ) -> Served:
     """``towers``' exported models with this checkout's template (configs, adapters) in ``repo``, and
     the proxy catalog — grown to ``items`` by :func:`grow_catalog` when more than it holds — indexed
-    with the graph engine."""
+    with the dense engine ``aisle index`` chooses for its size (the graph up to
+    ``HNSW_MAX_ITEMS``, IVF above). ``derive``: the added rows' vectors from
+    :func:`derived_vectors`, not embedded."""
     from aisle_export.build.repository import copy_template
     from aisle_export.data.catalog import read_catalog
+    from aisle_export.distill.gate import onnx_vectors
     from aisle_export.index.writing import write_index
     from aisle_export.judge.search import write_proxy_catalog
 
@@ -139,6 +176,12 @@ def build_repository(
     if items > proxy_rows:
         catalog_csv = grow_catalog(catalog_csv, items, repo.parent / f"bigbasket_catalog_{items}.csv")
     catalog = read_catalog(catalog_csv)
-    vectors, _ = catalog_vectors(repo / "item_encoder" / "1", catalog.texts(), embeddings, proxy_rows, cache)
-    write_index(catalog, repo, source=catalog_csv, progress=progress, embeddings=vectors, dense_engine="hnsw")
+    texts, tower = catalog.texts(), repo / "item_encoder" / "1"
+    if derive and len(texts) > proxy_rows:
+        head, _ = catalog_vectors(tower, texts[:proxy_rows], embeddings, proxy_rows, cache)
+        vectors, cosine = derived_vectors(lambda sample: onnx_vectors(tower, sample), head, texts)
+        print(f"added rows' vectors derived at cosine {cosine:.4f} to their source rows", flush=True)
+    else:
+        vectors, _ = catalog_vectors(tower, texts, embeddings, proxy_rows, cache)
+    write_index(catalog, repo, source=catalog_csv, progress=progress, embeddings=vectors)
     return Served(repo, queries, len(vectors), catalog_csv)

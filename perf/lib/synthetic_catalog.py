@@ -102,8 +102,13 @@ def query_like(vectors: np.ndarray, count: int, cosine: float, seed: int = 1) ->
     rng = np.random.default_rng(seed)
     items = np.asarray(vectors[np.sort(rng.integers(0, len(vectors), count))], dtype=np.float32)
     items /= np.linalg.norm(items, axis=1, keepdims=True)
-    noise = rng.standard_normal(items.shape, dtype=np.float32)
-    noise -= np.sum(noise * items, axis=1, keepdims=True) * items  # orthogonal to its item
+    return turned(items, cosine, rng)
+
+
+def turned(rows: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """Each of ``rows`` (unit vectors) turned in a random direction, to ``cosine`` from where it was."""
+    noise = rng.standard_normal(rows.shape, dtype=np.float32)
+    noise -= np.sum(noise * rows, axis=1, keepdims=True) * rows  # orthogonal to its row
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    queries = cosine * items + np.sqrt(1 - cosine**2) * noise
-    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    out = cosine * rows + np.sqrt(max(0.0, 1 - cosine**2)) * noise
+    return out / np.linalg.norm(out, axis=1, keepdims=True)

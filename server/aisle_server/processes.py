@@ -4,7 +4,7 @@
 tritonserver leaves behind; the test session uses :func:`processes_with_env` to fail when anything
 it started is still alive at its end; ``TritonServer`` and ``RedisServer`` start their process
 through :func:`ends_with_this_process`, so that a killed owner (``kill -9``, a CI timeout) does not
-leave a server running.
+leave a server running. The encoder models lower their own CPU priority with :func:`lower_priority`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,26 @@ def ends_with_this_process(cmd: list[str]) -> list[str]:
     if setpriv is None or threading.current_thread() is not threading.main_thread():
         return cmd
     return [setpriv, "--pdeathsig", "TERM", *cmd]
+
+
+def lower_priority(increment: int) -> int:
+    """Raise the niceness of every thread of this process by ``increment`` (0: leave it); the new
+    niceness of the calling thread.
+
+    Linux keeps a niceness per thread, and a thread inherits its creator's: each running thread is
+    set, so the threads started later (ONNX Runtime's) inherit it too. Raising niceness needs no
+    privilege; lowering it does, so ``increment`` must be ≥ 0.
+    """
+    if increment < 0:
+        raise ValueError(f"increment must be >= 0 (lowering niceness needs CAP_SYS_NICE), got {increment}")
+    if increment:
+        for task in os.listdir("/proc/self/task"):
+            try:
+                now = os.getpriority(os.PRIO_PROCESS, int(task))
+                os.setpriority(os.PRIO_PROCESS, int(task), min(now + increment, 19))
+            except ProcessLookupError:
+                continue  # the thread ended while we looked
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def process_group_members(pgid: int) -> list[int]:

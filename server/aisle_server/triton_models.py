@@ -35,6 +35,7 @@ from .index import INDEX_DIRNAME, CatalogIndex, rerank_versions
 from .learned import LEARNED_DIRNAME, attach_learned
 from .live_catalog import CatalogChanges, CatalogWriter, LiveCatalog
 from .metrics import CatalogOverlay, EventCounts, StateLookups, TritonMetrics, reject_reason, request_rows
+from .processes import lower_priority
 from .ranking import RankRequest, rank_groups
 from .rerank_io import KNOB_NAMES, pack_results, parse_requests
 from .rule_store import LiveRules, RuleAdmin, RuleStore
@@ -108,9 +109,12 @@ class EncoderModel(_Model):
     """input_ids, attention_mask → embedding, one ONNX Runtime call per dynamic batch.
 
     The empty text (a feed call's missing query) is answered from memory (``EmptyTextMemo``).
+    Parameter ``nice``: how much to lower this instance's CPU priority (``lower_priority``), so
+    that the short stages sharing its cores (tokenizer, rerank) are not kept waiting behind it.
     """
 
     def setup(self) -> None:
+        lower_priority(int(self.parameters.get("nice", "0")))
         path = os.path.join(self.directory, self.parameters.get("onnx_file", "model.onnx"))
         encoder = OnnxEncoder(path, intra_op_threads=int(self.parameters.get("intra_op_threads", "0")))
         self.encoder = encoder

@@ -77,3 +77,26 @@ def test_category_shoppers_browse_one_category_in_time_order():
     assert all(5 <= len(f["history_ids"]) <= 20 for f in feeds)
     with pytest.raises(ValueError, match="no items"):
         inputs.category_histories([], [])
+
+
+def test_derived_vectors_sit_at_the_measured_cosine_to_their_source_rows():
+    from perf.lib.synthetic_catalog import turned
+
+    rng = np.random.default_rng(3)
+    head = rng.standard_normal((5, 32)).astype(np.float32)
+    head /= np.linalg.norm(head, axis=1, keepdims=True)
+    texts = [f"item {i}" for i in range(5)] + [f"item {i % 5} - Pack of 2 #{i}" for i in range(12)]
+    source = {text: i % 5 for i, text in enumerate(texts[5:])}  # what grow_catalog's rows come from
+    seen: list[str] = []
+
+    def embed(sample: list[str]) -> np.ndarray:  # the item tower's stand-in: variants at cosine 0.9
+        seen.extend(sample)
+        return turned(head[[source[t] for t in sample]], 0.9, np.random.default_rng(0))
+
+    vectors, cosine = proxy_catalog.derived_vectors(embed, head, texts, sample=4)
+    assert len(seen) == 4 and set(seen) <= set(texts[5:])  # only a sample of the added rows embedded
+    assert cosine == pytest.approx(0.9, abs=1e-5)
+    assert vectors.shape == (17, 32) and np.array_equal(vectors[:5], head)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.sum(vectors[5:] * head[np.arange(12) % 5], axis=1), 0.9, atol=1e-5)
+    assert not np.allclose(vectors[5], vectors[10])  # same source, different directions

@@ -74,6 +74,10 @@ MAX_BATCH_SIZE = MAX_BATCH
 CONFIG_VARIANTS = ("onnxruntime", "tensorrt", "int8")
 #: ``aisle export --precision int8`` writes this beside model.onnx (see aisle_export.build.quantize)
 INT8_ONNX_FILE = "model.int8.onnx"
+# How much the Python-backend encoder instances lower their CPU priority
+# (aisle_server.processes.lower_priority): 19, the most, measured against 0 and 10 at concurrency 16
+# (docs/results.md, "rerank within 2 ms served").
+ENCODER_NICE = 19
 
 STRING, INT32, INT64, FP32, FP64 = mc.TYPE_STRING, mc.TYPE_INT32, mc.TYPE_INT64, mc.TYPE_FP32, mc.TYPE_FP64
 _KNOB_TYPES = {"FP32": FP32, "FP64": FP64, "INT32": INT32, "BOOL": mc.TYPE_BOOL, "BYTES": STRING}
@@ -134,9 +138,13 @@ def encoder_config(
         # the pool's threads contend with the tokenizer and rerank for the same cores, and the two
         # instances won on throughput for FP32 and INT8 alike (figures: docs/results.md,
         # "Benchmarks"; perf/results/bench_report.md). Scale `count` with the cores.
+        # `nice`: the instances run at the lowest CPU priority, so that the short stages sharing
+        # their cores (tokenizer, rerank) run first instead of queueing behind a long encoder batch
+        # (docs/model-configuration.md).
         config.backend = "python"
         config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=2))
-        _parameters(config, {"onnx_file": INT8_ONNX_FILE if variant else "model.onnx", "intra_op_threads": 1})
+        onnx_file = INT8_ONNX_FILE if variant else "model.onnx"
+        _parameters(config, {"onnx_file": onnx_file, "intra_op_threads": 1, "nice": ENCODER_NICE})
     elif variant == "onnxruntime":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"
