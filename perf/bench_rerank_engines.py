@@ -49,7 +49,7 @@ from aisle_server.lexical import LexicalIndex
 from aisle_server.ranking import RankRequest, allowed_mask, dense_scored, rank_many
 from perf.bench_rerank_profile import BATCHES, SCENARIOS, bigbasket_index, requests_for
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, save_figure, write_report
-from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, query_like, synthetic
+from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, query_like, synthetic, title_queries
 from perf.lib.timing import percentile
 
 REPO = ROOT / "build" / "model_repository"
@@ -317,8 +317,7 @@ def synthetic_catalog(
     fields = item_fields(items)
     print(f"synthetic catalog: BM25 over {items:,} titles …", flush=True)
     index = catalog_index(vectors, fields, ann=ann, hnsw=graph if use_hnsw_for(items, "auto") else None)
-    rng = np.random.default_rng(5)
-    words = [" ".join(title.split()[:3]) for title in fields["titles"][rng.integers(0, items, 400)].tolist()]
+    words = title_queries(fields["titles"])
     return index, words, graph, {"paths": nprobes, "nlist": nlist, "calibration": calibration}
 
 

@@ -41,7 +41,7 @@ from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.index import CatalogIndex
 from aisle_server.ranking import RankRequest, rank_many
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, save_figure, write_report
-from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic
+from perf.lib.synthetic_catalog import catalog_index, item_fields, queries_for, synthetic, title_queries
 from perf.lib.timing import percentile
 
 SCENARIOS = ("search", "feed", "search + history", "cold")
@@ -72,8 +72,7 @@ def synthetic_index(items: int, dim: int = 384) -> tuple[CatalogIndex, list[str]
         print("synthetic catalog: faiss IVF …", flush=True)
         ann = AnnIndex.build(vectors)
     index = catalog_index(vectors, fields, ann=ann)
-    rng = np.random.default_rng(5)
-    words = [" ".join(title.split()[:3]) for title in fields["titles"][rng.integers(0, items, 400)].tolist()]
+    words = title_queries(fields["titles"])
     return index, words
 
 

@@ -25,16 +25,18 @@ retention and issue #26's bound (within 0.5% of 0.642) — the figures a default
 The FastAPI side by side at catalog scale (``make bench`` runs it too, ``perf.bench``): ``--items N``
 grows the catalog to N items (:mod:`perf.lib.proxy_catalog`; the added rows embedded by the item tower,
 cached under ``build/bench_catalog``; the proxy catalog as is, 27,554 items, is what the "before"
-figures of TARGETS were served over) and
-``--derived-vectors`` derives the added rows' vectors from their source rows instead of embedding
+figures of TARGETS were served over) and ``--derived-vectors`` derives the added rows' vectors from their source rows instead of embedding
 them (``proxy_catalog.derived_vectors``: how a run over 1,000,000 items is built here, where embedding
 ~970,000 titles would take hours); over 1,000,000 items, issue #26 bounds ``rerank``'s busy time at
-5 ms per request. ``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
+5 ms per request. ``--synthetic-items N`` serves the synthetic catalog of ``perf.lib.synthetic_catalog``
+instead (what issue #26's in-process figures at 1M items use; no relevant items, so no quality).
+``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
 tower and index vectors) in the same rounds, driven by the same Python load generator over HTTP.
 
     .venv/bin/python -m perf.bench_rerank_served --towers build/model_repository \
         [--static build/students/static] [--int8] [--no-exact] [--baseline-code DIR] [--quality] \
-        [--items 55108 --fastapi --name NAME] [--items 1000000 --derived-vectors] [--rounds 2] [--seconds 15]
+        [--items 55108 --fastapi --name NAME] [--items 1000000 --derived-vectors | --synthetic-items 1000000] \
+        [--rounds 2] [--seconds 15]
 
 Writes ``perf/results/bench_rerank_served.{md,json,png}`` (``--name``: another file name).
 """
@@ -56,7 +58,7 @@ from aisle_export.build.repository import serve_onnx_file
 from perf.lib import loadgen, procstats, triton_stats
 from perf.lib.proxy_catalog import NOTE as CATALOG_NOTE
 from perf.lib.proxy_catalog import PROXY_ITEMS as CATALOG_ITEMS
-from perf.lib.proxy_catalog import build_repository
+from perf.lib.proxy_catalog import build_repository, build_synthetic_repository
 from perf.lib.run_info import RESULTS, ROOT, command_line, machine, save_figure, write_report
 
 if TYPE_CHECKING:
@@ -80,6 +82,9 @@ TARGETS = {STATIC: (3.0, 98.7), TEACHER: (1.5, 84.0)}
 #: perf/results/bench_distill.md), read as the median of the rounds' windows; at 1M items, 5 ms.
 RERANK_BUSY_TARGET_MS = 2.0
 RERANK_BUSY_TARGET_1M_MS, MILLION = 5.0, 1_000_000
+SYNTHETIC_NOTE = (
+    "perf.lib.synthetic_catalog: clustered vectors, 6–10 `wordN` titles, 500 categories; queries: three title words"
+)
 
 
 def rerank_busy_target(items: int) -> float | None:
@@ -386,11 +391,15 @@ def to_markdown(results: dict) -> str:
     compared = "this checkout's code against `--baseline-code`'s" if BASELINE_CODE in paths else "top-k engines"
     if list(MODES)[1] in paths:
         compared = "top-k engines against today's exact path"
+    if results.get("synthetic"):
+        over, note = "a synthetic catalog", SYNTHETIC_NOTE
+    else:
+        over = "BigBasket"
+        note = "the BigBasket proxy catalog" if results["items"] == CATALOG_ITEMS else CATALOG_NOTE
     lines = [
-        f"# Served `recommend` search over BigBasket: {compared}",
+        f"# Served `recommend` search over {over}: {compared}",
         "",
-        f"Catalog: {results['items']:,} items"
-        + (" (the BigBasket proxy catalog)" if results["items"] == CATALOG_ITEMS else f" ({CATALOG_NOTE})")
+        f"Catalog: {results['items']:,} items ({note})"
         + f". Command: `{results['command']}`. Machine: {results['machine']}. Concurrency {CONCURRENCY}, "
         f"{results['seconds']} s windows, {results['rounds']} alternating rounds (medians; the 1-minute load "
         "average at the start and end of each window in the last column). × ref: against the tower's last "
@@ -517,7 +526,8 @@ def plot(results: dict, path: Path) -> Path:
     ax.set_ylabel("recommend searches / s (concurrency 16)")
     if results.get("fastapi"):
         ax.axhline(results["fastapi"]["requests_per_s"], color="r", linestyle="dotted", label=FASTAPI)
-    ax.set_title(f"BigBasket, {results['items']:,} items (dashed: issue #26 target)")
+    over = "synthetic" if results.get("synthetic") else "BigBasket"
+    ax.set_title(f"{over}, {results['items']:,} items (dashed: issue #26 target)")
     ax.legend(fontsize=8)
     return save_figure(fig, path, dpi=120)
 
@@ -529,6 +539,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--static", type=Path, help="a static student (`aisle distill --student static --out`)")
     parser.add_argument(
         "--items", type=int, default=0, help="grow the catalog to this many items (perf.lib.proxy_catalog.grow_catalog)"
+    )
+    parser.add_argument(
+        "--synthetic-items",
+        type=int,
+        default=0,
+        help="serve a synthetic catalog of this many items instead (perf.lib.synthetic_catalog; timing only)",
     )
     parser.add_argument(
         "--derived-vectors",
@@ -554,9 +570,14 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    repo, proxy, items, _ = build_repository(
-        args.towers, args.workdir / "model_repository", args.items, args.embeddings, derive=args.derived_vectors
-    )
+    if args.synthetic_items:
+        repo, proxy, items, _ = build_synthetic_repository(
+            args.towers, args.workdir / "model_repository", args.synthetic_items
+        )
+    else:
+        repo, proxy, items, _ = build_repository(
+            args.towers, args.workdir / "model_repository", args.items, args.embeddings, derive=args.derived_vectors
+        )
     queries = list(proxy)
     graphs = query_graphs(repo, args.static, args.workdir / "teacher_query_encoder", args.int8)
     scored = quality(repo, graphs, args.embeddings, args.workdir) if args.quality else None
@@ -565,6 +586,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "command": command_line("perf.bench_rerank_served", sys.argv[1:] if argv is None else argv),
         "items": items,
+        "synthetic": bool(args.synthetic_items),
         "seconds": args.seconds,
         "rounds": args.rounds,
         "served": rows,

@@ -1,4 +1,5 @@
-"""A served repository over the BigBasket search proxy's catalog, grown to a catalog of any size.
+"""A served repository over the BigBasket search proxy's catalog, grown to a catalog of any size (or
+over a synthetic catalog: :func:`build_synthetic_repository`).
 
 The product catalog at ``../shared/data/bigbasket`` (never copied into the project) holds 27,554
 searchable items; the benchmarks that compare Aisle with another system at shop scale need more.
@@ -144,6 +145,37 @@ def derived_vectors(
     return out, cosine
 
 
+def with_template(towers: Path, repo: Path) -> Path:
+    """``repo``, afresh: ``towers``' exported models (no index) with this checkout's template (configs, adapters)."""
+    from aisle_export.build.repository import copy_template
+
+    repo = Path(repo)
+    if repo.exists():
+        shutil.rmtree(repo)
+    shutil.copytree(towers, repo, ignore=shutil.ignore_patterns("__pycache__", "index", ".*"))
+    copy_template(repo)
+    return repo
+
+
+def build_synthetic_repository(towers: Path, repo: Path, items: int) -> Served:
+    """``towers``' exported models with this checkout's template in ``repo`` and a synthetic catalog of
+    ``items`` (``perf.lib.synthetic_catalog``: clustered vectors, ``wordN`` titles, 500 categories)
+    indexed as ``aisle index`` indexes a catalog of that size; its queries are title words (no
+    relevant items: for timing only)."""
+    from aisle_export.data.catalog import read_catalog
+    from aisle_export.distill.gate import onnx_vectors
+    from aisle_export.index.writing import write_index
+    from perf.lib.synthetic_catalog import item_fields, synthetic, title_queries, write_catalog
+
+    repo = with_template(towers, repo)
+    fields = item_fields(items)
+    catalog_csv = write_catalog(fields, repo.parent / f"synthetic_catalog_{items}.csv")
+    dim = onnx_vectors(repo / "item_encoder" / "1", [fields["titles"][0]]).shape[1]  # the towers' width
+    vectors = synthetic(items, dim, clusters=max(16, items // 1000))
+    write_index(read_catalog(catalog_csv), repo, source=catalog_csv, progress=True, embeddings=vectors)
+    return Served(repo, {text: [] for text in title_queries(fields["titles"])}, items, catalog_csv)
+
+
 def build_repository(
     towers: Path,
     repo: Path,
@@ -158,7 +190,6 @@ def build_repository(
     with the dense engine ``aisle index`` chooses for its size (the graph up to
     ``HNSW_MAX_ITEMS``, IVF above). ``derive``: the added rows' vectors from
     :func:`derived_vectors`, not embedded."""
-    from aisle_export.build.repository import copy_template
     from aisle_export.data.catalog import read_catalog
     from aisle_export.distill.gate import onnx_vectors
     from aisle_export.index.writing import write_index
@@ -166,11 +197,7 @@ def build_repository(
 
     if not PRODUCTS.is_file():
         raise FileNotFoundError(f"{PRODUCTS}: the BigBasket product list is not on this machine")
-    repo = Path(repo)
-    if repo.exists():
-        shutil.rmtree(repo)
-    shutil.copytree(towers, repo, ignore=shutil.ignore_patterns("__pycache__", "index", ".*"))
-    copy_template(repo)
+    repo = with_template(towers, repo)
     catalog_csv, queries = write_proxy_catalog(PRODUCTS, repo.parent / "bigbasket_catalog.csv")
     proxy_rows = len(read_catalog(catalog_csv).titles)
     if items > proxy_rows:

@@ -3,7 +3,8 @@
 - :func:`synthetic` / :func:`write_vectors`: clustered, L2-normalized vectors (in memory, or written
   to a ``.npy`` in chunks so a 10M-item catalog never sits in RAM); clusters overlap;
 - :func:`item_fields`: ``sku-`` ids, 6–10-word titles over a 5,000-word vocabulary, 500 categories,
-  times, a heavy-tailed popularity, 5% out of stock;
+  times, a heavy-tailed popularity, 5% out of stock; :func:`write_catalog` writes them as the
+  catalog CSV ``aisle index`` reads, :func:`title_queries` gives search texts over them;
 - :func:`queries_for`: queries that mix three catalog items, so they fall between clusters;
 - :func:`query_like`: one item moved off the catalog, as far as a text query sits from its best item.
 """
@@ -65,6 +66,26 @@ def item_fields(items: int, seed: int = 2) -> dict[str, np.ndarray]:
         "popularity": rng.pareto(1.5, items),
         "in_stock": rng.random(items) > 0.05,
     }
+
+
+def write_catalog(fields: dict[str, np.ndarray], path: Path) -> Path:
+    """``fields`` (:func:`item_fields`) as a catalog CSV ``aisle index`` reads (``aisle_export.data.catalog``)."""
+    import csv
+
+    columns = ("item_ids", "titles", "categories", "created_at", "popularity", "in_stock")
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["item_id", "title", "category", "created_at", "popularity", "in_stock"])
+        for start in range(0, len(fields["item_ids"]), CHUNK):
+            chunk = [fields[name][start : start + CHUNK].tolist() for name in columns]
+            writer.writerows(zip(*chunk))
+    return path
+
+
+def title_queries(titles: np.ndarray, count: int = 400, seed: int = 5) -> list[str]:
+    """``count`` search texts: the first three words of random titles."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(title.split()[:3]) for title in titles[rng.integers(0, len(titles), count)].tolist()]
 
 
 def catalog_index(vectors: np.ndarray, fields: dict[str, np.ndarray], **engines: object) -> CatalogIndex:

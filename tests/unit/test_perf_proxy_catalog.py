@@ -100,3 +100,19 @@ def test_derived_vectors_sit_at_the_measured_cosine_to_their_source_rows():
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.sum(vectors[5:] * head[np.arange(12) % 5], axis=1), 0.9, atol=1e-5)
     assert not np.allclose(vectors[5], vectors[10])  # same source, different directions
+
+
+def test_a_synthetic_catalog_is_written_as_a_catalog_aisle_index_reads(tmp_path):
+    from aisle_export.data.catalog import read_catalog
+    from perf.lib.synthetic_catalog import item_fields, title_queries, write_catalog
+
+    fields = item_fields(300)
+    catalog = read_catalog(write_catalog(fields, tmp_path / "synthetic.csv"))
+    assert list(catalog.item_ids) == fields["item_ids"].tolist() and list(catalog.titles) == fields["titles"].tolist()
+    assert list(catalog.categories) == fields["categories"].tolist()
+    np.testing.assert_array_equal(catalog.in_stock, fields["in_stock"])
+    np.testing.assert_allclose(catalog.created_at, fields["created_at"])
+    np.testing.assert_allclose(catalog.popularity, fields["popularity"], rtol=1e-6)
+    queries = title_queries(fields["titles"], count=20)
+    assert len(queries) == 20 and all(len(q.split()) == 3 for q in queries)
+    assert all(any(str(title).startswith(q + " ") for title in catalog.titles) for q in queries)

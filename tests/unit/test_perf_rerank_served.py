@@ -60,7 +60,7 @@ def test_the_hop_table_has_a_row_per_tower_and_path_with_every_stage():
     assert bench.median_hops([hops, {**hops, "ensemble_overhead_ms": 0.75}, hops])["ensemble_overhead_ms"] == 0.25
 
 
-def test_rerank_busy_target_is_the_median_of_the_rounds_on_the_proxy_catalog_only(tmp_path):
+def test_rerank_busy_target_is_the_median_of_the_rounds_on_the_proxy_catalog_and_at_1m_only(tmp_path):
     engines = next(iter(bench.MODES))
     stage = {"compute_ms": 1.0, "queue_ms": 2.0, "latency_ms": 3.0, "cpu_ms": 1.2, "avg_batch": 6.0}
 
@@ -73,6 +73,9 @@ def test_rerank_busy_target_is_the_median_of_the_rounds_on_the_proxy_catalog_onl
     assert [(t["value"], t["met"]) for t in busy] == [(1.9, True), (2.5, False)]
     assert "rounds 1.70–2.40" in busy[0]["what"] and "1.2 ms" in busy[0]["what"]
     assert not [t for t in bench.targets(served, None, 55_108) if "rerank busy" in t["what"]]
+    at_1m = [t for t in bench.targets(served, None, bench.MILLION) if "rerank busy" in t["what"]]
+    assert [(t["value"], t["met"]) for t in at_1m] == [(1.9, True), (2.5, True)]  # the 1M bound is 5 ms
+    assert "1,000,000 items" in at_1m[0]["target"]
     results = {"served": served, "items": bench.CATALOG_ITEMS, "fastapi": None}
     for rows in served.values():
         rows[engines]["busy_ms_per_request"] = {"rerank": 1.9}
