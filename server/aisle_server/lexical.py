@@ -152,9 +152,7 @@ class LexicalIndex:
         if len(ids) == 1:  # a term's postings: its items, ascending, once each
             rows, sums = docs, values
         else:
-            rows = np.unique(docs)
-            sums = np.zeros(len(rows), dtype=np.float32)
-            np.add.at(sums, np.searchsorted(rows, docs), values)
+            rows, sums = _merged_postings(docs, values)
         top = float(sums.max())
         if top <= 0:
             return None
@@ -168,3 +166,21 @@ class LexicalIndex:
         raw = np.asarray(self.retriever.get_scores(tokens), dtype=np.float32)  # type: ignore[attr-defined]  # bm25s ships no type hints
         top = float(raw.max())
         return raw / top if top > 0 else None
+
+
+def _merged_postings(docs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each item once, ascending; the float32 sum of its values), from several terms' postings
+    concatenated in term order (``docs``: each term's items ascending).
+
+    A stable sort of ascending runs is a merge (timsort: O(P log terms), not O(P log P)), and it
+    keeps each item's values in term order, so adding them in sorted order sums them as ``bm25s``
+    does, bitwise."""
+    order = np.argsort(docs, kind="stable")
+    docs = docs[order]
+    first = np.empty(len(docs), dtype=bool)
+    first[0] = True
+    np.not_equal(docs[1:], docs[:-1], out=first[1:])
+    position = np.cumsum(first) - 1  # each posting's item, counted from 0 in ascending order
+    sums = np.zeros(int(position[-1]) + 1, dtype=np.float32)
+    np.add.at(sums, position, values[order])
+    return docs[first], sums

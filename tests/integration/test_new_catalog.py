@@ -94,7 +94,7 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
     assert "skipped 1 bad rows" in lenient.stderr
     assert json.loads(lenient.stdout.strip().splitlines()[-1])["indexed"] == len(PRODUCTS)
     assert json.loads((repo / "rerank" / "1" / "index" / "ann.json").read_text()) == {
-        "kind": "ivf_flat",
+        "kind": "ivf_fp16",
         "nprobe": 3,
         "refine": 0,
     }

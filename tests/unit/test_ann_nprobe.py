@@ -1,4 +1,4 @@
-"""IVF-Flat's ``nprobe`` measured at build time: the ladder it tries, the choice from a recall
+"""IVF's ``nprobe`` (IVF-FP16, IVF-Flat) measured at build time: the ladder it tries, the choice from a recall
 curve, the exact top-k it is measured against, and the chosen value saved and loaded with the index."""
 
 from __future__ import annotations

@@ -279,3 +279,19 @@ def test_a_dynamic_batch_ranked_together_answers_each_request_as_alone(base):
         for alone, answer in zip(rank_many(base, group), answers, strict=True):
             assert answer.item_ids == alone.item_ids
             np.testing.assert_array_equal(answer.scores, alone.scores)
+
+
+def test_merged_postings_sum_each_item_in_term_order_bitwise():
+    from aisle_server.lexical import _merged_postings
+
+    rng = np.random.default_rng(4)
+    terms = [np.sort(rng.choice(5_000, size, replace=False)).astype(np.int32) for size in (900, 40, 2_500, 900)]
+    terms[3] = terms[0]  # a repeated query term: the same postings twice
+    values = [rng.random(len(t)).astype(np.float32) * 3 for t in terms]
+    rows, sums = _merged_postings(np.concatenate(terms), np.concatenate(values))
+    expected: dict[int, np.float32] = {}
+    for docs, vals in zip(terms, values):  # bm25s' order: term by term, each sum in float32
+        for doc, value in zip(docs.tolist(), vals):
+            expected[doc] = np.float32(expected.get(doc, np.float32(0)) + value)
+    assert rows.tolist() == sorted(expected)
+    assert sums.dtype == np.float32 and sums.tolist() == [expected[r] for r in rows.tolist()]

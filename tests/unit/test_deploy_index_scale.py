@@ -1,5 +1,5 @@
-"""The large-catalog index kinds of ``aisle_server.ann``: IVF-PQ with exact re-scoring, saved and
-loaded as IVF-Flat is (faiss's format + ann.json, no pickle), and old ann.json files still load."""
+"""The large-catalog index kinds of ``aisle_server.ann``: IVF-FP16 (the default), IVF-PQ with exact
+re-scoring, saved and loaded as IVF-Flat is (faiss's format + ann.json, no pickle), and old ann.json files still load."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from aisle_server.ann import ANN_META, DEFAULT_REFINE, AnnIndex, default_nlist, default_pq_m
+from aisle_server.ann import ANN_META, DEFAULT_KIND, DEFAULT_REFINE, AnnIndex, default_nlist, default_pq_m
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,28 @@ def test_ivf_pq_round_trip_rescoring_from_mapped_vectors(vectors, tmp_path):
 
 
 def test_ivf_flat_unchanged_and_old_metadata_loads(vectors, tmp_path):
-    built = AnnIndex.build(vectors, nprobe=8, nlist=64)
+    built = AnnIndex.build(vectors, nprobe=8, nlist=64, kind="ivf_flat")
     assert built.kind == "ivf_flat" and built.refine == 0
     built.save(tmp_path)
     (tmp_path / ANN_META).write_text('{"nprobe": 8}\n')  # written before kinds existed
     loaded = AnnIndex.load(tmp_path)
     assert loaded.kind == "ivf_flat" and loaded.nprobe == 8 and loaded.vectors is None
     np.testing.assert_array_equal(loaded.search(vectors[3], 10), built.search(vectors[3], 10))
+
+
+def test_ivf_fp16_is_the_default_finds_what_ivf_flat_finds_in_half_the_bytes(vectors, tmp_path):
+    fp16 = AnnIndex.build(vectors, nprobe=8, nlist=64)
+    flat = AnnIndex.build(vectors, nprobe=8, nlist=64, kind="ivf_flat")
+    assert fp16.kind == DEFAULT_KIND == "ivf_fp16" and fp16.refine == 0 and fp16.vectors is None
+    queries = vectors[np.random.default_rng(2).integers(0, len(vectors), 50)]
+    same = [len(set(fp16.search(q, 100).tolist()) & set(flat.search(q, 100).tolist())) / 100 for q in queries]
+    assert np.mean(same) >= 0.99  # the same lists probed; float16 rounding only moves the last ties
+    codes = vectors.nbytes
+    assert fp16.nbytes < 0.6 * codes < flat.nbytes
+    fp16.save(tmp_path)
+    loaded = AnnIndex.load(tmp_path)
+    assert loaded.kind == "ivf_fp16" and loaded.nprobe == 8
+    np.testing.assert_array_equal(loaded.search(vectors[3], 10), fp16.search(vectors[3], 10))
 
 
 def test_unknown_kind_is_refused(vectors):
@@ -78,11 +93,12 @@ def test_small_catalogs_get_a_clear_error_or_a_fitting_index(vectors):
 
 def test_filtered_search_returns_only_allowed_rows_best_first(vectors):
     pq = AnnIndex.build(vectors, kind="ivf_pq", nprobe=16, nlist=64)
-    flat = AnnIndex.build(vectors, nprobe=16, nlist=64)
+    flat = AnnIndex.build(vectors, nprobe=16, nlist=64, kind="ivf_flat")
+    fp16 = AnnIndex.build(vectors, nprobe=16, nlist=64)
     allowed = np.random.default_rng(1).random(len(vectors)) < 0.8
     query = vectors[7]
     exact_allowed = [r for r in np.argsort(-(vectors @ query)).tolist() if allowed[r]][:50]
-    for ann in (pq, flat):
+    for ann in (pq, flat, fp16):
         rows = ann.search(query, 50, allowed)
         assert allowed[rows].all() and len(rows) == 50, ann.kind
         assert len(set(rows.tolist()) & set(exact_allowed)) >= 40, ann.kind

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from aisle_export.cli.common import DEFAULT_REPO, Subparsers, event_weights, positive_int
+from aisle_server.ann import DEFAULT_KIND, KINDS
 
 # The toolchain is imported inside run(): numpy, faiss and onnxruntime must not load for `aisle --help`.
 
@@ -30,15 +31,16 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     p.add_argument(
         "--ann-kind",
-        choices=("ivf_flat", "ivf_pq"),
-        default="ivf_flat",
-        help="ivf_pq: product-quantized lists for 10M+ items (about 56 bytes per item in RAM)",
+        choices=KINDS,
+        default=DEFAULT_KIND,
+        help="ivf_fp16 (default): float16 lists, half ivf_flat's RAM and reads at the same recall; ivf_flat: "
+        "float32 lists; ivf_pq: product-quantized lists for 10M+ items (about 56 bytes per item in RAM)",
     )
     p.add_argument(
         "--ann-nprobe",
         type=positive_int,
         metavar="N",
-        help="IVF lists scanned per query; more = higher recall, slower (default: ivf_flat measures the fewest "
+        help="IVF lists scanned per query; more = higher recall, slower (default: ivf_fp16/ivf_flat measure the fewest "
         "reaching recall@200 0.99 on sample queries of the catalog; ivf_pq: lists / 32)",
     )
     p.add_argument(

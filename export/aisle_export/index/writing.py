@@ -25,7 +25,7 @@ from aisle_export.core.files import replace_directory, sha256_file
 from aisle_export.core.spaces import read_space
 from aisle_export.data.catalog import Catalog
 from aisle_export.index.remote import embed_remote
-from aisle_server.ann import EXACT_MAX_ITEMS, AnnIndex
+from aisle_server.ann import DEFAULT_KIND, EXACT_MAX_ITEMS, AnnIndex
 from aisle_server.attributes import Attributes
 from aisle_server.hnsw import DEFAULT_EF_SEARCH, HNSW_MAX_ITEMS, HNSW_MIN_ITEMS, HnswIndex
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex, TextColumn, rerank_versions
@@ -78,7 +78,7 @@ def write_index(
     checkpoint: Path | None = None,
     concurrency: int = 8,
     chunk_size: int = 4096,
-    ann_kind: str = "ivf_flat",
+    ann_kind: str = DEFAULT_KIND,
     ann_nprobe: int | None = None,
     ann_refine: int | None = None,
     embeddings: np.ndarray | None = None,
@@ -91,7 +91,7 @@ def write_index(
     With ``server`` (gRPC ``host:port`` of a running deployment) the item tower runs there, through
     ``embed_item``, resumably (:mod:`aisle_export.index.remote`; ``checkpoint`` defaults to
     ``rerank/<version>/.index.embed-checkpoint``, removed once the index is written).
-    ``ann_kind``: ``ivf_flat`` or ``ivf_pq`` (10M+ items; see ``aisle_server.ann``); ``ann_nprobe``
+    ``ann_kind``: ``ivf_fp16``, ``ivf_flat`` or ``ivf_pq`` (10M+ items; see ``aisle_server.ann``); ``ann_nprobe``
     and ``ann_refine``, the recall/latency dials saved with it (``None``: ``AnnIndex.build``'s defaults).
     ``dense_engine``: ``hnsw`` builds the HNSW graph dense candidates come from
     (``aisle_server.hnsw``), ``exact`` none (every request scans every item, or IVF with ``ann``);
