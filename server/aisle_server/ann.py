@@ -131,8 +131,8 @@ def calibrate_nprobe(
     """(the smallest ``nprobe`` of :func:`nprobe_ladder` whose recall@``CALIBRATION_K`` against the
     exact scan reaches ``target`` on :func:`sample_queries`, its recall, every step's recall).
     ``index``: an IVF-Flat or IVF-FP16 faiss index of ``embeddings`` (its scores are exact, or
-    nearly: recall is the probing's, and float16's rounding at the 200th candidate). The steps stop at the first that reaches ``target``; probing every list
-    is the exact scan, so one always does."""
+    nearly: recall is the probing's, and float16's rounding at the 200th candidate). The steps stop
+    at the first that reaches ``target``; probing every list is the exact scan, so one always does."""
     import faiss
 
     n = len(embeddings)

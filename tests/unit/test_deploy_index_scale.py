@@ -108,3 +108,10 @@ def test_filtered_search_returns_only_allowed_rows_best_first(vectors):
     only_three = np.zeros(len(vectors), dtype=bool)
     only_three[[7, 8, 9]] = True
     assert set(pq.search(query, 50, only_three).tolist()) <= {7, 8, 9}  # fewer than n: the caller falls back
+
+
+def test_aisle_index_offers_the_server_s_kinds_and_default():
+    from aisle_export.cli.index import ANN_KINDS, DEFAULT_ANN_KIND
+    from aisle_server.ann import KINDS
+
+    assert ANN_KINDS == KINDS and DEFAULT_ANN_KIND == DEFAULT_KIND

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from aisle_export.cli.common import DEFAULT_REPO, Subparsers, event_weights, positive_int
-from aisle_server.ann import DEFAULT_KIND, KINDS
 
 # The toolchain is imported inside run(): numpy, faiss and onnxruntime must not load for `aisle --help`.
+#: aisle_server.ann's KINDS and DEFAULT_KIND, spelled out so that --help imports no numpy (a test keeps them in step)
+ANN_KINDS, DEFAULT_ANN_KIND = ("ivf_fp16", "ivf_flat", "ivf_pq"), "ivf_fp16"
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -31,8 +32,8 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     p.add_argument(
         "--ann-kind",
-        choices=KINDS,
-        default=DEFAULT_KIND,
+        choices=ANN_KINDS,
+        default=DEFAULT_ANN_KIND,
         help="ivf_fp16 (default): float16 lists, half ivf_flat's RAM and reads at the same recall; ivf_flat: "
         "float32 lists; ivf_pq: product-quantized lists for 10M+ items (about 56 bytes per item in RAM)",
     )
