@@ -2,7 +2,8 @@
 
 One repository — the exported towers of ``--towers`` (a repository ``aisle export`` wrote; its
 query and item towers must be the ones that embedded ``--embeddings``), this checkout's model
-code and configs, the BigBasket search proxy's catalog indexed with ``--dense-engine hnsw`` — served
+code and configs, the BigBasket search proxy's catalog indexed as ``aisle index`` indexes it (the
+HNSW graph at this size; IVF above 100,000 items) — served
 twice per round and query tower: as configured (candidates from the engines) and with the
 ``rerank`` config's ``exact_retrieval`` set (every item scanned, as before). The query towers: the
 teacher FP32 (``--towers``' own), with ``--int8`` its CPU INT8 graph (``aisle export --precision
@@ -25,12 +26,12 @@ retention and issue #26's bound (within 0.5% of 0.642) — the figures a default
 The FastAPI side by side at catalog scale (``make bench`` runs it too, ``perf.bench``): ``--items N``
 grows the catalog to N items (:mod:`perf.lib.proxy_catalog`; the added rows embedded by the item tower,
 cached under ``build/bench_catalog``; the proxy catalog as is, 27,554 items, is what the "before"
-figures of TARGETS were served over) and ``--derived-vectors`` derives the added rows' vectors from their source rows instead of embedding
-them (``proxy_catalog.derived_vectors``: how a run over 1,000,000 items is built here, where embedding
-~970,000 titles would take hours); over 1,000,000 items, issue #26 bounds ``rerank``'s busy time at
-5 ms per request. ``--synthetic-items N`` serves the synthetic catalog of ``perf.lib.synthetic_catalog``
-instead (what issue #26's in-process figures at 1M items use; no relevant items, so no quality).
-``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
+figures of TARGETS were served over). ``--derived-vectors`` derives the added rows' vectors from
+their source rows instead of embedding them (``proxy_catalog.derived_vectors``: how a run over
+1,000,000 items is built here, where embedding ~970,000 titles would take hours); over 1,000,000
+items, issue #26 bounds ``rerank``'s busy time at 5 ms per request. ``--synthetic-items N`` serves
+the synthetic catalog of ``perf.lib.synthetic_catalog`` instead (what issue #26's in-process
+figures at 1M items use; no relevant items, so no quality). ``--fastapi`` serves the FastAPI + sentence-transformers baseline (``perf.baselines``, the same
 tower and index vectors) in the same rounds, driven by the same Python load generator over HTTP.
 
     .venv/bin/python -m perf.bench_rerank_served --towers build/model_repository \
