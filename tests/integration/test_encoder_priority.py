@@ -7,17 +7,7 @@ from pathlib import Path
 
 from aisle_export.build.repository import ENCODER_NICE
 from aisle_server.processes import process_group_members
-
-
-def _stub_model(pid: int) -> str | None:
-    """The model a Python-backend stub serves (its first argument is the model's path), else None."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    if not argv or not argv[0].endswith(b"triton_python_backend_stub") or len(argv) < 2:
-        return None
-    return Path(argv[1].decode()).parent.parent.name  # <repo>/<model>/<version>/model.py
+from perf.lib.procstats import process_name
 
 
 def _thread_niceness(pid: int) -> set[int]:
@@ -34,10 +24,8 @@ def _thread_niceness(pid: int) -> set[int]:
 def test_encoder_stubs_run_niced_and_the_short_stages_do_not(server, client):
     assert len(client.recommend(query="star wars", k=3)) == 3  # every stage has run at least once
     niceness: dict[str, set[int]] = {}
-    for pid in process_group_members(server.pid):
-        model = _stub_model(pid)
-        if model is not None:
-            niceness.setdefault(model, set()).update(_thread_niceness(pid))
+    for pid in process_group_members(server.pid):  # tritonserver and its stubs, named by their model
+        niceness.setdefault(process_name(pid, server.pid), set()).update(_thread_niceness(pid))
     base = os.getpriority(os.PRIO_PROCESS, server.pid)  # the stubs start at tritonserver's niceness
     lowered = min(base + ENCODER_NICE, 19)
     assert niceness["query_encoder"] == {lowered} and niceness["item_encoder"] == {lowered}, niceness

@@ -1,5 +1,6 @@
 """The large-catalog index kinds of ``aisle_server.ann``: IVF-FP16 (the default), IVF-PQ with exact
-re-scoring, saved and loaded as IVF-Flat is (faiss's format + ann.json, no pickle), and old ann.json files still load."""
+re-scoring, saved and loaded as IVF-Flat is (faiss's format + ann.json, no pickle), and old
+ann.json files still load."""
 
 from __future__ import annotations
 
@@ -67,8 +68,7 @@ def test_ivf_fp16_is_the_default_finds_what_ivf_flat_finds_in_half_the_bytes(vec
     queries = vectors[np.random.default_rng(2).integers(0, len(vectors), 50)]
     same = [len(set(fp16.search(q, 100).tolist()) & set(flat.search(q, 100).tolist())) / 100 for q in queries]
     assert np.mean(same) >= 0.99  # the same lists probed; float16 rounding only moves the last ties
-    codes = vectors.nbytes
-    assert fp16.nbytes < 0.6 * codes < flat.nbytes
+    assert fp16.nbytes < 0.6 * vectors.nbytes < flat.nbytes
     fp16.save(tmp_path)
     loaded = AnnIndex.load(tmp_path)
     assert loaded.kind == "ivf_fp16" and loaded.nprobe == 8
