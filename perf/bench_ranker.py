@@ -86,6 +86,8 @@ def train(args: argparse.Namespace):
         candidates=380, popular_candidates=100, cooccurrence_candidates=100, exclude_history=False, user_encoder=False
     )
     settings = RankerConfig(rounds=args.trees, early_stopping=args.trees + 1, min_data_in_leaf=20, threads=1)
+    if getattr(args, "unconstrained", False):
+        settings = replace(settings, monotone=())  # trees free of RankerConfig.monotone's constraints
     groups = split_groups(index, split, knobs, settings)
     ranker, fitted = fit(groups, groups, settings)
     return catalog, vectors, split, index, knobs, ranker, fitted
@@ -173,6 +175,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "candidates_mean": float(np.mean(candidates)),
         "candidates_range": [int(min(candidates)), int(max(candidates))],
         "trees": int(index.ranker.booster.num_trees()),
+        "monotone": "monotone_constraints" in index.ranker.manifest["params"],  # RankerConfig.monotone's
         "fit": fitted,
         "rounds": args.rounds,
         "seconds": args.seconds,
@@ -247,6 +250,9 @@ def store_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--shoppers", type=int, default=2_000)
     parser.add_argument("--feeds", type=int, default=200)
     parser.add_argument("--trees", type=int, default=RankerConfig.rounds)  # the most `aisle finetune` keeps
+    parser.add_argument(
+        "--unconstrained", action="store_true", help="train without RankerConfig.monotone's constraints"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=RESULTS)

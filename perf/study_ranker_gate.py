@@ -23,7 +23,10 @@ by how often the shopper has it after the cut, 1 … 3) and ``pooled_small`` (``
 one typical within-feed spread of it is 1 or 3 units of LambdaMART's score) instead of from nothing;
 ``stationary``: the trees may not split on the features that grow with the log's length
 (:data:`GROWING`), and ``stationary_base1`` both; ``pooled_base1`` and ``pooled_stationary``: the
-pooled gate over ``base1``'s and ``stationary``'s training.
+pooled gate over ``base1``'s and ``stationary``'s training. ``current`` is monotone in the stack's
+own score and place (``RankerConfig.monotone``); ``unconstrained`` is the training before it, and
+``monotone_sources`` constrains every source's score and rank too (:data:`SOURCE_SIGNS`).
+``--seed`` sets LightGBM's (bagging and feature sampling) to see how much of a gate's verdict is luck.
 ``--test`` adds the test cut: the ranker rows, the stack the gate serves, the hand-weighted stack
 and popularity, co-occurrence, GP-TopFreq and TIFU-KNN, on all next items and on new items.
 Writes ``<out>/study_ranker_gate_<log>_<variant>.json``.
@@ -67,6 +70,18 @@ VARIANTS = (
     "stationary_base1",
     "pooled_base1",
     "pooled_stationary",
+    "unconstrained",
+    "monotone_sources",
+)
+#: ``monotone_sources``: besides the stack's score and place, every source's score rises and rank falls
+SOURCE_SIGNS = (
+    ("cosine", 1),
+    ("cosine_rank", -1),
+    ("cooccurrence", 1),
+    ("cooccurrence_raw", 1),
+    ("cooccurrence_rank", -1),
+    ("popularity_prior", 1),
+    ("popularity_rank", -1),
 )
 #: the features that grow with the log's length (``stationary``: the trees may not split on them)
 GROWING = ("events_all", "buyers", "first_seen_days", "item_age_days", "cooccurrence_raw")
@@ -93,6 +108,8 @@ def variants():
         "stationary_base1": RankerConfig(ignored_features=GROWING, base_strength=1.0),
         "pooled_base1": replace(pooled, base_strength=1.0),
         "pooled_stationary": replace(pooled, ignored_features=GROWING),
+        "unconstrained": RankerConfig(monotone=()),
+        "monotone_sources": RankerConfig(monotone=RankerConfig().monotone + SOURCE_SIGNS),
     }
 
 
@@ -193,7 +210,11 @@ def plot(results: Path) -> Path:
                 )
                 tested = True
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(range(len(mine)), [r["variant"] for r in mine])
+        labels = [
+            r["variant"] + (f" (seed {r['ranker_config']['seed']})" if r.get("ranker_config", {}).get("seed") else "")
+            for r in mine
+        ]
+        ax.set_yticks(range(len(mine)), labels)
         ax.set_ylim(-0.6, len(mine) - 0.4)
         ax.set_xlabel("ΔnDCG@10, ranker − hand-weighted, all next items (95% CI)")
         ax.set_title(log)
@@ -211,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", type=Path, default=Path("build"), help="where MovieLens-100K is fetched")
     parser.add_argument("--retail", type=Path, help="the converted Online Retail log instead of MovieLens-100K")
     parser.add_argument("--cache", type=Path, help="keep the pretrained embeddings here between runs")
+    parser.add_argument("--seed", type=int, default=0, help="LightGBM's seed (bagging, feature sampling)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--test", action="store_true", help="also train as `aisle evaluate --ranker` does and score the test cut"
@@ -242,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.save(cached, vectors)
-    config = variants()[args.variant]
+    config = replace(variants()[args.variant], seed=args.seed)
     gate = validate(data, vectors, RankingConfig(user_encoder=False), config, progress=True)
     report = {
         "command": command_line("perf.study_ranker_gate", argv),
@@ -260,6 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
             "graded": config.graded,
             "base_strength": config.base_strength,
             "ignored_features": list(config.ignored_features),
+            "monotone": [list(pair) for pair in config.monotone],
+            "seed": config.seed,
         },
         "gate": gate,
         "seconds": round(time.perf_counter() - started, 1),
@@ -268,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["test"] = test_cut(data, vectors, RankingConfig(user_encoder=False), config, gate)
         report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"study_ranker_gate_{log}_{args.variant}.json"
+    seeded = f"_seed{args.seed}" if args.seed else ""
+    path = args.out / f"study_ranker_gate_{log}_{args.variant}{seeded}.json"
     path.write_text(json.dumps(report, indent=2, default=float) + "\n")
     gain = gate["vs_hand_weighted"]["all"]
     print(

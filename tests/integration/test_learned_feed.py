@@ -138,6 +138,10 @@ def test_the_hand_off_holds_every_learned_part(store):
     assert set(choice["validation"]["choice"]["means"]) == {"pretrained", "mean", "user_encoder"}
     assert f"serves: {choice['served']}" in store["finetune_stdout"]
     assert sum(name.startswith("served after aisle finetune (validation chose ") for name in names) == 1
+    if choice["served"] != "pretrained":  # the served feed is also paired with its stack without the ranker
+        stack = {"mean": "fine-tuned + mean + log signals", "user_encoder": "fine-tuned + user encoder + log signals"}
+        served_row = next(name for name in names if name.startswith("served after aisle finetune"))
+        assert any(c["row"] == served_row and c["vs"] == stack[choice["served"]] for c in report["comparisons"])
     assert (store["root"] / "results" / "eval.png").stat().st_size > 0
 
 

@@ -26,6 +26,12 @@ def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_feat
     assert ranker_config(parsed("--ranker-shoppers", "500")).max_shoppers == 500
     assert ranker_config(parsed("--ranker-shoppers", "0")).max_shoppers is None  # every shopper
     assert ranker_config(parsed("--ranker-trees", "60")).rounds == 60
+    assert ranker_config(parsed("--ranker-monotone", "none")).monotone == ()
+    assert ranker_config(parsed("--ranker-monotone", "hand_score:+1, cosine:1,popularity_rank:-1")).monotone == (
+        ("hand_score", 1),
+        ("cosine", 1),
+        ("popularity_rank", -1),
+    )
 
 
 @pytest.mark.parametrize(
@@ -39,6 +45,9 @@ def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_feat
         (("--ranker-ignore", "events_all,colour"), "--ranker-ignore"),
         (("--ranker-shoppers", "-5"), "--ranker-shoppers"),
         (("--ranker-trees", "0"), "--ranker-trees"),
+        (("--ranker-monotone", "hand_score"), "--ranker-monotone"),
+        (("--ranker-monotone", "hand_score:2"), "--ranker-monotone"),
+        (("--ranker-monotone", "colour:+1"), "--ranker-monotone"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_flag(flags, named):

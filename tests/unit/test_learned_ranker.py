@@ -463,3 +463,40 @@ def test_rows_released_before_boosting_train_the_same_model(trained) -> None:
     }
     with pytest.raises(TypeError, match="lists"):
         fit(joined, joined, settings, release=True)
+
+
+def _banded_groups(seed: int = 0, feeds: int = 200, size: int = 20) -> Groups:
+    """Feeds where the relevant candidates sit in a middle band of ``hand_score`` (0.4 … 0.6): what
+    unconstrained trees learn as a bump, and a monotone ranker may not."""
+    rng = np.random.default_rng(seed)
+    features = rng.random((feeds * size, len(FEATURE_NAMES))).astype(np.float32)
+    hand = features[:, COLUMN["hand_score"]]
+    for start in range(0, len(hand), size):  # hand_rank: the place by hand_score within its feed
+        feed = hand[start : start + size]
+        features[start : start + size, COLUMN["hand_rank"]] = np.argsort(np.argsort(-feed))
+    labels = ((hand > 0.4) & (hand < 0.6)).astype(np.int32)
+    return Groups(features, labels, np.full(feeds, size))
+
+
+def test_the_ranker_score_never_falls_as_the_stack_score_rises_unless_unconstrained() -> None:
+    groups = _banded_groups()
+    probe = np.tile(groups.features[0], (101, 1)).astype(np.float64)
+    probe[:, COLUMN["hand_score"]] = np.linspace(0.0, 1.0, 101)
+    probe[:, COLUMN["hand_rank"]] = np.linspace(19.0, 0.0, 101)  # a higher score, a better place
+    settings = RankerConfig(rounds=40, min_data_in_leaf=5, threads=1)
+    free, _ = fit(groups, groups, replace(settings, monotone=()))
+    assert (np.diff(free.score(probe)) < -1e-9).any()  # the band's far side is scored down: a bump
+    constrained, report = fit(groups, groups, settings)
+    assert settings.monotone == (("hand_score", 1), ("hand_rank", -1))
+    assert (np.diff(constrained.score(probe)) >= -1e-12).all()
+    assert constrained.manifest["params"]["monotone_constraints"] == settings.monotone_constraints()
+    assert report["best_iteration"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("monotone", "named"),
+    [((("colour", 1),), "colour"), ((("hand_score", 2),), "hand_score"), ((("hand_rank", 0),), "hand_rank")],
+)
+def test_a_monotone_constraint_on_an_unknown_feature_or_without_a_sign_is_refused(monotone, named) -> None:
+    with pytest.raises(ValueError, match=f"monotone: '{named}'"):
+        RankerConfig(monotone=monotone)

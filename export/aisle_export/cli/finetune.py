@@ -77,6 +77,13 @@ def add_parser(subparsers: Subparsers) -> None:
         help="at most N boosting rounds in the learned ranker (default 100): each tree costs serving time "
         "on every feed (docs/results.md)",
     )
+    p.add_argument(
+        "--ranker-monotone",
+        metavar="FEATURE:±1,...",
+        help="ranker features its score may only rise (+1) or fall (-1) with, all else equal (default "
+        "hand_score:+1,hand_rank:-1: the hand-weighted stack's own order never counts against a "
+        "candidate; 'none': unconstrained)",
+    )
     p.set_defaults(func=run)
 
 
@@ -109,7 +116,26 @@ def ranker_config(args: argparse.Namespace) -> RankerConfig:
         if args.ranker_trees < 1:
             raise ValueError(f"--ranker-trees {args.ranker_trees}: a count ≥ 1")
         given["rounds"] = args.ranker_trees
+    if args.ranker_monotone is not None:
+        try:
+            given["monotone"] = monotone_pairs(args.ranker_monotone)
+            RankerConfig(monotone=given["monotone"])
+        except ValueError as error:
+            raise ValueError(f"--ranker-monotone {args.ranker_monotone!r}: {error}") from None
     return RankerConfig(**given)
+
+
+def monotone_pairs(text: str) -> tuple[tuple[str, int], ...]:
+    """``"hand_score:+1,hand_rank:-1"`` → ``(("hand_score", 1), ("hand_rank", -1))``; ``"none"`` → ()."""
+    if text.strip().lower() == "none":
+        return ()
+    pairs = []
+    for part in (part.strip() for part in text.split(",")):
+        name, colon, sign = part.partition(":")
+        if not colon or sign.strip() not in ("+1", "1", "-1"):
+            raise ValueError(f"{part!r}: expected FEATURE:+1 or FEATURE:-1")
+        pairs.append((name.strip(), int(sign)))
+    return tuple(pairs)
 
 
 def run(args: argparse.Namespace) -> int:

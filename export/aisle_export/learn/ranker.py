@@ -8,8 +8,9 @@ last ≤ 50 items; the shopper's feed is built exactly as ``rerank`` builds it
 ``aisle_server.features`` rows), and a candidate is relevant when it is among the shopper's next
 ≤ 10 items after the cut, repeats included; only the candidates the served ranker scores are
 rows (``aisle_server.ranker.DEPTH``). Later cuts inside the period
-(:attr:`RankerConfig.stop_cuts`) early-stop the boosting. A feed served with history hidden can
-get its own model (:attr:`RankerConfig.hidden_model`): trained on feeds built as they are served then
+(:attr:`RankerConfig.stop_cuts`) early-stop the boosting. The score may only rise with the
+hand-weighted stack's own score and fall with its rank (:attr:`RankerConfig.monotone`). A feed
+served with history hidden can get its own model (:attr:`RankerConfig.hidden_model`): trained on feeds built as they are served then
 (no buy-again source), a candidate relevant when it is among the next items new to the shopper —
 the buy-again model spends its trees on repeats that such a feed never shows (off by default:
 measured worse, see the field).
@@ -102,12 +103,31 @@ class RankerConfig:
     #: grow with the log's length (``events_all``, ``buyers``, ``first_seen_days``), whose values
     #: at the training windows' cuts and at serving time differ in scale, not in meaning
     ignored_features: tuple[str, ...] = ()
+    #: LightGBM's ``monotone_constraints`` by feature name: +1, the score may only rise with the
+    #: feature, all else equal; -1, only fall. Default: the hand-weighted stack's own score and
+    #: place, so that a candidate the stack puts higher never loses for that alone; the trees still
+    #: reorder by every other feature. Unconstrained, the trees learned bumps in ``hand_score`` that
+    #: held in the training windows only: on both logs' validation cuts the constrained ranker
+    #: gained more over the stack (docs/results.md, "Monotone in the stack's score")
+    monotone: tuple[tuple[str, int], ...] = (("hand_score", 1), ("hand_rank", -1))
     #: at most this many shoppers per window, drawn at random (``seed``): past it a window's rows,
     #: memory and time stop growing with the log (``perf.bench_finetune_scale`` at 1M events,
     #: docs/results.md); None: every shopper
     max_shoppers: int | None = 10_000
     seed: int = 0
     threads: int = 1  # one: OpenMP threads spin on a shared machine (fit took ×10 with two here)
+
+    def __post_init__(self) -> None:
+        for name, sign in self.monotone:
+            if name not in FEATURE_NAMES:
+                raise ValueError(f"monotone: {name!r} is not a ranker feature ({', '.join(FEATURE_NAMES)})")
+            if sign not in (-1, 1):
+                raise ValueError(f"monotone: {name!r} has {sign!r}, expected +1 (rising) or -1 (falling)")
+
+    def monotone_constraints(self) -> list[int]:
+        """:attr:`monotone` as LightGBM takes it: one sign per column of ``FEATURE_NAMES`` (0: free)."""
+        signs = dict(self.monotone)
+        return [signs.get(name, 0) for name in FEATURE_NAMES]
 
 
 class Groups(NamedTuple):
@@ -289,6 +309,8 @@ def fit(
         "num_threads": config.threads,
         "verbosity": -1,
     }
+    if config.monotone:
+        params["monotone_constraints"] = config.monotone_constraints()
     if release and not (isinstance(train, list) and isinstance(stop, list)):
         raise TypeError("fit(release=True) empties the lists it is given: pass train and stop as lists")
     train_parts, stop_parts = (
