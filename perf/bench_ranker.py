@@ -1,6 +1,6 @@
 """Learned-ranker benchmark (not a test): what the ranker adds to a feed with ~500 candidates.
 
-    .venv/bin/python -m perf.bench_ranker [--items 20000] [--rounds 3] [--seconds 3] [--trees 100]
+    .venv/bin/python -m perf.bench_ranker [--items 20000] [--rounds 3] [--seconds 3] [--trees 100] [--unconstrained]
 
 In process, no server: ``aisle_server.ranking.rank`` (what ``rerank`` runs per row) on a synthetic
 store — a catalog of ``--items`` random unit vectors, a log of shoppers who buy popular items and
@@ -86,7 +86,7 @@ def train(args: argparse.Namespace):
         candidates=380, popular_candidates=100, cooccurrence_candidates=100, exclude_history=False, user_encoder=False
     )
     settings = RankerConfig(rounds=args.trees, early_stopping=args.trees + 1, min_data_in_leaf=20, threads=1)
-    if getattr(args, "unconstrained", False):
+    if args.unconstrained:
         settings = replace(settings, monotone=())  # trees free of RankerConfig.monotone's constraints
     groups = split_groups(index, split, knobs, settings)
     ranker, fitted = fit(groups, groups, settings)

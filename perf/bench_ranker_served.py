@@ -1,6 +1,6 @@
 """The learned ranker's cost through a real tritonserver: feeds of ~500 candidates, with and without it.
 
-    .venv/bin/python -m perf.bench_ranker_served [--items 20000] [--rounds 3] [--seconds 10] [--trees 100]
+    .venv/bin/python -m perf.bench_ranker_served [--items 20000] [--rounds 3] [--seconds 10] [--trees 100] [--unconstrained]
 
 ``perf.bench_ranker`` times ``rank`` in process, where 16 Python threads share one GIL and its
 concurrency-16 figure is mostly that queue. Served, ``rerank`` runs one dynamic batch at a time per

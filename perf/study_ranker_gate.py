@@ -29,7 +29,7 @@ own score and place (``RankerConfig.monotone``); ``unconstrained`` is the traini
 ``--seed`` sets LightGBM's (bagging and feature sampling) to see how much of a gate's verdict is luck.
 ``--test`` adds the test cut: the ranker rows, the stack the gate serves, the hand-weighted stack
 and popularity, co-occurrence, GP-TopFreq and TIFU-KNN, on all next items and on new items.
-Writes ``<out>/study_ranker_gate_<log>_<variant>.json``.
+Writes ``<out>/study_ranker_gate_<log>_<variant>[_seed<N>].json``.
 """
 
 from __future__ import annotations
