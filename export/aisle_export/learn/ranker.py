@@ -10,10 +10,10 @@ last ≤ 50 items; the shopper's feed is built exactly as ``rerank`` builds it
 rows (``aisle_server.ranker.DEPTH``). Later cuts inside the period
 (:attr:`RankerConfig.stop_cuts`) early-stop the boosting. The score may only rise with the
 hand-weighted stack's own score and fall with its rank (:attr:`RankerConfig.monotone`). A feed
-served with history hidden can get its own model (:attr:`RankerConfig.hidden_model`): trained on feeds built as they are served then
-(no buy-again source), a candidate relevant when it is among the next items new to the shopper —
-the buy-again model spends its trees on repeats that such a feed never shows (off by default:
-measured worse, see the field).
+served with history hidden can get its own model (:attr:`RankerConfig.hidden_model`): trained
+on feeds built as they are served then (no buy-again source), a candidate relevant when it is
+among the next items new to the shopper — the buy-again model spends its trees on repeats that
+such a feed never shows (off by default: measured worse, see the field).
 
 **It must earn its place** (:func:`finetune_step`): a ranker trained on the windows before the
 validation cut orders the validation shoppers' feeds, once with their history hidden and once
