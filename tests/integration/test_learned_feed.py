@@ -138,10 +138,12 @@ def test_the_hand_off_holds_every_learned_part(store):
     assert set(choice["validation"]["choice"]["means"]) == {"pretrained", "mean", "user_encoder"}
     assert f"serves: {choice['served']}" in store["finetune_stdout"]
     assert sum(name.startswith("served after aisle finetune (validation chose ") for name in names) == 1
-    if choice["served"] != "pretrained":  # the served feed is also paired with its stack without the ranker
-        stack = {"mean": "fine-tuned + mean + log signals", "user_encoder": "fine-tuned + user encoder + log signals"}
-        served_row = next(name for name in names if name.startswith("served after aisle finetune"))
-        assert any(c["row"] == served_row and c["vs"] == stack[choice["served"]] for c in report["comparisons"])
+    # the served feed is also paired with its stack without the ranker, and with the stack validation
+    # chose before the ranker's gate (the two differ when the ranker won over the pretrained stack)
+    stack = {"mean": "fine-tuned + mean + log signals", "user_encoder": "fine-tuned + user encoder + log signals"}
+    served_row = next(name for name in names if name.startswith("served after aisle finetune"))
+    for name in {choice["served"], choice["validation"]["choice"]["served"]} - {"pretrained"}:
+        assert any(c["row"] == served_row and c["vs"] == stack[name] for c in report["comparisons"])
     assert (store["root"] / "results" / "eval.png").stat().st_size > 0
 
 

@@ -24,7 +24,9 @@ from aisle_export.learn.ranker import (
     future_counts,
     gate,
     gate_splits,
+    gated_stacks,
     graded_labels,
+    joint_choice,
     split_groups,
     window_shoppers,
     window_weights,
@@ -369,6 +371,26 @@ def test_past_its_depth_the_ranker_leaves_the_hand_weighted_order_below_what_it_
     assert explained.tolist() == [True] * 3 + [False] * 7
 
 
+def _verdict(served: bool, hand: list[float], ranker: list[float], exclude_history: bool = False) -> dict:
+    """What :func:`validate` reports (``keep_per_user``), for a gate whose figures a test sets."""
+    view = "ranker_history_hidden" if exclude_history else "ranker_history_shown"
+    other = "ranker_history_shown" if exclude_history else "ranker_history_hidden"
+    return {
+        "metric": "ndcg@10",
+        "served": served,
+        "exclude_history": exclude_history,
+        "fit": {},
+        "vs_hand_weighted": {"all": {"delta": 0.0, "ci95": [0.0, 0.0]}},
+        "means": {},
+        "per_user": {
+            "hand_weighted": hand,
+            view: ranker,
+            other: [0.0] * len(hand),
+            "shoppers": [f"u{i}" for i in range(len(hand))],
+        },
+    }
+
+
 @pytest.mark.parametrize("served", [True, False])
 def test_finetune_step_writes_the_ranker_and_the_history_choice_only_when_the_gate_passes(
     trained, tmp_path, monkeypatch, served
@@ -379,16 +401,93 @@ def test_finetune_step_writes_the_ranker_and_the_history_choice_only_when_the_ga
 
     _, index, _ = trained
     (tmp_path / "ranker").mkdir()  # left by an earlier run: must not outlive a failed gate
-    verdict = {"served": served, "exclude_history": False, "fit": {}, "vs_hand_weighted": {}}
-    monkeypatch.setattr(step, "validate", lambda *args, **kwargs: dict(verdict))
+    monkeypatch.setattr(step, "validate", lambda *args, **kwargs: _verdict(served, [0.1, 0.2], [0.3, 0.4]))
     monkeypatch.setattr(step, "train_ranker", lambda *args, **kwargs: (index.ranker, {"seconds": 0}))
     choice = {"served": "pretrained", "pretrained": {"exclude_history": True, "user_encoder": False}}
     data = SimpleNamespace(split=SimpleNamespace(train=None), catalog=None)
     report = step.finetune_step(data, tmp_path, choice, {"pretrained": np.zeros((1, 1))}, (tmp_path, tmp_path))
     assert (tmp_path / "ranker" / "model.txt").is_file() is served
     assert choice["pretrained"]["exclude_history"] is (not served)  # the measured choice, only with the ranker
+    assert report["served"] is served and "other_stacks" in report and not report["other_stacks"]
     if served:
         assert LearnedRanker.load(tmp_path / "ranker").manifest["stack"] == "pretrained" and "path" in report
+
+
+def test_finetune_step_can_serve_the_ranker_over_the_pretrained_stack_when_that_leads(
+    trained, tmp_path, monkeypatch
+) -> None:
+    """Validation chose the user encoder's stack; its ranker failed the gate, the pretrained stack's
+    passed and leads it: the pretrained stack serves with its ranker, and ranking.json says so."""
+    from types import SimpleNamespace
+
+    from aisle_export.learn import ranker as step
+
+    _, index, _ = trained
+    verdicts = {
+        "user_encoder": _verdict(False, [0.30, 0.30, 0.30], [0.31, 0.29, 0.33]),
+        "pretrained": _verdict(True, [0.20, 0.20, 0.20], [0.33, 0.32, 0.34], exclude_history=True),
+    }
+    gated, trained_over = [], []
+
+    def validate(data, vectors, base, config, encoder, progress, keep_per_user):
+        stack = "user_encoder" if base.user_encoder else "pretrained"
+        assert keep_per_user and (encoder is not None) is (stack == "user_encoder")
+        gated.append(stack)
+        return verdicts[stack]
+
+    def train_ranker(catalog, vectors, train, knobs, config, encoder, progress, history):
+        trained_over.append((float(vectors[0, 0]), knobs.user_encoder, encoder))
+        return index.ranker, {"seconds": 0}
+
+    monkeypatch.setattr(step, "validate", validate)
+    monkeypatch.setattr(step, "train_ranker", train_ranker)
+    monkeypatch.setattr("aisle_server.user_encoder.UserEncoder.load", lambda path: f"encoder at {path}")
+    choice = {
+        "served": "user_encoder",
+        "pretrained": {"exclude_history": True, "user_encoder": False},
+        "user_encoder": {"exclude_history": True, "user_encoder": True},
+    }
+    vectors = {"pretrained": np.zeros((1, 1)), "trained": np.ones((1, 1))}
+    data = SimpleNamespace(split=SimpleNamespace(train=None), catalog=None)
+    report = step.finetune_step(data, tmp_path, choice, vectors, (tmp_path / "v", tmp_path / "s"))
+    assert gated == ["user_encoder", "pretrained"]
+    assert trained_over == [(0.0, False, None)]  # the pretrained vectors, no user encoder
+    assert choice["served"] == "pretrained" and choice["pretrained"]["exclude_history"] is True
+    assert LearnedRanker.load(tmp_path / "ranker").manifest["stack"] == "pretrained"
+    joint = report["joint"]
+    assert (joint["stack"], joint["ranker"]) == ("pretrained", True)
+    assert joint["eligible"] == ["user_encoder", "pretrained + ranker"]
+    assert joint["means"]["user_encoder + ranker"] == pytest.approx(0.31)
+    assert joint["vs_chosen_alone"]["delta"] == pytest.approx(0.03)
+    assert report["other_stacks"]["user_encoder"]["gate_passed"] is False
+    text = step.describe(report)
+    assert "over the pretrained stack served" in text and "over the user_encoder stack NOT served" in text
+    assert "serves pretrained + ranker" in text and "user_encoder + ranker 0.3100 (not eligible)" in text
+
+
+@pytest.mark.parametrize(
+    ("ue_gate", "pre_ranker", "want"),
+    [
+        (False, [0.25, 0.25], ("user_encoder", False)),  # the pretrained stack's ranker passed but trails
+        (True, [0.33, 0.33], ("pretrained", True)),  # both passed: the higher mean serves
+        (True, [0.31, 0.31], ("user_encoder", True)),
+        (False, [0.30, 0.30], ("user_encoder", False)),  # a tie keeps the stack validation chose alone
+    ],
+)
+def test_joint_choice_serves_the_best_eligible_option(ue_gate, pre_ranker, want) -> None:
+    gates = {
+        "user_encoder": _verdict(ue_gate, [0.30, 0.30], [0.32, 0.32]),
+        "pretrained": _verdict(True, [0.20, 0.20], pre_ranker),
+    }
+    joint = joint_choice(gates, "user_encoder")
+    assert (joint["stack"], joint["ranker"]) == want
+    assert ("user_encoder + ranker" in joint["eligible"]) is ue_gate
+
+
+def test_only_a_trained_stack_brings_the_pretrained_one_into_the_ranker_gate() -> None:
+    assert gated_stacks("pretrained") == ["pretrained"]
+    assert gated_stacks("user_encoder") == ["user_encoder", "pretrained"]
+    assert gated_stacks("mean") == ["mean", "pretrained"]
 
 
 def test_merchandising_rules_adjust_the_rankers_scores_and_say_so(trained) -> None:

@@ -501,13 +501,14 @@ def evaluate_log(
     served = (index, RankingConfig(), "Aisle default")
     baselines = [rows_spec[0][0], rows_spec[1][0]]
     if finetuned is not None:
-        trained, served, stack_label = finetuned_rows(data, Path(finetuned), signals, index, progress)
+        trained, served, stack_labels = finetuned_rows(data, Path(finetuned), signals, index, progress)
         rows_spec += trained
 
         chosen["finetuned"] = load_choice(Path(finetuned))
         baselines.append(trained[0][0])  # the trained towers with the recency mean
-        if stack_label not in baselines and any(label == stack_label for label, _ in trained):
-            baselines.append(stack_label)  # the chosen stack without the learned ranker: what it adds
+        for stack_label in stack_labels:  # what the ranker adds; what choosing stack and ranker together changed
+            if stack_label not in baselines and any(label == stack_label for label, _ in trained):
+                baselines.append(stack_label)
     rows_spec += source_ablations(data.split, *served)
     if extra_rows is not None:
         more, chosen["extra"] = extra_rows(pretrained, tuned)
@@ -532,10 +533,11 @@ def evaluate_log(
 
 def finetuned_rows(
     data: LogData, finetuned: Path, signals: LogSignals, pretrained: CatalogIndex, progress: bool
-) -> tuple[list[tuple[str, Ranker]], tuple[CatalogIndex, RankingConfig, str], str]:
+) -> tuple[list[tuple[str, Ranker]], tuple[CatalogIndex, RankingConfig, str], list[str]]:
     """The trained towers with the recency mean and with the user encoder, each with the knobs
     ``aisle finetune`` picked; the stack it chose to serve; that stack (index, knobs, label); and the
-    label of the chosen stack's row without the learned ranker."""
+    labels of the served stack's row without the learned ranker and of the stack validation chose
+    before the ranker's gate (they differ when the ranker won over another stack)."""
 
     report = json.loads((finetuned / "finetune_report.json").read_text())
     towers = "pretrained towers" if "pretrained" in report.get("towers", {}) else "fine-tuned"
@@ -557,14 +559,15 @@ def finetuned_rows(
         if name != "pretrained"
     ]
     index, label = stacks[served]
-    stack_label = label
+    before = stack_of(choice, choice.get("validation", {}).get("choice", {}).get("served", served))
+    stack_labels = list(dict.fromkeys((label, stacks[before][1])))
     knobs = knobs_of(choice, served)
     if (finetuned / RANKER_DIRNAME).is_dir():  # the learned ranker aisle finetune gated in
         index = replace(index, ranker=LearnedRanker.load(finetuned / RANKER_DIRNAME))
         label += " + learned ranker"
     served_label = "served after aisle finetune"
     rows.append((f"{served_label} (validation chose {label})", aisle_ranker(index, data.split, knobs)))
-    return rows, (index, knobs, served_label), stack_label
+    return rows, (index, knobs, served_label), stack_labels
 
 
 def against_popularity(data: LogData, ranker: Ranker, k: int = 10) -> dict:

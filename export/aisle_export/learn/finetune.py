@@ -9,7 +9,8 @@ One run writes one hand-off directory that ``aisle export --finetuned DIR`` serv
 - ``log_signals/`` — popularity and co-occurrence of the training period (``aisle index
   --interactions`` rebuilds them from the whole log for serving);
 - ``ranker/`` — the learned second stage (:mod:`aisle_export.learn.ranker`), only when it beat the
-  hand-weighted stack on validation;
+  hand-weighted stack it was trained over on validation: over the stack chosen below, or over the
+  pretrained one when that stack with its ranker led on validation (``served`` then says so);
 - ``ranking.json`` — which stack to serve (``served``) and each stack's feed knobs (popularity and
   co-occurrence weights), all chosen on a validation cut inside the training period;
 - ``validation_user_encoder/`` — the encoder the choice was made with (see below);

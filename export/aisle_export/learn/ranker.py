@@ -456,10 +456,13 @@ def validate(
     config: RankerConfig = RankerConfig(),
     user_encoder: object = None,
     progress: bool = True,
+    keep_per_user: bool = False,
 ) -> dict:
     """The ranker's gate (see the module docstring) on every cut of :func:`gate_splits`, each with
     a ranker trained only on the windows before it, the shopper-cut pairs pooled: its choice of
-    showing history, and its gain over the hand-weighted stack on all next items and on new items."""
+    showing history, and its gain over the hand-weighted stack on all next items and on new items.
+    ``keep_per_user``: also each shopper-cut pair's nDCG@10 on all next items (``per_user``), for
+    :func:`joint_choice`."""
     hand: dict[str, list[float]] = {"all": [], "new": []}
     hand_shown: dict[str, list[float]] = {"all": [], "new": []}
     hidden: dict[str, list[float]] = {"all": [], "new": []}
@@ -492,9 +495,11 @@ def validate(
                 f"gate cut {q}: {len(valid.users)} shoppers, ranker vs hand-weighted (all next items): "
                 f"history hidden {gains['history_hidden']:+.4f}, shown {gains['history_shown']:+.4f}"
             )
+    kept = {"hand_weighted": hand["all"], "ranker_history_hidden": hidden["all"], "ranker_history_shown": shown["all"]}
     return {
         "metric": f"{METRIC}, {len(shoppers)} shopper-cut pairs ({len(set(shoppers))} shoppers) at cuts "
         f"{list(config.gate_cuts)} of the period",
+        **({"per_user": kept | {"shoppers": shoppers}} if keep_per_user else {}),
         "fit": fits if len(fits) > 1 else fits[0],
         "means": {
             name: {view: float(np.mean(values)) for view, values in result.items()}
@@ -542,15 +547,38 @@ def _interval(delta: dict) -> str:
 
 
 def describe(report: dict) -> str:
-    """One line for ``aisle finetune``: served or not, and why, with the numbers."""
+    """``aisle finetune``'s account of the ranker: served or not, and why, with the numbers; with
+    several stacks gated (:func:`finetune_step`), one line per stack and what validation chose."""
+    lines = [_verdict(report, report.get("stack"))]
+    lines += [_verdict(other, name) for name, other in report.get("other_stacks", {}).items()]
+    joint = report.get("joint")
+    if joint is not None and len(joint["means"]) > 2:
+        means = ", ".join(
+            f"{name} {value:.4f}" + ("" if name in joint["eligible"] else " (not eligible)")
+            for name, value in joint["means"].items()
+        )
+        lines.append(
+            f"validation {METRIC} on all next items: {means}; serves {_label(joint['stack'], joint['ranker'])}"
+            + (f", {_interval(joint['vs_chosen_alone'])} over the stack alone" if joint["ranker"] else "")
+        )
+    return "\n".join(lines)
+
+
+def _verdict(report: dict, stack: str | None) -> str:
     gain = report["vs_hand_weighted"]["all"]
     history = "shown" if not report["exclude_history"] else "hidden"
     also = report.get("vs_hand_weighted_history_shown")
     intervals = f"{_interval(gain)}" + ("" if also is None else f", vs hand-weighted showing history {_interval(also)}")
+    over = "" if stack is None else f" over the {stack} stack"
     if report["served"]:
-        return f"learned ranker served (history {history}): validation Δ{METRIC} vs hand-weighted {intervals}"
+        return f"learned ranker{over} served (history {history}): validation Δ{METRIC} vs hand-weighted {intervals}"
     why = "interval not above zero" if gain["ci95"][0] <= 0 else "not above zero against the stack showing history"
-    return f"learned ranker NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: {why}; the hand-weighted stack stays"
+    if report.get("gate_passed"):
+        why = "the gate passed, but another option led on validation"
+    return (
+        f"learned ranker{over} NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: {why}; "
+        "the hand-weighted stack stays"
+    )
 
 
 def evaluation_rows(
@@ -594,6 +622,51 @@ def evaluation_rows(
     return rows, report
 
 
+def gated_stacks(chosen: str) -> list[str]:
+    """The stacks the ranker is gated over: the one validation chose without a ranker and, when that
+    is a trained one, the pretrained stack too. A ranker over the pretrained stack can lead a trained
+    stack alone: on MovieLens-100K the user-encoder stack led the pretrained one on validation, and
+    the ranker gained over the pretrained stack but not over the user encoder's (docs/results.md,
+    "Stack and ranker chosen together")."""
+    return list(dict.fromkeys((chosen, "pretrained")))
+
+
+def _label(stack: str, ranker: bool) -> str:
+    return f"{stack} + ranker" if ranker else stack
+
+
+def joint_choice(gates: dict[str, dict], chosen: str) -> dict:
+    """What serves, from :func:`validate`'s reports per stack (``keep_per_user``) and the stack
+    validation chose without a ranker: the best-scoring, on the gate's nDCG@10 over all next items,
+    of ``chosen`` alone and each stack with its ranker where the gate passed (a ranker is eligible
+    only over the stack it beat, :func:`gate`). The rule is :func:`aisle_export.learn.finetune.choose_stack`'s
+    (each option earned its place against its own baseline; the best of those serves); ties keep
+    ``chosen`` alone. Also every option's mean, eligible or not, and the winner's paired gain over
+    ``chosen`` alone (reported, not a gate: each part of it has passed one)."""
+    per_user = {stack: gate["per_user"] for stack, gate in gates.items()}
+
+    def values(stack: str, ranker: bool) -> list[float]:
+        if not ranker:
+            return per_user[stack]["hand_weighted"]
+        shown = not gates[stack]["exclude_history"]
+        return per_user[stack]["ranker_history_shown" if shown else "ranker_history_hidden"]
+
+    options = [(chosen, False)] + [(stack, True) for stack in gates]
+    eligible = [(chosen, False)] + [(stack, True) for stack, gate in gates.items() if gate["served"]]
+    means = {option: float(np.mean(values(*option))) for option in options}
+    stack, ranker = max(eligible, key=lambda option: means[option])  # max keeps the first of a tie
+    return {
+        "metric": gates[chosen]["metric"],
+        "stack": stack,
+        "ranker": ranker,
+        "means": {_label(*option): means[option] for option in options},
+        "eligible": [_label(*option) for option in eligible],
+        "vs_chosen_alone": bootstrap_delta(
+            values(chosen, False), values(stack, ranker), clusters=per_user[chosen]["shoppers"]
+        ),
+    }
+
+
 def finetune_step(
     data: LogData,
     out_dir: Path,
@@ -603,28 +676,56 @@ def finetune_step(
     config: RankerConfig = RankerConfig(),
     progress: bool = True,
 ) -> dict:
-    """:func:`learn_ranker` over the stack ``aisle finetune`` chose (``choice``: ``ranking.json``,
-    updated in place with the measured ``exclude_history`` when the ranker is served).
+    """:func:`validate` over each of :func:`gated_stacks` (``choice``: ``ranking.json``), then
+    :func:`joint_choice`; when a ranker wins, it is trained on the whole period over its stack and
+    ``choice`` is updated in place: that stack is ``served``, with the measured ``exclude_history``.
 
     ``embeddings``: ``pretrained`` and ``trained`` item embeddings; ``encoders``: the validation and
-    the serving user encoder directories (read only when the chosen stack is the user encoder's).
+    the serving user encoder directories (read only for the user encoder's stack).
     """
     from aisle_server.user_encoder import UserEncoder
 
-    stack = str(choice["served"])
-    base = replace(RankingConfig(), **choice[stack])
-    with_encoder = stack == "user_encoder" and base.user_encoder
-    gate_encoder = UserEncoder.load(encoders[0]) if with_encoder else None
-    serving_encoder = UserEncoder.load(encoders[1]) if with_encoder else None
-    vectors = embeddings["pretrained" if stack == "pretrained" else "trained"]
     started = time.perf_counter()
     target = Path(out_dir) / RANKER_DIRNAME
     shutil.rmtree(target, ignore_errors=True)
-    report = validate(data, vectors, base, config, gate_encoder, progress)
-    release_memory()  # the gate's windows, rankers and scored feeds: the served fit starts from a trimmed heap
+
+    def plan(stack: str) -> tuple[RankingConfig, np.ndarray, tuple[Path, Path] | None]:
+        base = replace(RankingConfig(), **choice[stack])
+        with_encoder = stack == "user_encoder" and base.user_encoder
+        return (
+            base,
+            embeddings["pretrained" if stack == "pretrained" else "trained"],
+            encoders if with_encoder else None,
+        )
+
+    chosen = str(choice["served"])
+    gates = {}
+    for stack in gated_stacks(chosen):
+        base, vectors, paths = plan(stack)
+        if progress and len(gated_stacks(chosen)) > 1:
+            print(f"ranker gate over the {stack} stack", flush=True)
+        encoder = UserEncoder.load(paths[0]) if paths else None
+        gates[stack] = validate(data, vectors, base, config, encoder, progress, keep_per_user=True)
+        release_memory()  # the gate's windows, rankers and scored feeds: the next fit starts from a trimmed heap
+    joint = joint_choice(gates, chosen)
+    stack = joint["stack"] if joint["ranker"] else chosen
+    report = {key: value for key, value in gates[stack].items() if key != "per_user"}
+    report["served"] = joint["ranker"]
+    report |= {
+        "stack": stack,
+        "joint": joint,
+        "other_stacks": {
+            name: {key: gate[key] for key in ("exclude_history", "vs_hand_weighted", "means")}
+            | {"served": False, "gate_passed": gate["served"]}
+            for name, gate in gates.items()
+            if name != stack
+        },
+    }
     if report["served"]:
+        base, vectors, paths = plan(stack)
         knobs = replace(base, exclude_history=report["exclude_history"])
         history = serving_history(config, report["exclude_history"])
+        serving_encoder = UserEncoder.load(paths[1]) if paths else None
         ranker, fit_report = train_ranker(
             data.catalog, vectors, data.split.train, knobs, config, serving_encoder, progress, history
         )
@@ -633,9 +734,10 @@ def finetune_step(
             "stack": stack,
             "features": list(FEATURE_NAMES),
             "knobs": asdict(knobs),
-            "validation": {k: v for k, v in report.items() if k != "fit"},
+            "validation": {k: v for k, v in report.items() if k not in ("fit", "other_stacks")},
         }
         replace(ranker, manifest=manifest).save(target)
+        choice["served"] = stack
         choice[stack]["exclude_history"] = report["exclude_history"]
         report |= {"path": str(target), "serving_fit": fit_report}
     report["seconds"] = round(time.perf_counter() - started, 1)
