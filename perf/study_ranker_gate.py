@@ -217,8 +217,8 @@ def plot(results: Path) -> Path:
         ax.set_yticks(range(len(mine)), labels)
         ax.set_ylim(-0.6, len(mine) - 0.4)
         ax.set_xlabel("ΔnDCG@10, ranker − hand-weighted, all next items (95% CI)")
-        ax.set_title(log)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(log, pad=24)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)  # off the rows
     fig.tight_layout()
     path = results / "study_ranker_gate.png"
     fig.savefig(path, dpi=110)
