@@ -120,7 +120,7 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
             latencies.append((time.perf_counter() - t) * 1000)
         timings["recommend_p50_ms"] = statistics.median(latencies)
         _section("judge the served feed on the held-out period against popularity")
-        judged = against_popularity(data, _served_feed(client, data))
+        judged = against_popularity(data, served_feed(client, data))
         _say_verdict(judged)
     timings["total_s"] = time.perf_counter() - started
     _section("summary")
@@ -135,7 +135,7 @@ def run_demo(workdir: Path = Path("build"), latency_calls: int = 50) -> dict:
     return summary
 
 
-def _served_feed(client: RecClient, data: LogData) -> Ranker:
+def served_feed(client: RecClient, data: LogData) -> Ranker:
     """Each held-out shopper's feed as the server answers it: their history before the cut, ``now`` = the cut."""
     split = data.split
 
