@@ -86,6 +86,15 @@ def test_cached_tower_matches_sentence_transformers(st_model, freeze: int) -> No
     assert not any(n.startswith("embeddings.") for n in trainable)
 
 
+def test_embed_all_gives_forwards_embeddings_value_for_value(st_model) -> None:
+    """``embed_all`` writes each chunk in place instead of joining them: the same chunks, the same values."""
+    tower = CachedTower(st_model[0].auto_model, st_model[0].tokenizer, TEXTS, 5, max_length=64).eval()
+    for chunk in (3, len(TEXTS)):
+        with torch.inference_mode():
+            joined = tower(torch.arange(len(TEXTS)), chunk=chunk).numpy()
+        np.testing.assert_array_equal(tower.embed_all(batch_size=chunk), joined)
+
+
 def test_cached_tower_over_its_budget_keeps_float16_close_to_float32(st_model) -> None:
     exact = CachedTower(st_model[0].auto_model, st_model[0].tokenizer, TEXTS, 5, max_length=64).eval()
     half = CachedTower(st_model[0].auto_model, st_model[0].tokenizer, TEXTS, 5, 64, budget_mb=0.01).eval()

@@ -229,11 +229,24 @@ class CachedTower(torch.nn.Module):
         """Every text's embedding from the cache, as the tower now stands (float32, L2-normalized).
 
         Only the trainable layers run: the catalog's embeddings for the trained *and* the pretrained
-        top layers cost a fraction of encoding the catalog twice more from its tokens.
+        top layers cost a fraction of encoding the catalog twice more from its tokens. The chunks
+        are those of :meth:`forward` (the same values), each written into one output array:
+        ``forward``'s list of parts, their concatenation and its reordered copy held the catalog's
+        embeddings four times over, which at 100,000 items made this the peak of the whole ``aisle
+        finetune`` (docs/results.md, "`aisle finetune` against the log's length").
         """
         self.eval()
+        order = torch.argsort(self.lengths, stable=True)
+        out: torch.Tensor | None = None
         with torch.inference_mode():
-            return self(torch.arange(len(self.lengths)), chunk=batch_size).numpy()
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                part = self._encode(rows)
+                if out is None:
+                    out = torch.empty((len(order), part.shape[1]), dtype=part.dtype)
+                out[rows] = part
+        assert out is not None, "a tower over no texts"
+        return out.numpy()
 
     @property
     def cache_mb(self) -> float:
