@@ -230,10 +230,9 @@ class CachedTower(torch.nn.Module):
 
         Only the trainable layers run: the catalog's embeddings for the trained *and* the pretrained
         top layers cost a fraction of encoding the catalog twice more from its tokens. The chunks
-        are those of :meth:`forward` (the same values), each written into one output array:
-        ``forward``'s list of parts, their concatenation and its reordered copy held the catalog's
-        embeddings four times over, which at 100,000 items made this the peak of the whole ``aisle
-        finetune`` (docs/results.md, "`aisle finetune` against the log's length").
+        are those of :meth:`forward` (the same values), each written into one output array, where
+        ``forward``'s list of parts, their concatenation and its reordered copy would hold the
+        catalog's embeddings four times over.
         """
         self.eval()
         order = torch.argsort(self.lengths, stable=True)
