@@ -484,6 +484,14 @@ def test_joint_choice_serves_the_best_eligible_option(ue_gate, pre_ranker, want)
     assert ("user_encoder + ranker" in joint["eligible"]) is ue_gate
 
 
+def test_a_passed_gate_whose_ranker_lost_to_another_option_is_said_so() -> None:
+    passed = {"served": False, "gate_passed": True, "exclude_history": True}
+    passed["vs_hand_weighted"] = {"all": {"delta": 0.02, "ci95": [0.01, 0.03]}}
+    text = describe({**_verdict(True, [0.2], [0.3]), "stack": "pretrained", "other_stacks": {"user_encoder": passed}})
+    assert "over the user_encoder stack NOT served" in text and "another option led on validation" in text
+    assert "the hand-weighted stack stays" not in text.splitlines()[1]
+
+
 def test_only_a_trained_stack_brings_the_pretrained_one_into_the_ranker_gate() -> None:
     assert gated_stacks("pretrained") == ["pretrained"]
     assert gated_stacks("user_encoder") == ["user_encoder", "pretrained"]

@@ -572,9 +572,9 @@ def _verdict(report: dict, stack: str | None) -> str:
     over = "" if stack is None else f" over the {stack} stack"
     if report["served"]:
         return f"learned ranker{over} served (history {history}): validation Δ{METRIC} vs hand-weighted {intervals}"
-    why = "interval not above zero" if gain["ci95"][0] <= 0 else "not above zero against the stack showing history"
     if report.get("gate_passed"):
-        why = "the gate passed, but another option led on validation"
+        return f"learned ranker{over} NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: the gate passed, but another option led on validation"
+    why = "interval not above zero" if gain["ci95"][0] <= 0 else "not above zero against the stack showing history"
     return (
         f"learned ranker{over} NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: {why}; "
         "the hand-weighted stack stays"
