@@ -573,12 +573,12 @@ def _verdict(report: dict, stack: str | None) -> str:
     if report["served"]:
         return f"learned ranker{over} served (history {history}): validation Δ{METRIC} vs hand-weighted {intervals}"
     if report.get("gate_passed"):
-        return f"learned ranker{over} NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: the gate passed, but another option led on validation"
-    why = "interval not above zero" if gain["ci95"][0] <= 0 else "not above zero against the stack showing history"
-    return (
-        f"learned ranker{over} NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: {why}; "
-        "the hand-weighted stack stays"
-    )
+        why = "the gate passed, but another option led on validation"
+    elif gain["ci95"][0] <= 0:
+        why = "interval not above zero; the hand-weighted stack stays"
+    else:
+        why = "not above zero against the stack showing history; the hand-weighted stack stays"
+    return f"learned ranker{over} NOT served: validation Δ{METRIC} vs hand-weighted {intervals}: {why}"
 
 
 def evaluation_rows(
@@ -699,10 +699,11 @@ def finetune_step(
         )
 
     chosen = str(choice["served"])
+    stacks = gated_stacks(chosen)
     gates = {}
-    for stack in gated_stacks(chosen):
+    for stack in stacks:
         base, vectors, paths = plan(stack)
-        if progress and len(gated_stacks(chosen)) > 1:
+        if progress and len(stacks) > 1:
             print(f"ranker gate over the {stack} stack", flush=True)
         encoder = UserEncoder.load(paths[0]) if paths else None
         gates[stack] = validate(data, vectors, base, config, encoder, progress, keep_per_user=True)
