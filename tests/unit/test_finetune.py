@@ -19,6 +19,7 @@ from aisle_export.learn.tower_training import (
     batch_loss,
     make_examples,
     step_rows,
+    token_chunks,
 )
 
 TEXTS = [
@@ -86,13 +87,28 @@ def test_cached_tower_matches_sentence_transformers(st_model, freeze: int) -> No
     assert not any(n.startswith("embeddings.") for n in trainable)
 
 
-def test_embed_all_gives_forwards_embeddings_value_for_value(st_model) -> None:
-    """``embed_all`` writes each chunk in place instead of joining them: the same chunks, the same values."""
+def test_embed_all_gives_forwards_embeddings(st_model) -> None:
+    """``embed_all`` runs chunks bounded by padded tokens, not by rows: the same embeddings as ``forward``."""
     tower = CachedTower(st_model[0].auto_model, st_model[0].tokenizer, TEXTS, 5, max_length=64).eval()
-    for chunk in (3, len(TEXTS)):
-        with torch.inference_mode():
-            joined = tower(torch.arange(len(TEXTS)), chunk=chunk).numpy()
-        np.testing.assert_array_equal(tower.embed_all(batch_size=chunk), joined)
+    with torch.inference_mode():
+        expected = tower(torch.arange(len(TEXTS))).numpy()
+    for max_tokens in (1, 24, 10_000):
+        np.testing.assert_allclose(tower.embed_all(max_tokens=max_tokens), expected, rtol=0, atol=1e-6)
+
+
+def test_token_chunks_bound_each_chunks_padded_tokens() -> None:
+    lengths = torch.tensor([5, 30, 2, 7, 7, 12, 64, 3, 9, 1])
+    for budget in (1, 16, 40, 64, 1000):
+        chunks = token_chunks(lengths, budget)
+        joined = torch.cat(chunks)
+        assert sorted(joined.tolist()) == list(range(len(lengths)))  # every text once
+        assert torch.equal(lengths[joined], torch.sort(lengths).values)  # shortest first
+        for chunk in chunks:
+            assert len(chunk) == 1 or len(chunk) * int(lengths[chunk].max()) <= budget
+    assert [len(c) for c in token_chunks(lengths, 1000)] == [10]
+    assert [lengths[c].tolist() for c in token_chunks(lengths, 14)] == [[1, 2, 3], [5, 7], [7], [9], [12], [30], [64]]
+    with pytest.raises(ValueError, match="max_tokens"):
+        token_chunks(lengths, 0)
 
 
 def test_cached_tower_over_its_budget_keeps_float16_close_to_float32(st_model) -> None:

@@ -48,6 +48,7 @@ import torch
 from tqdm import tqdm
 
 from aisle_export.core.handoff import ITEM_TOWER, QUERY_TOWER, REPORT_FILE
+from aisle_export.core.memory import release_memory
 from aisle_export.core.towers import default_tower_path, load_tower
 from aisle_server.ranking import decay
 
@@ -153,6 +154,28 @@ def make_examples(histories: dict[str, list[tuple[str, float]]], row_of: dict[st
     return Examples(flat_rows, flat_ts, target, np.maximum(first, target - window).astype(np.int64))
 
 
+#: The padded tokens one chunk of :meth:`CachedTower.embed_all` encodes: at 8,192, a layer's
+#: feed-forward activations are ~50 MB whatever the texts' lengths (rows × longest text is bounded).
+EMBED_TOKENS = 8192
+
+
+def token_chunks(lengths: torch.Tensor, max_tokens: int) -> list[torch.Tensor]:
+    """The positions of ``lengths``, shortest first, in chunks whose padded size (rows × the chunk's
+    longest length) is at most ``max_tokens``; a text longer than that is a chunk of its own."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens} must be at least 1")
+    order = torch.argsort(lengths, stable=True)
+    ordered = lengths[order].clamp(min=1).tolist()
+    chunks, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end + 1 - start) * ordered[end] <= max_tokens:
+            end += 1
+        chunks.append(order[start:end])
+        start = end
+    return chunks
+
+
 class CachedTower(torch.nn.Module):
     """The item tower with its lower part precomputed for a fixed list of texts.
 
@@ -225,24 +248,22 @@ class CachedTower(torch.nn.Module):
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
-    def embed_all(self, batch_size: int = 512) -> np.ndarray:
+    def embed_all(self, max_tokens: int = EMBED_TOKENS) -> np.ndarray:
         """Every text's embedding from the cache, as the tower now stands (float32, L2-normalized).
 
         Only the trainable layers run: the catalog's embeddings for the trained *and* the pretrained
-        top layers cost a fraction of encoding the catalog twice more from its tokens. The chunks
-        are those of :meth:`forward` (the same values), each written into one output array, where
-        ``forward``'s list of parts, their concatenation and its reordered copy would hold the
-        catalog's embeddings four times over.
+        top layers cost a fraction of encoding the catalog twice more from its tokens. Texts run in
+        chunks of similar length holding at most ``max_tokens`` padded tokens (:func:`token_chunks`),
+        so a chunk's activations stay the same size however long the catalog's longest texts are,
+        and each chunk is written into one output array.
         """
         self.eval()
-        order = torch.argsort(self.lengths, stable=True)
         out: torch.Tensor | None = None
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
+            for rows in token_chunks(self.lengths, max_tokens):
                 part = self._encode(rows)
                 if out is None:
-                    out = torch.empty((len(order), part.shape[1]), dtype=part.dtype)
+                    out = torch.empty((len(self.lengths), part.shape[1]), dtype=part.dtype)
                 out[rows] = part
         assert out is not None, "a tower over no texts"
         return out.numpy()
@@ -485,6 +506,8 @@ def finetune(
         st.save(str(out_dir / name))
         _legacy_pooling_config(out_dir / name, base_path)
     if embeddings is not None and not tower.truncated:
+        del optimizer, scheduler  # the training's state and its freed activations go before the catalog's embeddings
+        release_memory()
         embeddings["trained"] = tower.embed_all()
         tower.trainable.load_state_dict(initial)
         embeddings["pretrained"] = tower.embed_all()
