@@ -1,14 +1,15 @@
 """The feed a model repository serves, judged on a log's test cut through a real tritonserver.
 
-    python -m perf.judge_served --repo build/model_repository [--interactions LOG --catalog FILE] [--name NAME]
+    python -m perf.judge_served --repo build/model_repository [--interactions LOG --catalog FILE] [--cutoff T] [--name NAME]
 
 ``aisle evaluate --finetuned`` scores the stack ``aisle finetune`` chose offline; this asks the
 server itself. The repository is served as exported and indexed (``aisle export --finetuned DIR
 --repo R``, then ``aisle index --catalog FILE --repo R``: the log signals ``aisle finetune`` wrote
 are the training period's, so the served feed at the cut is the offline one), each test shopper's
 history before the cut goes through the SDK with ``now`` = the cut, and the answers are scored
-against the training period's popularity, paired over the same shoppers. Without
-``--interactions``, MovieLens-100K as ``aisle evaluate`` reads it. Writes
+against the training period's popularity, paired over the same shoppers. The log and its cut are
+read as ``aisle evaluate`` reads them (the same options); without ``--interactions``,
+MovieLens-100K. Writes
 ``perf/results/<name>.json``.
 """
 
@@ -26,27 +27,26 @@ from perf.lib.run_info import RESULTS, command_line, machine
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aisle_export.cli.common import add_log_arguments, log_data
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True, help="an exported and indexed model repository")
-    parser.add_argument("--interactions", type=Path, help="the log (default: MovieLens-100K)")
-    parser.add_argument("--catalog", type=Path, help="its catalog (with --interactions)")
+    add_log_arguments(parser, knob_search=False)  # the log and its cut, read as `aisle evaluate` reads them
     parser.add_argument("--name", default="judge_served", help="report name under --out")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if (args.interactions is None) != (args.catalog is None):
-        parser.error("--interactions and --catalog go together")
+    try:
+        data = log_data(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     from aisle import RecClient
-    from aisle_export.data.movielens import movielens_files
-    from aisle_export.data.splits import load_log
     from aisle_export.demo import served_feed
     from aisle_export.judge.feed import against_popularity
     from aisle_server.tritonserver import TritonServer
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="aisle-judge-") as work:
-        files = (args.interactions, args.catalog) if args.interactions else movielens_files(Path(work))
-        data = load_log(*files)
         started = time.perf_counter()
         with (
             TritonServer(args.repo, log_file=Path(work) / "tritonserver.log") as server,
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line("perf.judge_served", sys.argv[1:] if argv is None else argv),
         "machine": machine(load_before),
         "repo": str(args.repo),
-        "log": str(files[0]),
+        "log": str(data.report.path),
+        "cutoff": data.split.cutoff,
         "served": judged,
         "seconds": round(time.perf_counter() - started, 1),
     }

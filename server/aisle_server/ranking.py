@@ -763,12 +763,27 @@ def candidate_features(index: CatalogIndex, request: RankRequest) -> tuple[np.nd
     """A feed's candidate rows and their ranker features, exactly as ``rerank`` computes them
     (what ``aisle finetune`` trains the ranker on); None for a request without an interest vector
     (no known history: the cold fallback, which the ranker does not order)."""
-    prepared = _prepare_many(index, [request])[0]
-    if prepared.interest is None or request.query_embedding is not None:
-        return None
-    terms, _, features = _scored(index, request, prepared, want_features=True)
-    assert features is not None
-    return terms.rows, features
+    return candidate_features_many(index, [request])[0]
+
+
+def candidate_features_many(
+    index: CatalogIndex, requests: Sequence[RankRequest]
+) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`candidate_features` for each request, prepared as :func:`rank_many` prepares a batch:
+    the exact catalog scans as one matrix product (over a large catalog, one memory-bound pass per
+    shopper is most of the cost of building a window's training rows)."""
+    prepared = _prepare_many(index, requests)
+    exact = _exact_scans(index, requests, prepared)
+    prepared = _graph_searched(index, requests, prepared)
+    out: list[tuple[np.ndarray, np.ndarray] | None] = []
+    for i, (request, p) in enumerate(zip(requests, prepared)):
+        if p.interest is None or request.query_embedding is not None:
+            out.append(None)
+            continue
+        terms, _, features = _scored(index, request, p, exact.get(i), want_features=True)
+        assert features is not None
+        out.append((terms.rows, features))
+    return out
 
 
 def validate_k(k: int, config: RankingConfig, catalog_size: int) -> int:

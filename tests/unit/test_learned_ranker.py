@@ -35,7 +35,7 @@ from aisle_server.compiled_ranker import COMPILED_FILE
 from aisle_server.features import FEATURE_NAMES, FeedContext, feature_rows
 from aisle_server.learned import ITEM_STAT_NAMES
 from aisle_server.ranker import LearnedRanker
-from aisle_server.ranking import RankRequest, candidate_features, rank
+from aisle_server.ranking import RankRequest, candidate_features, candidate_features_many, rank
 
 DAY = 86400.0
 N_ITEMS, DIM = 40, 8
@@ -180,6 +180,25 @@ def test_rank_orders_a_feed_by_the_ranker_score_of_the_offline_features_and_expl
         assert np.isnan(served.components).all()  # no hand-weighted terms make a ranker's score
         hand = rank(index, replace(request, config=replace(config, learned_ranker=False)))
         assert hand.feature_contributions is None and np.isfinite(hand.components).all()
+
+
+def test_candidate_features_of_a_block_are_each_requests_own(trained) -> None:
+    """A window's rows are built for blocks of shoppers (one catalog scan as a matrix product): the
+    same candidates and features as one request at a time, and None for a shopper with no history."""
+    split, index, _ = trained
+    config = RankingConfig(user_encoder=False, exclude_history=False)
+    requests = [feed_request(split, user, config, 10) for user in split.users[:12]]
+    requests.insert(3, replace(requests[0], history_ids=[], history_ts=[]))  # the cold fallback: no features
+    block = candidate_features_many(index, requests)
+    assert block[3] is None and sum(one is None for one in block) == 1
+    for request, one in zip(requests, block):
+        alone = candidate_features(index, request)
+        if alone is None:
+            assert one is None
+            continue
+        assert one is not None
+        np.testing.assert_array_equal(one[0], alone[0])
+        np.testing.assert_allclose(one[1], alone[1], rtol=1e-6, atol=1e-6)
 
 
 def test_a_search_and_the_cold_fallback_are_not_ranked_by_the_ranker(trained) -> None:

@@ -62,8 +62,9 @@ def cutoff(text: str | None) -> float | None:
         raise ValueError(str(exc)) from None
 
 
-def add_log_arguments(p: argparse.ArgumentParser) -> None:
-    """The interaction-log options ``finetune`` and ``evaluate`` share."""
+def add_log_arguments(p: argparse.ArgumentParser, knob_search: bool = True) -> None:
+    """The interaction-log options ``finetune`` and ``evaluate`` share (what :func:`log_data` reads),
+    and with ``knob_search`` the knob grid's."""
     p.add_argument(
         "--interactions",
         type=Path,
@@ -86,6 +87,8 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of failing")
     p.add_argument("--workdir", type=Path, default=Path("build"), help="MovieLens cache under <workdir>/data")
+    if not knob_search:
+        return
     p.add_argument(
         "--popularity-weights",
         metavar="W,...",

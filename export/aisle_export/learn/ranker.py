@@ -50,15 +50,20 @@ from aisle_export.data.splits import MAX_HISTORY, N_TARGETS, LogData, TemporalSp
 from aisle_export.index.log_signals import split_signals
 from aisle_export.index.writing import served_index
 from aisle_export.judge.feed import Reference, score
-from aisle_export.judge.rankers import aisle_ranker, feed_request
+from aisle_export.judge.rankers import aisle_ranker, batched_aisle_ranker, feed_request
 from aisle_export.judge.statistics import bootstrap_delta
 from aisle_server.features import FEATURE_NAMES
 from aisle_server.index import CatalogIndex
 from aisle_server.learned import RANKER_DIRNAME
 from aisle_server.ranker import BASE_WEIGHT, DEPTH, HAND_SCORE, LearnedRanker, reranked_rows
-from aisle_server.ranking import candidate_features
+from aisle_server.ranking import candidate_features_many
 
 METRIC = "ndcg@10"
+#: Shoppers prepared together when a window's rows are built and when a gate ranks its feeds: one
+#: matrix product scans the catalog for all of them (``rank_many``), and 64 keeps a block's
+#: per-shopper arrays (a co-occurrence and a filter per catalog row each) well under 100 MB over a
+#: 100,000-item catalog.
+BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -203,11 +208,17 @@ def split_groups(
     knobs = replace(base, exclude_history=not history)
     wanted = split.next_items if history else split.targets
     features, labels, sizes = [], [], []
-    for user in window_shoppers(split.users, config):
-        built = candidate_features(index, feed_request(split, user, knobs, 10))
-        if built is None:
+    users = window_shoppers(split.users, config)
+    blocks = (users[start : start + BLOCK] for start in range(0, len(users), BLOCK))
+    built = (
+        (user, one)
+        for block in blocks
+        for user, one in zip(block, candidate_features_many(index, [feed_request(split, u, knobs, 10) for u in block]))
+    )
+    for user, one in built:
+        if one is None:
             continue
-        rows, x = built
+        rows, x = one
         head = reranked_rows(x, config.depth)
         rows, x = rows[head], x[head]
         relevant = np.isin(rows, index.rows_of(list(wanted.get(user, []))))
@@ -429,7 +440,7 @@ def serving_history(config: RankerConfig, exclude_history: bool) -> bool:
 
 def per_user(index: CatalogIndex, split: TemporalSplit, config: RankingConfig, views: dict) -> dict[str, list[float]]:
     """Per-shopper nDCG@10 of the feed ``config`` serves on ``index``, against each view's targets."""
-    ranked = aisle_ranker(index, split, config)
+    ranked = batched_aisle_ranker(index, split, config, BLOCK)
     lists = {user: ranked(user, 10) for user in split.users}
     reference = Reference.of(index, split)
     return {
