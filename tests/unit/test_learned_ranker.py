@@ -19,6 +19,7 @@ from aisle_export.learn.ranker import (
     Groups,
     RankerConfig,
     base_weight,
+    block_size,
     describe,
     fit,
     future_counts,
@@ -184,11 +185,13 @@ def test_rank_orders_a_feed_by_the_ranker_score_of_the_offline_features_and_expl
 
 def test_candidate_features_of_a_block_are_each_requests_own(trained) -> None:
     """A window's rows are built for blocks of shoppers (one catalog scan as a matrix product): the
-    same candidates and features as one request at a time, and None for a shopper with no history."""
+    same candidates and features as one request at a time (to the scores' last bits), and None for
+    a shopper with no history."""
     split, index, _ = trained
     config = RankingConfig(user_encoder=False, exclude_history=False)
     requests = [feed_request(split, user, config, 10) for user in split.users[:12]]
     requests.insert(3, replace(requests[0], history_ids=[], history_ts=[]))  # the cold fallback: no features
+    assert block_size(index) == 1  # a small catalog: each feed prepared alone, exactly as served
     block = candidate_features_many(index, requests)
     assert block[3] is None and sum(one is None for one in block) == 1
     for request, one in zip(requests, block):

@@ -43,9 +43,10 @@ def aisle_ranker(index: CatalogIndex, split: TemporalSplit, config: RankingConfi
 def batched_aisle_ranker(index: CatalogIndex, split: TemporalSplit, config: RankingConfig, batch: int = 256) -> Ranker:
     """:func:`aisle_ranker` for the split's shoppers, all ranked on first use through ``rank_many``.
 
-    The same lists (``rank_many`` answers each request as ``rank`` does), but each block of
-    shoppers scans the catalog as one matrix product instead of one memory-bound pass per
-    shopper: over a 100,000-item catalog that pass dominated the knob search.
+    Each block of shoppers scans the catalog as one matrix product instead of one memory-bound
+    pass per shopper: over a 100,000-item catalog that pass dominated the knob search. The lists
+    are ``rank``'s but for the scores' last bits (the product rounds them differently from a lone
+    scan), which can swap near-tied candidates; ``batch=1`` gives ``rank``'s lists exactly.
     """
     lists: dict[int, dict[str, list[str]]] = {}
 
