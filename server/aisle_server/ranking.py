@@ -498,6 +498,21 @@ def rank_groups(index: CatalogIndex, groups: Sequence[Sequence[RankRequest]]) ->
     answered as if it ran alone: what is batched per group (the user encoder, the exact scan's
     matrix product, whose float sums depend on the rows beside them) stays within the group, while
     the graph's searches — the same walk in a batch or alone — run as one faiss call for all."""
+    requests, prepared, exact = _prepared_groups(index, groups)
+    results = [_finish(index, request, p, exact.get(i)) for i, (request, p) in enumerate(zip(requests, prepared))]
+    out, start = [], 0
+    for group in groups:
+        out.append(results[start : start + len(group)])
+        start += len(group)
+    return out
+
+
+def _prepared_groups(
+    index: CatalogIndex, groups: Sequence[Sequence[RankRequest]]
+) -> tuple[list[RankRequest], list[_Prepared], dict[int, np.ndarray]]:
+    """The requests of ``groups`` in order, each prepared, and the exact scans of those that run
+    one (by position): prepared and scanned group by group, then the graph searched for all (see
+    :func:`rank_groups`)."""
     requests = [request for group in groups for request in group]
     prepared: list[_Prepared] = []
     exact: dict[int, np.ndarray] = {}
@@ -505,13 +520,7 @@ def rank_groups(index: CatalogIndex, groups: Sequence[Sequence[RankRequest]]) ->
         offset = len(prepared)
         prepared += _prepare_many(index, group)
         exact.update({offset + i: scores for i, scores in _exact_scans(index, group, prepared[offset:]).items()})
-    prepared = _graph_searched(index, requests, prepared)
-    results = [_finish(index, request, p, exact.get(i)) for i, (request, p) in enumerate(zip(requests, prepared))]
-    out, start = [], 0
-    for group in groups:
-        out.append(results[start : start + len(group)])
-        start += len(group)
-    return out
+    return requests, _graph_searched(index, requests, prepared), exact
 
 
 def _exact_scans(
@@ -772,9 +781,7 @@ def candidate_features_many(
     """:func:`candidate_features` for each request, prepared as :func:`rank_many` prepares a batch:
     the exact catalog scans as one matrix product (over a large catalog, one memory-bound pass per
     shopper is most of the cost of building a window's training rows)."""
-    prepared = _prepare_many(index, requests)
-    exact = _exact_scans(index, requests, prepared)
-    prepared = _graph_searched(index, requests, prepared)
+    requests, prepared, exact = _prepared_groups(index, [requests])
     out: list[tuple[np.ndarray, np.ndarray] | None] = []
     for i, (request, p) in enumerate(zip(requests, prepared)):
         if p.interest is None or request.query_embedding is not None:
