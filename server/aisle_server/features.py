@@ -47,6 +47,28 @@ DAY = 86400.0
 SOURCES = ("dense", "popular", "cooccurrence", "history")
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 HAND_RANK = _COLUMN["hand_rank"]  # the candidate's place in the hand-weighted order (ties by row)
+FROM_HISTORY = _COLUMN["from_history"]
+#: (score column, its rank column) of the sources ranked over the whole union
+_RANKED = tuple(
+    (_COLUMN[value], _COLUMN[rank])
+    for value, rank in (
+        ("cosine", "cosine_rank"),
+        ("cooccurrence_raw", "cooccurrence_rank"),
+        ("hand_score", "hand_rank"),
+    )
+)
+
+
+def _columns(names: tuple[str, ...]) -> slice:
+    """The contiguous columns of ``names``, in that order (the contract lists them so)."""
+    start = _COLUMN[names[0]]
+    assert FEATURE_NAMES[start : start + len(names)] == names, f"{names} are not adjacent in FEATURE_NAMES"
+    return slice(start, start + len(names))
+
+
+_SOURCE_COLUMNS = _columns(tuple(f"from_{source}" for source in SOURCES))
+_STAT_COLUMNS = _columns(ITEM_STAT_NAMES)
+_HISTORY = _columns(("history_count", "history_recency_weight", "days_since_last"))
 
 
 @dataclass(frozen=True)
@@ -74,34 +96,36 @@ def descending_rank(values: np.ndarray, rows: np.ndarray, by_row: np.ndarray | N
     return rank
 
 
-def _history_features(context: FeedContext, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Per candidate: times in the history, its recency weight and days since the shopper last had it."""
-    n = len(rows)
-    count, weight, last = np.zeros(n), np.zeros(n), np.full(n, np.nan)
-    if len(context.history_rows):
-        distinct, inverse = np.unique(context.history_rows, return_inverse=True)
-        counts = np.bincount(inverse, minlength=len(distinct)).astype(np.float64)
-        weights = np.bincount(inverse, weights=context.recency, minlength=len(distinct))
-        latest = np.full(len(distinct), -np.inf)
-        np.maximum.at(latest, inverse, context.history_ts)
-        at = np.minimum(np.searchsorted(distinct, rows), len(distinct) - 1)
-        seen = distinct[at] == rows
-        count[seen], weight[seen] = counts[at[seen]], weights[at[seen]]
-        last[seen] = np.maximum(context.now - latest[at[seen]], 0.0) / DAY
-    return {"history_count": count, "history_recency_weight": weight, "days_since_last": last}
+def _history_features(context: FeedContext, rows: np.ndarray, out: np.ndarray) -> None:
+    """Per candidate, into ``out`` (its three :data:`_HISTORY` columns): times in the history, its
+    recency weight and days since the shopper last had it (0, 0 and NaN for an item not had)."""
+    out[:, 0:2] = 0.0
+    history = context.history_rows
+    if not len(history):
+        return
+    distinct, inverse = np.unique(history, return_inverse=True)
+    latest = np.full(len(distinct), -np.inf)
+    np.maximum.at(latest, inverse, context.history_ts)
+    at = np.minimum(np.searchsorted(distinct, rows), len(distinct) - 1)
+    seen = np.flatnonzero(distinct[at] == rows)
+    at = at[seen]
+    out[seen, 0] = np.bincount(inverse, minlength=len(distinct))[at]
+    out[seen, 1] = np.bincount(inverse, weights=context.recency, minlength=len(distinct))[at]
+    out[seen, 2] = np.maximum(context.now - latest[at], 0.0) / DAY
 
 
-def _source_flags(rows: np.ndarray, sources: Mapping[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray]:
-    """``from_<source>``: 1.0 where the source recalled the candidate (``order`` sorts ``rows``; a search per source)."""
-    ordered = rows[order]
-    flags = {}
-    for source in SOURCES:
-        recalled = np.asarray(sources.get(source, ()), dtype=np.int64)
-        flag = np.zeros(len(rows))
-        if len(recalled):
-            at = np.minimum(np.searchsorted(ordered, recalled), len(rows) - 1)
-            flag[order[at[ordered[at] == recalled]]] = 1.0
-        flags[f"from_{source}"] = flag
+def _source_flags(rows: np.ndarray, sources: Mapping[str, np.ndarray], order: np.ndarray) -> np.ndarray:
+    """float64 [len(rows), len(SOURCES)]: 1.0 where the source recalled the candidate (``order``
+    sorts ``rows``; one search for every source's rows)."""
+    recalled = [np.asarray(sources.get(source, ()), dtype=np.int64) for source in SOURCES]
+    wanted = np.concatenate(recalled)
+    flags = np.zeros((len(rows), len(SOURCES)))
+    if len(wanted):
+        ordered = rows[order]
+        source = np.repeat(np.arange(len(SOURCES)), [len(r) for r in recalled])
+        at = np.minimum(np.searchsorted(ordered, wanted), len(rows) - 1)
+        hit = ordered[at] == wanted
+        flags[order[at[hit]], source[hit]] = 1.0
     return flags
 
 
@@ -110,10 +134,10 @@ def _category_affinity(index: CatalogIndex, context: FeedContext, rows: np.ndarr
         return np.zeros(len(rows))
     codes = getattr(index.lookups, "category_codes", None)  # ints where the index has them (not an overlay)
     column = codes if codes is not None and len(codes) == len(index) else index.categories
-    names, counts = np.unique(np.asarray(column[context.history_rows]), return_counts=True)
+    had = np.sort(np.asarray(column[context.history_rows]))
     wanted = np.asarray(column[rows])
-    at = np.minimum(np.searchsorted(names, wanted), len(names) - 1)
-    return np.where(names[at] == wanted, counts[at], 0) / len(context.history_rows)
+    times = np.searchsorted(had, wanted, side="right") - np.searchsorted(had, wanted, side="left")
+    return times / len(had)
 
 
 def scored_rows(hand_rank: np.ndarray, from_history: np.ndarray, depth: int) -> np.ndarray:
@@ -146,41 +170,35 @@ def feature_rows(
     out = np.full((len(rows), len(FEATURE_NAMES)), np.nan)
     if not len(rows):
         return out
+    # the union's columns, written in place (each is float64 once in ``out``, as the model reads it)
     by_row = np.argsort(rows, kind="stable")
-    union: dict[str, np.ndarray] = {
-        "cosine": np.asarray(cosine, dtype=np.float64),
-        "cooccurrence_raw": np.zeros(len(rows))
-        if context.cooccurrence_raw is None
-        else np.asarray(context.cooccurrence_raw[rows], dtype=np.float64),
-        "hand_score": np.asarray(hand_score, dtype=np.float64),
-    }
-    union["cosine_rank"] = descending_rank(union["cosine"], rows, by_row)
-    union["cooccurrence_rank"] = descending_rank(union["cooccurrence_raw"], rows, by_row)
-    union["hand_rank"] = descending_rank(union["hand_score"], rows, by_row)
-    union |= _source_flags(rows, sources, by_row)
-    for name, column in union.items():
-        out[:, _COLUMN[name]] = column
-    head = (
-        slice(None) if depth is None else np.flatnonzero(scored_rows(union["hand_rank"], union["from_history"], depth))
-    )
-    rows = rows[head]
-    values: dict[str, np.ndarray] = {
-        "cooccurrence": np.zeros(len(rows)) if cooccurrence is None else np.asarray(cooccurrence[rows], np.float64),
-        "popularity_prior": np.asarray(index.popularity_prior[rows], dtype=np.float64),
-        "popularity_rank": index.popularity_rank[rows].astype(np.float64),
-        "history_length": np.full(len(rows), float(len(context.history_rows))),
-        "category_affinity": _category_affinity(index, context, rows),
-    }
+    out[:, _COLUMN["cosine"]] = cosine
+    if context.cooccurrence_raw is None:
+        out[:, _COLUMN["cooccurrence_raw"]] = 0.0
+    else:  # read in row order: a sparse score's search walks its rows once
+        out[by_row, _COLUMN["cooccurrence_raw"]] = context.cooccurrence_raw[rows[by_row]]
+    out[:, _COLUMN["hand_score"]] = hand_score
+    for value, rank in _RANKED:
+        out[:, rank] = descending_rank(out[:, value], rows, by_row)
+    out[:, _SOURCE_COLUMNS] = _source_flags(rows, sources, by_row)
+    head = slice(None) if depth is None else np.flatnonzero(scored_rows(out[:, HAND_RANK], out[:, FROM_HISTORY], depth))
+    rows, at = rows[head], out[head]  # ``at``: a copy of the head's rows (an index array) or a view (all)
+    at[:, _COLUMN["cooccurrence"]] = 0.0 if cooccurrence is None else cooccurrence[rows]
+    at[:, _COLUMN["popularity_prior"]] = index.popularity_prior[rows]
+    at[:, _COLUMN["popularity_rank"]] = index.popularity_rank[rows]
+    at[:, _COLUMN["history_length"]] = len(context.history_rows)
+    at[:, _COLUMN["category_affinity"]] = _category_affinity(index, context, rows)
+    _history_features(context, rows, at[:, _HISTORY])
     if index.item_stats is not None:
-        stats = np.asarray(index.item_stats[rows], dtype=np.float64)
-        values |= {name: stats[:, j] for j, name in enumerate(ITEM_STAT_NAMES)}
-    values |= _history_features(context, rows)
-    interval = values.get("repurchase_interval_days")
-    if interval is not None:
+        at[:, _STAT_COLUMNS] = index.item_stats[rows]
+        interval = at[:, _COLUMN["repurchase_interval_days"]]
         with np.errstate(divide="ignore", invalid="ignore"):
-            values["interval_ratio"] = np.where(interval > 0, values["days_since_last"] / interval, np.nan)
-    created = np.asarray(index.created_at[rows], dtype=np.float64)
-    values["item_age_days"] = np.where(np.isfinite(created), (context.now - np.nan_to_num(created)) / DAY, np.nan)
-    for name, column in values.items():
-        out[head, _COLUMN[name]] = column
+            at[:, _COLUMN["interval_ratio"]] = np.where(
+                interval > 0, at[:, _COLUMN["days_since_last"]] / interval, np.nan
+            )
+    age = (context.now - np.asarray(index.created_at[rows], dtype=np.float64)) / DAY
+    age[~np.isfinite(age)] = np.nan
+    at[:, _COLUMN["item_age_days"]] = age
+    if depth is not None:
+        out[head] = at
     return out

@@ -113,6 +113,10 @@ def test_feature_rows_hold_the_shoppers_repurchase_timing_and_the_items_statisti
     assert column["cosine_rank"].tolist() == [2, 0, 1] and column["hand_rank"].tolist() == [0, 2, 1]
     # i3, i5 are odd-numbered ("a"), i8 is "b": two of three history items share i3's category
     assert column["category_affinity"].tolist() == pytest.approx([1.0, 0.0, 1.0])
+    # the same read from the category names, as over an index without codes (a live overlay)
+    by_name = replace(index, lookups=replace(index.lookups, category_codes=np.zeros(0, dtype=np.int32)))
+    named = feature_rows(by_name, context, rows, np.array([0.1, 0.9, 0.5]), None, np.array([3.0, 1.0, 2.0]), sources)
+    np.testing.assert_array_equal(named, x)
     assert column["history_length"].tolist() == [3, 3, 3]
     assert column["item_age_days"].tolist() == pytest.approx([47.0, 42.0, 45.0])
     assert column["events_all"].tolist() == index.item_stats[rows, 2].tolist()
