@@ -510,6 +510,27 @@ def test_joint_choice_serves_the_best_eligible_option(ue_gate, pre_ranker, want)
     assert ("user_encoder + ranker" in joint["eligible"]) is ue_gate
 
 
+def test_joint_choice_says_when_validation_cannot_tell_the_winner_from_the_runner_up() -> None:
+    rng = np.random.default_rng(0)
+    stack = rng.uniform(0.0, 0.6, 60).tolist()
+    close = [v + d for v, d in zip(stack, rng.normal(0.002, 0.05, 60))]  # a hair ahead, noisy
+    far = [v + 0.1 for v in stack]  # ahead for every shopper
+    for ranker, toss_up in ((close, True), (far, False)):
+        gates = {"user_encoder": _verdict(False, stack, stack), "pretrained": _verdict(True, [0.0] * 60, ranker)}
+        joint = joint_choice(gates, "user_encoder")
+        ahead = np.mean(ranker) > np.mean(stack)
+        assert (joint["stack"], joint["ranker"]) == (("pretrained", True) if ahead else ("user_encoder", False))
+        assert joint["runner_up"] == ("user_encoder" if ahead else "pretrained + ranker")
+        assert joint["vs_runner_up"]["delta"] == pytest.approx(abs(np.mean(ranker) - np.mean(stack)))
+        assert (joint["vs_runner_up"]["ci95"][0] <= 0) is toss_up
+        report = {**gates["pretrained"], "stack": "pretrained", "joint": joint}
+        report["other_stacks"] = {"user_encoder": gates["user_encoder"]}
+        assert ("a toss-up" in describe(report)) is toss_up
+        assert f"over {joint['runner_up']}" in describe(report)
+    lone = joint_choice({"pretrained": _verdict(False, stack, close)}, "pretrained")
+    assert lone["runner_up"] is None and lone["vs_runner_up"] is None
+
+
 def test_a_passed_gate_whose_ranker_lost_to_another_option_is_said_so() -> None:
     passed = {"served": False, "gate_passed": True, "exclude_history": True}
     passed["vs_hand_weighted"] = {"all": {"delta": 0.02, "ci95": [0.01, 0.03]}}

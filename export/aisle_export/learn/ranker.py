@@ -580,8 +580,18 @@ def describe(report: dict) -> str:
         lines.append(
             f"validation {METRIC} on all next items: {means}; serves {_label(joint['stack'], joint['ranker'])}"
             + (f", {_interval(joint['vs_chosen_alone'])} over the stack alone" if joint["ranker"] else "")
+            + _runner_up(joint)
         )
     return "\n".join(lines)
+
+
+def _runner_up(joint: dict) -> str:
+    """How far the served option led the next eligible one, and whether validation could tell them apart."""
+    gap = joint.get("vs_runner_up")
+    if gap is None:
+        return ""
+    said = f"; {_interval(gap)} over {joint['runner_up']}"
+    return said + (": a toss-up, too close for these validation shoppers to tell" if gap["ci95"][0] <= 0 else "")
 
 
 def _verdict(report: dict, stack: str | None) -> str:
@@ -661,8 +671,11 @@ def joint_choice(gates: dict[str, dict], chosen: str) -> dict:
     of ``chosen`` alone and each stack with its ranker where the gate passed (a ranker is eligible
     only over the stack it beat, :func:`gate`). The rule is :func:`aisle_export.learn.finetune.choose_stack`'s
     (each option earned its place against its own baseline; the best of those serves); ties keep
-    ``chosen`` alone. Also every option's mean, eligible or not, and the winner's paired gain over
-    ``chosen`` alone (reported, not a gate: each part of it has passed one)."""
+    ``chosen`` alone. Also every option's mean, eligible or not, the winner's paired gain over
+    ``chosen`` alone (reported, not a gate: each part of it has passed one), and over the best other
+    eligible option (``runner_up``): where that interval holds zero, validation could not tell the
+    two apart and the choice is a toss-up, which ``aisle finetune`` says (reported, not acted on:
+    what to serve when two options tie is the rule above, fixed before any log was judged)."""
     per_user = {stack: gate["per_user"] for stack, gate in gates.items()}
 
     def values(stack: str, ranker: bool) -> list[float]:
@@ -675,6 +688,8 @@ def joint_choice(gates: dict[str, dict], chosen: str) -> dict:
     eligible = [(chosen, False)] + [(stack, True) for stack, gate in gates.items() if gate["served"]]
     means = {option: float(np.mean(values(*option))) for option in options}
     stack, ranker = max(eligible, key=lambda option: means[option])  # max keeps the first of a tie
+    others = [option for option in eligible if option != (stack, ranker)]
+    runner_up = max(others, key=lambda option: means[option]) if others else None
     return {
         "metric": gates[chosen]["metric"],
         "stack": stack,
@@ -684,6 +699,10 @@ def joint_choice(gates: dict[str, dict], chosen: str) -> dict:
         "vs_chosen_alone": bootstrap_delta(
             values(chosen, False), values(stack, ranker), clusters=per_user[chosen]["shoppers"]
         ),
+        "runner_up": None if runner_up is None else _label(*runner_up),
+        "vs_runner_up": None
+        if runner_up is None
+        else bootstrap_delta(values(*runner_up), values(stack, ranker), clusters=per_user[chosen]["shoppers"]),
     }
 
 
