@@ -25,7 +25,9 @@ one typical within-feed spread of it is 1 or 3 units of LambdaMART's score) inst
 (:data:`GROWING`), and ``stationary_base1`` both; ``pooled_base1`` and ``pooled_stationary``: the
 pooled gate over ``base1``'s and ``stationary``'s training. ``current`` is monotone in the stack's
 own score and place (``RankerConfig.monotone``); ``unconstrained`` is the training before it, and
-``monotone_sources`` constrains every source's score and rank too (:data:`SOURCE_SIGNS`).
+``monotone_sources`` constrains every source's score and rank too (:data:`SOURCE_SIGNS`);
+``depth100`` scores (and trains on) the hand-weighted top 100 and the buy-again candidates instead
+of the top 150 (``RankerConfig.depth``): a third fewer rows for the served trees to walk.
 ``--seed`` sets LightGBM's (bagging and feature sampling) to see how much of a gate's verdict is luck.
 ``--test`` adds the test cut: the ranker rows, the stack the gate serves, the hand-weighted stack
 and popularity, co-occurrence, GP-TopFreq and TIFU-KNN, on all next items and on new items.
@@ -72,6 +74,7 @@ VARIANTS = (
     "pooled_stationary",
     "unconstrained",
     "monotone_sources",
+    "depth100",
 )
 #: ``monotone_sources``: besides the stack's score and place, every source's score rises and rank falls
 SOURCE_SIGNS = (
@@ -110,6 +113,7 @@ def variants():
         "pooled_stationary": replace(pooled, ignored_features=GROWING),
         "unconstrained": RankerConfig(monotone=()),
         "monotone_sources": RankerConfig(monotone=RankerConfig().monotone + SOURCE_SIGNS),
+        "depth100": RankerConfig(depth=100),
     }
 
 
