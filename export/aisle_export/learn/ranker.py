@@ -675,7 +675,7 @@ def joint_choice(gates: dict[str, dict], chosen: str) -> dict:
     ``chosen`` alone (reported, not a gate: each part of it has passed one), and over the best other
     eligible option (``runner_up``): where that interval holds zero, validation could not tell the
     two apart and the choice is a toss-up, which ``aisle finetune`` says (reported, not acted on:
-    what to serve when two options tie is the rule above, fixed before any log was judged)."""
+    a tie rule picked after seeing which option the test cut favoured would be choosing on it)."""
     per_user = {stack: gate["per_user"] for stack, gate in gates.items()}
 
     def values(stack: str, ranker: bool) -> list[float]:
