@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .redis_server import RedisServer, RedisServerError
-from .tritonserver import free_port
+from .tritonserver import free_ports
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class LocalRedisCluster:
         return "redis-cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[: self.masters])
 
     def _node(self, i: int) -> RedisServer:
-        bus = free_port()  # the cluster bus: its own free port, not the default port + 10000
+        port, bus = free_ports(2)  # the cluster bus: its own free port, not the default port + 10000
         args = (
             "--cluster-enabled",
             "yes",
@@ -70,7 +70,7 @@ class LocalRedisCluster:
             "--cluster-port",
             str(bus),
         )
-        return RedisServer(self.data_dir / f"node{i}", extra_args=args)
+        return RedisServer(self.data_dir / f"node{i}", port=port, extra_args=args)
 
     def start(self) -> LocalRedisCluster:
         try:

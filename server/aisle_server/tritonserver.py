@@ -31,6 +31,7 @@ what ``TritonServerError`` says first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -118,9 +119,25 @@ STARTUP_ABORTS = ("boost::interprocess::lock_exception",)
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, avoid: Sequence[int] = ()) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now, none of ``avoid``.
+
+    One server's ports are chosen together: :func:`free_port` called once per port can hand the
+    same port out twice (each socket is closed before the next is bound), and tritonserver then
+    refuses to start ("cannot listen to HTTP requests and GRPC requests at the same address and
+    port"). Here every socket stays bound until all are chosen."""
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in avoid:  # a port given to the same server but not bound yet
+                ports.append(port)
+        return ports
 
 
 def prepare_backend_directory(target: Path) -> Path:
@@ -330,8 +347,9 @@ class TritonServer:
         self._choose_ports()
 
     def _choose_ports(self) -> None:
-        for name in self._own_ports:
-            setattr(self, name, free_port())
+        given = [getattr(self, name) for name in _PORTS if name not in self._own_ports]
+        for name, port in zip(self._own_ports, free_ports(len(self._own_ports), avoid=given)):
+            setattr(self, name, port)
 
     @property
     def grpc_url(self) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from aisle_server.tritonserver import free_port
+from aisle_server.tritonserver import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +143,7 @@ def test_the_toolchain_runs_from_an_installed_wheel_outside_the_checkout(wheel, 
 
     _run([*aisle, "export", "--repo", "repo"], cwd=elsewhere, timeout=900)
     _run([*aisle, "index", "--catalog", str(movielens_catalog), "--repo", "repo"], cwd=elsewhere, timeout=900)
-    grpc_port = free_port()
+    grpc_port, http_port, metrics_port = free_ports(3)  # one call: three distinct ports
     serve = subprocess.Popen(
         [
             *aisle,
@@ -153,9 +153,9 @@ def test_the_toolchain_runs_from_an_installed_wheel_outside_the_checkout(wheel, 
             "--grpc-port",
             str(grpc_port),
             "--http-port",
-            str(free_port()),
+            str(http_port),
             "--metrics-port",
-            str(free_port()),
+            str(metrics_port),
         ],
         cwd=elsewhere,
         env=ENV,

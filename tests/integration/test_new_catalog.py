@@ -8,13 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aisle_cli
 import pytest
 
-from aisle import InvalidRequest, RecClient
-from aisle_server.tritonserver import free_port
+from aisle import InvalidRequest, RecClient, ServerUnavailable
+from aisle_server.tritonserver import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,7 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
         "refine": 0,
     }
 
-    grpc_port = free_port()
+    grpc_port, http_port, metrics_port = free_ports(3)  # one call: three distinct ports
     venv = Path(sys.prefix)  # served as a new user would: `source .venv/bin/activate && aisle serve`
     activated = {
         **os.environ,
@@ -115,9 +116,9 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
             "--grpc-port",
             str(grpc_port),
             "--http-port",
-            str(free_port()),
+            str(http_port),
             "--metrics-port",
-            str(free_port()),
+            str(metrics_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -125,7 +126,7 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
     )
     try:
         with RecClient(f"127.0.0.1:{grpc_port}", timeout_s=20) as client:
-            client.wait_ready(timeout_s=120)
+            _wait_served(client, serve, timeout_s=120)
             for item_id, title, _, _ in PRODUCTS:
                 recs = client.recommend(query=title, k=3)
                 if item_id == "sku-010":  # out of stock: never recommended
@@ -142,3 +143,18 @@ def test_index_and_serve_a_second_catalog_with_the_cli(exported_repo, own_catalo
     assert serve.returncode == 0, output[-2000:]
     assert f"tritonserver log: {tmp_path / 'tritonserver.log'}" in output
     assert "Waiting for in-flight requests to complete" in (tmp_path / "tritonserver.log").read_text()
+
+
+def _wait_served(client: RecClient, serve: subprocess.Popen, timeout_s: float) -> None:
+    """Wait until the server is ready; if ``aisle serve`` exits first, fail at once with what it said."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if serve.poll() is not None:
+            output = serve.communicate()[0].decode(errors="replace")
+            pytest.fail(f"aisle serve exited with {serve.returncode} before it was ready:\n{output[-3000:]}")
+        try:
+            client.wait_ready(timeout_s=min(5.0, max(deadline - time.monotonic(), 0.1)))
+            return
+        except ServerUnavailable:
+            if time.monotonic() >= deadline:
+                raise
