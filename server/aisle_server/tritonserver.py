@@ -140,6 +140,11 @@ def free_ports(count: int, avoid: Sequence[int] = ()) -> list[int]:
         return ports
 
 
+def server_ports() -> dict[str, int]:
+    """A gRPC, an HTTP and a metrics port for one server, distinct and free (``TritonServer``'s keywords)."""
+    return dict(zip(_PORTS, free_ports(len(_PORTS))))
+
+
 def prepare_backend_directory(target: Path) -> Path:
     """Lay out ``target/python`` the way tritonserver expects: backend library, utils, stub.
 

@@ -29,7 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from aisle import AisleError, DeadlineExceeded, RecClient, RetryPolicy, ServerError, ServerUnavailable
 from aisle.errors import from_triton
 from aisle_server.processes import process_group_members
-from aisle_server.tritonserver import TritonServer, TritonServerError, free_ports
+from aisle_server.tritonserver import TritonServer, TritonServerError, server_ports
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ RECONNECT_S = 1.5  # the SDK channel's longest reconnect backoff (1 s + 20% jitt
 
 
 def test_kill_mid_load_raises_within_deadline_and_recovers(repo, tmp_path):
-    ports = dict(zip(("grpc_port", "http_port", "metrics_port"), free_ports(3)))
+    ports = server_ports()
     log = tmp_path / "tritonserver.log"
     server = TritonServer(repo, log_file=log, **ports).start()
     records: list[tuple[float, str, float]] = []  # (start, outcome, elapsed)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from aisle import AsyncRecClient, PermissionDenied, RecClient, RetryPolicy
-from aisle_server.tritonserver import TritonServer, free_ports
+from aisle_server.tritonserver import TritonServer, server_ports
 
 pytestmark = pytest.mark.integration
 HEADER = {"triton-grpc-protocol-aisle-key": "s3cret"}  # Triton prefixes the key it was given
@@ -18,7 +18,7 @@ RESTRICT = ["--grpc-restricted-protocol=inference:aisle-key=s3cret"]
 
 
 def test_kill_and_restart_loses_no_call(repo, tmp_path):
-    ports = dict(zip(("grpc_port", "http_port", "metrics_port"), free_ports(3)))
+    ports = server_ports()
     log = tmp_path / "tritonserver.log"
     retry = RetryPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.5)
     server = TritonServer(repo, log_file=log, extra_args=RESTRICT, **ports).start()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aisle_server.tritonserver import PORT_ATTEMPTS, TritonServer, TritonServerError, free_ports
+from aisle_server.tritonserver import PORT_ATTEMPTS, TritonServer, TritonServerError, free_ports, server_ports
 
 TAKEN = TritonServerError(
     "tritonserver exited with code 1 before it was ready; \"Socket '127.0.0.1:1' already in use\""
@@ -71,3 +71,5 @@ def test_one_servers_ports_are_chosen_distinct():
     assert all(given not in free_ports(3, avoid=[given]) for _ in range(300))
     server = TritonServer(Path("."), grpc_port=given)  # the two it chooses are neither each other nor the given one
     assert len({server.grpc_port, server.http_port, server.metrics_port}) == 3 and server.grpc_port == given
+    ports = server_ports()
+    assert set(ports) == {"grpc_port", "http_port", "metrics_port"} and len(set(ports.values())) == 3
