@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .compiled_ranker import COMPILED_FILE, CompiledRanker, compile_model, load_compiled
-from .features import FEATURE_NAMES, scored_rows
+from .features import FEATURE_NAMES, FROM_HISTORY, HAND_RANK, scored_rows
 
 MODEL_FILE = "model.txt"
 MANIFEST_FILE = "manifest.json"
@@ -30,7 +30,6 @@ MANIFEST_FILE = "manifest.json"
 #: LightGBM's predict costs ~2 µs per row and hundred trees, and the hand-weighted order already
 #: puts the next items almost always inside its top 150; training sees exactly these rows.
 DEPTH = 150
-_HAND_RANK, _FROM_HISTORY = FEATURE_NAMES.index("hand_rank"), FEATURE_NAMES.index("from_history")
 HAND_SCORE = FEATURE_NAMES.index("hand_score")
 #: manifest key: the weight of ``hand_score`` in the score the trees were boosted from (LightGBM's
 #: ``init_score``, which the model file does not hold): the score is the trees' sum plus it
@@ -39,7 +38,7 @@ BASE_WEIGHT = "base_weight"
 
 def reranked_rows(features: np.ndarray, depth: int = DEPTH) -> np.ndarray:
     """bool per feature row: the hand-weighted top ``depth`` and the buy-again candidates."""
-    return scored_rows(features[:, _HAND_RANK], features[:, _FROM_HISTORY], depth)
+    return scored_rows(features[:, HAND_RANK], features[:, FROM_HISTORY], depth)
 
 
 @dataclass(frozen=True, eq=False)

@@ -258,4 +258,4 @@ def test_aisle_serve_stopped_while_its_models_load_exits_cleanly_and_leaves_noth
 
 
 def _free_ports() -> list[str]:
-    return [f"--{name}-port={port}" for name, port in zip(("grpc", "http", "metrics"), tritonserver.free_ports(3))]
+    return [f"--{name.replace('_', '-')}={port}" for name, port in tritonserver.server_ports().items()]
