@@ -673,13 +673,16 @@ def reranked(ranker: LearnedRanker, rows: np.ndarray, hand: np.ndarray, features
     """The candidates' scores with the learned ranker: its score for the ones it reranks (the
     hand-weighted top ``ranker.depth`` and the buy-again ones, ``LearnedRanker.reranks``), and
     below all of those, in hand-weighted order, the rest (``min − 1 − position``). ``hand`` (the
-    hand-weighted scores) orders them through their ``hand_rank`` feature, already sorted once."""
+    hand-weighted scores) orders them through their ``hand_rank`` feature, already sorted once: the
+    ranks are distinct, 0 … n − 1, so inverting them gives that order without another sort."""
     head = ranker.reranks(features)
+    head_scores = ranker.score(features[head])
     scores = np.empty(len(rows))
-    scores[head] = ranker.score(features[head])
-    rest = np.flatnonzero(~head)
-    rest = rest[np.argsort(features[rest, HAND_RANK])]  # the hand-weighted order (ranks are distinct)
-    floor = float(scores[head].min()) - 1.0 if head.any() else 0.0
+    scores[head] = head_scores
+    by_hand = np.empty(len(rows), dtype=np.int64)
+    by_hand[features[:, HAND_RANK].astype(np.int64)] = np.arange(len(rows))
+    rest = by_hand[~head[by_hand]]  # the rows the ranker does not score, in hand-weighted order
+    floor = float(head_scores.min()) - 1.0 if len(head_scores) else 0.0
     scores[rest] = floor - np.arange(len(rest))
     return scores
 
