@@ -35,13 +35,11 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 import urllib.error
@@ -51,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import workdirs
 from .processes import ends_with_this_process, kill_process_group
 
 LOG = logging.getLogger(__name__)
@@ -66,6 +65,9 @@ SHARED_MEMORY_DIR = Path("/dev/shm")
 #: Debian's interpreter for the ``libpython3.X.so.1.0`` the stubs link (``ldd triton_python_backend_stub``):
 #: its prefix, ``/usr``, holds the standard library built for that libpython. See ``prepare_stub_python``.
 SYSTEM_PYTHON = "/usr/bin/python{version}"
+#: Each start's working directory (its backend directory and python3 shim), under the system's
+#: temporary directory; the ones of killed owners are removed by the next start (``workdirs``).
+WORKDIR_PREFIX = "aisle-triton-"
 
 
 class TritonServerError(RuntimeError):
@@ -335,7 +337,7 @@ class TritonServer:
     startup_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
-    _workdir: Path | None = field(default=None, init=False, repr=False)
+    _workdir: workdirs.Workdir | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
     _log_offset: int = field(default=0, init=False, repr=False)  # where this start's lines begin in log_file
     _log_scanned: int = field(default=0, init=False, repr=False)  # how far ``_stub_failed`` has read it
@@ -374,7 +376,7 @@ class TritonServer:
         cmd = [
             str(root / "bin" / "tritonserver"),
             f"--model-repository={self.repo}",
-            f"--backend-directory={self._workdir / 'backends'}",
+            f"--backend-directory={self._workdir.path / 'backends'}",
             f"--cache-directory={root / 'caches'}",
             f"--grpc-address={self.host}",
             f"--http-address={self.host}",
@@ -433,10 +435,10 @@ class TritonServer:
     def _start(self) -> TritonServer:
         if not self.repo.is_dir():
             raise TritonServerError(f"model repository {self.repo} does not exist")
-        self._workdir = Path(tempfile.mkdtemp(prefix="aisle-triton-"))
+        self._workdir = workdirs.create(WORKDIR_PREFIX)  # and those killed owners left: see workdirs
         self.shm_prefix = f"aisle_triton_{uuid.uuid4().hex[:12]}_"
-        prepare_backend_directory(self._workdir / "backends")
-        self._stub_python = prepare_stub_python(self._workdir / "python")
+        prepare_backend_directory(self._workdir.path / "backends")
+        self._stub_python = prepare_stub_python(self._workdir.path / "python")
         if self.log_file is not None:
             self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop(
             out = self._log_handle
@@ -567,7 +569,7 @@ class TritonServer:
             self._log_handle.close()  # type: ignore[attr-defined]  # a file opened in start()
             self._log_handle = None
         if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir.remove()
             self._workdir = None
         return code
 
