@@ -64,7 +64,6 @@ setup: $(STAMP)
 #   libpython3.11  the Python backend's stub embeds it
 #   redis-server   shopper state: `aisle serve` starts a local one (AOF, appendfsync always); tests start real ones
 #   libb64-0d      tritonclient's bin/perf_analyzer links it (make bench, tests/integration/test_perf_analyzer.py)
-#   gcc            compiles the learned ranker to native code at `aisle finetune` (aisle_server.compiled_ranker; tests/integration/test_learned_feed.py serves it)
 #   chromium, chromium-driver  the headless browser tests/integration/test_console_browser.py drives (`aisle console`);
 #                  Debian's, so no browser or driver is ever downloaded at run time (~35 s to install on a fresh machine)
 system-deps:
@@ -72,7 +71,6 @@ system-deps:
 	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ldconfig -p | grep -q 'libb64.so.0d' || missing="$$missing libb64-0d"; \
-	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \

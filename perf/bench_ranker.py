@@ -7,8 +7,8 @@ store — a catalog of ``--items`` random unit vectors, a log of shoppers who bu
 their own staples again, its log signals as of a cut — for shoppers' feeds whose candidate union
 (dense 380 + popular 100 + co-occurring 100 + the buy-again history) is about 500 items. The same
 feeds are ranked without the learned ranker (the hand-weighted sum) and with it
-(``learned_ranker=True``: features + predict), once with the compiled model ``LearnedRanker.save``
-writes (TL2cgen, what ``rerank`` serves) and once with LightGBM's native predict; sides alternate
+(``learned_ranker=True``: features + predict), once with the trees compiled as ``LearnedRanker.load``
+compiles them (lleaves, what ``rerank`` serves) and once with LightGBM's native predict; sides alternate
 within each round, at concurrency 1 and 16 (threads over one index, as rerank's instance serves
 them). ``OPENBLAS_NUM_THREADS=1`` as ``aisle serve`` runs Triton (OpenBLAS's own threads spinning
 beside 16 request threads on 2 cores inflated every side here). The ranker is trained on the
@@ -101,7 +101,7 @@ def build(args: argparse.Namespace):
     _, _, split, index, knobs, ranker, fitted = train(args)
     with tempfile.TemporaryDirectory() as directory:  # as `aisle finetune` writes it and rerank loads it
         ranker = LearnedRanker.load(ranker.save(Path(directory) / "ranker"))
-    assert ranker.compiled is not None, "the ranker did not compile (TL2cgen and gcc needed)"
+    assert ranker.compiled is not None, "the ranker did not compile (lleaves needed)"
     index = replace(index, ranker=ranker)
     requests = [feed_request(split, user, knobs, 10) for user in split.users[: args.feeds]]
     return index, requests, fitted
@@ -190,7 +190,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"{report['feeds']} feeds over a synthetic catalog of {report['items']} items; candidate union "
         f"{report['candidates_mean']:.0f} on average ({report['candidates_range'][0]}–{report['candidates_range'][1]}); "
-        f"ranker: LightGBM LambdaMART, {report['trees']} trees, compiled by TL2cgen (served) or LightGBM's native "
+        f"ranker: LightGBM LambdaMART, {report['trees']} trees, compiled by lleaves (served) or LightGBM's native "
         f"predict, one thread. Medians of {report['rounds']} rounds × {report['seconds']:g} s per side; sides alternate "
         "inside each round.",
         "",

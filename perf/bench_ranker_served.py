@@ -7,7 +7,7 @@ concurrency-16 figure is mostly that queue. Served, ``rerank`` runs one dynamic 
 instance, in its own process; this benchmark measures there. The same synthetic store and ranker as
 ``perf.bench_ranker`` (:func:`perf.bench_ranker.train`) are written as a repository of ``rerank``
 alone — the catalog's index, the log's signals as of the cut, the ranker as ``aisle finetune``
-installs it (compiled by TL2cgen) and the feeds' knobs in its config — and served by
+installs it (compiled by lleaves as ``rerank`` loads it) and the feeds' knobs in its config — and served by
 ``TritonServer``. Shoppers' feeds go straight to ``rerank`` over gRPC (``QUERY`` empty, the
 history, ``NOW`` the cut, ``K`` 10), with ``LEARNED_RANKER`` true on one side and false on the
 other, the sides alternating window by window at concurrency 1 and 16 on the one server. Per
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     repo = write_repository(args.workdir / "repository", catalog, vectors, split, knobs, ranker)
     served_index = attach_learned(CatalogIndex.load(repo / "rerank" / "1" / "index"), repo / "rerank" / LEARNED_DIRNAME)
     if served_index.ranker is None or served_index.ranker.compiled is None:
-        raise SystemExit("the ranker did not load compiled (TL2cgen and gcc needed)")
+        raise SystemExit("the ranker did not load compiled (lleaves needed)")
     feeds = [feed_request(split, user, knobs, 10) for user in split.users[: args.feeds]]
     dim = int(vectors.shape[1])
     runs: list[dict] = []
@@ -290,7 +290,7 @@ def render_markdown(report: dict) -> str:
         f"{report['feeds']} feeds of a synthetic store of {report['items']:,} items (as `perf.bench_ranker`: "
         f"candidate union ≈ 500), sent straight to `rerank` with `LEARNED_RANKER` true / false; ranker "
         f"{report['trees']} trees ({'monotone in the stack score' if report.get('monotone') else 'unconstrained'}), "
-        f"compiled (TL2cgen). {report['checked_feeds']} served feeds checked first "
+        f"compiled (lleaves). {report['checked_feeds']} served feeds checked first "
         f"against the offline ranker: same ids, scores within 1e-5. Medians of {report['rounds']} rounds × "
         f"{report['seconds']:g} s per side, sides alternating.",
         "",

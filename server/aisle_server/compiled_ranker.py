@@ -1,78 +1,46 @@
-"""The learned ranker as native code: its LightGBM trees compiled by TL2cgen into a shared library.
+"""The learned ranker as native code: its LightGBM trees compiled by lleaves (LLVM) where it is loaded.
 
 Why: ``rerank`` scores a feed's ~150–200 head candidates per request, and LightGBM's own predict
-walks its tree structures through an interpreter loop; TL2cgen turns each tree into nested
-``if``s and the compiled library answers the same rows in about half the time, with the same
-float64 thresholds and leaf values summed in the same tree order (equal scores: checked at load).
-``LearnedRanker.save`` compiles ``model.so`` beside ``model.txt`` (a C compiler is needed there,
-at ``aisle finetune`` time, not at serving); ``LearnedRanker.load`` uses it when it was compiled
-from that very ``model.txt`` (its sha256 is in the manifest) and scores a probe exactly as
-LightGBM does, else LightGBM's native predict serves, with a warning. Tree-SHAP contributions
-(``explain=True``) always come from LightGBM.
+walks its tree structures through an interpreter loop. lleaves compiles ``model.txt`` into one
+function over the rows, with the trees cut into blocks: each block's code is walked for every row
+before the next block, so it stays in the instruction cache (``fblocksize``). On a feed's head it
+took well under half the time of the TL2cgen library it replaced, whose nested ``if``s for a hundred
+trees did not fit that cache (``perf.bench_ranker``; figures in docs/results.md). The scores are
+LightGBM's but for the order in which the blocks' sums are added (a few 1e-15 here); a probe checks
+them at load.
 
-TL2cgen's predictor "may be called by only one thread at a time": a request takes one from a
-pool (:data:`POOL` of them) and gives it back; the calls keep the GIL (see :class:`CompiledRanker`).
+Compiled at load, for the CPU it will run on (~2 s for 100 trees here): nothing compiled travels
+with the model, so an instruction set one machine has and another lacks never reaches the wrong
+machine, and no C compiler is needed anywhere. Where lleaves is missing, or the compiled scores
+differ from LightGBM's on the probe, LightGBM's native predict serves, with a warning. Tree-SHAP
+contributions (``explain=True``) always come from LightGBM.
+
+The call keeps the GIL: the compiled function is called through a ``ctypes.PYFUNCTYPE`` over its
+address, not through lleaves' ``predict``, whose ``CFUNCTYPE`` lets go of the GIL. A thread that lets
+go of it for a fraction of a millisecond waits, at concurrency 16, for the thread that took it to
+give it back — up to Python's 5 ms switch interval, the whole added latency at concurrency 16 here
+(``perf.bench_ranker``); the predict itself is shorter than that wait. The function reads only its
+arguments, so any number of threads may call it at once.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
-import queue
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 LOG = logging.getLogger("aisle.ranker")
-COMPILED_FILE = "model.so"
-#: rows of the probe a loaded library must score exactly as LightGBM does
+#: rows of the probe the compiled trees must score as LightGBM does
 PROBE_ROWS = 256
 _PROBE_TOLERANCE = 1e-9
-#: predictors per loaded library: requests scoring at once (more wait their turn, on 2–16 cores)
-POOL = max(2, min(16, os.cpu_count() or 1))
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def compile_model(model_file: Path, target: Path) -> dict[str, Any] | None:
-    """Compile ``model_file`` (LightGBM text) into ``target``; what the manifest records, or None
-    (with a warning) where TL2cgen or a C compiler is missing: LightGBM's predict then serves."""
-    try:
-        import tl2cgen
-        import treelite
-    except ImportError as error:
-        LOG.warning("learned ranker not compiled (%s): LightGBM's native predict will serve it", error)
-        return None
-    model = treelite.frontend.load_lightgbm_model(str(model_file))
-    units = max(1, min(8, model.num_tree // 25))  # translation units: gcc's time grows faster than a unit's size
-    # quantize: each feature's thresholds become integer bins (one search per value, then integer
-    # compares in the trees): the same branches taken, ~30% less time on a feed's head here
-    params = {"quantize": 1} | ({"parallel_comp": units} if units > 1 else {})
-    try:
-        tl2cgen.export_lib(
-            model,
-            toolchain=os.environ.get("AISLE_RANKER_CC", "gcc"),
-            libpath=str(target),
-            params=params,
-            nthread=min(units, os.cpu_count() or 1),
-        )
-    except Exception as error:  # noqa: BLE001 - no compiler, or it failed: serving still works, natively
-        LOG.warning("learned ranker not compiled (%s): LightGBM's native predict will serve it", error)
-        Path(target).unlink(missing_ok=True)
-        return None
-    return {
-        "file": Path(target).name,
-        "model_sha256": sha256(model_file),
-        "tl2cgen": tl2cgen.__version__,
-        "params": params,
-    }
+#: the compiled function's name in lleaves' module (its ``froot_func_name``)
+ENTRY = "forest_root"
+_DOUBLES = ctypes.POINTER(ctypes.c_double)
+#: (rows, scores out, first row, end row): lleaves' entry point, called with the GIL held
+_ENTRY_TYPE = ctypes.PYFUNCTYPE(None, _DOUBLES, _DOUBLES, ctypes.c_int32, ctypes.c_int32)
 
 
 def probe_rows(n_features: int, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
@@ -84,82 +52,45 @@ def probe_rows(n_features: int, rows: int = PROBE_ROWS, seed: int = 0) -> np.nda
 
 
 class CompiledRanker:
-    """Scores rows with a TL2cgen library, from a pool of predictors opened at load.
+    """Scores float64 rows with the trees of a LightGBM model file, compiled by lleaves at construction."""
 
-    All opened at load from a private copy of the library, never later: ``aisle finetune`` may
-    rewrite it under a running server, and the dynamic loader hands out an already open library by
-    its path (a reload would get the old model's code).
+    def __init__(self, model_file: Path) -> None:
+        import lleaves
 
-    The scoring calls go through TL2cgen's C API with the GIL held (``ctypes.PyDLL`` over its own
-    library), not through its Python wrapper, whose ``ctypes.CDLL`` calls release it: a thread that
-    lets go of the GIL for a fraction of a millisecond waits, at concurrency 16, for the thread that
-    took it to give it back — up to Python's 5 ms switch interval, the whole added latency at
-    concurrency 16 here (``perf.bench_ranker``). The predict itself is shorter than that wait.
-    """
-
-    def __init__(self, library: Path, predictors: int = POOL) -> None:
-        import tl2cgen
-
-        self.library = Path(library)
-        self._lib = ctypes.PyDLL(tl2cgen.libloader._LIB._name)  # the loaded libtl2cgen; calls keep the GIL
-        self._check = tl2cgen.libloader._check_call
-        self._missing = np.array([np.nan])
-        self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        with tempfile.TemporaryDirectory(prefix="aisle-ranker-") as private:
-            copy = Path(private) / COMPILED_FILE
-            shutil.copyfile(self.library, copy)
-            for _ in range(predictors):  # the loaded code stays mapped once the copy is gone
-                predictor = tl2cgen.Predictor(str(copy), nthread=1)
-                if (predictor.num_target, list(predictor.num_class), predictor.leaf_output_type) != (1, [1], "float64"):
-                    raise ValueError(f"{library}: not a single-output float64 model")
-                self._pool.put(predictor)
+        self.model_file = Path(model_file)
+        self._model = lleaves.Model(model_file=str(model_file))  # holds the compiled code while this lives
+        if self._model.num_model_per_iteration() != 1:
+            raise ValueError(f"{model_file}: not a single-output model")
+        self._model.compile(raw_score=True, froot_func_name=ENTRY)
+        # lleaves keeps its LLVM engine here; its own predict reaches the function the same way
+        self._entry = _ENTRY_TYPE(self._model._execution_engine.get_function_address(ENTRY))
+        self.num_feature = int(self._model.num_feature())
 
     def score(self, features: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(features, dtype=np.float64)
-        n, columns = rows.shape
-        doubles = ctypes.POINTER(ctypes.c_double)
-        scores = np.zeros(n, dtype=np.float64)
-        matrix = ctypes.c_void_p()
-        self._check(
-            self._lib.TL2cgenDMatrixCreateFromMat(
-                rows.ctypes.data_as(doubles),
-                b"float64",
-                ctypes.c_size_t(n),
-                ctypes.c_size_t(columns),
-                self._missing.ctypes.data_as(doubles),
-                ctypes.byref(matrix),
-            )
-        )
-        predictor = self._pool.get()  # waits while every predictor is busy (each call is a fraction of a ms)
-        try:
-            self._check(
-                self._lib.TL2cgenPredictorPredictBatch(
-                    predictor.handle, matrix, ctypes.c_int(0), ctypes.c_int(0), scores.ctypes.data_as(doubles)
-                )
-            )
-        finally:
-            self._pool.put(predictor)
-            self._check(self._lib.TL2cgenDMatrixFree(matrix))
+        if rows.ndim != 2 or rows.shape[1] != self.num_feature:
+            raise ValueError(f"features must be [n, {self.num_feature}], got {rows.shape}")
+        scores = np.zeros(len(rows), dtype=np.float64)
+        if len(rows):
+            self._entry(rows.ctypes.data_as(_DOUBLES), scores.ctypes.data_as(_DOUBLES), 0, len(rows))
         return scores
 
 
-def load_compiled(directory: Path, manifest: dict, booster: Any) -> CompiledRanker | None:
-    """The compiled form of ``booster`` in ``directory``, when it is there, current and exact."""
-    compiled = manifest.get("compiled") or {}
-    library = Path(directory) / str(compiled.get("file", COMPILED_FILE))
-    if not library.exists():
-        return None
-    if compiled.get("model_sha256") != sha256(Path(directory) / "model.txt"):
-        LOG.warning("%s was compiled from another model.txt: LightGBM's native predict serves", library)
-        return None
+def load_compiled(model_file: Path, booster: Any) -> CompiledRanker | None:
+    """``model_file``'s trees compiled, when lleaves is there and they score a probe as ``booster`` does."""
     try:
-        ranker = CompiledRanker(library)
+        ranker = CompiledRanker(model_file)
         probe = probe_rows(booster.num_feature())
         gap = float(np.max(np.abs(ranker.score(probe) - booster.predict(probe, num_threads=1))))
-    except Exception as error:  # noqa: BLE001 - another machine's library, a missing runtime: serve natively
-        LOG.warning("%s cannot be used (%s): LightGBM's native predict serves", library, error)
+    except ImportError as error:
+        LOG.warning("learned ranker not compiled (%s): LightGBM's native predict serves it", error)
+        return None
+    except Exception as error:  # noqa: BLE001 - a model lleaves cannot compile: serve natively
+        LOG.warning("%s cannot be compiled (%s): LightGBM's native predict serves it", model_file, error)
         return None
     if not gap <= _PROBE_TOLERANCE:
-        LOG.warning("%s scores differ from LightGBM's by %g: LightGBM's native predict serves", library, gap)
+        LOG.warning(
+            "%s compiled scores differ from LightGBM's by %g: LightGBM's native predict serves it", model_file, gap
+        )
         return None
     return ranker

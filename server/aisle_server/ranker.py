@@ -4,11 +4,11 @@
 to ``<repo>/rerank/learned/ranker/`` (``model.txt``, LightGBM's own text format, and
 ``manifest.json``) only when it beat the hand-weighted stack on the validation cut. ``rerank``
 then orders a feed's candidate union by its score; a request can switch it off
-(``learned_ranker=False``). Scores come from the model compiled to native code at save time
-(``aisle_server.compiled_ranker``, ``model.so``; about half LightGBM's predict time on a feed's
-head, ``perf.bench_ranker``), or from LightGBM's predict where no current library is there; both
-give the same scores. Contributions come from LightGBM's ``pred_contrib``: the exact tree-SHAP
-values an explanation needs, summing to the score.
+(``learned_ranker=False``). Scores come from the model compiled to native code when it is loaded
+(``aisle_server.compiled_ranker``: lleaves; well under LightGBM's predict time on a feed's head,
+``perf.bench_ranker``), or from LightGBM's predict where it cannot be compiled; both give the same
+scores. Contributions come from LightGBM's ``pred_contrib``: the exact tree-SHAP values an
+explanation needs, summing to the score.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .compiled_ranker import COMPILED_FILE, CompiledRanker, compile_model, load_compiled
+from .compiled_ranker import CompiledRanker, load_compiled
 from .features import FEATURE_NAMES, FROM_HISTORY, HAND_RANK, scored_rows
 
 MODEL_FILE = "model.txt"
@@ -65,19 +65,14 @@ class LearnedRanker:
                 f"{directory}: the ranker was trained on features {booster.feature_name()}, "
                 f"this server computes {list(FEATURE_NAMES)}: re-run `aisle finetune`"
             )
-        return cls(booster, manifest, load_compiled(directory, manifest, booster))
+        return cls(booster, manifest, load_compiled(directory / MODEL_FILE, booster))
 
-    def save(self, directory: Path, compile_native: bool = True) -> Path:
-        """Write the model, and (``compile_native``) its native library where a C compiler is there."""
+    def save(self, directory: Path) -> Path:
+        """Write the model and its manifest (compiled where it is loaded: :meth:`load`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / MODEL_FILE))
-        (directory / COMPILED_FILE).unlink(missing_ok=True)
-        manifest = {key: value for key, value in self.manifest.items() if key != "compiled"}
-        compiled = compile_model(directory / MODEL_FILE, directory / COMPILED_FILE) if compile_native else None
-        if compiled is not None:
-            manifest["compiled"] = compiled
-        (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
         return directory
 
     @property

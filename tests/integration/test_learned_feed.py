@@ -246,7 +246,8 @@ def test_served_feeds_get_the_offline_rankers_scores_order_and_contributions(sto
     repo = store["repo"]
     index = attach_learned(CatalogIndex.load(repo / "rerank" / "1" / INDEX_DIRNAME), repo / "rerank" / LEARNED_DIRNAME)
     assert index.ranker is not None
-    assert index.ranker.compiled is not None  # served as compiled native code (model.so), LightGBM's scores
+    assert index.ranker.compiled is not None  # compiled at load (lleaves), as rerank compiles it: LightGBM's scores
+    assert "native predict serves" not in (store["root"] / "tritonserver.log").read_text()  # rerank compiled it too
     config = RankingConfig(**json.loads((store["finetuned"] / "ranking.json").read_text())["user_encoder"])
     with RecClient(served.grpc_url, timeout_s=30) as client:
         for history, now in shoppers:

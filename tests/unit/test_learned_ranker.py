@@ -3,6 +3,9 @@ ranker served inside ``rank`` (scores, order, exact contributions) and the gate'
 
 from __future__ import annotations
 
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -32,7 +35,7 @@ from aisle_export.learn.ranker import (
     window_shoppers,
     window_weights,
 )
-from aisle_server.compiled_ranker import COMPILED_FILE
+from aisle_server.compiled_ranker import load_compiled
 from aisle_server.features import FEATURE_NAMES, FeedContext, feature_rows
 from aisle_server.learned import ITEM_STAT_NAMES
 from aisle_server.ranker import LearnedRanker
@@ -221,20 +224,21 @@ def test_a_ranker_over_other_features_is_refused(trained, tmp_path) -> None:
     text = booster.model_to_string().replace("feature_names=cosine ", "feature_names=renamed ")
     import lightgbm
 
-    LearnedRanker(lightgbm.Booster(model_str=text)).save(tmp_path / "bad", compile_native=False)
+    LearnedRanker(lightgbm.Booster(model_str=text)).save(tmp_path / "bad")
     with pytest.raises(ValueError, match="trained on features"):
         LearnedRanker.load(tmp_path / "bad")
     index.ranker.save(tmp_path / "good")
     assert LearnedRanker.load(tmp_path / "good").score(np.zeros((2, len(FEATURE_NAMES)))).shape == (2,)
 
 
-def test_the_saved_ranker_serves_compiled_with_lightgbms_exact_scores_and_falls_back_when_stale(
-    trained, tmp_path
+def test_the_loaded_ranker_serves_compiled_with_lightgbms_scores_and_falls_back_to_lightgbm(
+    trained, tmp_path, monkeypatch, caplog
 ) -> None:
     split, index, _ = trained
     saved = index.ranker.save(tmp_path / "ranker")
-    compiled = LearnedRanker.load(saved)
-    assert compiled.compiled is not None and (saved / COMPILED_FILE).exists()
+    assert sorted(p.name for p in saved.iterdir()) == ["manifest.json", "model.txt"]  # nothing compiled travels
+    compiled = LearnedRanker.load(saved)  # compiled here, at load
+    assert compiled.compiled is not None
     config = RankingConfig(user_encoder=False, exclude_history=False)
     for user in split.users[:5]:
         request = replace(feed_request(split, user, config, 10), explain=True)
@@ -244,13 +248,25 @@ def test_the_saved_ranker_serves_compiled_with_lightgbms_exact_scores_and_falls_
         served = rank(replace(index, ranker=compiled), request)  # the compiled scores, LightGBM's contributions
         np.testing.assert_allclose(served.feature_contributions.sum(axis=1), served.scores, atol=1e-5)
         assert served.item_ids == rank(index, request).item_ids
-    (saved / "model.txt").write_text((saved / "model.txt").read_text() + "\n")  # a model the library was not made from
-    assert LearnedRanker.load(saved).compiled is None
-    index.ranker.save(saved)
-    assert LearnedRanker.load(saved).compiled is not None  # compiled again: current
-    (saved / COMPILED_FILE).write_bytes(b"not a library")  # the manifest still names the current model.txt
-    fallback = LearnedRanker.load(saved)
-    assert fallback.compiled is None and fallback.score(np.zeros((2, len(FEATURE_NAMES)))).shape == (2,)
+    with ThreadPoolExecutor(4) as pool:  # the compiled function reads only its arguments: threads at once
+        at_once = list(pool.map(compiled.compiled.score, [features] * 32))
+    assert all(np.array_equal(scores, at_once[0]) for scores in at_once)
+    with pytest.raises(ValueError, match=rf"features must be \[n, {len(FEATURE_NAMES)}\], got \(2, 3\)"):
+        compiled.compiled.score(np.zeros((2, 3)))
+    assert compiled.compiled.score(np.zeros((0, len(FEATURE_NAMES)))).shape == (0,)
+    # trees that do not score the probe as the booster does (another model's file) are refused
+    other = fit(
+        split_groups(index, split, config), split_groups(index, split, config), RankerConfig(rounds=3, threads=1)
+    )[0]
+    with caplog.at_level(logging.WARNING, logger="aisle.ranker"):
+        assert load_compiled(saved / "model.txt", other.booster) is None
+    assert "compiled scores differ from LightGBM's" in caplog.text
+    monkeypatch.setitem(sys.modules, "lleaves", None)  # lleaves not installed: `import lleaves` fails
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aisle.ranker"):
+        fallback = LearnedRanker.load(saved)
+    assert fallback.compiled is None and "LightGBM's native predict serves it" in caplog.text
+    np.testing.assert_array_equal(fallback.score(features), index.ranker.booster.predict(features, num_threads=1))
 
 
 def _values(mean: float, n: int = 200, seed: int = 0) -> np.ndarray:
