@@ -4,8 +4,8 @@ Why: ``rerank`` scores a feed's ~150–200 head candidates per request, and Ligh
 walks its tree structures through an interpreter loop. lleaves compiles ``model.txt`` into one
 function over the rows, with the trees cut into blocks: each block's code is walked for every row
 before the next block, so it stays in the instruction cache (``fblocksize``). On a feed's head it
-took well under half the time of the TL2cgen library it replaced, whose nested ``if``s for a hundred
-trees did not fit that cache (``perf.bench_ranker``; figures in docs/results.md). The scores are
+took less than half the time of the TL2cgen library it replaced, whose nested ``if``s for a hundred
+trees did not fit that cache (figures: docs/results.md, "Compiled by lleaves"). The scores are
 LightGBM's but for the order in which the blocks' sums are added (a few 1e-15 here); a probe checks
 them at load.
 
