@@ -27,7 +27,8 @@ pooled gate over ``base1``'s and ``stationary``'s training. ``current`` is monot
 own score and place (``RankerConfig.monotone``); ``unconstrained`` is the training before it, and
 ``monotone_sources`` constrains every source's score and rank too (:data:`SOURCE_SIGNS`);
 ``depth100`` scores (and trains on) the hand-weighted top 100 and the buy-again candidates instead
-of the top 150 (``RankerConfig.depth``): a third fewer rows for the served trees to walk.
+of the top 150 (``RankerConfig.depth``): a third fewer rows for the served trees to walk;
+``large``: 63 leaves instead of 31, bigger trees the cheaper compiled form (lleaves) could afford.
 ``--seed`` sets LightGBM's (bagging and feature sampling) to see how much of a gate's verdict is luck.
 ``--test`` adds the test cut: the ranker rows, the stack the gate serves, the hand-weighted stack
 and popularity, co-occurrence, GP-TopFreq and TIFU-KNN, on all next items and on new items.
@@ -75,6 +76,7 @@ VARIANTS = (
     "unconstrained",
     "monotone_sources",
     "depth100",
+    "large",
 )
 #: ``monotone_sources``: besides the stack's score and place, every source's score rises and rank falls
 SOURCE_SIGNS = (
@@ -114,6 +116,7 @@ def variants():
         "unconstrained": RankerConfig(monotone=()),
         "monotone_sources": RankerConfig(monotone=RankerConfig().monotone + SOURCE_SIGNS),
         "depth100": RankerConfig(depth=100),
+        "large": RankerConfig(num_leaves=63),
     }
 
 
