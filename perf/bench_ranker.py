@@ -88,6 +88,8 @@ def train(args: argparse.Namespace):
     settings = RankerConfig(rounds=args.trees, early_stopping=args.trees + 1, min_data_in_leaf=20, threads=1)
     if args.unconstrained:
         settings = replace(settings, monotone=())  # trees free of RankerConfig.monotone's constraints
+    if args.searched_splits:
+        settings = replace(settings, extra_trees=False)  # the trees before RankerConfig.extra_trees
     groups = split_groups(index, split, knobs, settings)
     ranker, fitted = fit(groups, groups, settings)
     return catalog, vectors, split, index, knobs, ranker, fitted
@@ -176,6 +178,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "candidates_range": [int(min(candidates)), int(max(candidates))],
         "trees": int(index.ranker.booster.num_trees()),
         "monotone": "monotone_constraints" in index.ranker.manifest["params"],  # RankerConfig.monotone's
+        "splits": "random" if index.ranker.manifest["params"].get("extra_trees") else "searched",
         "fit": fitted,
         "rounds": args.rounds,
         "seconds": args.seconds,
@@ -190,7 +193,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"{report['feeds']} feeds over a synthetic catalog of {report['items']} items; candidate union "
         f"{report['candidates_mean']:.0f} on average ({report['candidates_range'][0]}–{report['candidates_range'][1]}); "
-        f"ranker: LightGBM LambdaMART, {report['trees']} trees, compiled by lleaves (served) or LightGBM's native "
+        f"ranker: LightGBM LambdaMART, {report['trees']} trees (split thresholds {report.get('splits', 'searched')}), compiled by lleaves (served) or LightGBM's native "
         f"predict, one thread. Medians of {report['rounds']} rounds × {report['seconds']:g} s per side; sides alternate "
         "inside each round.",
         "",
@@ -252,6 +255,9 @@ def store_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--trees", type=int, default=RankerConfig.rounds)  # the most `aisle finetune` keeps
     parser.add_argument(
         "--unconstrained", action="store_true", help="train without RankerConfig.monotone's constraints"
+    )
+    parser.add_argument(
+        "--searched-splits", action="store_true", help="trees whose thresholds are searched (extra_trees off)"
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)

@@ -217,6 +217,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "checked_feeds": checked,
         "trees": int(served_index.ranker.booster.num_trees()),
         "monotone": "monotone_constraints" in served_index.ranker.manifest["params"],  # RankerConfig.monotone's
+        "splits": "random" if served_index.ranker.manifest["params"].get("extra_trees") else "searched",
         "fit": fitted,
         "rounds": args.rounds,
         "seconds": args.seconds,
@@ -289,7 +290,8 @@ def render_markdown(report: dict) -> str:
         "",
         f"{report['feeds']} feeds of a synthetic store of {report['items']:,} items (as `perf.bench_ranker`: "
         f"candidate union ≈ 500), sent straight to `rerank` with `LEARNED_RANKER` true / false; ranker "
-        f"{report['trees']} trees ({'monotone in the stack score' if report.get('monotone') else 'unconstrained'}), "
+        f"{report['trees']} trees ({'monotone in the stack score' if report.get('monotone') else 'unconstrained'}; "
+        f"split thresholds {report.get('splits', 'searched')}), "
         f"compiled (lleaves). {report['checked_feeds']} served feeds checked first "
         f"against the offline ranker: same ids, scores within 1e-5. Medians of {report['rounds']} rounds × "
         f"{report['seconds']:g} s per side, sides alternating.",

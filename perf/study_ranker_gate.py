@@ -28,11 +28,17 @@ own score and place (``RankerConfig.monotone``); ``unconstrained`` is the traini
 ``monotone_sources`` constrains every source's score and rank too (:data:`SOURCE_SIGNS`);
 ``depth100`` scores (and trains on) the hand-weighted top 100 and the buy-again candidates instead
 of the top 150 (``RankerConfig.depth``): a third fewer rows for the served trees to walk;
-``large``: 63 leaves instead of 31, bigger trees the cheaper compiled form (lleaves) could afford.
+``large``: 63 leaves instead of 31, bigger trees the cheaper compiled form (lleaves) could afford;
+``plain``: split thresholds searched, not drawn at random (``extra_trees=False``, the default until
+the seventeenth session: reports written before it ran so under every variant's name);
+``xendcg``: LightGBM's ``rank_xendcg`` objective instead of ``lambdarank``.
+``--finetuned DIR`` gates over the user-encoder stack of an ``aisle finetune`` output instead (its
+item tower's embeddings, its validation user encoder and the knobs validation chose for that stack),
+as ``aisle finetune`` does before it picks stack and ranker together.
 ``--seed`` sets LightGBM's (bagging and feature sampling) to see how much of a gate's verdict is luck.
 ``--test`` adds the test cut: the ranker rows, the stack the gate serves, the hand-weighted stack
 and popularity, co-occurrence, GP-TopFreq and TIFU-KNN, on all next items and on new items.
-Writes ``<out>/study_ranker_gate_<log>_<variant>[_seed<N>].json``.
+Writes ``<out>/study_ranker_gate_<log>[_user_encoder]_<variant>[_seed<N>].json``.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ VARIANTS = (
     "monotone_sources",
     "depth100",
     "large",
+    "plain",
+    "xendcg",
 )
 #: ``monotone_sources``: besides the stack's score and place, every source's score rises and rank falls
 SOURCE_SIGNS = (
@@ -117,6 +125,8 @@ def variants():
         "monotone_sources": RankerConfig(monotone=RankerConfig().monotone + SOURCE_SIGNS),
         "depth100": RankerConfig(depth=100),
         "large": RankerConfig(num_leaves=63),
+        "plain": RankerConfig(extra_trees=False),
+        "xendcg": RankerConfig(objective="rank_xendcg"),
     }
 
 
@@ -177,6 +187,28 @@ def test_cut(data, vectors: np.ndarray, base, config, gate: dict) -> dict:
     }
 
 
+def user_encoder_stack(finetuned: Path, data, cache: Path | None, log: str):
+    """The item embeddings of ``finetuned``'s trained towers (cached under ``cache``), the knobs
+    validation chose for its user-encoder stack and its validation user encoder: what
+    ``aisle finetune`` gates the ranker over for that stack."""
+    from aisle_contract import RankingConfig
+    from aisle_export.core.encoding import embed_catalog
+    from aisle_export.core.handoff import ITEM_TOWER, RANKING_FILE
+    from aisle_export.learn.finetune import VALIDATION_ENCODER
+    from aisle_server.user_encoder import UserEncoder
+
+    cached = None if cache is None else cache / f"{log}_{len(data.catalog)}_{finetuned.name}.npy"
+    if cached is not None and cached.exists():
+        vectors = np.load(cached)
+    else:
+        vectors = embed_catalog(data.catalog.texts(), finetuned / ITEM_TOWER, True, "embedding items (trained)")
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached, vectors)
+    knobs = json.loads((finetuned / RANKING_FILE).read_text())["user_encoder"]
+    return vectors, replace(RankingConfig(), **knobs), UserEncoder.load(finetuned / VALIDATION_ENCODER)
+
+
 def plot(results: Path) -> Path:
     """``study_ranker_gate.png`` from every ``study_ranker_gate_*.json`` under ``results``: per log
     and variant, the gate's validation interval (the ranker as the gate would serve it vs the
@@ -189,7 +221,8 @@ def plot(results: Path) -> Path:
     reports = [json.loads(p.read_text()) for p in sorted(results.glob("study_ranker_gate_*.json"))]
     reports = [r for r in reports if "variant" in r and "gate" in r]
     logs = sorted({r["log"] for r in reports})
-    fig, axes = plt.subplots(1, len(logs), figsize=(6 * len(logs), 4.5), squeeze=False)
+    rows = max(sum(r["log"] == log for r in reports) for log in logs)
+    fig, axes = plt.subplots(1, len(logs), figsize=(6.5 * len(logs), max(4.5, 1.5 + 0.24 * rows)), squeeze=False)
     for ax, log in zip(axes[0], logs):
         mine = [r for r in reports if r["log"] == log]
         tested = False
@@ -218,7 +251,9 @@ def plot(results: Path) -> Path:
                 tested = True
         ax.axvline(0, color="grey", lw=0.8)
         labels = [
-            r["variant"] + (f" (seed {r['ranker_config']['seed']})" if r.get("ranker_config", {}).get("seed") else "")
+            ("user encoder: " if r.get("stack", "").startswith("user encoder") else "")
+            + r["variant"]
+            + (f" (seed {r['ranker_config']['seed']})" if r.get("ranker_config", {}).get("seed") else "")
             for r in mine
         ]
         ax.set_yticks(range(len(mine)), labels)
@@ -239,6 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", type=Path, default=Path("build"), help="where MovieLens-100K is fetched")
     parser.add_argument("--retail", type=Path, help="the converted Online Retail log instead of MovieLens-100K")
     parser.add_argument("--cache", type=Path, help="keep the pretrained embeddings here between runs")
+    parser.add_argument(
+        "--finetuned", type=Path, help="an `aisle finetune` output: gate over its user-encoder stack instead"
+    )
     parser.add_argument("--seed", type=int, default=0, help="LightGBM's seed (bagging, feature sampling)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -249,6 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.finetuned and args.test:
+        parser.error("--test judges the untrained stack's ranker: leave out --finetuned")
     if args.plot:
         print(f"wrote {plot(args.out)}")
         return {}
@@ -272,12 +312,16 @@ def main(argv: list[str] | None = None) -> dict:
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.save(cached, vectors)
     config = replace(variants()[args.variant], seed=args.seed)
-    gate = validate(data, vectors, RankingConfig(user_encoder=False), config, progress=True)
+    base, encoder = RankingConfig(user_encoder=False), None
+    if args.finetuned:
+        vectors, base, encoder = user_encoder_stack(args.finetuned, data, args.cache, log)
+    gate = validate(data, vectors, base, config, encoder, progress=True)
     report = {
         "command": command_line("perf.study_ranker_gate", argv),
         "machine": machine(load_before),
         "log": log,
         "variant": args.variant,
+        "stack": f"user encoder of {args.finetuned}" if args.finetuned else "pretrained towers + mean (untrained)",
         "ranker_config": {
             "train_cuts": list(config.train_cuts),
             "hidden_model": config.hidden_model,
@@ -290,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
             "base_strength": config.base_strength,
             "ignored_features": list(config.ignored_features),
             "monotone": [list(pair) for pair in config.monotone],
+            "objective": config.objective,
+            "extra_trees": config.extra_trees,
             "seed": config.seed,
         },
         "gate": gate,
@@ -300,7 +346,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     seeded = f"_seed{args.seed}" if args.seed else ""
-    path = args.out / f"study_ranker_gate_{log}_{args.variant}{seeded}.json"
+    stack = "_user_encoder" if args.finetuned else ""
+    path = args.out / f"study_ranker_gate_{log}{stack}_{args.variant}{seeded}.json"
     path.write_text(json.dumps(report, indent=2, default=float) + "\n")
     gain = gate["vs_hand_weighted"]["all"]
     print(

@@ -27,6 +27,10 @@ def test_the_flags_set_the_windows_the_start_from_the_stack_and_the_ignored_feat
     assert ranker_config(parsed("--ranker-shoppers", "0")).max_shoppers is None  # every shopper
     assert ranker_config(parsed("--ranker-trees", "60")).rounds == 60
     assert ranker_config(parsed("--ranker-monotone", "none")).monotone == ()
+    assert ranker_config(parsed("--ranker-splits", "searched")).extra_trees is False
+    assert ranker_config(parsed("--ranker-splits", "random")).extra_trees is True
+    assert ranker_config(parsed("--ranker-objective", "rank_xendcg")).objective == "rank_xendcg"
+    assert ranker_config(parsed("--seed", "7")).seed == 7
     assert ranker_config(parsed("--ranker-monotone", "hand_score:+1, cosine:1,popularity_rank:-1")).monotone == (
         ("hand_score", 1),
         ("cosine", 1),

@@ -670,3 +670,18 @@ def test_the_ranker_score_never_falls_as_the_stack_score_rises_unless_unconstrai
 def test_a_monotone_constraint_on_an_unknown_feature_or_without_a_sign_is_refused(monotone, named) -> None:
     with pytest.raises(ValueError, match=f"monotone: '{named}'"):
         RankerConfig(monotone=monotone)
+
+
+def test_the_split_search_and_objective_reach_lightgbm_and_an_unknown_objective_is_refused() -> None:
+    groups = _banded_groups()
+    settings = RankerConfig(rounds=20, min_data_in_leaf=5, threads=1)
+    assert settings.extra_trees and settings.objective == "lambdarank"
+    drawn, _ = fit(groups, groups, settings)
+    searched, _ = fit(groups, groups, replace(settings, extra_trees=False))
+    xendcg, _ = fit(groups, groups, replace(settings, objective="rank_xendcg"))
+    assert drawn.manifest["params"]["extra_trees"] and not searched.manifest["params"]["extra_trees"]
+    assert xendcg.manifest["params"]["objective"] == "rank_xendcg"
+    probe = groups.features[:200].astype(np.float64)
+    assert not np.allclose(drawn.score(probe), searched.score(probe))  # thresholds drawn, not searched
+    with pytest.raises(ValueError, match="objective: 'binary'"):
+        RankerConfig(objective="binary")  # its score is a probability: not what the compiled trees serve

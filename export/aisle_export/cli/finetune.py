@@ -43,7 +43,7 @@ def add_parser(subparsers: Subparsers) -> None:
         action="store_true",
         help="reuse the towers an earlier run left in --out; learn the user encoder, signals and knobs again",
     )
-    p.add_argument("--seed", type=int, help="shuffling and sampling seed (default 0)")
+    p.add_argument("--seed", type=int, help="shuffling and sampling seed, the learned ranker's too (default 0)")
     p.add_argument(
         "--ranker-cuts",
         metavar="Q,...",
@@ -84,6 +84,13 @@ def add_parser(subparsers: Subparsers) -> None:
         "hand_score:+1,hand_rank:-1: the hand-weighted stack's own order never counts against a "
         "candidate; 'none': unconstrained)",
     )
+    p.add_argument(
+        "--ranker-splits",
+        choices=("random", "searched"),
+        help="how the ranker's trees pick a split's threshold: drawn at random among the feature's bins "
+        "(default; LightGBM's extra_trees: steadier on both logs here) or searched",
+    )
+    p.add_argument("--ranker-objective", choices=("lambdarank", "rank_xendcg"), help="the ranker's LightGBM objective")
     p.set_defaults(func=run)
 
 
@@ -122,6 +129,12 @@ def ranker_config(args: argparse.Namespace) -> RankerConfig:
             RankerConfig(monotone=given["monotone"])
         except ValueError as error:
             raise ValueError(f"--ranker-monotone {args.ranker_monotone!r}: {error}") from None
+    if args.ranker_splits is not None:
+        given["extra_trees"] = args.ranker_splits == "random"
+    if args.ranker_objective is not None:
+        given["objective"] = args.ranker_objective
+    if getattr(args, "seed", None) is not None:
+        given["seed"] = args.seed
     return RankerConfig(**given)
 
 
