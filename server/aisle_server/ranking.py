@@ -587,7 +587,7 @@ def _finish(
         terms, scores, features = _scored(index, request, prepared, exact_scores)
         ranker = index.ranker if features is not None else None
         if ranker is not None:
-            scores = reranked(ranker, terms.rows, scores, features)
+            scores = reranked(ranker, features)
         order = np.lexsort((terms.rows, -scores))  # best first, ties by row
     candidates, candidate_scores = terms.rows[order], scores[order]
 
@@ -669,18 +669,19 @@ def _pick(index: CatalogIndex, config: RankingConfig, candidates: np.ndarray, sc
     )
 
 
-def reranked(ranker: LearnedRanker, rows: np.ndarray, hand: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """The candidates' scores with the learned ranker: its score for the ones it reranks (the
-    hand-weighted top ``ranker.depth`` and the buy-again ones, ``LearnedRanker.reranks``), and
-    below all of those, in hand-weighted order, the rest (``min − 1 − position``). ``hand`` (the
-    hand-weighted scores) orders them through their ``hand_rank`` feature, already sorted once: the
-    ranks are distinct, 0 … n − 1, so inverting them gives that order without another sort."""
+def reranked(ranker: LearnedRanker, features: np.ndarray) -> np.ndarray:
+    """The scores of the candidates whose feature rows are ``features``, with the learned ranker:
+    its score for the ones it reranks (the hand-weighted top ``ranker.depth`` and the buy-again
+    ones, ``LearnedRanker.reranks``), and below all of those, in hand-weighted order, the rest
+    (``min − 1 − position``). That order is their ``hand_rank`` feature, already sorted once: the
+    ranks are distinct, 0 … n − 1, so inverting them gives it without another sort."""
+    n = len(features)
     head = ranker.reranks(features)
     head_scores = ranker.score(features[head])
-    scores = np.empty(len(rows))
+    scores = np.empty(n)
     scores[head] = head_scores
-    by_hand = np.empty(len(rows), dtype=np.int64)
-    by_hand[features[:, HAND_RANK].astype(np.int64)] = np.arange(len(rows))
+    by_hand = np.empty(n, dtype=np.int64)
+    by_hand[features[:, HAND_RANK].astype(np.int64)] = np.arange(n)
     rest = by_hand[~head[by_hand]]  # the rows the ranker does not score, in hand-weighted order
     floor = float(head_scores.min()) - 1.0 if len(head_scores) else 0.0
     scores[rest] = floor - np.arange(len(rest))

@@ -22,7 +22,6 @@ from aisle_export.data.movielens import movielens_files
 from aisle_export.data.splits import load_log
 from aisle_export.learn.ranker import RankerConfig, fit, split_groups
 from aisle_export.learn.user_encoder import load_torch_model
-from aisle_server.features import FEATURE_NAMES
 from aisle_server.index import INDEX_DIRNAME, CatalogIndex
 from aisle_server.learned import LEARNED_DIRNAME, RANKER_DIRNAME, USER_ENCODER_DIRNAME, attach_learned
 from aisle_server.ranking import RankingConfig, RankRequest, candidate_features, rank, reranked
@@ -253,8 +252,7 @@ def test_served_feeds_get_the_offline_rankers_scores_order_and_contributions(sto
         for history, now in shoppers:
             request = _feed_request(history, now, config)
             rows, features = candidate_features(index, request)  # the offline feature rows
-            hand = features[:, FEATURE_NAMES.index("hand_score")]
-            offline = reranked(index.ranker, rows, hand, features)  # the ranker's top 150 + buy-again, then the rest
+            offline = reranked(index.ranker, features)  # the ranker's top 150 + buy-again, then the rest
             order = np.lexsort((rows, -offline))[:10]
             got = client.recommend(history=history, k=10, now=now, explain=True)
             assert [r.item_id for r in got] == index.item_ids[rows[order]].tolist()
