@@ -29,9 +29,11 @@ own score and place (``RankerConfig.monotone``); ``unconstrained`` is the traini
 ``depth100`` scores (and trains on) the hand-weighted top 100 and the buy-again candidates instead
 of the top 150 (``RankerConfig.depth``): a third fewer rows for the served trees to walk;
 ``large``: 63 leaves instead of 31, bigger trees the cheaper compiled form (lleaves) could afford;
-``plain``: split thresholds searched, not drawn at random (``extra_trees=False``, the default until
-the seventeenth session: reports written before it ran so under every variant's name);
-``xendcg``: LightGBM's ``rank_xendcg`` objective instead of ``lambdarank``.
+``plain``: the training before the seventeenth session: split thresholds searched, not drawn at
+random (``extra_trees=False``), and no ``history_repeat_share`` (reports written before that
+session ran so under every variant's name);
+``xendcg``: LightGBM's ``rank_xendcg`` objective instead of ``lambdarank``; ``no_repeat_share``:
+the trees may not split on ``history_repeat_share`` (the feature the seventeenth session added).
 ``--finetuned DIR`` gates over the user-encoder stack of an ``aisle finetune`` output instead (its
 item tower's embeddings, its validation user encoder and the knobs validation chose for that stack),
 as ``aisle finetune`` does before it picks stack and ranker together.
@@ -85,6 +87,7 @@ VARIANTS = (
     "large",
     "plain",
     "xendcg",
+    "no_repeat_share",
 )
 #: ``monotone_sources``: besides the stack's score and place, every source's score rises and rank falls
 SOURCE_SIGNS = (
@@ -125,8 +128,9 @@ def variants():
         "monotone_sources": RankerConfig(monotone=RankerConfig().monotone + SOURCE_SIGNS),
         "depth100": RankerConfig(depth=100),
         "large": RankerConfig(num_leaves=63),
-        "plain": RankerConfig(extra_trees=False),
+        "plain": RankerConfig(extra_trees=False, ignored_features=("history_repeat_share",)),
         "xendcg": RankerConfig(objective="rank_xendcg"),
+        "no_repeat_share": RankerConfig(ignored_features=("history_repeat_share",)),
     }
 
 

@@ -98,6 +98,7 @@ RANKER_FEATURE_NAMES = (
     "item_age_days",
     "category_affinity",
     "history_length",
+    "history_repeat_share",
 )
 #: The last column of ``FEATURE_CONTRIBUTIONS``: the ranker's expected score, the part no feature explains.
 RANKER_BIAS = "bias"

@@ -23,7 +23,8 @@ Columns, in ``aisle_contract.RANKER_FEATURE_NAMES`` order:
   ``history_recency_weight`` (its share of the history's recency weights), ``days_since_last`` and
   ``interval_ratio`` (days since last ÷ the item's typical repurchase interval: near 1, it is due);
 - ``item_age_days`` (from the catalog's ``created_at``), ``category_affinity`` (share of the
-  history in the item's category) and ``history_length``.
+  history in the item's category), ``history_length`` and ``history_repeat_share`` (the share of
+  the shopper's history events that repeat an item already in it: how much this shopper buys again).
 """
 
 from __future__ import annotations
@@ -96,13 +97,14 @@ def descending_rank(values: np.ndarray, rows: np.ndarray, by_row: np.ndarray | N
     return rank
 
 
-def _history_features(context: FeedContext, rows: np.ndarray, out: np.ndarray) -> None:
+def _history_features(context: FeedContext, rows: np.ndarray, out: np.ndarray) -> float:
     """Per candidate, into ``out`` (its three :data:`_HISTORY` columns): times in the history, its
-    recency weight and days since the shopper last had it (0, 0 and NaN for an item not had)."""
+    recency weight and days since the shopper last had it (0, 0 and NaN for an item not had).
+    Returns the share of the history's events that repeat an item had before in it (0: none)."""
     out[:, 0:2] = 0.0
     history = context.history_rows
     if not len(history):
-        return
+        return 0.0
     distinct, inverse = np.unique(history, return_inverse=True)
     latest = np.full(len(distinct), -np.inf)
     np.maximum.at(latest, inverse, context.history_ts)
@@ -112,6 +114,7 @@ def _history_features(context: FeedContext, rows: np.ndarray, out: np.ndarray) -
     out[seen, 0] = np.bincount(inverse, minlength=len(distinct))[at]
     out[seen, 1] = np.bincount(inverse, weights=context.recency, minlength=len(distinct))[at]
     out[seen, 2] = np.maximum(context.now - latest[at], 0.0) / DAY
+    return 1.0 - len(distinct) / len(history)
 
 
 def _source_flags(rows: np.ndarray, sources: Mapping[str, np.ndarray], order: np.ndarray) -> np.ndarray:
@@ -188,7 +191,7 @@ def feature_rows(
     at[:, _COLUMN["popularity_rank"]] = index.popularity_rank[rows]
     at[:, _COLUMN["history_length"]] = len(context.history_rows)
     at[:, _COLUMN["category_affinity"]] = _category_affinity(index, context, rows)
-    _history_features(context, rows, at[:, _HISTORY])
+    at[:, _COLUMN["history_repeat_share"]] = _history_features(context, rows, at[:, _HISTORY])
     if index.item_stats is not None:
         at[:, _STAT_COLUMNS] = index.item_stats[rows]
         interval = at[:, _COLUMN["repurchase_interval_days"]]

@@ -121,6 +121,11 @@ def test_feature_rows_hold_the_shoppers_repurchase_timing_and_the_items_statisti
     named = feature_rows(by_name, context, rows, np.array([0.1, 0.9, 0.5]), None, np.array([3.0, 1.0, 2.0]), sources)
     np.testing.assert_array_equal(named, x)
     assert column["history_length"].tolist() == [3, 3, 3]
+    assert column["history_repeat_share"].tolist() == pytest.approx([1 / 3] * 3)  # i3 again: one of three events
+    fresh = replace(context, history_rows=index.rows_of(["i3", "i5", "i8"]))
+    assert feature_rows(index, fresh, rows, np.array([0.1, 0.9, 0.5]), None, np.array([3.0, 1.0, 2.0]), sources)[
+        :, COLUMN["history_repeat_share"]
+    ].tolist() == [0.0, 0.0, 0.0]
     assert column["item_age_days"].tolist() == pytest.approx([47.0, 42.0, 45.0])
     assert column["events_all"].tolist() == index.item_stats[rows, 2].tolist()
     # serving: only the rows the ranker scores get every column (hand-weighted top 1, and the buy-again i5)
