@@ -14,6 +14,7 @@ explanation needs, summing to the score.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ HAND_SCORE = FEATURE_NAMES.index("hand_score")
 #: manifest key: the weight of ``hand_score`` in the score the trees were boosted from (LightGBM's
 #: ``init_score``, which the model file does not hold): the score is the trees' sum plus it
 BASE_WEIGHT = "base_weight"
+LOG = logging.getLogger("aisle.ranker")
 
 
 def reranked_rows(features: np.ndarray, depth: int = DEPTH) -> np.ndarray:
@@ -43,11 +45,15 @@ def reranked_rows(features: np.ndarray, depth: int = DEPTH) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class LearnedRanker:
-    """A LightGBM booster whose columns are :data:`aisle_server.features.FEATURE_NAMES`."""
+    """A LightGBM booster over :data:`aisle_server.features.FEATURE_NAMES`, or over some of them:
+    a model trained before a feature was added keeps serving, on the columns it knows, until
+    ``aisle finetune`` trains it again (an upgrade must not take a store's feed down)."""
 
     booster: Any  # lightgbm.Booster
     manifest: dict = field(default_factory=dict)
     compiled: CompiledRanker | None = None  # the same trees as native code; None: LightGBM's predict
+    #: the model's columns as positions in FEATURE_NAMES; None: all of them, in that order
+    columns: np.ndarray | None = None
 
     @classmethod
     def load(cls, directory: Path) -> LearnedRanker:
@@ -60,12 +66,22 @@ class LearnedRanker:
         booster = lightgbm.Booster(model_file=str(directory / MODEL_FILE))
         manifest_path = directory / MANIFEST_FILE
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        if tuple(booster.feature_name()) != FEATURE_NAMES:
+        names = tuple(booster.feature_name())
+        if not set(names) <= set(FEATURE_NAMES) or len(set(names)) != len(names):
             raise ValueError(
-                f"{directory}: the ranker was trained on features {booster.feature_name()}, "
+                f"{directory}: the ranker was trained on features {list(names)}, "
                 f"this server computes {list(FEATURE_NAMES)}: re-run `aisle finetune`"
             )
-        return cls(booster, manifest, load_compiled(directory / MODEL_FILE, booster))
+        columns = None
+        if names != FEATURE_NAMES:
+            columns = np.array([FEATURE_NAMES.index(name) for name in names], dtype=np.int64)
+            LOG.warning(
+                "%s was trained without features %s: it serves on the %d it knows; re-run `aisle finetune` to use them",
+                directory,
+                [name for name in FEATURE_NAMES if name not in names],
+                len(names),
+            )
+        return cls(booster, manifest, load_compiled(directory / MODEL_FILE, booster), columns)
 
     def save(self, directory: Path) -> Path:
         """Write the model and its manifest (compiled where it is loaded: :meth:`load`)."""
@@ -92,10 +108,11 @@ class LearnedRanker:
         """float64 score per row (higher first): the trees' sum, plus ``base_weight`` × ``hand_score``."""
         if not len(features):
             return np.zeros(0)
+        own = self._own(features)
         if self.compiled is not None:
-            trees = self.compiled.score(features)
+            trees = self.compiled.score(own)
         else:
-            trees = np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
+            trees = np.asarray(self.booster.predict(own, num_threads=1), dtype=np.float64)
         return trees + self.base_weight * features[:, HAND_SCORE] if self.base_weight else trees
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
@@ -103,6 +120,15 @@ class LearnedRanker:
         (the boosting's start, ``base_weight`` × ``hand_score``, is ``hand_score``'s besides its trees')."""
         if not len(features):
             return np.zeros((0, len(FEATURE_NAMES) + 1))
-        parts = np.asarray(self.booster.predict(features, pred_contrib=True, num_threads=1), dtype=np.float64)
+        parts = np.asarray(
+            self.booster.predict(self._own(features), pred_contrib=True, num_threads=1), dtype=np.float64
+        )
+        if self.columns is not None:  # a feature the model does not know contributes nothing
+            known, parts = parts, np.zeros((len(features), len(FEATURE_NAMES) + 1))
+            parts[:, self.columns], parts[:, -1] = known[:, :-1], known[:, -1]
         parts[:, HAND_SCORE] += self.base_weight * features[:, HAND_SCORE]
         return parts
+
+    def _own(self, features: np.ndarray) -> np.ndarray:
+        """``features``' columns the model was trained on, in its order."""
+        return features if self.columns is None else np.ascontiguousarray(features[:, self.columns])

@@ -223,6 +223,29 @@ def test_a_search_and_the_cold_fallback_are_not_ranked_by_the_ranker(trained) ->
     assert rank(index, replace(query, query_embedding=None)).feature_contributions is None
 
 
+def test_a_ranker_trained_before_a_feature_existed_serves_on_the_features_it_knows(tmp_path, caplog) -> None:
+    import lightgbm
+
+    groups = _banded_groups()
+    known = [name for name in RANKER_FEATURE_NAMES if name != "history_repeat_share"]  # as before it was added
+    columns = [COLUMN[name] for name in known]
+    data = lightgbm.Dataset(groups.features[:, columns], groups.labels, group=groups.sizes, feature_name=known)
+    params = {"objective": "lambdarank", "min_data_in_leaf": 5, "verbosity": -1, "num_threads": 1}
+    LearnedRanker(lightgbm.train(params, data, num_boost_round=10)).save(tmp_path / "old")
+    with caplog.at_level("WARNING", logger="aisle.ranker"):
+        old = LearnedRanker.load(tmp_path / "old")
+    assert "without features ['history_repeat_share']" in caplog.text
+    assert old.compiled is not None  # compiled over its own 27 columns
+    rows = groups.features[:100].astype(np.float64)
+    rows[:, COLUMN["history_repeat_share"]] = 0.5  # a column the model never saw: it must not read it
+    want = old.booster.predict(rows[:, columns], num_threads=1)
+    np.testing.assert_allclose(old.score(rows), want, atol=1e-9)
+    parts = old.contributions(rows)
+    assert parts.shape == (100, len(RANKER_FEATURE_NAMES) + 1)
+    assert (parts[:, COLUMN["history_repeat_share"]] == 0).all()
+    np.testing.assert_allclose(parts.sum(axis=1), want, atol=1e-9)
+
+
 def test_a_ranker_over_other_features_is_refused(trained, tmp_path) -> None:
     _, index, _ = trained
     booster = index.ranker.booster
