@@ -191,24 +191,32 @@ def test_cut(data, vectors: np.ndarray, base, config, gate: dict) -> dict:
     }
 
 
+def item_embeddings(data, tower: Path | None, cached: Path | None, label: str) -> np.ndarray:
+    """The catalog embedded by ``tower`` (None: the pretrained one), read from ``cached`` when an
+    earlier run wrote it there (None: not kept)."""
+    from aisle_export.core.encoding import embed_catalog
+
+    if cached is not None and cached.exists():
+        return np.load(cached)
+    vectors = embed_catalog(data.catalog.texts(), tower, True, label)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cached, vectors)
+    return vectors
+
+
 def user_encoder_stack(finetuned: Path, data, cache: Path | None, log: str):
     """The item embeddings of ``finetuned``'s trained towers (cached under ``cache``), the knobs
     validation chose for its user-encoder stack and its validation user encoder: what
     ``aisle finetune`` gates the ranker over for that stack."""
     from aisle_contract import RankingConfig
-    from aisle_export.core.encoding import embed_catalog
     from aisle_export.core.handoff import ITEM_TOWER, RANKING_FILE
     from aisle_export.learn.finetune import VALIDATION_ENCODER
     from aisle_server.user_encoder import UserEncoder
 
-    cached = None if cache is None else cache / f"{log}_{len(data.catalog)}_{finetuned.name}.npy"
-    if cached is not None and cached.exists():
-        vectors = np.load(cached)
-    else:
-        vectors = embed_catalog(data.catalog.texts(), finetuned / ITEM_TOWER, True, "embedding items (trained)")
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached, vectors)
+    name = f"{log}_{len(data.catalog)}_{finetuned.name}.npy"
+    cached = None if cache is None else cache / name
+    vectors = item_embeddings(data, finetuned / ITEM_TOWER, cached, "embedding items (trained)")
     knobs = json.loads((finetuned / RANKING_FILE).read_text())["user_encoder"]
     return vectors, replace(RankingConfig(), **knobs), UserEncoder.load(finetuned / VALIDATION_ENCODER)
 
@@ -298,7 +306,6 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     from aisle_contract import RankingConfig
-    from aisle_export.core.encoding import embed_catalog
     from aisle_export.data.movielens import movielens_files
     from aisle_export.data.splits import load_log
     from aisle_export.learn.ranker import validate
@@ -308,13 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
     files = (args.retail / "interactions.csv", args.retail / "catalog.csv") if args.retail else None
     data = load_log(*(files or movielens_files(args.workdir)))
     cached = None if args.cache is None else args.cache / f"{log}_{len(data.catalog)}.npy"
-    if cached is not None and cached.exists():
-        vectors = np.load(cached)
-    else:
-        vectors = embed_catalog(data.catalog.texts(), None, True, "embedding items (pretrained)")
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached, vectors)
+    vectors = item_embeddings(data, None, cached, "embedding items (pretrained)")
     config = replace(variants()[args.variant], seed=args.seed)
     base, encoder = RankingConfig(user_encoder=False), None
     if args.finetuned:

@@ -133,7 +133,7 @@ def ranker_config(args: argparse.Namespace) -> RankerConfig:
         given["extra_trees"] = args.ranker_splits == "random"
     if args.ranker_objective is not None:
         given["objective"] = args.ranker_objective
-    if getattr(args, "seed", None) is not None:
+    if args.seed is not None:
         given["seed"] = args.seed
     return RankerConfig(**given)
 
