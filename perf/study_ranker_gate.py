@@ -191,11 +191,12 @@ def test_cut(data, vectors: np.ndarray, base, config, gate: dict) -> dict:
     }
 
 
-def item_embeddings(data, tower: Path | None, cached: Path | None, label: str) -> np.ndarray:
-    """The catalog embedded by ``tower`` (None: the pretrained one), read from ``cached`` when an
-    earlier run wrote it there (None: not kept)."""
+def item_embeddings(data, tower: Path | None, cache: Path | None, name: str, label: str) -> np.ndarray:
+    """The catalog embedded by ``tower`` (None: the pretrained one), read from ``cache``/``name``
+    when an earlier run wrote it there (``cache`` None: not kept)."""
     from aisle_export.core.encoding import embed_catalog
 
+    cached = None if cache is None else cache / name
     if cached is not None and cached.exists():
         return np.load(cached)
     vectors = embed_catalog(data.catalog.texts(), tower, True, label)
@@ -215,8 +216,7 @@ def user_encoder_stack(finetuned: Path, data, cache: Path | None, log: str):
     from aisle_server.user_encoder import UserEncoder
 
     name = f"{log}_{len(data.catalog)}_{finetuned.name}.npy"
-    cached = None if cache is None else cache / name
-    vectors = item_embeddings(data, finetuned / ITEM_TOWER, cached, "embedding items (trained)")
+    vectors = item_embeddings(data, finetuned / ITEM_TOWER, cache, name, "embedding items (trained)")
     knobs = json.loads((finetuned / RANKING_FILE).read_text())["user_encoder"]
     return vectors, replace(RankingConfig(), **knobs), UserEncoder.load(finetuned / VALIDATION_ENCODER)
 
@@ -314,12 +314,13 @@ def main(argv: list[str] | None = None) -> dict:
     log = "online_retail" if args.retail else "movielens"
     files = (args.retail / "interactions.csv", args.retail / "catalog.csv") if args.retail else None
     data = load_log(*(files or movielens_files(args.workdir)))
-    cached = None if args.cache is None else args.cache / f"{log}_{len(data.catalog)}.npy"
-    vectors = item_embeddings(data, None, cached, "embedding items (pretrained)")
     config = replace(variants()[args.variant], seed=args.seed)
-    base, encoder = RankingConfig(user_encoder=False), None
     if args.finetuned:
         vectors, base, encoder = user_encoder_stack(args.finetuned, data, args.cache, log)
+    else:  # the untrained stack: the pretrained towers' embeddings
+        name = f"{log}_{len(data.catalog)}.npy"
+        vectors = item_embeddings(data, None, args.cache, name, "embedding items (pretrained)")
+        base, encoder = RankingConfig(user_encoder=False), None
     gate = validate(data, vectors, base, config, encoder, progress=True)
     report = {
         "command": command_line("perf.study_ranker_gate", argv),
