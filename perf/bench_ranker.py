@@ -176,9 +176,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "feeds": len(requests),
         "candidates_mean": float(np.mean(candidates)),
         "candidates_range": [int(min(candidates)), int(max(candidates))],
-        "trees": int(index.ranker.booster.num_trees()),
-        "monotone": "monotone_constraints" in index.ranker.manifest["params"],  # RankerConfig.monotone's
-        "splits": "random" if index.ranker.manifest["params"].get("extra_trees") else "searched",
+        **ranker_summary(index.ranker),
         "fit": fitted,
         "rounds": args.rounds,
         "seconds": args.seconds,
@@ -243,6 +241,17 @@ def plot(report: dict, path: Path) -> Path:
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
     return save_figure(fig, path)
+
+
+def ranker_summary(ranker) -> dict:
+    """What a report says of the timed ranker: its trees, whether ``RankerConfig.monotone``'s
+    constraints shaped them, and how their split thresholds were picked."""
+    params = ranker.manifest["params"]
+    return {
+        "trees": int(ranker.booster.num_trees()),
+        "monotone": "monotone_constraints" in params,
+        "splits": "random" if params.get("extra_trees") else "searched",
+    }
 
 
 def store_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perf.bench_ranker import CONCURRENCY, TARGET_MS, store_arguments, train
+from perf.bench_ranker import CONCURRENCY, TARGET_MS, ranker_summary, store_arguments, train
 from perf.lib import loadgen, triton_stats
 from perf.lib.procstats import group_cpu_seconds
 from perf.lib.run_info import ROOT, command_line, machine, save_figure, write_report
@@ -215,9 +215,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "items": args.items,
         "feeds": len(feeds),
         "checked_feeds": checked,
-        "trees": int(served_index.ranker.booster.num_trees()),
-        "monotone": "monotone_constraints" in served_index.ranker.manifest["params"],  # RankerConfig.monotone's
-        "splits": "random" if served_index.ranker.manifest["params"].get("extra_trees") else "searched",
+        **ranker_summary(served_index.ranker),
         "fit": fitted,
         "rounds": args.rounds,
         "seconds": args.seconds,
